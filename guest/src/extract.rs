@@ -1,0 +1,384 @@
+//! Deciding each storage's outcome (spec 4): scan, read, validate,
+//! quarantine, delete.
+//!
+//! Everything here goes through [`StorageFs`], so the same code runs in the
+//! sandbox and natively.
+
+use crate::fs::{join, BoundedRead, EntryKind, FsError, FsErrorKind, StorageFs};
+use crate::model::{
+    Corruption, Outcome, QuarantineInfo, QuarantineReason, QuarantinedStorage, RootEntry,
+    RunnerMetrics, Selection, SkipReason,
+};
+use crate::names::{is_reserved, is_valid_runner_name, QUARANTINE_DIR};
+use crate::{files, parse, FILE_SIZE_BYTES_LIMIT};
+
+/// Suffix of the reason file written beside each quarantined storage.
+pub const REASON_SUFFIX: &str = ".reason.json";
+/// A reason file larger than this is not ours and is not read.
+const REASON_FILE_LIMIT: usize = 16 * 1024;
+
+/// A pass over the root's entries that applies a [`Selection`].
+pub struct Scan<F: StorageFs> {
+    fs: F,
+    listing: F::Listing,
+    selection: Selection,
+    now: f64,
+}
+
+impl<F: StorageFs> Scan<F> {
+    pub fn new(fs: F, selection: Selection) -> Result<Self, FsError> {
+        let listing = fs.list("")?;
+        let now = fs.now();
+        Ok(Self { fs, listing, selection, now })
+    }
+
+    /// Up to `max` more entries; empty when the scan is over.
+    pub fn next_batch(&mut self, max: usize) -> Result<Vec<RootEntry>, FsError> {
+        let mut batch = Vec::new();
+        while batch.len() < max {
+            let Some(entry) = self.listing.next() else { break };
+            let entry = entry?;
+            if entry.name.as_deref().is_some_and(is_reserved) {
+                continue;
+            }
+            let skipped = self.classify(entry.name.as_deref(), entry.kind);
+            batch.push(RootEntry { name: entry.name, skipped });
+        }
+        Ok(batch)
+    }
+
+    /// `None` for a candidate, else why the entry is left alone.
+    fn classify(&self, name: Option<&str>, kind: EntryKind) -> Option<SkipReason> {
+        let Some(name) = name.filter(|name| is_valid_runner_name(name)) else {
+            return Some(SkipReason::InvalidName);
+        };
+        if kind != EntryKind::Directory {
+            return Some(SkipReason::NotADirectory);
+        }
+        if self.selection.exclude.iter().any(|excluded| excluded == name) {
+            return Some(SkipReason::Excluded);
+        }
+        if let Some(include) = &self.selection.include {
+            if !include.iter().any(|included| included == name) {
+                return Some(SkipReason::NotIncluded);
+            }
+        }
+        let min_age = self.selection.min_age_seconds?;
+        // A storage whose age cannot be read is treated as old enough: the
+        // extraction that follows reports any real problem.
+        let modified = self.fs.lstat(name).ok()?.modified?;
+        let age = self.now - modified;
+        (age < min_age).then_some(SkipReason::TooYoung(age.max(0.0)))
+    }
+}
+
+/// What one metrics file turned out to be.
+enum FileState {
+    Missing,
+    Present(Vec<u8>),
+    Corrupt(Corruption),
+    Failed(FsError),
+}
+
+/// Reads one file of a storage: missing, its bytes, corrupt, or an I/O error.
+fn read_storage_file(fs: &impl StorageFs, path: &str) -> FileState {
+    let meta = match fs.lstat(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind == FsErrorKind::NotFound => return FileState::Missing,
+        Err(e) => return FileState::Failed(e),
+    };
+    if meta.kind != EntryKind::File {
+        return FileState::Corrupt(not_regular(meta.kind));
+    }
+    if meta.size > FILE_SIZE_BYTES_LIMIT as u64 {
+        return FileState::Corrupt(oversized(meta.size));
+    }
+    match fs.read_bounded(path, FILE_SIZE_BYTES_LIMIT) {
+        Ok(BoundedRead::Content(bytes)) => FileState::Present(bytes),
+        Ok(BoundedRead::Oversized) => FileState::Corrupt(oversized(meta.size)),
+        Ok(BoundedRead::NotRegular(kind)) => FileState::Corrupt(not_regular(kind)),
+        // Swapped for a symlink (or a directory) between lstat and open.
+        Err(e) if matches!(e.kind, FsErrorKind::Symlink | FsErrorKind::IsADirectory) => {
+            FileState::Corrupt(Corruption::new(QuarantineReason::NotRegularFile, e.message))
+        }
+        Err(e) if e.kind == FsErrorKind::NotFound => FileState::Missing,
+        Err(e) => FileState::Failed(e),
+    }
+}
+
+fn not_regular(kind: EntryKind) -> Corruption {
+    Corruption::new(QuarantineReason::NotRegularFile, format!("is {}, not a regular file", kind.describe()))
+}
+
+fn oversized(size: u64) -> Corruption {
+    Corruption::new(
+        QuarantineReason::Oversized,
+        format!("larger than the {FILE_SIZE_BYTES_LIMIT}-byte limit (size {size} bytes)"),
+    )
+}
+
+/// The four files of a storage, parsed.
+#[derive(Default)]
+struct StorageFiles {
+    installation_start: Option<f64>,
+    installed: Option<f64>,
+    pre_job: Option<crate::model::PreJobMetrics>,
+    post_job: Option<crate::model::PostJobMetrics>,
+}
+
+/// Why the files of a storage cannot be turned into metrics.
+enum Problem {
+    Corrupt { file: &'static str, corruption: Corruption },
+    Failed(FsError),
+}
+
+/// Reads and parses all four files. Corruption anywhere wins over I/O
+/// failures, since the storage is quarantined whole either way.
+fn read_storage(fs: &impl StorageFs, name: &str) -> Result<StorageFiles, Problem> {
+    let mut parsed = StorageFiles::default();
+    let mut failure = None;
+    for file in files::ALL {
+        let bytes = match read_storage_file(fs, &join(name, file)) {
+            FileState::Missing => continue,
+            FileState::Present(bytes) => bytes,
+            FileState::Corrupt(corruption) => return Err(Problem::Corrupt { file, corruption }),
+            FileState::Failed(e) => {
+                failure.get_or_insert(e);
+                continue;
+            }
+        };
+        let result = match file {
+            files::INSTALLATION_START => parse::parse_timestamp(&bytes).map(|v| parsed.installation_start = v),
+            files::INSTALLED => parse::parse_timestamp(&bytes).map(|v| parsed.installed = v),
+            files::PRE_JOB => parse::parse_pre_job(&bytes).map(|v| parsed.pre_job = v),
+            _ => parse::parse_post_job(&bytes).map(|v| parsed.post_job = v),
+        };
+        if let Err(corruption) = result {
+            return Err(Problem::Corrupt { file, corruption });
+        }
+    }
+    match failure {
+        Some(e) => Err(Problem::Failed(e)),
+        None => Ok(parsed),
+    }
+}
+
+/// Decides one storage and acts on it (spec 4): quarantine if anything is
+/// corrupt, delete if the runner never came up, else return its metrics and
+/// leave it for [`delete_storage`]. With `keep`, only decides: nothing on
+/// disk changes and a quarantine outcome has an empty location.
+pub fn extract_storage(fs: &impl StorageFs, name: &str, keep: bool) -> Outcome {
+    if !is_valid_runner_name(name) {
+        return Outcome::Skipped(SkipReason::InvalidName);
+    }
+    match fs.lstat(name) {
+        Ok(meta) if meta.kind == EntryKind::Directory => {}
+        Ok(_) => return Outcome::Skipped(SkipReason::NotADirectory),
+        Err(e) => return Outcome::Failed(e.message),
+    }
+    let parsed = match read_storage(fs, name) {
+        Ok(parsed) => parsed,
+        Err(Problem::Failed(e)) => return Outcome::Failed(e.message),
+        Err(Problem::Corrupt { file, corruption }) if keep => {
+            return Outcome::Quarantined(QuarantineInfo {
+                reason: corruption.reason,
+                file: Some(file.to_owned()),
+                detail: corruption.detail,
+                location: String::new(),
+            });
+        }
+        Err(Problem::Corrupt { file, corruption }) => {
+            return match quarantine_storage(fs, name, corruption.reason, Some(file), &corruption.detail) {
+                Ok(info) => Outcome::Quarantined(info),
+                Err(e) => Outcome::Failed(format!(
+                    "{file} is corrupt ({}: {}) but quarantine failed: {e}",
+                    corruption.reason.as_str(),
+                    corruption.detail
+                )),
+            };
+        }
+    };
+    let Some(installed_timestamp) = parsed.installed else {
+        if keep {
+            return Outcome::NoData;
+        }
+        return match delete_storage(fs, name) {
+            Ok(None) => Outcome::NoData,
+            Ok(Some(info)) => Outcome::Quarantined(info),
+            Err(e) => Outcome::Failed(e),
+        };
+    };
+    Outcome::Extracted(RunnerMetrics {
+        installation_start_timestamp: parsed.installation_start,
+        installed_timestamp,
+        pre_job: parsed.pre_job,
+        post_job: parsed.post_job,
+        runner_name: name.to_owned(),
+    })
+}
+
+/// Deletes a storage without following symlinks. If it cannot be deleted it
+/// is quarantined as `undeletable` (so it is never extracted twice); `Err`
+/// when neither worked.
+pub fn delete_storage(fs: &impl StorageFs, name: &str) -> Result<Option<QuarantineInfo>, String> {
+    if !is_valid_runner_name(name) {
+        return Err(format!("refusing to delete {name:?}: not a valid runner name"));
+    }
+    match fs.lstat(name) {
+        Ok(meta) if meta.kind == EntryKind::Directory => {}
+        Ok(meta) => return Err(format!("refusing to delete {name:?}: it is {}", meta.kind.describe())),
+        Err(e) => return Err(e.message),
+    }
+    let Err(delete_error) = delete_tree(fs, name) else { return Ok(None) };
+    quarantine_storage(fs, name, QuarantineReason::Undeletable, None, &delete_error.message)
+        .map(Some)
+        .map_err(|e| format!("could not delete ({delete_error}) nor quarantine ({e})"))
+}
+
+/// Post-order removal with an explicit stack: deep trees cannot overflow it.
+fn delete_tree(fs: &impl StorageFs, top: &str) -> Result<(), FsError> {
+    let mut stack = vec![(top.to_owned(), false)];
+    while let Some((dir, emptied)) = stack.pop() {
+        if emptied {
+            fs.remove_empty_dir(&dir)?;
+            continue;
+        }
+        stack.push((dir.clone(), true));
+        for entry in fs.list(&dir)? {
+            let entry = entry?;
+            let Some(name) = entry.name else {
+                return Err(FsError::new(FsErrorKind::Other, "remove", &dir, "holds an entry whose name is not UTF-8"));
+            };
+            let path = join(&dir, &name);
+            if entry.kind == EntryKind::Directory {
+                stack.push((path, false));
+            } else {
+                fs.remove_file(&path)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Moves a storage whole into `<root>/.quarantine/`, with a reason file
+/// beside it. The reason file is written first and removed again if the
+/// move fails, so a quarantined storage always has its reason.
+pub fn quarantine_storage(
+    fs: &impl StorageFs,
+    name: &str,
+    reason: QuarantineReason,
+    file: Option<&str>,
+    detail: &str,
+) -> Result<QuarantineInfo, String> {
+    if !is_valid_runner_name(name) {
+        return Err(format!("refusing to quarantine {name:?}: not a valid runner name"));
+    }
+    ensure_quarantine_dir(fs)?;
+    let now = fs.now();
+    let record = reason_record(name, reason, file, detail, now);
+    let stamp = format!("{:.6}", now);
+    for attempt in 0..100u32 {
+        let location = match attempt {
+            0 => format!("{name}.{stamp}"),
+            n => format!("{name}.{stamp}.{n}"),
+        };
+        let reason_path = join(QUARANTINE_DIR, &format!("{location}{REASON_SUFFIX}"));
+        match fs.write_new_file(&reason_path, record.as_bytes()) {
+            Ok(()) => {}
+            Err(e) if e.kind == FsErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e.message),
+        }
+        let target = join(QUARANTINE_DIR, &location);
+        return match fs.rename(name, &target) {
+            Ok(()) => Ok(QuarantineInfo { reason, file: file.map(str::to_owned), detail: detail.to_owned(), location }),
+            Err(e) => {
+                let _ = fs.remove_file(&reason_path);
+                Err(e.message)
+            }
+        };
+    }
+    Err(format!("no free quarantine name for {name:?}"))
+}
+
+fn ensure_quarantine_dir(fs: &impl StorageFs) -> Result<(), String> {
+    match fs.lstat(QUARANTINE_DIR) {
+        Ok(meta) if meta.kind == EntryKind::Directory => Ok(()),
+        Ok(meta) => Err(format!("{QUARANTINE_DIR} is {}, not a directory", meta.kind.describe())),
+        Err(e) if e.kind == FsErrorKind::NotFound => match fs.create_dir(QUARANTINE_DIR) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind == FsErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(e.message),
+        },
+        Err(e) => Err(e.message),
+    }
+}
+
+/// The reason file's content: one JSON object.
+fn reason_record(name: &str, reason: QuarantineReason, file: Option<&str>, detail: &str, now: f64) -> String {
+    let value = serde_json::json!({
+        "runner_name": name,
+        "reason": reason.as_str(),
+        "file": file,
+        "detail": detail,
+        "quarantined_at": now,
+    });
+    value.to_string()
+}
+
+/// The storages under `<root>/.quarantine/`, from their reason files.
+/// Unreadable reason files are listed with what can be said about them.
+pub fn list_quarantine(fs: &impl StorageFs) -> Result<Vec<QuarantinedStorage>, String> {
+    let listing = match fs.list(QUARANTINE_DIR) {
+        Ok(listing) => listing,
+        Err(e) if e.kind == FsErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e.message),
+    };
+    let mut found = Vec::new();
+    for entry in listing {
+        let entry = entry.map_err(|e| e.message)?;
+        let Some(location) = entry.name.as_deref().and_then(|n| n.strip_suffix(REASON_SUFFIX)) else {
+            continue;
+        };
+        found.push(read_reason(fs, location));
+    }
+    found.sort_by(|a, b| a.location.cmp(&b.location));
+    Ok(found)
+}
+
+fn read_reason(fs: &impl StorageFs, location: &str) -> QuarantinedStorage {
+    let path = join(QUARANTINE_DIR, &format!("{location}{REASON_SUFFIX}"));
+    let unreadable = |detail: String| QuarantinedStorage {
+        location: location.to_owned(),
+        runner_name: location.split('.').next().unwrap_or_default().to_owned(),
+        reason: QuarantineReason::InvalidValue,
+        file: None,
+        detail,
+        quarantined_at: 0.0,
+    };
+    let bytes = match fs.read_bounded(&path, REASON_FILE_LIMIT) {
+        Ok(BoundedRead::Content(bytes)) => bytes,
+        Ok(_) => return unreadable(format!("reason file {path} is not a small regular file")),
+        Err(e) => return unreadable(format!("reason file unreadable: {e}")),
+    };
+    let value: serde_json::Value = match serde_json::from_slice(&bytes) {
+        Ok(value) => value,
+        Err(e) => return unreadable(format!("reason file {path} is not JSON: {e}")),
+    };
+    let text = |key: &str| value.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+    let reason = text("reason").as_deref().and_then(QuarantineReason::from_str_exact);
+    let (Some(runner_name), Some(reason)) = (text("runner_name"), reason) else {
+        return unreadable(format!("reason file {path} lacks runner_name or reason"));
+    };
+    QuarantinedStorage {
+        location: location.to_owned(),
+        runner_name,
+        reason,
+        file: text("file"),
+        detail: text("detail").unwrap_or_default(),
+        quarantined_at: value
+            .get("quarantined_at")
+            .and_then(|v| v.as_f64())
+            .filter(|t| t.is_finite() && *t >= 0.0)
+            .unwrap_or(0.0),
+    }
+}

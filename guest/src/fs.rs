@@ -1,0 +1,520 @@
+//! The few filesystem operations the guest needs, behind one trait.
+//!
+//! In the component they go straight to `wasi:filesystem` (so symlinks are
+//! never followed and nothing but a regular file is opened); natively they go
+//! to `std` + `libc` with the same guarantees, so the extraction logic is
+//! tested and benchmarked natively against itself. Every path is relative to
+//! the storage root and built only from validated names and constants.
+
+use std::fmt;
+
+/// What kind of thing a directory entry is, without following symlinks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    File,
+    Directory,
+    Symlink,
+    /// FIFO, socket, device or unknown.
+    Other(&'static str),
+}
+
+impl EntryKind {
+    /// A word for error messages: "a symlink", "a FIFO", ...
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::File => "a regular file",
+            Self::Directory => "a directory",
+            Self::Symlink => "a symlink",
+            Self::Other(what) => what,
+        }
+    }
+}
+
+/// The metadata of an entry (`lstat`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Meta {
+    pub kind: EntryKind,
+    pub size: u64,
+    /// Last modification, UNIX seconds, when the platform keeps it.
+    pub modified: Option<f64>,
+}
+
+/// One entry of a directory listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DirEntry {
+    /// `None` when the name is not valid UTF-8 (it cannot be named in a path).
+    pub name: Option<String>,
+    pub kind: EntryKind,
+}
+
+/// The result of a bounded read of a file that `lstat` called regular.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BoundedRead {
+    /// At most `limit` bytes.
+    Content(Vec<u8>),
+    /// More than `limit` bytes were there (the file may have grown).
+    Oversized,
+    /// The opened file is not a regular file (it was swapped after `lstat`).
+    NotRegular(EntryKind),
+}
+
+/// Coarse classes of filesystem errors: whose fault and what to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsErrorKind {
+    NotFound,
+    AlreadyExists,
+    /// A symlink where none may be (`O_NOFOLLOW` refused it), or a loop.
+    Symlink,
+    NotADirectory,
+    IsADirectory,
+    PermissionDenied,
+    /// Anything else: I/O error, no space, name too long, ...
+    Other,
+}
+
+/// A failed filesystem operation: which one, on what path, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FsError {
+    pub kind: FsErrorKind,
+    pub message: String,
+}
+
+impl FsError {
+    pub fn new(kind: FsErrorKind, op: &str, path: &str, cause: impl fmt::Display) -> Self {
+        Self { kind, message: format!("{op} {path:?}: {cause}") }
+    }
+}
+
+impl fmt::Display for FsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for FsError {}
+
+pub type FsResult<T> = Result<T, FsError>;
+
+/// Filesystem access relative to the storage root. No method follows a
+/// symlink in any path component it is given.
+pub trait StorageFs {
+    /// A streaming listing of one directory.
+    type Listing: Iterator<Item = FsResult<DirEntry>>;
+
+    /// Lists a directory (`""` is the root).
+    fn list(&self, dir: &str) -> FsResult<Self::Listing>;
+    /// `lstat`: metadata of the entry itself, never of a symlink's target.
+    fn lstat(&self, path: &str) -> FsResult<Meta>;
+    /// Opens a regular file without following symlinks and without blocking
+    /// on FIFOs, and reads at most `limit + 1` bytes of it.
+    fn read_bounded(&self, path: &str, limit: usize) -> FsResult<BoundedRead>;
+    /// Atomically renames within the root.
+    fn rename(&self, from: &str, to: &str) -> FsResult<()>;
+    fn create_dir(&self, path: &str) -> FsResult<()>;
+    /// Creates a new file (fails if anything exists there), writes `bytes`
+    /// and syncs it.
+    fn write_new_file(&self, path: &str, bytes: &[u8]) -> FsResult<()>;
+    /// Removes a non-directory entry (a symlink itself, never its target).
+    fn remove_file(&self, path: &str) -> FsResult<()>;
+    fn remove_empty_dir(&self, path: &str) -> FsResult<()>;
+    /// The current UNIX time in seconds.
+    fn now(&self) -> f64;
+}
+
+/// A borrowed filesystem is a filesystem, so a scan can own or borrow one.
+impl<T: StorageFs> StorageFs for &T {
+    type Listing = T::Listing;
+    fn list(&self, dir: &str) -> FsResult<Self::Listing> {
+        (**self).list(dir)
+    }
+    fn lstat(&self, path: &str) -> FsResult<Meta> {
+        (**self).lstat(path)
+    }
+    fn read_bounded(&self, path: &str, limit: usize) -> FsResult<BoundedRead> {
+        (**self).read_bounded(path, limit)
+    }
+    fn rename(&self, from: &str, to: &str) -> FsResult<()> {
+        (**self).rename(from, to)
+    }
+    fn create_dir(&self, path: &str) -> FsResult<()> {
+        (**self).create_dir(path)
+    }
+    fn write_new_file(&self, path: &str, bytes: &[u8]) -> FsResult<()> {
+        (**self).write_new_file(path, bytes)
+    }
+    fn remove_file(&self, path: &str) -> FsResult<()> {
+        (**self).remove_file(path)
+    }
+    fn remove_empty_dir(&self, path: &str) -> FsResult<()> {
+        (**self).remove_empty_dir(path)
+    }
+    fn now(&self) -> f64 {
+        (**self).now()
+    }
+}
+
+/// Joins a directory and a name into a root-relative path.
+pub fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub use native::NativeFs;
+
+#[cfg(target_arch = "wasm32")]
+pub use wasi_fs::WasiFs;
+
+#[cfg(not(target_arch = "wasm32"))]
+mod native {
+    //! `std` + `libc`: `O_NOFOLLOW | O_NONBLOCK` opens, `lstat` everywhere.
+    use super::*;
+    use std::fs::{self, File, OpenOptions};
+    use std::io::{self, Read, Write};
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    use std::path::PathBuf;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    /// The storage root on the host's own filesystem.
+    #[derive(Debug, Clone)]
+    pub struct NativeFs {
+        root: PathBuf,
+    }
+
+    impl NativeFs {
+        pub fn new(root: impl Into<PathBuf>) -> Self {
+            Self { root: root.into() }
+        }
+
+        fn path(&self, rel: &str) -> PathBuf {
+            if rel.is_empty() {
+                self.root.clone()
+            } else {
+                self.root.join(rel)
+            }
+        }
+    }
+
+    fn kind_of(ft: fs::FileType) -> EntryKind {
+        if ft.is_symlink() {
+            EntryKind::Symlink
+        } else if ft.is_dir() {
+            EntryKind::Directory
+        } else if ft.is_file() {
+            EntryKind::File
+        } else if ft.is_fifo() {
+            EntryKind::Other("a FIFO")
+        } else if ft.is_socket() {
+            EntryKind::Other("a socket")
+        } else if ft.is_block_device() || ft.is_char_device() {
+            EntryKind::Other("a device")
+        } else {
+            EntryKind::Other("an entry of unknown type")
+        }
+    }
+
+    fn error(op: &str, path: &str, e: io::Error) -> FsError {
+        let kind = match e.kind() {
+            io::ErrorKind::NotFound => FsErrorKind::NotFound,
+            io::ErrorKind::AlreadyExists => FsErrorKind::AlreadyExists,
+            io::ErrorKind::PermissionDenied => FsErrorKind::PermissionDenied,
+            io::ErrorKind::NotADirectory => FsErrorKind::NotADirectory,
+            io::ErrorKind::IsADirectory => FsErrorKind::IsADirectory,
+            _ if e.raw_os_error() == Some(libc::ELOOP) => FsErrorKind::Symlink,
+            _ => FsErrorKind::Other,
+        };
+        FsError::new(kind, op, path, e)
+    }
+
+    fn modified(meta: &fs::Metadata) -> Option<f64> {
+        let time = meta.modified().ok()?;
+        Some(match time.duration_since(UNIX_EPOCH) {
+            Ok(d) => d.as_secs_f64(),
+            Err(_) => 0.0,
+        })
+    }
+
+    /// A directory listing that reports non-UTF-8 names as `None`.
+    pub struct Listing {
+        inner: fs::ReadDir,
+        dir: String,
+    }
+
+    impl Iterator for Listing {
+        type Item = FsResult<DirEntry>;
+        fn next(&mut self) -> Option<Self::Item> {
+            let entry = match self.inner.next()? {
+                Ok(entry) => entry,
+                Err(e) => return Some(Err(error("list", &self.dir, e))),
+            };
+            let kind = match entry.file_type() {
+                Ok(ft) => kind_of(ft),
+                Err(e) => return Some(Err(error("stat", &self.dir, e))),
+            };
+            Some(Ok(DirEntry { name: entry.file_name().into_string().ok(), kind }))
+        }
+    }
+
+    impl StorageFs for NativeFs {
+        type Listing = Listing;
+
+        fn list(&self, dir: &str) -> FsResult<Listing> {
+            let inner = fs::read_dir(self.path(dir)).map_err(|e| error("list", dir, e))?;
+            Ok(Listing { inner, dir: dir.to_owned() })
+        }
+
+        fn lstat(&self, path: &str) -> FsResult<Meta> {
+            let meta = fs::symlink_metadata(self.path(path)).map_err(|e| error("stat", path, e))?;
+            Ok(Meta { kind: kind_of(meta.file_type()), size: meta.len(), modified: modified(&meta) })
+        }
+
+        fn read_bounded(&self, path: &str, limit: usize) -> FsResult<BoundedRead> {
+            let file = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+                .open(self.path(path))
+                .map_err(|e| error("open", path, e))?;
+            let meta = file.metadata().map_err(|e| error("stat", path, e))?;
+            let kind = kind_of(meta.file_type());
+            if kind != EntryKind::File {
+                return Ok(BoundedRead::NotRegular(kind));
+            }
+            read_at_most(file, limit).map_err(|e| error("read", path, e))
+        }
+
+        fn rename(&self, from: &str, to: &str) -> FsResult<()> {
+            fs::rename(self.path(from), self.path(to)).map_err(|e| error("rename", from, e))
+        }
+
+        fn create_dir(&self, path: &str) -> FsResult<()> {
+            fs::create_dir(self.path(path)).map_err(|e| error("create directory", path, e))
+        }
+
+        fn write_new_file(&self, path: &str, bytes: &[u8]) -> FsResult<()> {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(self.path(path))
+                .map_err(|e| error("create", path, e))?;
+            file.write_all(bytes).map_err(|e| error("write", path, e))?;
+            file.sync_data().map_err(|e| error("sync", path, e))
+        }
+
+        fn remove_file(&self, path: &str) -> FsResult<()> {
+            fs::remove_file(self.path(path)).map_err(|e| error("remove", path, e))
+        }
+
+        fn remove_empty_dir(&self, path: &str) -> FsResult<()> {
+            fs::remove_dir(self.path(path)).map_err(|e| error("remove directory", path, e))
+        }
+
+        fn now(&self) -> f64 {
+            SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+        }
+    }
+
+    /// Reads until EOF or `limit + 1` bytes, whichever comes first.
+    fn read_at_most(file: File, limit: usize) -> io::Result<BoundedRead> {
+        let mut content = Vec::with_capacity(limit.saturating_add(1).min(64 * 1024));
+        file.take(limit as u64 + 1).read_to_end(&mut content)?;
+        Ok(if content.len() > limit { BoundedRead::Oversized } else { BoundedRead::Content(content) })
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+mod wasi_fs {
+    //! `wasi:filesystem` directly: std cannot open without following symlinks.
+    use super::*;
+    use wasi::filesystem::types::{
+        Descriptor, DescriptorFlags, DescriptorType, DirectoryEntryStream, ErrorCode, OpenFlags,
+        PathFlags,
+    };
+
+    /// Where the host mounts the storage root inside the sandbox.
+    pub const GUEST_ROOT: &str = "/storage";
+
+    /// The storage root, preopened by the host as [`GUEST_ROOT`].
+    pub struct WasiFs {
+        root: Descriptor,
+    }
+
+    impl WasiFs {
+        /// Finds the preopened storage root.
+        pub fn open() -> FsResult<Self> {
+            wasi::filesystem::preopens::get_directories()
+                .into_iter()
+                .find(|(_, path)| path == GUEST_ROOT)
+                .map(|(root, _)| Self { root })
+                .ok_or_else(|| {
+                    FsError::new(FsErrorKind::NotFound, "find preopen", GUEST_ROOT, "the host granted no storage root")
+                })
+        }
+
+        /// The root itself is `"."` in WASI paths.
+        fn rel(path: &str) -> &str {
+            if path.is_empty() { "." } else { path }
+        }
+    }
+
+    fn kind_of(t: DescriptorType) -> EntryKind {
+        match t {
+            DescriptorType::RegularFile => EntryKind::File,
+            DescriptorType::Directory => EntryKind::Directory,
+            DescriptorType::SymbolicLink => EntryKind::Symlink,
+            DescriptorType::Fifo => EntryKind::Other("a FIFO"),
+            DescriptorType::Socket => EntryKind::Other("a socket"),
+            DescriptorType::BlockDevice | DescriptorType::CharacterDevice => EntryKind::Other("a device"),
+            DescriptorType::Unknown => EntryKind::Other("an entry of unknown type"),
+        }
+    }
+
+    fn error(op: &str, path: &str, code: ErrorCode) -> FsError {
+        let kind = match code {
+            ErrorCode::NoEntry => FsErrorKind::NotFound,
+            ErrorCode::Exist => FsErrorKind::AlreadyExists,
+            ErrorCode::Loop => FsErrorKind::Symlink,
+            ErrorCode::NotDirectory => FsErrorKind::NotADirectory,
+            ErrorCode::IsDirectory => FsErrorKind::IsADirectory,
+            ErrorCode::Access | ErrorCode::NotPermitted => FsErrorKind::PermissionDenied,
+            _ => FsErrorKind::Other,
+        };
+        FsError::new(kind, op, path, code.message())
+    }
+
+    /// A streaming listing of a WASI directory.
+    pub struct Listing {
+        stream: DirectoryEntryStream,
+        dir: String,
+        done: bool,
+    }
+
+    impl Iterator for Listing {
+        type Item = FsResult<DirEntry>;
+        fn next(&mut self) -> Option<Self::Item> {
+            if self.done {
+                return None;
+            }
+            match self.stream.read_directory_entry() {
+                Ok(Some(entry)) => Some(Ok(DirEntry { name: Some(entry.name), kind: kind_of(entry.type_) })),
+                Ok(None) => {
+                    self.done = true;
+                    None
+                }
+                // wasmtime reports a non-UTF-8 name as this error and goes on.
+                Err(ErrorCode::IllegalByteSequence) => {
+                    Some(Ok(DirEntry { name: None, kind: EntryKind::Other("an entry with a non-UTF-8 name") }))
+                }
+                Err(code) => {
+                    self.done = true;
+                    Some(Err(error("list", &self.dir, code)))
+                }
+            }
+        }
+    }
+
+    impl StorageFs for WasiFs {
+        type Listing = Listing;
+
+        fn list(&self, dir: &str) -> FsResult<Listing> {
+            let stream = if dir.is_empty() {
+                self.root.read_directory()
+            } else {
+                let opened = self
+                    .root
+                    .open_at(PathFlags::empty(), dir, OpenFlags::DIRECTORY, DescriptorFlags::READ)
+                    .map_err(|e| error("open directory", dir, e))?;
+                opened.read_directory()
+            }
+            .map_err(|e| error("list", dir, e))?;
+            Ok(Listing { stream, dir: dir.to_owned(), done: false })
+        }
+
+        fn lstat(&self, path: &str) -> FsResult<Meta> {
+            let stat = self
+                .root
+                .stat_at(PathFlags::empty(), Self::rel(path))
+                .map_err(|e| error("stat", path, e))?;
+            Ok(Meta {
+                kind: kind_of(stat.type_),
+                size: stat.size,
+                modified: stat
+                    .data_modification_timestamp
+                    .map(|t| t.seconds as f64 + f64::from(t.nanoseconds) / 1e9),
+            })
+        }
+
+        fn read_bounded(&self, path: &str, limit: usize) -> FsResult<BoundedRead> {
+            // No SYMLINK_FOLLOW: a symlink anywhere in the path is refused.
+            let file = self
+                .root
+                .open_at(PathFlags::empty(), path, OpenFlags::empty(), DescriptorFlags::READ)
+                .map_err(|e| error("open", path, e))?;
+            let stat = file.stat().map_err(|e| error("stat", path, e))?;
+            let kind = kind_of(stat.type_);
+            if kind != EntryKind::File {
+                return Ok(BoundedRead::NotRegular(kind));
+            }
+            let wanted = limit as u64 + 1;
+            let mut content = Vec::new();
+            loop {
+                let have = content.len() as u64;
+                if have >= wanted {
+                    break;
+                }
+                let (chunk, end) = file.read(wanted - have, have).map_err(|e| error("read", path, e))?;
+                let chunk_len = chunk.len();
+                content.extend_from_slice(chunk.get(..(wanted - have) as usize).unwrap_or(&chunk));
+                if end || chunk_len == 0 {
+                    break;
+                }
+            }
+            Ok(if content.len() > limit { BoundedRead::Oversized } else { BoundedRead::Content(content) })
+        }
+
+        fn rename(&self, from: &str, to: &str) -> FsResult<()> {
+            self.root.rename_at(from, &self.root, to).map_err(|e| error("rename", from, e))
+        }
+
+        fn create_dir(&self, path: &str) -> FsResult<()> {
+            self.root.create_directory_at(path).map_err(|e| error("create directory", path, e))
+        }
+
+        fn write_new_file(&self, path: &str, bytes: &[u8]) -> FsResult<()> {
+            let file = self
+                .root
+                .open_at(
+                    PathFlags::empty(),
+                    path,
+                    OpenFlags::CREATE | OpenFlags::EXCLUSIVE,
+                    DescriptorFlags::WRITE,
+                )
+                .map_err(|e| error("create", path, e))?;
+            let mut written = 0usize;
+            while let Some(rest) = bytes.get(written..).filter(|rest| !rest.is_empty()) {
+                let n = file.write(rest, written as u64).map_err(|e| error("write", path, e))?;
+                if n == 0 {
+                    return Err(FsError::new(FsErrorKind::Other, "write", path, "no progress"));
+                }
+                written += n as usize;
+            }
+            file.sync_data().map_err(|e| error("sync", path, e))
+        }
+
+        fn remove_file(&self, path: &str) -> FsResult<()> {
+            self.root.unlink_file_at(path).map_err(|e| error("remove", path, e))
+        }
+
+        fn remove_empty_dir(&self, path: &str) -> FsResult<()> {
+            self.root.remove_directory_at(path).map_err(|e| error("remove directory", path, e))
+        }
+
+        fn now(&self) -> f64 {
+            let now = wasi::clocks::wall_clock::now();
+            now.seconds as f64 + f64::from(now.nanoseconds) / 1e9
+        }
+    }
+}

@@ -1,0 +1,520 @@
+//! Strict JSON parsing for untrusted metrics files (spec 3).
+//!
+//! `serde_json` on its own keeps the last of duplicate keys, and without its
+//! `float_roundtrip` feature it may round a float literal to a neighbouring
+//! value. [`parse_strict`] rejects duplicate keys, trailing garbage, non-finite
+//! and out-of-range numbers, and nesting beyond [`MAX_NESTING_DEPTH`], and
+//! re-reads every float from its literal so numbers come out exactly as
+//! Python's `json` module reads them.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::Number;
+
+/// The deepest nesting of arrays and objects [`parse_strict`] accepts.
+///
+/// This is `serde_json`'s built-in recursion limit: it counts down from 128
+/// and fails when the counter reaches zero, so 127 nested containers parse and
+/// the 128th is rejected. Raising it would need serde_json's `unbounded_depth`
+/// feature.
+pub const MAX_NESTING_DEPTH: usize = 127;
+
+/// A parsed JSON value. Objects keep their members in document order and never
+/// hold two members with the same key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Json {
+    Null,
+    Bool(bool),
+    Number(Number),
+    String(String),
+    Array(Vec<Json>),
+    Object(Vec<(String, Json)>),
+}
+
+impl Json {
+    /// The member `key` of an object; `None` for a missing key or a non-object.
+    pub fn get(&self, key: &str) -> Option<&Json> {
+        match self {
+            Json::Object(members) => members.iter().find(|(k, _)| k == key).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+
+    /// What kind of value this is, for error messages ("a number", ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Json::Null => "null",
+            Json::Bool(_) => "a boolean",
+            Json::Number(_) => "a number",
+            Json::String(_) => "a string",
+            Json::Array(_) => "an array",
+            Json::Object(_) => "an object",
+        }
+    }
+}
+
+/// Parses one JSON document strictly; the error says what is wrong and where.
+pub fn parse_strict(text: &str) -> Result<Json, String> {
+    let mut json: Json = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    reread_floats(&mut json, &mut NumberLiterals::new(text))?;
+    Ok(json)
+}
+
+impl<'de> Deserialize<'de> for Json {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(JsonVisitor)
+    }
+}
+
+struct JsonVisitor;
+
+impl<'de> Visitor<'de> for JsonVisitor {
+    type Value = Json;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Json, E> {
+        Ok(Json::Null)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Json, E> {
+        Ok(Json::Null)
+    }
+
+    fn visit_bool<E: de::Error>(self, value: bool) -> Result<Json, E> {
+        Ok(Json::Bool(value))
+    }
+
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<Json, E> {
+        Ok(Json::Number(value.into()))
+    }
+
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<Json, E> {
+        Ok(Json::Number(value.into()))
+    }
+
+    fn visit_f64<E: de::Error>(self, value: f64) -> Result<Json, E> {
+        Number::from_f64(value)
+            .map(Json::Number)
+            .ok_or_else(|| E::custom(format!("non-finite number {value}")))
+    }
+
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<Json, E> {
+        Ok(Json::String(value.to_owned()))
+    }
+
+    fn visit_string<E: de::Error>(self, value: String) -> Result<Json, E> {
+        Ok(Json::String(value))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
+        // No size hint: the input alone bounds the growth.
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Json::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
+        let mut members = Vec::new();
+        let mut seen = HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if !seen.insert(key.clone()) {
+                return Err(de::Error::custom(format!("duplicate key {key:?}")));
+            }
+            let value = map.next_value()?;
+            members.push((key, value));
+        }
+        Ok(Json::Object(members))
+    }
+}
+
+/// Replaces every float of `json` by the correctly rounded value of its
+/// literal. `literals` yields the number literals of the source text in
+/// document order, which is also the order of the tree's numbers.
+fn reread_floats(json: &mut Json, literals: &mut NumberLiterals<'_>) -> Result<(), String> {
+    match json {
+        Json::Number(number) => {
+            let literal = literals
+                .next()
+                .ok_or("internal error: number literal not found")?;
+            if number.is_f64() {
+                *number = exact_float(literal)?;
+            }
+        }
+        Json::Array(items) => {
+            for item in items {
+                reread_floats(item, literals)?;
+            }
+        }
+        Json::Object(members) => {
+            for (_, value) in members {
+                reread_floats(value, literals)?;
+            }
+        }
+        Json::Null | Json::Bool(_) | Json::String(_) => {}
+    }
+    Ok(())
+}
+
+/// The correctly rounded finite value of a JSON number literal.
+fn exact_float(literal: &str) -> Result<Number, String> {
+    literal
+        .parse::<f64>()
+        .ok()
+        .and_then(Number::from_f64)
+        .ok_or_else(|| format!("number out of range: {literal}"))
+}
+
+/// The number literals of a valid JSON text, in order; string contents are
+/// skipped.
+struct NumberLiterals<'a> {
+    text: &'a str,
+    pos: usize,
+}
+
+impl<'a> NumberLiterals<'a> {
+    fn new(text: &'a str) -> Self {
+        Self { text, pos: 0 }
+    }
+
+    fn skip_string(&mut self) {
+        let bytes = self.text.as_bytes();
+        while let Some(&byte) = bytes.get(self.pos) {
+            self.pos += 1;
+            match byte {
+                b'\\' => self.pos += 1,
+                b'"' => return,
+                _ => {}
+            }
+        }
+    }
+
+    fn take_number(&mut self) -> Option<&'a str> {
+        let bytes = self.text.as_bytes();
+        let start = self.pos;
+        while bytes
+            .get(self.pos)
+            .is_some_and(|b| matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
+        {
+            self.pos += 1;
+        }
+        self.text.get(start..self.pos)
+    }
+}
+
+impl<'a> Iterator for NumberLiterals<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        while let Some(&byte) = self.text.as_bytes().get(self.pos) {
+            match byte {
+                b'"' => {
+                    self.pos += 1;
+                    self.skip_string();
+                }
+                b'-' | b'0'..=b'9' => return self.take_number(),
+                _ => self.pos += 1,
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn num(json: &Json) -> f64 {
+        match json {
+            Json::Number(n) => n.as_f64().unwrap(),
+            other => panic!("not a number: {other:?}"),
+        }
+    }
+
+    fn nested_arrays(depth: usize) -> String {
+        format!("{}{}", "[".repeat(depth), "]".repeat(depth))
+    }
+
+    fn nested_objects(depth: usize) -> String {
+        format!("{}1{}", r#"{"a":"#.repeat(depth), "}".repeat(depth))
+    }
+
+    #[test]
+    fn parses_every_kind_of_value() {
+        let json = parse_strict(
+            r#" {"n": null, "b": true, "i": -3, "u": 18446744073709551615,
+            "f": 1.5, "s": "x\u00e9", "a": [1, [], {}]} "#,
+        )
+        .unwrap();
+        let Json::Object(members) = &json else {
+            panic!("not an object")
+        };
+        let keys: Vec<&str> = members.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["n", "b", "i", "u", "f", "s", "a"]);
+        assert_eq!(json.get("n"), Some(&Json::Null));
+        assert_eq!(json.get("b"), Some(&Json::Bool(true)));
+        assert_eq!(json.get("i"), Some(&Json::Number((-3i64).into())));
+        assert_eq!(json.get("u"), Some(&Json::Number(u64::MAX.into())));
+        assert_eq!(json.get("f").map(num), Some(1.5));
+        assert_eq!(json.get("s"), Some(&Json::String("xé".into())));
+        assert_eq!(
+            json.get("a"),
+            Some(&Json::Array(vec![
+                Json::Number(1u64.into()),
+                Json::Array(vec![]),
+                Json::Object(vec![])
+            ]))
+        );
+        assert_eq!(json.get("missing"), None);
+        assert_eq!(Json::Null.get("n"), None);
+    }
+
+    #[test]
+    fn scalars_at_top_level_parse() {
+        assert_eq!(parse_strict("null").unwrap(), Json::Null);
+        assert_eq!(parse_strict("\"s\"").unwrap(), Json::String("s".into()));
+        assert_eq!(parse_strict(" 7 ").unwrap(), Json::Number(7u64.into()));
+    }
+
+    #[test]
+    fn kind_names_each_variant() {
+        let kinds: Vec<&str> = [
+            Json::Null,
+            Json::Bool(false),
+            Json::Number(1u64.into()),
+            Json::String(String::new()),
+            Json::Array(vec![]),
+            Json::Object(vec![]),
+        ]
+        .iter()
+        .map(Json::kind)
+        .collect();
+        assert_eq!(
+            kinds,
+            [
+                "null",
+                "a boolean",
+                "a number",
+                "a string",
+                "an array",
+                "an object"
+            ]
+        );
+    }
+
+    #[test]
+    fn rejects_duplicate_keys() {
+        let err = parse_strict(r#"{"a": 1, "b": 2, "a": 3}"#).unwrap_err();
+        assert!(err.contains("duplicate key \"a\""), "{err}");
+        assert!(err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn rejects_duplicate_keys_spelled_differently() {
+        let err = parse_strict(r#"{"a": 1, "\u0061": 2}"#).unwrap_err();
+        assert!(err.contains("duplicate key"), "{err}");
+    }
+
+    #[test]
+    fn rejects_duplicate_keys_in_nested_objects() {
+        let err = parse_strict(r#"{"x": [{"k": 1, "k": 1}]}"#).unwrap_err();
+        assert!(err.contains("duplicate key \"k\""), "{err}");
+        // The same key in different objects is fine.
+        assert!(parse_strict(r#"{"k": {"k": 1}, "l": [{"k": 2}, {"k": 3}]}"#).is_ok());
+    }
+
+    #[test]
+    fn rejects_trailing_garbage() {
+        for text in ["{} x", "1 2", "[1] ]", "{}{}", "null,", "\"a\" \"b\""] {
+            let err = parse_strict(text).unwrap_err();
+            assert!(err.contains("trailing characters"), "{text}: {err}");
+        }
+        assert!(parse_strict(" {} \n\t\r ").is_ok());
+    }
+
+    #[test]
+    fn rejects_invalid_json() {
+        for text in [
+            "",
+            "   ",
+            "{",
+            "{'a': 1}",
+            "{\"a\" 1}",
+            "[1,]",
+            "{\"a\": 1,}",
+            "01",
+            "+1",
+            ".5",
+            "1.",
+            "0x10",
+            "tru",
+            "\u{feff}{}",
+            "\"unterminated",
+            "\"raw\ncontrol\"",
+            "\"\\ud800\"",
+            "\"bad \\x escape\"",
+            "// comment\n{}",
+        ] {
+            assert!(parse_strict(text).is_err(), "{text:?} parsed");
+        }
+    }
+
+    #[test]
+    fn rejects_non_finite_numbers() {
+        for text in ["NaN", "nan", "Infinity", "-Infinity", "inf", "[1, NaN]"] {
+            assert!(parse_strict(text).is_err(), "{text:?} parsed");
+        }
+    }
+
+    #[test]
+    fn rejects_out_of_range_numbers() {
+        for text in [
+            "1e400",
+            "-1e400",
+            "[1e309]",
+            "{\"t\": 2e308}",
+            "1.7976931348623159e308",
+        ] {
+            let err = parse_strict(text).unwrap_err();
+            assert!(err.contains("out of range"), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn tiny_numbers_underflow_to_zero() {
+        assert_eq!(num(&parse_strict("1e-400").unwrap()), 0.0);
+        assert_eq!(num(&parse_strict("5e-324").unwrap()), 5e-324);
+    }
+
+    #[test]
+    fn nesting_limit_is_serde_jsons() {
+        assert_eq!(MAX_NESTING_DEPTH, 127);
+        for depth in [1, 2, 126, MAX_NESTING_DEPTH] {
+            assert!(
+                parse_strict(&nested_arrays(depth)).is_ok(),
+                "{depth} arrays"
+            );
+            assert!(
+                parse_strict(&nested_objects(depth)).is_ok(),
+                "{depth} objects"
+            );
+        }
+        for depth in [MAX_NESTING_DEPTH + 1, 129, 1000, 100_000] {
+            let err = parse_strict(&nested_arrays(depth)).unwrap_err();
+            assert!(err.contains("recursion limit exceeded"), "{depth}: {err}");
+            let err = parse_strict(&nested_objects(depth)).unwrap_err();
+            assert!(err.contains("recursion limit exceeded"), "{depth}: {err}");
+        }
+    }
+
+    #[test]
+    fn nesting_limit_counts_mixed_containers() {
+        let mixed = format!("{}1{}", r#"[{"a":"#.repeat(64), "}]".repeat(64));
+        let err = parse_strict(&mixed).unwrap_err();
+        assert!(err.contains("recursion limit exceeded"), "{err}");
+        let mixed = format!("{}1{}", r#"[{"a":"#.repeat(63), "}]".repeat(63));
+        assert!(parse_strict(&mixed).is_ok());
+    }
+
+    #[test]
+    fn floats_are_correctly_rounded() {
+        // serde_json without `float_roundtrip` reads these one ulp off.
+        for literal in [
+            "1700318902.1206151",
+            "1700676440.6904165",
+            "1700609362.8559281",
+            "0.30000000000000004",
+            "2.2250738585072014e-308",
+            "1.7976931348623157e308",
+            "123456789012345680.0",
+            "9007199254740993.5",
+            "18446744073709551616",
+            "-1234567890123456789012345678901234567890",
+            "1E+2",
+            "-0.0",
+        ] {
+            let expected: f64 = literal.parse().unwrap();
+            let parsed = num(&parse_strict(literal).unwrap());
+            assert_eq!(parsed.to_bits(), expected.to_bits(), "{literal}");
+        }
+    }
+
+    #[test]
+    fn many_timestamp_literals_are_correctly_rounded() {
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..20_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let literal = format!(
+                "{}.{:07}",
+                1_600_000_000 + state % 200_000_000,
+                (state >> 32) % 10_000_000
+            );
+            let text = format!("{{\"t\": [\"1.5\", {literal}, 2]}}");
+            let json = parse_strict(&text).unwrap();
+            let Some(Json::Array(items)) = json.get("t") else {
+                panic!("{text}")
+            };
+            assert_eq!(num(&items[1]), literal.parse::<f64>().unwrap(), "{literal}");
+        }
+    }
+
+    #[test]
+    fn floats_are_matched_to_literals_in_document_order() {
+        let text = r#"{"s": "1.0 -2e5 \" 3.5 \\", "a": [0.1, 7, -8, 1e2, {"3.25": 2.5e-3}], "z": 1700000000.1234567}"#;
+        let json = parse_strict(text).unwrap();
+        let Some(Json::Array(items)) = json.get("a") else {
+            panic!()
+        };
+        assert_eq!(num(&items[0]), 0.1);
+        assert_eq!(items[1], Json::Number(7u64.into()));
+        assert_eq!(items[2], Json::Number((-8i64).into()));
+        assert_eq!(num(&items[3]), 100.0);
+        assert_eq!(items[4].get("3.25").map(num), Some(0.0025));
+        assert_eq!(json.get("z").map(num), Some(1_700_000_000.123_456_7));
+        assert_eq!(
+            json.get("s"),
+            Some(&Json::String("1.0 -2e5 \" 3.5 \\".into()))
+        );
+    }
+
+    #[test]
+    fn integers_keep_their_kind() {
+        let json =
+            parse_strict("[0, -0, 9223372036854775807, -9223372036854775808, 1.0, 1e3]").unwrap();
+        let Json::Array(items) = json else { panic!() };
+        assert!(items[0].eq(&Json::Number(0u64.into())));
+        let Json::Number(neg_zero) = &items[1] else {
+            panic!()
+        };
+        assert!(neg_zero.is_f64());
+        assert_eq!(items[2], Json::Number(i64::MAX.into()));
+        assert_eq!(items[3], Json::Number(i64::MIN.into()));
+        for float in &items[4..] {
+            let Json::Number(n) = float else { panic!() };
+            assert!(n.is_f64(), "{n}");
+        }
+    }
+
+    #[test]
+    fn number_literals_skip_strings_and_escapes() {
+        let text = r#"["12", "\\", 3, "\"4", -5.5e1, "\u0036"]"#;
+        let literals: Vec<&str> = NumberLiterals::new(text).collect();
+        assert_eq!(literals, ["3", "-5.5e1"]);
+    }
+
+    #[test]
+    fn number_literals_survive_truncated_text() {
+        // Never reached with valid JSON, but must not panic.
+        assert_eq!(NumberLiterals::new("\"abc\\").count(), 0);
+        assert_eq!(NumberLiterals::new("\"é\\").count(), 0);
+        assert_eq!(NumberLiterals::new("é1").collect::<Vec<_>>(), ["1"]);
+    }
+}

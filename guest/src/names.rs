@@ -1,0 +1,55 @@
+//! Which directory names are runner storages (spec 2).
+//!
+//! Names come from the filesystem, which the runner may influence, so they are
+//! checked before they are joined into any path.
+
+/// The longest valid runner name, in bytes (a filesystem name limit).
+pub const MAX_NAME_LEN: usize = 255;
+
+/// The reserved entry of the root that holds quarantined storages.
+pub const QUARANTINE_DIR: &str = ".quarantine";
+
+/// A valid runner name: 1 to 255 bytes of `[A-Za-z0-9._-]`, not starting
+/// with `.` (those are reserved for the project).
+pub fn is_valid_runner_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Whether a root entry belongs to the project itself and is not reported.
+pub fn is_reserved(name: &str) -> bool {
+    name == QUARANTINE_DIR
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_names_seen_in_practice() {
+        assert!(is_valid_runner_name("small-n-0123456789ab"));
+        assert!(is_valid_runner_name("0123456789abcdef0123456789abcdef"));
+        assert!(is_valid_runner_name("a"));
+        assert!(is_valid_runner_name("a.b_c-d"));
+        assert!(is_valid_runner_name(&"x".repeat(255)));
+    }
+
+    #[test]
+    fn rejects_everything_else() {
+        for bad in ["", ".", "..", ".quarantine", ".hidden", "a/b", "a b", "a\nb", "a\u{1b}[31m", "é", "a\0b"] {
+            assert!(!is_valid_runner_name(bad), "{bad:?} must be invalid");
+        }
+        assert!(!is_valid_runner_name(&"x".repeat(256)));
+    }
+
+    #[test]
+    fn only_the_quarantine_dir_is_reserved() {
+        assert!(is_reserved(".quarantine"));
+        assert!(!is_reserved(".other"));
+        assert!(!is_reserved("quarantine"));
+    }
+}

@@ -1,0 +1,578 @@
+//! Event lines byte-identical to the reference's `json.dumps(event)` (spec 5).
+//!
+//! Log pipelines and dashboards were built against the Python reference, which
+//! writes Python's default `json.dumps` output: `", "` and `": "` separators,
+//! `ensure_ascii=True` escaping and `repr(float)` numbers. `serde_json` formats
+//! all three differently, so the line is assembled here by hand.
+
+use std::fmt::Write as _;
+
+use crate::model::{Event, RunnerInstalled, RunnerStart, RunnerStop};
+
+/// CPython's `repr(x)` of a float: the shortest digits that round-trip, in
+/// fixed notation when the decimal exponent is in `[-4, 16)` (always with a
+/// fractional part, `2.0`), otherwise in exponent notation with a signed,
+/// at-least-two-digit exponent (`1e+16`, `1.5e-07`).
+pub fn python_float_repr(x: f64) -> String {
+    if x.is_nan() {
+        return "nan".to_owned();
+    }
+    if x.is_infinite() {
+        return if x > 0.0 { "inf" } else { "-inf" }.to_owned();
+    }
+    let (digits, exponent) = shortest_digits(x.abs());
+    let body = if (-4..16).contains(&exponent) {
+        fixed_notation(&digits, exponent)
+    } else {
+        exponent_notation(&digits, exponent)
+    };
+    if x.is_sign_negative() {
+        format!("-{body}")
+    } else {
+        body
+    }
+}
+
+/// The shortest round-trip significant digits of a finite `x >= 0` and the
+/// decimal exponent of the first one: `1234.5` -> (`"12345"`, 3).
+///
+/// Like CPython, this takes the candidate nearest to `x` when two shortest
+/// strings round-trip, ties going to the even digit: `{:e}` alone may pick the
+/// other one of a tie (`1226808092080115.25` gives `...115.3`, CPython
+/// `...115.2`), while `{:.N$e}` rounds exactly with ties to even.
+fn shortest_digits(x: f64) -> (String, i32) {
+    let shortest = split_scientific(&format!("{x:e}"));
+    let precision = shortest.0.len().saturating_sub(1);
+    let nearest = format!("{x:.precision$e}");
+    if nearest.parse::<f64>() == Ok(x) {
+        split_scientific(&nearest)
+    } else {
+        shortest
+    }
+}
+
+/// `d.ddde<exp>` as its significant digits, without trailing zeros, and `exp`.
+fn split_scientific(scientific: &str) -> (String, i32) {
+    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((scientific, "0"));
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let significant = digits.trim_end_matches('0');
+    let digits = if significant.is_empty() {
+        "0"
+    } else {
+        significant
+    };
+    (digits.to_owned(), exponent.parse().unwrap_or(0))
+}
+
+/// `digits` with the decimal point after digit `exponent + 1`, for
+/// `exponent` in `[-4, 16)`.
+fn fixed_notation(digits: &str, exponent: i32) -> String {
+    let integer_len = match usize::try_from(exponent) {
+        Ok(exponent) => exponent + 1,
+        Err(_) => {
+            let leading_zeros = usize::try_from(-exponent - 1).unwrap_or(0);
+            return format!("0.{}{digits}", "0".repeat(leading_zeros));
+        }
+    };
+    match (digits.get(..integer_len), digits.get(integer_len..)) {
+        (Some(integer), Some(fraction)) if !fraction.is_empty() => format!("{integer}.{fraction}"),
+        _ => {
+            let trailing_zeros = integer_len.saturating_sub(digits.len());
+            format!("{digits}{}.0", "0".repeat(trailing_zeros))
+        }
+    }
+}
+
+/// `d[.ddd]e±XX`.
+fn exponent_notation(digits: &str, exponent: i32) -> String {
+    let (first, rest) = digits.split_at(digits.len().min(1));
+    let point = if rest.is_empty() { "" } else { "." };
+    let sign = if exponent < 0 { '-' } else { '+' };
+    format!("{first}{point}{rest}e{sign}{:02}", exponent.unsigned_abs())
+}
+
+/// How `json.dumps` writes a float: `repr`, except the non-finite values,
+/// which it spells as JavaScript does.
+fn python_json_float(x: f64) -> String {
+    if x.is_nan() {
+        "NaN".to_owned()
+    } else if x.is_infinite() {
+        if x > 0.0 { "Infinity" } else { "-Infinity" }.to_owned()
+    } else {
+        python_float_repr(x)
+    }
+}
+
+/// Appends `s` as a JSON string the way `json.dumps` does with
+/// `ensure_ascii=True`: printable ASCII as is, `"` `\` and the five short
+/// control escapes, everything else as lower-case `\uXXXX` (UTF-16 surrogate
+/// pairs beyond the BMP).
+pub fn push_python_json_string(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            ' '..='~' => out.push(c),
+            _ => push_unicode_escape(out, c),
+        }
+    }
+    out.push('"');
+}
+
+fn push_unicode_escape(out: &mut String, c: char) {
+    let mut units = [0u16; 2];
+    for unit in c.encode_utf16(&mut units) {
+        // Writing to a String cannot fail.
+        let _ = write!(out, "\\u{unit:04x}");
+    }
+}
+
+/// One event as a JSON line (without the newline), keys in the order of
+/// spec 5, absent optional values left out.
+pub fn render_event(event: &Event) -> String {
+    let mut line = ObjectWriter::new();
+    match event {
+        Event::RunnerInstalled(installed) => write_installed(&mut line, event.kind(), installed),
+        Event::RunnerStart(start) => write_start(&mut line, event.kind(), start),
+        Event::RunnerStop(stop) => write_stop(&mut line, event.kind(), stop),
+    }
+    line.finish()
+}
+
+fn write_header(line: &mut ObjectWriter, timestamp: f64, kind: &str, flavor: &str) {
+    line.float("timestamp", timestamp);
+    line.string("event", kind);
+    line.string("flavor", flavor);
+}
+
+fn write_installed(line: &mut ObjectWriter, kind: &str, e: &RunnerInstalled) {
+    write_header(line, e.timestamp, kind, &e.flavor);
+    line.float("duration", e.duration);
+}
+
+fn write_start(line: &mut ObjectWriter, kind: &str, e: &RunnerStart) {
+    write_header(line, e.timestamp, kind, &e.flavor);
+    line.string("workflow", &e.workflow);
+    line.string("repo", &e.repo);
+    line.string("github_event", &e.github_event);
+    line.float("idle", e.idle);
+    if let Some(queue_duration) = e.queue_duration {
+        line.float("queue_duration", queue_duration);
+    }
+}
+
+fn write_stop(line: &mut ObjectWriter, kind: &str, e: &RunnerStop) {
+    write_header(line, e.timestamp, kind, &e.flavor);
+    line.string("workflow", &e.workflow);
+    line.string("repo", &e.repo);
+    line.string("github_event", &e.github_event);
+    line.string("status", e.status.as_str());
+    if let Some(code) = e.status_code {
+        line.raw("status_info", &format!("{{\"code\": {code}}}"));
+    }
+    line.float("job_duration", e.job_duration);
+    if let Some(conclusion) = e.job_conclusion {
+        line.string("job_conclusion", conclusion.as_str());
+    }
+}
+
+/// Writes one JSON object with Python's default separators.
+struct ObjectWriter {
+    out: String,
+    empty: bool,
+}
+
+impl ObjectWriter {
+    fn new() -> Self {
+        Self {
+            out: String::from("{"),
+            empty: true,
+        }
+    }
+
+    fn key(&mut self, key: &str) {
+        if !self.empty {
+            self.out.push_str(", ");
+        }
+        self.empty = false;
+        push_python_json_string(&mut self.out, key);
+        self.out.push_str(": ");
+    }
+
+    fn raw(&mut self, key: &str, json: &str) {
+        self.key(key);
+        self.out.push_str(json);
+    }
+
+    fn string(&mut self, key: &str, value: &str) {
+        self.key(key);
+        push_python_json_string(&mut self.out, value);
+    }
+
+    fn float(&mut self, key: &str, value: f64) {
+        self.raw(key, &python_json_float(value));
+    }
+
+    fn finish(mut self) -> String {
+        self.out.push('}');
+        self.out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{JobConclusion, PostJobStatus};
+
+    /// `(x, repr(x))`, generated with CPython 3.11. The tie cases are exact
+    /// binary values written out in full, hence the allow.
+    #[allow(clippy::excessive_precision)]
+    const FLOAT_REPRS: &[(f64, &str)] = &[
+        (0.0, "0.0"),
+        (-0.0, "-0.0"),
+        (1.0, "1.0"),
+        (2.0, "2.0"),
+        (-1.5, "-1.5"),
+        (0.1, "0.1"),
+        (0.3333333333333333, "0.3333333333333333"),
+        (0.6666666666666666, "0.6666666666666666"),
+        (1e22, "1e+22"),
+        (1e23, "1e+23"),
+        (123456789012345680.0, "1.2345678901234568e+17"),
+        (5e-324, "5e-324"),
+        (1.7976931348623157e308, "1.7976931348623157e+308"),
+        (-1.7976931348623157e308, "-1.7976931348623157e+308"),
+        (2.2250738585072014e-308, "2.2250738585072014e-308"),
+        (0.0001, "0.0001"),
+        (0.00001, "1e-05"),
+        (0.00012345, "0.00012345"),
+        (1.5e-07, "1.5e-07"),
+        (1e15, "1000000000000000.0"),
+        (1e16, "1e+16"),
+        (9999999999999998.0, "9999999999999998.0"),
+        (1234567890123456.0, "1234567890123456.0"),
+        (12345678901234567.0, "1.2345678901234568e+16"),
+        (1700000000.123456, "1700000000.123456"),
+        (1700000000.1234567, "1700000000.1234567"),
+        (1700000000.0, "1700000000.0"),
+        (3600.0, "3600.0"),
+        (100.0, "100.0"),
+        (1e100, "1e+100"),
+        (-1e-100, "-1e-100"),
+        (0.30000000000000004, "0.30000000000000004"),
+        (123.456, "123.456"),
+        (4.35, "4.35"),
+        (2.675, "2.675"),
+        (1e21, "1e+21"),
+        (999999999999999.9, "999999999999999.9"),
+        (0.001, "0.001"),
+        (9.999999999999999e-05, "9.999999999999999e-05"),
+        (1.0000000000000002, "1.0000000000000002"),
+        (5e-05, "5e-05"),
+        (0.5, "0.5"),
+        (1e301, "1e+301"),
+        // Ties between two shortest candidates go to the even digit.
+        (1226808092080115.25, "1226808092080115.2"),
+        (122034507889505.125, "122034507889505.12"),
+        (-130076704275028.625, "-130076704275028.62"),
+        (976237252619766.25, "976237252619766.2"),
+    ];
+
+    /// `(s, json.dumps(s))`, generated with CPython 3.11.
+    const STRING_ESCAPES: &[(&str, &str)] = &[
+        ("plain", r#""plain""#),
+        ("", r#""""#),
+        ("quote\"back\\\\slash/", r#""quote\"back\\\\slash/""#),
+        ("nl\nret\rtab\tbs\x08ff\x0c", r#""nl\nret\rtab\tbs\bff\f""#),
+        ("nul\0", r#""nul\u0000""#),
+        ("\x1b[31mred\x1b[0m", r#""\u001b[31mred\u001b[0m""#),
+        ("é", r#""\u00e9""#),
+        ("€", r#""\u20ac""#),
+        ("😀", r#""\ud83d\ude00""#),
+        ("\x7f", r#""\u007f""#),
+        ("\x1f", r#""\u001f""#),
+        ("\u{2028}", r#""\u2028""#),
+        ("\u{d7ff}\u{e000}\u{ffff}", r#""\ud7ff\ue000\uffff""#),
+        ("\u{10ffff}", r#""\udbff\udfff""#),
+        ("mix é😀\x01", r#""mix \u00e9\ud83d\ude00\u0001""#),
+    ];
+
+    fn json_string(s: &str) -> String {
+        let mut out = String::new();
+        push_python_json_string(&mut out, s);
+        out
+    }
+
+    fn start(queue_duration: Option<f64>) -> RunnerStart {
+        RunnerStart {
+            timestamp: 3.0,
+            flavor: "small".into(),
+            workflow: "ci".into(),
+            repo: "org/repo".into(),
+            github_event: "push".into(),
+            idle: 1.0,
+            queue_duration,
+        }
+    }
+
+    fn stop(status_code: Option<i64>, job_conclusion: Option<JobConclusion>) -> RunnerStop {
+        RunnerStop {
+            timestamp: 5.0,
+            flavor: "small".into(),
+            workflow: "ci".into(),
+            repo: "org/repo".into(),
+            github_event: "push".into(),
+            status: PostJobStatus::Abnormal,
+            status_code,
+            job_duration: 2.0,
+            job_conclusion,
+        }
+    }
+
+    #[test]
+    fn float_repr_matches_cpython() {
+        for &(x, expected) in FLOAT_REPRS {
+            assert_eq!(python_float_repr(x), expected, "{x:e}");
+        }
+    }
+
+    #[test]
+    fn float_repr_of_computed_values() {
+        assert_eq!(python_float_repr(1.0 / 3.0), "0.3333333333333333");
+        assert_eq!(python_float_repr(0.1 + 0.2), "0.30000000000000004");
+        assert_eq!(
+            python_float_repr(f64::MIN_POSITIVE),
+            "2.2250738585072014e-308"
+        );
+        assert_eq!(python_float_repr(f64::MAX), "1.7976931348623157e+308");
+    }
+
+    #[test]
+    fn float_repr_switches_notation_at_the_exponent_bounds() {
+        assert_eq!(python_float_repr(0.00009), "9e-05");
+        assert_eq!(python_float_repr(0.0001), "0.0001");
+        assert_eq!(
+            python_float_repr(0.00010000000000000002),
+            "0.00010000000000000002"
+        );
+        assert_eq!(python_float_repr(9999999999999998.0), "9999999999999998.0");
+        assert_eq!(python_float_repr(1e16), "1e+16");
+        assert_eq!(python_float_repr(1.5e16), "1.5e+16");
+        assert_eq!(python_float_repr(-1e16), "-1e+16");
+    }
+
+    #[test]
+    fn float_repr_of_non_finite_values() {
+        assert_eq!(python_float_repr(f64::NAN), "nan");
+        assert_eq!(python_float_repr(f64::INFINITY), "inf");
+        assert_eq!(python_float_repr(f64::NEG_INFINITY), "-inf");
+        assert_eq!(python_json_float(f64::NAN), "NaN");
+        assert_eq!(python_json_float(f64::INFINITY), "Infinity");
+        assert_eq!(python_json_float(f64::NEG_INFINITY), "-Infinity");
+        assert_eq!(python_json_float(2.0), "2.0");
+    }
+
+    #[test]
+    fn float_repr_round_trips() {
+        let mut bits: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            bits ^= bits << 13;
+            bits ^= bits >> 7;
+            bits ^= bits << 17;
+            let x = f64::from_bits(bits);
+            if x.is_finite() {
+                let repr = python_float_repr(x);
+                assert_eq!(
+                    repr.parse::<f64>().unwrap().to_bits(),
+                    x.to_bits(),
+                    "{repr}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn string_escapes_match_cpython() {
+        for &(s, expected) in STRING_ESCAPES {
+            assert_eq!(json_string(s), expected, "{s:?}");
+        }
+    }
+
+    #[test]
+    fn every_ascii_char_escapes_like_cpython() {
+        for byte in 0u8..0x80 {
+            let c = char::from(byte);
+            let expected = match c {
+                '"' => "\\\"".to_owned(),
+                '\\' => "\\\\".to_owned(),
+                '\n' => "\\n".to_owned(),
+                '\r' => "\\r".to_owned(),
+                '\t' => "\\t".to_owned(),
+                '\u{8}' => "\\b".to_owned(),
+                '\u{c}' => "\\f".to_owned(),
+                ' '..='~' => c.to_string(),
+                _ => format!("\\u{byte:04x}"),
+            };
+            assert_eq!(json_string(&c.to_string()), format!("\"{expected}\""));
+        }
+    }
+
+    #[test]
+    fn appends_to_existing_output() {
+        let mut out = String::from("x=");
+        push_python_json_string(&mut out, "a");
+        assert_eq!(out, "x=\"a\"");
+    }
+
+    #[test]
+    fn renders_the_spec_example_lines() {
+        let installed = Event::RunnerInstalled(RunnerInstalled {
+            timestamp: 2.0,
+            flavor: "small".into(),
+            duration: 1.0,
+        });
+        assert_eq!(
+            render_event(&installed),
+            r#"{"timestamp": 2.0, "event": "runner_installed", "flavor": "small", "duration": 1.0}"#
+        );
+        assert_eq!(
+            render_event(&Event::RunnerStart(start(Some(3600.0)))),
+            r#"{"timestamp": 3.0, "event": "runner_start", "flavor": "small", "workflow": "ci", "repo": "org/repo", "github_event": "push", "idle": 1.0, "queue_duration": 3600.0}"#
+        );
+        assert_eq!(
+            render_event(&Event::RunnerStop(stop(
+                Some(1),
+                Some(JobConclusion::Failure)
+            ))),
+            r#"{"timestamp": 5.0, "event": "runner_stop", "flavor": "small", "workflow": "ci", "repo": "org/repo", "github_event": "push", "status": "abnormal", "status_info": {"code": 1}, "job_duration": 2.0, "job_conclusion": "failure"}"#
+        );
+    }
+
+    #[test]
+    fn leaves_out_absent_values() {
+        assert_eq!(
+            render_event(&Event::RunnerStart(start(None))),
+            r#"{"timestamp": 3.0, "event": "runner_start", "flavor": "small", "workflow": "ci", "repo": "org/repo", "github_event": "push", "idle": 1.0}"#
+        );
+        assert_eq!(
+            render_event(&Event::RunnerStop(stop(None, None))),
+            r#"{"timestamp": 5.0, "event": "runner_stop", "flavor": "small", "workflow": "ci", "repo": "org/repo", "github_event": "push", "status": "abnormal", "job_duration": 2.0}"#
+        );
+        assert_eq!(
+            render_event(&Event::RunnerStop(stop(Some(0), None))),
+            r#"{"timestamp": 5.0, "event": "runner_stop", "flavor": "small", "workflow": "ci", "repo": "org/repo", "github_event": "push", "status": "abnormal", "status_info": {"code": 0}, "job_duration": 2.0}"#
+        );
+    }
+
+    /// Lines generated with CPython 3.11 `json.dumps` of the same dicts.
+    #[test]
+    fn renders_tricky_values_like_cpython() {
+        let installed = Event::RunnerInstalled(RunnerInstalled {
+            timestamp: 1700000000.0,
+            flavor: "large".into(),
+            duration: 0.0,
+        });
+        assert_eq!(
+            render_event(&installed),
+            r#"{"timestamp": 1700000000.0, "event": "runner_installed", "flavor": "large", "duration": 0.0}"#
+        );
+        let start = Event::RunnerStart(RunnerStart {
+            timestamp: 1700000000.1234567,
+            flavor: "fl\u{e9}\"x".into(),
+            workflow: "wf\n\u{2028}\u{1F600}".into(),
+            repo: "o/r".into(),
+            github_event: "pull_request".into(),
+            idle: 1e-05,
+            queue_duration: None,
+        });
+        assert_eq!(
+            render_event(&start),
+            r#"{"timestamp": 1700000000.1234567, "event": "runner_start", "flavor": "fl\u00e9\"x", "workflow": "wf\n\u2028\ud83d\ude00", "repo": "o/r", "github_event": "pull_request", "idle": 1e-05}"#
+        );
+        let stop = Event::RunnerStop(RunnerStop {
+            timestamp: 1e16,
+            flavor: "f".into(),
+            workflow: String::new(),
+            repo: "a/b".into(),
+            github_event: "push".into(),
+            status: PostJobStatus::RepoPolicyCheckFailure,
+            status_code: Some(i64::MIN),
+            job_duration: 123456789012345680.0,
+            job_conclusion: None,
+        });
+        assert_eq!(
+            render_event(&stop),
+            r#"{"timestamp": 1e+16, "event": "runner_stop", "flavor": "f", "workflow": "", "repo": "a/b", "github_event": "push", "status": "repo-policy-check-failure", "status_info": {"code": -9223372036854775808}, "job_duration": 1.2345678901234568e+17}"#
+        );
+        let stop = Event::RunnerStop(RunnerStop {
+            timestamp: 5.0,
+            flavor: "f".into(),
+            workflow: "w".into(),
+            repo: "a/b".into(),
+            github_event: "push".into(),
+            status: PostJobStatus::Normal,
+            status_code: None,
+            job_duration: 0.5,
+            job_conclusion: Some(JobConclusion::TimedOut),
+        });
+        assert_eq!(
+            render_event(&stop),
+            r#"{"timestamp": 5.0, "event": "runner_stop", "flavor": "f", "workflow": "w", "repo": "a/b", "github_event": "push", "status": "normal", "job_duration": 0.5, "job_conclusion": "timed_out"}"#
+        );
+    }
+
+    #[test]
+    fn renders_every_status_and_conclusion_spelling() {
+        let statuses = [
+            PostJobStatus::Normal,
+            PostJobStatus::Abnormal,
+            PostJobStatus::RepoPolicyCheckFailure,
+            PostJobStatus::ExternalContributorCheckFailure,
+        ];
+        for status in statuses {
+            let mut event = stop(None, None);
+            event.status = status;
+            let line = render_event(&Event::RunnerStop(event));
+            assert!(
+                line.contains(&format!("\"status\": \"{}\"", status.as_str())),
+                "{line}"
+            );
+        }
+        let conclusions = [
+            JobConclusion::ActionRequired,
+            JobConclusion::Cancelled,
+            JobConclusion::Failure,
+            JobConclusion::Neutral,
+            JobConclusion::Skipped,
+            JobConclusion::Success,
+            JobConclusion::TimedOut,
+        ];
+        for conclusion in conclusions {
+            let line = render_event(&Event::RunnerStop(stop(None, Some(conclusion))));
+            assert!(
+                line.ends_with(&format!(
+                    "\"job_conclusion\": \"{}\"}}",
+                    conclusion.as_str()
+                )),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn lines_are_single_line_valid_json() {
+        let mut event = start(Some(f64::MIN_POSITIVE));
+        event.workflow = "a\nb\r\u{2028}\u{85}".into();
+        let line = render_event(&Event::RunnerStart(event));
+        assert!(!line.contains(['\n', '\r']));
+        assert!(line.is_ascii());
+        let parsed: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(parsed["workflow"], "a\nb\r\u{2028}\u{85}");
+    }
+}

@@ -1,0 +1,203 @@
+//! Re-validation of everything the guest returns. The guest parses hostile
+//! input, so the host treats its answers as claims: names must be valid and
+//! exist, numbers finite and non-negative, strings bounded, lines one line of
+//! JSON. A failed check is reported as a failure of that storage.
+
+use std::path::Path;
+
+use crate::bindings::{Event, Outcome, PreJobMetrics, QuarantineInfo, RootEntry, RunnerMetrics};
+
+/// The longest string a metrics file can yield (the file size limit).
+pub const MAX_FIELD_BYTES: usize = 1024;
+/// The longest message or detail kept from the guest.
+pub const MAX_MESSAGE_BYTES: usize = 4096;
+/// The longest event line accepted from the guest.
+pub const MAX_LINE_BYTES: usize = 16 * 1024;
+
+/// A runner name as spec section 2 defines it.
+pub fn is_valid_runner_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with('.')
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Cuts a guest-provided message to a bounded length, on a char boundary.
+pub fn bounded(message: &str) -> String {
+    if message.len() <= MAX_MESSAGE_BYTES {
+        return message.to_owned();
+    }
+    let mut end = MAX_MESSAGE_BYTES;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes cut)", &message[..end], message.len() - end)
+}
+
+fn time(what: &str, value: f64) -> Result<(), String> {
+    if value.is_finite() && value >= 0.0 {
+        Ok(())
+    } else {
+        Err(format!("{what} is {value}, not a finite number >= 0"))
+    }
+}
+
+fn field(what: &str, value: &str) -> Result<(), String> {
+    if value.len() <= MAX_FIELD_BYTES {
+        Ok(())
+    } else {
+        Err(format!("{what} is {} bytes long, more than a metrics file can hold", value.len()))
+    }
+}
+
+/// A root entry from the scan: a candidate must have a valid name.
+pub fn root_entry(entry: &RootEntry) -> Result<(), String> {
+    match (&entry.name, &entry.skipped) {
+        (Some(name), None) if !is_valid_runner_name(name) => {
+            Err(format!("guest offered {:?} as a storage, which is not a valid runner name", bounded(name)))
+        }
+        (None, None) => Err("guest offered a storage without a name".to_owned()),
+        (Some(name), _) if name.len() > 255 => Err("guest listed a name longer than 255 bytes".to_owned()),
+        _ => Ok(()),
+    }
+}
+
+/// An outcome for the storage `name` under `root`.
+pub fn outcome(root: &Path, name: &str, outcome: &Outcome) -> Result<(), String> {
+    match outcome {
+        Outcome::Extracted(metrics) => runner_metrics(root, name, metrics),
+        Outcome::Quarantined(info) => quarantine_info(name, info),
+        Outcome::NoData | Outcome::Skipped(_) | Outcome::Failed(_) => Ok(()),
+    }
+}
+
+fn runner_metrics(root: &Path, name: &str, m: &RunnerMetrics) -> Result<(), String> {
+    if m.runner_name != name {
+        return Err(format!("guest answered for {:?} when asked about {name:?}", bounded(&m.runner_name)));
+    }
+    match std::fs::symlink_metadata(root.join(name)) {
+        Ok(meta) if meta.is_dir() => {}
+        _ => return Err(format!("guest extracted {name:?}, which is not a directory of the storage root")),
+    }
+    if let Some(start) = m.installation_start_timestamp {
+        time("installation start timestamp", start)?;
+    }
+    time("installed timestamp", m.installed_timestamp)?;
+    if let Some(pre) = &m.pre_job {
+        pre_job(pre)?;
+    }
+    if let Some(post) = &m.post_job {
+        time("post-job timestamp", post.timestamp)?;
+    }
+    Ok(())
+}
+
+fn pre_job(pre: &PreJobMetrics) -> Result<(), String> {
+    time("pre-job timestamp", pre.timestamp)?;
+    field("workflow", &pre.workflow)?;
+    field("workflow_run_id", &pre.workflow_run_id)?;
+    field("event", &pre.event)?;
+    if let Some(repository) = &pre.repository {
+        field("repository", repository)?;
+        match repository.split_once('/') {
+            Some((owner, repo)) if !owner.is_empty() && !repo.is_empty() => {}
+            _ => return Err(format!("repository {:?} is not owner/repo", bounded(repository))),
+        }
+    }
+    Ok(())
+}
+
+fn quarantine_info(name: &str, info: &QuarantineInfo) -> Result<(), String> {
+    let location = &info.location;
+    // Empty in dry runs; otherwise one path component under .quarantine/.
+    if !location.is_empty()
+        && (!location.starts_with(name) || location.contains('/') || location.len() > 512 || location.starts_with('.'))
+    {
+        return Err(format!("guest reported quarantine location {:?} for {name:?}", bounded(location)));
+    }
+    Ok(())
+}
+
+/// Events computed by the guest: every number finite and non-negative.
+pub fn events(events: &[Event]) -> Result<(), String> {
+    if events.len() > 3 {
+        return Err(format!("guest issued {} events for one runner; at most 3 exist", events.len()));
+    }
+    for event in events {
+        match event {
+            Event::RunnerInstalled(e) => {
+                time("runner_installed timestamp", e.timestamp)?;
+                time("runner_installed duration", e.duration)?;
+            }
+            Event::RunnerStart(e) => {
+                time("runner_start timestamp", e.timestamp)?;
+                time("runner_start idle", e.idle)?;
+                if let Some(queue) = e.queue_duration {
+                    time("runner_start queue_duration", queue)?;
+                }
+            }
+            Event::RunnerStop(e) => {
+                time("runner_stop timestamp", e.timestamp)?;
+                time("runner_stop job_duration", e.job_duration)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The `event` key a line must carry for `event`.
+pub fn event_kind(event: &Event) -> &'static str {
+    match event {
+        Event::RunnerInstalled(_) => "runner_installed",
+        Event::RunnerStart(_) => "runner_start",
+        Event::RunnerStop(_) => "runner_stop",
+    }
+}
+
+/// A rendered line: bounded, one line of ASCII, a JSON object whose
+/// `event` key names the event it was rendered from.
+pub fn line(line: &str, expected_event: &str) -> Result<(), String> {
+    if line.len() > MAX_LINE_BYTES {
+        return Err(format!("guest rendered a {}-byte line", line.len()));
+    }
+    if !line.is_ascii() || line.bytes().any(|b| b.is_ascii_control()) {
+        return Err("guest rendered a line with control or non-ASCII characters".to_owned());
+    }
+    let value: serde_json::Value =
+        serde_json::from_str(line).map_err(|e| format!("guest rendered a line that is not JSON: {e}"))?;
+    match value.get("event").and_then(|v| v.as_str()) {
+        Some(kind) if kind == expected_event => Ok(()),
+        _ => Err(format!("guest rendered a line that is not a {expected_event} event")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_must_be_single_json_objects_of_the_right_event() {
+        assert!(line(r#"{"timestamp": 1.0, "event": "runner_installed"}"#, "runner_installed").is_ok());
+        assert!(line(r#"{"timestamp": 1.0, "event": "runner_start"}"#, "runner_installed").is_err());
+        assert!(line("{\"event\": \"runner_installed\"}\n{}", "runner_installed").is_err());
+        assert!(line("not json", "runner_installed").is_err());
+        assert!(line("{\"event\": \"runner_installed\", \"x\": \"\u{e9}\"}", "runner_installed").is_err());
+    }
+
+    #[test]
+    fn bounded_cuts_long_messages_on_char_boundaries() {
+        let long = "é".repeat(MAX_MESSAGE_BYTES);
+        let cut = bounded(&long);
+        assert!(cut.len() < long.len());
+        assert!(cut.ends_with("bytes cut)"));
+        assert_eq!(bounded("short"), "short");
+    }
+
+    #[test]
+    fn times_must_be_finite_and_non_negative() {
+        assert!(time("t", 0.0).is_ok());
+        assert!(time("t", -1.0).is_err());
+        assert!(time("t", f64::NAN).is_err());
+        assert!(time("t", f64::INFINITY).is_err());
+    }
+}

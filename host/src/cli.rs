@@ -1,0 +1,363 @@
+//! Command-line arguments and what each subcommand does.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use runner_metrics::collect::{collect, CollectOptions, Emit, NoJobMetrics};
+use runner_metrics::log::{EventSink, MetricsLog, StdoutSink, DEFAULT_METRICS_LOG, METRICS_LOG_ENV};
+use runner_metrics::plugin::{default_cache_dir, Plugin, PluginOptions};
+use runner_metrics::summary::{OutcomeKind, StorageReport, Summary};
+use runner_metrics::{Limits, Selection};
+
+/// Exit code when storages were left failed (kept for the next run).
+pub const EXIT_FAILED_STORAGES: u8 = 1;
+/// Exit code for usage errors and runs that could not start or finish.
+pub const EXIT_ERROR: u8 = 2;
+
+/// Extract GitHub self-hosted runner metrics inside a WebAssembly sandbox.
+///
+/// Each runner leaves a storage directory `<root>/<runner-name>/` with
+/// `runner-installation-start.timestamp`, `runner-installed.timestamp`,
+/// `pre-job-metrics.json` and `post-job-metrics.json`. These files are
+/// written by untrusted jobs, so they are parsed by a sandboxed component
+/// that sees only the storage root. Every storage ends extracted (events
+/// written, then deleted), deleted as no-data, quarantined under
+/// `<root>/.quarantine/`, skipped, or failed and kept for the next run.
+#[derive(Debug, Parser)]
+#[command(name = "runner-metrics", version, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    sandbox: SandboxArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Extract metrics, append events to the metrics log, clean up.
+    ///
+    /// Events are appended as JSON lines and synced to disk before the
+    /// storage they came from is deleted. A one-line count per outcome is
+    /// printed on stderr, with one line per quarantined or failed storage.
+    /// Exit status: 0 when every storage reached an outcome (quarantine is
+    /// a normal outcome), 1 when storages were left failed, 2 on errors.
+    Collect(CollectArgs),
+    /// Print each extracted RunnerMetrics as one JSON line on stdout.
+    ///
+    /// Without --keep, storages are then treated as `collect` treats them
+    /// (corrupt ones quarantined, empty and extracted ones deleted). With
+    /// --keep nothing on disk changes.
+    Extract(ExtractArgs),
+    /// Inspect quarantined storages.
+    #[command(subcommand)]
+    Quarantine(QuarantineCommand),
+    /// Run `collect` on a built-in sample storage root in a temporary
+    /// directory and print the events and the summary.
+    ///
+    /// The sample has complete runners, a runner without post-job metrics,
+    /// one that never came up, a corrupt one, an oversized one and a
+    /// symlink attack. Nothing outside the temporary directory is touched.
+    Demo(DemoArgs),
+    /// Write the embedded WebAssembly component to a file, to run it under
+    /// other hosts (the wasmtime CLI, Python, Node).
+    Component {
+        /// Where to write the `.wasm` file.
+        #[arg(long, short)]
+        output: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum QuarantineCommand {
+    /// List quarantined storages with their reasons and times.
+    List {
+        /// The storage root (the directory holding one directory per runner).
+        #[arg(long, value_name = "DIR")]
+        storage: PathBuf,
+        /// Print one JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Which storages to look at.
+#[derive(Debug, Args)]
+struct SelectionArgs {
+    /// The storage root (the directory holding one directory per runner).
+    #[arg(long, value_name = "DIR")]
+    storage: PathBuf,
+    /// Leave this runner's storage alone (repeatable).
+    #[arg(long, value_name = "NAME")]
+    exclude: Vec<String>,
+    /// Only look at these runners' storages (repeatable).
+    #[arg(long, value_name = "NAME")]
+    include: Vec<String>,
+    /// Skip storages modified less than this many seconds ago (runners
+    /// still being set up); the reference uses 330.
+    #[arg(long, value_name = "SECONDS")]
+    min_age: Option<f64>,
+}
+
+impl SelectionArgs {
+    fn selection(&self) -> Result<Selection> {
+        if let Some(age) = self.min_age {
+            anyhow::ensure!(age.is_finite() && age >= 0.0, "--min-age must be a number of seconds >= 0, got {age}");
+        }
+        Ok(Selection {
+            exclude: self.exclude.clone(),
+            include: (!self.include.is_empty()).then(|| self.include.clone()),
+            min_age_seconds: self.min_age,
+        })
+    }
+}
+
+#[derive(Debug, Args)]
+struct CollectArgs {
+    #[command(flatten)]
+    selection: SelectionArgs,
+    /// The runners' flavor, written into every event.
+    #[arg(long, value_name = "NAME")]
+    flavor: String,
+    /// Where events go: a file to append to, or `-` for stdout.
+    /// [default: $METRICS_LOG_PATH, else /var/log/github-runner-metrics.log]
+    #[arg(long, value_name = "PATH|-")]
+    metrics_log: Option<PathBuf>,
+    /// Print the summary as one JSON object on stderr.
+    #[arg(long)]
+    json: bool,
+    /// Print a line for every storage, not just quarantined and failed ones.
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+#[derive(Debug, Args)]
+struct ExtractArgs {
+    #[command(flatten)]
+    selection: SelectionArgs,
+    /// Change nothing on disk: no quarantine, no deletion.
+    #[arg(long)]
+    keep: bool,
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// Keep the sample storage root and print where it is.
+    #[arg(long)]
+    keep_files: bool,
+}
+
+/// Sandbox settings shared by every subcommand.
+#[derive(Debug, Args)]
+struct SandboxArgs {
+    /// Memory one guest instance may use, in MiB.
+    #[arg(long, global = true, value_name = "MIB", default_value_t = 64)]
+    memory_limit: usize,
+    /// Time one guest call (one storage) may take, in seconds.
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 10.0)]
+    timeout: f64,
+    /// Where compiled machine code is cached.
+    /// [default: $XDG_CACHE_HOME/runner-metrics or ~/.cache/runner-metrics]
+    #[arg(long, global = true, value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Compile the component on every start instead of using the cache.
+    #[arg(long, global = true)]
+    no_cache: bool,
+}
+
+impl SandboxArgs {
+    fn plugin(&self) -> Result<Plugin> {
+        anyhow::ensure!(
+            self.timeout.is_finite() && self.timeout > 0.0 && self.timeout <= 86_400.0,
+            "--timeout must be a number of seconds in (0, 86400], got {}",
+            self.timeout
+        );
+        anyhow::ensure!(self.memory_limit >= 1, "--memory-limit must be at least 1 MiB");
+        let limits = Limits {
+            memory_bytes: self.memory_limit.saturating_mul(1024 * 1024),
+            call_timeout: Duration::from_secs_f64(self.timeout),
+            ..Limits::default()
+        };
+        let cache_dir = if self.no_cache { None } else { self.cache_dir.clone().or_else(default_cache_dir) };
+        Plugin::open(&PluginOptions { limits, cache_dir })
+    }
+}
+
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Collect(args) => run_collect(&cli.sandbox, args),
+        Command::Extract(args) => run_extract(&cli.sandbox, args),
+        Command::Quarantine(QuarantineCommand::List { storage, json }) => run_quarantine_list(&cli.sandbox, &storage, json),
+        Command::Demo(args) => crate::demo::run(&cli.sandbox.plugin()?, args.keep_files),
+        Command::Component { output } => {
+            std::fs::write(&output, runner_metrics::plugin::EMBEDDED_COMPONENT)
+                .with_context(|| format!("writing the component to {}", output.display()))?;
+            eprintln!(
+                "wrote {} ({} bytes)",
+                output.display(),
+                runner_metrics::plugin::EMBEDDED_COMPONENT.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The metrics log: the flag, else `$METRICS_LOG_PATH`, else the default.
+fn open_sink(flag: Option<&Path>) -> Result<Box<dyn EventSink>> {
+    let path = match flag {
+        Some(path) => path.to_owned(),
+        None => std::env::var_os(METRICS_LOG_ENV)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_METRICS_LOG)),
+    };
+    if path.as_os_str() == "-" {
+        return Ok(Box::new(StdoutSink));
+    }
+    Ok(Box::new(MetricsLog::open(&path).context("opening the metrics log")?))
+}
+
+fn run_collect(sandbox: &SandboxArgs, args: CollectArgs) -> Result<ExitCode> {
+    let selection = args.selection.selection()?;
+    let mut sink = open_sink(args.metrics_log.as_deref())?;
+    let plugin = sandbox.plugin()?;
+    let options = CollectOptions { selection, emit: Emit::Events { flavor: args.flavor }, keep: false, batch_size: 64 };
+    let mut progress = Progress::new(args.verbose);
+    let result = collect(&plugin, &args.selection.storage, &options, &mut NoJobMetrics, sink.as_mut(), &mut |r| {
+        progress.report(r)
+    });
+    progress.finish();
+    finish(result, args.json)
+}
+
+fn run_extract(sandbox: &SandboxArgs, args: ExtractArgs) -> Result<ExitCode> {
+    let selection = args.selection.selection()?;
+    let plugin = sandbox.plugin()?;
+    let options = CollectOptions { selection, emit: Emit::Metrics, keep: args.keep, batch_size: 64 };
+    let mut progress = Progress::new(false);
+    let result = collect(&plugin, &args.selection.storage, &options, &mut NoJobMetrics, &mut StdoutSink, &mut |r| {
+        progress.report(r)
+    });
+    progress.finish();
+    finish(result, false)
+}
+
+/// Prints the summary and picks the exit code.
+fn finish(result: Result<Summary>, json: bool) -> Result<ExitCode> {
+    let summary = result?;
+    if json {
+        eprintln!("{}", serde_json::to_string(&summary)?);
+    } else {
+        for kind in OutcomeKind::ALL {
+            eprintln!("{:>12}: {}", kind.as_str(), summary.count(kind));
+        }
+        eprintln!("{:>12}: {}", "lines", summary.lines_written);
+    }
+    Ok(if summary.failed > 0 { ExitCode::from(EXIT_FAILED_STORAGES) } else { ExitCode::SUCCESS })
+}
+
+/// Per-storage lines on stderr (problems always, everything with
+/// --verbose) and a live count when stderr is a terminal.
+pub struct Progress {
+    verbose: bool,
+    live: bool,
+    seen: usize,
+}
+
+impl Progress {
+    pub fn new(verbose: bool) -> Self {
+        Self { verbose, live: std::io::stderr().is_terminal(), seen: 0 }
+    }
+
+    pub fn report(&mut self, report: &StorageReport) {
+        self.seen += 1;
+        let notable = matches!(report.kind, OutcomeKind::Quarantined | OutcomeKind::Failed);
+        if self.verbose || notable {
+            if self.live {
+                eprint!("\r\x1b[K");
+            }
+            eprintln!("{}: {}: {}", report.kind.as_str(), report.name.escape_debug(), report.detail.escape_debug());
+        }
+        if self.live && self.seen % 100 == 0 {
+            eprint!("\r{} storages...", self.seen);
+        }
+    }
+
+    pub fn finish(&mut self) {
+        if self.live && self.seen >= 100 {
+            eprint!("\r\x1b[K");
+        }
+    }
+}
+
+fn run_quarantine_list(sandbox: &SandboxArgs, storage: &Path, json: bool) -> Result<ExitCode> {
+    let plugin = sandbox.plugin()?;
+    let entries = runner_metrics::quarantine::list(&plugin, storage)?;
+    for q in &entries {
+        let reason = runner_metrics::collect::reason_name(&q.reason);
+        if json {
+            let value = serde_json::json!({
+                "location": q.location,
+                "runner_name": q.runner_name,
+                "reason": reason,
+                "file": q.file,
+                "detail": q.detail,
+                "quarantined_at": q.quarantined_at,
+            });
+            println!("{value}");
+        } else {
+            let file = q.file.as_deref().unwrap_or("-");
+            println!(
+                "{}\t{}\t{}\t{}\t{}",
+                q.location.escape_debug(),
+                format_time(q.quarantined_at),
+                reason,
+                file.escape_debug(),
+                q.detail.escape_debug()
+            );
+        }
+    }
+    if !json {
+        eprintln!("{} quarantined storage(s) in {}", entries.len(), storage.join(".quarantine").display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// UNIX seconds as `YYYY-MM-DDTHH:MM:SSZ` (civil-from-days, no time zone
+/// database needed).
+pub fn format_time(unix: f64) -> String {
+    let secs = unix.max(0.0) as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_unix_times_as_utc() {
+        assert_eq!(format_time(0.0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_time(1_700_000_000.0), "2023-11-14T22:13:20Z");
+        assert_eq!(format_time(951_782_400.0), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,324 @@
+//! The collect pipeline: scan the root in one sandbox, decide each storage
+//! in a worker sandbox (replaced after any trap), write the lines durably in
+//! batches, and only then delete the storages they came from.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+use crate::bindings::{GithubJobMetrics, Outcome, QuarantineReason, RunnerMetrics, Selection, SkipReason};
+use crate::check;
+use crate::log::EventSink;
+use crate::plugin::Plugin;
+use crate::sandbox::Sandbox;
+use crate::summary::{OutcomeKind, StorageReport, Summary};
+
+/// What to write for each extracted storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Emit {
+    /// The lifecycle events of spec 5, for runners of this flavor.
+    Events { flavor: String },
+    /// The extracted `RunnerMetrics` as one JSON line each.
+    Metrics,
+}
+
+/// How one collect run behaves.
+#[derive(Debug, Clone)]
+pub struct CollectOptions {
+    pub selection: Selection,
+    pub emit: Emit,
+    /// Change nothing on disk: no quarantine, no deletion.
+    pub keep: bool,
+    /// Extracted storages whose lines are written (and synced) together
+    /// before they are deleted. Bigger batches mean fewer syncs.
+    pub batch_size: usize,
+}
+
+impl CollectOptions {
+    pub fn events(flavor: impl Into<String>) -> Self {
+        Self { selection: empty_selection(), emit: Emit::Events { flavor: flavor.into() }, keep: false, batch_size: 64 }
+    }
+}
+
+/// A selection that takes every storage.
+pub fn empty_selection() -> Selection {
+    Selection { exclude: Vec::new(), include: None, min_age_seconds: None }
+}
+
+/// Finds GitHub job metrics for a runner (spec 5); `None` when unknown.
+pub trait JobMetricsSource {
+    fn job_metrics(&mut self, metrics: &RunnerMetrics) -> Option<GithubJobMetrics>;
+}
+
+/// No job metrics for anyone.
+pub struct NoJobMetrics;
+
+impl JobMetricsSource for NoJobMetrics {
+    fn job_metrics(&mut self, _: &RunnerMetrics) -> Option<GithubJobMetrics> {
+        None
+    }
+}
+
+impl<F: FnMut(&RunnerMetrics) -> Option<GithubJobMetrics>> JobMetricsSource for F {
+    fn job_metrics(&mut self, metrics: &RunnerMetrics) -> Option<GithubJobMetrics> {
+        self(metrics)
+    }
+}
+
+/// Storages listed per scan call.
+const SCAN_BATCH: u32 = 256;
+
+/// Runs one collect over `root`. Every storage seen gets exactly one report;
+/// `Err` only when the run could not start or had to stop (the root cannot
+/// be listed, the log cannot be written), with the reports so far already
+/// delivered and the rest of the storages untouched.
+pub fn collect(
+    plugin: &Plugin,
+    root: &Path,
+    options: &CollectOptions,
+    jobs: &mut dyn JobMetricsSource,
+    sink: &mut dyn EventSink,
+    on_report: &mut dyn FnMut(&StorageReport),
+) -> Result<Summary> {
+    let root = root.canonicalize().with_context(|| format!("storage root {}", root.display()))?;
+    let mut scanner = plugin.sandbox(&root)?;
+    let scan = scanner.start_scan(&options.selection).map_err(anyhow::Error::new)?;
+    let mut run = Run { plugin, root, options, jobs, sink, on_report, worker: None, pending: Vec::new(), summary: Summary::default() };
+    loop {
+        let batch = scanner
+            .next_batch(scan, SCAN_BATCH)
+            .map_err(anyhow::Error::new)?
+            .map_err(|e| anyhow::anyhow!("listing the storage root {}: {}", run.root.display(), check::bounded(&e)))?;
+        if batch.is_empty() {
+            break;
+        }
+        for entry in batch {
+            let label = entry.name.clone().unwrap_or_else(|| "<non-UTF-8 name>".to_owned());
+            if let Err(lie) = check::root_entry(&entry) {
+                run.report(label, OutcomeKind::Failed, lie, 0);
+                continue;
+            }
+            match (entry.name, entry.skipped) {
+                (_, Some(reason)) => run.report(label, OutcomeKind::Skipped, skip_detail(&reason), 0),
+                (Some(name), None) => run.candidate(&name)?,
+                (None, None) => run.report(label, OutcomeKind::Failed, "guest offered a nameless storage".into(), 0),
+            }
+        }
+    }
+    run.flush()?;
+    Ok(run.summary)
+}
+
+/// A storage whose lines wait to be written before it is deleted.
+struct Pending {
+    name: String,
+    lines: Vec<String>,
+}
+
+/// The state of one collect run.
+struct Run<'a> {
+    plugin: &'a Plugin,
+    root: PathBuf,
+    options: &'a CollectOptions,
+    jobs: &'a mut dyn JobMetricsSource,
+    sink: &'a mut dyn EventSink,
+    on_report: &'a mut dyn FnMut(&StorageReport),
+    /// Reused across storages until it traps.
+    worker: Option<Sandbox>,
+    pending: Vec<Pending>,
+    summary: Summary,
+}
+
+impl Run<'_> {
+    fn report(&mut self, name: String, kind: OutcomeKind, detail: String, events: usize) {
+        let report = StorageReport { name, kind, detail, events };
+        self.summary.add(&report);
+        (self.on_report)(&report);
+    }
+
+    fn worker(&mut self) -> Result<&mut Sandbox> {
+        if self.worker.is_none() {
+            self.worker = Some(self.plugin.sandbox(&self.root)?);
+        }
+        Ok(self.worker.as_mut().expect("just created"))
+    }
+
+    /// Decides one candidate storage.
+    fn candidate(&mut self, name: &str) -> Result<()> {
+        let keep = self.options.keep;
+        let outcome = match self.worker()?.extract_storage(name, keep) {
+            Ok(outcome) => outcome,
+            Err(failure) => return self.after_trap(name, failure.detail),
+        };
+        if let Err(lie) = check::outcome(&self.root, name, &outcome) {
+            self.worker = None; // a lying guest is not trusted with the next storage
+            self.report(name.to_owned(), OutcomeKind::Failed, format!("kept: {lie}"), 0);
+            return Ok(());
+        }
+        match outcome {
+            Outcome::Extracted(metrics) => self.extracted(name, metrics)?,
+            Outcome::NoData => self.report(name.to_owned(), OutcomeKind::NoData, no_data_detail(keep), 0),
+            Outcome::Quarantined(info) => {
+                let detail = quarantine_detail(&info.reason, info.file.as_deref(), &info.detail, &info.location);
+                self.report(name.to_owned(), OutcomeKind::Quarantined, detail, 0);
+            }
+            Outcome::Skipped(reason) => self.report(name.to_owned(), OutcomeKind::Skipped, skip_detail(&reason), 0),
+            Outcome::Failed(message) => {
+                self.report(name.to_owned(), OutcomeKind::Failed, format!("kept: {}", check::bounded(&message)), 0)
+            }
+        }
+        Ok(())
+    }
+
+    /// The guest trapped on this storage: quarantine it with a fresh
+    /// instance (or, in a dry run, report it), and go on.
+    fn after_trap(&mut self, name: &str, detail: String) -> Result<()> {
+        self.worker = None;
+        if self.options.keep {
+            self.report(name.to_owned(), OutcomeKind::Failed, format!("kept: {detail}"), 0);
+            return Ok(());
+        }
+        let detail = check::bounded(&detail);
+        match self.worker()?.quarantine_storage(name, QuarantineReason::SandboxTrap, &detail) {
+            Ok(Ok(info)) => {
+                let text = quarantine_detail(&info.reason, None, &detail, &info.location);
+                self.report(name.to_owned(), OutcomeKind::Quarantined, text, 0);
+            }
+            Ok(Err(e)) => {
+                let text = format!("kept: {detail}; quarantine failed: {}", check::bounded(&e));
+                self.report(name.to_owned(), OutcomeKind::Failed, text, 0);
+            }
+            Err(again) => {
+                self.worker = None;
+                let text = format!("kept: {detail}; quarantine trapped too: {again}");
+                self.report(name.to_owned(), OutcomeKind::Failed, text, 0);
+            }
+        }
+        Ok(())
+    }
+
+    /// Turns extracted metrics into lines and queues the storage.
+    fn extracted(&mut self, name: &str, metrics: RunnerMetrics) -> Result<()> {
+        let lines = match &self.options.emit {
+            Emit::Metrics => Ok(vec![crate::metrics_json::to_line(&metrics)]),
+            Emit::Events { flavor } => {
+                let flavor = flavor.clone();
+                let job = self.jobs.job_metrics(&metrics);
+                self.event_lines(&metrics, &flavor, job)
+            }
+        };
+        match lines {
+            Ok(lines) => {
+                self.pending.push(Pending { name: name.to_owned(), lines });
+                if self.pending.len() >= self.options.batch_size.max(1) {
+                    self.flush()?;
+                }
+                Ok(())
+            }
+            Err(EventsError::Trap(detail)) => self.after_trap(name, detail),
+            Err(EventsError::Invalid(lie)) => {
+                self.worker = None;
+                self.report(name.to_owned(), OutcomeKind::Failed, format!("kept: {lie}"), 0);
+                Ok(())
+            }
+        }
+    }
+
+    fn event_lines(
+        &mut self,
+        metrics: &RunnerMetrics,
+        flavor: &str,
+        job: Option<GithubJobMetrics>,
+    ) -> std::result::Result<Vec<String>, EventsError> {
+        let worker = self.worker().map_err(|e| EventsError::Trap(format!("{e:#}")))?;
+        let events = worker.issue_events(metrics, flavor, job).map_err(|f| EventsError::Trap(f.detail))?;
+        check::events(&events).map_err(EventsError::Invalid)?;
+        let mut lines = Vec::with_capacity(events.len());
+        for event in &events {
+            let line = worker.render_event(event).map_err(|f| EventsError::Trap(f.detail))?;
+            check::line(&line, check::event_kind(event)).map_err(EventsError::Invalid)?;
+            lines.push(line);
+        }
+        Ok(lines)
+    }
+
+    /// Writes the queued lines durably, then deletes their storages.
+    fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let lines: Vec<String> = pending.iter().flat_map(|p| p.lines.iter().cloned()).collect();
+        if let Err(e) = self.sink.append(&lines) {
+            for p in pending {
+                self.report(p.name, OutcomeKind::Failed, format!("kept: events not written: {e}"), 0);
+            }
+            return Err(anyhow::anyhow!("writing events to {}: {e}", self.sink.describe()));
+        }
+        for p in pending {
+            let events = p.lines.len();
+            if self.options.keep {
+                self.report(p.name, OutcomeKind::Extracted, "kept (dry run)".to_owned(), events);
+                continue;
+            }
+            let deleted = self.worker()?.delete_storage(&p.name);
+            let (kind, detail) = match deleted {
+                Ok(Ok(None)) => (OutcomeKind::Extracted, "deleted".to_owned()),
+                Ok(Ok(Some(info))) => (
+                    OutcomeKind::Extracted,
+                    format!("could not be deleted, so moved to .quarantine/{}: {}", info.location, check::bounded(&info.detail)),
+                ),
+                Ok(Err(e)) => (OutcomeKind::Failed, format!("events written but storage kept: {}", check::bounded(&e))),
+                Err(trap) => {
+                    self.worker = None;
+                    (OutcomeKind::Failed, format!("events written but storage kept: {trap}"))
+                }
+            };
+            self.report(p.name, kind, detail, events);
+        }
+        Ok(())
+    }
+}
+
+enum EventsError {
+    Trap(String),
+    Invalid(String),
+}
+
+fn no_data_detail(keep: bool) -> String {
+    if keep {
+        "no installed timestamp; would be deleted".to_owned()
+    } else {
+        "no installed timestamp; deleted".to_owned()
+    }
+}
+
+fn skip_detail(reason: &SkipReason) -> String {
+    match reason {
+        SkipReason::Excluded => "excluded".to_owned(),
+        SkipReason::NotIncluded => "not included".to_owned(),
+        SkipReason::TooYoung(age) => format!("too young ({age:.0}s old)"),
+        SkipReason::NotADirectory => "not a plain directory; left alone".to_owned(),
+        SkipReason::InvalidName => "not a valid runner name; left alone".to_owned(),
+    }
+}
+
+/// The reason's spelling, as in reason files.
+pub fn reason_name(reason: &QuarantineReason) -> &'static str {
+    match reason {
+        QuarantineReason::Oversized => "oversized",
+        QuarantineReason::NotRegularFile => "not-regular-file",
+        QuarantineReason::InvalidUtf8 => "invalid-utf8",
+        QuarantineReason::InvalidJson => "invalid-json",
+        QuarantineReason::InvalidValue => "invalid-value",
+        QuarantineReason::InvalidTimestamp => "invalid-timestamp",
+        QuarantineReason::SandboxTrap => "sandbox-trap",
+        QuarantineReason::Undeletable => "undeletable",
+    }
+}
+
+fn quarantine_detail(reason: &QuarantineReason, file: Option<&str>, detail: &str, location: &str) -> String {
+    let place = if location.is_empty() { "would be quarantined".to_owned() } else { format!("moved to .quarantine/{location}") };
+    let file = file.map(|f| format!(" {f}")).unwrap_or_default();
+    format!("{}:{file} {}; {place}", reason_name(reason), check::bounded(detail))
+}

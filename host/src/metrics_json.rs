@@ -1,0 +1,40 @@
+//! `RunnerMetrics` as a JSON line, for `runner-metrics extract`. Keys and
+//! spellings follow the metrics files (spec 3), so the output reads like
+//! the input it came from.
+
+use serde_json::{json, Value};
+
+use crate::bindings::{PostJobStatus, RunnerMetrics};
+
+pub fn status_name(status: PostJobStatus) -> &'static str {
+    match status {
+        PostJobStatus::Normal => "normal",
+        PostJobStatus::Abnormal => "abnormal",
+        PostJobStatus::RepoPolicyCheckFailure => "repo-policy-check-failure",
+        PostJobStatus::ExternalContributorCheckFailure => "external-contributor-check-failure",
+    }
+}
+
+pub fn to_value(m: &RunnerMetrics) -> Value {
+    json!({
+        "runner_name": m.runner_name,
+        "installation_start_timestamp": m.installation_start_timestamp,
+        "installed_timestamp": m.installed_timestamp,
+        "pre_job": m.pre_job.as_ref().map(|p| json!({
+            "timestamp": p.timestamp,
+            "workflow": p.workflow,
+            "workflow_run_id": p.workflow_run_id,
+            "repository": p.repository,
+            "event": p.event,
+        })),
+        "post_job": m.post_job.as_ref().map(|p| json!({
+            "timestamp": p.timestamp,
+            "status": status_name(p.status),
+            "status_info": p.status_info.as_ref().map(|i| json!({"code": i.code})),
+        })),
+    })
+}
+
+pub fn to_line(m: &RunnerMetrics) -> String {
+    to_value(m).to_string()
+}

@@ -1,0 +1,140 @@
+//! The loaded plugin: one engine, the compiled component and a linker that
+//! offers nothing but WASI, pre-instantiated once and shared by every
+//! sandbox (the pattern of wasmtime's `examples/wasip2-plugins`).
+
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine};
+
+use crate::bindings::{ExtractorPre, IntoAnyhow};
+use crate::limits::{EpochTicker, Limits};
+use crate::sandbox::{HostState, Sandbox};
+
+/// The guest component, built by `build.rs` and embedded in the binary.
+pub static EMBEDDED_COMPONENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/runner_metrics_guest.wasm"));
+
+/// How to open the plugin.
+#[derive(Debug, Clone, Default)]
+pub struct PluginOptions {
+    pub limits: Limits,
+    /// Where compiled machine code is cached; `None` compiles on every start.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl PluginOptions {
+    /// Options with the default limits and the per-user cache directory.
+    pub fn with_default_cache() -> Self {
+        Self { limits: Limits::default(), cache_dir: default_cache_dir() }
+    }
+}
+
+/// `$XDG_CACHE_HOME/runner-metrics`, else `$HOME/.cache/runner-metrics`.
+pub fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("runner-metrics"))
+}
+
+/// Where the compiled component came from, for diagnostics and benchmarks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompiledFrom {
+    /// Compiled now (no cache, or a cache miss).
+    Compiled,
+    /// Loaded from the on-disk cache.
+    Cache,
+}
+
+/// The engine, the compiled component and its pre-instance.
+pub struct Plugin {
+    engine: Engine,
+    pre: ExtractorPre<HostState>,
+    limits: Limits,
+    compiled_from: CompiledFrom,
+    // Last: stops the ticker thread when the plugin goes away.
+    _ticker: EpochTicker,
+}
+
+impl Plugin {
+    /// Opens the embedded component.
+    pub fn open(options: &PluginOptions) -> Result<Self> {
+        Self::from_bytes(EMBEDDED_COMPONENT, options)
+    }
+
+    /// Opens a component from bytes (tests use deliberately broken guests).
+    pub fn from_bytes(wasm: &[u8], options: &PluginOptions) -> Result<Self> {
+        let engine = Engine::new(&engine_config()).anyhow().context("creating the wasmtime engine")?;
+        let (component, compiled_from) = load_component(&engine, wasm, options.cache_dir.as_deref())?;
+        let mut linker = Linker::<HostState>::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).anyhow().context("linking WASI")?;
+        let instance_pre = linker.instantiate_pre(&component).anyhow().context("the component imports something other than WASI")?;
+        let pre = ExtractorPre::new(instance_pre).anyhow().context("the component does not export the runner-metrics world")?;
+        let ticker = EpochTicker::start(&engine).context("starting the epoch ticker thread")?;
+        Ok(Self { engine, pre, limits: options.limits, compiled_from, _ticker: ticker })
+    }
+
+    /// A fresh sandbox that sees `storage_root` and nothing else.
+    pub fn sandbox(&self, storage_root: &Path) -> Result<Sandbox> {
+        Sandbox::new(&self.engine, &self.pre, &self.limits, storage_root)
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub fn compiled_from(&self) -> CompiledFrom {
+        self.compiled_from
+    }
+}
+
+fn engine_config() -> Config {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    config
+}
+
+/// Compiles the component, or loads its machine code from the cache. The
+/// cache key covers the component bytes and everything in the engine that
+/// affects compiled code, so a stale entry is never used.
+fn load_component(engine: &Engine, wasm: &[u8], cache_dir: Option<&Path>) -> Result<(Component, CompiledFrom)> {
+    let Some(cache_dir) = cache_dir else {
+        return Ok((compile(engine, wasm)?, CompiledFrom::Compiled));
+    };
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    wasm.hash(&mut hasher);
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    env!("CARGO_PKG_VERSION").hash(&mut hasher);
+    let cached = cache_dir.join(format!("runner-metrics-{:016x}.cwasm", hasher.finish()));
+    if cached.is_file() {
+        // SAFETY: the file is in the user's own cache directory, written by
+        // `Component::serialize` below under a key that covers the engine
+        // configuration; whoever can write there already runs as this user.
+        // A corrupt or incompatible file makes deserialize fail, and we
+        // recompile.
+        if let Ok(component) = unsafe { Component::deserialize_file(engine, &cached) } {
+            return Ok((component, CompiledFrom::Cache));
+        }
+    }
+    let component = compile(engine, wasm)?;
+    // The cache is an optimisation: failing to write it is not an error.
+    let _ = write_cache(&component, cache_dir, &cached);
+    Ok((component, CompiledFrom::Compiled))
+}
+
+fn compile(engine: &Engine, wasm: &[u8]) -> Result<Component> {
+    Component::new(engine, wasm).anyhow().context("compiling the runner-metrics component")
+}
+
+/// Writes atomically: a temporary file in the same directory, then rename.
+fn write_cache(component: &Component, dir: &Path, path: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let bytes = component.serialize().anyhow()?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::io::Write::write_all(&mut tmp, &bytes)?;
+    tmp.persist(path)?;
+    Ok(())
+}

@@ -1,0 +1,19 @@
+//! Listing quarantined storages (`<root>/.quarantine/`), through the guest
+//! so that reason files, written from untrusted input, are parsed in the
+//! sandbox too.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::bindings::QuarantinedStorage;
+use crate::plugin::Plugin;
+
+pub fn list(plugin: &Plugin, root: &Path) -> Result<Vec<QuarantinedStorage>> {
+    let root = root.canonicalize().with_context(|| format!("storage root {}", root.display()))?;
+    let mut sandbox = plugin.sandbox(&root)?;
+    sandbox
+        .list_quarantine()
+        .map_err(anyhow::Error::new)?
+        .map_err(|e| anyhow::anyhow!("listing {}/.quarantine: {}", root.display(), crate::check::bounded(&e)))
+}
