@@ -7,19 +7,18 @@
 //! re-reads every float from its literal so numbers come out exactly as
 //! Python's `json` module reads them.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::fmt;
 
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Number;
 
-/// The deepest nesting of arrays and objects [`parse_strict`] accepts.
+/// The deepest nesting of arrays and objects [`parse_strict`] accepts
+/// (spec 3: deeper than 128 levels is corrupt).
 ///
-/// This is `serde_json`'s built-in recursion limit: it counts down from 128
-/// and fails when the counter reaches zero, so 127 nested containers parse and
-/// the 128th is rejected. Raising it would need serde_json's `unbounded_depth`
-/// feature.
-pub const MAX_NESTING_DEPTH: usize = 127;
+/// Checked by [`nesting_depth`] before parsing, so serde_json's own
+/// recursion limit (which stops at 127) is switched off.
+pub const MAX_NESTING_DEPTH: usize = 128;
 
 /// A parsed JSON value. Objects keep their members in document order and never
 /// hold two members with the same key.
@@ -57,9 +56,44 @@ impl Json {
 
 /// Parses one JSON document strictly; the error says what is wrong and where.
 pub fn parse_strict(text: &str) -> Result<Json, String> {
-    let mut json: Json = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    let depth = nesting_depth(text);
+    if depth > MAX_NESTING_DEPTH {
+        return Err(format!("recursion limit exceeded: nesting deeper than {MAX_NESTING_DEPTH} levels"));
+    }
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    // Safe: the depth was bounded just above.
+    deserializer.disable_recursion_limit();
+    let mut json = Json::deserialize(&mut deserializer).map_err(|e| e.to_string())?;
+    deserializer.end().map_err(|e| e.to_string())?;
     reread_floats(&mut json, &mut NumberLiterals::new(text))?;
     Ok(json)
+}
+
+/// The deepest nesting of `[`/`{` outside strings. Unbalanced or invalid
+/// text is left to the parser to reject; this only bounds its recursion.
+fn nesting_depth(text: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for byte in text.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 impl<'de> Deserialize<'de> for Json {
@@ -122,7 +156,7 @@ impl<'de> Visitor<'de> for JsonVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
         let mut members = Vec::new();
-        let mut seen = HashSet::new();
+        let mut seen = BTreeSet::new();
         while let Some(key) = map.next_key::<String>()? {
             if !seen.insert(key.clone()) {
                 return Err(de::Error::custom(format!("duplicate key {key:?}")));
@@ -393,9 +427,9 @@ mod tests {
     }
 
     #[test]
-    fn nesting_limit_is_serde_jsons() {
-        assert_eq!(MAX_NESTING_DEPTH, 127);
-        for depth in [1, 2, 126, MAX_NESTING_DEPTH] {
+    fn nesting_limit_is_128_levels() {
+        assert_eq!(MAX_NESTING_DEPTH, 128);
+        for depth in [1, 2, 127, MAX_NESTING_DEPTH] {
             assert!(
                 parse_strict(&nested_arrays(depth)).is_ok(),
                 "{depth} arrays"
@@ -414,8 +448,16 @@ mod tests {
     }
 
     #[test]
-    fn nesting_limit_counts_mixed_containers() {
+    fn brackets_inside_strings_do_not_count_as_nesting() {
+        let text = format!(r#"{{"a": "{}\"{}"}}"#, "[".repeat(300), "{".repeat(300));
+        assert!(parse_strict(&text).is_ok(), "{text}");
         let mixed = format!("{}1{}", r#"[{"a":"#.repeat(64), "}]".repeat(64));
+        assert!(parse_strict(&mixed).is_ok(), "128 mixed levels parse");
+    }
+
+    #[test]
+    fn nesting_limit_counts_mixed_containers() {
+        let mixed = format!("{}1{}", r#"[{"a":"#.repeat(65), "}]".repeat(65));
         let err = parse_strict(&mixed).unwrap_err();
         assert!(err.contains("recursion limit exceeded"), "{err}");
         let mixed = format!("{}1{}", r#"[{"a":"#.repeat(63), "}]".repeat(63));
