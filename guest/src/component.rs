@@ -21,10 +21,14 @@ export!(Component);
 /// The `scan` resource: a streaming pass over the storage root.
 pub struct ScanResource {
     inner: RefCell<Result<extract::Scan<WasiFs>, String>>,
+    #[cfg(feature = "hostile")]
+    hostile_candidate: RefCell<Option<String>>,
 }
 
 impl GuestScan for ScanResource {
     fn new(selection: wit::Selection) -> Self {
+        #[cfg(feature = "hostile")]
+        let hostile_candidate = RefCell::new(crate::hostile::scan(&selection.exclude));
         let selection = model::Selection {
             exclude: selection.exclude,
             include: selection.include,
@@ -33,12 +37,20 @@ impl GuestScan for ScanResource {
         let inner = WasiFs::open()
             .and_then(|fs| extract::Scan::new(fs, selection))
             .map_err(|e| e.message);
-        Self { inner: RefCell::new(inner) }
+        Self {
+            inner: RefCell::new(inner),
+            #[cfg(feature = "hostile")]
+            hostile_candidate,
+        }
     }
 
     fn next_batch(&self, max: u32) -> Result<Vec<wit::RootEntry>, String> {
         let mut inner = self.inner.borrow_mut();
         let scan = inner.as_mut().map_err(|e| e.clone())?;
+        #[cfg(feature = "hostile")]
+        if let Some(name) = self.hostile_candidate.borrow_mut().take() {
+            return Ok(vec![wit::RootEntry { name: Some(name), skipped: None }]);
+        }
         let batch = scan.next_batch(max as usize).map_err(|e| e.message)?;
         Ok(batch
             .into_iter()
@@ -52,7 +64,13 @@ impl extraction::Guest for Component {
 
     fn extract_storage(runner_name: String, keep: bool) -> wit::Outcome {
         match WasiFs::open() {
-            Ok(fs) => outcome_to_wit(extract::extract_storage(&fs, &runner_name, keep)),
+            Ok(fs) => {
+                #[cfg(feature = "hostile")]
+                if let Some(outcome) = crate::hostile::extract(&fs, &runner_name) {
+                    return outcome_to_wit(outcome);
+                }
+                outcome_to_wit(extract::extract_storage(&fs, &runner_name, keep))
+            }
             Err(e) => wit::Outcome::Failed(e.message),
         }
     }
@@ -105,6 +123,12 @@ impl exports::github_runner::metrics::events::Guest for Component {
     }
 
     fn render_event(event: wit::Event) -> String {
+        #[cfg(feature = "hostile")]
+        if let wit::Event::RunnerInstalled(e) = &event {
+            if let Some(line) = crate::hostile::render(&e.flavor) {
+                return line;
+            }
+        }
         render::render_event(&event_from_wit(event))
     }
 }

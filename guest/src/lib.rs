@@ -7,6 +7,8 @@
 pub mod events;
 pub mod extract;
 pub mod fs;
+#[cfg(feature = "hostile")]
+pub mod hostile;
 pub mod json;
 pub mod model;
 pub mod names;

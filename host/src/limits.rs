@@ -1,10 +1,12 @@
 //! Resource limits for one guest instance, and the epoch ticker that
 //! enforces time limits.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use wasmtime::Engine;
 
@@ -40,16 +42,96 @@ impl Limits {
     }
 }
 
+/// Guest calls in flight, watched for host calls that block (a FIFO
+/// swapped in between the guest's `lstat` and its `open`). Epoch deadlines
+/// only fire while wasm code runs; a host call stuck in `open(2)` would
+/// never return to wasm, so the ticker breaks such stalls itself.
+#[derive(Default)]
+pub struct StallWatch {
+    calls: Mutex<HashMap<u64, WatchedCall>>,
+    next_id: AtomicU64,
+}
+
+struct WatchedCall {
+    /// The storage directory the call works on.
+    storage: PathBuf,
+    deadline: Instant,
+    broken: bool,
+}
+
+impl StallWatch {
+    /// Registers a call on `storage` that should end by `deadline`.
+    pub fn begin(&self, storage: PathBuf, deadline: Instant) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let call = WatchedCall { storage, deadline, broken: false };
+        self.calls.lock().unwrap_or_else(|p| p.into_inner()).insert(id, call);
+        id
+    }
+
+    pub fn end(&self, id: u64) {
+        self.calls.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    }
+
+    /// Breaks every call past its deadline (once each).
+    fn break_overdue(&self, now: Instant) {
+        let mut calls = self.calls.lock().unwrap_or_else(|p| p.into_inner());
+        for call in calls.values_mut().filter(|c| !c.broken && now >= c.deadline) {
+            call.broken = true;
+            unblock_fifo_opens(&call.storage);
+        }
+    }
+}
+
+/// Wakes a reader blocked opening one of the storage's metrics files: a
+/// FIFO's `open(O_RDONLY)` returns as soon as a writer opens it, and the
+/// guest then sees a FIFO and quarantines the storage. Only the four known
+/// names are touched, only if they are FIFOs, and nothing is ever written;
+/// no path component is followed through a symlink.
+fn unblock_fifo_opens(storage: &Path) {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(dir_path) = CString::new(storage.as_os_str().as_bytes()) else { return };
+    // SAFETY: plain syscalls on NUL-terminated paths; every fd is closed.
+    unsafe {
+        let dir = libc::open(dir_path.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC);
+        if dir < 0 {
+            return;
+        }
+        for name in METRICS_FILE_NAMES {
+            let Ok(name) = CString::new(name) else { continue };
+            let mut stat: libc::stat = std::mem::zeroed();
+            if libc::fstatat(dir, name.as_ptr(), &mut stat, libc::AT_SYMLINK_NOFOLLOW) != 0
+                || stat.st_mode & libc::S_IFMT != libc::S_IFIFO
+            {
+                continue;
+            }
+            let fd = libc::openat(dir, name.as_ptr(), libc::O_WRONLY | libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC);
+            if fd >= 0 {
+                libc::close(fd);
+            }
+        }
+        libc::close(dir);
+    }
+}
+
+/// The files the guest opens inside a storage.
+const METRICS_FILE_NAMES: [&str; 4] = [
+    "runner-installation-start.timestamp",
+    "runner-installed.timestamp",
+    "pre-job-metrics.json",
+    "post-job-metrics.json",
+];
+
 /// A background thread that advances the engine's epoch every
-/// [`EPOCH_TICK`], so a guest stuck in a loop traps at its deadline.
-/// Stopped and joined on drop.
+/// [`EPOCH_TICK`], so a guest stuck in a loop traps at its deadline, and
+/// breaks stalled host calls (see [`StallWatch`]). Stopped and joined on drop.
 pub struct EpochTicker {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl EpochTicker {
-    pub fn start(engine: &Engine) -> std::io::Result<Self> {
+    pub fn start(engine: &Engine, watch: Arc<StallWatch>) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let engine = engine.clone();
         let stop_flag = Arc::clone(&stop);
@@ -57,6 +139,7 @@ impl EpochTicker {
             while !stop_flag.load(Ordering::Relaxed) {
                 std::thread::sleep(EPOCH_TICK);
                 engine.increment_epoch();
+                watch.break_overdue(Instant::now());
             }
         })?;
         Ok(Self { stop, thread: Some(thread) })

@@ -4,13 +4,14 @@
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine};
 
 use crate::bindings::{ExtractorPre, IntoAnyhow};
-use crate::limits::{EpochTicker, Limits};
+use crate::limits::{EpochTicker, Limits, StallWatch};
 use crate::sandbox::{HostState, Sandbox};
 
 /// The guest component, built by `build.rs` and embedded in the binary.
@@ -54,6 +55,7 @@ pub struct Plugin {
     engine: Engine,
     pre: ExtractorPre<HostState>,
     limits: Limits,
+    stall_watch: Arc<StallWatch>,
     compiled_from: CompiledFrom,
     // Last: stops the ticker thread when the plugin goes away.
     _ticker: EpochTicker,
@@ -73,13 +75,14 @@ impl Plugin {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).anyhow().context("linking WASI")?;
         let instance_pre = linker.instantiate_pre(&component).anyhow().context("the component imports something other than WASI")?;
         let pre = ExtractorPre::new(instance_pre).anyhow().context("the component does not export the runner-metrics world")?;
-        let ticker = EpochTicker::start(&engine).context("starting the epoch ticker thread")?;
-        Ok(Self { engine, pre, limits: options.limits, compiled_from, _ticker: ticker })
+        let stall_watch = Arc::new(StallWatch::default());
+        let ticker = EpochTicker::start(&engine, Arc::clone(&stall_watch)).context("starting the epoch ticker thread")?;
+        Ok(Self { engine, pre, limits: options.limits, stall_watch, compiled_from, _ticker: ticker })
     }
 
     /// A fresh sandbox that sees `storage_root` and nothing else.
     pub fn sandbox(&self, storage_root: &Path) -> Result<Sandbox> {
-        Sandbox::new(&self.engine, &self.pre, &self.limits, storage_root)
+        Sandbox::new(&self.engine, &self.pre, &self.limits, Arc::clone(&self.stall_watch), storage_root)
     }
 
     pub fn limits(&self) -> &Limits {

@@ -4,7 +4,9 @@
 //! drop it and start a fresh one.
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use wasmtime::component::{ResourceAny, ResourceTable};
@@ -16,7 +18,7 @@ use crate::bindings::{
     Event, GithubJobMetrics, Outcome, QuarantineInfo, QuarantineReason, QuarantinedStorage, RootEntry,
     RunnerMetrics, ExtractorPre, IntoAnyhow, Selection,
 };
-use crate::limits::Limits;
+use crate::limits::{Limits, StallWatch};
 
 /// Where the storage root appears inside the sandbox.
 pub const GUEST_ROOT: &str = "/storage";
@@ -58,6 +60,8 @@ pub struct Sandbox {
     stderr: MemoryOutputPipe,
     deadline_ticks: u64,
     call_timeout: std::time::Duration,
+    stall_watch: Arc<StallWatch>,
+    root: PathBuf,
 }
 
 impl Sandbox {
@@ -65,6 +69,7 @@ impl Sandbox {
         engine: &Engine,
         pre: &ExtractorPre<HostState>,
         limits: &Limits,
+        stall_watch: Arc<StallWatch>,
         storage_root: &Path,
     ) -> Result<Self> {
         let stderr = MemoryOutputPipe::new(limits.stderr_bytes);
@@ -94,17 +99,28 @@ impl Sandbox {
             stderr,
             deadline_ticks: limits.deadline_ticks(),
             call_timeout: limits.call_timeout,
+            stall_watch,
+            root: storage_root.to_owned(),
         })
     }
 
-    /// Arms the deadline, runs one call, and explains a failure.
+    /// Arms the deadline, runs one call, and explains a failure. A call on
+    /// one storage is also watched for blocking host calls.
     fn call<T>(
         &mut self,
         what: &str,
+        storage: Option<&str>,
         f: impl FnOnce(&crate::bindings::Extractor, &mut Store<HostState>) -> wasmtime::Result<T>,
     ) -> CallResult<T> {
         self.store.set_epoch_deadline(self.deadline_ticks);
-        f(&self.bindings, &mut self.store).map_err(|e| self.explain(what, e))
+        let watch = storage.map(|name| {
+            self.stall_watch.begin(self.root.join(name), Instant::now() + self.call_timeout)
+        });
+        let result = f(&self.bindings, &mut self.store);
+        if let Some(id) = watch {
+            self.stall_watch.end(id);
+        }
+        result.map_err(|e| self.explain(what, e))
     }
 
     fn explain(&self, what: &str, error: wasmtime::Error) -> GuestFailure {
@@ -125,19 +141,19 @@ impl Sandbox {
     }
 
     pub fn start_scan(&mut self, selection: &Selection) -> CallResult<ResourceAny> {
-        self.call("scan", |b, s| b.github_runner_metrics_extraction().scan().call_constructor(s, selection))
+        self.call("scan", None, |b, s| b.github_runner_metrics_extraction().scan().call_constructor(s, selection))
     }
 
     pub fn next_batch(&mut self, scan: ResourceAny, max: u32) -> CallResult<std::result::Result<Vec<RootEntry>, String>> {
-        self.call("scan", |b, s| b.github_runner_metrics_extraction().scan().call_next_batch(s, scan, max))
+        self.call("scan", None, |b, s| b.github_runner_metrics_extraction().scan().call_next_batch(s, scan, max))
     }
 
     pub fn extract_storage(&mut self, name: &str, keep: bool) -> CallResult<Outcome> {
-        self.call("extraction", |b, s| b.github_runner_metrics_extraction().call_extract_storage(s, name, keep))
+        self.call("extraction", Some(name), |b, s| b.github_runner_metrics_extraction().call_extract_storage(s, name, keep))
     }
 
     pub fn delete_storage(&mut self, name: &str) -> CallResult<std::result::Result<Option<QuarantineInfo>, String>> {
-        self.call("deletion", |b, s| b.github_runner_metrics_extraction().call_delete_storage(s, name))
+        self.call("deletion", Some(name), |b, s| b.github_runner_metrics_extraction().call_delete_storage(s, name))
     }
 
     pub fn quarantine_storage(
@@ -146,13 +162,13 @@ impl Sandbox {
         reason: QuarantineReason,
         detail: &str,
     ) -> CallResult<std::result::Result<QuarantineInfo, String>> {
-        self.call("quarantine", |b, s| {
+        self.call("quarantine", Some(name), |b, s| {
             b.github_runner_metrics_extraction().call_quarantine_storage(s, name, reason, detail)
         })
     }
 
     pub fn list_quarantine(&mut self) -> CallResult<std::result::Result<Vec<QuarantinedStorage>, String>> {
-        self.call("quarantine listing", |b, s| b.github_runner_metrics_extraction().call_list_quarantine(s))
+        self.call("quarantine listing", None, |b, s| b.github_runner_metrics_extraction().call_list_quarantine(s))
     }
 
     pub fn issue_events(
@@ -161,10 +177,10 @@ impl Sandbox {
         flavor: &str,
         job: Option<GithubJobMetrics>,
     ) -> CallResult<Vec<Event>> {
-        self.call("events", |b, s| b.github_runner_metrics_events().call_issue_events(s, metrics, flavor, job))
+        self.call("events", None, |b, s| b.github_runner_metrics_events().call_issue_events(s, metrics, flavor, job))
     }
 
     pub fn render_event(&mut self, event: &Event) -> CallResult<String> {
-        self.call("rendering", |b, s| b.github_runner_metrics_events().call_render_event(s, event))
+        self.call("rendering", None, |b, s| b.github_runner_metrics_events().call_render_event(s, event))
     }
 }

@@ -1,0 +1,81 @@
+//! A deliberately malicious guest (feature `hostile`, tests only).
+//!
+//! The host must survive whatever a compromised guest does. Storages whose
+//! name starts with `hostile-<behaviour>-` trigger one misbehaviour each;
+//! every other storage is handled normally, so tests can check that the
+//! others are unaffected.
+
+use crate::fs::StorageFs;
+use crate::model::{Outcome, PreJobMetrics, QuarantineInfo, QuarantineReason, RunnerMetrics};
+use crate::{files, FILE_SIZE_BYTES_LIMIT};
+
+/// Misbehaves for `hostile-*` storages; `None` means behave normally.
+pub fn extract(fs: &impl StorageFs, name: &str) -> Option<Outcome> {
+    let behaviour = name.strip_prefix("hostile-")?.split('-').next()?;
+    let honest = |installed: f64| RunnerMetrics {
+        installation_start_timestamp: None,
+        installed_timestamp: installed,
+        pre_job: None,
+        post_job: None,
+        runner_name: name.to_owned(),
+    };
+    Some(match behaviour {
+        "panic" => panic!("hostile guest panics on {name}"),
+        "loop" => spin_forever(),
+        "alloc" => allocate_forever(),
+        // Opens a metrics file without checking what it is first: blocks
+        // in the host if it is a FIFO with no writer.
+        "fifo" => {
+            let _ = fs.read_bounded(&crate::fs::join(name, files::PRE_JOB), FILE_SIZE_BYTES_LIMIT);
+            Outcome::Failed("hostile guest opened a FIFO and came back".to_owned())
+        }
+        "othername" => Outcome::Extracted(RunnerMetrics { runner_name: "someone-else".to_owned(), ..honest(1.0) }),
+        "negative" => Outcome::Extracted(honest(-5.0)),
+        "nan" => Outcome::Extracted(honest(f64::NAN)),
+        "huge" => Outcome::Extracted(RunnerMetrics {
+            pre_job: Some(PreJobMetrics {
+                timestamp: 1.0,
+                workflow: "w".repeat(1 << 20),
+                workflow_run_id: "1".to_owned(),
+                repository: Some("o/r".to_owned()),
+                event: "push".to_owned(),
+            }),
+            ..honest(1.0)
+        }),
+        "location" => Outcome::Quarantined(QuarantineInfo {
+            reason: QuarantineReason::InvalidJson,
+            file: None,
+            detail: "lie".to_owned(),
+            location: "../../etc".to_owned(),
+        }),
+        _ => return None,
+    })
+}
+
+/// A flavor of `hostile-render` makes `render-event` return two lines.
+pub fn render(flavor_hint: &str) -> Option<String> {
+    (flavor_hint == "hostile-render")
+        .then(|| "{\"timestamp\": 1.0, \"event\": \"runner_installed\"}\n{\"injected\": true}".to_owned())
+}
+
+/// An exclude list containing `hostile-scan` makes the scan offer a path
+/// that climbs out of the root as a candidate.
+pub fn scan(exclude: &[String]) -> Option<String> {
+    exclude.iter().any(|e| e == "hostile-scan").then(|| "../../etc".to_owned())
+}
+
+#[allow(clippy::empty_loop)]
+fn spin_forever() -> ! {
+    let mut counter = 0u64;
+    loop {
+        counter = std::hint::black_box(counter.wrapping_add(1));
+    }
+}
+
+fn allocate_forever() -> ! {
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        hoard.push(vec![1u8; 1 << 20]);
+        std::hint::black_box(&hoard);
+    }
+}
