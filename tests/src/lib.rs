@@ -1,0 +1,574 @@
+//! Shared fixtures of the end-to-end suite.
+//!
+//! Everything here works on real files in real temporary directories and on
+//! the real guest component loaded through the host library: nothing is
+//! mocked except, where a test says so, the event sink.
+//!
+//! * [`StorageRoot`] builds a storage root (runner directories with given
+//!   files, symlinks, FIFOs, directories in place of files, oversized files,
+//!   stray root entries).
+//! * [`plugin`] opens the [`Plugin`] once per test binary, with a machine-code
+//!   cache under the target directory (never the user's home cache).
+//! * [`run`] is `collect` with a [`MemorySink`], gathering every report.
+//! * [`snapshot`] records a whole tree (paths, types, contents, symlink
+//!   targets, modes, modification times) to prove that nothing changed.
+//! * [`cli_binary`] finds (building it if needed) the `runner-metrics`
+//!   executable for the CLI tests.
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
+
+pub use runner_metrics;
+use runner_metrics::{
+    collect, CollectOptions, EventSink, JobMetricsSource, Limits, MemorySink, OutcomeKind, Plugin, PluginOptions,
+    StorageReport, Summary,
+};
+
+/// The four files of a runner storage (spec 2).
+pub const START: &str = "runner-installation-start.timestamp";
+pub const INSTALLED: &str = "runner-installed.timestamp";
+pub const PRE_JOB: &str = "pre-job-metrics.json";
+pub const POST_JOB: &str = "post-job-metrics.json";
+pub const ALL_FILES: [&str; 4] = [START, INSTALLED, PRE_JOB, POST_JOB];
+
+/// `FILE_SIZE_BYTES_LIMIT` of spec 2.
+pub const FILE_SIZE_LIMIT: usize = 1024;
+
+/// Fixture F of spec 6, file by file.
+pub const F_START: &str = "1.0";
+pub const F_INSTALLED: &str = "2.0";
+pub const F_PRE_JOB: &str = r#"{"timestamp": 3.0, "workflow": "workflow1", "workflow_run_id": "workflow_run_id1", "repository": "org1/repository1", "event": "push"}"#;
+pub const F_POST_JOB: &str = r#"{"timestamp": 3.0, "status": "normal", "status_info": null}"#;
+
+/// A complete, valid storage: `(file, content)` for all four files.
+pub fn valid_files() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        (START, b"1700000000.5\n".to_vec()),
+        (INSTALLED, b"1700000060\n".to_vec()),
+        (
+            PRE_JOB,
+            br#"{"workflow": "ci", "repository": "canonical/example", "event": "push", "timestamp": 1700000100, "workflow_run_id": "123456"}"#
+                .to_vec(),
+        ),
+        (POST_JOB, br#"{"timestamp": 1700000400, "status": "abnormal", "status_info": {"code": 1}}"#.to_vec()),
+    ]
+}
+
+// ---------------------------------------------------------------------------
+// Storage roots
+// ---------------------------------------------------------------------------
+
+/// A temporary directory holding a storage root (`<tmp>/runner-fs`) and an
+/// `outside` directory beside it, for symlink targets that a runner must
+/// never reach through the manager.
+pub struct StorageRoot {
+    _temp: tempfile::TempDir,
+    root: PathBuf,
+    outside: PathBuf,
+}
+
+impl Default for StorageRoot {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl StorageRoot {
+    pub fn new() -> Self {
+        let temp = tempfile::Builder::new().prefix("runner-metrics-e2e-").tempdir().expect("temp dir");
+        let root = temp.path().join("runner-fs");
+        let outside = temp.path().join("outside");
+        fs::create_dir(&root).expect("create root");
+        fs::create_dir(&outside).expect("create outside");
+        Self { _temp: temp, root, outside }
+    }
+
+    /// The storage root.
+    pub fn path(&self) -> &Path {
+        &self.root
+    }
+
+    /// A directory next to the root, not inside it.
+    pub fn outside(&self) -> &Path {
+        &self.outside
+    }
+
+    /// `<root>/<name>`.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.root.join(name)
+    }
+
+    /// `<root>/.quarantine`.
+    pub fn quarantine_dir(&self) -> PathBuf {
+        self.root.join(".quarantine")
+    }
+
+    /// Creates the runner directory `<root>/<name>` (empty).
+    pub fn runner(&self, name: &str) -> Runner {
+        let path = self.root.join(name);
+        fs::create_dir(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+        Runner { path }
+    }
+
+    /// A runner directory with all four valid files.
+    pub fn valid_runner(&self, name: &str) -> Runner {
+        let runner = self.runner(name);
+        for (file, content) in valid_files() {
+            runner.file(file, content);
+        }
+        runner
+    }
+
+    /// A runner directory holding fixture F of spec 6.
+    pub fn fixture_f(&self, name: &str) -> Runner {
+        let runner = self.runner(name);
+        runner.file(START, F_START).file(INSTALLED, F_INSTALLED).file(PRE_JOB, F_PRE_JOB).file(POST_JOB, F_POST_JOB);
+        runner
+    }
+
+    /// A regular file directly in the root.
+    pub fn root_file(&self, name: &str, content: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.root.join(name);
+        fs::write(&path, content).expect("write root file");
+        path
+    }
+
+    /// A symlink directly in the root.
+    pub fn root_symlink(&self, name: &str, target: impl AsRef<Path>) -> PathBuf {
+        let path = self.root.join(name);
+        std::os::unix::fs::symlink(target, &path).expect("root symlink");
+        path
+    }
+
+    /// A FIFO directly in the root.
+    pub fn root_fifo(&self, name: &str) -> PathBuf {
+        let path = self.root.join(name);
+        mkfifo(&path).expect("root fifo");
+        path
+    }
+}
+
+/// One runner directory, with chainable builders for its entries.
+pub struct Runner {
+    pub path: PathBuf,
+}
+
+impl Runner {
+    pub fn name(&self) -> String {
+        self.path.file_name().unwrap().to_string_lossy().into_owned()
+    }
+
+    /// A regular file with `content`.
+    pub fn file(&self, name: &str, content: impl AsRef<[u8]>) -> &Self {
+        fs::write(self.path.join(name), content).expect("write runner file");
+        self
+    }
+
+    /// A regular file of exactly `size` bytes: `content` followed by
+    /// spaces, so it is valid in every way but its size (surrounding
+    /// whitespace is allowed in timestamp and JSON files alike).
+    pub fn padded(&self, name: &str, content: impl AsRef<[u8]>, size: usize) -> &Self {
+        let mut bytes = content.as_ref().to_vec();
+        assert!(bytes.len() <= size, "content longer than {size} bytes");
+        bytes.resize(size, b' ');
+        self.file(name, bytes)
+    }
+
+    /// A symlink named `name` pointing at `target`.
+    pub fn symlink(&self, name: &str, target: impl AsRef<Path>) -> &Self {
+        std::os::unix::fs::symlink(target, self.path.join(name)).expect("symlink");
+        self
+    }
+
+    /// A directory named `name` holding one small file.
+    pub fn dir(&self, name: &str) -> &Self {
+        let dir = self.path.join(name);
+        fs::create_dir(&dir).expect("dir in place of a file");
+        fs::write(dir.join("inner.txt"), b"inside a directory\n").expect("inner file");
+        self
+    }
+
+    /// A FIFO named `name`.
+    pub fn fifo(&self, name: &str) -> &Self {
+        mkfifo(&self.path.join(name)).expect("mkfifo");
+        self
+    }
+
+    /// Removes one entry (file, symlink, FIFO or directory tree).
+    pub fn remove(&self, name: &str) -> &Self {
+        let path = self.path.join(name);
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => fs::remove_dir_all(&path).expect("remove dir"),
+            Ok(_) => fs::remove_file(&path).expect("remove"),
+            Err(_) => {}
+        }
+        self
+    }
+
+    /// Sets the directory's modification time to `ago` before now (the
+    /// directory is opened read-only; `futimens` works on that descriptor).
+    pub fn age(&self, ago: Duration) -> &Self {
+        set_mtime_ago(&self.path, ago).expect("set mtime");
+        self
+    }
+}
+
+/// `mkfifo(path, 0644)`.
+pub fn mkfifo(path: &Path) -> io::Result<()> {
+    let c = CString::new(path.as_os_str().as_bytes()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+    let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o644) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Sets the modification time of a file or directory to `ago` before now.
+pub fn set_mtime_ago(path: &Path, ago: Duration) -> io::Result<()> {
+    let file = fs::File::open(path)?;
+    file.set_modified(SystemTime::now() - ago)
+}
+
+// ---------------------------------------------------------------------------
+// Trees
+// ---------------------------------------------------------------------------
+
+/// What one path of a tree is, without following symlinks or opening FIFOs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeKind {
+    File(Vec<u8>),
+    Dir,
+    Symlink(PathBuf),
+    Fifo,
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub kind: NodeKind,
+    pub mode: u32,
+    /// Modification time in nanoseconds since the epoch.
+    pub mtime_ns: i128,
+}
+
+/// Every path under `dir` (relative, `""` is `dir` itself) with its type,
+/// content, mode and modification time.
+pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Node> {
+    let mut out = BTreeMap::new();
+    walk(dir, Path::new(""), &mut out, true);
+    out
+}
+
+/// Like [`snapshot`] but only types and contents: for comparing a storage
+/// with its moved copy (a rename changes the directory's ctime, and a move
+/// may legitimately touch the top directory's mtime).
+pub fn contents(dir: &Path) -> BTreeMap<PathBuf, NodeKind> {
+    let mut out = BTreeMap::new();
+    walk(dir, Path::new(""), &mut out, false);
+    out.into_iter().map(|(k, v)| (k, v.kind)).collect()
+}
+
+fn walk(base: &Path, rel: &Path, out: &mut BTreeMap<PathBuf, Node>, with_times: bool) {
+    let path = if rel.as_os_str().is_empty() { base.to_path_buf() } else { base.join(rel) };
+    let meta = fs::symlink_metadata(&path).unwrap_or_else(|e| panic!("lstat {}: {e}", path.display()));
+    let ft = meta.file_type();
+    let kind = if ft.is_symlink() {
+        NodeKind::Symlink(fs::read_link(&path).expect("readlink"))
+    } else if ft.is_dir() {
+        NodeKind::Dir
+    } else if ft.is_file() {
+        NodeKind::File(fs::read(&path).expect("read"))
+    } else if ft.is_fifo() {
+        NodeKind::Fifo
+    } else {
+        NodeKind::Other
+    };
+    let (mode, mtime_ns) = if with_times {
+        (meta.permissions().mode(), i128::from(meta.mtime()) * 1_000_000_000 + i128::from(meta.mtime_nsec()))
+    } else {
+        (0, 0)
+    };
+    out.insert(rel.to_path_buf(), Node { kind: kind.clone(), mode, mtime_ns });
+    if kind == NodeKind::Dir {
+        let mut names: Vec<_> = fs::read_dir(&path).expect("read_dir").map(|e| e.expect("entry").file_name()).collect();
+        names.sort();
+        for name in names {
+            walk(base, &rel.join(name), out, with_times);
+        }
+    }
+}
+
+/// Human-readable differences between two snapshots ("" when equal).
+pub fn diff<V: std::fmt::Debug + PartialEq>(before: &BTreeMap<PathBuf, V>, after: &BTreeMap<PathBuf, V>) -> String {
+    let mut out = String::new();
+    for (path, node) in before {
+        match after.get(path) {
+            None => out.push_str(&format!("removed: {}\n", path.display())),
+            Some(other) if other != node => {
+                out.push_str(&format!("changed: {}: {node:?} -> {other:?}\n", path.display()))
+            }
+            Some(_) => {}
+        }
+    }
+    for path in after.keys().filter(|p| !before.contains_key(*p)) {
+        out.push_str(&format!("added: {}\n", path.display()));
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// The plugin and collect runs
+// ---------------------------------------------------------------------------
+
+/// The target directory this test binary was built into: test binaries live
+/// in `<target>/<profile>/deps/`.
+pub fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let deps = exe.parent().expect("test binary has a directory");
+    assert_eq!(deps.file_name().and_then(|n| n.to_str()), Some("deps"), "test binary not in <target>/<profile>/deps: {}", exe.display());
+    deps.parent().expect("profile dir").to_path_buf()
+}
+
+/// `<target>/tmp/runner-metrics-e2e`, created on demand: the suite's scratch
+/// space that outlives one test (the compiled-code cache).
+pub fn scratch_dir() -> PathBuf {
+    let dir = profile_dir().parent().expect("target dir").join("tmp").join("runner-metrics-e2e");
+    fs::create_dir_all(&dir).expect("create scratch dir");
+    dir
+}
+
+/// The machine-code cache shared by the in-process plugin and the CLI runs
+/// (same component and engine, so the same cache key): compiled once per
+/// build, never in the user's home.
+pub fn cache_dir() -> PathBuf {
+    scratch_dir().join("cache")
+}
+
+/// The plugin, opened once per test binary with the default limits.
+pub fn plugin() -> &'static Plugin {
+    static PLUGIN: OnceLock<Plugin> = OnceLock::new();
+    PLUGIN.get_or_init(|| {
+        Plugin::open(&PluginOptions { limits: Limits::default(), cache_dir: Some(cache_dir()) }).expect("open the plugin")
+    })
+}
+
+/// What one collect run produced.
+#[derive(Debug)]
+pub struct Collected {
+    pub result: anyhow::Result<Summary>,
+    pub reports: Vec<StorageReport>,
+}
+
+impl Collected {
+    pub fn summary(&self) -> &Summary {
+        match &self.result {
+            Ok(summary) => summary,
+            Err(e) => panic!("collect failed: {e:#}"),
+        }
+    }
+
+    /// The one report for `name` (panics when there are none or several).
+    pub fn report(&self, name: &str) -> &StorageReport {
+        let found: Vec<_> = self.reports.iter().filter(|r| r.name == name).collect();
+        assert_eq!(found.len(), 1, "expected exactly one report for {name:?}, got {found:?}\nall: {:#?}", self.reports);
+        found[0]
+    }
+
+    pub fn kind(&self, name: &str) -> OutcomeKind {
+        self.report(name).kind
+    }
+}
+
+/// `collect` into any sink, gathering the reports.
+pub fn run_into(
+    root: &Path,
+    options: &CollectOptions,
+    jobs: &mut dyn JobMetricsSource,
+    sink: &mut dyn EventSink,
+) -> Collected {
+    let mut reports = Vec::new();
+    let result = collect(plugin(), root, options, jobs, sink, &mut |r| reports.push(r.clone()));
+    Collected { result, reports }
+}
+
+/// `collect` into a [`MemorySink`]; returns the lines too.
+pub fn run(root: &Path, options: &CollectOptions, jobs: &mut dyn JobMetricsSource) -> (Collected, Vec<String>) {
+    let mut sink = MemorySink::default();
+    let collected = run_into(root, options, jobs, &mut sink);
+    (collected, sink.lines)
+}
+
+/// Parses a JSON line, panicking with the line on failure.
+pub fn json(line: &str) -> serde_json::Value {
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+}
+
+/// The entries of `<root>/.quarantine` that belong to `name`: the moved
+/// storage directories `<name>.<stamp>[.<n>]` and their reason files.
+pub struct Quarantined {
+    pub location: PathBuf,
+    pub reason_file: PathBuf,
+    pub reason: serde_json::Value,
+}
+
+/// The single quarantined copy of `name` (panics unless there is exactly one
+/// moved directory with exactly one reason file beside it).
+pub fn quarantined(root: &StorageRoot, name: &str) -> Quarantined {
+    let dir = root.quarantine_dir();
+    let prefix = format!("{name}.");
+    let entries: Vec<String> = fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("list {}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    let dirs: Vec<&String> = entries.iter().filter(|n| !n.ends_with(".reason.json")).collect();
+    assert_eq!(dirs.len(), 1, "expected one quarantined copy of {name}, found {entries:?}");
+    let location = dir.join(dirs[0]);
+    assert!(fs::symlink_metadata(&location).unwrap().is_dir(), "{} is not a directory", location.display());
+    let reason_file = dir.join(format!("{}.reason.json", dirs[0]));
+    assert_eq!(entries.len(), 2, "expected the copy and its reason file only, found {entries:?}");
+    let text = fs::read_to_string(&reason_file).unwrap_or_else(|e| panic!("read {}: {e}", reason_file.display()));
+    Quarantined { location, reason_file, reason: json(&text) }
+}
+
+/// Whether anything exists at `path` (without following a symlink).
+pub fn exists(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok()
+}
+
+// ---------------------------------------------------------------------------
+// The CLI binary
+// ---------------------------------------------------------------------------
+
+/// The `runner-metrics` executable of the current build, for CLI tests.
+///
+/// Cargo builds only the *library* of a dependency, never its binaries, and
+/// `CARGO_BIN_EXE_<name>` exists only for the tests of the package that owns
+/// the binary; artifact dependencies (`-Z bindeps`) are unstable. A build
+/// script cannot build it either: it runs while the outer cargo holds the
+/// target directory's lock, so a nested build into the same directory would
+/// wait forever.
+///
+/// So, once per test binary, this runs `cargo build -p runner-metrics --bin
+/// runner-metrics` into the same target directory and profile as the test
+/// binary itself (`cargo test` releases the lock before it runs tests). It
+/// runs it *every* time, not only when the file is missing: a binary left
+/// over from an older build would silently test stale code, and a build with
+/// nothing to do takes a fraction of a second. It shares every compiled
+/// artifact with the outer build (same workspace, target dir, profile and
+/// features), so at worst it links the executable. If another cargo holds
+/// the lock, it waits ("Blocking waiting for file lock").
+pub fn cli_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let profile_dir = profile_dir();
+        let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
+        let profile = profile_dir.file_name().and_then(|n| n.to_str()).expect("profile dir name").to_owned();
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf();
+        // `cargo test` runs tests with CARGO set to itself; the compile-time
+        // value is the same cargo, for test binaries started by hand.
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+        let mut command = Command::new(cargo);
+        command
+            .current_dir(&workspace)
+            .args(["build", "--quiet", "--package", "runner-metrics", "--bin", "runner-metrics"])
+            .arg("--target-dir")
+            .arg(&target_dir);
+        match profile.as_str() {
+            "debug" => {}
+            "release" => {
+                command.arg("--release");
+            }
+            custom => {
+                command.args(["--profile", custom]);
+            }
+        }
+        let output = command.output().expect("run cargo to build the runner-metrics binary");
+        assert!(
+            output.status.success(),
+            "building the runner-metrics binary failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let bin = profile_dir.join("runner-metrics");
+        assert!(bin.is_file(), "cargo built runner-metrics but {} is missing", bin.display());
+        bin
+    })
+}
+
+/// A `runner-metrics` command with the suite's compiled-code cache, a cache
+/// home under the target directory, and no inherited `METRICS_LOG_PATH`.
+pub fn cli() -> Command {
+    let mut command = Command::new(cli_binary());
+    command
+        .arg("--cache-dir")
+        .arg(cache_dir())
+        .env("XDG_CACHE_HOME", scratch_dir().join("xdg-cache"))
+        .env_remove("METRICS_LOG_PATH");
+    command
+}
+
+/// The result of a CLI run, as text.
+#[derive(Debug)]
+pub struct CliOutput {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs a command to completion (no standard input).
+pub fn output(command: &mut Command) -> CliOutput {
+    let out = command.stdin(std::process::Stdio::null()).output().expect("run runner-metrics");
+    CliOutput {
+        code: out.status.code(),
+        stdout: String::from_utf8(out.stdout).expect("stdout is UTF-8"),
+        stderr: String::from_utf8(out.stderr).expect("stderr is UTF-8"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Running unprivileged
+// ---------------------------------------------------------------------------
+
+/// Whether this process runs as root (which bypasses file permissions).
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Runs one test of the current test binary again as `nobody` through
+/// `setpriv(1)`, for tests that need file permissions to apply. `None` when
+/// that is impossible here (no setpriv, or `nobody` cannot run the binary).
+pub fn rerun_as_nobody(test: &str) -> Option<CliOutput> {
+    // The child loads the plugin from the cache, which it may not be able to
+    // create: make sure it exists and is readable.
+    let _ = plugin();
+    let exe = std::env::current_exe().ok()?;
+    let unprivileged = |args: &[&str]| {
+        let mut command = Command::new("setpriv");
+        command
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(&exe)
+            .args(args)
+            .env("TMPDIR", "/tmp")
+            .env("HOME", "/tmp")
+            .env("RUST_BACKTRACE", "0");
+        command
+    };
+    let probe = unprivileged(&["--list"]).output().ok()?;
+    if !probe.status.success() {
+        return None;
+    }
+    Some(output(&mut unprivileged(&["--exact", test, "--test-threads=1"])))
+}
+

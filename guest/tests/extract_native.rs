@@ -1,0 +1,1565 @@
+//! Native tests of the extraction logic (spec 2-4) on real temporary
+//! directories, through `NativeFs` (std + libc): the same code that runs in
+//! the sandbox, against real symlinks, FIFOs, sockets, deep and wide trees.
+//!
+//! Every outcome row of spec 4 is covered (extracted, no data, quarantined,
+//! skipped, failed), as are the scan and its selection, deletion, quarantine
+//! and the quarantine listing.
+
+#![cfg(all(unix, not(target_arch = "wasm32")))]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::{CStr, CString, OsStr};
+use std::fs;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{symlink, FileTypeExt};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use runner_metrics_guest::extract::{
+    delete_storage, extract_storage, list_quarantine, quarantine_storage, Scan, REASON_SUFFIX,
+};
+use runner_metrics_guest::fs::{BoundedRead, EntryKind, FsErrorKind, FsResult, Meta, NativeFs, StorageFs};
+use runner_metrics_guest::model::{
+    Corruption, Outcome, PostJobMetrics, PostJobStatus, PreJobMetrics, QuarantineInfo, QuarantineReason,
+    QuarantinedStorage, RootEntry, RunnerMetrics, Selection, SkipReason,
+};
+use runner_metrics_guest::{files, parse, FILE_SIZE_BYTES_LIMIT};
+use serde_json::json;
+use tempfile::TempDir;
+
+// ---------------------------------------------------------------------------
+// Fixtures
+// ---------------------------------------------------------------------------
+
+const NAME: &str = "small-n-0123456789ab";
+const PASSWD_TEXT: &[u8] = b"root:x:0:0:root:/root:/bin/bash\n";
+const NEIGHBOUR: &str = "0123456789abcdef0123456789abcdef";
+
+const START: &str = files::INSTALLATION_START;
+const INSTALLED: &str = files::INSTALLED;
+const PRE_JOB: &str = files::PRE_JOB;
+const POST_JOB: &str = files::POST_JOB;
+
+const START_TEXT: &[u8] = b"1700000000.123456";
+const INSTALLED_TEXT: &[u8] = b"1700000060\n";
+const PRE_JOB_TEXT: &[u8] = br#"{"workflow": "ci", "repository": "canonical/example", "event": "push", "timestamp": 1700000100, "workflow_run_id": "123456"}"#;
+const POST_JOB_TEXT: &[u8] = br#"{"timestamp": 1700000400, "status": "abnormal", "status_info": {"code": 1}}"#;
+
+fn valid_files() -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        (START, START_TEXT.to_vec()),
+        (INSTALLED, INSTALLED_TEXT.to_vec()),
+        (PRE_JOB, PRE_JOB_TEXT.to_vec()),
+        (POST_JOB, POST_JOB_TEXT.to_vec()),
+    ]
+}
+
+fn valid_metrics(name: &str) -> RunnerMetrics {
+    RunnerMetrics {
+        installation_start_timestamp: Some(1_700_000_000.123_456),
+        installed_timestamp: 1_700_000_060.0,
+        pre_job: Some(PreJobMetrics {
+            timestamp: 1_700_000_100.0,
+            workflow: "ci".to_owned(),
+            workflow_run_id: "123456".to_owned(),
+            repository: Some("canonical/example".to_owned()),
+            event: "push".to_owned(),
+        }),
+        post_job: Some(PostJobMetrics { timestamp: 1_700_000_400.0, status: PostJobStatus::Abnormal, status_code: Some(1) }),
+        runner_name: name.to_owned(),
+    }
+}
+
+/// A storage root in a temporary directory, with an `outside` directory in
+/// a second temporary directory for symlink targets the guest must not reach.
+struct Env {
+    tmp: TempDir,
+    outside: TempDir,
+}
+
+impl Env {
+    fn new() -> Self {
+        let env = Self { tmp: TempDir::new().unwrap(), outside: TempDir::new().unwrap() };
+        fs::write(env.passwd(), PASSWD_TEXT).unwrap();
+        env
+    }
+
+    /// A stand-in for `/etc/passwd`: an absolute symlink target outside the
+    /// root. Tests never point symlinks at real system files or directories,
+    /// so even a guest bug that follows them can only harm temporary data.
+    fn passwd(&self) -> PathBuf {
+        self.outside.path().join("passwd")
+    }
+
+    fn root(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    fn outside(&self) -> &Path {
+        self.outside.path()
+    }
+
+    fn fs(&self) -> NativeFs {
+        NativeFs::new(self.root())
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.root().join(rel)
+    }
+
+    /// `<root>/<name>/` holding the given files.
+    fn storage<C: AsRef<[u8]>>(&self, name: &str, files: &[(&str, C)]) -> PathBuf {
+        let dir = self.path(name);
+        fs::create_dir(&dir).unwrap();
+        for (file, content) in files {
+            fs::write(dir.join(file), content).unwrap();
+        }
+        dir
+    }
+
+    fn quarantine(&self) -> PathBuf {
+        self.path(".quarantine")
+    }
+}
+
+fn mkfifo(path: &Path) {
+    let c = CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o644) };
+    assert_eq!(rc, 0, "mkfifo {path:?}: {}", std::io::Error::last_os_error());
+}
+
+fn mksocket(path: &Path) {
+    // Binding creates the socket file; it stays after the listener is gone.
+    drop(UnixListener::bind(path).unwrap());
+}
+
+fn set_mtime(path: &Path, time: SystemTime) {
+    fs::File::open(path).unwrap().set_modified(time).unwrap();
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+/// Runs `f` on a thread and fails the test if it does not finish in time
+/// (a FIFO opened for reading without `O_NONBLOCK` would block forever).
+fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(value) => value,
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("did not finish within {secs} s: something blocked"),
+        Err(mpsc::RecvTimeoutError::Disconnected) => match handle.join() {
+            Err(panic) => std::panic::resume_unwind(panic),
+            Ok(()) => unreachable!("the thread ended without sending"),
+        },
+    }
+}
+
+/// Builds `<top>/d/d/.../d/bottom` `depth` levels deep.
+fn deep_chain(top: &Path, depth: usize) {
+    deep_chain_named(top, depth, "d");
+}
+
+/// Builds `<top>/<name>/<name>/.../<name>/bottom` with `*at` calls, so the
+/// chain may be longer than `PATH_MAX`.
+fn deep_chain_named(top: &Path, depth: usize, name: &str) {
+    let flags = libc::O_DIRECTORY | libc::O_RDONLY | libc::O_CLOEXEC;
+    let top = CString::new(top.as_os_str().as_bytes()).unwrap();
+    let name = CString::new(name).unwrap();
+    let d: &CStr = &name;
+    // SAFETY: plain syscalls on NUL-terminated names and file descriptors we own.
+    unsafe {
+        let mut fd = libc::open(top.as_ptr(), flags);
+        assert!(fd >= 0, "open top: {}", std::io::Error::last_os_error());
+        for level in 0..depth {
+            assert_eq!(libc::mkdirat(fd, d.as_ptr(), 0o755), 0, "mkdirat at level {level}");
+            let next = libc::openat(fd, d.as_ptr(), flags);
+            assert!(next >= 0, "openat at level {level}: {}", std::io::Error::last_os_error());
+            libc::close(fd);
+            fd = next;
+        }
+        let file = libc::openat(fd, c"bottom".as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC, 0o644);
+        assert!(file >= 0, "create bottom: {}", std::io::Error::last_os_error());
+        libc::close(file);
+        libc::close(fd);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Tree snapshots: prove that nothing changed, or that a move kept everything
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Clone, PartialEq)]
+enum Node {
+    Dir { mtime: SystemTime },
+    /// Sparse test files can be huge: the length and the first 64 KiB.
+    File { len: u64, head: Vec<u8>, mtime: SystemTime },
+    Symlink { target: PathBuf },
+    Fifo { mtime: SystemTime },
+    Socket,
+}
+
+type Tree = BTreeMap<PathBuf, Node>;
+
+/// Every entry under `top` (itself as `""`), without following symlinks.
+fn snapshot(top: &Path) -> Tree {
+    let mut tree = Tree::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let path = if rel.as_os_str().is_empty() { top.to_path_buf() } else { top.join(&rel) };
+        let meta = fs::symlink_metadata(&path).unwrap();
+        let ft = meta.file_type();
+        let node = if ft.is_symlink() {
+            Node::Symlink { target: fs::read_link(&path).unwrap() }
+        } else if ft.is_dir() {
+            for entry in fs::read_dir(&path).unwrap() {
+                stack.push(rel.join(entry.unwrap().file_name()));
+            }
+            Node::Dir { mtime: meta.modified().unwrap() }
+        } else if ft.is_file() {
+            let mut head = Vec::new();
+            fs::File::open(&path).unwrap().take(64 * 1024).read_to_end(&mut head).unwrap();
+            Node::File { len: meta.len(), head, mtime: meta.modified().unwrap() }
+        } else if ft.is_fifo() {
+            Node::Fifo { mtime: meta.modified().unwrap() }
+        } else if ft.is_socket() {
+            Node::Socket
+        } else {
+            panic!("unexpected entry {path:?}");
+        };
+        tree.insert(rel, node);
+    }
+    tree
+}
+
+/// A snapshot without the top directory's own entry (a move may touch it).
+fn contents(top: &Path) -> Tree {
+    let mut tree = snapshot(top);
+    tree.remove(Path::new(""));
+    tree
+}
+
+fn names_in(dir: &Path) -> BTreeSet<String> {
+    fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect()
+}
+
+// ---------------------------------------------------------------------------
+// Quarantine checks
+// ---------------------------------------------------------------------------
+
+/// Checks the reason file of a quarantined storage against `info` and the
+/// time window of the call; returns `quarantined_at` as stored.
+fn check_reason_file(env: &Env, name: &str, info: &QuarantineInfo, before: f64, after: f64) -> f64 {
+    let path = env.quarantine().join(format!("{}{REASON_SUFFIX}", info.location));
+    let bytes = fs::read(&path).unwrap_or_else(|e| panic!("reason file {path:?}: {e}"));
+    let value: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    let object = value.as_object().expect("reason file holds a JSON object");
+    let keys: BTreeSet<&str> = object.keys().map(String::as_str).collect();
+    assert_eq!(keys, BTreeSet::from(["detail", "file", "quarantined_at", "reason", "runner_name"]));
+    assert_eq!(object["runner_name"], json!(name));
+    assert_eq!(object["reason"], json!(info.reason.as_str()));
+    assert_eq!(object["file"], json!(info.file));
+    assert_eq!(object["detail"], json!(info.detail));
+    let at = object["quarantined_at"].as_f64().expect("quarantined_at is a number");
+    assert!(at >= before - 1e-3 && at <= after + 1e-3, "quarantined_at {at} outside [{before}, {after}]");
+    // The location is `<name>.<quarantined_at with 6 decimals>`.
+    let stamp = info.location.strip_prefix(&format!("{name}.")).expect("location starts with the name");
+    let (secs, micros) = stamp.split_once('.').expect("stamp has a fraction");
+    assert!(secs.bytes().all(|b| b.is_ascii_digit()) && micros.len() == 6, "{stamp}");
+    assert!(micros.bytes().all(|b| b.is_ascii_digit()), "{stamp}");
+    let stamp: f64 = stamp.parse().unwrap();
+    assert!((stamp - at).abs() < 2e-6, "location stamp {stamp} vs quarantined_at {at}");
+    at
+}
+
+/// The listing entry `list_quarantine` must give for `info`.
+fn listed(name: &str, info: &QuarantineInfo, at: f64) -> QuarantinedStorage {
+    QuarantinedStorage {
+        location: info.location.clone(),
+        runner_name: name.to_owned(),
+        reason: info.reason,
+        file: info.file.clone(),
+        detail: info.detail.clone(),
+        quarantined_at: at,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Scan and selection
+// ---------------------------------------------------------------------------
+
+fn scan_all<F: StorageFs>(fs: F, selection: Selection) -> Vec<RootEntry> {
+    let mut scan = Scan::new(fs, selection).unwrap();
+    let mut all = Vec::new();
+    loop {
+        let batch = scan.next_batch(100).unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        all.extend(batch);
+    }
+    all.sort_by(|a, b| a.name.cmp(&b.name));
+    all
+}
+
+fn entry(name: &str, skipped: Option<SkipReason>) -> RootEntry {
+    RootEntry { name: Some(name.to_owned()), skipped }
+}
+
+#[test]
+fn scan_lists_valid_runner_directories_and_hides_the_quarantine() {
+    let env = Env::new();
+    for name in [NAME, NEIGHBOUR, "a.b_c-D", "x"] {
+        env.storage::<&[u8]>(name, &[]);
+    }
+    fs::create_dir(env.quarantine()).unwrap();
+    fs::create_dir(env.quarantine().join("old.1.000000")).unwrap();
+
+    let entries = scan_all(env.fs(), Selection::default());
+    assert_eq!(
+        entries,
+        vec![entry(NEIGHBOUR, None), entry("a.b_c-D", None), entry(NAME, None), entry("x", None)]
+    );
+}
+
+#[test]
+fn scan_reports_invalid_names_and_non_directories_and_touches_nothing() {
+    let env = Env::new();
+    env.storage::<&[u8]>(NAME, &[]);
+    env.storage::<&[u8]>("bad name", &[]);
+    env.storage::<&[u8]>(".hidden", &[]);
+    env.storage::<&[u8]>("é-runner", &[]);
+    fs::create_dir(env.root().join(OsStr::from_bytes(b"r\xff\xfe"))).unwrap();
+    fs::write(env.path("file-runner"), b"1700000000").unwrap();
+    fs::write(env.path("bad file"), b"x").unwrap();
+    fs::create_dir(env.outside().join("target")).unwrap();
+    fs::write(env.outside().join("target").join(INSTALLED), b"1700000000").unwrap();
+    symlink(env.outside().join("target"), env.path("link-runner")).unwrap();
+    symlink(env.outside().join("missing"), env.path("dangling-runner")).unwrap();
+    mkfifo(&env.path("fifo-runner"));
+    mksocket(&env.path("sock-runner"));
+    // A stray file under the reserved name is not reported either.
+    fs::write(env.quarantine(), b"not a directory").unwrap();
+
+    let before = snapshot(env.root());
+    let outside_before = snapshot(env.outside());
+    let entries = within(10, {
+        let fs = env.fs();
+        move || scan_all(fs, Selection::default())
+    });
+    assert_eq!(
+        entries,
+        vec![
+            RootEntry { name: None, skipped: Some(SkipReason::InvalidName) },
+            entry(".hidden", Some(SkipReason::InvalidName)),
+            entry("bad file", Some(SkipReason::InvalidName)),
+            entry("bad name", Some(SkipReason::InvalidName)),
+            entry("dangling-runner", Some(SkipReason::NotADirectory)),
+            entry("fifo-runner", Some(SkipReason::NotADirectory)),
+            entry("file-runner", Some(SkipReason::NotADirectory)),
+            entry("link-runner", Some(SkipReason::NotADirectory)),
+            entry(NAME, None),
+            entry("sock-runner", Some(SkipReason::NotADirectory)),
+            entry("é-runner", Some(SkipReason::InvalidName)),
+        ]
+    );
+    assert_eq!(snapshot(env.root()), before);
+    assert_eq!(snapshot(env.outside()), outside_before);
+}
+
+#[test]
+fn scan_applies_exclude_and_include() {
+    let env = Env::new();
+    for name in ["a", "b", "c", "d"] {
+        env.storage::<&[u8]>(name, &[]);
+    }
+    fs::write(env.path("e"), b"").unwrap();
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+
+    // Exclude only.
+    let entries = scan_all(env.fs(), Selection { exclude: s(&["c", "e", "zz"]), ..Selection::default() });
+    assert_eq!(
+        entries,
+        vec![
+            entry("a", None),
+            entry("b", None),
+            entry("c", Some(SkipReason::Excluded)),
+            entry("d", None),
+            // Not a directory wins over the selection.
+            entry("e", Some(SkipReason::NotADirectory)),
+        ]
+    );
+
+    // Include, with exclude winning over include.
+    let entries = scan_all(
+        env.fs(),
+        Selection { exclude: s(&["b"]), include: Some(s(&["a", "b", "d", "zz"])), min_age_seconds: None },
+    );
+    assert_eq!(
+        entries,
+        vec![
+            entry("a", None),
+            entry("b", Some(SkipReason::Excluded)),
+            entry("c", Some(SkipReason::NotIncluded)),
+            entry("d", None),
+            entry("e", Some(SkipReason::NotADirectory)),
+        ]
+    );
+
+    // An empty include list selects nothing.
+    let entries = scan_all(env.fs(), Selection { include: Some(vec![]), ..Selection::default() });
+    assert_eq!(
+        entries,
+        vec![
+            entry("a", Some(SkipReason::NotIncluded)),
+            entry("b", Some(SkipReason::NotIncluded)),
+            entry("c", Some(SkipReason::NotIncluded)),
+            entry("d", Some(SkipReason::NotIncluded)),
+            entry("e", Some(SkipReason::NotADirectory)),
+        ]
+    );
+}
+
+#[test]
+fn scan_applies_min_age() {
+    let env = Env::new();
+    for name in ["fresh", "mid", "old", "future", "excluded-fresh"] {
+        env.storage::<&[u8]>(name, &[]);
+    }
+    let now = SystemTime::now();
+    set_mtime(&env.path("mid"), now - Duration::from_secs(100));
+    set_mtime(&env.path("old"), now - Duration::from_secs(7200));
+    set_mtime(&env.path("future"), now + Duration::from_secs(1000));
+
+    // Without a minimum age everything is a candidate.
+    let entries = scan_all(env.fs(), Selection::default());
+    assert!(entries.iter().all(|e| e.skipped.is_none()), "{entries:?}");
+
+    let entries = scan_all(
+        env.fs(),
+        Selection { exclude: vec!["excluded-fresh".to_owned()], include: None, min_age_seconds: Some(3600.0) },
+    );
+    let by_name: BTreeMap<&str, &Option<SkipReason>> =
+        entries.iter().map(|e| (e.name.as_deref().unwrap(), &e.skipped)).collect();
+    assert_eq!(by_name.len(), 5);
+    assert_eq!(by_name["old"], &None);
+    assert_eq!(by_name["excluded-fresh"], &Some(SkipReason::Excluded));
+    // A modification time in the future is age 0, not negative.
+    assert_eq!(by_name["future"], &Some(SkipReason::TooYoung(0.0)));
+    match by_name["fresh"] {
+        Some(SkipReason::TooYoung(age)) => assert!((0.0..10.0).contains(age), "fresh age {age}"),
+        other => panic!("fresh: {other:?}"),
+    }
+    match by_name["mid"] {
+        Some(SkipReason::TooYoung(age)) => assert!((100.0..110.0).contains(age), "mid age {age}"),
+        other => panic!("mid: {other:?}"),
+    }
+
+    // A minimum age just under the real age lets it through.
+    let entries = scan_all(env.fs(), Selection { include: Some(vec!["mid".to_owned()]), min_age_seconds: Some(90.0), ..Selection::default() });
+    assert!(entries.contains(&entry("mid", None)), "{entries:?}");
+}
+
+#[test]
+fn scan_batches_are_bounded_and_complete() {
+    let env = Env::new();
+    let names = ["r1", "r2", "r3", "r4", "r5"];
+    for name in names {
+        env.storage::<&[u8]>(name, &[]);
+    }
+    fs::create_dir(env.quarantine()).unwrap();
+
+    let mut scan = Scan::new(env.fs(), Selection::default()).unwrap();
+    assert_eq!(scan.next_batch(0).unwrap(), vec![], "a batch of 0 consumes nothing");
+    let mut sizes = Vec::new();
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        let batch = scan.next_batch(2).unwrap();
+        sizes.push(batch.len());
+        seen.extend(batch);
+    }
+    assert_eq!(sizes, vec![2, 2, 1, 0]);
+    assert_eq!(scan.next_batch(2).unwrap(), vec![], "an ended scan stays ended");
+    seen.sort_by(|a, b| a.name.cmp(&b.name));
+    assert_eq!(seen, names.iter().map(|n| entry(n, None)).collect::<Vec<_>>());
+}
+
+#[test]
+fn scan_of_a_missing_root_fails() {
+    let env = Env::new();
+    let err = Scan::new(NativeFs::new(env.path("nope")), Selection::default()).err().expect("must fail");
+    assert_eq!(err.kind, FsErrorKind::NotFound);
+    assert_eq!(err.message, r#"list "": No such file or directory (os error 2)"#);
+}
+
+// ---------------------------------------------------------------------------
+// Extracted
+// ---------------------------------------------------------------------------
+
+#[test]
+fn valid_storage_is_extracted_exactly_and_kept_on_disk() {
+    let env = Env::new();
+    let dir = env.storage(NAME, &valid_files());
+    // Extra files and directories are ignored.
+    fs::write(dir.join("other.log"), b"whatever").unwrap();
+    fs::create_dir(dir.join("_work")).unwrap();
+    let before = snapshot(env.root());
+
+    assert_eq!(extract_storage(&env.fs(), NAME, false), Outcome::Extracted(valid_metrics(NAME)));
+    assert_eq!(snapshot(env.root()), before, "an extracted storage waits for delete_storage");
+    assert_eq!(extract_storage(&env.fs(), NAME, true), Outcome::Extracted(valid_metrics(NAME)));
+    assert_eq!(snapshot(env.root()), before);
+}
+
+#[test]
+fn lenient_values_are_extracted() {
+    let env = Env::new();
+    env.storage(
+        NAME,
+        &[
+            (START, &b"  1e9 \n"[..]),
+            (INSTALLED, b"1700000060.5"),
+            (
+                PRE_JOB,
+                br#"{"timestamp": " 1700000100.25 ", "workflow": 42, "workflow_run_id": 123456, "repository": null, "event": "workflow_dispatch", "extra": [1, {"x": null}]}"#,
+            ),
+            (POST_JOB, br#"{"timestamp": 0, "status": "repo-policy-check-failure", "status_info": {"code": 403}}"#),
+        ],
+    );
+    assert_eq!(
+        extract_storage(&env.fs(), NAME, false),
+        Outcome::Extracted(RunnerMetrics {
+            installation_start_timestamp: Some(1e9),
+            installed_timestamp: 1_700_000_060.5,
+            pre_job: Some(PreJobMetrics {
+                timestamp: 1_700_000_100.25,
+                workflow: "42".to_owned(),
+                workflow_run_id: "123456".to_owned(),
+                repository: None,
+                event: "workflow_dispatch".to_owned(),
+            }),
+            post_job: Some(PostJobMetrics {
+                timestamp: 0.0,
+                status: PostJobStatus::RepoPolicyCheckFailure,
+                status_code: Some(403),
+            }),
+            runner_name: NAME.to_owned(),
+        })
+    );
+}
+
+#[test]
+fn only_an_installed_timestamp_is_extracted_with_empty_fields() {
+    let env = Env::new();
+    let dir = env.storage(NAME, &[(INSTALLED, b"1700000000")]);
+    let expected = RunnerMetrics {
+        installation_start_timestamp: None,
+        installed_timestamp: 1_700_000_000.0,
+        pre_job: None,
+        post_job: None,
+        runner_name: NAME.to_owned(),
+    };
+    assert_eq!(extract_storage(&env.fs(), NAME, false), Outcome::Extracted(expected.clone()));
+    assert!(dir.join(INSTALLED).is_file());
+
+    // Empty, whitespace-only and `{}` files count as missing.
+    fs::write(dir.join(START), b"").unwrap();
+    fs::write(dir.join(PRE_JOB), b" \n\t ").unwrap();
+    fs::write(dir.join(POST_JOB), b"{}").unwrap();
+    assert_eq!(extract_storage(&env.fs(), NAME, false), Outcome::Extracted(expected));
+}
+
+#[test]
+fn post_job_without_pre_job_is_extracted() {
+    let env = Env::new();
+    env.storage(NAME, &[(INSTALLED, &b"2.0"[..]), (POST_JOB, br#"{"timestamp": 3.0, "status": "normal", "status_info": null}"#)]);
+    assert_eq!(
+        extract_storage(&env.fs(), NAME, false),
+        Outcome::Extracted(RunnerMetrics {
+            installation_start_timestamp: None,
+            installed_timestamp: 2.0,
+            pre_job: None,
+            post_job: Some(PostJobMetrics { timestamp: 3.0, status: PostJobStatus::Normal, status_code: None }),
+            runner_name: NAME.to_owned(),
+        })
+    );
+}
+
+#[test]
+fn file_of_exactly_the_limit_is_read() {
+    let env = Env::new();
+    let mut pre_job = PRE_JOB_TEXT.to_vec();
+    pre_job.resize(FILE_SIZE_BYTES_LIMIT, b' ');
+    let mut installed = INSTALLED_TEXT.to_vec();
+    installed.resize(FILE_SIZE_BYTES_LIMIT, b'\n');
+    let files = vec![(START, START_TEXT.to_vec()), (INSTALLED, installed), (PRE_JOB, pre_job), (POST_JOB, POST_JOB_TEXT.to_vec())];
+    let dir = env.storage(NAME, &files);
+    assert_eq!(fs::metadata(dir.join(PRE_JOB)).unwrap().len(), 1024);
+    assert_eq!(fs::metadata(dir.join(INSTALLED)).unwrap().len(), 1024);
+    assert_eq!(extract_storage(&env.fs(), NAME, false), Outcome::Extracted(valid_metrics(NAME)));
+}
+
+// ---------------------------------------------------------------------------
+// No data
+// ---------------------------------------------------------------------------
+
+#[test]
+fn storage_without_installed_timestamp_is_deleted_as_no_data() {
+    for installed in [None, Some(&b""[..]), Some(b" \n\t\r\n")] {
+        let env = Env::new();
+        let dir = env.storage(NAME, &[(START, START_TEXT), (PRE_JOB, PRE_JOB_TEXT), (POST_JOB, POST_JOB_TEXT)]);
+        if let Some(content) = installed {
+            fs::write(dir.join(INSTALLED), content).unwrap();
+        }
+        // Nested directories, symlinks (one to a directory outside the
+        // root), a FIFO and a socket: all removed, nothing followed.
+        fs::create_dir_all(dir.join("_work/a/b/c")).unwrap();
+        fs::write(dir.join("_work/a/b/c/deep.txt"), b"deep").unwrap();
+        fs::write(dir.join("_work/a/top.txt"), b"top").unwrap();
+        fs::create_dir(env.outside().join("secrets")).unwrap();
+        fs::write(env.outside().join("secrets/key"), b"do not delete").unwrap();
+        fs::write(env.outside().join("file"), b"outside file").unwrap();
+        symlink(env.outside().join("secrets"), dir.join("escape")).unwrap();
+        symlink(env.outside().join("secrets"), dir.join("_work/a/b/escape-too")).unwrap();
+        symlink(env.outside().join("file"), dir.join("_work/file-link")).unwrap();
+        symlink("../../nowhere", dir.join("_work/dangling")).unwrap();
+        mkfifo(&dir.join("_work/a/fifo"));
+        mksocket(&dir.join("_work/sock"));
+        env.storage(NEIGHBOUR, &valid_files());
+        let neighbour = snapshot(&env.path(NEIGHBOUR));
+        let outside = snapshot(env.outside());
+
+        let outcome = within(20, {
+            let fs = env.fs();
+            move || extract_storage(&fs, NAME, false)
+        });
+        assert_eq!(outcome, Outcome::NoData, "installed {installed:?}");
+        assert!(fs::symlink_metadata(&dir).is_err(), "storage must be gone");
+        assert_eq!(snapshot(env.outside()), outside, "symlink targets survive");
+        assert_eq!(fs::read(env.outside().join("secrets/key")).unwrap(), b"do not delete");
+        assert_eq!(snapshot(&env.path(NEIGHBOUR)), neighbour);
+        assert_eq!(names_in(env.root()), BTreeSet::from([NEIGHBOUR.to_owned()]), "no quarantine for no data");
+    }
+}
+
+#[test]
+fn empty_storage_is_no_data() {
+    let env = Env::new();
+    env.storage::<&[u8]>(NAME, &[]);
+    assert_eq!(extract_storage(&env.fs(), NAME, false), Outcome::NoData);
+    assert_eq!(names_in(env.root()), BTreeSet::new());
+}
+
+// ---------------------------------------------------------------------------
+// Quarantined
+// ---------------------------------------------------------------------------
+
+/// What to put in place of one metrics file.
+#[derive(Debug, Clone)]
+enum Bad {
+    Bytes(Vec<u8>),
+    /// A sparse file of this many bytes.
+    Sparse(u64),
+    SymlinkTo(PathBuf),
+    /// An absolute symlink to the `passwd` file outside the root.
+    SymlinkToPasswd,
+    Fifo,
+    Socket,
+    Dir,
+}
+
+/// The detail a corruption must carry.
+#[derive(Debug, Clone)]
+enum Detail {
+    Exact(String),
+    /// Whatever the file's parser says about these bytes.
+    FromParser,
+}
+
+fn parser_corruption(file: &str, bytes: &[u8]) -> Corruption {
+    match file {
+        START | INSTALLED => parse::parse_timestamp(bytes).map(|_| ()),
+        PRE_JOB => parse::parse_pre_job(bytes).map(|_| ()),
+        POST_JOB => parse::parse_post_job(bytes).map(|_| ()),
+        other => panic!("{other}"),
+    }
+    .expect_err("the parser must reject this content")
+}
+
+fn exact(s: &str) -> Detail {
+    Detail::Exact(s.to_owned())
+}
+
+fn not_regular(what: &str) -> (QuarantineReason, Detail) {
+    (QuarantineReason::NotRegularFile, Detail::Exact(format!("is {what}, not a regular file")))
+}
+
+/// Corruptions that apply to every file.
+fn common_cases() -> Vec<(&'static str, Bad, QuarantineReason, Detail)> {
+    use QuarantineReason::*;
+    let (nr, d_link) = not_regular("a symlink");
+    let (_, d_fifo) = not_regular("a FIFO");
+    let (_, d_sock) = not_regular("a socket");
+    let (_, d_dir) = not_regular("a directory");
+    vec![
+        ("1025 bytes", Bad::Bytes(vec![b' '; 1025]), Oversized, exact("larger than the 1024-byte limit (size 1025 bytes)")),
+        ("sparse 10 GiB", Bad::Sparse(10 << 30), Oversized, exact("larger than the 1024-byte limit (size 10737418240 bytes)")),
+        ("invalid UTF-8", Bad::Bytes(b"1700000000\xff".to_vec()), InvalidUtf8, Detail::FromParser),
+        ("byte-order mark", Bad::Bytes(b"\xEF\xBB\xBF{}".to_vec()), InvalidUtf8, exact("starts with a UTF-8 byte-order mark")),
+        ("absolute symlink out of the root", Bad::SymlinkToPasswd, nr, d_link.clone()),
+        ("relative symlink", Bad::SymlinkTo(format!("../{NEIGHBOUR}/{PRE_JOB}").into()), nr, d_link.clone()),
+        ("symlink in the storage", Bad::SymlinkTo("other.txt".into()), nr, d_link),
+        ("FIFO", Bad::Fifo, nr, d_fifo),
+        ("socket", Bad::Socket, nr, d_sock),
+        ("directory", Bad::Dir, nr, d_dir),
+    ]
+}
+
+fn timestamp_cases() -> Vec<(&'static str, Bad, QuarantineReason, Detail)> {
+    use QuarantineReason::*;
+    let b = |s: &[u8]| Bad::Bytes(s.to_vec());
+    vec![
+        ("abc", b(b"abc"), InvalidTimestamp, exact(r#"must be a decimal number, got "abc""#)),
+        ("-1", b(b"-1\n"), InvalidTimestamp, exact("must be >= 0, got -1")),
+        ("nan", b(b"nan"), InvalidTimestamp, exact(r#"must be a decimal number, got "nan""#)),
+        ("inf", b(b"inf"), InvalidTimestamp, exact(r#"must be a decimal number, got "inf""#)),
+        ("1e999", b(b"1e999"), InvalidTimestamp, exact("out of range, got 1e999")),
+        ("NUL byte", b(b"1700000000\0"), InvalidTimestamp, exact(r#"must be a decimal number, got "1700000000\0""#)),
+        ("JSON", b(b"{\"t\": 1}"), InvalidTimestamp, Detail::FromParser),
+    ]
+}
+
+fn pre_job_cases() -> Vec<(&'static str, Bad, QuarantineReason, Detail)> {
+    use QuarantineReason::*;
+    let b = |s: &[u8]| Bad::Bytes(s.to_vec());
+    let deep = format!(r#"{{"workflow": "ci", "event": "push", "timestamp": 1, "workflow_run_id": "1", "x": {}1{}}}"#, "[".repeat(200), "]".repeat(200));
+    vec![
+        ("not JSON", b(b"{not json"), InvalidJson, Detail::FromParser),
+        ("trailing garbage", b(br#"{"a": 1} x"#), InvalidJson, Detail::FromParser),
+        ("array", b(b"[1, 2]"), InvalidJson, exact("the top-level value must be an object, got an array")),
+        ("string", b(br#""push""#), InvalidJson, exact("the top-level value must be an object, got a string")),
+        ("duplicate key", b(br#"{"workflow": "a", "workflow": "b", "event": "push", "timestamp": 1, "workflow_run_id": "1"}"#), InvalidJson, Detail::FromParser),
+        ("NaN", b(br#"{"workflow": "a", "event": "push", "timestamp": NaN, "workflow_run_id": "1"}"#), InvalidJson, Detail::FromParser),
+        ("too deep", Bad::Bytes(deep.into_bytes()), InvalidJson, Detail::FromParser),
+        ("missing event", b(br#"{"workflow": "a", "timestamp": 1, "workflow_run_id": "1"}"#), InvalidValue, exact(r#""event": required but missing"#)),
+        ("bad repository", b(br#"{"workflow": "a", "event": "push", "repository": "norepo", "timestamp": 1, "workflow_run_id": "1"}"#), InvalidValue, exact(r#""repository": must look like owner/repo, got "norepo""#)),
+        ("negative timestamp", b(br#"{"workflow": "a", "event": "push", "timestamp": -5, "workflow_run_id": "1"}"#), InvalidValue, exact(r#""timestamp": must be >= 0, got -5"#)),
+        ("workflow list", b(br#"{"workflow": [], "event": "push", "timestamp": 1, "workflow_run_id": "1"}"#), InvalidValue, exact(r#""workflow": must be a string or a number, got an array"#)),
+    ]
+}
+
+fn post_job_cases() -> Vec<(&'static str, Bad, QuarantineReason, Detail)> {
+    use QuarantineReason::*;
+    let b = |s: &[u8]| Bad::Bytes(s.to_vec());
+    vec![
+        ("not JSON", b(b"status=normal"), InvalidJson, Detail::FromParser),
+        ("number", b(b"42"), InvalidJson, exact("the top-level value must be an object, got a number")),
+        ("duplicate key", b(br#"{"timestamp": 1, "status": "normal", "status": "abnormal"}"#), InvalidJson, Detail::FromParser),
+        ("Infinity", b(br#"{"timestamp": Infinity, "status": "normal"}"#), InvalidJson, Detail::FromParser),
+        ("huge number", b(br#"{"timestamp": 1e400, "status": "normal"}"#), InvalidJson, Detail::FromParser),
+        ("upper-case status", b(br#"{"timestamp": 1, "status": "NORMAL"}"#), InvalidValue, exact(r#""status": must be one of normal, abnormal, repo-policy-check-failure, external-contributor-check-failure, got "NORMAL""#)),
+        ("float code", b(br#"{"timestamp": 1, "status": "abnormal", "status_info": {"code": 1.5}}"#), InvalidValue, exact(r#""status_info.code": must be an integer, got 1.5"#)),
+        ("status_info string", b(br#"{"timestamp": 1, "status": "abnormal", "status_info": "1"}"#), InvalidValue, exact(r#""status_info": must be an object or null, got "1""#)),
+        ("string timestamp", b(br#"{"timestamp": "1", "status": "normal"}"#), InvalidValue, exact(r#""timestamp": must be a number, got "1""#)),
+    ]
+}
+
+fn place(env: &Env, dir: &Path, file: &str, bad: &Bad) {
+    let path = dir.join(file);
+    match bad {
+        Bad::Bytes(bytes) => fs::write(&path, bytes).unwrap(),
+        Bad::Sparse(len) => fs::File::create(&path).unwrap().set_len(*len).unwrap(),
+        Bad::SymlinkTo(target) => symlink(target, &path).unwrap(),
+        Bad::SymlinkToPasswd => symlink(env.passwd(), &path).unwrap(),
+        Bad::Fifo => mkfifo(&path),
+        Bad::Socket => mksocket(&path),
+        Bad::Dir => {
+            fs::create_dir(&path).unwrap();
+            fs::write(path.join("inside"), b"inside").unwrap();
+        }
+    }
+}
+
+/// One corrupt file in an otherwise valid storage: quarantined whole,
+/// byte-identical, with a reason file; the neighbour and any symlink target
+/// untouched.
+fn check_quarantined(file: &'static str, label: &str, bad: &Bad, reason: QuarantineReason, detail: &Detail) {
+    let env = Env::new();
+    let mut files = valid_files();
+    files.retain(|(f, _)| *f != file);
+    let dir = env.storage(NAME, &files);
+    fs::write(dir.join("other.txt"), b"other").unwrap();
+    place(&env, &dir, file, bad);
+    env.storage(NEIGHBOUR, &valid_files());
+    let storage_before = contents(&dir);
+    let neighbour_before = snapshot(&env.path(NEIGHBOUR));
+    let outside_before = snapshot(env.outside());
+
+    let detail = match (detail, bad) {
+        (Detail::Exact(d), _) => d.clone(),
+        (Detail::FromParser, Bad::Bytes(bytes)) => {
+            let corruption = parser_corruption(file, bytes);
+            assert_eq!(corruption.reason, reason, "{file}, {label}: the parser's reason");
+            corruption.detail
+        }
+        (Detail::FromParser, other) => panic!("no parser detail for {other:?}"),
+    };
+
+    let before = unix_now();
+    let outcome = within(20, {
+        let fs = env.fs();
+        move || extract_storage(&fs, NAME, false)
+    });
+    let after = unix_now();
+    let Outcome::Quarantined(info) = outcome else {
+        panic!("{file}, {label}: expected quarantine, got {outcome:?}");
+    };
+    let context = format!("{file}, {label}: {info:?}");
+    assert_eq!(info.reason, reason, "{context}");
+    assert_eq!(info.file.as_deref(), Some(file), "{context}");
+    assert_eq!(info.detail, detail, "{context}");
+
+    assert!(fs::symlink_metadata(&dir).is_err(), "{context}: storage must have left the runner namespace");
+    let moved = env.quarantine().join(&info.location);
+    assert!(fs::symlink_metadata(&moved).unwrap().is_dir(), "{context}");
+    assert_eq!(contents(&moved), storage_before, "{context}: contents must move byte-identical");
+    let at = check_reason_file(&env, NAME, &info, before, after);
+    assert_eq!(
+        names_in(&env.quarantine()),
+        BTreeSet::from([info.location.clone(), format!("{}{REASON_SUFFIX}", info.location)]),
+        "{context}"
+    );
+    assert_eq!(list_quarantine(&env.fs()).unwrap(), vec![listed(NAME, &info, at)], "{context}");
+    assert_eq!(snapshot(&env.path(NEIGHBOUR)), neighbour_before, "{context}: neighbour");
+    assert_eq!(snapshot(env.outside()), outside_before, "{context}: symlink targets");
+    assert_eq!(fs::read(env.passwd()).unwrap(), PASSWD_TEXT);
+    assert_eq!(names_in(env.root()), BTreeSet::from([NEIGHBOUR.to_owned(), ".quarantine".to_owned()]));
+}
+
+#[test]
+fn corrupt_installation_start_is_quarantined() {
+    for (label, bad, reason, detail) in common_cases().into_iter().chain(timestamp_cases()) {
+        check_quarantined(START, label, &bad, reason, &detail);
+    }
+}
+
+#[test]
+fn corrupt_installed_is_quarantined() {
+    for (label, bad, reason, detail) in common_cases().into_iter().chain(timestamp_cases()) {
+        check_quarantined(INSTALLED, label, &bad, reason, &detail);
+    }
+}
+
+#[test]
+fn corrupt_pre_job_is_quarantined() {
+    for (label, bad, reason, detail) in common_cases().into_iter().chain(pre_job_cases()) {
+        check_quarantined(PRE_JOB, label, &bad, reason, &detail);
+    }
+}
+
+#[test]
+fn corrupt_post_job_is_quarantined() {
+    for (label, bad, reason, detail) in common_cases().into_iter().chain(post_job_cases()) {
+        check_quarantined(POST_JOB, label, &bad, reason, &detail);
+    }
+}
+
+#[test]
+fn corruption_wins_over_missing_installed_and_missing_pre_job() {
+    // Spec 4: a corrupt post-job file is quarantined even without a pre-job,
+    // and "no data" only applies when nothing is corrupt.
+    let env = Env::new();
+    let dir = env.storage(NAME, &[(POST_JOB, b"{oops")]);
+    let before = contents(&dir);
+    let Outcome::Quarantined(info) = extract_storage(&env.fs(), NAME, false) else { panic!() };
+    assert_eq!((info.reason, info.file.as_deref()), (QuarantineReason::InvalidJson, Some(POST_JOB)));
+    assert_eq!(contents(&env.quarantine().join(&info.location)), before);
+
+    let env = Env::new();
+    env.storage(NAME, &[(START, b"-3")]);
+    let Outcome::Quarantined(info) = extract_storage(&env.fs(), NAME, false) else { panic!() };
+    assert_eq!(
+        info,
+        QuarantineInfo {
+            reason: QuarantineReason::InvalidTimestamp,
+            file: Some(START.to_owned()),
+            detail: "must be >= 0, got -3".to_owned(),
+            location: info.location.clone(),
+        }
+    );
+}
+
+#[test]
+fn first_corrupt_file_in_check_order_is_reported() {
+    let env = Env::new();
+    env.storage(NAME, &[(START, &b"1"[..]), (INSTALLED, b"x"), (PRE_JOB, b"[]"), (POST_JOB, b"y")]);
+    let Outcome::Quarantined(info) = extract_storage(&env.fs(), NAME, true) else { panic!() };
+    assert_eq!(
+        info,
+        QuarantineInfo {
+            reason: QuarantineReason::InvalidTimestamp,
+            file: Some(INSTALLED.to_owned()),
+            detail: r#"must be a decimal number, got "x""#.to_owned(),
+            location: String::new(),
+        }
+    );
+}
+
+#[test]
+fn symlinked_files_leave_their_targets_untouched() {
+    let env = Env::new();
+    let dir = env.storage(NAME, &[(INSTALLED, INSTALLED_TEXT)]);
+    let other = env.storage("other", &valid_files());
+    symlink(format!("../other/{PRE_JOB}"), dir.join(PRE_JOB)).unwrap();
+    symlink(env.passwd(), dir.join(POST_JOB)).unwrap();
+    let other_before = snapshot(&other);
+    let outside = snapshot(env.outside());
+
+    let Outcome::Quarantined(info) = extract_storage(&env.fs(), NAME, false) else { panic!() };
+    assert_eq!((info.reason, info.file.as_deref()), (QuarantineReason::NotRegularFile, Some(PRE_JOB)));
+    assert_eq!(info.detail, "is a symlink, not a regular file");
+    let moved = env.quarantine().join(&info.location);
+    // The symlinks moved as symlinks, targets unchanged.
+    assert_eq!(fs::read_link(moved.join(PRE_JOB)).unwrap(), PathBuf::from(format!("../other/{PRE_JOB}")));
+    assert_eq!(fs::read_link(moved.join(POST_JOB)).unwrap(), env.passwd());
+    assert_eq!(snapshot(&other), other_before);
+    assert_eq!(snapshot(env.outside()), outside);
+    assert_eq!(fs::read(env.passwd()).unwrap(), PASSWD_TEXT);
+}
+
+#[test]
+fn fifo_in_place_of_a_file_does_not_block() {
+    // A FIFO with no writer blocks a plain open for reading forever.
+    let env = Env::new();
+    let dir = env.storage(NAME, &[(INSTALLED, INSTALLED_TEXT)]);
+    mkfifo(&dir.join(PRE_JOB));
+    let outcome = within(10, {
+        let fs = env.fs();
+        move || extract_storage(&fs, NAME, false)
+    });
+    let Outcome::Quarantined(info) = outcome else { panic!("{outcome:?}") };
+    assert_eq!((info.reason, info.detail.as_str()), (QuarantineReason::NotRegularFile, "is a FIFO, not a regular file"));
+    let moved = env.quarantine().join(&info.location).join(PRE_JOB);
+    assert!(fs::symlink_metadata(moved).unwrap().file_type().is_fifo());
+}
+
+// ---------------------------------------------------------------------------
+// Files swapped between lstat and open (the TOCTOU branches of the reader)
+// ---------------------------------------------------------------------------
+
+/// `NativeFs` whose `lstat` claims that one path is a small regular file,
+/// as if the entry was swapped after the check.
+struct LyingLstat {
+    inner: NativeFs,
+    path: String,
+}
+
+impl StorageFs for LyingLstat {
+    type Listing = <NativeFs as StorageFs>::Listing;
+    fn list(&self, dir: &str) -> FsResult<Self::Listing> {
+        self.inner.list(dir)
+    }
+    fn lstat(&self, path: &str) -> FsResult<Meta> {
+        if path == self.path {
+            return Ok(Meta { kind: EntryKind::File, size: 10, modified: None });
+        }
+        self.inner.lstat(path)
+    }
+    fn read_bounded(&self, path: &str, limit: usize) -> FsResult<BoundedRead> {
+        self.inner.read_bounded(path, limit)
+    }
+    fn rename(&self, from: &str, to: &str) -> FsResult<()> {
+        self.inner.rename(from, to)
+    }
+    fn create_dir(&self, path: &str) -> FsResult<()> {
+        self.inner.create_dir(path)
+    }
+    fn write_new_file(&self, path: &str, bytes: &[u8]) -> FsResult<()> {
+        self.inner.write_new_file(path, bytes)
+    }
+    fn remove_file(&self, path: &str) -> FsResult<()> {
+        self.inner.remove_file(path)
+    }
+    fn remove_empty_dir(&self, path: &str) -> FsResult<()> {
+        self.inner.remove_empty_dir(path)
+    }
+    fn now(&self) -> f64 {
+        self.inner.now()
+    }
+}
+
+#[test]
+fn swapped_files_are_caught_at_open() {
+    let rel = format!("{NAME}/{PRE_JOB}");
+    let cases: Vec<(Bad, QuarantineReason, String)> = vec![
+        (
+            Bad::SymlinkToPasswd,
+            QuarantineReason::NotRegularFile,
+            format!(r#"open "{rel}": Too many levels of symbolic links (os error 40)"#),
+        ),
+        (Bad::Fifo, QuarantineReason::NotRegularFile, "is a FIFO, not a regular file".to_owned()),
+        (Bad::Dir, QuarantineReason::NotRegularFile, "is a directory, not a regular file".to_owned()),
+        (Bad::Bytes(vec![b' '; 5000]), QuarantineReason::Oversized, String::new()),
+    ];
+    for (bad, reason, detail) in cases {
+        let env = Env::new();
+        let dir = env.storage(NAME, &[(INSTALLED, INSTALLED_TEXT)]);
+        place(&env, &dir, PRE_JOB, &bad);
+        let fs = LyingLstat { inner: env.fs(), path: rel.clone() };
+        let outcome = within(10, move || extract_storage(&fs, NAME, true));
+        let Outcome::Quarantined(info) = outcome else { panic!("{bad:?}: {outcome:?}") };
+        assert_eq!((info.reason, info.file.as_deref()), (reason, Some(PRE_JOB)), "{bad:?}: {info:?}");
+        match bad {
+            Bad::Bytes(_) => assert!(info.detail.starts_with("larger than the 1024-byte limit"), "{info:?}"),
+            _ => assert_eq!(info.detail, detail, "{bad:?}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// keep = true: decide only
+// ---------------------------------------------------------------------------
+
+#[test]
+fn keep_changes_nothing_on_disk() {
+    let env = Env::new();
+    let corrupt = env.storage("corrupt", &[(INSTALLED, &b"1700000000"[..]), (PRE_JOB, b"{bad")]);
+    mkfifo(&corrupt.join(POST_JOB));
+    let no_data = env.storage("no-data", &[(PRE_JOB, PRE_JOB_TEXT)]);
+    fs::create_dir_all(no_data.join("a/b")).unwrap();
+    symlink(env.outside(), no_data.join("a/b/out")).unwrap();
+    env.storage("valid", &valid_files());
+    env.storage("symlinked", &[(INSTALLED, INSTALLED_TEXT)]);
+    symlink(env.passwd(), env.path("symlinked").join(START)).unwrap();
+    let before = snapshot(env.root());
+
+    let fs = env.fs();
+    assert_eq!(
+        extract_storage(&fs, "corrupt", true),
+        Outcome::Quarantined(QuarantineInfo {
+            reason: QuarantineReason::InvalidJson,
+            file: Some(PRE_JOB.to_owned()),
+            detail: parser_corruption(PRE_JOB, b"{bad").detail,
+            location: String::new(),
+        })
+    );
+    assert_eq!(
+        extract_storage(&fs, "symlinked", true),
+        Outcome::Quarantined(QuarantineInfo {
+            reason: QuarantineReason::NotRegularFile,
+            file: Some(START.to_owned()),
+            detail: "is a symlink, not a regular file".to_owned(),
+            location: String::new(),
+        })
+    );
+    assert_eq!(extract_storage(&fs, "no-data", true), Outcome::NoData);
+    assert_eq!(extract_storage(&fs, "valid", true), Outcome::Extracted(valid_metrics("valid")));
+    assert_eq!(snapshot(env.root()), before, "keep must not change anything");
+    assert!(!env.quarantine().exists());
+    assert_eq!(list_quarantine(&fs).unwrap(), vec![]);
+}
+
+// ---------------------------------------------------------------------------
+// Skipped and failed
+// ---------------------------------------------------------------------------
+
+#[test]
+fn extract_refuses_invalid_names_and_non_directories() {
+    let env = Env::new();
+    env.storage("bad name", &[(INSTALLED, b"x")]);
+    env.storage(".hidden", &[(INSTALLED, b"x")]);
+    fs::create_dir(env.quarantine()).unwrap();
+    fs::write(env.path("file-runner"), b"x").unwrap();
+    env.storage::<&[u8]>("target", &[]);
+    symlink(env.path("target"), env.path("link-runner")).unwrap();
+    symlink(env.outside(), env.path("out-runner")).unwrap();
+    mkfifo(&env.path("fifo-runner"));
+    let before = snapshot(env.root());
+    let fs = env.fs();
+
+    for name in ["bad name", ".hidden", ".quarantine", "..", ".", "", "a/b", "../x", "target/..", "é"] {
+        assert_eq!(extract_storage(&fs, name, false), Outcome::Skipped(SkipReason::InvalidName), "{name:?}");
+    }
+    for name in ["file-runner", "link-runner", "out-runner", "fifo-runner"] {
+        assert_eq!(extract_storage(&fs, name, false), Outcome::Skipped(SkipReason::NotADirectory), "{name:?}");
+    }
+    assert_eq!(
+        extract_storage(&fs, "ghost", false),
+        Outcome::Failed(r#"stat "ghost": No such file or directory (os error 2)"#.to_owned())
+    );
+    assert_eq!(snapshot(env.root()), before);
+}
+
+#[test]
+fn failed_quarantine_leaves_the_storage_in_place() {
+    // `.quarantine` is a file: the corrupt storage cannot be moved and must
+    // stay where it is, reported as failed.
+    let env = Env::new();
+    let dir = env.storage(NAME, &[(INSTALLED, &b"1700000000"[..]), (PRE_JOB, b"{bad")]);
+    fs::write(env.quarantine(), b"in the way").unwrap();
+    let before = snapshot(env.root());
+    let detail = parser_corruption(PRE_JOB, b"{bad").detail;
+    assert_eq!(
+        extract_storage(&env.fs(), NAME, false),
+        Outcome::Failed(format!(
+            "{PRE_JOB} is corrupt (invalid-json: {detail}) but quarantine failed: .quarantine is a regular file, not a directory"
+        ))
+    );
+    assert_eq!(snapshot(env.root()), before);
+    assert!(dir.is_dir());
+    assert_eq!(list_quarantine(&env.fs()).unwrap_err(), r#"list ".quarantine": Not a directory (os error 20)"#);
+}
+
+#[test]
+fn quarantine_never_follows_a_symlinked_quarantine_dir() {
+    let env = Env::new();
+    env.storage(NAME, &[(INSTALLED, &b"1700000000"[..]), (PRE_JOB, b"{bad")]);
+    symlink(env.outside(), env.quarantine()).unwrap();
+    let before = snapshot(env.root());
+    let outcome = extract_storage(&env.fs(), NAME, false);
+    let Outcome::Failed(message) = outcome else { panic!("{outcome:?}") };
+    assert!(message.ends_with("but quarantine failed: .quarantine is a symlink, not a directory"), "{message}");
+    assert_eq!(snapshot(env.root()), before);
+    assert_eq!(names_in(env.outside()), BTreeSet::from(["passwd".to_owned()]), "nothing written outside the root");
+}
+
+// ---------------------------------------------------------------------------
+// delete_storage
+// ---------------------------------------------------------------------------
+
+#[test]
+fn delete_removes_a_nested_tree_without_following_symlinks() {
+    let env = Env::new();
+    let dir = env.storage(NAME, &valid_files());
+    fs::create_dir_all(dir.join("x/y/z")).unwrap();
+    fs::write(dir.join("x/y/z/f"), b"f").unwrap();
+    fs::write(dir.join("x/g"), b"g").unwrap();
+    fs::create_dir(dir.join("empty")).unwrap();
+    fs::create_dir_all(env.outside().join("dir/sub")).unwrap();
+    fs::write(env.outside().join("dir/keep.txt"), b"keep").unwrap();
+    fs::write(env.outside().join("dir/sub/keep2.txt"), b"keep2").unwrap();
+    symlink(env.outside().join("dir"), dir.join("out")).unwrap();
+    symlink(env.outside().join("dir"), dir.join("x/y/out")).unwrap();
+    symlink(env.outside().join("dir/keep.txt"), dir.join("x/keep-link")).unwrap();
+    symlink("..", dir.join("x/up")).unwrap();
+    mkfifo(&dir.join("x/fifo"));
+    env.storage(NEIGHBOUR, &valid_files());
+    let outside = snapshot(env.outside());
+    let neighbour = snapshot(&env.path(NEIGHBOUR));
+
+    let result = within(20, {
+        let fs = env.fs();
+        move || delete_storage(&fs, NAME)
+    });
+    assert_eq!(result, Ok(None));
+    assert!(fs::symlink_metadata(&dir).is_err());
+    assert_eq!(snapshot(env.outside()), outside, "files behind symlinks survive");
+    assert_eq!(snapshot(&env.path(NEIGHBOUR)), neighbour);
+    assert_eq!(names_in(env.root()), BTreeSet::from([NEIGHBOUR.to_owned()]));
+}
+
+#[test]
+fn delete_refuses_invalid_names_and_non_directories() {
+    let env = Env::new();
+    env.storage("bad name", &[(INSTALLED, b"1")]);
+    env.storage(".hidden", &[(INSTALLED, b"1")]);
+    fs::create_dir(env.quarantine()).unwrap();
+    fs::write(env.path("file-runner"), b"x").unwrap();
+    fs::create_dir(env.outside().join("dir")).unwrap();
+    fs::write(env.outside().join("dir/keep"), b"keep").unwrap();
+    symlink(env.outside().join("dir"), env.path("link-runner")).unwrap();
+    mkfifo(&env.path("fifo-runner"));
+    mksocket(&env.path("sock-runner"));
+    let before = snapshot(env.root());
+    let outside = snapshot(env.outside());
+    let fs = env.fs();
+
+    for name in ["bad name", ".hidden", ".quarantine", "..", ".", "", "a/b", "../x"] {
+        assert_eq!(
+            delete_storage(&fs, name),
+            Err(format!("refusing to delete {name:?}: not a valid runner name")),
+            "{name:?}"
+        );
+    }
+    for (name, what) in [
+        ("file-runner", "a regular file"),
+        ("link-runner", "a symlink"),
+        ("fifo-runner", "a FIFO"),
+        ("sock-runner", "a socket"),
+    ] {
+        assert_eq!(delete_storage(&fs, name), Err(format!("refusing to delete {name:?}: it is {what}")));
+    }
+    assert_eq!(delete_storage(&fs, "ghost"), Err(r#"stat "ghost": No such file or directory (os error 2)"#.to_owned()));
+    assert_eq!(snapshot(env.root()), before);
+    assert_eq!(snapshot(env.outside()), outside);
+}
+
+#[test]
+fn delete_handles_a_deep_tree() {
+    let env = Env::new();
+    let dir = env.storage(NAME, &[(INSTALLED, INSTALLED_TEXT)]);
+    // 600 levels, with files at several depths. (Each operation resolves a
+    // root-relative path, so the walk is quadratic in the depth: 1500 levels
+    // take seconds.)
+    deep_chain(&dir, 600);
+    let mut level = dir.clone();
+    for depth in 0..600 {
+        level.push("d");
+        if depth % 100 == 0 {
+            fs::write(level.join("f"), b"x").unwrap();
+            symlink(env.outside(), level.join("outside-link")).unwrap();
+        }
+    }
+    let outside = snapshot(env.outside());
+    let start = Instant::now();
+    let result = within(60, {
+        let fs = env.fs();
+        move || delete_storage(&fs, NAME)
+    });
+    assert_eq!(result, Ok(None));
+    assert!(fs::symlink_metadata(&dir).is_err());
+    assert_eq!(snapshot(env.outside()), outside, "symlinks are not followed");
+    assert!(start.elapsed() < Duration::from_secs(30), "took {:?}", start.elapsed());
+}
+
+#[test]
+fn delete_handles_many_files_and_nested_directories() {
+    let env = Env::new();
+    let dir = env.storage(NAME, &[(INSTALLED, INSTALLED_TEXT)]);
+    let wide = dir.join("wide");
+    fs::create_dir(&wide).unwrap();
+    for i in 0..10_000 {
+        fs::write(wide.join(format!("f{i:05}")), b"x").unwrap();
+    }
+    deep_chain(&dir, 200);
+    let start = Instant::now();
+    let result = within(60, {
+        let fs = env.fs();
+        move || delete_storage(&fs, NAME)
+    });
+    assert_eq!(result, Ok(None));
+    assert!(fs::symlink_metadata(&dir).is_err());
+    assert_eq!(names_in(env.root()), BTreeSet::new());
+    assert!(start.elapsed() < Duration::from_secs(30), "took {:?}", start.elapsed());
+}
+
+#[test]
+fn no_data_storage_with_a_huge_tree_is_deleted() {
+    let env = Env::new();
+    let dir = env.storage(NAME, &[(PRE_JOB, PRE_JOB_TEXT)]);
+    for i in 0..2_000 {
+        fs::write(dir.join(format!("junk{i}")), b"x").unwrap();
+    }
+    deep_chain(&dir, 300);
+    let outcome = within(60, {
+        let fs = env.fs();
+        move || extract_storage(&fs, NAME, false)
+    });
+    assert_eq!(outcome, Outcome::NoData);
+    assert_eq!(names_in(env.root()), BTreeSet::new());
+}
+
+#[test]
+fn undeletable_storage_is_quarantined_not_lost() {
+    // A tree deeper than PATH_MAX (17 levels of 250-byte names) cannot be
+    // removed through root-relative paths: the storage is quarantined as
+    // `undeletable`, whole.
+    let env = Env::new();
+    let dir = env.storage(NAME, &[(INSTALLED, INSTALLED_TEXT)]);
+    let long = "d".repeat(250);
+    deep_chain_named(&dir, 17, &long);
+    let before = unix_now();
+    let result = within(60, {
+        let fs = env.fs();
+        move || delete_storage(&fs, NAME)
+    });
+    let after = unix_now();
+    let info = result.expect("quarantined").expect("not deleted");
+    assert_eq!(info.reason, QuarantineReason::Undeletable);
+    assert_eq!(info.file, None);
+    assert!(info.detail.starts_with(&format!("list \"{NAME}/{long}/{long}/")), "{}", &info.detail[..80]);
+    assert!(info.detail.ends_with(": File name too long (os error 36)"), "{}", &info.detail[info.detail.len() - 80..]);
+    assert!(fs::symlink_metadata(&dir).is_err());
+    let moved = env.quarantine().join(&info.location);
+    // The walk removed the top-level file before it hit the limit; the
+    // directory chain is intact.
+    assert_eq!(names_in(&moved), BTreeSet::from([long.clone()]));
+    let at = check_reason_file(&env, NAME, &info, before, after);
+    assert_eq!(list_quarantine(&env.fs()).unwrap(), vec![listed(NAME, &info, at)]);
+}
+
+#[test]
+fn no_data_storage_with_a_non_utf8_name_is_quarantined_as_undeletable() {
+    // A non-UTF-8 name cannot be named in a (WASI) path, so it cannot be
+    // removed: the storage goes to the quarantine instead of staying behind.
+    let env = Env::new();
+    let dir = env.storage(NAME, &[(PRE_JOB, PRE_JOB_TEXT)]);
+    fs::create_dir(dir.join("_work")).unwrap();
+    fs::write(dir.join("_work").join(OsStr::from_bytes(b"bad\xffname")), b"x").unwrap();
+    let before = unix_now();
+    let outcome = extract_storage(&env.fs(), NAME, false);
+    let after = unix_now();
+    let Outcome::Quarantined(info) = outcome else { panic!("{outcome:?}") };
+    assert_eq!(
+        info,
+        QuarantineInfo {
+            reason: QuarantineReason::Undeletable,
+            file: None,
+            detail: format!(r#"remove "{NAME}/_work": holds an entry whose name is not UTF-8"#),
+            location: info.location.clone(),
+        }
+    );
+    assert!(fs::symlink_metadata(&dir).is_err());
+    let moved = env.quarantine().join(&info.location);
+    assert_eq!(fs::read(moved.join("_work").join(OsStr::from_bytes(b"bad\xffname"))).unwrap(), b"x");
+    let at = check_reason_file(&env, NAME, &info, before, after);
+    assert_eq!(list_quarantine(&env.fs()).unwrap(), vec![listed(NAME, &info, at)]);
+}
+
+// ---------------------------------------------------------------------------
+// quarantine_storage and list_quarantine
+// ---------------------------------------------------------------------------
+
+/// `NativeFs` with a stopped clock: every quarantine happens "at once".
+struct FixedClock {
+    inner: NativeFs,
+    now: f64,
+}
+
+impl StorageFs for FixedClock {
+    type Listing = <NativeFs as StorageFs>::Listing;
+    fn list(&self, dir: &str) -> FsResult<Self::Listing> {
+        self.inner.list(dir)
+    }
+    fn lstat(&self, path: &str) -> FsResult<Meta> {
+        self.inner.lstat(path)
+    }
+    fn read_bounded(&self, path: &str, limit: usize) -> FsResult<BoundedRead> {
+        self.inner.read_bounded(path, limit)
+    }
+    fn rename(&self, from: &str, to: &str) -> FsResult<()> {
+        self.inner.rename(from, to)
+    }
+    fn create_dir(&self, path: &str) -> FsResult<()> {
+        self.inner.create_dir(path)
+    }
+    fn write_new_file(&self, path: &str, bytes: &[u8]) -> FsResult<()> {
+        self.inner.write_new_file(path, bytes)
+    }
+    fn remove_file(&self, path: &str) -> FsResult<()> {
+        self.inner.remove_file(path)
+    }
+    fn remove_empty_dir(&self, path: &str) -> FsResult<()> {
+        self.inner.remove_empty_dir(path)
+    }
+    fn now(&self) -> f64 {
+        self.now
+    }
+}
+
+#[test]
+fn quarantining_the_same_name_twice_gives_distinct_locations() {
+    let env = Env::new();
+    let fs = env.fs();
+    env.storage("twin", &[(PRE_JOB, b"first")]);
+    let t0 = unix_now();
+    let first = quarantine_storage(&fs, "twin", QuarantineReason::InvalidJson, Some(PRE_JOB), "first one").unwrap();
+    let t1 = unix_now();
+    env.storage("twin", &[(PRE_JOB, b"second")]);
+    let second = quarantine_storage(&fs, "twin", QuarantineReason::SandboxTrap, None, "second one").unwrap();
+    let t2 = unix_now();
+
+    assert_ne!(first.location, second.location);
+    assert_eq!(
+        first,
+        QuarantineInfo {
+            reason: QuarantineReason::InvalidJson,
+            file: Some(PRE_JOB.to_owned()),
+            detail: "first one".to_owned(),
+            location: first.location.clone()
+        }
+    );
+    assert_eq!(
+        second,
+        QuarantineInfo {
+            reason: QuarantineReason::SandboxTrap,
+            file: None,
+            detail: "second one".to_owned(),
+            location: second.location.clone()
+        }
+    );
+    let at1 = check_reason_file(&env, "twin", &first, t0, t1);
+    let at2 = check_reason_file(&env, "twin", &second, t1, t2);
+    assert_eq!(fs::read(env.quarantine().join(&first.location).join(PRE_JOB)).unwrap(), b"first");
+    assert_eq!(fs::read(env.quarantine().join(&second.location).join(PRE_JOB)).unwrap(), b"second");
+    assert!(!env.path("twin").exists());
+    assert_eq!(
+        list_quarantine(&fs).unwrap(),
+        vec![listed("twin", &first, at1), listed("twin", &second, at2)],
+        "sorted by location, oldest first"
+    );
+}
+
+#[test]
+fn quarantining_the_same_name_at_the_same_instant_gives_distinct_locations() {
+    let env = Env::new();
+    let fs = FixedClock { inner: env.fs(), now: 1_700_000_000.0 };
+    let mut infos = Vec::new();
+    for (i, content) in [&b"one"[..], b"two", b"three"].into_iter().enumerate() {
+        env.storage("twin", &[(PRE_JOB, content)]);
+        let info = quarantine_storage(&fs, "twin", QuarantineReason::InvalidValue, Some(PRE_JOB), &format!("n{i}")).unwrap();
+        infos.push(info);
+    }
+    let locations: Vec<&str> = infos.iter().map(|i| i.location.as_str()).collect();
+    assert_eq!(locations, ["twin.1700000000.000000", "twin.1700000000.000000.1", "twin.1700000000.000000.2"]);
+    for (info, content) in infos.iter().zip([&b"one"[..], b"two", b"three"]) {
+        assert_eq!(fs::read(env.quarantine().join(&info.location).join(PRE_JOB)).unwrap(), content);
+    }
+    let listing = list_quarantine(&fs).unwrap();
+    assert_eq!(listing, infos.iter().map(|i| listed("twin", i, 1_700_000_000.0)).collect::<Vec<_>>());
+    assert_eq!(listing.iter().map(|q| q.detail.as_str()).collect::<Vec<_>>(), ["n0", "n1", "n2"]);
+}
+
+#[test]
+fn quarantine_refuses_invalid_names_and_cleans_up_after_a_failed_move() {
+    let env = Env::new();
+    let fs = env.fs();
+    env.storage("bad name", &[(INSTALLED, b"1")]);
+    for name in ["bad name", ".quarantine", "..", "", "a/b"] {
+        assert_eq!(
+            quarantine_storage(&fs, name, QuarantineReason::SandboxTrap, None, "x"),
+            Err(format!("refusing to quarantine {name:?}: not a valid runner name"))
+        );
+    }
+    assert!(!env.quarantine().exists(), "nothing created for an invalid name");
+
+    // A missing storage: the move fails and its reason file is removed again.
+    let err = quarantine_storage(&fs, "ghost", QuarantineReason::SandboxTrap, None, "x").unwrap_err();
+    assert!(err.starts_with(r#"rename "ghost": No such file or directory"#), "{err}");
+    assert_eq!(names_in(&env.quarantine()), BTreeSet::new(), "no orphan reason file");
+    assert_eq!(list_quarantine(&fs).unwrap(), vec![]);
+}
+
+#[test]
+fn list_quarantine_without_a_quarantine_is_empty() {
+    let env = Env::new();
+    assert_eq!(list_quarantine(&env.fs()).unwrap(), vec![]);
+    fs::create_dir(env.quarantine()).unwrap();
+    fs::create_dir(env.quarantine().join("stray-dir")).unwrap();
+    assert_eq!(list_quarantine(&env.fs()).unwrap(), vec![]);
+}
+
+#[test]
+fn list_quarantine_lists_unreadable_reason_files() {
+    let env = Env::new();
+    let fs = env.fs();
+    env.storage("good", &[(PRE_JOB, b"x")]);
+    let good = quarantine_storage(&fs, "good", QuarantineReason::InvalidJson, Some(PRE_JOB), "bad JSON").unwrap();
+    let q = env.quarantine();
+    let reason_path = |loc: &str| q.join(format!("{loc}{REASON_SUFFIX}"));
+    fs::write(reason_path("garbage.1.000000"), b"garbage").unwrap();
+    fs::write(reason_path("empty.2.000000"), b"").unwrap();
+    fs::write(reason_path("nokeys.3.000000"), br#"{"detail": "d"}"#).unwrap();
+    fs::write(reason_path("badreason.4.000000"), br#"{"runner_name": "badreason", "reason": "Oversized"}"#).unwrap();
+    fs::write(reason_path("huge.5.000000"), vec![b' '; 16 * 1024 + 1]).unwrap();
+    symlink(env.passwd(), reason_path("link.6.000000")).unwrap();
+    fs::create_dir(reason_path("dir.7.000000")).unwrap();
+    mkfifo(&reason_path("fifo.8.000000"));
+    fs::write(
+        reason_path("minimal.9.000000"),
+        br#"{"runner_name": "minimal", "reason": "oversized", "quarantined_at": -1}"#,
+    )
+    .unwrap();
+    let good_at = serde_json::from_slice::<serde_json::Value>(&fs::read(reason_path(&good.location)).unwrap()).unwrap()
+        ["quarantined_at"]
+        .as_f64()
+        .unwrap();
+
+    let listing = within(10, {
+        let fs = env.fs();
+        move || list_quarantine(&fs).unwrap()
+    });
+    let unreadable = |loc: &str, detail: String| QuarantinedStorage {
+        location: loc.to_owned(),
+        runner_name: loc.split('.').next().unwrap().to_owned(),
+        reason: QuarantineReason::InvalidValue,
+        file: None,
+        detail,
+        quarantined_at: 0.0,
+    };
+    let path = |loc: &str| format!(".quarantine/{loc}{REASON_SUFFIX}");
+    let not_json = |loc: &str, bytes: &[u8]| {
+        let e = serde_json::from_slice::<serde_json::Value>(bytes).unwrap_err();
+        format!("reason file {} is not JSON: {e}", path(loc))
+    };
+    let mut expected = vec![
+        unreadable("badreason.4.000000", format!("reason file {} lacks runner_name or reason", path("badreason.4.000000"))),
+        unreadable("dir.7.000000", format!("reason file {} is not a small regular file", path("dir.7.000000"))),
+        unreadable("empty.2.000000", not_json("empty.2.000000", b"")),
+        unreadable("fifo.8.000000", format!("reason file {} is not a small regular file", path("fifo.8.000000"))),
+        unreadable("garbage.1.000000", not_json("garbage.1.000000", b"garbage")),
+        listed("good", &good, good_at),
+        unreadable("huge.5.000000", format!("reason file {} is not a small regular file", path("huge.5.000000"))),
+        unreadable(
+            "link.6.000000",
+            format!(r#"reason file unreadable: open "{}": Too many levels of symbolic links (os error 40)"#, path("link.6.000000")),
+        ),
+        QuarantinedStorage {
+            location: "minimal.9.000000".to_owned(),
+            runner_name: "minimal".to_owned(),
+            reason: QuarantineReason::Oversized,
+            file: None,
+            detail: String::new(),
+            quarantined_at: 0.0,
+        },
+        unreadable("nokeys.3.000000", format!("reason file {} lacks runner_name or reason", path("nokeys.3.000000"))),
+    ];
+    expected.sort_by(|a, b| a.location.cmp(&b.location));
+    assert_eq!(listing, expected);
+    // Listing reads only; the storage behind the good reason is untouched.
+    assert_eq!(fs::read(q.join(&good.location).join(PRE_JOB)).unwrap(), b"x");
+}
+
+// ---------------------------------------------------------------------------
+// Bugs found (ignored until fixed in guest/src)
+// ---------------------------------------------------------------------------
+
+#[test]
+#[ignore = "bug: list_quarantine's fallback runner_name cuts a dotted runner name at its first '.' (extract.rs:352)"]
+fn unreadable_reason_file_keeps_a_dotted_runner_name() {
+    let env = Env::new();
+    let fs = FixedClock { inner: env.fs(), now: 1_700_000_000.5 };
+    env.storage("runner.v2", &[(PRE_JOB, b"x")]);
+    let info = quarantine_storage(&fs, "runner.v2", QuarantineReason::InvalidJson, Some(PRE_JOB), "d").unwrap();
+    assert_eq!(info.location, "runner.v2.1700000000.500000");
+    fs::write(env.quarantine().join(format!("{}{REASON_SUFFIX}", info.location)), b"garbage").unwrap();
+    let listing = list_quarantine(&fs).unwrap();
+    assert_eq!(listing.len(), 1);
+    assert_eq!(listing[0].runner_name, "runner.v2");
+}
+
+#[test]
+#[ignore = "bug: quarantine_storage moves root entries that are not directories (extract.rs:266-276)"]
+fn quarantine_leaves_non_directories_alone() {
+    // Spec 2: entries of the root that are not plain directories are never
+    // followed, parsed or deleted: they are reported and left alone.
+    // delete_storage refuses them; quarantine_storage moves them.
+    let env = Env::new();
+    fs::write(env.path("file-runner"), b"x").unwrap();
+    symlink(env.outside(), env.path("link-runner")).unwrap();
+    let before = snapshot(env.root());
+    let fs = env.fs();
+    for name in ["file-runner", "link-runner"] {
+        let result = quarantine_storage(&fs, name, QuarantineReason::SandboxTrap, None, "trap");
+        assert!(result.is_err(), "{name}: {result:?}");
+    }
+    assert_eq!(snapshot(env.root()), before);
+}

@@ -1,0 +1,471 @@
+//! The `runner-metrics` executable, run as an operator would run it.
+//!
+//! Every run gets `--cache-dir` under the target directory and an
+//! `XDG_CACHE_HOME` there too (see `runner_metrics_e2e::cli`), so nothing is
+//! written to the real home cache; `METRICS_LOG_PATH` is cleared unless a
+//! test sets it.
+
+use std::fs;
+use std::path::Path;
+
+use runner_metrics_e2e::*;
+use serde_json::json;
+
+const F_LINES: [&str; 3] = [
+    r#"{"timestamp": 2.0, "event": "runner_installed", "flavor": "small", "duration": 1.0}"#,
+    r#"{"timestamp": 3.0, "event": "runner_start", "flavor": "small", "workflow": "workflow1", "repo": "org1/repository1", "github_event": "push", "idle": 1.0}"#,
+    r#"{"timestamp": 3.0, "event": "runner_stop", "flavor": "small", "workflow": "workflow1", "repo": "org1/repository1", "github_event": "push", "status": "normal", "job_duration": 0.0}"#,
+];
+
+/// Fixture F plus one storage of every other outcome.
+fn sample_root() -> StorageRoot {
+    let root = StorageRoot::new();
+    root.fixture_f("r-fixture-f");
+    root.runner("r-no-data").file(START, "1");
+    root.valid_runner("r-corrupt").file(PRE_JOB, "{\"workflow\": oops");
+    root.root_file("notes.txt", "not a runner");
+    root
+}
+
+fn assert_sample_cleaned(root: &StorageRoot) {
+    assert!(!exists(&root.join("r-fixture-f")), "extracted storage deleted");
+    assert!(!exists(&root.join("r-no-data")), "no-data storage deleted");
+    assert!(!exists(&root.join("r-corrupt")), "corrupt storage moved");
+    assert_eq!(quarantined(root, "r-corrupt").reason["reason"], "invalid-json");
+    assert!(exists(&root.join("notes.txt")), "stray file left alone");
+}
+
+fn text_lines(text: &str) -> Vec<&str> {
+    text.lines().collect()
+}
+
+/// The `name: count` lines of the plain summary on stderr.
+fn assert_counts(stderr: &str, counts: [(&str, usize); 6]) {
+    for (name, count) in counts {
+        let line = format!("{name:>12}: {count}");
+        assert!(stderr.lines().any(|l| l == line), "stderr lacks {line:?}:\n{stderr}");
+    }
+}
+
+const SAMPLE_COUNTS: [(&str, usize); 6] =
+    [("extracted", 1), ("no-data", 1), ("quarantined", 1), ("skipped", 1), ("failed", 0), ("lines", 3)];
+
+#[test]
+fn help_of_every_subcommand_exits_zero_and_names_its_flags() {
+    let global = ["--memory-limit", "--timeout", "--cache-dir", "--no-cache"];
+    let cases: [(&[&str], &[&str]); 7] = [
+        (&[], &["collect", "extract", "quarantine", "demo", "component"]),
+        (&["collect"], &["--storage", "--exclude", "--include", "--min-age", "--flavor", "--metrics-log", "METRICS_LOG_PATH", "--json", "--verbose"]),
+        (&["extract"], &["--storage", "--exclude", "--include", "--min-age", "--keep"]),
+        (&["quarantine"], &["list"]),
+        (&["quarantine", "list"], &["--storage", "--json"]),
+        (&["demo"], &["--keep-files"]),
+        (&["component"], &["--output"]),
+    ];
+    for (args, flags) in cases {
+        let out = output(cli().args(args).arg("--help"));
+        assert_eq!(out.code, Some(0), "{args:?} --help: {}", out.stderr);
+        for flag in flags.iter().chain(&global) {
+            assert!(out.stdout.contains(flag), "{args:?} --help does not mention {flag}:\n{}", out.stdout);
+        }
+    }
+    // And a missing required flag is a usage error, not a run.
+    let out = output(cli().args(["collect", "--flavor", "small"]));
+    assert_eq!(out.code, Some(2));
+    assert!(out.stderr.contains("--storage"), "{}", out.stderr);
+}
+
+#[test]
+fn collect_appends_the_lines_to_the_log_and_prints_counts() {
+    let root = sample_root();
+    let log = root.outside().join("metrics.log");
+    let out = output(
+        cli().args(["collect", "--flavor", "small", "--storage"]).arg(root.path()).arg("--metrics-log").arg(&log),
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(fs::read_to_string(&log).unwrap(), format!("{}\n", F_LINES.join("\n")));
+    assert_eq!(out.stdout, "", "events go to the log, not stdout");
+    assert_counts(&out.stderr, SAMPLE_COUNTS);
+    // One line for the quarantined storage, none for the quiet outcomes.
+    assert!(out.stderr.lines().any(|l| l.starts_with("quarantined: r-corrupt: invalid-json: pre-job-metrics.json")), "{}", out.stderr);
+    assert!(!out.stderr.contains("r-fixture-f"), "{}", out.stderr);
+    assert_sample_cleaned(&root);
+
+    // A second run appends nothing more and reports nothing but the stray file.
+    let out = output(cli().args(["collect", "--flavor", "small", "--storage"]).arg(root.path()).arg("--metrics-log").arg(&log));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(fs::read_to_string(&log).unwrap().lines().count(), 3);
+    assert_counts(&out.stderr, [("extracted", 0), ("no-data", 0), ("quarantined", 0), ("skipped", 1), ("failed", 0), ("lines", 0)]);
+}
+
+#[test]
+fn collect_with_metrics_log_dash_prints_the_lines_on_stdout() {
+    let root = sample_root();
+    let out = output(cli().args(["collect", "--flavor", "small", "--metrics-log", "-", "--storage"]).arg(root.path()));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(text_lines(&out.stdout), F_LINES);
+    assert_counts(&out.stderr, SAMPLE_COUNTS);
+    assert_sample_cleaned(&root);
+}
+
+#[test]
+fn collect_honours_metrics_log_path_and_the_flag_wins_over_it() {
+    // Should the variable be ignored, the run would fall back to the system
+    // log; notice that (and clean up after it) instead of leaving test lines
+    // in /var/log.
+    let system_log = Path::new("/var/log/github-runner-metrics.log");
+    let system_log_existed = exists(system_log);
+    let guard = RemoveIfCreated { path: system_log, existed: system_log_existed };
+    let root = sample_root();
+    let from_env = root.outside().join("from-env.log");
+    let out = output(cli().env("METRICS_LOG_PATH", &from_env).args(["collect", "--flavor", "small", "--storage"]).arg(root.path()));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(fs::read_to_string(&from_env).unwrap(), format!("{}\n", F_LINES.join("\n")));
+
+    let root = sample_root();
+    let from_flag = root.outside().join("from-flag.log");
+    let unused = root.outside().join("unused.log");
+    let out = output(
+        cli()
+            .env("METRICS_LOG_PATH", &unused)
+            .args(["collect", "--flavor", "small", "--storage"])
+            .arg(root.path())
+            .arg("--metrics-log")
+            .arg(&from_flag),
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(fs::read_to_string(&from_flag).unwrap().lines().count(), 3);
+    assert!(!exists(&unused), "METRICS_LOG_PATH must not be used when --metrics-log is given");
+    assert!(system_log_existed || !exists(system_log), "a run wrote to the system log {}", system_log.display());
+    drop(guard);
+}
+
+/// Removes `path` on drop if it did not exist before the test.
+struct RemoveIfCreated<'a> {
+    path: &'a Path,
+    existed: bool,
+}
+
+impl Drop for RemoveIfCreated<'_> {
+    fn drop(&mut self) {
+        if !self.existed {
+            let _ = fs::remove_file(self.path);
+        }
+    }
+}
+
+#[test]
+fn collect_json_prints_the_summary_as_one_json_object() {
+    let root = sample_root();
+    let out = output(cli().args(["collect", "--json", "--flavor", "small", "--metrics-log", "-", "--storage"]).arg(root.path()));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let last = out.stderr.lines().last().expect("a summary line");
+    assert_eq!(
+        json(last),
+        json!({"extracted": 1, "no_data": 1, "quarantined": 1, "skipped": 1, "failed": 0, "lines_written": 3})
+    );
+    assert!(!out.stderr.contains("   extracted: "), "no plain summary with --json:\n{}", out.stderr);
+    assert_eq!(text_lines(&out.stdout), F_LINES);
+}
+
+#[test]
+fn collect_selection_flags_are_applied() {
+    let root = StorageRoot::new();
+    root.fixture_f("r-a");
+    root.fixture_f("r-b");
+    root.fixture_f("r-c");
+    let out = output(
+        cli()
+            .args(["collect", "--flavor", "large", "--metrics-log", "-", "--exclude", "r-a", "--include", "r-a", "--include", "r-b", "--verbose", "--storage"])
+            .arg(root.path()),
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.stdout.lines().count(), 3, "only r-b is extracted:\n{}", out.stdout);
+    assert!(out.stdout.lines().all(|l| json(l)["flavor"] == "large"), "{}", out.stdout);
+    assert!(out.stderr.contains("skipped: r-a: excluded"), "{}", out.stderr);
+    assert!(out.stderr.contains("skipped: r-c: not included"), "{}", out.stderr);
+    assert!(out.stderr.contains("extracted: r-b: deleted"), "--verbose lists every storage:\n{}", out.stderr);
+    assert!(exists(&root.join("r-a")) && !exists(&root.join("r-b")) && exists(&root.join("r-c")));
+
+    // --min-age: a fresh storage is too young.
+    let out = output(cli().args(["collect", "--flavor", "small", "--metrics-log", "-", "--min-age", "3600", "--storage"]).arg(root.path()));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.stdout, "");
+    assert!(exists(&root.join("r-a")) && exists(&root.join("r-c")));
+    // An invalid --min-age is refused before anything happens.
+    let out = output(cli().args(["collect", "--flavor", "small", "--metrics-log", "-", "--min-age=-1", "--storage"]).arg(root.path()));
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("--min-age"), "{}", out.stderr);
+    assert!(exists(&root.join("r-a")) && exists(&root.join("r-c")));
+}
+
+#[test]
+fn an_unopenable_metrics_log_is_an_error_naming_it_and_keeps_the_storages() {
+    let root = sample_root();
+    let not_a_dir = root.outside().join("regular-file");
+    fs::write(&not_a_dir, "x").unwrap();
+    let log = not_a_dir.join("metrics.log");
+    let before = snapshot(root.path());
+    let out = output(cli().args(["collect", "--flavor", "small", "--storage"]).arg(root.path()).arg("--metrics-log").arg(&log));
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains(&log.display().to_string()), "the error names the log path:\n{}", out.stderr);
+    assert!(out.stderr.starts_with("runner-metrics: error:"), "{}", out.stderr);
+    assert_eq!(diff(&before, &snapshot(root.path())), "", "nothing may change when events cannot be written");
+
+    // Same through METRICS_LOG_PATH, and with a directory as the log.
+    let out = output(cli().env("METRICS_LOG_PATH", root.outside()).args(["collect", "--flavor", "small", "--storage"]).arg(root.path()));
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains(&root.outside().display().to_string()), "{}", out.stderr);
+    assert_eq!(diff(&before, &snapshot(root.path())), "");
+}
+
+#[test]
+fn a_failing_stdout_log_is_an_error_and_keeps_the_storage() {
+    // `--metrics-log -` with standard output on /dev/full: every write fails
+    // with ENOSPC, a real unwritable log.
+    let root = StorageRoot::new();
+    root.fixture_f("r-fixture-f");
+    let before = snapshot(root.path());
+    let full = fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full");
+    let out = output(
+        cli()
+            .args(["collect", "--flavor", "small", "--metrics-log", "-", "--storage"])
+            .arg(root.path())
+            .stdout(full),
+    );
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("failed: r-fixture-f: kept: events not written"), "{}", out.stderr);
+    assert!(out.stderr.contains("standard output"), "the error names the destination:\n{}", out.stderr);
+    assert_eq!(diff(&before, &snapshot(root.path())), "", "the storage must be kept whole");
+}
+
+#[test]
+fn collect_exits_1_when_storages_are_left_failed() {
+    let root = sample_root();
+    // The quarantine folder is blocked, so the corrupt storage cannot be
+    // moved aside: it is kept, reported failed, and the exit status says so.
+    root.root_file(".quarantine", "in the way");
+    let before = snapshot(&root.join("r-corrupt"));
+    let out = output(cli().args(["collect", "--flavor", "small", "--metrics-log", "-", "--storage"]).arg(root.path()));
+    assert_eq!(out.code, Some(1), "{}", out.stderr);
+    assert!(out.stderr.lines().any(|l| l.starts_with("failed: r-corrupt: kept: ")), "{}", out.stderr);
+    assert_counts(&out.stderr, [("extracted", 1), ("no-data", 1), ("quarantined", 0), ("skipped", 1), ("failed", 1), ("lines", 3)]);
+    assert_eq!(text_lines(&out.stdout), F_LINES);
+    assert_eq!(diff(&before, &snapshot(&root.join("r-corrupt"))), "");
+}
+
+#[test]
+fn extract_keep_prints_runner_metrics_and_changes_nothing() {
+    let root = sample_root();
+    let whole = root.path().parent().unwrap().to_owned();
+    let before = snapshot(&whole);
+    let out = output(cli().args(["extract", "--keep", "--storage"]).arg(root.path()));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let lines = text_lines(&out.stdout);
+    assert_eq!(lines.len(), 1, "{}", out.stdout);
+    assert_eq!(
+        json(lines[0]),
+        json!({
+            "runner_name": "r-fixture-f",
+            "installation_start_timestamp": 1.0,
+            "installed_timestamp": 2.0,
+            "pre_job": {"timestamp": 3.0, "workflow": "workflow1", "workflow_run_id": "workflow_run_id1",
+                        "repository": "org1/repository1", "event": "push"},
+            "post_job": {"timestamp": 3.0, "status": "normal", "status_info": null},
+        })
+    );
+    assert!(out.stderr.contains("quarantined: r-corrupt: invalid-json: pre-job-metrics.json"), "{}", out.stderr);
+    assert!(out.stderr.contains("would be quarantined"), "{}", out.stderr);
+    assert_counts(&out.stderr, [("extracted", 1), ("no-data", 1), ("quarantined", 1), ("skipped", 1), ("failed", 0), ("lines", 1)]);
+    assert_eq!(diff(&before, &snapshot(&whole)), "", "extract --keep changed the disk");
+}
+
+#[test]
+fn extract_without_keep_cleans_up_like_collect() {
+    let root = sample_root();
+    let out = output(cli().args(["extract", "--storage"]).arg(root.path()));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(json(text_lines(&out.stdout)[0])["runner_name"], "r-fixture-f");
+    assert_eq!(out.stdout.lines().count(), 1);
+    assert_sample_cleaned(&root);
+}
+
+#[test]
+fn quarantine_list_shows_each_quarantined_storage_with_its_reason() {
+    let root = sample_root();
+    root.valid_runner("r-symlink").remove(POST_JOB).symlink(POST_JOB, "/etc/passwd");
+    let out = output(cli().args(["collect", "--flavor", "small", "--metrics-log", "-", "--storage"]).arg(root.path()));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let corrupt = quarantined(&root, "r-corrupt");
+    let symlink = quarantined(&root, "r-symlink");
+
+    let out = output(cli().args(["quarantine", "list", "--storage"]).arg(root.path()));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let rows: Vec<Vec<&str>> = out.stdout.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(rows.len(), 2, "{}", out.stdout);
+    let mut expected = [
+        (corrupt.location.file_name().unwrap().to_str().unwrap(), "invalid-json", PRE_JOB),
+        (symlink.location.file_name().unwrap().to_str().unwrap(), "not-regular-file", POST_JOB),
+    ];
+    expected.sort();
+    for (row, (location, reason, file)) in rows.iter().zip(expected) {
+        assert_eq!(row.len(), 5, "{row:?}");
+        assert_eq!((row[0], row[2], row[3]), (location, reason, file), "{row:?}");
+        assert!(row[1].ends_with('Z') && row[1].len() == 20, "time column {:?}", row[1]);
+        assert!(!row[4].is_empty());
+    }
+    assert!(out.stderr.contains("2 quarantined storage(s) in"), "{}", out.stderr);
+
+    let out = output(cli().args(["quarantine", "list", "--json", "--storage"]).arg(root.path()));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let values: Vec<_> = out.stdout.lines().map(json).collect();
+    assert_eq!(values.len(), 2);
+    let corrupt_row = values.iter().find(|v| v["runner_name"] == "r-corrupt").expect("r-corrupt listed");
+    assert_eq!(corrupt_row["reason"], "invalid-json");
+    assert_eq!(corrupt_row["file"], PRE_JOB);
+    assert_eq!(corrupt_row["location"], corrupt.location.file_name().unwrap().to_str().unwrap());
+    assert_eq!(corrupt_row["quarantined_at"], corrupt.reason["quarantined_at"]);
+    assert_eq!(corrupt_row["detail"], corrupt.reason["detail"]);
+
+    // An empty root has an empty quarantine.
+    let empty = StorageRoot::new();
+    let out = output(cli().args(["quarantine", "list", "--storage"]).arg(empty.path()));
+    assert_eq!((out.code, out.stdout.as_str()), (Some(0), ""), "{}", out.stderr);
+    assert!(out.stderr.contains("0 quarantined storage(s)"), "{}", out.stderr);
+}
+
+#[test]
+fn demo_shows_every_event_kind_and_outcome_and_cleans_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = output(cli().env("TMPDIR", tmp.path()).arg("demo"));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    for event in ["runner_installed", "runner_start", "runner_stop"] {
+        let needle = format!("\"event\": \"{event}\"");
+        assert!(out.stdout.lines().any(|l| l.contains(&needle)), "demo prints no {event} line:\n{}", out.stdout);
+    }
+    let event_lines: Vec<_> = out.stdout.lines().map(str::trim).filter(|l| l.starts_with("{\"timestamp\": ")).collect();
+    assert_eq!(event_lines.len(), 7, "{}", out.stdout);
+    for line in &event_lines {
+        assert_eq!(json(line)["flavor"], "small", "{line}");
+    }
+    // Outcomes section: one row per sample entry, every kind that can happen.
+    for kind in ["extracted", "no-data", "quarantined", "skipped"] {
+        assert!(out.stdout.lines().any(|l| l.trim_start().starts_with(&format!("{kind} "))), "no {kind} row:\n{}", out.stdout);
+    }
+    // Summary section names all five outcome kinds with their counts.
+    for (kind, count) in [("extracted", 3), ("no-data", 1), ("quarantined", 3), ("skipped", 1), ("failed", 0)] {
+        let row = format!("  {kind:<12} {count}");
+        assert!(out.stdout.lines().any(|l| l == row), "summary lacks {row:?}:\n{}", out.stdout);
+    }
+    assert!(out.stdout.contains("Quarantined (3)"), "{}", out.stdout);
+    assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0, "the demo left files in TMPDIR");
+}
+
+#[test]
+fn demo_keep_files_keeps_the_sample_for_quarantine_list() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = output(cli().env("TMPDIR", tmp.path()).args(["demo", "--keep-files"]));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let kept = out.stdout.lines().find_map(|l| l.strip_prefix("Kept the sample in ")).expect("demo names the kept sample");
+    let root = Path::new(kept).join("runner-fs");
+    assert!(root.starts_with(tmp.path()), "{}", root.display());
+    let out = output(cli().args(["quarantine", "list", "--json", "--storage"]).arg(&root));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let mut reasons: Vec<String> = out.stdout.lines().map(|l| json(l)["reason"].as_str().unwrap().to_owned()).collect();
+    reasons.sort();
+    assert_eq!(reasons, ["invalid-json", "not-regular-file", "oversized"]);
+    assert!(root.join("notes.txt").is_file(), "the stray file is left alone");
+}
+
+#[test]
+#[ignore = "known bug: the demo's `quarantine list` hint names a directory it deletes on exit (host/src/demo.rs:109)"]
+fn demo_quarantine_hint_names_a_directory_that_exists() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = output(cli().env("TMPDIR", tmp.path()).arg("demo"));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let hint = out.stdout.lines().find(|l| l.contains("quarantine list --storage ")).expect("a hint");
+    let path = hint.split("--storage ").nth(1).unwrap().trim_end_matches('`');
+    assert!(Path::new(path).is_dir(), "the demo suggests `quarantine list --storage {path}`, which no longer exists");
+}
+
+#[test]
+fn a_missing_storage_root_is_an_error_naming_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("no-such-root");
+    let log = tmp.path().join("metrics.log");
+    let runs: [Vec<&std::ffi::OsStr>; 3] = [
+        vec!["collect".as_ref(), "--flavor".as_ref(), "small".as_ref(), "--metrics-log".as_ref(), log.as_os_str()],
+        vec!["extract".as_ref()],
+        vec!["quarantine".as_ref(), "list".as_ref()],
+    ];
+    for args in runs {
+        let out = output(cli().args(&args).arg("--storage").arg(&missing));
+        assert_eq!(out.code, Some(2), "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(&missing.display().to_string()), "{args:?}: the error must name the root:\n{}", out.stderr);
+        assert_eq!(out.stdout, "");
+    }
+    assert!(!exists(&missing));
+}
+
+#[test]
+fn a_storage_root_that_is_a_file_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("root-file");
+    fs::write(&file, "x").unwrap();
+    let out = output(cli().args(["collect", "--flavor", "small", "--metrics-log", "-", "--storage"]).arg(&file));
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains(&file.display().to_string()), "{}", out.stderr);
+    assert_eq!(fs::read_to_string(&file).unwrap(), "x");
+}
+
+#[test]
+fn component_writes_the_embedded_wasm_component() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("runner-metrics.wasm");
+    let out = output(cli().args(["component", "--output"]).arg(&path));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let bytes = fs::read(&path).unwrap();
+    assert!(bytes.starts_with(b"\0asm"), "not WebAssembly: {:?}", &bytes[..bytes.len().min(8)]);
+    // Layer 1 = a component, not a core module.
+    assert_eq!(&bytes[4..8], &[0x0d, 0x00, 0x01, 0x00], "not a component");
+    assert_eq!(bytes, runner_metrics::plugin::EMBEDDED_COMPONENT, "the file is the embedded component");
+    assert!(out.stderr.contains(&format!("({} bytes)", bytes.len())), "{}", out.stderr);
+
+    // An unwritable destination is an error naming it.
+    let bad = tmp.path().join("missing-dir").join("x.wasm");
+    let out = output(cli().args(["component", "--output"]).arg(&bad));
+    assert_eq!(out.code, Some(2));
+    assert!(out.stderr.contains(&bad.display().to_string()), "{}", out.stderr);
+}
+
+#[test]
+fn invalid_sandbox_settings_are_refused() {
+    let root = sample_root();
+    let before = snapshot(root.path());
+    for args in [["--timeout", "0"], ["--timeout", "nan"], ["--memory-limit", "0"]] {
+        let out = output(cli().args(args).args(["collect", "--flavor", "small", "--metrics-log", "-", "--storage"]).arg(root.path()));
+        assert_eq!(out.code, Some(2), "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(args[0]), "{args:?}: {}", out.stderr);
+    }
+    assert_eq!(diff(&before, &snapshot(root.path())), "");
+}
+
+#[test]
+fn the_cli_uses_the_given_cache_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    let root = StorageRoot::new();
+    let out = output(
+        std::process::Command::new(cli_binary())
+            .env("XDG_CACHE_HOME", tmp.path().join("xdg"))
+            .env("HOME", tmp.path().join("home"))
+            .arg("--cache-dir")
+            .arg(&cache)
+            .args(["quarantine", "list", "--storage"])
+            .arg(root.path()),
+    );
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let cached: Vec<_> = fs::read_dir(&cache).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert!(cached.len() == 1 && cached[0].ends_with(".cwasm"), "{cached:?}");
+    assert!(!exists(&tmp.path().join("xdg")) && !exists(&tmp.path().join("home")), "nothing else was written");
+}
