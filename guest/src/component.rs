@@ -80,6 +80,11 @@ impl extraction::Guest for Component {
         extract::delete_storage(&fs, &runner_name).map(|q| q.map(quarantine_to_wit))
     }
 
+    fn purge_deleting() -> Result<u32, String> {
+        let fs = WasiFs::open().map_err(|e| e.message)?;
+        extract::purge_deleting(&fs)
+    }
+
     fn quarantine_storage(
         runner_name: String,
         reason: wit::QuarantineReason,

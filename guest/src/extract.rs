@@ -9,7 +9,7 @@ use crate::model::{
     Corruption, Outcome, QuarantineInfo, QuarantineReason, QuarantinedStorage, RootEntry,
     RunnerMetrics, Selection, SkipReason,
 };
-use crate::names::{is_reserved, is_valid_runner_name, QUARANTINE_DIR};
+use crate::names::{is_reserved, is_valid_runner_name, DELETING_DIR, QUARANTINE_DIR};
 use crate::{files, parse, FILE_SIZE_BYTES_LIMIT};
 
 /// Suffix of the reason file written beside each quarantined storage.
@@ -95,7 +95,10 @@ fn read_storage_file(fs: &impl StorageFs, path: &str) -> FileState {
     }
     match fs.read_bounded(path, FILE_SIZE_BYTES_LIMIT) {
         Ok(BoundedRead::Content(bytes)) => FileState::Present(bytes),
-        Ok(BoundedRead::Oversized) => FileState::Corrupt(oversized(meta.size)),
+        Ok(BoundedRead::Oversized) => FileState::Corrupt(Corruption::new(
+            QuarantineReason::Oversized,
+            format!("grew past the {FILE_SIZE_BYTES_LIMIT}-byte limit while being read"),
+        )),
         Ok(BoundedRead::NotRegular(kind)) => FileState::Corrupt(not_regular(kind)),
         // Swapped for a symlink (or a directory) between lstat and open.
         Err(e) if matches!(e.kind, FsErrorKind::Symlink | FsErrorKind::IsADirectory) => {
@@ -217,22 +220,101 @@ pub fn extract_storage(fs: &impl StorageFs, name: &str, keep: bool) -> Outcome {
     })
 }
 
-/// Deletes a storage without following symlinks. If it cannot be deleted it
-/// is quarantined as `undeletable` (so it is never extracted twice); `Err`
-/// when neither worked.
+/// Deletes a storage without following symlinks. It is first renamed into
+/// `.deleting/` (atomic: the runner name is gone at once), then emptied. If
+/// it cannot be emptied it is quarantined as `undeletable`, so it is never
+/// extracted twice; `Err` only when it is still in place under its name.
 pub fn delete_storage(fs: &impl StorageFs, name: &str) -> Result<Option<QuarantineInfo>, String> {
     if !is_valid_runner_name(name) {
         return Err(format!("refusing to delete {name:?}: not a valid runner name"));
     }
-    match fs.lstat(name) {
-        Ok(meta) if meta.kind == EntryKind::Directory => {}
-        Ok(meta) => return Err(format!("refusing to delete {name:?}: it is {}", meta.kind.describe())),
-        Err(e) => return Err(e.message),
+    require_directory(fs, name, "delete")?;
+    ensure_reserved_dir(fs, DELETING_DIR)?;
+    let doomed = free_name(fs, DELETING_DIR, &format!("{name}.{}", stamp(fs.now())))?;
+    fs.rename(name, &doomed).map_err(|e| e.message)?;
+    match delete_tree(fs, &doomed) {
+        Ok(()) => Ok(None),
+        Err(e) => quarantine_path(fs, &doomed, name, QuarantineReason::Undeletable, None, &e.message)
+            .map(Some)
+            .map_err(|q| format!("moved to {doomed} but could not delete it ({e}) nor quarantine it ({q})")),
     }
-    let Err(delete_error) = delete_tree(fs, name) else { return Ok(None) };
-    quarantine_storage(fs, name, QuarantineReason::Undeletable, None, &delete_error.message)
-        .map(Some)
-        .map_err(|e| format!("could not delete ({delete_error}) nor quarantine ({e})"))
+}
+
+/// Finishes deletions cut short by a crash: everything in `.deleting/` was
+/// already extracted (or had no data), so it is removed; what cannot be
+/// removed is quarantined as `undeletable`. Returns how many were handled.
+pub fn purge_deleting(fs: &impl StorageFs) -> Result<u32, String> {
+    let listing = match fs.list(DELETING_DIR) {
+        Ok(listing) => listing,
+        Err(e) if e.kind == FsErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e.message),
+    };
+    let mut names = Vec::new();
+    for entry in listing {
+        match entry.map_err(|e| e.message)?.name {
+            Some(name) => names.push(name),
+            None => return Err(format!("{DELETING_DIR} holds an entry whose name is not UTF-8")),
+        }
+    }
+    let mut handled = 0u32;
+    for leftover in names {
+        let path = join(DELETING_DIR, &leftover);
+        let outcome = match fs.lstat(&path) {
+            Ok(meta) if meta.kind == EntryKind::Directory => delete_tree(fs, &path),
+            Ok(_) => fs.remove_file(&path),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = outcome {
+            let runner = runner_name_of(&leftover);
+            quarantine_path(fs, &path, runner, QuarantineReason::Undeletable, None, &e.message)
+                .map_err(|q| format!("cannot delete {path} ({e}) nor quarantine it ({q})"))?;
+        }
+        handled += 1;
+    }
+    Ok(handled)
+}
+
+fn require_directory(fs: &impl StorageFs, name: &str, action: &str) -> Result<(), String> {
+    match fs.lstat(name) {
+        Ok(meta) if meta.kind == EntryKind::Directory => Ok(()),
+        Ok(meta) => Err(format!("refusing to {action} {name:?}: it is {}", meta.kind.describe())),
+        Err(e) => Err(e.message),
+    }
+}
+
+/// A UNIX time as it appears in quarantine and deletion names.
+fn stamp(now: f64) -> String {
+    format!("{now:.6}")
+}
+
+/// `base`, or `base.1`, `base.2`... : the first name not taken in `dir`.
+fn free_name(fs: &impl StorageFs, dir: &str, base: &str) -> Result<String, String> {
+    for attempt in 0..100u32 {
+        let candidate = match attempt {
+            0 => join(dir, base),
+            n => join(dir, &format!("{base}.{n}")),
+        };
+        match fs.lstat(&candidate) {
+            Err(e) if e.kind == FsErrorKind::NotFound => return Ok(candidate),
+            Err(e) => return Err(e.message),
+            Ok(_) => continue,
+        }
+    }
+    Err(format!("no free name for {base:?} in {dir}"))
+}
+
+/// The runner name inside a `<name>.<secs>.<micros>[.<n>]` entry name.
+pub fn runner_name_of(entry: &str) -> &str {
+    fn digits(t: &str) -> bool {
+        !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit())
+    }
+    fn strip_stamp(s: &str) -> Option<&str> {
+        let (rest, micros) = s.rsplit_once('.')?;
+        let (name, secs) = rest.rsplit_once('.')?;
+        (micros.len() == 6 && digits(micros) && digits(secs)).then_some(name)
+    }
+    let without_attempt = entry.rsplit_once('.').filter(|(_, n)| digits(n)).map(|(rest, _)| rest);
+    without_attempt.and_then(strip_stamp).or_else(|| strip_stamp(entry)).unwrap_or(entry)
 }
 
 /// Post-order removal with an explicit stack: deep trees cannot overflow it.
@@ -273,23 +355,42 @@ pub fn quarantine_storage(
     if !is_valid_runner_name(name) {
         return Err(format!("refusing to quarantine {name:?}: not a valid runner name"));
     }
-    ensure_quarantine_dir(fs)?;
+    require_directory(fs, name, "quarantine")?;
+    quarantine_path(fs, name, name, reason, file, detail)
+}
+
+/// Moves `source` (a root-relative path) to `.quarantine/` as a storage of
+/// `runner`, with its reason file.
+fn quarantine_path(
+    fs: &impl StorageFs,
+    source: &str,
+    runner: &str,
+    reason: QuarantineReason,
+    file: Option<&str>,
+    detail: &str,
+) -> Result<QuarantineInfo, String> {
+    ensure_reserved_dir(fs, QUARANTINE_DIR)?;
     let now = fs.now();
-    let record = reason_record(name, reason, file, detail, now);
-    let stamp = format!("{:.6}", now);
+    let record = reason_record(runner, reason, file, detail, now);
+    let base = format!("{runner}.{}", stamp(now));
     for attempt in 0..100u32 {
         let location = match attempt {
-            0 => format!("{name}.{stamp}"),
-            n => format!("{name}.{stamp}.{n}"),
+            0 => base.clone(),
+            n => format!("{base}.{n}"),
         };
-        let reason_path = join(QUARANTINE_DIR, &format!("{location}{REASON_SUFFIX}"));
+        let target = join(QUARANTINE_DIR, &location);
+        let reason_path = format!("{target}{REASON_SUFFIX}");
+        match fs.lstat(&target) {
+            Err(e) if e.kind == FsErrorKind::NotFound => {}
+            Ok(_) => continue,
+            Err(e) => return Err(e.message),
+        }
         match fs.write_new_file(&reason_path, record.as_bytes()) {
             Ok(()) => {}
             Err(e) if e.kind == FsErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e.message),
         }
-        let target = join(QUARANTINE_DIR, &location);
-        return match fs.rename(name, &target) {
+        return match fs.rename(source, &target) {
             Ok(()) => Ok(QuarantineInfo { reason, file: file.map(str::to_owned), detail: detail.to_owned(), location }),
             Err(e) => {
                 let _ = fs.remove_file(&reason_path);
@@ -297,14 +398,15 @@ pub fn quarantine_storage(
             }
         };
     }
-    Err(format!("no free quarantine name for {name:?}"))
+    Err(format!("no free quarantine name for {runner:?}"))
 }
 
-fn ensure_quarantine_dir(fs: &impl StorageFs) -> Result<(), String> {
-    match fs.lstat(QUARANTINE_DIR) {
+/// Makes sure a reserved directory of the root exists and is a directory.
+fn ensure_reserved_dir(fs: &impl StorageFs, dir: &str) -> Result<(), String> {
+    match fs.lstat(dir) {
         Ok(meta) if meta.kind == EntryKind::Directory => Ok(()),
-        Ok(meta) => Err(format!("{QUARANTINE_DIR} is {}, not a directory", meta.kind.describe())),
-        Err(e) if e.kind == FsErrorKind::NotFound => match fs.create_dir(QUARANTINE_DIR) {
+        Ok(meta) => Err(format!("{dir} is {}, not a directory", meta.kind.describe())),
+        Err(e) if e.kind == FsErrorKind::NotFound => match fs.create_dir(dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind == FsErrorKind::AlreadyExists => Ok(()),
             Err(e) => Err(e.message),
@@ -349,7 +451,7 @@ fn read_reason(fs: &impl StorageFs, location: &str) -> QuarantinedStorage {
     let path = join(QUARANTINE_DIR, &format!("{location}{REASON_SUFFIX}"));
     let unreadable = |detail: String| QuarantinedStorage {
         location: location.to_owned(),
-        runner_name: location.split('.').next().unwrap_or_default().to_owned(),
+        runner_name: runner_name_of(location).to_owned(),
         reason: QuarantineReason::InvalidValue,
         file: None,
         detail,

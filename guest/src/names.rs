@@ -9,6 +9,11 @@ pub const MAX_NAME_LEN: usize = 255;
 /// The reserved entry of the root that holds quarantined storages.
 pub const QUARANTINE_DIR: &str = ".quarantine";
 
+/// The reserved entry of the root where storages are moved, atomically,
+/// before their files are removed: a deletion cut short never leaves a
+/// half-emptied storage under a runner name to be extracted again.
+pub const DELETING_DIR: &str = ".deleting";
+
 /// A valid runner name: 1 to 255 bytes of `[A-Za-z0-9._-]`, not starting
 /// with `.` (those are reserved for the project).
 pub fn is_valid_runner_name(name: &str) -> bool {
@@ -22,7 +27,7 @@ pub fn is_valid_runner_name(name: &str) -> bool {
 
 /// Whether a root entry belongs to the project itself and is not reported.
 pub fn is_reserved(name: &str) -> bool {
-    name == QUARANTINE_DIR
+    name == QUARANTINE_DIR || name == DELETING_DIR
 }
 
 #[cfg(test)]
@@ -47,8 +52,9 @@ mod tests {
     }
 
     #[test]
-    fn only_the_quarantine_dir_is_reserved() {
+    fn only_the_project_dirs_are_reserved() {
         assert!(is_reserved(".quarantine"));
+        assert!(is_reserved(".deleting"));
         assert!(!is_reserved(".other"));
         assert!(!is_reserved("quarantine"));
     }

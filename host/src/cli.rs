@@ -223,6 +223,9 @@ fn open_sink(flag: Option<&Path>) -> Result<Box<dyn EventSink>> {
 
 fn run_collect(sandbox: &SandboxArgs, args: CollectArgs) -> Result<ExitCode> {
     let selection = args.selection.selection()?;
+    // Check the root before the log is created, so a typo leaves no trace.
+    let storage = &args.selection.storage;
+    anyhow::ensure!(storage.is_dir(), "storage root {}: not a directory (or not accessible)", storage.display());
     let mut sink = open_sink(args.metrics_log.as_deref())?;
     let plugin = sandbox.plugin()?;
     let options = CollectOptions { selection, emit: Emit::Events { flavor: args.flavor }, keep: false, batch_size: 64 };

@@ -84,6 +84,9 @@ pub fn collect(
     let mut scanner = plugin.sandbox(&root)?;
     let scan = scanner.start_scan(&options.selection).map_err(anyhow::Error::new)?;
     let mut run = Run { plugin, root, options, jobs, sink, on_report, worker: None, pending: Vec::new(), summary: Summary::default() };
+    if !options.keep {
+        run.purge_deleting()?;
+    }
     loop {
         let batch = scanner
             .next_batch(scan, SCAN_BATCH)
@@ -141,6 +144,21 @@ impl Run<'_> {
             self.worker = Some(self.plugin.sandbox(&self.root)?);
         }
         Ok(self.worker.as_mut().expect("just created"))
+    }
+
+    /// Finishes deletions a crash cut short. A failure here is reported
+    /// (the leftovers stay in `.deleting/`) and the run goes on.
+    fn purge_deleting(&mut self) -> Result<()> {
+        let problem = match self.worker()?.purge_deleting() {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) => check::bounded(&e),
+            Err(trap) => {
+                self.worker = None;
+                trap.detail
+            }
+        };
+        self.report(".deleting".to_owned(), OutcomeKind::Failed, format!("leftover deletions kept: {problem}"), 0);
+        Ok(())
     }
 
     /// Decides one candidate storage.

@@ -104,12 +104,17 @@ pub fn run(plugin: &Plugin, keep_files: bool) -> Result<ExitCode> {
     for kind in OutcomeKind::ALL {
         println!("  {:<12} {}", kind.as_str(), summary.count(kind));
     }
-    let quarantine = runner_metrics::quarantine::list(plugin, &root)?;
     println!();
-    println!("Quarantined ({}): see `runner-metrics quarantine list --storage {}`", quarantine.len(), root.display());
+    println!("Quarantine (what `runner-metrics quarantine list` shows):");
+    for q in runner_metrics::quarantine::list(plugin, &root)? {
+        let reason = runner_metrics::collect::reason_name(&q.reason);
+        println!("  .quarantine/{}  {reason}  {}", q.location, q.file.as_deref().unwrap_or("-"));
+    }
     if keep_files {
         let kept = temp.keep();
+        println!();
         println!("Kept the sample in {}", kept.display());
+        println!("Try: runner-metrics quarantine list --storage {}", kept.join("runner-fs").display());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -156,6 +156,10 @@ impl Sandbox {
         self.call("deletion", Some(name), |b, s| b.github_runner_metrics_extraction().call_delete_storage(s, name))
     }
 
+    pub fn purge_deleting(&mut self) -> CallResult<std::result::Result<u32, String>> {
+        self.call("purge of .deleting", None, |b, s| b.github_runner_metrics_extraction().call_purge_deleting(s))
+    }
+
     pub fn quarantine_storage(
         &mut self,
         name: &str,

@@ -572,3 +572,20 @@ pub fn rerun_as_nobody(test: &str) -> Option<CliOutput> {
     Some(output(&mut unprivileged(&["--exact", test, "--test-threads=1"])))
 }
 
+
+/// The entries of a storage root other than `.deleting/` (where storages
+/// pass on their way out), after checking that nothing was left in it.
+pub fn entries_besides_deleting(root: &Path) -> Vec<String> {
+    let deleting = root.join(".deleting");
+    if deleting.exists() {
+        let leftovers: Vec<_> = std::fs::read_dir(&deleting).unwrap().collect();
+        assert!(leftovers.is_empty(), "storages left in .deleting: {leftovers:?}");
+    }
+    let mut names: Vec<String> = std::fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != ".deleting")
+        .collect();
+    names.sort();
+    names
+}

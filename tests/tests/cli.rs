@@ -357,7 +357,8 @@ fn demo_shows_every_event_kind_and_outcome_and_cleans_up() {
         let row = format!("  {kind:<12} {count}");
         assert!(out.stdout.lines().any(|l| l == row), "summary lacks {row:?}:\n{}", out.stdout);
     }
-    assert!(out.stdout.contains("Quarantined (3)"), "{}", out.stdout);
+    let listed = out.stdout.lines().filter(|l| l.trim_start().starts_with(".quarantine/small-n-")).count();
+    assert_eq!(listed, 3, "the demo lists its three quarantined storages:\n{}", out.stdout);
     assert_eq!(fs::read_dir(tmp.path()).unwrap().count(), 0, "the demo left files in TMPDIR");
 }
 
@@ -378,14 +379,17 @@ fn demo_keep_files_keeps_the_sample_for_quarantine_list() {
 }
 
 #[test]
-#[ignore = "known bug: the demo's `quarantine list` hint names a directory it deletes on exit (host/src/demo.rs:109)"]
-fn demo_quarantine_hint_names_a_directory_that_exists() {
+fn demo_points_only_at_directories_that_still_exist() {
     let tmp = tempfile::tempdir().unwrap();
     let out = output(cli().env("TMPDIR", tmp.path()).arg("demo"));
     assert_eq!(out.code, Some(0), "{}", out.stderr);
-    let hint = out.stdout.lines().find(|l| l.contains("quarantine list --storage ")).expect("a hint");
-    let path = hint.split("--storage ").nth(1).unwrap().trim_end_matches('`');
-    assert!(Path::new(path).is_dir(), "the demo suggests `quarantine list --storage {path}`, which no longer exists");
+    assert!(out.stdout.contains(".quarantine/small-n-"), "the demo lists its quarantine: {}", out.stdout);
+    assert!(!out.stdout.contains("--storage "), "without --keep-files the sample is gone: {}", out.stdout);
+    let kept = output(cli().env("TMPDIR", tmp.path()).args(["demo", "--keep-files"]));
+    assert_eq!(kept.code, Some(0), "{}", kept.stderr);
+    let hint = kept.stdout.lines().find(|l| l.contains("quarantine list --storage ")).expect("a hint");
+    let path = hint.split("--storage ").nth(1).unwrap().trim();
+    assert!(Path::new(path).is_dir(), "the demo suggests `quarantine list --storage {path}`, which does not exist");
 }
 
 #[test]

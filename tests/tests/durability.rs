@@ -251,7 +251,7 @@ fn keep_changes_nothing_on_disk_for_any_outcome() {
     assert_eq!(collected.summary().quarantined, 8);
     let mut left: Vec<_> = fs::read_dir(root.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     left.sort();
-    assert_eq!(left, [".quarantine", "bad name", "notes.txt", "r-fifo", "r-link"]);
+    assert_eq!(left, [".deleting", ".quarantine", "bad name", "notes.txt", "r-fifo", "r-link"]);
 }
 
 /// A sink that counts appends and remembers lines.
