@@ -99,9 +99,10 @@ fn pre_job(pre: &PreJobMetrics) -> Result<(), String> {
     field("event", &pre.event)?;
     if let Some(repository) = &pre.repository {
         field("repository", repository)?;
-        match repository.split_once('/') {
-            Some((owner, repo)) if !owner.is_empty() && !repo.is_empty() => {}
-            _ => return Err(format!("repository {:?} is not owner/repo", bounded(repository))),
+        // Some '/' with at least one character on each side (spec 3.1).
+        let has_inner_slash = repository.char_indices().any(|(i, c)| c == '/' && i > 0 && i + 1 < repository.len());
+        if !has_inner_slash {
+            return Err(format!("repository {:?} is not owner/repo", bounded(repository)));
         }
     }
     Ok(())
@@ -182,6 +183,25 @@ mod tests {
         assert!(line("{\"event\": \"runner_installed\"}\n{}", "runner_installed").is_err());
         assert!(line("not json", "runner_installed").is_err());
         assert!(line("{\"event\": \"runner_installed\", \"x\": \"\u{e9}\"}", "runner_installed").is_err());
+    }
+
+    #[test]
+    fn repositories_need_a_slash_with_something_on_each_side() {
+        let pre = |repository: &str| PreJobMetrics {
+            timestamp: 1.0,
+            workflow: "w".into(),
+            workflow_run_id: "1".into(),
+            repository: Some(repository.into()),
+            event: "push".into(),
+        };
+        // "//r" is accepted by the guest (found by fuzzing): '/' at 1 has
+        // '/' before it and 'r' after it, as the reference's `.+/.+` allows.
+        for ok in ["o/r", "//r", "a/b/c", "é/x"] {
+            assert!(pre_job(&pre(ok)).is_ok(), "{ok}");
+        }
+        for bad in ["or", "/r", "o/", "/", ""] {
+            assert!(pre_job(&pre(bad)).is_err(), "{bad}");
+        }
     }
 
     #[test]
