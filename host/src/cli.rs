@@ -285,7 +285,7 @@ impl Progress {
             }
             eprintln!("{}: {}: {}", report.kind.as_str(), report.name.escape_debug(), report.detail.escape_debug());
         }
-        if self.live && self.seen % 100 == 0 {
+        if self.live && self.seen.is_multiple_of(100) {
             eprint!("\r{} storages...", self.seen);
         }
     }
