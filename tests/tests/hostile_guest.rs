@@ -1,0 +1,300 @@
+//! A deliberately malicious guest (issue 3, "Limits and fault isolation").
+//!
+//! The guest crate's `hostile` feature (guest/src/hostile.rs) makes the
+//! component misbehave on storages named `hostile-<behaviour>-...`: panic,
+//! loop forever, allocate without bound, open a FIFO without checking (so the
+//! host blocks inside open(2)), or lie about the outcome. The host must
+//! survive each, quarantine the storage (traps) or fail and keep it (lies:
+//! check.rs rejects them), go on with the others, and end the run in time.
+//!
+//! The hostile component is built here, once per test binary, by a nested
+//! `cargo build` into its own target directory, and loaded with tight limits
+//! (1.5 s per call, 32 MiB of memory) so the traps fire quickly.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use runner_metrics::{CollectOptions, Limits, MetricsLog, OutcomeKind, Plugin, PluginOptions};
+use runner_metrics_e2e::*;
+
+/// Per-call budget of the hostile plugin.
+const CALL_TIMEOUT: Duration = Duration::from_millis(1500);
+/// A whole run with one hostile storage must end well within this, even
+/// for the endless loop and the blocking FIFO.
+const RUN_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Builds the guest with `--features hostile` (like host/build.rs builds the
+/// real one: own target directory, none of the outer cargo's settings).
+fn hostile_component() -> &'static [u8] {
+    static WASM: OnceLock<Vec<u8>> = OnceLock::new();
+    WASM.get_or_init(|| {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf();
+        let target_dir = profile_dir().parent().expect("target dir").join("guest-hostile");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+        let mut command = Command::new(cargo);
+        command
+            .current_dir(&workspace)
+            .args(["build", "--quiet", "--profile", "component", "-p", "runner-metrics-guest", "--features", "hostile"])
+            .args(["--target", "wasm32-wasip2", "--lib", "--target-dir"])
+            .arg(&target_dir);
+        for (key, _) in std::env::vars_os() {
+            let Some(key) = key.to_str() else { continue };
+            let inherited = key.starts_with("CARGO_")
+                && !matches!(key, "CARGO_HOME" | "CARGO_NET_OFFLINE" | "CARGO_REGISTRIES_CRATES_IO_PROTOCOL");
+            if inherited || matches!(key, "RUSTFLAGS" | "RUSTC_WORKSPACE_WRAPPER") {
+                command.env_remove(key);
+            }
+        }
+        let output = command.output().expect("run cargo to build the hostile guest");
+        assert!(
+            output.status.success(),
+            "building the hostile guest failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let wasm = target_dir.join("wasm32-wasip2").join("component").join("runner_metrics_guest.wasm");
+        fs::read(&wasm).unwrap_or_else(|e| panic!("read {}: {e}", wasm.display()))
+    })
+}
+
+/// The hostile component as a plugin with tight limits, once per binary.
+fn hostile_plugin() -> &'static Plugin {
+    static PLUGIN: OnceLock<Plugin> = OnceLock::new();
+    PLUGIN.get_or_init(|| {
+        let limits = Limits { call_timeout: CALL_TIMEOUT, memory_bytes: 32 << 20, ..Limits::default() };
+        Plugin::from_bytes(hostile_component(), &PluginOptions { limits, cache_dir: Some(cache_dir()) })
+            .expect("open the hostile component")
+    })
+}
+
+/// More valid storages beside the hostile one, so that some are handled
+/// after it by whatever instance the host uses then.
+const OTHERS: [&str; 3] = ["n-other-1", "n-other-2", "n-other-3"];
+
+/// What one hostile run left behind.
+struct Hostile {
+    scene: Scene,
+    collected: Collected,
+    lines: Vec<String>,
+    /// The whole metrics log, as written.
+    log: String,
+    took: Duration,
+}
+
+/// A root with the storage `name` (valid files, changed by `build`) beside
+/// the neighbours and [`OTHERS`], run through the hostile component into a
+/// metrics log; asserts the run ended in time, the invariants, the others'
+/// lines, and that no line carries a lie.
+fn hostile(name: &str, build: impl FnOnce(&Runner), options: impl FnOnce(&mut CollectOptions)) -> Hostile {
+    let plugin = hostile_plugin();
+    let mut scene = Scene::new();
+    build(&scene.root.valid_runner(name));
+    for other in OTHERS {
+        scene.root.valid_runner(other);
+    }
+    scene.freeze();
+    let mut opts = scene.options();
+    options(&mut opts);
+    let log_dir = tempfile::tempdir().unwrap();
+    let log_path = log_dir.path().join("metrics.log");
+    let log = MetricsLog::open(&log_path).unwrap();
+    let (collected, log, took) = run_within(plugin, scene.root.path(), &opts, log, RUN_DEADLINE);
+    drop(log);
+    assert!(took < RUN_DEADLINE, "the run took {took:?}");
+    let text = fs::read_to_string(&log_path).unwrap();
+    let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+    assert_eq!(text.matches('\n').count(), lines.len(), "every line ends with one newline");
+    scene.assert_invariants(&collected, &lines);
+    for other in OTHERS {
+        scene.assert_fate(&collected, other, &Fate::Extracted(3));
+    }
+    // The neighbour's 3 lines, 3 for each other storage, and whatever the
+    // storage under test was credited with (none for a hostile one).
+    let own = collected.report(name).events;
+    assert_eq!(lines.len(), 3 + 3 * OTHERS.len() + own, "{text}");
+    for line in &lines {
+        assert!(!line.contains("someone-else") && !line.contains("injected") && line.len() < 1024, "a lie reached the log: {line}");
+    }
+    Hostile { scene, collected, lines, log: text, took }
+}
+
+/// Asserts `name` was quarantined as a sandbox trap whose detail says `why`.
+fn assert_trapped(h: &Hostile, name: &str, why: &str) {
+    h.scene.assert_fate(&h.collected, name, &Fate::Quarantined { reason: "sandbox-trap", file: None });
+    let report = h.collected.report(name);
+    assert!(report.detail.contains(why), "{name}: detail {:?} should mention {why:?}", report.detail);
+    assert!(report.detail.len() <= 5000, "{name}: unbounded detail ({} bytes)", report.detail.len());
+    let q = quarantined(&h.scene.root, name);
+    assert!(q.reason["detail"].as_str().is_some_and(|d| d.contains(why)), "{}", q.reason);
+}
+
+/// Asserts `name` failed and was kept whole because the host rejected the
+/// guest's answer with a message containing `why`.
+fn assert_rejected(h: &Hostile, name: &str, why: &str) {
+    h.scene.assert_fate(&h.collected, name, &Fate::Failed);
+    let report = h.collected.report(name);
+    assert!(report.detail.contains(why), "{name}: detail {:?} should mention {why:?}", report.detail);
+    assert!(!exists(&h.scene.root.quarantine_dir()), "nothing is quarantined for a lie");
+}
+
+#[test]
+fn a_guest_that_panics_is_quarantined_as_a_trap_and_the_others_go_on() {
+    // Expected: quarantined (sandbox-trap, with the panic message from the
+    // guest's stderr); the host survives and extracts everyone else.
+    let h = hostile("hostile-panic-1", |_| {}, |_| {});
+    assert_trapped(&h, "hostile-panic-1", "hostile guest panics on hostile-panic-1");
+}
+
+#[test]
+fn a_guest_that_loops_forever_is_stopped_at_its_deadline_and_quarantined() {
+    // Expected: the epoch deadline interrupts the loop after ~1.5 s;
+    // quarantined (sandbox-trap, "deadline"); the run ends well in time.
+    let h = hostile("hostile-loop-1", |_| {}, |_| {});
+    assert_trapped(&h, "hostile-loop-1", "deadline");
+    assert!(h.took >= CALL_TIMEOUT, "the loop cannot have been stopped before its deadline: {:?}", h.took);
+}
+
+#[test]
+fn a_guest_that_allocates_without_bound_traps_at_its_memory_cap_and_is_quarantined() {
+    // Expected: growing past 32 MiB traps (no host OOM, no abort);
+    // quarantined (sandbox-trap).
+    let h = hostile("hostile-alloc-1", |_| {}, |_| {});
+    assert_trapped(&h, "hostile-alloc-1", "growing memory");
+}
+
+/// The hostile FIFO case: the storage's pre-job file is a FIFO with no
+/// writer, which the hostile guest opens without looking.
+fn blind_fifo_open() -> Hostile {
+    hostile("hostile-fifo-1", |r| {
+        r.remove(PRE_JOB).fifo(PRE_JOB);
+    }, |_| {})
+}
+
+#[test]
+fn a_guest_that_opens_a_fifo_blindly_does_not_hang_the_host() {
+    // Expected: the host call blocks in open(2) on a FIFO with no writer,
+    // where no epoch deadline can reach it; the stall watch of
+    // host/src/limits.rs wakes it at the call's deadline, so the run ends
+    // soon after 1.5 s instead of never. The storage is not lost: quarantined
+    // as a sandbox trap (the FIFO moved along) or, see the ignored test
+    // below, failed and kept whole.
+    let h = blind_fifo_open();
+    let name = "hostile-fifo-1";
+    assert!(h.took >= CALL_TIMEOUT, "the open cannot have returned before the stall watch woke it: {:?}", h.took);
+    assert!(h.took < 4 * CALL_TIMEOUT, "woken long after the call's deadline: {:?}", h.took);
+    match h.collected.report(name).kind {
+        OutcomeKind::Quarantined => {
+            assert_trapped(&h, name, "deadline");
+            let q = quarantined(&h.scene.root, name);
+            assert!(std::os::unix::fs::FileTypeExt::is_fifo(&fs::symlink_metadata(q.location.join(PRE_JOB)).unwrap().file_type()));
+        }
+        _ => h.scene.assert_fate(&h.collected, name, &Fate::Failed),
+    }
+}
+
+#[test]
+#[ignore = "bug: an answer the guest returns after the stall watch had to break its blocked host call is \
+            trusted: host/src/sandbox.rs:104-108 ignores that host/src/limits.rs broke the call (the watch \
+            fires at wall-clock 1.5 s, before the epoch, which lags, reaches the deadline, so the guest \
+            resumes without trapping); the storage ends failed-and-kept (retried, blocking, every run) \
+            instead of quarantined as sandbox-trap"]
+fn a_guest_blocked_in_a_host_call_past_its_deadline_is_quarantined_as_a_trap() {
+    // Expected: a call the stall watch had to break is a trap whatever the
+    // guest answers afterwards: quarantined (sandbox-trap), FIFO moved along.
+    let h = blind_fifo_open();
+    assert_trapped(&h, "hostile-fifo-1", "deadline");
+}
+
+#[test]
+fn a_guest_that_extracts_under_another_runners_name_is_rejected_and_the_storage_kept() {
+    // Expected: check.rs rejects metrics for "someone-else" when asked about
+    // hostile-othername-1: failed and kept whole, no line written for it.
+    let h = hostile("hostile-othername-1", |_| {}, |_| {});
+    assert_rejected(&h, "hostile-othername-1", "someone-else");
+    assert!(h.collected.reports.iter().all(|r| r.name != "someone-else"));
+}
+
+#[test]
+fn a_guest_that_returns_a_negative_timestamp_is_rejected_and_the_storage_kept() {
+    // Expected: failed and kept (installed timestamp -5 is not >= 0).
+    let h = hostile("hostile-negative-1", |_| {}, |_| {});
+    assert_rejected(&h, "hostile-negative-1", "-5");
+}
+
+#[test]
+fn a_guest_that_returns_nan_is_rejected_and_the_storage_kept() {
+    // Expected: failed and kept (NaN is not a finite number).
+    let h = hostile("hostile-nan-1", |_| {}, |_| {});
+    assert_rejected(&h, "hostile-nan-1", "NaN");
+}
+
+#[test]
+fn a_guest_that_returns_a_megabyte_string_is_rejected_and_the_storage_kept() {
+    // Expected: failed and kept (a 1 MiB workflow cannot come from a
+    // 1024-byte file); the report stays short, no line carries it.
+    let h = hostile("hostile-huge-1", |_| {}, |_| {});
+    assert_rejected(&h, "hostile-huge-1", "workflow");
+    assert!(h.collected.report("hostile-huge-1").detail.len() < 1000);
+    assert!(!h.log.contains("www"));
+}
+
+#[test]
+fn a_guest_that_reports_a_quarantine_location_outside_the_quarantine_is_rejected() {
+    // Expected: failed and kept: "../../etc" is not a location under
+    // .quarantine/ for this storage (and the guest moved nothing).
+    let h = hostile("hostile-location-1", |_| {}, |_| {});
+    assert_rejected(&h, "hostile-location-1", "../../etc");
+}
+
+#[test]
+fn a_scan_that_offers_a_path_out_of_the_root_is_rejected_and_the_run_goes_on() {
+    // Expected: the scan offers "../../etc" as a candidate; check.rs
+    // rejects it (failed, not a runner name), nothing is asked about it, and
+    // every real storage is handled normally.
+    let passwd = fs::read("/etc/passwd").expect("read /etc/passwd");
+    let h = hostile("n-plain", |_| {}, |o| o.selection.exclude.push("hostile-scan".to_owned()));
+    let report = h.collected.report("../../etc");
+    assert_eq!(report.kind, OutcomeKind::Failed, "{report:?}");
+    assert!(report.detail.contains("not a valid runner name"), "{report:?}");
+    h.scene.assert_fate(&h.collected, "n-plain", &Fate::Extracted(3));
+    assert_eq!(h.lines.len(), 3 + 3 * OTHERS.len() + 3);
+    assert_eq!(fs::read("/etc/passwd").unwrap(), passwd);
+}
+
+#[test]
+fn a_guest_that_renders_two_lines_for_one_event_is_rejected_and_nothing_is_written() {
+    // Expected: render-event returns a line with an injected second line;
+    // check.rs rejects it: the storage fails and is kept whole, the log
+    // stays empty.
+    let plugin = hostile_plugin();
+    let root = StorageRoot::new();
+    root.valid_runner("r-render");
+    let before = snapshot(&root.join("r-render"));
+    let outside = snapshot(root.outside());
+    let log_dir = tempfile::tempdir().unwrap();
+    let log_path: PathBuf = log_dir.path().join("metrics.log");
+    let log = MetricsLog::open(&log_path).unwrap();
+    let (collected, log, _) =
+        run_within(plugin, root.path(), &CollectOptions::events("hostile-render"), log, RUN_DEADLINE);
+    drop(log);
+    let report = collected.report("r-render");
+    assert_eq!(report.kind, OutcomeKind::Failed, "{report:?}");
+    assert!(report.detail.starts_with("kept: ") && report.detail.contains("control"), "{report:?}");
+    assert_eq!(collected.summary().lines_written, 0);
+    assert_eq!(fs::read(&log_path).unwrap(), b"", "nothing may be written");
+    assert_eq!(diff(&before, &snapshot(&root.join("r-render"))), "", "the storage must be kept whole");
+    assert_eq!(diff(&outside, &snapshot(root.outside())), "");
+    assert!(!exists(&root.quarantine_dir()));
+}
+
+#[test]
+fn the_hostile_guest_behaves_normally_for_other_storages() {
+    // Control: without a hostile storage, the hostile build extracts like the
+    // real one (so the tests above isolate one misbehaviour each).
+    let h = hostile("n-plain", |_| {}, |_| {});
+    h.scene.assert_fate(&h.collected, "n-plain", &Fate::Extracted(3));
+    assert_eq!(h.lines.len(), 3 + 3 * OTHERS.len() + 3);
+}
