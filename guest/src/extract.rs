@@ -230,7 +230,7 @@ pub fn delete_storage(fs: &impl StorageFs, name: &str) -> Result<Option<Quaranti
     }
     require_directory(fs, name, "delete")?;
     ensure_reserved_dir(fs, DELETING_DIR)?;
-    let doomed = free_name(fs, DELETING_DIR, &format!("{name}.{}", stamp(fs.now())))?;
+    let doomed = free_name(fs, DELETING_DIR, &entry_base(name, fs.now()))?;
     fs.rename(name, &doomed).map_err(|e| e.message)?;
     match delete_tree(fs, &doomed) {
         Ok(()) => Ok(None),
@@ -282,9 +282,16 @@ fn require_directory(fs: &impl StorageFs, name: &str, action: &str) -> Result<()
     }
 }
 
-/// A UNIX time as it appears in quarantine and deletion names.
-fn stamp(now: f64) -> String {
-    format!("{now:.6}")
+/// The longest part of a runner name kept in a quarantine or deletion entry
+/// name, so that `<name>.<secs>.<micros>.<n>.reason.json` stays within the
+/// 255-byte limit of a file name. The reason file keeps the whole name.
+pub const ENTRY_NAME_PREFIX: usize = 200;
+
+/// `<runner>.<secs>.<micros>`: the base of quarantine and deletion entries.
+/// Runner names are ASCII, so any byte length is a char boundary.
+pub fn entry_base(runner: &str, now: f64) -> String {
+    let prefix = runner.get(..runner.len().min(ENTRY_NAME_PREFIX)).unwrap_or(runner);
+    format!("{prefix}.{now:.6}")
 }
 
 /// `base`, or `base.1`, `base.2`... : the first name not taken in `dir`.
@@ -372,7 +379,7 @@ fn quarantine_path(
     ensure_reserved_dir(fs, QUARANTINE_DIR)?;
     let now = fs.now();
     let record = reason_record(runner, reason, file, detail, now);
-    let base = format!("{runner}.{}", stamp(now));
+    let base = entry_base(runner, now);
     for attempt in 0..100u32 {
         let location = match attempt {
             0 => base.clone(),

@@ -9,6 +9,9 @@ use crate::bindings::{Event, Outcome, PreJobMetrics, QuarantineInfo, RootEntry, 
 
 /// The longest string a metrics file can yield (the file size limit).
 pub const MAX_FIELD_BYTES: usize = 1024;
+/// How much of a runner name starts a quarantine location (the guest keeps
+/// entry names within the filesystem's 255-byte limit).
+pub const ENTRY_NAME_PREFIX: usize = 200;
 /// The longest message or detail kept from the guest.
 pub const MAX_MESSAGE_BYTES: usize = 4096;
 /// The longest event line accepted from the guest.
@@ -112,7 +115,10 @@ fn quarantine_info(name: &str, info: &QuarantineInfo) -> Result<(), String> {
     let location = &info.location;
     // Empty in dry runs; otherwise one path component under .quarantine/.
     if !location.is_empty()
-        && (!location.starts_with(name) || location.contains('/') || location.len() > 512 || location.starts_with('.'))
+        && (!location.starts_with(name.get(..name.len().min(ENTRY_NAME_PREFIX)).unwrap_or(name))
+            || location.contains('/')
+            || location.len() > 255
+            || location.starts_with('.'))
     {
         return Err(format!("guest reported quarantine location {:?} for {name:?}", bounded(location)));
     }

@@ -68,8 +68,11 @@ impl StallWatch {
         id
     }
 
-    pub fn end(&self, id: u64) {
-        self.calls.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    /// Ends the watch; `true` when the call had to be broken out of a
+    /// blocked host call, so whatever it answered is not to be trusted.
+    pub fn end(&self, id: u64) -> bool {
+        let removed = self.calls.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        removed.is_some_and(|call| call.broken)
     }
 
     /// Breaks every call past its deadline (once each).

@@ -117,8 +117,12 @@ impl Sandbox {
             self.stall_watch.begin(self.root.join(name), Instant::now() + self.call_timeout)
         });
         let result = f(&self.bindings, &mut self.store);
-        if let Some(id) = watch {
-            self.stall_watch.end(id);
+        let broken = watch.is_some_and(|id| self.stall_watch.end(id));
+        if broken {
+            // It sat in a blocked host call past its deadline: whatever it
+            // answered after being freed is not trusted.
+            let cause = format!("blocked in a host call past its {:?} deadline (a FIFO?)", self.call_timeout);
+            return Err(GuestFailure { detail: format!("guest {what} {cause}") });
         }
         result.map_err(|e| self.explain(what, e))
     }
@@ -127,7 +131,9 @@ impl Sandbox {
         let cause = match error.downcast_ref::<Trap>() {
             Some(Trap::Interrupt) => format!("exceeded its {:?} deadline", self.call_timeout),
             Some(trap) => format!("trapped: {trap}"),
-            None => format!("failed: {error:#}"),
+            // The root cause only: the full chain carries a multi-line
+            // wasm backtrace, which belongs in no report or reason file.
+            None => format!("failed: {}", error.root_cause().to_string().escape_debug()),
         };
         let stderr = self.stderr.contents();
         let printed = String::from_utf8_lossy(&stderr);

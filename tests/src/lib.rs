@@ -430,14 +430,24 @@ pub struct Quarantined {
 }
 
 /// The single quarantined copy of `name` (panics unless there is exactly one
-/// moved directory with exactly one reason file beside it).
+/// moved directory with exactly one reason file beside it). Entry names
+/// start with at most the first 200 bytes of the runner name (so they fit
+/// in 255 bytes); the reason file names the runner in full.
 pub fn quarantined(root: &StorageRoot, name: &str) -> Quarantined {
     let dir = root.quarantine_dir();
-    let prefix = format!("{name}.");
+    let prefix = format!("{}.", &name[..name.len().min(200)]);
+    let reason_of = |entry: &str| -> Option<serde_json::Value> {
+        let text = fs::read_to_string(dir.join(format!("{entry}.reason.json"))).ok()?;
+        serde_json::from_str(&text).ok()
+    };
     let entries: Vec<String> = fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("list {}: {e}", dir.display()))
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with(&prefix))
+        .filter(|n| {
+            let entry = n.strip_suffix(".reason.json").unwrap_or(n);
+            reason_of(entry).is_some_and(|r| r["runner_name"] == name)
+        })
         .collect();
     let dirs: Vec<&String> = entries.iter().filter(|n| !n.ends_with(".reason.json")).collect();
     assert_eq!(dirs.len(), 1, "expected one quarantined copy of {name}, found {entries:?}");

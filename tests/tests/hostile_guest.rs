@@ -196,11 +196,6 @@ fn a_guest_that_opens_a_fifo_blindly_does_not_hang_the_host() {
 }
 
 #[test]
-#[ignore = "bug: an answer the guest returns after the stall watch had to break its blocked host call is \
-            trusted: host/src/sandbox.rs:104-108 ignores that host/src/limits.rs broke the call (the watch \
-            fires at wall-clock 1.5 s, before the epoch, which lags, reaches the deadline, so the guest \
-            resumes without trapping); the storage ends failed-and-kept (retried, blocking, every run) \
-            instead of quarantined as sandbox-trap"]
 fn a_guest_blocked_in_a_host_call_past_its_deadline_is_quarantined_as_a_trap() {
     // Expected: a call the stall watch had to break is a trap whatever the
     // guest answers afterwards: quarantined (sandbox-trap), FIFO moved along.

@@ -384,10 +384,6 @@ fn t3_hostile_runner_names_valid_ones_are_processed_invalid_ones_skipped_untouch
 }
 
 #[test]
-#[ignore = "bug: a valid runner name longer than 237 bytes cannot be deleted or quarantined: \
-            guest/src/extract.rs:233 and :375 append an 18-byte `.<secs>.<micros>` stamp, making \
-            the entry name in .deleting/ or .quarantine/ longer than 255 bytes (ENAMETOOLONG); \
-            the extracted storage is kept and its events are written again on every run"]
 fn t3_runner_names_of_255_bytes_are_processed_normally() {
     // Expected: 255 bytes of [A-Za-z0-9._-] is a valid runner name (spec 2):
     // a valid storage is extracted and deleted, a corrupt one quarantined
