@@ -3,7 +3,7 @@
 //!
 //! The guest is built by a nested `cargo` with its own target directory
 //! (`target/guest-component`), so it neither deadlocks on the outer build's
-//! lock nor inherits the host's flags. Set `RUNNER_METRICS_COMPONENT` to the
+//! lock nor inherits the host's flags. Set `RUNNER_METRICS_PREBUILT_COMPONENT` to the
 //! path of a prebuilt component to skip the nested build.
 
 use std::env;
@@ -20,12 +20,12 @@ fn main() {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     let embedded = out_dir.join(GUEST_ARTIFACT);
 
-    println!("cargo:rerun-if-env-changed=RUNNER_METRICS_COMPONENT");
+    println!("cargo:rerun-if-env-changed=RUNNER_METRICS_PREBUILT_COMPONENT");
     for watched in ["guest/src", "guest/Cargo.toml", "wit", "Cargo.lock"] {
         println!("cargo:rerun-if-changed={}", workspace.join(watched).display());
     }
 
-    let built = match env::var_os("RUNNER_METRICS_COMPONENT") {
+    let built = match env::var_os("RUNNER_METRICS_PREBUILT_COMPONENT") {
         Some(prebuilt) => PathBuf::from(prebuilt),
         None => build_guest(&workspace),
     };

@@ -17,6 +17,8 @@ pub mod render;
 
 #[cfg(target_arch = "wasm32")]
 mod component;
+#[cfg(target_arch = "wasm32")]
+mod cli_run;
 
 /// A metrics or timestamp file larger than this is corrupt (spec 2).
 pub const FILE_SIZE_BYTES_LIMIT: usize = 1024;

@@ -181,6 +181,9 @@ def check_run(case: Dict[str, Any], base: Path, before: Dict[str, Any], run: Run
     for name in seen:
         if name not in case["expect"]:
             problems.append(f"{name}: reported but not in the case")
+    for rel in case.get("gone_after", []):
+        if os.path.lexists(root / rel):
+            problems.append(f"{rel}: still there after the run")
     want_log = expected_log(case, run.reports)
     if run.log != want_log:
         problems.append("log differs:\n--- expected\n" + want_log.decode("ascii", "replace")

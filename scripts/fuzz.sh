@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every cargo-fuzz target for a bounded time (default 600 s each) on the
+# committed seed corpus. Needs a nightly toolchain and cargo-fuzz:
+#   rustup toolchain install nightly && cargo install cargo-fuzz --locked
+# Usage: scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-600}
+shift || true
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || targets=(metrics_files strict_json render_event)
+for target in "${targets[@]}"; do
+    # Work on a copy so the committed seed corpus stays small and reviewed.
+    work=$(mktemp -d)
+    cp fuzz/corpus/"$target"/* "$work"/
+    echo "==> fuzzing $target for ${seconds}s"
+    cargo +nightly fuzz run "$target" "$work" -- -max_total_time="$seconds" -max_len=2048 -print_final_stats=1 2>&1 \
+        | grep -E '^(#[0-9]+ *DONE|Done|stat::|==[0-9]+==|SUMMARY|thread|panicked|artifact_prefix|Test unit)' || true
+    rm -rf "$work"
+done

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Runs the component under every host on the shared conformance fixtures
+# (tests/conformance/cases.json):
+#
+#   0. the Rust CLI (`runner-metrics collect`), cases without job metrics
+#   1. the wasmtime CLI (`wasmtime run` of wasi:cli/run, and `--invoke`)
+#   2. the Python host (hosts/python, PyPI `wasmtime`), with pytest
+#   3. the Node host (hosts/node, jco + preview2-shim), with `node --test`
+#
+# Installs what it needs from the project's own files: the wasmtime CLI from
+# crates.io at the host crate's version (cached in ~/.cargo/bin), a venv from
+# hosts/python/requirements.txt (PyPI), hosts/node/package-lock.json (npm).
+# Needs Rust (rustup), Python >= 3.11 with venv + pip, Node >= 20 with npm.
+#
+# Environment: WASMTIME_CLI_VERSION (default: the host's wasmtime crate
+# version), PYTHON (default python3), SKIP_CLI/SKIP_PYTHON/SKIP_NODE=1.
+# Exits non-zero if anything failed; prints one "host: passed/failed" line each.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# Everything the test runners print is also kept here, to count the results.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+
+# The wasmtime CLI at the version of the wasmtime crate the Rust host uses.
+pinned=$(sed -n 's/^wasmtime = { version = "=\([0-9.]*\)".*/\1/p' Cargo.toml)
+want=${WASMTIME_CLI_VERSION:-${pinned:-48.0.8}}
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+
+component="$repo/target/hosts/runner_metrics.wasm"
+export RUNNER_METRICS_COMPONENT="$component"
+
+results=()
+status=0
+record() { # name, exit code
+    if [ "$2" -eq 0 ]; then results+=("$1: passed"); else results+=("$1: FAILED"); status=1; fi
+}
+
+step "component: cargo build -p runner-metrics && runner-metrics component --output $component"
+rustup target add wasm32-wasip2 >/dev/null
+cargo build -p runner-metrics
+mkdir -p "$(dirname "$component")"
+./target/debug/runner-metrics component --output "$component"
+
+step "Python venv (hosts/python/.venv) from hosts/python/requirements.txt"
+python=${PYTHON:-python3}
+venv="$repo/hosts/python/.venv"
+if [ ! -x "$venv/bin/python" ]; then
+    "$python" -m venv "$venv"
+fi
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r hosts/python/requirements.txt
+pytest=("$venv/bin/python" -m pytest -p no:cacheprovider -q)
+
+step "Rust CLI on the conformance fixtures (tests/conformance/test_rust_cli.py)"
+rc=0
+RUNNER_METRICS_BIN="$repo/target/debug/runner-metrics" "${pytest[@]}" tests/conformance/test_rust_cli.py 2>&1 | tee -a "$log" || rc=$?
+record "rust-cli" "$rc"
+
+if [ "${SKIP_CLI:-0}" != 1 ]; then
+    step "wasmtime CLI $want"
+    have=$(wasmtime --version 2>/dev/null | awk '{print $2}' || true)
+    if [ "$have" != "$want" ]; then
+        echo "wasmtime ${have:-not installed}; installing wasmtime-cli $want from crates.io (about 15 minutes on 2 cores)"
+        cargo install wasmtime-cli --version "$want" --locked
+    fi
+    wasmtime --version
+    step "wasmtime CLI tests (tests/conformance/test_wasmtime_cli.py)"
+    rc=0
+    "${pytest[@]}" tests/conformance/test_wasmtime_cli.py 2>&1 | tee -a "$log" || rc=$?
+    record "wasmtime-cli" "$rc"
+fi
+
+if [ "${SKIP_PYTHON:-0}" != 1 ]; then
+    step "Python host tests (hosts/python/tests)"
+    rc=0
+    (cd hosts/python && "${pytest[@]}" tests) 2>&1 | tee -a "$log" || rc=$?
+    record "python" "$rc"
+fi
+
+if [ "${SKIP_NODE:-0}" != 1 ]; then
+    step "Node host: npm ci, jco transpile, node --test (hosts/node)"
+    rc=0
+    # (errexit does not apply inside `... || rc=$?`: chain with &&)
+    (
+        cd hosts/node &&
+            npm ci --no-audit --no-fund &&
+            node scripts/transpile.mjs "$component" &&
+            node --test test/
+    ) 2>&1 | tee -a "$log" || rc=$?
+    record "node" "$rc"
+fi
+
+# pytest: "N passed[, N skipped][, N failed] in Xs"; node --test: "# pass N" / "# fail N".
+passed=$({ grep -Eo '^(=+ )?[0-9]+ passed' "$log" || true; } | { grep -Eo '[0-9]+' || true; } | awk '{s+=$1} END {print s+0}')
+failed=$({ grep -Eo '[0-9]+ failed' "$log" || true; } | { grep -Eo '[0-9]+' || true; } | awk '{s+=$1} END {print s+0}')
+passed=$((passed + $(awk '/^# pass /{s+=$3} END {print s+0}' "$log")))
+failed=$((failed + $(awk '/^# fail /{s+=$3} END {print s+0}' "$log")))
+
+echo
+for line in "${results[@]}"; do echo "$line"; done
+echo "hosts: ${passed} passed, ${failed} failed"
+exit "$status"
