@@ -329,6 +329,8 @@ mod native {
 mod wasi_fs {
     //! `wasi:filesystem` directly: std cannot open without following symlinks.
     use super::*;
+    use std::cell::{OnceCell, RefCell};
+    use std::rc::Rc;
     use wasi::filesystem::types::{
         Descriptor, DescriptorFlags, DescriptorType, DirectoryEntryStream, ErrorCode, OpenFlags,
         PathFlags,
@@ -339,19 +341,68 @@ mod wasi_fs {
 
     /// The storage root, preopened by the host as [`GUEST_ROOT`].
     pub struct WasiFs {
-        root: Descriptor,
+        root: Rc<Descriptor>,
+        /// The directory holding the last multi-component path used, opened
+        /// once (without following a symlink in its last component): the
+        /// four files of a storage are then reached with single-component
+        /// names, which the host resolves with one syscall instead of three
+        /// (open the parent, stat, close). Dropped by anything that renames,
+        /// creates or removes a directory, so it never outlives what it names.
+        parent: RefCell<Option<(String, Descriptor)>>,
+    }
+
+    thread_local! {
+        /// The preopen, found once per instance. `get_directories` makes new
+        /// handles (and a host allocation) on every call, and every export
+        /// used to call it: one storage cost five lookups.
+        static ROOT: OnceCell<Rc<Descriptor>> = const { OnceCell::new() };
     }
 
     impl WasiFs {
-        /// Finds the preopened storage root.
+        /// Finds the preopened storage root (once; later calls share it).
         pub fn open() -> FsResult<Self> {
-            wasi::filesystem::preopens::get_directories()
-                .into_iter()
-                .find(|(_, path)| path == GUEST_ROOT)
-                .map(|(root, _)| Self { root })
-                .ok_or_else(|| {
-                    FsError::new(FsErrorKind::NotFound, "find preopen", GUEST_ROOT, "the host granted no storage root")
-                })
+            ROOT.with(|cached| {
+                if let Some(root) = cached.get() {
+                    return Ok(Self { root: Rc::clone(root), parent: RefCell::new(None) });
+                }
+                let root = wasi::filesystem::preopens::get_directories()
+                    .into_iter()
+                    .find(|(_, path)| path == GUEST_ROOT)
+                    .map(|(root, _)| Rc::new(root))
+                    .ok_or_else(|| {
+                        FsError::new(FsErrorKind::NotFound, "find preopen", GUEST_ROOT, "the host granted no storage root")
+                    })?;
+                let _ = cached.set(Rc::clone(&root));
+                Ok(Self { root, parent: RefCell::new(None) })
+            })
+        }
+
+        /// Runs `f` on the directory that holds `path` and the last
+        /// component of `path`: the root, or the cached parent directory.
+        fn at<T>(&self, path: &str, f: impl FnOnce(&Descriptor, &str) -> Result<T, ErrorCode>) -> Result<T, ErrorCode> {
+            let Some((dir, leaf)) = path.rsplit_once('/') else {
+                return f(&self.root, Self::rel(path));
+            };
+            self.with_dir(dir, |descriptor| f(descriptor, leaf))
+        }
+
+        /// Runs `f` on the directory `dir` (root-relative), opening and
+        /// caching it unless it is the cached one.
+        fn with_dir<T>(&self, dir: &str, f: impl FnOnce(&Descriptor) -> Result<T, ErrorCode>) -> Result<T, ErrorCode> {
+            let mut cached = self.parent.borrow_mut();
+            if cached.as_ref().is_none_or(|(name, _)| name != dir) {
+                *cached = None;
+                let flags = DescriptorFlags::READ | DescriptorFlags::MUTATE_DIRECTORY;
+                let opened = self.root.open_at(PathFlags::empty(), dir, OpenFlags::DIRECTORY, flags)?;
+                *cached = Some((dir.to_owned(), opened));
+            }
+            let (_, descriptor) = cached.as_ref().expect("just cached");
+            f(descriptor)
+        }
+
+        /// Forgets the cached directory (it may have moved or gone).
+        fn forget_dir(&self) {
+            *self.parent.borrow_mut() = None;
         }
 
         /// The root itself is `"."` in WASI paths.
@@ -423,21 +474,23 @@ mod wasi_fs {
             let stream = if dir.is_empty() {
                 self.root.read_directory()
             } else {
-                let opened = self
-                    .root
-                    .open_at(PathFlags::empty(), dir, OpenFlags::DIRECTORY, DescriptorFlags::READ)
-                    .map_err(|e| error("open directory", dir, e))?;
-                opened.read_directory()
+                // Cached: what is listed is usually unlinked next.
+                let mut opened = false;
+                let listed = self.with_dir(dir, |d| {
+                    opened = true;
+                    d.read_directory()
+                });
+                if !opened {
+                    return Err(error("open directory", dir, listed.err().unwrap_or(ErrorCode::Io)));
+                }
+                listed
             }
             .map_err(|e| error("list", dir, e))?;
             Ok(Listing { stream, dir: dir.to_owned(), done: false })
         }
 
         fn lstat(&self, path: &str) -> FsResult<Meta> {
-            let stat = self
-                .root
-                .stat_at(PathFlags::empty(), Self::rel(path))
-                .map_err(|e| error("stat", path, e))?;
+            let stat = self.at(path, |d, leaf| d.stat_at(PathFlags::empty(), leaf)).map_err(|e| error("stat", path, e))?;
             Ok(Meta {
                 kind: kind_of(stat.type_),
                 size: stat.size,
@@ -450,8 +503,7 @@ mod wasi_fs {
         fn read_bounded(&self, path: &str, limit: usize) -> FsResult<BoundedRead> {
             // No SYMLINK_FOLLOW: a symlink anywhere in the path is refused.
             let file = self
-                .root
-                .open_at(PathFlags::empty(), path, OpenFlags::empty(), DescriptorFlags::READ)
+                .at(path, |d, leaf| d.open_at(PathFlags::empty(), leaf, OpenFlags::empty(), DescriptorFlags::READ))
                 .map_err(|e| error("open", path, e))?;
             let stat = file.stat().map_err(|e| error("stat", path, e))?;
             let kind = kind_of(stat.type_);
@@ -465,10 +517,22 @@ mod wasi_fs {
                 if have >= wanted {
                     break;
                 }
-                let (chunk, end) = file.read(wanted - have, have).map_err(|e| error("read", path, e))?;
-                let chunk_len = chunk.len();
-                content.extend_from_slice(chunk.get(..(wanted - have) as usize).unwrap_or(&chunk));
-                if end || chunk_len == 0 {
+                let asked = wanted - have;
+                let (chunk, end) = file.read(asked, have).map_err(|e| error("read", path, e))?;
+                let chunk_len = chunk.len() as u64;
+                if content.is_empty() && chunk_len <= asked {
+                    // The common case: the whole file in one read, no copy.
+                    content = chunk;
+                } else {
+                    content.extend_from_slice(chunk.get(..asked as usize).unwrap_or(&chunk));
+                }
+                // A short read that reaches the size `stat` gave is the end:
+                // wasmtime reports `end` only on the following, empty read,
+                // which would cost a second host call for every file. (A
+                // short read before that size, which a host may return for
+                // any reason, just reads on.)
+                let reached_size = have + chunk_len >= stat.size;
+                if end || chunk_len == 0 || (chunk_len < asked && reached_size) {
                     break;
                 }
             }
@@ -476,10 +540,12 @@ mod wasi_fs {
         }
 
         fn rename(&self, from: &str, to: &str) -> FsResult<()> {
+            self.forget_dir();
             self.root.rename_at(from, &self.root, to).map_err(|e| error("rename", from, e))
         }
 
         fn create_dir(&self, path: &str) -> FsResult<()> {
+            self.forget_dir();
             self.root.create_directory_at(path).map_err(|e| error("create directory", path, e))
         }
 
@@ -505,11 +571,13 @@ mod wasi_fs {
         }
 
         fn remove_file(&self, path: &str) -> FsResult<()> {
-            self.root.unlink_file_at(path).map_err(|e| error("remove", path, e))
+            self.at(path, |d, leaf| d.unlink_file_at(leaf)).map_err(|e| error("remove", path, e))
         }
 
         fn remove_empty_dir(&self, path: &str) -> FsResult<()> {
-            self.root.remove_directory_at(path).map_err(|e| error("remove directory", path, e))
+            let removed = self.at(path, |d, leaf| d.remove_directory_at(leaf));
+            self.forget_dir();
+            removed.map_err(|e| error("remove directory", path, e))
         }
 
         fn now(&self) -> f64 {

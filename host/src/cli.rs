@@ -1,6 +1,6 @@
 //! Command-line arguments and what each subcommand does.
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -53,9 +53,16 @@ enum Command {
     /// (corrupt ones quarantined, empty and extracted ones deleted). With
     /// --keep nothing on disk changes.
     Extract(ExtractArgs),
-    /// Inspect quarantined storages.
+    /// Inspect, restore and purge quarantined storages.
     #[command(subcommand)]
     Quarantine(QuarantineCommand),
+    /// Create, list and delete runner storages (what a runner manager does
+    /// around each runner's life).
+    #[command(subcommand)]
+    Storage(crate::cli_lifecycle::StorageCommand),
+    /// The runner-side writer scripts (pre-job, post-job, installed).
+    #[command(subcommand)]
+    Hooks(crate::cli_lifecycle::HooksCommand),
     /// Run `collect` on a built-in sample storage root in a temporary
     /// directory and print the events and the summary.
     ///
@@ -83,6 +90,8 @@ enum QuarantineCommand {
         #[arg(long)]
         json: bool,
     },
+    #[command(flatten)]
+    More(crate::cli_lifecycle::QuarantineMore),
 }
 
 /// Which storages to look at.
@@ -192,6 +201,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Collect(args) => run_collect(&cli.sandbox, args),
         Command::Extract(args) => run_extract(&cli.sandbox, args),
         Command::Quarantine(QuarantineCommand::List { storage, json }) => run_quarantine_list(&cli.sandbox, &storage, json),
+        Command::Quarantine(QuarantineCommand::More(command)) => crate::cli_lifecycle::run_quarantine(command),
+        Command::Storage(command) => crate::cli_lifecycle::run_storage(command),
+        Command::Hooks(command) => crate::cli_lifecycle::run_hooks(command),
         Command::Demo(args) => crate::demo::run(&cli.sandbox.plugin()?, args.keep_files),
         Command::Component { output } => {
             std::fs::write(&output, runner_metrics::plugin::EMBEDDED_COMPONENT)
@@ -280,10 +292,16 @@ impl Progress {
         self.seen += 1;
         let notable = matches!(report.kind, OutcomeKind::Quarantined | OutcomeKind::Failed);
         if self.verbose || notable {
-            if self.live {
-                eprint!("\r\x1b[K");
-            }
-            eprintln!("{}: {}: {}", report.kind.as_str(), report.name.escape_debug(), report.detail.escape_debug());
+            // Formatted first and written at once: stderr is unbuffered, and
+            // `escape_debug` through `eprintln!` wrote one byte per syscall.
+            let clear = if self.live { "\r\x1b[K" } else { "" };
+            let line = format!(
+                "{clear}{}: {}: {}\n",
+                report.kind.as_str(),
+                report.name.escape_debug(),
+                report.detail.escape_debug()
+            );
+            let _ = std::io::stderr().lock().write_all(line.as_bytes());
         }
         if self.live && self.seen.is_multiple_of(100) {
             eprint!("\r{} storages...", self.seen);

@@ -1,6 +1,10 @@
 //! The collect pipeline: scan the root in one sandbox, decide each storage
 //! in a worker sandbox (replaced after any trap), write the lines durably in
 //! batches, and only then delete the storages they came from.
+//!
+//! The loop is generic over [`GuestFactory`] so that the benchmark can drive
+//! the natively compiled guest through exactly this code; the product always
+//! uses [`Plugin`] (sandboxes).
 
 use std::path::{Path, PathBuf};
 
@@ -8,9 +12,9 @@ use anyhow::{Context, Result};
 
 use crate::bindings::{GithubJobMetrics, Outcome, QuarantineReason, RunnerMetrics, Selection, SkipReason};
 use crate::check;
+use crate::guest_api::{GuestApi, GuestFactory};
 use crate::log::EventSink;
 use crate::plugin::Plugin;
-use crate::sandbox::Sandbox;
 use crate::summary::{OutcomeKind, StorageReport, Summary};
 
 /// What to write for each extracted storage.
@@ -80,10 +84,33 @@ pub fn collect(
     sink: &mut dyn EventSink,
     on_report: &mut dyn FnMut(&StorageReport),
 ) -> Result<Summary> {
+    collect_with(plugin, root, options, jobs, sink, on_report)
+}
+
+/// [`collect`] with any kind of guest (the benchmark passes the native one).
+pub fn collect_with<G: GuestFactory>(
+    guests: &G,
+    root: &Path,
+    options: &CollectOptions,
+    jobs: &mut dyn JobMetricsSource,
+    sink: &mut dyn EventSink,
+    on_report: &mut dyn FnMut(&StorageReport),
+) -> Result<Summary> {
     let root = root.canonicalize().with_context(|| format!("storage root {}", root.display()))?;
-    let mut scanner = plugin.sandbox(&root)?;
+    let mut scanner = guests.guest(&root)?;
     let scan = scanner.start_scan(&options.selection).map_err(anyhow::Error::new)?;
-    let mut run = Run { plugin, root, options, jobs, sink, on_report, worker: None, pending: Vec::new(), summary: Summary::default() };
+    let mut run = Run {
+        guests,
+        root,
+        options,
+        jobs,
+        sink,
+        on_report,
+        worker: None,
+        pending: Vec::new(),
+        lines: Vec::new(),
+        summary: Summary::default(),
+    };
     if !options.keep {
         run.purge_deleting()?;
     }
@@ -115,33 +142,36 @@ pub fn collect(
 /// A storage whose lines wait to be written before it is deleted.
 struct Pending {
     name: String,
-    lines: Vec<String>,
+    /// How many of the run's queued lines are this storage's.
+    events: usize,
 }
 
 /// The state of one collect run.
-struct Run<'a> {
-    plugin: &'a Plugin,
+struct Run<'a, G: GuestFactory> {
+    guests: &'a G,
     root: PathBuf,
     options: &'a CollectOptions,
     jobs: &'a mut dyn JobMetricsSource,
     sink: &'a mut dyn EventSink,
     on_report: &'a mut dyn FnMut(&StorageReport),
     /// Reused across storages until it traps.
-    worker: Option<Sandbox>,
+    worker: Option<G::Guest>,
     pending: Vec<Pending>,
+    /// The lines of `pending`, in order: written in one append, never copied.
+    lines: Vec<String>,
     summary: Summary,
 }
 
-impl Run<'_> {
+impl<G: GuestFactory> Run<'_, G> {
     fn report(&mut self, name: String, kind: OutcomeKind, detail: String, events: usize) {
         let report = StorageReport { name, kind, detail, events };
         self.summary.add(&report);
         (self.on_report)(&report);
     }
 
-    fn worker(&mut self) -> Result<&mut Sandbox> {
+    fn worker(&mut self) -> Result<&mut G::Guest> {
         if self.worker.is_none() {
-            self.worker = Some(self.plugin.sandbox(&self.root)?);
+            self.worker = Some(self.guests.guest(&self.root)?);
         }
         Ok(self.worker.as_mut().expect("just created"))
     }
@@ -227,7 +257,8 @@ impl Run<'_> {
         };
         match lines {
             Ok(lines) => {
-                self.pending.push(Pending { name: name.to_owned(), lines });
+                self.pending.push(Pending { name: name.to_owned(), events: lines.len() });
+                self.lines.extend(lines);
                 if self.pending.len() >= self.options.batch_size.max(1) {
                     self.flush()?;
                 }
@@ -266,15 +297,16 @@ impl Run<'_> {
             return Ok(());
         }
         let pending = std::mem::take(&mut self.pending);
-        let lines: Vec<String> = pending.iter().flat_map(|p| p.lines.iter().cloned()).collect();
-        if let Err(e) = self.sink.append(&lines) {
+        let written = self.sink.append(&self.lines);
+        self.lines.clear();
+        if let Err(e) = written {
             for p in pending {
                 self.report(p.name, OutcomeKind::Failed, format!("kept: events not written: {e}"), 0);
             }
             return Err(anyhow::anyhow!("writing events to {}: {e}", self.sink.describe()));
         }
         for p in pending {
-            let events = p.lines.len();
+            let events = p.events;
             if self.options.keep {
                 self.report(p.name, OutcomeKind::Extracted, "kept (dry run)".to_owned(), events);
                 continue;

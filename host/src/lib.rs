@@ -22,21 +22,27 @@
 //! Layout: [`plugin`] loads the component once; [`sandbox`] is one guest
 //! instance with its limits; [`collect`](mod@collect) is the pipeline;
 //! [`check`] re-validates what the guest returns; [`log`] writes lines
-//! durably.
+//! durably; [`guest_api`] is what the pipeline asks of a guest.
 
 pub mod bindings;
 pub mod check;
 pub mod collect;
+pub mod guest_api;
+pub mod hooks;
 pub mod limits;
 pub mod log;
 pub mod metrics_json;
+#[cfg(feature = "native-guest")]
+pub mod native;
 pub mod plugin;
 pub mod quarantine;
 pub mod sandbox;
+pub mod storage;
 pub mod summary;
 
 pub use bindings::{GithubJobMetrics, JobConclusion, RunnerMetrics, Selection};
-pub use collect::{collect, empty_selection, CollectOptions, Emit, JobMetricsSource, NoJobMetrics};
+pub use collect::{collect, collect_with, empty_selection, CollectOptions, Emit, JobMetricsSource, NoJobMetrics};
+pub use guest_api::{CallResult, GuestApi, GuestFactory, GuestFailure};
 pub use limits::Limits;
 pub use log::{EventSink, MemorySink, MetricsLog, StdoutSink};
 pub use plugin::{Plugin, PluginOptions};

@@ -139,10 +139,18 @@ impl EpochTicker {
         let engine = engine.clone();
         let stop_flag = Arc::clone(&stop);
         let thread = std::thread::Builder::new().name("runner-metrics-epoch".into()).spawn(move || {
-            while !stop_flag.load(Ordering::Relaxed) {
-                std::thread::sleep(EPOCH_TICK);
+            // Parked rather than asleep, so that `drop` wakes it at once: a
+            // sleeping ticker made every run wait up to one tick to exit.
+            let mut next = Instant::now() + EPOCH_TICK;
+            while !stop_flag.load(Ordering::Acquire) {
+                let now = Instant::now();
+                if now < next {
+                    std::thread::park_timeout(next - now);
+                    continue;
+                }
+                next = now + EPOCH_TICK;
                 engine.increment_epoch();
-                watch.break_overdue(Instant::now());
+                watch.break_overdue(now);
             }
         })?;
         Ok(Self { stop, thread: Some(thread) })
@@ -151,8 +159,9 @@ impl EpochTicker {
 
 impl Drop for EpochTicker {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.store(true, Ordering::Release);
         if let Some(thread) = self.thread.take() {
+            thread.thread().unpark();
             let _ = thread.join();
         }
     }

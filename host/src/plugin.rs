@@ -11,6 +11,7 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine};
 
 use crate::bindings::{ExtractorPre, IntoAnyhow};
+use crate::guest_api::GuestFactory;
 use crate::limits::{EpochTicker, Limits, StallWatch};
 use crate::sandbox::{HostState, Sandbox};
 
@@ -91,6 +92,15 @@ impl Plugin {
 
     pub fn compiled_from(&self) -> CompiledFrom {
         self.compiled_from
+    }
+}
+
+/// Each guest the pipeline asks for is a fresh sandbox from the pre-instance.
+impl GuestFactory for Plugin {
+    type Guest = Sandbox;
+
+    fn guest(&self, storage_root: &Path) -> Result<Sandbox> {
+        self.sandbox(storage_root)
     }
 }
 

@@ -3,7 +3,6 @@
 //! value instead of a crash. After a trap the instance is poisoned; callers
 //! drop it and start a fresh one.
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -18,6 +17,7 @@ use crate::bindings::{
     Event, GithubJobMetrics, Outcome, QuarantineInfo, QuarantineReason, QuarantinedStorage, RootEntry,
     RunnerMetrics, ExtractorPre, IntoAnyhow, Selection,
 };
+use crate::guest_api::GuestApi;
 use crate::limits::{Limits, StallWatch};
 
 /// Where the storage root appears inside the sandbox.
@@ -36,22 +36,7 @@ impl WasiView for HostState {
     }
 }
 
-/// A guest call that did not return: a trap (panic, deadline, memory) or a
-/// host-side failure. `detail` includes what the guest printed on stderr.
-#[derive(Debug, Clone)]
-pub struct GuestFailure {
-    pub detail: String,
-}
-
-impl fmt::Display for GuestFailure {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.detail)
-    }
-}
-
-impl std::error::Error for GuestFailure {}
-
-pub type CallResult<T> = std::result::Result<T, GuestFailure>;
+pub use crate::guest_api::{CallResult, GuestFailure};
 
 /// One instance of the component in its own store.
 pub struct Sandbox {
@@ -192,5 +177,41 @@ impl Sandbox {
 
     pub fn render_event(&mut self, event: &Event) -> CallResult<String> {
         self.call("rendering", None, |b, s| b.github_runner_metrics_events().call_render_event(s, event))
+    }
+}
+
+/// The product path: every call crosses into the component, under the
+/// instance's memory cap and per-call deadline.
+impl GuestApi for Sandbox {
+    type Scan = ResourceAny;
+
+    fn start_scan(&mut self, selection: &Selection) -> CallResult<ResourceAny> {
+        Sandbox::start_scan(self, selection)
+    }
+    fn next_batch(&mut self, scan: ResourceAny, max: u32) -> CallResult<std::result::Result<Vec<RootEntry>, String>> {
+        Sandbox::next_batch(self, scan, max)
+    }
+    fn extract_storage(&mut self, name: &str, keep: bool) -> CallResult<Outcome> {
+        Sandbox::extract_storage(self, name, keep)
+    }
+    fn delete_storage(&mut self, name: &str) -> CallResult<std::result::Result<Option<QuarantineInfo>, String>> {
+        Sandbox::delete_storage(self, name)
+    }
+    fn purge_deleting(&mut self) -> CallResult<std::result::Result<u32, String>> {
+        Sandbox::purge_deleting(self)
+    }
+    fn quarantine_storage(
+        &mut self,
+        name: &str,
+        reason: QuarantineReason,
+        detail: &str,
+    ) -> CallResult<std::result::Result<QuarantineInfo, String>> {
+        Sandbox::quarantine_storage(self, name, reason, detail)
+    }
+    fn issue_events(&mut self, metrics: &RunnerMetrics, flavor: &str, job: Option<GithubJobMetrics>) -> CallResult<Vec<Event>> {
+        Sandbox::issue_events(self, metrics, flavor, job)
+    }
+    fn render_event(&mut self, event: &Event) -> CallResult<String> {
+        Sandbox::render_event(self, event)
     }
 }

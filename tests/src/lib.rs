@@ -27,6 +27,9 @@ use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 pub use runner_metrics;
+
+/// A validator for `docs/schema/event-line.schema.json`.
+pub mod schema;
 use runner_metrics::{
     collect, CollectOptions, EventSink, JobMetricsSource, Limits, MemorySink, OutcomeKind, Plugin, PluginOptions,
     StorageReport, Summary,

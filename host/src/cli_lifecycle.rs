@@ -1,0 +1,216 @@
+//! The storage-lifecycle subcommands: `storage create|list|delete`,
+//! `quarantine show|restore|purge` and `hooks print` (see
+//! `runner_metrics::storage` and `runner_metrics::hooks`).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Subcommand, ValueEnum};
+
+use runner_metrics::storage::{self, Deletion};
+
+use crate::cli::{format_time, EXIT_FAILED_STORAGES};
+
+#[derive(Debug, Subcommand)]
+pub enum StorageCommand {
+    /// Create the storage of a new runner: `<DIR>/<NAME>/` holding
+    /// `runner-installation-start.timestamp` (the current UNIX time).
+    ///
+    /// Fails, changing nothing, if anything named NAME exists in DIR. Prints
+    /// the new directory's path.
+    Create {
+        /// The storage root (the directory holding one directory per runner).
+        #[arg(long, value_name = "DIR")]
+        storage: PathBuf,
+        /// The runner's name: 1-255 bytes of [A-Za-z0-9._-], not starting
+        /// with '.'.
+        name: String,
+    },
+    /// List the runner storages: entries of DIR with a valid runner name
+    /// that are plain directories (symlinks, files, `.quarantine` and other
+    /// names are left out), sorted.
+    List {
+        /// The storage root.
+        #[arg(long, value_name = "DIR")]
+        storage: PathBuf,
+        /// Print one JSON object per line (`name`, `path`).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a runner's storage without following any symlink in it.
+    ///
+    /// The storage is renamed into `<DIR>/.deleting/` first (the runner name
+    /// is free at once), then removed. If it cannot be removed it is
+    /// quarantined as `undeletable` and the exit status is 1.
+    Delete {
+        /// The storage root.
+        #[arg(long, value_name = "DIR")]
+        storage: PathBuf,
+        /// The runner's name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QuarantineMore {
+    /// Show one quarantined storage: its reason file and its top-level
+    /// entries (as lstat sees them; nothing is followed or read).
+    Show {
+        /// The storage root.
+        #[arg(long, value_name = "DIR")]
+        storage: PathBuf,
+        /// The entry under `<DIR>/.quarantine/`, as `quarantine list` prints it.
+        location: String,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put a quarantined storage back under its runner name (from its
+    /// reason file), for example once the cause is understood. Fails,
+    /// changing nothing, if that name is taken. The next collect processes
+    /// it again.
+    Restore {
+        /// The storage root.
+        #[arg(long, value_name = "DIR")]
+        storage: PathBuf,
+        /// The entry under `<DIR>/.quarantine/`, as `quarantine list` prints it.
+        location: String,
+    },
+    /// Delete quarantined storages (and their reason files) quarantined
+    /// longer ago than --older-than. Entries whose reason file cannot be
+    /// read are reported and kept. Exit status 1 if any could not be purged.
+    Purge {
+        /// The storage root.
+        #[arg(long, value_name = "DIR")]
+        storage: PathBuf,
+        /// Minimum age: seconds, or a number with a unit s, m, h, d or w
+        /// (e.g. 3600, 12h, 7d).
+        #[arg(long, value_name = "AGE", value_parser = storage::parse_age)]
+        older_than: Duration,
+        /// Only print what would be deleted.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HooksCommand {
+    /// Print a writer script on stdout, for a manager to template into its
+    /// runners.
+    ///
+    /// pre-job: run as ACTIONS_RUNNER_HOOK_JOB_STARTED; writes
+    /// pre-job-metrics.json from GITHUB_WORKFLOW, GITHUB_REPOSITORY,
+    /// GITHUB_EVENT_NAME and GITHUB_RUN_ID. post-job: run by the wrapper
+    /// after the job as `post-job.sh EXIT_CODE`; writes post-job-metrics.json
+    /// unless it exists. installed: writes runner-installed.timestamp. All
+    /// write into $RUNNER_METRICS_DIR (default /metrics-exchange),
+    /// atomically, with only sh and coreutils.
+    Print {
+        /// Which script.
+        #[arg(value_enum)]
+        hook: Hook,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Hook {
+    PreJob,
+    PostJob,
+    Installed,
+}
+
+pub fn run_storage(command: StorageCommand) -> Result<ExitCode> {
+    match command {
+        StorageCommand::Create { storage, name } => {
+            let created = storage::create(&storage, &name)?;
+            println!("{}", created.path.display());
+        }
+        StorageCommand::List { storage, json } => {
+            for s in storage::list(&storage)? {
+                if json {
+                    println!("{}", serde_json::to_string(&s)?);
+                } else {
+                    println!("{}", s.name);
+                }
+            }
+        }
+        StorageCommand::Delete { storage, name } => match storage::delete(&storage, &name)? {
+            Deletion::Deleted => eprintln!("deleted {}", storage.join(&name).display()),
+            Deletion::Quarantined { location, detail } => {
+                eprintln!(
+                    "{}: {}; quarantined as undeletable: {}",
+                    storage.join(&name).display(),
+                    detail.escape_debug(),
+                    storage.join(storage::QUARANTINE_DIR).join(location).display()
+                );
+                return Ok(ExitCode::from(EXIT_FAILED_STORAGES));
+            }
+        },
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_quarantine(command: QuarantineMore) -> Result<ExitCode> {
+    match command {
+        QuarantineMore::Show { storage, location, json } => show(&storage, &location, json),
+        QuarantineMore::Restore { storage, location } => {
+            let restored = storage::restore(&storage, &location)?;
+            println!("{}", restored.path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        QuarantineMore::Purge { storage, older_than, dry_run } => {
+            let report = storage::purge(&storage, older_than, dry_run)?;
+            for location in &report.purged {
+                println!("{}{location}", if dry_run { "would purge " } else { "purged " });
+            }
+            for e in &report.errors {
+                eprintln!("runner-metrics: {}", e.to_string().escape_debug());
+            }
+            eprintln!(
+                "{} {}, {} younger kept, {} error(s)",
+                report.purged.len(),
+                if dry_run { "would be purged" } else { "purged" },
+                report.kept.len(),
+                report.errors.len()
+            );
+            Ok(if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILED_STORAGES) })
+        }
+    }
+}
+
+fn show(root: &Path, location: &str, json: bool) -> Result<ExitCode> {
+    let entry = storage::show(root, location)?;
+    let contents = if entry.present { storage::quarantined_contents(root, location)? } else { Vec::new() };
+    if json {
+        let mut value = serde_json::to_value(&entry)?;
+        value["contents"] = serde_json::to_value(&contents)?;
+        println!("{value}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("location:       {}", entry.location);
+    println!("runner name:    {}", entry.runner_name);
+    println!("reason:         {}", entry.reason.escape_debug());
+    println!("file:           {}", entry.file.as_deref().unwrap_or("-").escape_debug());
+    println!("detail:         {}", entry.detail.escape_debug());
+    println!("quarantined at: {} ({})", format_time(entry.quarantined_at), entry.quarantined_at);
+    if !entry.present {
+        println!("contents:       (gone: only the reason file is left)");
+    }
+    for c in &contents {
+        println!("  {}\t{}\t{} bytes", c.name.escape_debug(), c.kind, c.size);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_hooks(command: HooksCommand) -> Result<ExitCode> {
+    let HooksCommand::Print { hook } = command;
+    let script = match hook {
+        Hook::PreJob => runner_metrics::hooks::PRE_JOB,
+        Hook::PostJob => runner_metrics::hooks::POST_JOB,
+        Hook::Installed => runner_metrics::hooks::INSTALLED,
+    };
+    print!("{script}");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,889 @@
+//! The storage lifecycle a runner manager drives (spec 2): create a runner's
+//! storage, list, get, delete it, quarantine it, and restore or purge
+//! quarantined storages.
+//!
+//! These functions run on the host, with no sandbox, because they act on
+//! names the *manager* chooses, never on names or content read from a
+//! runner. They still treat everything below the root as hostile, since a
+//! job may be writing into its storage while they run:
+//!
+//! * names are validated ([`check::is_valid_runner_name`]) before they are
+//!   joined into a path; quarantine locations must be one plain component;
+//! * a root entry is only acted on when `lstat` says it is a plain
+//!   directory (a symlink is never followed, a file never touched);
+//! * deletion first renames the storage into `<root>/.deleting/` (so the
+//!   runner name is gone at once), then removes the tree with an iterative,
+//!   descriptor-relative walk: every directory is opened with
+//!   `O_NOFOLLOW | O_DIRECTORY` relative to its parent's descriptor, every
+//!   entry is `lstat`ed (`fstatat(AT_SYMLINK_NOFOLLOW)`) and unlinked
+//!   relative to its directory's descriptor. A symlink is unlinked, never
+//!   followed, even if a job swaps a directory for a symlink mid-walk (a
+//!   path-based walk would then delete through the symlink);
+//! * moves never replace an existing entry (`renameat2(RENAME_NOREPLACE)`
+//!   on Linux).
+//!
+//! Every error names the path concerned and the reason.
+
+use std::ffi::{CStr, CString, OsStr};
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use crate::bindings::QuarantineReason;
+use crate::check::{is_valid_runner_name, ENTRY_NAME_PREFIX};
+
+/// The file the manager writes when it creates a storage.
+pub const INSTALLATION_START_FILE: &str = "runner-installation-start.timestamp";
+/// The reserved root entry holding quarantined storages.
+pub const QUARANTINE_DIR: &str = ".quarantine";
+/// The reserved root entry storages pass through on their way out.
+pub const DELETING_DIR: &str = ".deleting";
+/// Suffix of the reason file beside each quarantined storage.
+pub const REASON_SUFFIX: &str = ".reason.json";
+/// A reason file larger than this is not one of ours and is not read.
+pub const REASON_FILE_LIMIT: u64 = 16 * 1024;
+/// How deep a storage tree [`delete`] removes (one open descriptor per
+/// level). Deeper trees are quarantined as `undeletable`.
+pub const MAX_DELETE_DEPTH: usize = 256;
+
+/// What went wrong, broadly, so callers can react (e.g. to "exists").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The name or location is not acceptable; nothing was touched.
+    InvalidName,
+    /// The target already exists; nothing was touched.
+    AlreadyExists,
+    /// The storage or quarantine entry does not exist.
+    NotFound,
+    /// The path exists but is not a plain directory (a symlink, a file...).
+    NotADirectory,
+    /// A reason file is missing, unreadable or not ours.
+    BadReasonFile,
+    /// Any other I/O error.
+    Io,
+}
+
+/// An error of a storage operation: the path it concerns and why.
+#[derive(Debug)]
+pub struct StorageError {
+    pub kind: ErrorKind,
+    pub path: PathBuf,
+    pub reason: String,
+}
+
+impl fmt::Display for StorageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path.display(), self.reason)
+    }
+}
+
+impl std::error::Error for StorageError {}
+
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+fn error(kind: ErrorKind, path: &Path, reason: impl Into<String>) -> StorageError {
+    StorageError { kind, path: path.to_owned(), reason: reason.into() }
+}
+
+fn io_error(path: &Path, what: &str, e: &io::Error) -> StorageError {
+    let kind = match e.kind() {
+        io::ErrorKind::NotFound => ErrorKind::NotFound,
+        io::ErrorKind::AlreadyExists => ErrorKind::AlreadyExists,
+        _ => ErrorKind::Io,
+    };
+    error(kind, path, format!("{what}: {e}"))
+}
+
+/// One runner storage under the root.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Storage {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+/// The storage root must exist and be a directory (the root itself is the
+/// manager's configuration and may be reached through a symlink).
+fn require_root(root: &Path) -> Result<()> {
+    match fs::metadata(root) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(error(ErrorKind::NotADirectory, root, "the storage root is not a directory")),
+        Err(e) => Err(io_error(root, "the storage root is not accessible", &e)),
+    }
+}
+
+fn require_name(root: &Path, name: &str) -> Result<PathBuf> {
+    let path = root.join(name);
+    if !is_valid_runner_name(name) {
+        return Err(error(
+            ErrorKind::InvalidName,
+            &path,
+            format!("{name:?} is not a valid runner name (1-255 bytes of [A-Za-z0-9._-], not starting with '.')"),
+        ));
+    }
+    Ok(path)
+}
+
+/// `lstat` says a plain directory (not a symlink to one).
+fn require_plain_dir(path: &Path, what: &str) -> Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(meta) => Err(error(
+            ErrorKind::NotADirectory,
+            path,
+            format!("{what} is {}, not a plain directory; left alone", describe(&meta.file_type())),
+        )),
+        Err(e) => Err(io_error(path, &format!("{what} cannot be read"), &e)),
+    }
+}
+
+fn describe(ft: &fs::FileType) -> &'static str {
+    if ft.is_symlink() {
+        "a symlink"
+    } else if ft.is_dir() {
+        "a directory"
+    } else if ft.is_file() {
+        "a regular file"
+    } else if ft.is_fifo() {
+        "a FIFO"
+    } else if ft.is_socket() {
+        "a socket"
+    } else if ft.is_block_device() || ft.is_char_device() {
+        "a device"
+    } else {
+        "an unknown kind of entry"
+    }
+}
+
+/// Now as UNIX seconds (clamped at 0), and as `<secs>.<micros>` text.
+fn now() -> (f64, String) {
+    let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
+    (since.as_secs_f64(), format!("{}.{:06}", since.as_secs(), since.subsec_micros()))
+}
+
+/// Creates `<root>/<name>/` and writes `runner-installation-start.timestamp`
+/// (the current UNIX time, e.g. `1700000000.123456`). Fails, touching
+/// nothing, if anything exists under that name (a dangling symlink too).
+pub fn create(root: &Path, name: &str) -> Result<Storage> {
+    let path = require_name(root, name)?;
+    require_root(root)?;
+    // mkdir(2) never follows a symlink in the last component: EEXIST.
+    fs::create_dir(&path).map_err(|e| match e.kind() {
+        io::ErrorKind::AlreadyExists => error(ErrorKind::AlreadyExists, &path, "a storage (or another entry) with this name already exists"),
+        _ => io_error(&path, "cannot create the storage directory", &e),
+    })?;
+    let (_, stamp) = now();
+    if let Err(e) = write_atomically(&path, INSTALLATION_START_FILE, format!("{stamp}\n").as_bytes()) {
+        // All or nothing: the directory is ours and holds at most our
+        // temporary file, which write_atomically removed.
+        let _ = fs::remove_dir(&path);
+        return Err(e);
+    }
+    Ok(Storage { name: name.to_owned(), path })
+}
+
+/// Writes `dir/file` through a temporary file in `dir` (created new, never
+/// through a symlink), synced, then renamed over the target.
+fn write_atomically(dir: &Path, file: &str, content: &[u8]) -> Result<()> {
+    let target = dir.join(file);
+    let temp = dir.join(format!(".{file}.tmp.{}", std::process::id()));
+    let written = (|| -> io::Result<()> {
+        let mut out = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&temp)?;
+        out.write_all(content)?;
+        out.sync_all()?;
+        fs::rename(&temp, &target)?;
+        File::open(dir)?.sync_all()
+    })();
+    written.map_err(|e| {
+        let _ = fs::remove_file(&temp);
+        io_error(&target, "cannot write", &e)
+    })
+}
+
+/// The runner storages under `root`: entries with a valid runner name that
+/// are plain directories, sorted by name. Anything else (files, symlinks,
+/// invalid names, `.quarantine`, `.deleting`) is left out.
+pub fn list(root: &Path) -> Result<Vec<Storage>> {
+    require_root(root)?;
+    let mut found = Vec::new();
+    for entry in fs::read_dir(root).map_err(|e| io_error(root, "cannot list the storage root", &e))? {
+        let entry = entry.map_err(|e| io_error(root, "cannot list the storage root", &e))?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else { continue };
+        if !is_valid_runner_name(&name) {
+            continue;
+        }
+        let path = entry.path();
+        if fs::symlink_metadata(&path).is_ok_and(|meta| meta.is_dir()) {
+            found.push(Storage { name, path });
+        }
+    }
+    found.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(found)
+}
+
+/// The storage `name`, if it exists as a plain directory.
+pub fn get(root: &Path, name: &str) -> Result<Storage> {
+    let path = require_name(root, name)?;
+    require_plain_dir(&path, "the storage")?;
+    Ok(Storage { name: name.to_owned(), path })
+}
+
+/// What [`delete`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deletion {
+    /// The storage is gone.
+    Deleted,
+    /// The storage was moved out of the runner namespace but could not be
+    /// removed; it was quarantined as `undeletable` under this location.
+    Quarantined { location: String, detail: String },
+}
+
+/// Deletes the storage `name` without following any symlink: renamed into
+/// `<root>/.deleting/` first (atomic: the runner name is free at once), then
+/// removed. If the tree cannot be removed, it is quarantined as
+/// `undeletable` (as the guest does), so nothing is ever left half-deleted
+/// under a runner name. `Err` means the storage is still in place.
+pub fn delete(root: &Path, name: &str) -> Result<Deletion> {
+    let path = require_name(root, name)?;
+    require_plain_dir(&path, "the storage")?;
+    let deleting = ensure_reserved_dir(root, DELETING_DIR)?;
+    let (_, stamp) = now();
+    let base = entry_base(name, &stamp);
+    let doomed = move_to_free_name(&path, &deleting, &base)?;
+    let doomed_path = deleting.join(&doomed);
+    match remove_entry_at(&deleting, &doomed) {
+        Ok(()) => Ok(Deletion::Deleted),
+        Err(e) => {
+            let detail = format!("could not be deleted: {e}");
+            match quarantine_path(root, &doomed_path, name, QuarantineReason::Undeletable, None, &detail) {
+                Ok(location) => Ok(Deletion::Quarantined { location, detail }),
+                Err(q) => Err(error(
+                    ErrorKind::Io,
+                    &doomed_path,
+                    format!("moved here but could not be deleted ({e}) nor quarantined ({q}); the next collect retries"),
+                )),
+            }
+        }
+    }
+}
+
+/// `<first 200 bytes of name>.<secs>.<micros>`: the base of quarantine
+/// and deletion entry names (runner names are ASCII).
+fn entry_base(name: &str, stamp: &str) -> String {
+    format!("{}.{stamp}", &name[..name.len().min(ENTRY_NAME_PREFIX)])
+}
+
+/// Renames `source` into `dir` as `base`, or `base.1`, `base.2`...: the
+/// first name not taken. Returns the name used.
+fn move_to_free_name(source: &Path, dir: &Path, base: &str) -> Result<String> {
+    for attempt in 0..100u32 {
+        let candidate = match attempt {
+            0 => base.to_owned(),
+            n => format!("{base}.{n}"),
+        };
+        match rename_noreplace(source, &dir.join(&candidate)) {
+            Ok(()) => return Ok(candidate),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(io_error(source, &format!("cannot move it to {}", dir.join(&candidate).display()), &e)),
+        }
+    }
+    Err(error(ErrorKind::Io, dir, format!("no free name for {base:?}")))
+}
+
+fn cstring(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))
+}
+
+/// `rename` that fails with `AlreadyExists` instead of replacing an entry
+/// (plain rename(2) silently replaces an empty directory).
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        let (a, b) = (cstring(from)?, cstring(to)?);
+        // SAFETY: both are valid NUL-terminated paths for the call.
+        let rc = unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_NOREPLACE) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        // Filesystems without RENAME_NOREPLACE: check, then rename.
+        if !matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) {
+            return Err(e);
+        }
+    }
+    if fs::symlink_metadata(to).is_ok() {
+        return Err(io::Error::new(io::ErrorKind::AlreadyExists, "target exists"));
+    }
+    fs::rename(from, to)
+}
+
+/// Makes sure `<root>/<dir>` exists and is a plain directory.
+fn ensure_reserved_dir(root: &Path, dir: &str) -> Result<PathBuf> {
+    let path = root.join(dir);
+    match fs::symlink_metadata(&path) {
+        Ok(meta) if meta.is_dir() => return Ok(path),
+        Ok(meta) => {
+            return Err(error(ErrorKind::NotADirectory, &path, format!("is {}, not a directory", describe(&meta.file_type()))))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_error(&path, "cannot be read", &e)),
+    }
+    match fs::create_dir(&path) {
+        Ok(()) => Ok(path),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            require_plain_dir(&path, "reserved directory")?;
+            Ok(path)
+        }
+        Err(e) => Err(io_error(&path, "cannot create", &e)),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Descriptor-relative removal
+// ---------------------------------------------------------------------------
+
+fn open_dir_at(parent: RawFd, name: &CStr) -> io::Result<OwnedFd> {
+    // SAFETY: `name` is NUL-terminated; the result is checked.
+    let fd = unsafe {
+        libc::openat(parent, name.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and is owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The names in the directory open as `dir` (without `.` and `..`).
+fn read_names(dir: RawFd) -> io::Result<Vec<CString>> {
+    // fdopendir takes ownership of its descriptor: give it a duplicate.
+    // SAFETY: fcntl on a valid descriptor.
+    let dup = unsafe { libc::fcntl(dir, libc::F_DUPFD_CLOEXEC, 0) };
+    if dup < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `dup` is a valid directory descriptor we own.
+    let stream = unsafe { libc::fdopendir(dup) };
+    if stream.is_null() {
+        let e = io::Error::last_os_error();
+        // SAFETY: still ours when fdopendir fails.
+        unsafe { libc::close(dup) };
+        return Err(e);
+    }
+    // The duplicate shares the offset: start from the beginning.
+    // SAFETY: `stream` is a valid DIR*.
+    unsafe { libc::rewinddir(stream) };
+    let mut names = Vec::new();
+    let result = loop {
+        // SAFETY: errno is thread-local; `stream` is valid.
+        unsafe { *libc::__errno_location() = 0 };
+        let entry = unsafe { libc::readdir(stream) };
+        if entry.is_null() {
+            let errno = io::Error::last_os_error();
+            break if errno.raw_os_error() == Some(0) { Ok(()) } else { Err(errno) };
+        }
+        // SAFETY: d_name is NUL-terminated within the entry.
+        let name = unsafe { CStr::from_ptr((*entry).d_name.as_ptr()) };
+        if name.to_bytes() != b"." && name.to_bytes() != b".." {
+            names.push(name.to_owned());
+        }
+    };
+    // SAFETY: closes the stream and `dup`.
+    unsafe { libc::closedir(stream) };
+    result.map(|()| names)
+}
+
+fn is_dir_at(dir: RawFd, name: &CStr) -> io::Result<bool> {
+    // SAFETY: `st` is written by fstatat before it is read.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+}
+
+fn unlink_at(dir: RawFd, name: &CStr, flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: `name` is NUL-terminated.
+    if unsafe { libc::unlinkat(dir, name.as_ptr(), flags) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// One directory being emptied.
+struct Frame {
+    fd: OwnedFd,
+    /// Its name in the parent (the previous frame, or the top directory).
+    name: CString,
+    pending: Vec<CString>,
+    /// How often it was listed (new entries may keep appearing).
+    listings: u32,
+}
+
+/// Removes the entry `name` of the directory `parent` (a file, symlink or
+/// whole tree), never following a symlink: see the module documentation.
+pub fn remove_entry_at(parent: &Path, name: &str) -> Result<()> {
+    let top = File::open(parent).map_err(|e| io_error(parent, "cannot open", &e))?;
+    let cname = CString::new(name).map_err(|_| error(ErrorKind::InvalidName, parent, "name holds a NUL byte"))?;
+    remove_tree_at(top.as_raw_fd(), &cname).map_err(|(rel, e)| {
+        let mut path = parent.join(name);
+        if !rel.as_os_str().is_empty() {
+            path.push(rel);
+        }
+        io_error(&path, "cannot remove", &e)
+    })
+}
+
+/// The removal itself; errors carry the path (relative to the entry) where
+/// they happened.
+fn remove_tree_at(top: RawFd, name: &CStr) -> std::result::Result<(), (PathBuf, io::Error)> {
+    let here = |stack: &[Frame], child: Option<&CStr>| {
+        let mut path = PathBuf::new();
+        for frame in stack.iter().skip(1) {
+            path.push(OsStr::from_bytes(frame.name.to_bytes()));
+        }
+        if let Some(child) = child {
+            path.push(OsStr::from_bytes(child.to_bytes()));
+        }
+        path
+    };
+    match is_dir_at(top, name) {
+        Ok(false) => return unlink_at(top, name, 0).map_err(|e| (PathBuf::new(), e)),
+        Ok(true) => {}
+        Err(e) => return Err((PathBuf::new(), e)),
+    }
+    let fd = open_dir_at(top, name).map_err(|e| (PathBuf::new(), e))?;
+    let pending = read_names(fd.as_raw_fd()).map_err(|e| (PathBuf::new(), e))?;
+    let mut stack = vec![Frame { fd, name: name.to_owned(), pending, listings: 1 }];
+    // Entries a job swaps between a file and a directory under our feet are
+    // looked at again, a bounded number of times.
+    const MAX_SWAPS: u32 = 1000;
+    let mut swaps = 0u32;
+    loop {
+        let Some(frame) = stack.last_mut() else { break };
+        let dir = frame.fd.as_raw_fd();
+        if let Some(child) = frame.pending.pop() {
+            let retry = |stack: &mut Vec<Frame>, swaps: &mut u32, child: CString| {
+                *swaps += 1;
+                stack.last_mut().expect("a frame").pending.push(child)
+            };
+            if swaps > MAX_SWAPS {
+                let e = io::Error::other("entries keep changing type while being removed");
+                return Err((here(&stack, Some(&child)), e));
+            }
+            let is_dir = match is_dir_at(dir, &child) {
+                Ok(is_dir) => is_dir,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err((here(&stack, Some(&child)), e)),
+            };
+            if !is_dir {
+                match unlink_at(dir, &child, 0) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    // Swapped for a directory since the lstat: look again.
+                    Err(e) if matches!(e.raw_os_error(), Some(libc::EISDIR) | Some(libc::EPERM)) && is_dir_at(dir, &child).unwrap_or(false) => {
+                        retry(&mut stack, &mut swaps, child)
+                    }
+                    Err(e) => return Err((here(&stack, Some(&child)), e)),
+                }
+                continue;
+            }
+            if stack.len() >= MAX_DELETE_DEPTH {
+                let e = io::Error::other(format!("nested deeper than {MAX_DELETE_DEPTH} directories"));
+                return Err((here(&stack, Some(&child)), e));
+            }
+            let child_fd = match open_dir_at(dir, &child) {
+                Ok(fd) => fd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                // Swapped for a symlink or a file since the lstat: look again.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR)) => {
+                    retry(&mut stack, &mut swaps, child);
+                    continue;
+                }
+                Err(e) => return Err((here(&stack, Some(&child)), e)),
+            };
+            let pending = read_names(child_fd.as_raw_fd()).map_err(|e| (here(&stack, Some(&child)), e))?;
+            stack.push(Frame { fd: child_fd, name: child, pending, listings: 1 });
+            continue;
+        }
+        // Emptied: remove it from its parent, or list it again if entries
+        // appeared meanwhile (bounded: a job cannot keep us here forever).
+        let finished = stack.pop().expect("a frame");
+        let parent = stack.last().map_or(top, |f| f.fd.as_raw_fd());
+        match unlink_at(parent, &finished.name, libc::AT_REMOVEDIR) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY) | Some(libc::EEXIST)) && finished.listings < 16 => {
+                let pending = read_names(finished.fd.as_raw_fd()).map_err(|e| (here(&stack, Some(&finished.name)), e))?;
+                stack.push(Frame { listings: finished.listings + 1, pending, ..finished });
+            }
+            Err(e) => return Err((here(&stack, Some(&finished.name)), e)),
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Quarantine
+// ---------------------------------------------------------------------------
+
+/// The `quarantine-reason` spelling (as in reason files and the WIT).
+pub fn reason_str(reason: QuarantineReason) -> &'static str {
+    match reason {
+        QuarantineReason::Oversized => "oversized",
+        QuarantineReason::NotRegularFile => "not-regular-file",
+        QuarantineReason::InvalidUtf8 => "invalid-utf8",
+        QuarantineReason::InvalidJson => "invalid-json",
+        QuarantineReason::InvalidValue => "invalid-value",
+        QuarantineReason::InvalidTimestamp => "invalid-timestamp",
+        QuarantineReason::SandboxTrap => "sandbox-trap",
+        QuarantineReason::Undeletable => "undeletable",
+    }
+}
+
+/// Moves the storage `name` whole into `<root>/.quarantine/<location>`, with
+/// `<location>.reason.json` beside it (written first, so a quarantined
+/// storage always has its reason). Returns the location.
+pub fn move_to_quarantine(root: &Path, name: &str, reason: QuarantineReason, detail: &str) -> Result<String> {
+    let path = require_name(root, name)?;
+    require_plain_dir(&path, "the storage")?;
+    quarantine_path(root, &path, name, reason, None, detail)
+}
+
+fn quarantine_path(
+    root: &Path,
+    source: &Path,
+    runner: &str,
+    reason: QuarantineReason,
+    file: Option<&str>,
+    detail: &str,
+) -> Result<String> {
+    let dir = ensure_reserved_dir(root, QUARANTINE_DIR)?;
+    let (now, stamp) = now();
+    let record = serde_json::json!({
+        "runner_name": runner,
+        "reason": reason_str(reason),
+        "file": file,
+        "detail": detail,
+        "quarantined_at": now,
+    })
+    .to_string();
+    let base = entry_base(runner, &stamp);
+    for attempt in 0..100u32 {
+        let location = match attempt {
+            0 => base.clone(),
+            n => format!("{base}.{n}"),
+        };
+        let target = dir.join(&location);
+        let reason_path = dir.join(format!("{location}{REASON_SUFFIX}"));
+        if fs::symlink_metadata(&target).is_ok() {
+            continue;
+        }
+        let created = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&reason_path);
+        let mut out = match created {
+            Ok(out) => out,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(io_error(&reason_path, "cannot write the reason file", &e)),
+        };
+        if let Err(e) = out.write_all(record.as_bytes()).and_then(|()| out.sync_all()) {
+            let _ = fs::remove_file(&reason_path);
+            return Err(io_error(&reason_path, "cannot write the reason file", &e));
+        }
+        return match rename_noreplace(source, &target) {
+            Ok(()) => Ok(location),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let _ = fs::remove_file(&reason_path);
+                continue;
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&reason_path);
+                Err(io_error(source, &format!("cannot move it to {}", target.display()), &e))
+            }
+        };
+    }
+    Err(error(ErrorKind::Io, &dir, format!("no free quarantine name for {runner:?}")))
+}
+
+/// One quarantined storage, from its reason file.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QuarantineEntry {
+    /// The entry name under `<root>/.quarantine/`.
+    pub location: String,
+    pub runner_name: String,
+    pub reason: String,
+    pub file: Option<String>,
+    pub detail: String,
+    /// UNIX seconds.
+    pub quarantined_at: f64,
+    /// Whether the quarantined storage directory itself is present (a
+    /// reason file can outlive it after a crash mid-restore).
+    pub present: bool,
+}
+
+/// A quarantine location: one plain entry name, not a reason file.
+fn require_location(root: &Path, location: &str) -> Result<PathBuf> {
+    let path = root.join(QUARANTINE_DIR).join(location);
+    let ok = !location.is_empty()
+        && location.len() <= 255
+        && !location.starts_with('.')
+        && !location.ends_with(REASON_SUFFIX)
+        && location.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if !ok {
+        return Err(error(ErrorKind::InvalidName, &path, format!("{location:?} is not a quarantine location (an entry name as `quarantine list` prints it)")));
+    }
+    Ok(path)
+}
+
+/// Reads `<root>/.quarantine/<location>.reason.json` (a small regular file,
+/// never through a symlink) and checks it is one of ours.
+pub fn show(root: &Path, location: &str) -> Result<QuarantineEntry> {
+    let path = require_location(root, location)?;
+    let reason_path = root.join(QUARANTINE_DIR).join(format!("{location}{REASON_SUFFIX}"));
+    let bad = |reason: String| error(ErrorKind::BadReasonFile, &reason_path, reason);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(&reason_path)
+        .map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => error(ErrorKind::NotFound, &reason_path, "no such quarantined storage (no reason file)"),
+            _ => io_error(&reason_path, "cannot open the reason file", &e),
+        })?;
+    let meta = file.metadata().map_err(|e| io_error(&reason_path, "cannot stat the reason file", &e))?;
+    if !meta.is_file() {
+        return Err(bad("the reason file is not a regular file".into()));
+    }
+    let mut bytes = Vec::new();
+    (&mut file).take(REASON_FILE_LIMIT + 1).read_to_end(&mut bytes).map_err(|e| io_error(&reason_path, "cannot read the reason file", &e))?;
+    if bytes.len() as u64 > REASON_FILE_LIMIT {
+        return Err(bad(format!("the reason file is larger than {REASON_FILE_LIMIT} bytes")));
+    }
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| bad(format!("the reason file is not JSON: {e}")))?;
+    let text = |key: &str| value.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+    let runner_name = text("runner_name").ok_or_else(|| bad("the reason file has no runner_name".into()))?;
+    if !is_valid_runner_name(&runner_name) || !location.starts_with(&runner_name[..runner_name.len().min(ENTRY_NAME_PREFIX)]) {
+        return Err(bad(format!("runner_name {runner_name:?} is not a valid runner name matching the location")));
+    }
+    let reason = text("reason").ok_or_else(|| bad("the reason file has no reason".into()))?;
+    let quarantined_at = value
+        .get("quarantined_at")
+        .and_then(|v| v.as_f64())
+        .filter(|t| t.is_finite() && *t >= 0.0)
+        .ok_or_else(|| bad("quarantined_at is not a number >= 0".into()))?;
+    let present = match fs::symlink_metadata(&path) {
+        Ok(meta) if meta.is_dir() => true,
+        Ok(meta) => return Err(error(ErrorKind::NotADirectory, &path, format!("is {}, not a quarantined storage", describe(&meta.file_type())))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+        Err(e) => return Err(io_error(&path, "cannot be read", &e)),
+    };
+    Ok(QuarantineEntry {
+        location: location.to_owned(),
+        runner_name,
+        reason,
+        file: text("file"),
+        detail: text("detail").unwrap_or_default(),
+        quarantined_at,
+        present,
+    })
+}
+
+/// One entry inside a quarantined storage, as `lstat` sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContentEntry {
+    /// The name, lossily decoded (it was chosen by the job).
+    pub name: String,
+    pub kind: &'static str,
+    pub size: u64,
+}
+
+/// The top-level entries of a quarantined storage, never following
+/// anything, sorted by name.
+pub fn quarantined_contents(root: &Path, location: &str) -> Result<Vec<ContentEntry>> {
+    let path = require_location(root, location)?;
+    require_plain_dir(&path, "the quarantined storage")?;
+    let mut found = Vec::new();
+    for entry in fs::read_dir(&path).map_err(|e| io_error(&path, "cannot list", &e))? {
+        let entry = entry.map_err(|e| io_error(&path, "cannot list", &e))?;
+        let (kind, size) = match fs::symlink_metadata(entry.path()) {
+            Ok(meta) => (describe(&meta.file_type()), meta.len()),
+            Err(_) => ("gone", 0),
+        };
+        found.push(ContentEntry { name: entry.file_name().to_string_lossy().into_owned(), kind, size });
+    }
+    found.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(found)
+}
+
+/// Every quarantined storage with a readable reason file; the others are
+/// returned apart, with the error, and are never acted on.
+pub fn quarantine_entries(root: &Path) -> Result<(Vec<QuarantineEntry>, Vec<StorageError>)> {
+    require_root(root)?;
+    let dir = root.join(QUARANTINE_DIR);
+    match fs::symlink_metadata(&dir) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(meta) => return Err(error(ErrorKind::NotADirectory, &dir, format!("is {}, not a directory", describe(&meta.file_type())))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
+        Err(e) => return Err(io_error(&dir, "cannot be read", &e)),
+    }
+    let mut locations = Vec::new();
+    for entry in fs::read_dir(&dir).map_err(|e| io_error(&dir, "cannot list", &e))? {
+        let entry = entry.map_err(|e| io_error(&dir, "cannot list", &e))?;
+        if let Some(location) = entry.file_name().to_str().and_then(|n| n.strip_suffix(REASON_SUFFIX)) {
+            locations.push(location.to_owned());
+        }
+    }
+    locations.sort();
+    let (mut good, mut bad) = (Vec::new(), Vec::new());
+    for location in locations {
+        match show(root, &location) {
+            Ok(entry) => good.push(entry),
+            Err(e) => bad.push(e),
+        }
+    }
+    Ok((good, bad))
+}
+
+/// Puts the quarantined storage at `location` back under its runner name
+/// (from its reason file) and removes the reason file. Fails, touching
+/// nothing, if that name is taken.
+pub fn restore(root: &Path, location: &str) -> Result<Storage> {
+    let entry = show(root, location)?;
+    let source = root.join(QUARANTINE_DIR).join(location);
+    if !entry.present {
+        return Err(error(ErrorKind::NotFound, &source, "the quarantined storage is gone (only its reason file is left)"));
+    }
+    let target = require_name(root, &entry.runner_name)?;
+    rename_noreplace(&source, &target).map_err(|e| match e.kind() {
+        io::ErrorKind::AlreadyExists => error(
+            ErrorKind::AlreadyExists,
+            &target,
+            format!("cannot restore {location}: an entry named {:?} already exists", entry.runner_name),
+        ),
+        _ => io_error(&source, &format!("cannot move it back to {}", target.display()), &e),
+    })?;
+    let reason_path = root.join(QUARANTINE_DIR).join(format!("{location}{REASON_SUFFIX}"));
+    fs::remove_file(&reason_path)
+        .map_err(|e| io_error(&reason_path, "the storage was restored but its reason file could not be removed", &e))?;
+    Ok(Storage { name: entry.runner_name, path: target })
+}
+
+/// What [`purge`] did.
+#[derive(Debug, Default)]
+pub struct PurgeReport {
+    /// Locations deleted (with their reason files).
+    pub purged: Vec<String>,
+    /// Locations younger than the age given, left alone.
+    pub kept: Vec<String>,
+    /// Entries that could not be purged or whose reason file is not
+    /// readable (never deleted: their age is unknown).
+    pub errors: Vec<StorageError>,
+}
+
+/// Deletes the quarantined storages (and their reason files) quarantined
+/// more than `older_than` ago. With `dry_run`, only reports what it would
+/// delete. Each storage is moved to `.deleting/` and its reason file removed
+/// before the tree is removed; a removal cut short is finished by the next
+/// collect.
+pub fn purge(root: &Path, older_than: Duration, dry_run: bool) -> Result<PurgeReport> {
+    let (entries, errors) = quarantine_entries(root)?;
+    let mut report = PurgeReport { errors, ..PurgeReport::default() };
+    let (now, stamp) = now();
+    let cutoff = now - older_than.as_secs_f64();
+    for entry in entries {
+        if entry.quarantined_at >= cutoff {
+            report.kept.push(entry.location);
+            continue;
+        }
+        if dry_run {
+            report.purged.push(entry.location);
+            continue;
+        }
+        match purge_one(root, &entry, &stamp) {
+            Ok(()) => report.purged.push(entry.location),
+            Err(e) => report.errors.push(e),
+        }
+    }
+    Ok(report)
+}
+
+fn purge_one(root: &Path, entry: &QuarantineEntry, stamp: &str) -> Result<()> {
+    let quarantine = root.join(QUARANTINE_DIR);
+    let reason_path = quarantine.join(format!("{}{REASON_SUFFIX}", entry.location));
+    if entry.present {
+        let source = quarantine.join(&entry.location);
+        require_plain_dir(&source, "the quarantined storage")?;
+        let deleting = ensure_reserved_dir(root, DELETING_DIR)?;
+        let doomed = move_to_free_name(&source, &deleting, &entry_base(&entry.runner_name, stamp))?;
+        fs::remove_file(&reason_path).map_err(|e| io_error(&reason_path, "cannot remove the reason file", &e))?;
+        remove_entry_at(&deleting, &doomed)?;
+    } else {
+        fs::remove_file(&reason_path).map_err(|e| io_error(&reason_path, "cannot remove the reason file", &e))?;
+    }
+    Ok(())
+}
+
+/// Parses an age such as `3600`, `90s`, `30m`, `12h` or `7d`.
+pub fn parse_age(text: &str) -> std::result::Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = match text.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let scale = match unit {
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        "w" => 7.0 * 86_400.0,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?} (use s, m, h, d or w)")),
+    };
+    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not an age such as 3600, 30m, 12h or 7d"))?;
+    let seconds = value * scale;
+    if !seconds.is_finite() || seconds < 0.0 || seconds > 1e12 {
+        return Err(format!("{text:?} is out of range"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_take_units() {
+        assert_eq!(parse_age("3600"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_age("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_age("7d"), Ok(Duration::from_secs(7 * 86_400)));
+        assert_eq!(parse_age("1.5h"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_age("0"), Ok(Duration::ZERO));
+        for bad in ["", "x", "-1", "1y", "1e400", "h"] {
+            assert!(parse_age(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn locations_are_single_plain_components() {
+        let root = Path::new("/nonexistent-root");
+        assert!(require_location(root, "r-1.1700000000.123456").is_ok());
+        for bad in ["", "..", ".hidden", "a/b", "../etc", "r.reason.json", "a\nb"] {
+            assert_eq!(require_location(root, bad).unwrap_err().kind, ErrorKind::InvalidName, "{bad:?}");
+        }
+    }
+}
