@@ -7,6 +7,22 @@ wasmtime::component::bindgen!({
 
 pub use exports::github_runner::metrics::types::*;
 
+impl QuarantineReason {
+    /// The kebab-case spelling used in the WIT, reason files and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Oversized => "oversized",
+            Self::NotRegularFile => "not-regular-file",
+            Self::InvalidUtf8 => "invalid-utf8",
+            Self::InvalidJson => "invalid-json",
+            Self::InvalidValue => "invalid-value",
+            Self::InvalidTimestamp => "invalid-timestamp",
+            Self::SandboxTrap => "sandbox-trap",
+            Self::Undeletable => "undeletable",
+        }
+    }
+}
+
 /// Converts a wasmtime error (which is not a `std::error::Error`) so that
 /// `anyhow::Context` can be used on it.
 pub(crate) trait IntoAnyhow<T> {

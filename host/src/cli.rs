@@ -319,7 +319,7 @@ fn run_quarantine_list(sandbox: &SandboxArgs, storage: &Path, json: bool) -> Res
     let plugin = sandbox.plugin()?;
     let entries = runner_metrics::quarantine::list(&plugin, storage)?;
     for q in &entries {
-        let reason = runner_metrics::collect::reason_name(&q.reason);
+        let reason = q.reason.as_str();
         if json {
             let value = serde_json::json!({
                 "location": q.location,

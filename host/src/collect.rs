@@ -353,22 +353,8 @@ fn skip_detail(reason: &SkipReason) -> String {
     }
 }
 
-/// The reason's spelling, as in reason files.
-pub fn reason_name(reason: &QuarantineReason) -> &'static str {
-    match reason {
-        QuarantineReason::Oversized => "oversized",
-        QuarantineReason::NotRegularFile => "not-regular-file",
-        QuarantineReason::InvalidUtf8 => "invalid-utf8",
-        QuarantineReason::InvalidJson => "invalid-json",
-        QuarantineReason::InvalidValue => "invalid-value",
-        QuarantineReason::InvalidTimestamp => "invalid-timestamp",
-        QuarantineReason::SandboxTrap => "sandbox-trap",
-        QuarantineReason::Undeletable => "undeletable",
-    }
-}
-
 fn quarantine_detail(reason: &QuarantineReason, file: Option<&str>, detail: &str, location: &str) -> String {
     let place = if location.is_empty() { "would be quarantined".to_owned() } else { format!("moved to .quarantine/{location}") };
     let file = file.map(|f| format!(" {f}")).unwrap_or_default();
-    format!("{}:{file} {}; {place}", reason_name(reason), check::bounded(detail))
+    format!("{}:{file} {}; {place}", reason.as_str(), check::bounded(detail))
 }

@@ -107,7 +107,7 @@ pub fn run(plugin: &Plugin, keep_files: bool) -> Result<ExitCode> {
     println!();
     println!("Quarantine (what `runner-metrics quarantine list` shows):");
     for q in runner_metrics::quarantine::list(plugin, &root)? {
-        let reason = runner_metrics::collect::reason_name(&q.reason);
+        let reason = q.reason.as_str();
         println!("  .quarantine/{}  {reason}  {}", q.location, q.file.as_deref().unwrap_or("-"));
     }
     if keep_files {

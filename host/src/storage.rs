@@ -540,20 +540,6 @@ fn remove_tree_at(top: RawFd, name: &CStr) -> std::result::Result<(), (PathBuf, 
 // Quarantine
 // ---------------------------------------------------------------------------
 
-/// The `quarantine-reason` spelling (as in reason files and the WIT).
-pub fn reason_str(reason: QuarantineReason) -> &'static str {
-    match reason {
-        QuarantineReason::Oversized => "oversized",
-        QuarantineReason::NotRegularFile => "not-regular-file",
-        QuarantineReason::InvalidUtf8 => "invalid-utf8",
-        QuarantineReason::InvalidJson => "invalid-json",
-        QuarantineReason::InvalidValue => "invalid-value",
-        QuarantineReason::InvalidTimestamp => "invalid-timestamp",
-        QuarantineReason::SandboxTrap => "sandbox-trap",
-        QuarantineReason::Undeletable => "undeletable",
-    }
-}
-
 /// Moves the storage `name` whole into `<root>/.quarantine/<location>`, with
 /// `<location>.reason.json` beside it (written first, so a quarantined
 /// storage always has its reason). Returns the location.
@@ -575,7 +561,7 @@ fn quarantine_path(
     let (now, stamp) = now();
     let record = serde_json::json!({
         "runner_name": runner,
-        "reason": reason_str(reason),
+        "reason": reason.as_str(),
         "file": file,
         "detail": detail,
         "quarantined_at": now,
