@@ -23,12 +23,17 @@ pub struct ScanResource {
     inner: RefCell<Result<extract::Scan<WasiFs>, String>>,
     #[cfg(feature = "hostile")]
     hostile_candidate: RefCell<Option<String>>,
+    /// `Some(batches served)` when the scan is to panic on its second batch.
+    #[cfg(feature = "hostile")]
+    hostile_panic: std::cell::Cell<Option<u32>>,
 }
 
 impl GuestScan for ScanResource {
     fn new(selection: wit::Selection) -> Self {
         #[cfg(feature = "hostile")]
         let hostile_candidate = RefCell::new(crate::hostile::scan(&selection.exclude));
+        #[cfg(feature = "hostile")]
+        let hostile_panic = std::cell::Cell::new(crate::hostile::scan_panics(&selection.exclude).then_some(0));
         let selection = model::Selection {
             exclude: selection.exclude,
             include: selection.include,
@@ -41,6 +46,8 @@ impl GuestScan for ScanResource {
             inner: RefCell::new(inner),
             #[cfg(feature = "hostile")]
             hostile_candidate,
+            #[cfg(feature = "hostile")]
+            hostile_panic,
         }
     }
 
@@ -50,6 +57,11 @@ impl GuestScan for ScanResource {
         #[cfg(feature = "hostile")]
         if let Some(name) = self.hostile_candidate.borrow_mut().take() {
             return Ok(vec![wit::RootEntry { name: Some(name), skipped: None }]);
+        }
+        #[cfg(feature = "hostile")]
+        if let Some(served) = self.hostile_panic.get() {
+            assert!(served < 1, "hostile scan panics on its second batch");
+            self.hostile_panic.set(Some(served + 1));
         }
         let batch = scan.next_batch(max as usize).map_err(|e| e.message)?;
         Ok(batch

@@ -64,6 +64,12 @@ pub fn scan(exclude: &[String]) -> Option<String> {
     exclude.iter().any(|e| e == "hostile-scan").then(|| "../../etc".to_owned())
 }
 
+/// An exclude list containing `hostile-scan-panic` makes the scan panic on
+/// its second batch, after the host has acted on the first.
+pub fn scan_panics(exclude: &[String]) -> bool {
+    exclude.iter().any(|e| e == "hostile-scan-panic")
+}
+
 #[allow(clippy::empty_loop)]
 fn spin_forever() -> ! {
     let mut counter = 0u64;

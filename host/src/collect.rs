@@ -115,10 +115,20 @@ pub fn collect_with<G: GuestFactory>(
         run.purge_deleting()?;
     }
     loop {
-        let batch = scanner
-            .next_batch(scan, SCAN_BATCH)
-            .map_err(anyhow::Error::new)?
-            .map_err(|e| anyhow::anyhow!("listing the storage root {}: {}", run.root.display(), check::bounded(&e)))?;
+        let listed = match scanner.next_batch(scan, SCAN_BATCH) {
+            Ok(Ok(batch)) => Ok(batch),
+            Ok(Err(e)) => Err(anyhow::anyhow!("listing the storage root {}: {}", run.root.display(), check::bounded(&e))),
+            Err(trap) => Err(anyhow::Error::new(trap).context(format!("listing the storage root {}", run.root.display()))),
+        };
+        let batch = match listed {
+            Ok(batch) => batch,
+            Err(e) => {
+                // Storages already extracted still get their lines written
+                // and a report; the rest stay untouched for the next run.
+                run.flush()?;
+                return Err(e);
+            }
+        };
         if batch.is_empty() {
             break;
         }

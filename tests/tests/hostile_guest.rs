@@ -260,6 +260,39 @@ fn a_scan_that_offers_a_path_out_of_the_root_is_rejected_and_the_run_goes_on() {
 }
 
 #[test]
+fn a_scan_that_traps_mid_run_still_writes_and_reports_what_was_extracted() {
+    // Expected: the scan serves one batch (256 entries), then traps. collect
+    // returns an error naming the root, but the storages of the first batch
+    // that were waiting for their lines to be written (batch_size 7 leaves
+    // some pending) are written, deleted and reported: exactly one report
+    // each. The storages the scan never served are untouched.
+    let plugin = hostile_plugin();
+    let root = StorageRoot::new();
+    let names: Vec<String> = (0..300).map(|i| format!("scan-{i:03}")).collect();
+    for name in &names {
+        root.valid_runner(name);
+    }
+    let mut options = CollectOptions::events("small");
+    options.batch_size = 7;
+    options.selection.exclude.push("hostile-scan-panic".to_owned());
+    let mut sink = runner_metrics::MemorySink::default();
+    let mut reports = Vec::new();
+    let result = runner_metrics::collect(plugin, root.path(), &options, &mut runner_metrics::NoJobMetrics, &mut sink, &mut |r| {
+        reports.push(r.clone())
+    });
+    let error = format!("{:#}", result.expect_err("the scan trapped"));
+    assert!(error.contains("listing the storage root"), "{error}");
+    assert_eq!(reports.len(), 256, "one report for each storage of the served batch");
+    assert!(reports.iter().all(|r| r.kind == OutcomeKind::Extracted && r.events == 3), "{reports:?}");
+    assert_eq!(sink.lines.len(), 256 * 3);
+    for name in &names {
+        let reported = reports.iter().filter(|r| &r.name == name).count();
+        assert!(reported <= 1, "{name} reported {reported} times");
+        assert_eq!(exists(&root.join(name)), reported == 0, "{name}: deleted iff extracted");
+    }
+}
+
+#[test]
 fn a_guest_that_renders_two_lines_for_one_event_is_rejected_and_nothing_is_written() {
     // Expected: render-event returns a line with an injected second line;
     // check.rs rejects it: the storage fails and is kept whole, the log
