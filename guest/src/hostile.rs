@@ -29,6 +29,12 @@ pub fn extract(fs: &impl StorageFs, name: &str) -> Option<Outcome> {
             let _ = fs.read_bounded(&crate::fs::join(name, files::PRE_JOB), FILE_SIZE_BYTES_LIMIT);
             Outcome::Failed("hostile guest opened a FIFO and came back".to_owned())
         }
+        // Opens a file again and again and never closes it: the host's
+        // handle cap must stop it before the host runs out of descriptors.
+        "handles" => {
+            hoard_handles(&crate::fs::join(name, files::INSTALLED));
+            Outcome::Failed("hostile guest hoarded handles and came back".to_owned())
+        }
         "othername" => Outcome::Extracted(RunnerMetrics { runner_name: "someone-else".to_owned(), ..honest(1.0) }),
         "negative" => Outcome::Extracted(honest(-5.0)),
         "nan" => Outcome::Extracted(honest(f64::NAN)),
@@ -69,6 +75,23 @@ pub fn scan(exclude: &[String]) -> Option<String> {
 pub fn scan_panics(exclude: &[String]) -> bool {
     exclude.iter().any(|e| e == "hostile-scan-panic")
 }
+
+/// Opens `path` up to a million times, leaking every descriptor.
+#[cfg(target_arch = "wasm32")]
+fn hoard_handles(path: &str) {
+    use wasi::filesystem::types::{DescriptorFlags, OpenFlags, PathFlags};
+    let Some((root, _)) = wasi::filesystem::preopens::get_directories().into_iter().next() else { return };
+    for _ in 0..1_000_000u32 {
+        match root.open_at(PathFlags::empty(), path, OpenFlags::empty(), DescriptorFlags::READ) {
+            Ok(file) => std::mem::forget(file),
+            Err(_) => break,
+        }
+    }
+    std::mem::forget(root);
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn hoard_handles(_: &str) {}
 
 #[allow(clippy::empty_loop)]
 fn spin_forever() -> ! {

@@ -169,6 +169,10 @@ struct SandboxArgs {
     /// Time one guest call (one storage) may take, in seconds.
     #[arg(long, global = true, value_name = "SECONDS", default_value_t = 10.0)]
     timeout: f64,
+    /// WASI handles (open files, directories, streams) one guest instance
+    /// may hold at once.
+    #[arg(long, global = true, value_name = "N", default_value_t = 256)]
+    max_handles: usize,
     /// Where compiled machine code is cached.
     /// [default: $XDG_CACHE_HOME/runner-metrics or ~/.cache/runner-metrics]
     #[arg(long, global = true, value_name = "DIR")]
@@ -186,9 +190,11 @@ impl SandboxArgs {
             self.timeout
         );
         anyhow::ensure!(self.memory_limit >= 1, "--memory-limit must be at least 1 MiB");
+        anyhow::ensure!(self.max_handles >= 16, "--max-handles must be at least 16 (the guest needs a few for itself)");
         let limits = Limits {
             memory_bytes: self.memory_limit.saturating_mul(1024 * 1024),
             call_timeout: Duration::from_secs_f64(self.timeout),
+            max_handles: self.max_handles,
             ..Limits::default()
         };
         let cache_dir = if self.no_cache { None } else { self.cache_dir.clone().or_else(default_cache_dir) };

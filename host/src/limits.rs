@@ -22,6 +22,10 @@ pub struct Limits {
     pub call_timeout: Duration,
     /// Captured guest stderr (panic messages) kept per instance.
     pub stderr_bytes: usize,
+    /// WASI handles (open files, directories, streams) one instance may
+    /// hold at once; past it the guest's call fails, so a compromised guest
+    /// cannot exhaust the host's file descriptors.
+    pub max_handles: usize,
 }
 
 impl Default for Limits {
@@ -30,6 +34,7 @@ impl Default for Limits {
             memory_bytes: 64 * 1024 * 1024,
             call_timeout: Duration::from_secs(10),
             stderr_bytes: 4096,
+            max_handles: 256,
         }
     }
 }

@@ -63,9 +63,11 @@ impl Sandbox {
             .allow_blocking_current_thread(true)
             .preopened_dir(storage_root, GUEST_ROOT, FsPerms::ReadWrite)
             .anyhow().with_context(|| format!("granting the storage root {}", storage_root.display()))?;
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(limits.max_handles);
         let state = HostState {
             wasi: wasi.build(),
-            table: ResourceTable::new(),
+            table,
             limits: StoreLimitsBuilder::new()
                 .memory_size(limits.memory_bytes)
                 .instances(16)

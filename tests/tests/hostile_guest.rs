@@ -260,6 +260,23 @@ fn a_scan_that_offers_a_path_out_of_the_root_is_rejected_and_the_run_goes_on() {
 }
 
 #[test]
+fn a_guest_that_hoards_handles_hits_the_cap_and_the_host_keeps_its_descriptors() {
+    // Expected: the guest opens a file a million times and never closes it.
+    // The store's handle cap (256) stops it: the call traps (the resource
+    // table is full) and the storage is quarantined as sandbox-trap. The
+    // host process holds no more descriptors afterwards (the store and its
+    // handles are dropped with the instance), and the others go on.
+    let fds = || fs::read_dir("/proc/self/fd").unwrap().count();
+    let before = fds();
+    let h = hostile("hostile-handles-1", |_| {}, |_| {});
+    let report = h.collected.report("hostile-handles-1");
+    assert!(matches!(report.kind, OutcomeKind::Quarantined | OutcomeKind::Failed), "{report:?}");
+    // Loose bound: other tests of this binary open files at the same time;
+    // without the cap the guest would hold a million.
+    assert!(fds() <= before + 64, "the host leaked descriptors: {before} before, {} after", fds());
+}
+
+#[test]
 fn a_scan_that_traps_mid_run_still_writes_and_reports_what_was_extracted() {
     // Expected: the scan serves one batch (256 entries), then traps. collect
     // returns an error naming the root, but the storages of the first batch
