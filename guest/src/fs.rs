@@ -349,6 +349,10 @@ mod wasi_fs {
         /// (open the parent, stat, close). Dropped by anything that renames,
         /// creates or removes a directory, so it never outlives what it names.
         parent: RefCell<Option<(String, Descriptor)>>,
+        /// Set once the host has answered `unsupported` through a cached
+        /// directory (the Node WASI shim does, for descriptors it did not
+        /// preopen): from then on every path goes through the root.
+        through_root_only: std::cell::Cell<bool>,
     }
 
     thread_local! {
@@ -363,7 +367,7 @@ mod wasi_fs {
         pub fn open() -> FsResult<Self> {
             ROOT.with(|cached| {
                 if let Some(root) = cached.get() {
-                    return Ok(Self { root: Rc::clone(root), parent: RefCell::new(None) });
+                    return Ok(Self { root: Rc::clone(root), parent: RefCell::new(None), through_root_only: Default::default() });
                 }
                 let root = wasi::filesystem::preopens::get_directories()
                     .into_iter()
@@ -373,17 +377,29 @@ mod wasi_fs {
                         FsError::new(FsErrorKind::NotFound, "find preopen", GUEST_ROOT, "the host granted no storage root")
                     })?;
                 let _ = cached.set(Rc::clone(&root));
-                Ok(Self { root, parent: RefCell::new(None) })
+                Ok(Self { root, parent: RefCell::new(None), through_root_only: Default::default() })
             })
         }
 
         /// Runs `f` on the directory that holds `path` and the last
         /// component of `path`: the root, or the cached parent directory.
-        fn at<T>(&self, path: &str, f: impl FnOnce(&Descriptor, &str) -> Result<T, ErrorCode>) -> Result<T, ErrorCode> {
+        fn at<T>(&self, path: &str, f: impl Fn(&Descriptor, &str) -> Result<T, ErrorCode>) -> Result<T, ErrorCode> {
             let Some((dir, leaf)) = path.rsplit_once('/') else {
                 return f(&self.root, Self::rel(path));
             };
-            self.with_dir(dir, |descriptor| f(descriptor, leaf))
+            if !self.through_root_only.get() {
+                match self.with_dir(dir, |descriptor| f(descriptor, leaf)) {
+                    Err(ErrorCode::Unsupported) => self.give_up_dir_cache(),
+                    other => return other,
+                }
+            }
+            f(&self.root, path)
+        }
+
+        /// Stops using cached directories (the host cannot serve them).
+        fn give_up_dir_cache(&self) {
+            self.through_root_only.set(true);
+            self.forget_dir();
         }
 
         /// Runs `f` on the directory `dir` (root-relative), opening and
@@ -476,14 +492,25 @@ mod wasi_fs {
             } else {
                 // Cached: what is listed is usually unlinked next.
                 let mut opened = false;
-                let listed = self.with_dir(dir, |d| {
-                    opened = true;
-                    d.read_directory()
-                });
-                if !opened {
-                    return Err(error("open directory", dir, listed.err().unwrap_or(ErrorCode::Io)));
+                let mut listed = Err(ErrorCode::Unsupported);
+                if !self.through_root_only.get() {
+                    listed = self.with_dir(dir, |d| {
+                        opened = true;
+                        d.read_directory()
+                    });
                 }
-                listed
+                if matches!(listed, Err(ErrorCode::Unsupported)) {
+                    self.give_up_dir_cache();
+                    let opened = self
+                        .root
+                        .open_at(PathFlags::empty(), dir, OpenFlags::DIRECTORY, DescriptorFlags::READ)
+                        .map_err(|e| error("open directory", dir, e))?;
+                    opened.read_directory()
+                } else if !opened {
+                    return Err(error("open directory", dir, listed.err().unwrap_or(ErrorCode::Io)));
+                } else {
+                    listed
+                }
             }
             .map_err(|e| error("list", dir, e))?;
             Ok(Listing { stream, dir: dir.to_owned(), done: false })
