@@ -3,14 +3,17 @@
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::cell::RefCell;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use runner_metrics::collect::{collect, CollectOptions, Emit, NoJobMetrics};
+use runner_metrics::collect::{collect, CollectOptions, Emit, JobMetricsSource, NoJobMetrics};
+use runner_metrics::github::{read_token_file, GithubJobs, GithubOptions, DEFAULT_API_URL};
 use runner_metrics::log::{EventSink, MetricsLog, StdoutSink, DEFAULT_METRICS_LOG, METRICS_LOG_ENV};
 use runner_metrics::plugin::{default_cache_dir, Plugin, PluginOptions};
+use runner_metrics::prometheus::{ObservingSink, Recorder};
 use runner_metrics::summary::{OutcomeKind, StorageReport, Summary};
 use runner_metrics::{Limits, Selection};
 
@@ -142,6 +145,55 @@ struct CollectArgs {
     /// Print a line for every storage, not just quarantined and failed ones.
     #[arg(long, short)]
     verbose: bool,
+    #[command(flatten)]
+    github: GithubArgs,
+    /// Also write a node_exporter textfile-collector file (histograms of
+    /// spawn, idle, queue and job durations by flavor; counters of outcomes
+    /// and events), atomically. Values accumulate across runs.
+    #[arg(long, value_name = "PATH")]
+    prometheus_textfile: Option<PathBuf>,
+}
+
+/// Job metrics (queue duration, conclusion) from the GitHub API.
+#[derive(Debug, Args)]
+struct GithubArgs {
+    /// Look up each runner's job on the GitHub API with the token in FILE
+    /// (read and trimmed; never printed). Without it, events carry no
+    /// queue_duration or job_conclusion.
+    #[arg(long, value_name = "FILE")]
+    github_token_file: Option<PathBuf>,
+    /// The REST API base URL; for GitHub Enterprise Server
+    /// `https://HOST/api/v3`.
+    #[arg(long, value_name = "URL", default_value = DEFAULT_API_URL, requires = "github_token_file")]
+    github_api_url: String,
+    /// Connect and response timeout of one API request, in seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0, requires = "github_token_file")]
+    github_timeout: f64,
+    /// The most time one run waits for GitHub rate limits to reset, in
+    /// seconds; past it, lookups stop for the run.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0, requires = "github_token_file")]
+    github_max_wait: f64,
+}
+
+impl GithubArgs {
+    /// The job-metrics source: GitHub when a token file is given. Problems
+    /// are printed on stderr (clearing a live progress line first).
+    fn source(&self, live: bool) -> Result<Box<dyn JobMetricsSource>> {
+        let Some(token_file) = &self.github_token_file else { return Ok(Box::new(NoJobMetrics)) };
+        for (flag, value) in [("--github-timeout", self.github_timeout), ("--github-max-wait", self.github_max_wait)] {
+            anyhow::ensure!(value.is_finite() && (0.0..=86_400.0).contains(&value), "{flag} must be a number of seconds in [0, 86400], got {value}");
+        }
+        anyhow::ensure!(self.github_timeout > 0.0, "--github-timeout must be more than 0 seconds");
+        let mut options = GithubOptions::new(&self.github_api_url, read_token_file(token_file)?);
+        options.timeout = Duration::from_secs_f64(self.github_timeout);
+        options.max_rate_limit_wait = Duration::from_secs_f64(self.github_max_wait);
+        let jobs = GithubJobs::new(options, move |warning: &str| {
+            let clear = if live { "\r\x1b[K" } else { "" };
+            let line = format!("{clear}warning: {}\n", warning.escape_debug());
+            let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        })?;
+        Ok(Box::new(jobs))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -244,15 +296,30 @@ fn run_collect(sandbox: &SandboxArgs, args: CollectArgs) -> Result<ExitCode> {
     // Check the root before the log is created, so a typo leaves no trace.
     let storage = &args.selection.storage;
     anyhow::ensure!(storage.is_dir(), "storage root {}: not a directory (or not accessible)", storage.display());
+    if let Some(textfile) = &args.prometheus_textfile {
+        let dir = textfile.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        anyhow::ensure!(dir.is_dir(), "Prometheus textfile {}: {} is not a directory", textfile.display(), dir.display());
+    }
+    let mut progress = Progress::new(args.verbose);
+    let mut jobs = args.github.source(progress.live)?;
     let mut sink = open_sink(args.metrics_log.as_deref())?;
     let plugin = sandbox.plugin()?;
     let options = CollectOptions { selection, emit: Emit::Events { flavor: args.flavor }, keep: false, batch_size: 64 };
-    let mut progress = Progress::new(args.verbose);
-    let result = collect(&plugin, &args.selection.storage, &options, &mut NoJobMetrics, sink.as_mut(), &mut |r| {
+    let recorder = RefCell::new(Recorder::default());
+    let mut observed = ObservingSink { inner: sink.as_mut(), recorder: &recorder };
+    let result = collect(&plugin, &args.selection.storage, &options, jobs.as_mut(), &mut observed, &mut |r| {
+        recorder.borrow_mut().observe_report(r);
         progress.report(r)
     });
     progress.finish();
-    finish(result, args.json)
+    // Written even when the run stopped early: it counts what did happen.
+    let textfile = args.prometheus_textfile.as_deref().map(|path| recorder.borrow_mut().write(path));
+    let code = finish(result, args.json)?;
+    if let Some(Err(e)) = textfile {
+        eprintln!("runner-metrics: error: {e:#}");
+        return Ok(ExitCode::from(EXIT_ERROR));
+    }
+    Ok(code)
 }
 
 fn run_extract(sandbox: &SandboxArgs, args: ExtractArgs) -> Result<ExitCode> {
@@ -282,16 +349,36 @@ fn finish(result: Result<Summary>, json: bool) -> Result<ExitCode> {
 }
 
 /// Per-storage lines on stderr (problems always, everything with
-/// --verbose) and a live count when stderr is a terminal.
+/// --verbose) and, when stderr is a terminal, a live status line: storages
+/// done, rate, elapsed time. The total is unknown while the root is streamed,
+/// so there is no percentage. Each update is one `write(2)` and there are at
+/// most [`Progress::INTERVAL`]-spaced updates (10 per second), so a fast run
+/// is not slowed down by its own progress line.
 pub struct Progress {
     verbose: bool,
-    live: bool,
+    /// Whether to draw the live line (stderr is a terminal).
+    pub live: bool,
     seen: usize,
+    started: Instant,
+    /// When the live line was last drawn (the start until it is).
+    last_draw: Instant,
+    /// Whether the live line is on screen (to be cleared before other text).
+    on_screen: bool,
 }
 
 impl Progress {
+    /// Time between two draws of the live line; the first comes after it
+    /// too, so a run that takes less prints no live line at all.
+    pub const INTERVAL: Duration = Duration::from_millis(100);
+
     pub fn new(verbose: bool) -> Self {
-        Self { verbose, live: std::io::stderr().is_terminal(), seen: 0 }
+        Self::with_live(verbose, std::io::stderr().is_terminal())
+    }
+
+    /// `live` forced, for tests.
+    pub fn with_live(verbose: bool, live: bool) -> Self {
+        let now = Instant::now();
+        Self { verbose, live, seen: 0, started: now, last_draw: now, on_screen: false }
     }
 
     pub fn report(&mut self, report: &StorageReport) {
@@ -300,25 +387,58 @@ impl Progress {
         if self.verbose || notable {
             // Formatted first and written at once: stderr is unbuffered, and
             // `escape_debug` through `eprintln!` wrote one byte per syscall.
-            let clear = if self.live { "\r\x1b[K" } else { "" };
+            let clear = if self.on_screen { "\r\x1b[K" } else { "" };
             let line = format!(
                 "{clear}{}: {}: {}\n",
                 report.kind.as_str(),
                 report.name.escape_debug(),
                 report.detail.escape_debug()
             );
-            let _ = std::io::stderr().lock().write_all(line.as_bytes());
+            write_stderr(&line);
+            self.on_screen = false; // drawn again at the next interval
         }
-        if self.live && self.seen.is_multiple_of(100) {
-            eprint!("\r{} storages...", self.seen);
+        if let Some(line) = self.due(Instant::now()) {
+            write_stderr(&line);
         }
     }
 
+    /// The live line to draw at `now`, if one is due.
+    pub fn due(&mut self, now: Instant) -> Option<String> {
+        if !self.live {
+            return None;
+        }
+        if now.saturating_duration_since(self.last_draw) < Self::INTERVAL {
+            return None;
+        }
+        self.last_draw = now;
+        self.on_screen = true;
+        Some(format!("\r\x1b[K{}", status_line(self.seen, now.saturating_duration_since(self.started))))
+    }
+
+    /// Clears the live line, if one was drawn.
     pub fn finish(&mut self) {
-        if self.live && self.seen >= 100 {
-            eprint!("\r\x1b[K");
+        if std::mem::take(&mut self.on_screen) {
+            write_stderr("\r\x1b[K");
         }
     }
+}
+
+/// `1234 storages, 456/s, 2.7s` (the live line without its terminal codes).
+pub fn status_line(done: usize, elapsed: Duration) -> String {
+    let seconds = elapsed.as_secs_f64();
+    let rate = if seconds > 0.0 { done as f64 / seconds } else { 0.0 };
+    let elapsed = if seconds < 60.0 {
+        format!("{seconds:.1}s")
+    } else {
+        let whole = elapsed.as_secs();
+        format!("{}m{:02}s", whole / 60, whole % 60)
+    };
+    format!("{done} storages, {rate:.0}/s, {elapsed}")
+}
+
+/// One write on (unbuffered) stderr; errors are ignored (nowhere to say them).
+fn write_stderr(text: &str) {
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
 fn run_quarantine_list(sandbox: &SandboxArgs, storage: &Path, json: bool) -> Result<ExitCode> {
@@ -380,6 +500,26 @@ mod tests {
         assert_eq!(format_time(0.0), "1970-01-01T00:00:00Z");
         assert_eq!(format_time(1_700_000_000.0), "2023-11-14T22:13:20Z");
         assert_eq!(format_time(951_782_400.0), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn the_status_line_shows_done_rate_and_elapsed_time() {
+        assert_eq!(status_line(0, Duration::ZERO), "0 storages, 0/s, 0.0s");
+        assert_eq!(status_line(250, Duration::from_millis(2500)), "250 storages, 100/s, 2.5s");
+        assert_eq!(status_line(9000, Duration::from_secs(90)), "9000 storages, 100/s, 1m30s");
+    }
+
+    #[test]
+    fn the_live_line_is_drawn_at_most_ten_times_a_second_and_only_on_a_terminal() {
+        let mut quiet = Progress::with_live(false, false);
+        assert_eq!(quiet.due(Instant::now() + Duration::from_secs(5)), None);
+        let mut live = Progress::with_live(false, true);
+        let start = live.started;
+        assert_eq!(live.due(start + Duration::from_millis(50)), None, "nothing before the first interval");
+        let line = live.due(start + Duration::from_millis(100)).expect("due");
+        assert!(line.starts_with("\r\x1b[K0 storages"), "{line:?}");
+        assert_eq!(live.due(start + Duration::from_millis(150)), None);
+        assert!(live.due(start + Duration::from_millis(200)).is_some());
     }
 
     #[test]

@@ -22,11 +22,14 @@
 //! Layout: [`plugin`] loads the component once; [`sandbox`] is one guest
 //! instance with its limits; [`collect`](mod@collect) is the pipeline;
 //! [`check`] re-validates what the guest returns; [`log`] writes lines
-//! durably; [`guest_api`] is what the pipeline asks of a guest.
+//! durably; [`guest_api`] is what the pipeline asks of a guest;
+//! [`github`] finds job metrics on the GitHub API; [`prometheus`] writes a
+//! node_exporter textfile from the lines written.
 
 pub mod bindings;
 pub mod check;
 pub mod collect;
+pub mod github;
 pub mod guest_api;
 pub mod hooks;
 pub mod limits;
@@ -35,6 +38,7 @@ pub mod metrics_json;
 #[cfg(feature = "native-guest")]
 pub mod native;
 pub mod plugin;
+pub mod prometheus;
 pub mod quarantine;
 pub mod sandbox;
 pub mod storage;
@@ -45,5 +49,6 @@ pub use collect::{collect, collect_with, empty_selection, CollectOptions, Emit, 
 pub use guest_api::{CallResult, GuestApi, GuestFactory, GuestFailure};
 pub use limits::Limits;
 pub use log::{EventSink, MemorySink, MetricsLog, StdoutSink};
+pub use github::{GithubJobs, GithubOptions};
 pub use plugin::{Plugin, PluginOptions};
 pub use summary::{OutcomeKind, StorageReport, Summary};

@@ -12,6 +12,8 @@
 //! * [`run`] is `collect` with a [`MemorySink`], gathering every report.
 //! * [`snapshot`] records a whole tree (paths, types, contents, symlink
 //!   targets, modes, modification times) to prove that nothing changed.
+//! * [`github_server`] answers list-jobs requests on 127.0.0.1, as GitHub
+//!   would, for the job-metrics tests.
 //! * [`cli_binary`] finds (building it if needed) the `runner-metrics`
 //!   executable for the CLI tests.
 
@@ -30,6 +32,8 @@ pub use runner_metrics;
 
 /// A validator for `docs/schema/event-line.schema.json`.
 pub mod schema;
+/// A local stand-in for the GitHub REST API (HTTP on 127.0.0.1).
+pub mod github_server;
 use runner_metrics::{
     collect, CollectOptions, EventSink, JobMetricsSource, Limits, MemorySink, OutcomeKind, Plugin, PluginOptions,
     StorageReport, Summary,

@@ -1,0 +1,251 @@
+//! GitHub job metrics (`runner_metrics::github`) against a local HTTP server
+//! on 127.0.0.1 started by each test (`github_server`): pagination, 404, token
+//! errors said once, rate limits, timeouts, Enterprise base paths, the
+//! request headers, and answers that are not what GitHub would send. The
+//! runs that go through `collect` check that events are issued either way.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use runner_metrics::github::{GithubJobs, GithubOptions};
+use runner_metrics::{CollectOptions, JobConclusion, OutcomeKind};
+use runner_metrics_e2e::github_server::{job, jobs_page, jobs_target, Answer, GithubServer};
+use runner_metrics_e2e::*;
+
+const TOKEN: &str = "ghs_test-token-123";
+const REPO: &str = "canonical/example";
+const RUN: &str = "4242";
+
+/// A client of `server` (at `base_path` under it) and the warnings it gives.
+fn client(server: &GithubServer, base_path: &str) -> (GithubJobs, Rc<RefCell<Vec<String>>>) {
+    client_with(server, base_path, |_| {})
+}
+
+fn client_with(
+    server: &GithubServer,
+    base_path: &str,
+    tune: impl FnOnce(&mut GithubOptions),
+) -> (GithubJobs, Rc<RefCell<Vec<String>>>) {
+    let mut options = GithubOptions::new(format!("{}{base_path}", server.url()), TOKEN);
+    options.proxy_from_env = false;
+    options.timeout = Duration::from_secs(5);
+    tune(&mut options);
+    let warnings = Rc::new(RefCell::new(Vec::new()));
+    let sink = warnings.clone();
+    let jobs = GithubJobs::new(options, move |w: &str| sink.borrow_mut().push(w.to_owned())).expect("client");
+    (jobs, warnings)
+}
+
+/// 100 jobs on other runners.
+fn full_page(offset: u64) -> Vec<serde_json::Value> {
+    (0..100).map(|i| job(offset + i, &format!("other-{}", offset + i), "2024-01-01T00:00:00Z", "2024-01-01T00:00:01Z", Some("success"))).collect()
+}
+
+/// A storage whose pre-job names REPO and RUN, collected with `jobs`;
+/// returns the parsed lines.
+fn collect_one(jobs: &mut GithubJobs, name: &str) -> Vec<serde_json::Value> {
+    let root = StorageRoot::new();
+    let pre_job = format!(r#"{{"workflow": "ci", "repository": "{REPO}", "event": "push", "timestamp": 1700000100, "workflow_run_id": "{RUN}"}}"#);
+    root.runner(name)
+        .file(START, "1700000000")
+        .file(INSTALLED, "1700000060")
+        .file(PRE_JOB, pre_job)
+        .file(POST_JOB, r#"{"timestamp": 1700000400, "status": "normal"}"#);
+    let (collected, lines) = run(root.path(), &CollectOptions::events("small"), jobs);
+    assert_eq!(collected.kind(name), OutcomeKind::Extracted);
+    assert!(!root.join(name).exists(), "extracted storage deleted");
+    lines.iter().map(|l| json(l)).collect()
+}
+
+#[test]
+fn the_job_is_found_on_the_second_page_with_the_token_and_a_user_agent() {
+    let server = GithubServer::start();
+    server.route(&jobs_target("", REPO, RUN, 1), vec![Answer::json(jobs_page(150, full_page(0)))]);
+    let ours = job(7, "r-found", "2024-01-01T00:00:00Z", "2024-01-01T00:02:05.5Z", Some("timed_out"));
+    server.route(&jobs_target("", REPO, RUN, 2), vec![Answer::json(jobs_page(150, vec![ours]))]);
+    let (mut jobs, warnings) = client(&server, "");
+
+    let lines = collect_one(&mut jobs, "r-found");
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines[1]["queue_duration"], 125.5);
+    assert_eq!(lines[2]["job_conclusion"], "timed_out");
+    assert!(warnings.borrow().is_empty(), "{:?}", warnings.borrow());
+
+    let requests = server.requests();
+    let targets: Vec<&str> = requests.iter().map(|r| r.target.as_str()).collect();
+    assert_eq!(targets, [jobs_target("", REPO, RUN, 1), jobs_target("", REPO, RUN, 2)]);
+    for request in &requests {
+        assert_eq!(request.method, "GET");
+        assert_eq!(request.header("authorization"), Some(format!("Bearer {TOKEN}").as_str()));
+        assert!(request.header("user-agent").is_some_and(|ua| ua.starts_with("runner-metrics/")), "{request:?}");
+        assert_eq!(request.header("accept"), Some("application/vnd.github+json"));
+    }
+}
+
+#[test]
+fn a_job_not_in_the_run_gives_no_metrics_after_the_last_page() {
+    let server = GithubServer::start();
+    server.route(&jobs_target("", REPO, RUN, 1), vec![Answer::json(jobs_page(2, full_page(0).into_iter().take(2).collect()))]);
+    let (mut jobs, _) = client(&server, "");
+    assert!(jobs.find(REPO, RUN, "r-absent").is_none());
+    assert_eq!(server.requests().len(), 1, "one short page is the last one");
+}
+
+#[test]
+fn unknown_conclusions_and_running_jobs_have_no_conclusion() {
+    let server = GithubServer::start();
+    let jobs_list = vec![
+        job(1, "r-weird", "2024-01-01T00:00:00Z", "2024-01-01T00:00:10Z", Some("stale")),
+        job(2, "r-running", "2024-01-01T00:00:00Z", "2024-01-01T00:00:03Z", None),
+    ];
+    server.route(&jobs_target("", REPO, RUN, 1), vec![Answer::json(jobs_page(2, jobs_list))]);
+    let (mut jobs, _) = client(&server, "");
+    let weird = jobs.find(REPO, RUN, "r-weird").expect("found");
+    assert_eq!((weird.queue_duration, weird.conclusion), (10.0, None));
+    let running = jobs.find(REPO, RUN, "r-running").expect("found");
+    assert_eq!((running.queue_duration, running.conclusion), (3.0, None));
+    let server2 = GithubServer::start();
+    let done = vec![job(3, "r-ok", "2024-01-01T00:00:00Z", "2024-01-01T01:00:00Z", Some("success"))];
+    server2.route(&jobs_target("", REPO, RUN, 1), vec![Answer::json(jobs_page(1, done))]);
+    let (mut jobs2, _) = client(&server2, "");
+    let ok = jobs2.find(REPO, RUN, "r-ok").expect("found");
+    assert_eq!((ok.queue_duration, ok.conclusion), (3600.0, Some(JobConclusion::Success)));
+}
+
+#[test]
+fn not_found_gives_no_job_metrics_but_the_events_are_issued() {
+    let server = GithubServer::start(); // no routes: every target is a 404
+    let (mut jobs, warnings) = client(&server, "");
+    let lines = collect_one(&mut jobs, "r-404");
+    assert_eq!(lines.iter().map(|l| l["event"].as_str().unwrap()).collect::<Vec<_>>(), ["runner_installed", "runner_start", "runner_stop"]);
+    assert!(lines[1].get("queue_duration").is_none() && lines[2].get("job_conclusion").is_none(), "{lines:?}");
+    let warnings = warnings.borrow();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("404") && warnings[0].contains(&server.url()), "names the URL: {warnings:?}");
+    // A 404 is about one run: the next runner is still looked up.
+    drop(warnings);
+    assert!(jobs.find(REPO, "1", "r-next").is_none());
+    assert_eq!(server.requests().len(), 2);
+}
+
+#[test]
+fn a_rejected_token_is_said_once_and_nothing_more_is_asked() {
+    for status in [401, 403] {
+        let server = GithubServer::start();
+        server.route(&jobs_target("", REPO, RUN, 1), vec![Answer::status(status)]);
+        let (mut jobs, warnings) = client(&server, "");
+        for runner in ["r-1", "r-2", "r-3"] {
+            assert!(jobs.find(REPO, RUN, runner).is_none());
+        }
+        assert_eq!(server.requests().len(), 1, "{status}: asked once, then stopped");
+        let warnings = warnings.borrow();
+        assert_eq!(warnings.len(), 1, "{status}: said once: {warnings:?}");
+        assert!(warnings[0].contains(&status.to_string()) && warnings[0].contains("no more lookups"), "{warnings:?}");
+        assert!(!warnings[0].contains(TOKEN), "the token is never printed");
+        assert!(jobs.stopped().is_some());
+    }
+}
+
+#[test]
+fn a_rate_limit_with_retry_after_is_waited_out_then_the_job_is_found() {
+    let server = GithubServer::start();
+    let ours = job(1, "r-rate", "2024-01-01T00:00:00Z", "2024-01-01T00:00:30Z", Some("failure"));
+    server.route(
+        &jobs_target("", REPO, RUN, 1),
+        vec![Answer::status(429).header("Retry-After", "1"), Answer::json(jobs_page(1, vec![ours]))],
+    );
+    let (mut jobs, warnings) = client(&server, "");
+    let started = Instant::now();
+    let found = jobs.find(REPO, RUN, "r-rate").expect("found after the wait");
+    assert_eq!((found.queue_duration, found.conclusion), (30.0, Some(JobConclusion::Failure)));
+    assert!(started.elapsed() >= Duration::from_secs(1), "waited for Retry-After");
+    assert_eq!(server.requests().len(), 2);
+    assert!(warnings.borrow().is_empty(), "{:?}", warnings.borrow());
+}
+
+#[test]
+fn a_rate_limit_past_the_wait_budget_stops_the_lookups_without_waiting() {
+    let server = GithubServer::start();
+    let reset = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() + 3600;
+    server.route(
+        &jobs_target("", REPO, RUN, 1),
+        vec![Answer::status(403).header("X-RateLimit-Remaining", "0").header("X-RateLimit-Reset", &reset.to_string())],
+    );
+    let (mut jobs, warnings) = client_with(&server, "", |o| o.max_rate_limit_wait = Duration::from_secs(5));
+    let started = Instant::now();
+    assert!(jobs.find(REPO, RUN, "r-1").is_none());
+    assert!(jobs.find(REPO, RUN, "r-2").is_none());
+    assert!(started.elapsed() < Duration::from_secs(3), "no hour-long wait");
+    assert_eq!(server.requests().len(), 1);
+    let warnings = warnings.borrow();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("rate limited"), "{warnings:?}");
+}
+
+#[test]
+fn a_slow_server_hits_the_timeout_and_the_events_are_still_issued() {
+    let server = GithubServer::start();
+    server.route(&jobs_target("", REPO, RUN, 1), vec![Answer::json(jobs_page(0, vec![])).delayed(Duration::from_secs(4))]);
+    let (mut jobs, warnings) = client_with(&server, "", |o| o.timeout = Duration::from_secs(1));
+    let started = Instant::now();
+    let lines = collect_one(&mut jobs, "r-slow");
+    assert!(started.elapsed() < Duration::from_secs(4), "gave up at the timeout: {:?}", started.elapsed());
+    assert_eq!(lines.len(), 3);
+    assert!(lines[1].get("queue_duration").is_none());
+    let warnings = warnings.borrow();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("timed out") && warnings[0].contains(&server.url()), "{warnings:?}");
+}
+
+#[test]
+fn an_enterprise_base_path_is_kept_in_every_request() {
+    let server = GithubServer::start();
+    let ours = job(1, "r-ghe", "2024-01-01T00:00:00Z", "2024-01-01T00:00:02Z", Some("cancelled"));
+    server.route(&jobs_target("/api/v3", REPO, RUN, 1), vec![Answer::json(jobs_page(1, vec![ours]))]);
+    let (mut jobs, _) = client(&server, "/api/v3/");
+    let found = jobs.find(REPO, RUN, "r-ghe").expect("found");
+    assert_eq!(found.conclusion, Some(JobConclusion::Cancelled));
+    assert_eq!(server.requests()[0].target, jobs_target("/api/v3", REPO, RUN, 1));
+}
+
+#[test]
+fn garbage_answers_give_no_job_metrics_but_the_events_are_issued() {
+    let garbage = [
+        "this is not json".to_owned(),
+        r#"{"total_count": 1, "jobs": {"not": "a list"}}"#.to_owned(),
+        r#"{"jobs": [{"runner_name": "r-garbage", "created_at": "yesterday", "started_at": 5}]}"#.to_owned(),
+        "[".repeat(100_000),
+        format!(r#"{{"jobs": [{}]}}"#, r#"{"runner_name": "r-garbage", "created_at": "2024-01-01T00:00:00Z"}"#),
+    ];
+    for body in garbage {
+        let server = GithubServer::start();
+        server.route(&jobs_target("", REPO, RUN, 1), vec![Answer::json(body.clone())]);
+        let (mut jobs, _) = client(&server, "");
+        let lines = collect_one(&mut jobs, "r-garbage");
+        assert_eq!(lines.len(), 3, "{body:.60}");
+        assert!(lines[1].get("queue_duration").is_none() && lines[2].get("job_conclusion").is_none(), "{body:.60}");
+    }
+}
+
+#[test]
+fn an_oversized_answer_is_not_read_whole() {
+    let server = GithubServer::start();
+    let body = jobs_page(100, full_page(0));
+    server.route(&jobs_target("", REPO, RUN, 1), vec![Answer::json(body.clone())]);
+    let (mut jobs, warnings) = client_with(&server, "", |o| o.max_body_bytes = 1024);
+    assert!(body.len() > 1024);
+    assert!(jobs.find(REPO, RUN, "r-big").is_none());
+    assert!(warnings.borrow()[0].contains("larger than 1024 bytes"), "{:?}", warnings.borrow());
+}
+
+#[test]
+fn hostile_repositories_and_run_ids_never_reach_the_server() {
+    let server = GithubServer::start();
+    let (mut jobs, warnings) = client(&server, "");
+    for (repo, run) in [("../../user", RUN), ("a/b/../../c", RUN), ("o/r?x=1", RUN), ("o/r#", RUN), (REPO, "1/../../x"), (REPO, ""), (REPO, "12a")] {
+        assert!(jobs.find(repo, run, "r-hostile").is_none());
+    }
+    assert!(server.requests().is_empty(), "{:?}", server.requests());
+    assert_eq!(warnings.borrow().len(), 7);
+}
