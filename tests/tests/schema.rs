@@ -18,17 +18,9 @@ fn assert_valid(schema: &Schema, line: &str, origin: &str) {
     }
 }
 
+/// GitHub's spelling to the WIT enum, as the GitHub client reads it.
 fn conclusion(name: &str) -> JobConclusion {
-    match name {
-        "action_required" => JobConclusion::ActionRequired,
-        "cancelled" => JobConclusion::Cancelled,
-        "failure" => JobConclusion::Failure,
-        "neutral" => JobConclusion::Neutral,
-        "skipped" => JobConclusion::Skipped,
-        "success" => JobConclusion::Success,
-        "timed_out" => JobConclusion::TimedOut,
-        other => panic!("unknown conclusion {other:?}"),
-    }
+    runner_metrics::github::conclusion(name).unwrap_or_else(|| panic!("unknown conclusion {name:?}"))
 }
 
 const CONCLUSIONS: [&str; 7] = ["action_required", "cancelled", "failure", "neutral", "skipped", "success", "timed_out"];
