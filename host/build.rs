@@ -47,13 +47,24 @@ fn build_guest(workspace: &Path) -> PathBuf {
         let Some(key) = key.to_str() else { continue };
         let inherited = key.starts_with("CARGO_")
             && !matches!(key, "CARGO_HOME" | "CARGO_NET_OFFLINE" | "CARGO_REGISTRIES_CRATES_IO_PROTOCOL");
-        if inherited || matches!(key, "RUSTFLAGS" | "RUSTC_WORKSPACE_WRAPPER" | "TARGET" | "HOST" | "OUT_DIR" | "PROFILE" | "OPT_LEVEL" | "DEBUG" | "NUM_JOBS") {
+        if inherited
+            || matches!(
+                key,
+                "RUSTFLAGS"
+                    | "RUSTC_WORKSPACE_WRAPPER"
+                    | "TARGET"
+                    | "HOST"
+                    | "OUT_DIR"
+                    | "PROFILE"
+                    | "OPT_LEVEL"
+                    | "DEBUG"
+                    | "NUM_JOBS"
+            )
+        {
             command.env_remove(key);
         }
     }
-    let status = command
-        .status()
-        .unwrap_or_else(|e| panic!("cannot run cargo to build the guest component: {e}"));
+    let status = command.status().unwrap_or_else(|e| panic!("cannot run cargo to build the guest component: {e}"));
     if !status.success() {
         panic!(
             "building the guest component failed ({status}); is the `{TARGET}` target installed? \

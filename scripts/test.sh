@@ -11,12 +11,16 @@ trap 'rm -f "$log"' EXIT
 
 step() { printf '\n==> %s\n' "$*"; }
 
+status=0
+
 step "toolchain (rust-toolchain.toml: Rust 1.95.0 + wasm32-wasip2)"
 rustup show active-toolchain
 rustup target add wasm32-wasip2 >/dev/null
 
+step "cargo fmt --check (rustfmt.toml)"
+cargo fmt --all --check || { echo "formatting differs: run 'cargo fmt --all'"; status=1; }
+
 step "cargo test --workspace"
-status=0
 cargo test --workspace 2>&1 | tee -a "$log" || status=$?
 
 step "other hosts: Rust CLI, wasmtime CLI, Python, Node on tests/conformance (scripts/test-hosts.sh)"

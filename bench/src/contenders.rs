@@ -185,8 +185,12 @@ pub fn native_collect(storage: &Path, flavor: &str, metrics_log: &Path) -> Resul
 }
 
 /// The four files a storage may hold (spec 2).
-const FILES: [&str; 4] =
-    ["runner-installation-start.timestamp", "runner-installed.timestamp", "pre-job-metrics.json", "post-job-metrics.json"];
+const FILES: [&str; 4] = [
+    "runner-installation-start.timestamp",
+    "runner-installed.timestamp",
+    "pre-job-metrics.json",
+    "post-job-metrics.json",
+];
 
 /// The hidden `floor` subcommand: the least any implementation must do.
 /// For each root entry: `lstat` it; for each of the four files `lstat`,

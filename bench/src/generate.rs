@@ -127,10 +127,8 @@ fn storage_files(rng: &mut Rng, kind: Kind, i: usize) -> Vec<(&'static str, Vec<
     let installed = start + 30 + rng.below(300);
     let pre = installed + rng.below(3_600);
     let post = pre + 10 + rng.below(7_200);
-    let mut files = vec![(
-        "runner-installation-start.timestamp",
-        format!("{start}.{:06}", rng.below(1_000_000)).into_bytes(),
-    )];
+    let mut files =
+        vec![("runner-installation-start.timestamp", format!("{start}.{:06}", rng.below(1_000_000)).into_bytes())];
     if kind != Kind::NoInstalled {
         files.push(("runner-installed.timestamp", format!("{installed}\n").into_bytes()));
     }
@@ -144,7 +142,10 @@ fn storage_files(rng: &mut Rng, kind: Kind, i: usize) -> Vec<(&'static str, Vec<
     let status = STATUSES[rng.below(4) as usize];
     let post_job = match status {
         "normal" => format!(r#"{{"timestamp": {post}, "status": "normal"}}"#),
-        "abnormal" => format!(r#"{{"timestamp": {post}, "status": "abnormal", "status_info": {{"code": {}}}}}"#, 1 + rng.below(254)),
+        "abnormal" => format!(
+            r#"{{"timestamp": {post}, "status": "abnormal", "status_info": {{"code": {}}}}}"#,
+            1 + rng.below(254)
+        ),
         other => format!(r#"{{"timestamp": {post}, "status": "{other}", "status_info": {{"code": 403}}}}"#),
     };
     match kind {
@@ -156,7 +157,10 @@ fn storage_files(rng: &mut Rng, kind: Kind, i: usize) -> Vec<(&'static str, Vec<
         Kind::Oversized => {
             // Valid JSON, but 2 KiB: over the 1024-byte limit.
             let padding = "x".repeat(2048);
-            files.push(("pre-job-metrics.json", format!(r#"{{"workflow": "{padding}", "event": "push"}}"#).into_bytes()));
+            files.push((
+                "pre-job-metrics.json",
+                format!(r#"{{"workflow": "{padding}", "event": "push"}}"#).into_bytes(),
+            ));
             files.push(("post-job-metrics.json", post_job.into_bytes()));
         }
         Kind::InvalidJson => {

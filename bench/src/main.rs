@@ -23,7 +23,10 @@ use contenders::{Contender, Measured};
 use report::{Cell, Row};
 
 #[derive(Debug, Parser)]
-#[command(name = "runner-metrics-bench", about = "Benchmark the sandboxed collect against native code and the filesystem floor")]
+#[command(
+    name = "runner-metrics-bench",
+    about = "Benchmark the sandboxed collect against native code and the filesystem floor"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Sub>,
@@ -189,14 +192,28 @@ fn machine(args: &RunArgs) -> Result<()> {
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     let mem = std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|m| m.lines().find(|l| l.starts_with("MemTotal:")).map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_owned()))
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_owned())
+        })
         .and_then(|kb| kb.parse::<u64>().ok())
         .unwrap_or(0);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    println!("- machine: {cpus} CPUs, {}, {:.1} GiB RAM, Linux {}", cpu_model(), mem as f64 / 1024.0 / 1024.0, kernel.trim());
+    println!(
+        "- machine: {cpus} CPUs, {}, {:.1} GiB RAM, Linux {}",
+        cpu_model(),
+        mem as f64 / 1024.0 / 1024.0,
+        kernel.trim()
+    );
     println!("- tmpfs dir: {} ({})", args.tmpfs_dir.display(), filesystem_type(&args.tmpfs_dir));
     if !args.no_disk {
-        println!("- disk dir: {} ({}{})", args.disk_dir.display(), filesystem_type(&args.disk_dir), mount_options(&args.disk_dir));
+        println!(
+            "- disk dir: {} ({}{})",
+            args.disk_dir.display(),
+            filesystem_type(&args.disk_dir),
+            mount_options(&args.disk_dir)
+        );
     }
     println!("- load average at the start: {}", load_average());
     Ok(())
@@ -205,12 +222,22 @@ fn machine(args: &RunArgs) -> Result<()> {
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_owned()))
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_owned())
+        })
         .unwrap_or_else(|| "unknown CPU".to_owned())
 }
 
 fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The filesystem a directory is on, from `statfs`'s magic number.
@@ -277,9 +304,23 @@ fn startup(collect_bin: &Path, dir: &Path, runs: usize) -> Result<()> {
     println!("## Cold start of `runner-metrics collect` on an empty root ({})\n", filesystem_type(dir));
     println!("| case | wall (median) | runs | peak RSS MiB |");
     println!("|---|---:|---:|---:|");
-    println!("| first start, empty cache (compiles, writes the cache) | {:.1} ms | 1 | {:.1} |", ms(first.wall), mib(first.peak_rss));
-    println!("| warm compiled-code cache | {:.1} ms | {} | {:.1} |", ms(median(&warm)), warm.len(), mib(max_rss(&warm)));
-    println!("| `--no-cache` (compiles every time) | {:.1} ms | {} | {:.1} |\n", ms(median(&uncached)), uncached.len(), mib(max_rss(&uncached)));
+    println!(
+        "| first start, empty cache (compiles, writes the cache) | {:.1} ms | 1 | {:.1} |",
+        ms(first.wall),
+        mib(first.peak_rss)
+    );
+    println!(
+        "| warm compiled-code cache | {:.1} ms | {} | {:.1} |",
+        ms(median(&warm)),
+        warm.len(),
+        mib(max_rss(&warm))
+    );
+    println!(
+        "| `--no-cache` (compiles every time) | {:.1} ms | {} | {:.1} |\n",
+        ms(median(&uncached)),
+        uncached.len(),
+        mib(max_rss(&uncached))
+    );
 
     // One guest instance: a store, WASI context with the preopen, and the
     // instantiation from the pre-instance; averaged after a warm-up.
@@ -297,7 +338,10 @@ fn startup(collect_bin: &Path, dir: &Path, runs: usize) -> Result<()> {
     }
     let per_instance = t.elapsed() / count;
     println!("- `Plugin::open` with a warm cache, in process: {:.2} ms", ms(open_time));
-    println!("- one guest instance (`Plugin::sandbox`, create + drop, mean of {count}): {:.1} µs\n", per_instance.as_secs_f64() * 1e6);
+    println!(
+        "- one guest instance (`Plugin::sandbox`, create + drop, mean of {count}): {:.1} µs\n",
+        per_instance.as_secs_f64() * 1e6
+    );
     let _ = std::fs::remove_dir_all(&base);
     Ok(())
 }
@@ -402,8 +446,15 @@ fn one_run(
             ensure!(left.is_empty(), "{}: left {} storages", contender.label(), left.len());
             let text = std::fs::read(&log)?;
             let lines = text.iter().filter(|&&b| b == b'\n').count();
-            ensure!(lines == s.lines_written, "{}: {lines} lines in the log, summary says {}", contender.label(), s.lines_written);
-            log_digest = Some(text.iter().fold(0xCBF2_9CE4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01B3)));
+            ensure!(
+                lines == s.lines_written,
+                "{}: {lines} lines in the log, summary says {}",
+                contender.label(),
+                s.lines_written
+            );
+            log_digest = Some(
+                text.iter().fold(0xCBF2_9CE4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01B3)),
+            );
         }
     }
     let _ = std::fs::remove_dir_all(&root);

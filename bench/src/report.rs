@@ -101,9 +101,17 @@ pub fn svg(rows: &[Row], title: &str) -> String {
     let x = |n: f64| left + (n.log10() - min_n.log10()) / span * pw;
     let y = |rate: f64| top + ph - rate / y_max * ph;
     let mut s = String::new();
-    let _ = writeln!(s, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#);
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
+    );
     let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
-    let _ = writeln!(s, r#"<text x="{}" y="22" text-anchor="middle" font-size="14">{}</text>"#, left + pw / 2.0, escape(title));
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="22" text-anchor="middle" font-size="14">{}</text>"#,
+        left + pw / 2.0,
+        escape(title)
+    );
     // Axes and grid.
     let _ = writeln!(s, r#"<line x1="{left}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#, top + ph, left + pw, top + ph);
     let _ = writeln!(s, r#"<line x1="{left}" y1="{top}" x2="{left}" y2="{}" stroke="black"/>"#, top + ph);
@@ -111,15 +119,30 @@ pub fn svg(rows: &[Row], title: &str) -> String {
         let rate = y_max * f64::from(i) / 5.0;
         let yy = y(rate);
         let _ = writeln!(s, r##"<line x1="{left}" y1="{yy:.1}" x2="{}" y2="{yy:.1}" stroke="#ddd"/>"##, left + pw);
-        let _ = writeln!(s, r#"<text x="{}" y="{:.1}" text-anchor="end">{}</text>"#, left - 6.0, yy + 4.0, thousands(rate));
+        let _ =
+            writeln!(s, r#"<text x="{}" y="{:.1}" text-anchor="end">{}</text>"#, left - 6.0, yy + 4.0, thousands(rate));
     }
     for &n in &sizes {
         let xx = x(n as f64);
         let _ = writeln!(s, r##"<line x1="{xx:.1}" y1="{top}" x2="{xx:.1}" y2="{}" stroke="#ddd"/>"##, top + ph);
-        let _ = writeln!(s, r#"<text x="{xx:.1}" y="{}" text-anchor="middle">{}</text>"#, top + ph + 18.0, thousands(n as f64));
+        let _ = writeln!(
+            s,
+            r#"<text x="{xx:.1}" y="{}" text-anchor="middle">{}</text>"#,
+            top + ph + 18.0,
+            thousands(n as f64)
+        );
     }
-    let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="middle">runners in the storage root (N, log scale)</text>"#, left + pw / 2.0, h - 14.0);
-    let _ = writeln!(s, r#"<text transform="translate(18 {}) rotate(-90)" text-anchor="middle">storages per second</text>"#, top + ph / 2.0);
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">runners in the storage root (N, log scale)</text>"#,
+        left + pw / 2.0,
+        h - 14.0
+    );
+    let _ = writeln!(
+        s,
+        r#"<text transform="translate(18 {}) rotate(-90)" text-anchor="middle">storages per second</text>"#,
+        top + ph / 2.0
+    );
     // One polyline per (filesystem, contender).
     let mut filesystems: Vec<&str> = Vec::new();
     for r in rows {
@@ -136,13 +159,22 @@ pub fn svg(rows: &[Row], title: &str) -> String {
             points.sort_by(|a, b| a.0.total_cmp(&b.0));
             let path: Vec<String> = points.iter().map(|(n, r)| format!("{:.1},{:.1}", x(*n), y(*r))).collect();
             let color = COLORS[ci];
-            let _ = writeln!(s, r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"{dash}/>"#, path.join(" "));
+            let _ = writeln!(
+                s,
+                r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"{dash}/>"#,
+                path.join(" ")
+            );
             for (n, r) in &points {
                 let _ = writeln!(s, r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{color}"/>"#, x(*n), y(*r));
             }
             let lx = left + pw + 14.0;
-            let _ = writeln!(s, r#"<line x1="{lx}" y1="{legend_y}" x2="{}" y2="{legend_y}" stroke="{color}" stroke-width="2"{dash}/>"#, lx + 24.0);
-            let _ = writeln!(s, r#"<text x="{}" y="{}">{} ({})</text>"#, lx + 30.0, legend_y + 4.0, c.label(), escape(fs));
+            let _ = writeln!(
+                s,
+                r#"<line x1="{lx}" y1="{legend_y}" x2="{}" y2="{legend_y}" stroke="{color}" stroke-width="2"{dash}/>"#,
+                lx + 24.0
+            );
+            let _ =
+                writeln!(s, r#"<text x="{}" y="{}">{} ({})</text>"#, lx + 30.0, legend_y + 4.0, c.label(), escape(fs));
             legend_y += 18.0;
         }
     }

@@ -6,9 +6,7 @@
 //! spec's rules, and every rendered line must be one line of ASCII JSON that
 //! reads back to the values it was rendered from.
 
-use runner_metrics_guest::model::{
-    Event, JobConclusion, PostJobStatus, RunnerInstalled, RunnerStart, RunnerStop,
-};
+use runner_metrics_guest::model::{Event, JobConclusion, PostJobStatus, RunnerInstalled, RunnerStart, RunnerStop};
 use runner_metrics_guest::{json, parse, render, FILE_SIZE_BYTES_LIMIT};
 
 fn assert_time(what: &str, value: f64) {
@@ -88,7 +86,11 @@ impl Bytes<'_> {
             *b = self.byte();
         }
         let value = f64::from_le_bytes(raw).abs();
-        if value.is_finite() { value } else { f64::from(self.byte()) }
+        if value.is_finite() {
+            value
+        } else {
+            f64::from(self.byte())
+        }
     }
 }
 
@@ -119,7 +121,9 @@ pub fn check_render_event(data: &[u8]) {
             repo: b.string(),
             github_event: b.string(),
             status: statuses[usize::from(b.byte() % 4)],
-            status_code: (b.byte() % 2 == 0).then(|| i64::from_le_bytes([b.byte(), b.byte(), b.byte(), b.byte(), b.byte(), b.byte(), b.byte(), b.byte()])),
+            status_code: (b.byte() % 2 == 0).then(|| {
+                i64::from_le_bytes([b.byte(), b.byte(), b.byte(), b.byte(), b.byte(), b.byte(), b.byte(), b.byte()])
+            }),
             job_duration: b.time(),
             job_conclusion: (b.byte() % 2 == 0).then_some(JobConclusion::TimedOut),
         }),

@@ -53,7 +53,11 @@ impl wasi::exports::cli::run::Guest for CliRun {
         match collect(&options, &mut out, &mut err) {
             Ok(summary) => {
                 summary.print(&mut err, options.json);
-                if summary.failed > 0 { Err(()) } else { Ok(()) }
+                if summary.failed > 0 {
+                    Err(())
+                } else {
+                    Ok(())
+                }
             }
             Err((summary, message)) => {
                 summary.print(&mut err, options.json);
@@ -238,7 +242,15 @@ impl Run<'_> {
 
     /// `reason`: the quarantine or skip reason (kebab-case); `file`: the
     /// file to blame. Both only appear in `--json` reports.
-    fn report_with(&mut self, name: &str, kind: &str, reason: Option<&str>, file: Option<&str>, detail: &str, events: usize) {
+    fn report_with(
+        &mut self,
+        name: &str,
+        kind: &str,
+        reason: Option<&str>,
+        file: Option<&str>,
+        detail: &str,
+        events: usize,
+    ) {
         match kind {
             "extracted" => self.summary.extracted += 1,
             "no-data" => self.summary.no_data += 1,
@@ -345,7 +357,8 @@ fn candidate(run: &mut Run<'_>, fs: &WasiFs, name: &str, out: &mut OutputStream)
             }
         }
         Outcome::NoData => {
-            let detail = if keep { "no installed timestamp; would be deleted" } else { "no installed timestamp; deleted" };
+            let detail =
+                if keep { "no installed timestamp; would be deleted" } else { "no installed timestamp; deleted" };
             run.report(name, "no-data", detail, 0);
         }
         Outcome::Quarantined(info) => run.report_with(

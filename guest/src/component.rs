@@ -39,9 +39,7 @@ impl GuestScan for ScanResource {
             include: selection.include,
             min_age_seconds: selection.min_age_seconds,
         };
-        let inner = WasiFs::open()
-            .and_then(|fs| extract::Scan::new(fs, selection))
-            .map_err(|e| e.message);
+        let inner = WasiFs::open().and_then(|fs| extract::Scan::new(fs, selection)).map_err(|e| e.message);
         Self {
             inner: RefCell::new(inner),
             #[cfg(feature = "hostile")]
@@ -103,8 +101,7 @@ impl extraction::Guest for Component {
         detail: String,
     ) -> Result<wit::QuarantineInfo, String> {
         let fs = WasiFs::open().map_err(|e| e.message)?;
-        extract::quarantine_storage(&fs, &runner_name, reason_from_wit(reason), None, &detail)
-            .map(quarantine_to_wit)
+        extract::quarantine_storage(&fs, &runner_name, reason_from_wit(reason), None, &detail).map(quarantine_to_wit)
     }
 
     fn list_quarantine() -> Result<Vec<wit::QuarantinedStorage>, String> {
@@ -133,10 +130,7 @@ impl exports::github_runner::metrics::events::Guest for Component {
             queue_duration: job.queue_duration,
             conclusion: job.conclusion.map(conclusion_from_wit),
         });
-        events::issue_events(&metrics_from_wit(metrics), &flavor, job.as_ref())
-            .into_iter()
-            .map(event_to_wit)
-            .collect()
+        events::issue_events(&metrics_from_wit(metrics), &flavor, job.as_ref()).into_iter().map(event_to_wit).collect()
     }
 
     fn render_event(event: wit::Event) -> String {
@@ -149,7 +143,6 @@ impl exports::github_runner::metrics::events::Guest for Component {
         render::render_event(&event_from_wit(event))
     }
 }
-
 
 fn skip_to_wit(reason: model::SkipReason) -> wit::SkipReason {
     match reason {

@@ -5,19 +5,14 @@
 //! the host's job, in the order returned here.
 
 use crate::model::{
-    Event, GithubJobMetrics, PostJobMetrics, PreJobMetrics, RunnerInstalled, RunnerMetrics,
-    RunnerStart, RunnerStop,
+    Event, GithubJobMetrics, PostJobMetrics, PreJobMetrics, RunnerInstalled, RunnerMetrics, RunnerStart, RunnerStop,
 };
 
 /// The events of `metrics`, in the order they must be issued:
 /// `runner_installed` when the installation start is known, `runner_start`
 /// when the pre-job names a repository, and `runner_stop` when `runner_start`
 /// is issued and a post-job exists.
-pub fn issue_events(
-    metrics: &RunnerMetrics,
-    flavor: &str,
-    job: Option<&GithubJobMetrics>,
-) -> Vec<Event> {
+pub fn issue_events(metrics: &RunnerMetrics, flavor: &str, job: Option<&GithubJobMetrics>) -> Vec<Event> {
     let mut events = Vec::with_capacity(3);
     if let Some(installed) = runner_installed(metrics, flavor) {
         events.push(Event::RunnerInstalled(installed));
@@ -28,10 +23,7 @@ pub fn issue_events(
     let Some(start) = runner_start(pre_job, metrics.installed_timestamp, flavor, job) else {
         return events;
     };
-    let stop = metrics
-        .post_job
-        .as_ref()
-        .map(|post_job| runner_stop(&start, post_job, job));
+    let stop = metrics.post_job.as_ref().map(|post_job| runner_stop(&start, post_job, job));
     events.push(Event::RunnerStart(start));
     events.extend(stop.map(Event::RunnerStop));
     events
@@ -68,16 +60,10 @@ fn runner_start(
 /// The job's queue duration clamped at 0; `None` when it is not a finite
 /// number, since such a value cannot be written as JSON.
 fn queue_duration(job: &GithubJobMetrics) -> Option<f64> {
-    job.queue_duration
-        .is_finite()
-        .then(|| non_negative(job.queue_duration))
+    job.queue_duration.is_finite().then(|| non_negative(job.queue_duration))
 }
 
-fn runner_stop(
-    start: &RunnerStart,
-    post_job: &PostJobMetrics,
-    job: Option<&GithubJobMetrics>,
-) -> RunnerStop {
+fn runner_stop(start: &RunnerStart, post_job: &PostJobMetrics, job: Option<&GithubJobMetrics>) -> RunnerStop {
     RunnerStop {
         timestamp: post_job.timestamp,
         flavor: start.flavor.clone(),
@@ -119,20 +105,13 @@ mod tests {
                 repository: Some("org1/repository1".into()),
                 event: "push".into(),
             }),
-            post_job: Some(PostJobMetrics {
-                timestamp: 3.0,
-                status: PostJobStatus::Normal,
-                status_code: None,
-            }),
+            post_job: Some(PostJobMetrics { timestamp: 3.0, status: PostJobStatus::Normal, status_code: None }),
             runner_name: "runner-n-0123456789ab".into(),
         }
     }
 
     fn fixture_job() -> GithubJobMetrics {
-        GithubJobMetrics {
-            queue_duration: 3600.0,
-            conclusion: Some(JobConclusion::Success),
-        }
+        GithubJobMetrics { queue_duration: 3600.0, conclusion: Some(JobConclusion::Success) }
     }
 
     fn kinds(events: &[Event]) -> Vec<&'static str> {
@@ -140,42 +119,15 @@ mod tests {
     }
 
     fn installed_of(events: &[Event]) -> &RunnerInstalled {
-        events
-            .iter()
-            .find_map(|e| {
-                if let Event::RunnerInstalled(i) = e {
-                    Some(i)
-                } else {
-                    None
-                }
-            })
-            .unwrap()
+        events.iter().find_map(|e| if let Event::RunnerInstalled(i) = e { Some(i) } else { None }).unwrap()
     }
 
     fn start_of(events: &[Event]) -> &RunnerStart {
-        events
-            .iter()
-            .find_map(|e| {
-                if let Event::RunnerStart(s) = e {
-                    Some(s)
-                } else {
-                    None
-                }
-            })
-            .unwrap()
+        events.iter().find_map(|e| if let Event::RunnerStart(s) = e { Some(s) } else { None }).unwrap()
     }
 
     fn stop_of(events: &[Event]) -> &RunnerStop {
-        events
-            .iter()
-            .find_map(|e| {
-                if let Event::RunnerStop(s) = e {
-                    Some(s)
-                } else {
-                    None
-                }
-            })
-            .unwrap()
+        events.iter().find_map(|e| if let Event::RunnerStop(s) = e { Some(s) } else { None }).unwrap()
     }
 
     #[test]
@@ -184,11 +136,7 @@ mod tests {
         assert_eq!(
             events,
             vec![
-                Event::RunnerInstalled(RunnerInstalled {
-                    timestamp: 2.0,
-                    flavor: FLAVOR.into(),
-                    duration: 1.0
-                }),
+                Event::RunnerInstalled(RunnerInstalled { timestamp: 2.0, flavor: FLAVOR.into(), duration: 1.0 }),
                 Event::RunnerStart(RunnerStart {
                     timestamp: 3.0,
                     flavor: FLAVOR.into(),
@@ -289,20 +237,14 @@ mod tests {
     #[test]
     fn unknown_job_leaves_queue_duration_and_conclusion_out() {
         let events = issue_events(&fixture(), FLAVOR, None);
-        assert_eq!(
-            kinds(&events),
-            ["runner_installed", "runner_start", "runner_stop"]
-        );
+        assert_eq!(kinds(&events), ["runner_installed", "runner_start", "runner_stop"]);
         assert_eq!(start_of(&events).queue_duration, None);
         assert_eq!(stop_of(&events).job_conclusion, None);
     }
 
     #[test]
     fn job_without_conclusion_keeps_queue_duration() {
-        let job = GithubJobMetrics {
-            queue_duration: 12.5,
-            conclusion: None,
-        };
+        let job = GithubJobMetrics { queue_duration: 12.5, conclusion: None };
         let events = issue_events(&fixture(), FLAVOR, Some(&job));
         assert_eq!(start_of(&events).queue_duration, Some(12.5));
         assert_eq!(stop_of(&events).job_conclusion, None);
@@ -310,34 +252,19 @@ mod tests {
 
     #[test]
     fn negative_queue_duration_is_clamped_to_zero() {
-        let job = GithubJobMetrics {
-            queue_duration: -5.0,
-            conclusion: Some(JobConclusion::Cancelled),
-        };
+        let job = GithubJobMetrics { queue_duration: -5.0, conclusion: Some(JobConclusion::Cancelled) };
         let events = issue_events(&fixture(), FLAVOR, Some(&job));
-        assert_eq!(
-            start_of(&events).queue_duration.map(f64::to_bits),
-            Some(0.0f64.to_bits())
-        );
-        assert_eq!(
-            stop_of(&events).job_conclusion,
-            Some(JobConclusion::Cancelled)
-        );
+        assert_eq!(start_of(&events).queue_duration.map(f64::to_bits), Some(0.0f64.to_bits()));
+        assert_eq!(stop_of(&events).job_conclusion, Some(JobConclusion::Cancelled));
     }
 
     #[test]
     fn non_finite_queue_duration_is_left_out() {
         for queue_duration in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
-            let job = GithubJobMetrics {
-                queue_duration,
-                conclusion: Some(JobConclusion::Success),
-            };
+            let job = GithubJobMetrics { queue_duration, conclusion: Some(JobConclusion::Success) };
             let events = issue_events(&fixture(), FLAVOR, Some(&job));
             assert_eq!(start_of(&events).queue_duration, None, "{queue_duration}");
-            assert_eq!(
-                stop_of(&events).job_conclusion,
-                Some(JobConclusion::Success)
-            );
+            assert_eq!(stop_of(&events).job_conclusion, Some(JobConclusion::Success));
         }
     }
 
@@ -383,10 +310,7 @@ mod tests {
         metrics.installation_start_timestamp = Some(1_700_000_000.123_456_7);
         metrics.installed_timestamp = 1_700_000_060.5;
         let events = issue_events(&metrics, FLAVOR, None);
-        assert_eq!(
-            installed_of(&events).duration,
-            1_700_000_060.5 - 1_700_000_000.123_456_7
-        );
+        assert_eq!(installed_of(&events).duration, 1_700_000_060.5 - 1_700_000_000.123_456_7);
     }
 
     #[test]

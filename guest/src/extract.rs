@@ -6,8 +6,8 @@
 
 use crate::fs::{join, BoundedRead, EntryKind, FsError, FsErrorKind, StorageFs};
 use crate::model::{
-    Corruption, Outcome, QuarantineInfo, QuarantineReason, QuarantinedStorage, RootEntry,
-    RunnerMetrics, Selection, SkipReason,
+    Corruption, Outcome, QuarantineInfo, QuarantineReason, QuarantinedStorage, RootEntry, RunnerMetrics, Selection,
+    SkipReason,
 };
 use crate::names::{is_reserved, is_valid_runner_name, DELETING_DIR, QUARANTINE_DIR};
 use crate::{files, parse, FILE_SIZE_BYTES_LIMIT};

@@ -332,8 +332,7 @@ mod wasi_fs {
     use std::cell::{OnceCell, RefCell};
     use std::rc::Rc;
     use wasi::filesystem::types::{
-        Descriptor, DescriptorFlags, DescriptorType, DirectoryEntryStream, ErrorCode, OpenFlags,
-        PathFlags,
+        Descriptor, DescriptorFlags, DescriptorType, DirectoryEntryStream, ErrorCode, OpenFlags, PathFlags,
     };
 
     /// Where the host mounts the storage root inside the sandbox.
@@ -367,14 +366,23 @@ mod wasi_fs {
         pub fn open() -> FsResult<Self> {
             ROOT.with(|cached| {
                 if let Some(root) = cached.get() {
-                    return Ok(Self { root: Rc::clone(root), parent: RefCell::new(None), through_root_only: Default::default() });
+                    return Ok(Self {
+                        root: Rc::clone(root),
+                        parent: RefCell::new(None),
+                        through_root_only: Default::default(),
+                    });
                 }
                 let root = wasi::filesystem::preopens::get_directories()
                     .into_iter()
                     .find(|(_, path)| path == GUEST_ROOT)
                     .map(|(root, _)| Rc::new(root))
                     .ok_or_else(|| {
-                        FsError::new(FsErrorKind::NotFound, "find preopen", GUEST_ROOT, "the host granted no storage root")
+                        FsError::new(
+                            FsErrorKind::NotFound,
+                            "find preopen",
+                            GUEST_ROOT,
+                            "the host granted no storage root",
+                        )
                     })?;
                 let _ = cached.set(Rc::clone(&root));
                 Ok(Self { root, parent: RefCell::new(None), through_root_only: Default::default() })
@@ -423,7 +431,11 @@ mod wasi_fs {
 
         /// The root itself is `"."` in WASI paths.
         fn rel(path: &str) -> &str {
-            if path.is_empty() { "." } else { path }
+            if path.is_empty() {
+                "."
+            } else {
+                path
+            }
         }
     }
 
@@ -517,13 +529,12 @@ mod wasi_fs {
         }
 
         fn lstat(&self, path: &str) -> FsResult<Meta> {
-            let stat = self.at(path, |d, leaf| d.stat_at(PathFlags::empty(), leaf)).map_err(|e| error("stat", path, e))?;
+            let stat =
+                self.at(path, |d, leaf| d.stat_at(PathFlags::empty(), leaf)).map_err(|e| error("stat", path, e))?;
             Ok(Meta {
                 kind: kind_of(stat.type_),
                 size: stat.size,
-                modified: stat
-                    .data_modification_timestamp
-                    .map(|t| t.seconds as f64 + f64::from(t.nanoseconds) / 1e9),
+                modified: stat.data_modification_timestamp.map(|t| t.seconds as f64 + f64::from(t.nanoseconds) / 1e9),
             })
         }
 
@@ -579,12 +590,7 @@ mod wasi_fs {
         fn write_new_file(&self, path: &str, bytes: &[u8]) -> FsResult<()> {
             let file = self
                 .root
-                .open_at(
-                    PathFlags::empty(),
-                    path,
-                    OpenFlags::CREATE | OpenFlags::EXCLUSIVE,
-                    DescriptorFlags::WRITE,
-                )
+                .open_at(PathFlags::empty(), path, OpenFlags::CREATE | OpenFlags::EXCLUSIVE, DescriptorFlags::WRITE)
                 .map_err(|e| error("create", path, e))?;
             let mut written = 0usize;
             while let Some(rest) = bytes.get(written..).filter(|rest| !rest.is_empty()) {

@@ -132,9 +132,7 @@ impl<'de> Visitor<'de> for JsonVisitor {
     }
 
     fn visit_f64<E: de::Error>(self, value: f64) -> Result<Json, E> {
-        Number::from_f64(value)
-            .map(Json::Number)
-            .ok_or_else(|| E::custom(format!("non-finite number {value}")))
+        Number::from_f64(value).map(Json::Number).ok_or_else(|| E::custom(format!("non-finite number {value}")))
     }
 
     fn visit_str<E: de::Error>(self, value: &str) -> Result<Json, E> {
@@ -174,9 +172,7 @@ impl<'de> Visitor<'de> for JsonVisitor {
 fn reread_floats(json: &mut Json, literals: &mut NumberLiterals<'_>) -> Result<(), String> {
     match json {
         Json::Number(number) => {
-            let literal = literals
-                .next()
-                .ok_or("internal error: number literal not found")?;
+            let literal = literals.next().ok_or("internal error: number literal not found")?;
             if number.is_f64() {
                 let integer = !literal.contains(['.', 'e', 'E']);
                 if integer && literal.parse::<i64>().is_err() && literal.parse::<u64>().is_err() {
@@ -204,11 +200,7 @@ fn reread_floats(json: &mut Json, literals: &mut NumberLiterals<'_>) -> Result<(
 
 /// The correctly rounded finite value of a JSON number literal.
 fn exact_float(literal: &str) -> Result<Number, String> {
-    literal
-        .parse::<f64>()
-        .ok()
-        .and_then(Number::from_f64)
-        .ok_or_else(|| format!("number out of range: {literal}"))
+    literal.parse::<f64>().ok().and_then(Number::from_f64).ok_or_else(|| format!("number out of range: {literal}"))
 }
 
 /// The number literals of a valid JSON text, in order; string contents are
@@ -238,10 +230,7 @@ impl<'a> NumberLiterals<'a> {
     fn take_number(&mut self) -> Option<&'a str> {
         let bytes = self.text.as_bytes();
         let start = self.pos;
-        while bytes
-            .get(self.pos)
-            .is_some_and(|b| matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E'))
-        {
+        while bytes.get(self.pos).is_some_and(|b| matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')) {
             self.pos += 1;
         }
         self.text.get(start..self.pos)
@@ -292,9 +281,7 @@ mod tests {
             "f": 1.5, "s": "x\u00e9", "a": [1, [], {}]} "#,
         )
         .unwrap();
-        let Json::Object(members) = &json else {
-            panic!("not an object")
-        };
+        let Json::Object(members) = &json else { panic!("not an object") };
         let keys: Vec<&str> = members.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, ["n", "b", "i", "u", "f", "s", "a"]);
         assert_eq!(json.get("n"), Some(&Json::Null));
@@ -305,11 +292,7 @@ mod tests {
         assert_eq!(json.get("s"), Some(&Json::String("xé".into())));
         assert_eq!(
             json.get("a"),
-            Some(&Json::Array(vec![
-                Json::Number(1u64.into()),
-                Json::Array(vec![]),
-                Json::Object(vec![])
-            ]))
+            Some(&Json::Array(vec![Json::Number(1u64.into()), Json::Array(vec![]), Json::Object(vec![])]))
         );
         assert_eq!(json.get("missing"), None);
         assert_eq!(Json::Null.get("n"), None);
@@ -335,17 +318,7 @@ mod tests {
         .iter()
         .map(Json::kind)
         .collect();
-        assert_eq!(
-            kinds,
-            [
-                "null",
-                "a boolean",
-                "a number",
-                "a string",
-                "an array",
-                "an object"
-            ]
-        );
+        assert_eq!(kinds, ["null", "a boolean", "a number", "a string", "an array", "an object"]);
     }
 
     #[test]
@@ -414,13 +387,7 @@ mod tests {
 
     #[test]
     fn rejects_out_of_range_numbers() {
-        for text in [
-            "1e400",
-            "-1e400",
-            "[1e309]",
-            "{\"t\": 2e308}",
-            "1.7976931348623159e308",
-        ] {
+        for text in ["1e400", "-1e400", "[1e309]", "{\"t\": 2e308}", "1.7976931348623159e308"] {
             let err = parse_strict(text).unwrap_err();
             assert!(err.contains("out of range"), "{text}: {err}");
         }
@@ -447,14 +414,8 @@ mod tests {
     fn nesting_limit_is_128_levels() {
         assert_eq!(MAX_NESTING_DEPTH, 128);
         for depth in [1, 2, 127, MAX_NESTING_DEPTH] {
-            assert!(
-                parse_strict(&nested_arrays(depth)).is_ok(),
-                "{depth} arrays"
-            );
-            assert!(
-                parse_strict(&nested_objects(depth)).is_ok(),
-                "{depth} objects"
-            );
+            assert!(parse_strict(&nested_arrays(depth)).is_ok(), "{depth} arrays");
+            assert!(parse_strict(&nested_objects(depth)).is_ok(), "{depth} objects");
         }
         for depth in [MAX_NESTING_DEPTH + 1, 129, 1000, 100_000] {
             let err = parse_strict(&nested_arrays(depth)).unwrap_err();
@@ -509,16 +470,10 @@ mod tests {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
-            let literal = format!(
-                "{}.{:07}",
-                1_600_000_000 + state % 200_000_000,
-                (state >> 32) % 10_000_000
-            );
+            let literal = format!("{}.{:07}", 1_600_000_000 + state % 200_000_000, (state >> 32) % 10_000_000);
             let text = format!("{{\"t\": [\"1.5\", {literal}, 2]}}");
             let json = parse_strict(&text).unwrap();
-            let Some(Json::Array(items)) = json.get("t") else {
-                panic!("{text}")
-            };
+            let Some(Json::Array(items)) = json.get("t") else { panic!("{text}") };
             assert_eq!(num(&items[1]), literal.parse::<f64>().unwrap(), "{literal}");
         }
     }
@@ -527,30 +482,22 @@ mod tests {
     fn floats_are_matched_to_literals_in_document_order() {
         let text = r#"{"s": "1.0 -2e5 \" 3.5 \\", "a": [0.1, 7, -8, 1e2, {"3.25": 2.5e-3}], "z": 1700000000.1234567}"#;
         let json = parse_strict(text).unwrap();
-        let Some(Json::Array(items)) = json.get("a") else {
-            panic!()
-        };
+        let Some(Json::Array(items)) = json.get("a") else { panic!() };
         assert_eq!(num(&items[0]), 0.1);
         assert_eq!(items[1], Json::Number(7u64.into()));
         assert_eq!(items[2], Json::Number((-8i64).into()));
         assert_eq!(num(&items[3]), 100.0);
         assert_eq!(items[4].get("3.25").map(num), Some(0.0025));
         assert_eq!(json.get("z").map(num), Some(1_700_000_000.123_456_7));
-        assert_eq!(
-            json.get("s"),
-            Some(&Json::String("1.0 -2e5 \" 3.5 \\".into()))
-        );
+        assert_eq!(json.get("s"), Some(&Json::String("1.0 -2e5 \" 3.5 \\".into())));
     }
 
     #[test]
     fn integers_keep_their_kind() {
-        let json =
-            parse_strict("[0, -0, 9223372036854775807, -9223372036854775808, 1.0, 1e3]").unwrap();
+        let json = parse_strict("[0, -0, 9223372036854775807, -9223372036854775808, 1.0, 1e3]").unwrap();
         let Json::Array(items) = json else { panic!() };
         assert!(items[0].eq(&Json::Number(0u64.into())));
-        let Json::Number(neg_zero) = &items[1] else {
-            panic!()
-        };
+        let Json::Number(neg_zero) = &items[1] else { panic!() };
         assert!(neg_zero.is_f64());
         assert_eq!(items[2], Json::Number(i64::MAX.into()));
         assert_eq!(items[3], Json::Number(i64::MIN.into()));

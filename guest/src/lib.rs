@@ -16,9 +16,9 @@ pub mod parse;
 pub mod render;
 
 #[cfg(target_arch = "wasm32")]
-mod component;
-#[cfg(target_arch = "wasm32")]
 mod cli_run;
+#[cfg(target_arch = "wasm32")]
+mod component;
 
 /// A metrics or timestamp file larger than this is corrupt (spec 2).
 pub const FILE_SIZE_BYTES_LIMIT: usize = 1024;

@@ -34,14 +34,9 @@ impl PostJobStatus {
     }
 
     pub fn from_str_exact(s: &str) -> Option<Self> {
-        [
-            Self::Normal,
-            Self::Abnormal,
-            Self::RepoPolicyCheckFailure,
-            Self::ExternalContributorCheckFailure,
-        ]
-        .into_iter()
-        .find(|status| status.as_str() == s)
+        [Self::Normal, Self::Abnormal, Self::RepoPolicyCheckFailure, Self::ExternalContributorCheckFailure]
+            .into_iter()
+            .find(|status| status.as_str() == s)
     }
 }
 

@@ -22,9 +22,7 @@ pub fn parse_timestamp(bytes: &[u8]) -> Result<Option<f64>, Corruption> {
     if text.is_empty() {
         return Ok(None);
     }
-    parse_decimal(text)
-        .map(Some)
-        .map_err(|problem| Corruption::new(QuarantineReason::InvalidTimestamp, problem))
+    parse_decimal(text).map(Some).map_err(|problem| Corruption::new(QuarantineReason::InvalidTimestamp, problem))
 }
 
 /// Parses `pre-job-metrics.json` (spec 3.1).
@@ -56,19 +54,12 @@ pub fn parse_post_job(bytes: &[u8]) -> Result<Option<PostJobMetrics>, Corruption
 /// The file as UTF-8 text, refusing oversized content and a byte-order mark.
 fn decode(bytes: &[u8]) -> Result<&str, Corruption> {
     if bytes.len() > FILE_SIZE_BYTES_LIMIT {
-        return Err(Corruption::new(
-            QuarantineReason::Oversized,
-            format!("more than {FILE_SIZE_BYTES_LIMIT} bytes"),
-        ));
+        return Err(Corruption::new(QuarantineReason::Oversized, format!("more than {FILE_SIZE_BYTES_LIMIT} bytes")));
     }
     if bytes.starts_with(UTF8_BOM) {
-        return Err(Corruption::new(
-            QuarantineReason::InvalidUtf8,
-            "starts with a UTF-8 byte-order mark",
-        ));
+        return Err(Corruption::new(QuarantineReason::InvalidUtf8, "starts with a UTF-8 byte-order mark"));
     }
-    std::str::from_utf8(bytes)
-        .map_err(|e| Corruption::new(QuarantineReason::InvalidUtf8, e.to_string()))
+    std::str::from_utf8(bytes).map_err(|e| Corruption::new(QuarantineReason::InvalidUtf8, e.to_string()))
 }
 
 /// The top-level object of a JSON metrics file; `None` when the file is empty,
@@ -84,20 +75,14 @@ fn parse_object(bytes: &[u8]) -> Result<Option<Json>, Corruption> {
         Json::Object(_) => Ok(Some(json)),
         other => Err(Corruption::new(
             QuarantineReason::InvalidJson,
-            format!(
-                "the top-level value must be an object, got {}",
-                other.kind()
-            ),
+            format!("the top-level value must be an object, got {}", other.kind()),
         )),
     }
 }
 
 /// An `InvalidValue` corruption about `key`: `"key": problem`.
 fn invalid(key: &str, problem: impl std::fmt::Display) -> Corruption {
-    Corruption::new(
-        QuarantineReason::InvalidValue,
-        format!("{key:?}: {problem}"),
-    )
+    Corruption::new(QuarantineReason::InvalidValue, format!("{key:?}: {problem}"))
 }
 
 /// `value` for detail messages: numbers and literals as written, strings
@@ -122,9 +107,7 @@ fn quote(s: &str) -> String {
 }
 
 fn required<'a>(object: &'a Json, key: &str) -> Result<&'a Json, Corruption> {
-    object
-        .get(key)
-        .ok_or_else(|| invalid(key, "required but missing"))
+    object.get(key).ok_or_else(|| invalid(key, "required but missing"))
 }
 
 /// The member `key` unless it is missing or null.
@@ -136,10 +119,7 @@ fn optional<'a>(object: &'a Json, key: &str) -> Option<&'a Json> {
 fn number(object: &Json, key: &str) -> Result<f64, Corruption> {
     match required(object, key)? {
         Json::Number(n) => non_negative_number(n).map_err(|problem| invalid(key, problem)),
-        other => Err(invalid(
-            key,
-            format!("must be a number, got {}", describe(other)),
-        )),
+        other => Err(invalid(key, format!("must be a number, got {}", describe(other)))),
     }
 }
 
@@ -148,10 +128,7 @@ fn number_or_numeric_string(object: &Json, key: &str) -> Result<f64, Corruption>
     match required(object, key)? {
         Json::Number(n) => non_negative_number(n),
         Json::String(s) => parse_decimal(s.trim_ascii()),
-        other => Err(format!(
-            "must be a number or a numeric string, got {}",
-            describe(other)
-        )),
+        other => Err(format!("must be a number or a numeric string, got {}", describe(other))),
     }
     .map_err(|problem| invalid(key, problem))
 }
@@ -162,10 +139,7 @@ fn text_or_number(object: &Json, key: &str) -> Result<String, Corruption> {
     match required(object, key)? {
         Json::String(s) => Ok(s.clone()),
         Json::Number(n) => Ok(number_as_text(n)),
-        other => Err(invalid(
-            key,
-            format!("must be a string or a number, got {}", describe(other)),
-        )),
+        other => Err(invalid(key, format!("must be a string or a number, got {}", describe(other)))),
     }
 }
 
@@ -180,10 +154,7 @@ fn number_as_text(n: &serde_json::Number) -> String {
 fn string(object: &Json, key: &str) -> Result<String, Corruption> {
     match required(object, key)? {
         Json::String(s) => Ok(s.clone()),
-        other => Err(invalid(
-            key,
-            format!("must be a string, got {}", describe(other)),
-        )),
+        other => Err(invalid(key, format!("must be a string, got {}", describe(other)))),
     }
 }
 
@@ -193,21 +164,14 @@ fn repository(object: &Json) -> Result<Option<String>, Corruption> {
     match optional(object, KEY) {
         None => Ok(None),
         Some(Json::String(s)) if is_owner_slash_repo(s) => Ok(Some(s.clone())),
-        Some(Json::String(s)) => Err(invalid(
-            KEY,
-            format!("must look like owner/repo, got {}", quote(s)),
-        )),
-        Some(other) => Err(invalid(
-            KEY,
-            format!("must be a string, got {}", describe(other)),
-        )),
+        Some(Json::String(s)) => Err(invalid(KEY, format!("must look like owner/repo, got {}", quote(s)))),
+        Some(other) => Err(invalid(KEY, format!("must be a string, got {}", describe(other)))),
     }
 }
 
 /// At least one character on each side of some `/`.
 fn is_owner_slash_repo(s: &str) -> bool {
-    s.char_indices()
-        .any(|(i, c)| c == '/' && i > 0 && i + 1 < s.len())
+    s.char_indices().any(|(i, c)| c == '/' && i > 0 && i + 1 < s.len())
 }
 
 fn status(object: &Json) -> Result<PostJobStatus, Corruption> {
@@ -223,10 +187,7 @@ fn status(object: &Json) -> Result<PostJobStatus, Corruption> {
                 ),
             )
         }),
-        other => Err(invalid(
-            KEY,
-            format!("must be a string, got {}", describe(other)),
-        )),
+        other => Err(invalid(KEY, format!("must be a string, got {}", describe(other)))),
     }
 }
 
@@ -238,35 +199,20 @@ fn status_code(object: &Json) -> Result<Option<i64>, Corruption> {
     let info = match optional(object, KEY) {
         None => return Ok(None),
         Some(info @ Json::Object(_)) => info,
-        Some(other) => {
-            return Err(invalid(
-                KEY,
-                format!("must be an object or null, got {}", describe(other)),
-            ))
-        }
+        Some(other) => return Err(invalid(KEY, format!("must be an object or null, got {}", describe(other)))),
     };
     match required(info, "code").map_err(|_| invalid(CODE_KEY, "required but missing"))? {
-        Json::Number(n) if n.is_f64() => {
-            Err(invalid(CODE_KEY, format!("must be an integer, got {n}")))
+        Json::Number(n) if n.is_f64() => Err(invalid(CODE_KEY, format!("must be an integer, got {n}"))),
+        Json::Number(n) => {
+            n.as_i64().map(Some).ok_or_else(|| invalid(CODE_KEY, format!("out of range for a 64-bit integer, got {n}")))
         }
-        Json::Number(n) => n.as_i64().map(Some).ok_or_else(|| {
-            invalid(
-                CODE_KEY,
-                format!("out of range for a 64-bit integer, got {n}"),
-            )
-        }),
-        other => Err(invalid(
-            CODE_KEY,
-            format!("must be an integer, got {}", describe(other)),
-        )),
+        other => Err(invalid(CODE_KEY, format!("must be an integer, got {}", describe(other)))),
     }
 }
 
 /// A JSON number that is finite and >= 0.
 fn non_negative_number(n: &serde_json::Number) -> Result<f64, String> {
-    let x = n
-        .as_f64()
-        .ok_or_else(|| format!("not representable as a float: {n}"))?;
+    let x = n.as_f64().ok_or_else(|| format!("not representable as a float: {n}"))?;
     non_negative(x, &n.to_string())
 }
 
@@ -393,11 +339,7 @@ mod tests {
             ("1e-400", 0.0),
         ];
         for &(text, expected) in cases {
-            assert_eq!(
-                parse_timestamp(text.as_bytes()),
-                Ok(Some(expected)),
-                "{text:?}"
-            );
+            assert_eq!(parse_timestamp(text.as_bytes()), Ok(Some(expected)), "{text:?}");
         }
     }
 
@@ -420,15 +362,11 @@ mod tests {
     #[test]
     fn timestamp_rejects_everything_else() {
         for text in [
-            "abc", "-1", "-0.5", "nan", "NaN", "inf", "-inf", "infinity", "1_000", "0x10", "1e",
-            "1e+", ".", "+", "-", "e5", ".e5", "1.2.3", "1 2", "1\x002", "\0", "1\0", "--1", "+-1",
-            "1e5.5", "१२", "1,5", "½", "\u{a0}1", "1\x0b", "{}", "\"1\"",
+            "abc", "-1", "-0.5", "nan", "NaN", "inf", "-inf", "infinity", "1_000", "0x10", "1e", "1e+", ".", "+", "-",
+            "e5", ".e5", "1.2.3", "1 2", "1\x002", "\0", "1\0", "--1", "+-1", "1e5.5", "१२", "1,5", "½", "\u{a0}1",
+            "1\x0b", "{}", "\"1\"",
         ] {
-            assert_eq!(
-                reason(parse_timestamp(text.as_bytes())),
-                InvalidTimestamp,
-                "{text:?}"
-            );
+            assert_eq!(reason(parse_timestamp(text.as_bytes())), InvalidTimestamp, "{text:?}");
         }
     }
 
@@ -437,21 +375,14 @@ mod tests {
         for text in ["1e400", "1e309", "9".repeat(400).as_str()] {
             let corruption = parse_timestamp(text.as_bytes()).unwrap_err();
             assert_eq!(corruption.reason, InvalidTimestamp, "{text}");
-            assert!(
-                corruption.detail.contains("out of range"),
-                "{}",
-                corruption.detail
-            );
+            assert!(corruption.detail.contains("out of range"), "{}", corruption.detail);
         }
     }
 
     #[test]
     fn timestamp_details_say_what_is_wrong() {
         assert_eq!(detail(parse_timestamp(b"-1")), "must be >= 0, got -1");
-        assert_eq!(
-            detail(parse_timestamp(b"abc\n")),
-            "must be a decimal number, got \"abc\""
-        );
+        assert_eq!(detail(parse_timestamp(b"abc\n")), "must be a decimal number, got \"abc\"");
         assert_eq!(detail(parse_timestamp(b"1e400")), "out of range, got 1e400");
     }
 
@@ -459,10 +390,7 @@ mod tests {
     fn timestamp_rejects_invalid_utf8_and_bom() {
         assert_eq!(reason(parse_timestamp(b"\xff1")), InvalidUtf8);
         assert_eq!(reason(parse_timestamp(b"17\xc3")), InvalidUtf8);
-        assert_eq!(
-            reason(parse_timestamp(b"\xEF\xBB\xBF1700000000")),
-            InvalidUtf8
-        );
+        assert_eq!(reason(parse_timestamp(b"\xEF\xBB\xBF1700000000")), InvalidUtf8);
     }
 
     #[test]
@@ -485,14 +413,8 @@ mod tests {
     #[test]
     fn quote_escapes_control_characters() {
         assert_eq!(quote("a\x1b[31m\n"), "\"a\\u{1b}[31m\\n\"");
-        assert_eq!(
-            quote(&"é".repeat(QUOTE_LIMIT)),
-            format!("{:?}", "é".repeat(QUOTE_LIMIT))
-        );
-        assert_eq!(
-            quote(&"é".repeat(QUOTE_LIMIT + 1)),
-            format!("{:?}...", "é".repeat(QUOTE_LIMIT))
-        );
+        assert_eq!(quote(&"é".repeat(QUOTE_LIMIT)), format!("{:?}", "é".repeat(QUOTE_LIMIT)));
+        assert_eq!(quote(&"é".repeat(QUOTE_LIMIT + 1)), format!("{:?}...", "é".repeat(QUOTE_LIMIT)));
     }
 
     // ---- pre-job ----
@@ -521,9 +443,7 @@ mod tests {
 
     #[test]
     fn pre_job_ignores_unknown_keys() {
-        let pre_job = pre_job_with("extra", r#"{"deep": [1, 2, {"x": null}]}"#)
-            .unwrap()
-            .unwrap();
+        let pre_job = pre_job_with("extra", r#"{"deep": [1, 2, {"x": null}]}"#).unwrap().unwrap();
         assert_eq!(pre_job.workflow, "wf");
     }
 
@@ -575,28 +495,15 @@ mod tests {
             "[1]",
             "<absent>",
         ] {
-            assert_eq!(
-                reason(pre_job_with("timestamp", value)),
-                InvalidValue,
-                "{value}"
-            );
+            assert_eq!(reason(pre_job_with("timestamp", value)), InvalidValue, "{value}");
         }
     }
 
     #[test]
     fn pre_job_timestamp_details() {
-        assert_eq!(
-            detail(pre_job_with("timestamp", "-1")),
-            "\"timestamp\": must be >= 0, got -1"
-        );
-        assert_eq!(
-            detail(pre_job_with("timestamp", "-1.5")),
-            "\"timestamp\": must be >= 0, got -1.5"
-        );
-        assert_eq!(
-            detail(pre_job_with("timestamp", "\"-1\"")),
-            "\"timestamp\": must be >= 0, got -1"
-        );
+        assert_eq!(detail(pre_job_with("timestamp", "-1")), "\"timestamp\": must be >= 0, got -1");
+        assert_eq!(detail(pre_job_with("timestamp", "-1.5")), "\"timestamp\": must be >= 0, got -1.5");
+        assert_eq!(detail(pre_job_with("timestamp", "\"-1\"")), "\"timestamp\": must be >= 0, got -1");
         assert_eq!(
             detail(pre_job_with("timestamp", "\"abc\"")),
             "\"timestamp\": must be a decimal number, got \"abc\""
@@ -605,10 +512,7 @@ mod tests {
             detail(pre_job_with("timestamp", "true")),
             "\"timestamp\": must be a number or a numeric string, got true"
         );
-        assert_eq!(
-            detail(pre_job_with("timestamp", "<absent>")),
-            "\"timestamp\": required but missing"
-        );
+        assert_eq!(detail(pre_job_with("timestamp", "<absent>")), "\"timestamp\": required but missing");
     }
 
     #[test]
@@ -630,11 +534,7 @@ mod tests {
         for key in ["workflow", "workflow_run_id"] {
             for &(value, expected) in cases {
                 let pre_job = pre_job_with(key, value).unwrap().unwrap();
-                let actual = if key == "workflow" {
-                    &pre_job.workflow
-                } else {
-                    &pre_job.workflow_run_id
-                };
+                let actual = if key == "workflow" { &pre_job.workflow } else { &pre_job.workflow_run_id };
                 assert_eq!(actual, expected, "{key}: {value}");
             }
         }
@@ -644,21 +544,11 @@ mod tests {
     fn pre_job_workflow_and_run_id_invalid_values() {
         for key in ["workflow", "workflow_run_id"] {
             for value in ["true", "false", "null", "[]", "{}", "[\"a\"]", "<absent>"] {
-                assert_eq!(
-                    reason(pre_job_with(key, value)),
-                    InvalidValue,
-                    "{key}: {value}"
-                );
+                assert_eq!(reason(pre_job_with(key, value)), InvalidValue, "{key}: {value}");
             }
         }
-        assert_eq!(
-            detail(pre_job_with("workflow", "null")),
-            "\"workflow\": must be a string or a number, got null"
-        );
-        assert_eq!(
-            detail(pre_job_with("workflow_run_id", "<absent>")),
-            "\"workflow_run_id\": required but missing"
-        );
+        assert_eq!(detail(pre_job_with("workflow", "null")), "\"workflow\": must be a string or a number, got null");
+        assert_eq!(detail(pre_job_with("workflow_run_id", "<absent>")), "\"workflow_run_id\": required but missing");
     }
 
     #[test]
@@ -671,66 +561,33 @@ mod tests {
 
     #[test]
     fn pre_job_repository_shapes() {
-        for value in [
-            "a/b",
-            "owner/repo",
-            "a/b/c",
-            "a//b",
-            "/a/b",
-            "a/b/",
-            "é/ü",
-            "o r/x y",
-        ] {
+        for value in ["a/b", "owner/repo", "a/b/c", "a//b", "/a/b", "a/b/", "é/ü", "o r/x y"] {
             let json = serde_json::to_string(value).unwrap();
             let pre_job = pre_job_with("repository", &json).unwrap().unwrap();
             assert_eq!(pre_job.repository.as_deref(), Some(value));
         }
         for value in ["", "a", "/", "a/", "/b", "//", "ab", "é/"] {
             let json = serde_json::to_string(value).unwrap();
-            assert_eq!(
-                reason(pre_job_with("repository", &json)),
-                InvalidValue,
-                "{value:?}"
-            );
+            assert_eq!(reason(pre_job_with("repository", &json)), InvalidValue, "{value:?}");
         }
         for value in ["1", "true", "[]", "{}"] {
-            assert_eq!(
-                reason(pre_job_with("repository", value)),
-                InvalidValue,
-                "{value}"
-            );
+            assert_eq!(reason(pre_job_with("repository", value)), InvalidValue, "{value}");
         }
         assert_eq!(
             detail(pre_job_with("repository", "\"repo\"")),
             "\"repository\": must look like owner/repo, got \"repo\""
         );
-        assert_eq!(
-            detail(pre_job_with("repository", "5")),
-            "\"repository\": must be a string, got 5"
-        );
+        assert_eq!(detail(pre_job_with("repository", "5")), "\"repository\": must be a string, got 5");
     }
 
     #[test]
     fn pre_job_event_is_a_required_string() {
         assert_eq!(pre_job_with("event", "\"\"").unwrap().unwrap().event, "");
-        assert_eq!(
-            pre_job_with("event", "\"workflow_dispatch\"")
-                .unwrap()
-                .unwrap()
-                .event,
-            "workflow_dispatch"
-        );
+        assert_eq!(pre_job_with("event", "\"workflow_dispatch\"").unwrap().unwrap().event, "workflow_dispatch");
         for value in ["1", "true", "null", "[]", "{}", "<absent>"] {
-            assert_eq!(
-                reason(pre_job_with("event", value)),
-                InvalidValue,
-                "{value}"
-            );
+            assert_eq!(reason(pre_job_with("event", value)), InvalidValue, "{value}");
         }
-        assert_eq!(
-            detail(pre_job_with("event", "1")),
-            "\"event\": must be a string, got 1"
-        );
+        assert_eq!(detail(pre_job_with("event", "1")), "\"event\": must be a string, got 1");
     }
 
     #[test]
@@ -756,21 +613,13 @@ mod tests {
             (b"{\"timestamp\": 1}", InvalidValue),
         ];
         for &(bytes, expected) in cases {
-            assert_eq!(
-                reason(parse_pre_job(bytes)),
-                expected,
-                "{}",
-                String::from_utf8_lossy(bytes)
-            );
+            assert_eq!(reason(parse_pre_job(bytes)), expected, "{}", String::from_utf8_lossy(bytes));
         }
     }
 
     #[test]
     fn pre_job_top_level_detail_names_the_kind() {
-        assert_eq!(
-            detail(parse_pre_job(b"[1]")),
-            "the top-level value must be an object, got an array"
-        );
+        assert_eq!(detail(parse_pre_job(b"[1]")), "the top-level value must be an object, got an array");
     }
 
     #[test]
@@ -784,10 +633,7 @@ mod tests {
         let padding = " ".repeat(FILE_SIZE_BYTES_LIMIT);
         let text = format!("{PRE_JOB}{padding}");
         assert_eq!(reason(parse_pre_job(text.as_bytes())), Oversized);
-        let exact = format!(
-            "{PRE_JOB}{}",
-            " ".repeat(FILE_SIZE_BYTES_LIMIT - PRE_JOB.len())
-        );
+        let exact = format!("{PRE_JOB}{}", " ".repeat(FILE_SIZE_BYTES_LIMIT - PRE_JOB.len()));
         assert!(parse_pre_job(exact.as_bytes()).unwrap().is_some());
     }
 
@@ -795,52 +641,29 @@ mod tests {
     fn pre_job_first_problem_is_reported_in_key_order() {
         // Every field is wrong; the timestamp is checked first.
         let text = r#"{"timestamp": -1, "workflow": null, "workflow_run_id": null, "event": 1}"#;
-        assert_eq!(
-            detail(parse_pre_job(text.as_bytes())),
-            "\"timestamp\": must be >= 0, got -1"
-        );
+        assert_eq!(detail(parse_pre_job(text.as_bytes())), "\"timestamp\": must be >= 0, got -1");
     }
 
     // ---- post-job ----
 
     #[test]
     fn post_job_reference_contents() {
-        let normal = parse_post_job(br#"{"timestamp": 1700000100, "status": "normal"}"#)
-            .unwrap()
-            .unwrap();
+        let normal = parse_post_job(br#"{"timestamp": 1700000100, "status": "normal"}"#).unwrap().unwrap();
         assert_eq!(
             normal,
-            PostJobMetrics {
-                timestamp: 1_700_000_100.0,
-                status: PostJobStatus::Normal,
-                status_code: None
-            }
+            PostJobMetrics { timestamp: 1_700_000_100.0, status: PostJobStatus::Normal, status_code: None }
         );
-        let abnormal = parse_post_job(
-            br#"{"timestamp": 5.5, "status": "abnormal", "status_info": {"code": 1}}"#,
-        )
-        .unwrap()
-        .unwrap();
-        assert_eq!(
-            abnormal,
-            PostJobMetrics {
-                timestamp: 5.5,
-                status: PostJobStatus::Abnormal,
-                status_code: Some(1)
-            }
-        );
-        let policy = parse_post_job(
-            br#"{"timestamp": 0, "status": "repo-policy-check-failure", "status_info": {"code": 403}}"#,
-        )
-        .unwrap()
-        .unwrap();
+        let abnormal = parse_post_job(br#"{"timestamp": 5.5, "status": "abnormal", "status_info": {"code": 1}}"#)
+            .unwrap()
+            .unwrap();
+        assert_eq!(abnormal, PostJobMetrics { timestamp: 5.5, status: PostJobStatus::Abnormal, status_code: Some(1) });
+        let policy =
+            parse_post_job(br#"{"timestamp": 0, "status": "repo-policy-check-failure", "status_info": {"code": 403}}"#)
+                .unwrap()
+                .unwrap();
         assert_eq!(
             policy,
-            PostJobMetrics {
-                timestamp: 0.0,
-                status: PostJobStatus::RepoPolicyCheckFailure,
-                status_code: Some(403)
-            }
+            PostJobMetrics { timestamp: 0.0, status: PostJobStatus::RepoPolicyCheckFailure, status_code: Some(403) }
         );
     }
 
@@ -860,10 +683,7 @@ mod tests {
             PostJobStatus::ExternalContributorCheckFailure,
         ] {
             let value = format!("\"{}\"", status.as_str());
-            assert_eq!(
-                post_job_with("status", &value).unwrap().unwrap().status,
-                status
-            );
+            assert_eq!(post_job_with("status", &value).unwrap().unwrap().status, status);
         }
     }
 
@@ -884,11 +704,7 @@ mod tests {
             "{}",
             "<absent>",
         ] {
-            assert_eq!(
-                reason(post_job_with("status", value)),
-                InvalidValue,
-                "{value}"
-            );
+            assert_eq!(reason(post_job_with("status", value)), InvalidValue, "{value}");
         }
         assert_eq!(
             detail(post_job_with("status", "\"bad\"")),
@@ -899,60 +715,22 @@ mod tests {
 
     #[test]
     fn post_job_timestamp_must_be_a_number() {
-        assert_eq!(
-            post_job_with("timestamp", "0").unwrap().unwrap().timestamp,
-            0.0
-        );
-        assert_eq!(
-            post_job_with("timestamp", "3.0")
-                .unwrap()
-                .unwrap()
-                .timestamp,
-            3.0
-        );
-        let negative_zero = post_job_with("timestamp", "-0.0")
-            .unwrap()
-            .unwrap()
-            .timestamp;
+        assert_eq!(post_job_with("timestamp", "0").unwrap().unwrap().timestamp, 0.0);
+        assert_eq!(post_job_with("timestamp", "3.0").unwrap().unwrap().timestamp, 3.0);
+        let negative_zero = post_job_with("timestamp", "-0.0").unwrap().unwrap().timestamp;
         assert_eq!(negative_zero.to_bits(), 0.0f64.to_bits());
-        for value in [
-            "\"1700000000\"",
-            "-1",
-            "-1e-300",
-            "true",
-            "null",
-            "[]",
-            "{}",
-            "<absent>",
-        ] {
-            assert_eq!(
-                reason(post_job_with("timestamp", value)),
-                InvalidValue,
-                "{value}"
-            );
+        for value in ["\"1700000000\"", "-1", "-1e-300", "true", "null", "[]", "{}", "<absent>"] {
+            assert_eq!(reason(post_job_with("timestamp", value)), InvalidValue, "{value}");
         }
-        assert_eq!(
-            detail(post_job_with("timestamp", "-1")),
-            "\"timestamp\": must be >= 0, got -1"
-        );
-        assert_eq!(
-            detail(post_job_with("timestamp", "\"1\"")),
-            "\"timestamp\": must be a number, got \"1\""
-        );
+        assert_eq!(detail(post_job_with("timestamp", "-1")), "\"timestamp\": must be >= 0, got -1");
+        assert_eq!(detail(post_job_with("timestamp", "\"1\"")), "\"timestamp\": must be a number, got \"1\"");
         assert_eq!(reason(post_job_with("timestamp", "1e400")), InvalidJson);
     }
 
     #[test]
     fn post_job_status_info_is_optional() {
         for value in ["null", "<absent>"] {
-            assert_eq!(
-                post_job_with("status_info", value)
-                    .unwrap()
-                    .unwrap()
-                    .status_code,
-                None,
-                "{value}"
-            );
+            assert_eq!(post_job_with("status_info", value).unwrap().unwrap().status_code, None, "{value}");
         }
     }
 
@@ -967,14 +745,7 @@ mod tests {
             (r#"{"code": -9223372036854775808}"#, i64::MIN),
         ];
         for &(value, expected) in cases {
-            assert_eq!(
-                post_job_with("status_info", value)
-                    .unwrap()
-                    .unwrap()
-                    .status_code,
-                Some(expected),
-                "{value}"
-            );
+            assert_eq!(post_job_with("status_info", value).unwrap().unwrap().status_code, Some(expected), "{value}");
         }
     }
 
@@ -997,30 +768,17 @@ mod tests {
             "[]",
             "[{\"code\": 1}]",
         ] {
-            assert_eq!(
-                reason(post_job_with("status_info", value)),
-                InvalidValue,
-                "{value}"
-            );
+            assert_eq!(reason(post_job_with("status_info", value)), InvalidValue, "{value}");
         }
         // Beyond 64 bits a number is out of range: the whole file is corrupt JSON.
-        assert_eq!(
-            reason(post_job_with("status_info", r#"{"code": 18446744073709551616}"#)),
-            InvalidJson
-        );
+        assert_eq!(reason(post_job_with("status_info", r#"{"code": 18446744073709551616}"#)), InvalidJson);
         assert_eq!(
             detail(post_job_with("status_info", r#"{"code": 1.5}"#)),
             "\"status_info.code\": must be an integer, got 1.5"
         );
+        assert_eq!(detail(post_job_with("status_info", r#"{}"#)), "\"status_info.code\": required but missing");
         assert_eq!(
-            detail(post_job_with("status_info", r#"{}"#)),
-            "\"status_info.code\": required but missing"
-        );
-        assert_eq!(
-            detail(post_job_with(
-                "status_info",
-                r#"{"code": 9223372036854775808}"#
-            )),
+            detail(post_job_with("status_info", r#"{"code": 9223372036854775808}"#)),
             "\"status_info.code\": out of range for a 64-bit integer, got 9223372036854775808"
         );
         assert_eq!(
@@ -1041,12 +799,7 @@ mod tests {
             (b"{\"timestamp\": 1, \"status\": \"normal\"} trailing", InvalidJson),
         ];
         for &(bytes, expected) in cases {
-            assert_eq!(
-                reason(parse_post_job(bytes)),
-                expected,
-                "{}",
-                String::from_utf8_lossy(bytes)
-            );
+            assert_eq!(reason(parse_post_job(bytes)), expected, "{}", String::from_utf8_lossy(bytes));
         }
         let oversized = vec![b' '; FILE_SIZE_BYTES_LIMIT + 1];
         assert_eq!(reason(parse_post_job(&oversized)), Oversized);
@@ -1056,16 +809,11 @@ mod tests {
 
     #[test]
     fn decimal_literal_grammar() {
-        for text in [
-            "0", "5", "5.", ".5", "5.5", "+5", "-5", "5e1", "5E+1", "5e-1", ".5e1", "5.e1",
-            "00.00e00",
-        ] {
+        for text in ["0", "5", "5.", ".5", "5.5", "+5", "-5", "5e1", "5E+1", "5e-1", ".5e1", "5.e1", "00.00e00"] {
             assert!(is_decimal_literal(text), "{text}");
         }
-        for text in [
-            "", ".", "+", "-", "e", "e1", ".e1", "5e", "5e+", "5ee1", "5..", "5.5.5", "++5", " 5",
-            "5 ", "∞",
-        ] {
+        for text in ["", ".", "+", "-", "e", "e1", ".e1", "5e", "5e+", "5ee1", "5..", "5.5.5", "++5", " 5", "5 ", "∞"]
+        {
             assert!(!is_decimal_literal(text), "{text}");
         }
     }

@@ -56,11 +56,7 @@ fn split_scientific(scientific: &str) -> (String, i32) {
     let (mantissa, exponent) = scientific.split_once('e').unwrap_or((scientific, "0"));
     let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
     let significant = digits.trim_end_matches('0');
-    let digits = if significant.is_empty() {
-        "0"
-    } else {
-        significant
-    };
+    let digits = if significant.is_empty() { "0" } else { significant };
     (digits.to_owned(), exponent.parse().unwrap_or(0))
 }
 
@@ -190,10 +186,7 @@ struct ObjectWriter {
 
 impl ObjectWriter {
     fn new() -> Self {
-        Self {
-            out: String::from("{"),
-            empty: true,
-        }
+        Self { out: String::from("{"), empty: true }
     }
 
     fn key(&mut self, key: &str) {
@@ -346,10 +339,7 @@ mod tests {
     fn float_repr_of_computed_values() {
         assert_eq!(python_float_repr(1.0 / 3.0), "0.3333333333333333");
         assert_eq!(python_float_repr(0.1 + 0.2), "0.30000000000000004");
-        assert_eq!(
-            python_float_repr(f64::MIN_POSITIVE),
-            "2.2250738585072014e-308"
-        );
+        assert_eq!(python_float_repr(f64::MIN_POSITIVE), "2.2250738585072014e-308");
         assert_eq!(python_float_repr(f64::MAX), "1.7976931348623157e+308");
     }
 
@@ -357,10 +347,7 @@ mod tests {
     fn float_repr_switches_notation_at_the_exponent_bounds() {
         assert_eq!(python_float_repr(0.00009), "9e-05");
         assert_eq!(python_float_repr(0.0001), "0.0001");
-        assert_eq!(
-            python_float_repr(0.00010000000000000002),
-            "0.00010000000000000002"
-        );
+        assert_eq!(python_float_repr(0.00010000000000000002), "0.00010000000000000002");
         assert_eq!(python_float_repr(9999999999999998.0), "9999999999999998.0");
         assert_eq!(python_float_repr(1e16), "1e+16");
         assert_eq!(python_float_repr(1.5e16), "1.5e+16");
@@ -388,11 +375,7 @@ mod tests {
             let x = f64::from_bits(bits);
             if x.is_finite() {
                 let repr = python_float_repr(x);
-                assert_eq!(
-                    repr.parse::<f64>().unwrap().to_bits(),
-                    x.to_bits(),
-                    "{repr}"
-                );
+                assert_eq!(repr.parse::<f64>().unwrap().to_bits(), x.to_bits(), "{repr}");
             }
         }
     }
@@ -432,11 +415,8 @@ mod tests {
 
     #[test]
     fn renders_the_spec_example_lines() {
-        let installed = Event::RunnerInstalled(RunnerInstalled {
-            timestamp: 2.0,
-            flavor: "small".into(),
-            duration: 1.0,
-        });
+        let installed =
+            Event::RunnerInstalled(RunnerInstalled { timestamp: 2.0, flavor: "small".into(), duration: 1.0 });
         assert_eq!(
             render_event(&installed),
             r#"{"timestamp": 2.0, "event": "runner_installed", "flavor": "small", "duration": 1.0}"#
@@ -446,10 +426,7 @@ mod tests {
             r#"{"timestamp": 3.0, "event": "runner_start", "flavor": "small", "workflow": "ci", "repo": "org/repo", "github_event": "push", "idle": 1.0, "queue_duration": 3600.0}"#
         );
         assert_eq!(
-            render_event(&Event::RunnerStop(stop(
-                Some(1),
-                Some(JobConclusion::Failure)
-            ))),
+            render_event(&Event::RunnerStop(stop(Some(1), Some(JobConclusion::Failure)))),
             r#"{"timestamp": 5.0, "event": "runner_stop", "flavor": "small", "workflow": "ci", "repo": "org/repo", "github_event": "push", "status": "abnormal", "status_info": {"code": 1}, "job_duration": 2.0, "job_conclusion": "failure"}"#
         );
     }
@@ -473,11 +450,8 @@ mod tests {
     /// Lines generated with CPython 3.11 `json.dumps` of the same dicts.
     #[test]
     fn renders_tricky_values_like_cpython() {
-        let installed = Event::RunnerInstalled(RunnerInstalled {
-            timestamp: 1700000000.0,
-            flavor: "large".into(),
-            duration: 0.0,
-        });
+        let installed =
+            Event::RunnerInstalled(RunnerInstalled { timestamp: 1700000000.0, flavor: "large".into(), duration: 0.0 });
         assert_eq!(
             render_event(&installed),
             r#"{"timestamp": 1700000000.0, "event": "runner_installed", "flavor": "large", "duration": 0.0}"#
@@ -539,10 +513,7 @@ mod tests {
             let mut event = stop(None, None);
             event.status = status;
             let line = render_event(&Event::RunnerStop(event));
-            assert!(
-                line.contains(&format!("\"status\": \"{}\"", status.as_str())),
-                "{line}"
-            );
+            assert!(line.contains(&format!("\"status\": \"{}\"", status.as_str())), "{line}");
         }
         let conclusions = [
             JobConclusion::ActionRequired,
@@ -555,13 +526,7 @@ mod tests {
         ];
         for conclusion in conclusions {
             let line = render_event(&Event::RunnerStop(stop(None, Some(conclusion))));
-            assert!(
-                line.ends_with(&format!(
-                    "\"job_conclusion\": \"{}\"}}",
-                    conclusion.as_str()
-                )),
-                "{line}"
-            );
+            assert!(line.ends_with(&format!("\"job_conclusion\": \"{}\"}}", conclusion.as_str())), "{line}");
         }
     }
 

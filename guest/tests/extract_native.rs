@@ -71,7 +71,11 @@ fn valid_metrics(name: &str) -> RunnerMetrics {
             repository: Some("canonical/example".to_owned()),
             event: "push".to_owned(),
         }),
-        post_job: Some(PostJobMetrics { timestamp: 1_700_000_400.0, status: PostJobStatus::Abnormal, status_code: Some(1) }),
+        post_job: Some(PostJobMetrics {
+            timestamp: 1_700_000_400.0,
+            status: PostJobStatus::Abnormal,
+            status_code: Some(1),
+        }),
         runner_name: name.to_owned(),
     }
 }
@@ -201,11 +205,21 @@ fn deep_chain_named(top: &Path, depth: usize, name: &str) {
 
 #[derive(Debug, Clone, PartialEq)]
 enum Node {
-    Dir { mtime: SystemTime },
+    Dir {
+        mtime: SystemTime,
+    },
     /// Sparse test files can be huge: the length and the first 64 KiB.
-    File { len: u64, head: Vec<u8>, mtime: SystemTime },
-    Symlink { target: PathBuf },
-    Fifo { mtime: SystemTime },
+    File {
+        len: u64,
+        head: Vec<u8>,
+        mtime: SystemTime,
+    },
+    Symlink {
+        target: PathBuf,
+    },
+    Fifo {
+        mtime: SystemTime,
+    },
     Socket,
 }
 
@@ -326,10 +340,7 @@ fn scan_lists_valid_runner_directories_and_hides_the_quarantine() {
     fs::create_dir(env.quarantine().join("old.1.000000")).unwrap();
 
     let entries = scan_all(env.fs(), Selection::default());
-    assert_eq!(
-        entries,
-        vec![entry(NEIGHBOUR, None), entry("a.b_c-D", None), entry(NAME, None), entry("x", None)]
-    );
+    assert_eq!(entries, vec![entry(NEIGHBOUR, None), entry("a.b_c-D", None), entry(NAME, None), entry("x", None)]);
 }
 
 #[test]
@@ -466,7 +477,10 @@ fn scan_applies_min_age() {
     }
 
     // A minimum age just under the real age lets it through.
-    let entries = scan_all(env.fs(), Selection { include: Some(vec!["mid".to_owned()]), min_age_seconds: Some(90.0), ..Selection::default() });
+    let entries = scan_all(
+        env.fs(),
+        Selection { include: Some(vec!["mid".to_owned()]), min_age_seconds: Some(90.0), ..Selection::default() },
+    );
     assert!(entries.contains(&entry("mid", None)), "{entries:?}");
 }
 
@@ -582,7 +596,10 @@ fn only_an_installed_timestamp_is_extracted_with_empty_fields() {
 #[test]
 fn post_job_without_pre_job_is_extracted() {
     let env = Env::new();
-    env.storage(NAME, &[(INSTALLED, &b"2.0"[..]), (POST_JOB, br#"{"timestamp": 3.0, "status": "normal", "status_info": null}"#)]);
+    env.storage(
+        NAME,
+        &[(INSTALLED, &b"2.0"[..]), (POST_JOB, br#"{"timestamp": 3.0, "status": "normal", "status_info": null}"#)],
+    );
     assert_eq!(
         extract_storage(&env.fs(), NAME, false),
         Outcome::Extracted(RunnerMetrics {
@@ -602,7 +619,12 @@ fn file_of_exactly_the_limit_is_read() {
     pre_job.resize(FILE_SIZE_BYTES_LIMIT, b' ');
     let mut installed = INSTALLED_TEXT.to_vec();
     installed.resize(FILE_SIZE_BYTES_LIMIT, b'\n');
-    let files = vec![(START, START_TEXT.to_vec()), (INSTALLED, installed), (PRE_JOB, pre_job), (POST_JOB, POST_JOB_TEXT.to_vec())];
+    let files = vec![
+        (START, START_TEXT.to_vec()),
+        (INSTALLED, installed),
+        (PRE_JOB, pre_job),
+        (POST_JOB, POST_JOB_TEXT.to_vec()),
+    ];
     let dir = env.storage(NAME, &files);
     assert_eq!(fs::metadata(dir.join(PRE_JOB)).unwrap().len(), 1024);
     assert_eq!(fs::metadata(dir.join(INSTALLED)).unwrap().len(), 1024);
@@ -648,7 +670,11 @@ fn storage_without_installed_timestamp_is_deleted_as_no_data() {
         assert_eq!(snapshot(env.outside()), outside, "symlink targets survive");
         assert_eq!(fs::read(env.outside().join("secrets/key")).unwrap(), b"do not delete");
         assert_eq!(snapshot(&env.path(NEIGHBOUR)), neighbour);
-        assert_eq!(names_in(env.root()), BTreeSet::from([DELETING.to_owned(), NEIGHBOUR.to_owned()]), "no quarantine for no data");
+        assert_eq!(
+            names_in(env.root()),
+            BTreeSet::from([DELETING.to_owned(), NEIGHBOUR.to_owned()]),
+            "no quarantine for no data"
+        );
     }
 }
 
@@ -713,10 +739,25 @@ fn common_cases() -> Vec<(&'static str, Bad, QuarantineReason, Detail)> {
     let (_, d_sock) = not_regular("a socket");
     let (_, d_dir) = not_regular("a directory");
     vec![
-        ("1025 bytes", Bad::Bytes(vec![b' '; 1025]), Oversized, exact("larger than the 1024-byte limit (size 1025 bytes)")),
-        ("sparse 10 GiB", Bad::Sparse(10 << 30), Oversized, exact("larger than the 1024-byte limit (size 10737418240 bytes)")),
+        (
+            "1025 bytes",
+            Bad::Bytes(vec![b' '; 1025]),
+            Oversized,
+            exact("larger than the 1024-byte limit (size 1025 bytes)"),
+        ),
+        (
+            "sparse 10 GiB",
+            Bad::Sparse(10 << 30),
+            Oversized,
+            exact("larger than the 1024-byte limit (size 10737418240 bytes)"),
+        ),
         ("invalid UTF-8", Bad::Bytes(b"1700000000\xff".to_vec()), InvalidUtf8, Detail::FromParser),
-        ("byte-order mark", Bad::Bytes(b"\xEF\xBB\xBF{}".to_vec()), InvalidUtf8, exact("starts with a UTF-8 byte-order mark")),
+        (
+            "byte-order mark",
+            Bad::Bytes(b"\xEF\xBB\xBF{}".to_vec()),
+            InvalidUtf8,
+            exact("starts with a UTF-8 byte-order mark"),
+        ),
         ("absolute symlink out of the root", Bad::SymlinkToPasswd, nr, d_link.clone()),
         ("relative symlink", Bad::SymlinkTo(format!("../{NEIGHBOUR}/{PRE_JOB}").into()), nr, d_link.clone()),
         ("symlink in the storage", Bad::SymlinkTo("other.txt".into()), nr, d_link),
@@ -743,19 +784,53 @@ fn timestamp_cases() -> Vec<(&'static str, Bad, QuarantineReason, Detail)> {
 fn pre_job_cases() -> Vec<(&'static str, Bad, QuarantineReason, Detail)> {
     use QuarantineReason::*;
     let b = |s: &[u8]| Bad::Bytes(s.to_vec());
-    let deep = format!(r#"{{"workflow": "ci", "event": "push", "timestamp": 1, "workflow_run_id": "1", "x": {}1{}}}"#, "[".repeat(200), "]".repeat(200));
+    let deep = format!(
+        r#"{{"workflow": "ci", "event": "push", "timestamp": 1, "workflow_run_id": "1", "x": {}1{}}}"#,
+        "[".repeat(200),
+        "]".repeat(200)
+    );
     vec![
         ("not JSON", b(b"{not json"), InvalidJson, Detail::FromParser),
         ("trailing garbage", b(br#"{"a": 1} x"#), InvalidJson, Detail::FromParser),
         ("array", b(b"[1, 2]"), InvalidJson, exact("the top-level value must be an object, got an array")),
         ("string", b(br#""push""#), InvalidJson, exact("the top-level value must be an object, got a string")),
-        ("duplicate key", b(br#"{"workflow": "a", "workflow": "b", "event": "push", "timestamp": 1, "workflow_run_id": "1"}"#), InvalidJson, Detail::FromParser),
-        ("NaN", b(br#"{"workflow": "a", "event": "push", "timestamp": NaN, "workflow_run_id": "1"}"#), InvalidJson, Detail::FromParser),
+        (
+            "duplicate key",
+            b(br#"{"workflow": "a", "workflow": "b", "event": "push", "timestamp": 1, "workflow_run_id": "1"}"#),
+            InvalidJson,
+            Detail::FromParser,
+        ),
+        (
+            "NaN",
+            b(br#"{"workflow": "a", "event": "push", "timestamp": NaN, "workflow_run_id": "1"}"#),
+            InvalidJson,
+            Detail::FromParser,
+        ),
         ("too deep", Bad::Bytes(deep.into_bytes()), InvalidJson, Detail::FromParser),
-        ("missing event", b(br#"{"workflow": "a", "timestamp": 1, "workflow_run_id": "1"}"#), InvalidValue, exact(r#""event": required but missing"#)),
-        ("bad repository", b(br#"{"workflow": "a", "event": "push", "repository": "norepo", "timestamp": 1, "workflow_run_id": "1"}"#), InvalidValue, exact(r#""repository": must look like owner/repo, got "norepo""#)),
-        ("negative timestamp", b(br#"{"workflow": "a", "event": "push", "timestamp": -5, "workflow_run_id": "1"}"#), InvalidValue, exact(r#""timestamp": must be >= 0, got -5"#)),
-        ("workflow list", b(br#"{"workflow": [], "event": "push", "timestamp": 1, "workflow_run_id": "1"}"#), InvalidValue, exact(r#""workflow": must be a string or a number, got an array"#)),
+        (
+            "missing event",
+            b(br#"{"workflow": "a", "timestamp": 1, "workflow_run_id": "1"}"#),
+            InvalidValue,
+            exact(r#""event": required but missing"#),
+        ),
+        (
+            "bad repository",
+            b(br#"{"workflow": "a", "event": "push", "repository": "norepo", "timestamp": 1, "workflow_run_id": "1"}"#),
+            InvalidValue,
+            exact(r#""repository": must look like owner/repo, got "norepo""#),
+        ),
+        (
+            "negative timestamp",
+            b(br#"{"workflow": "a", "event": "push", "timestamp": -5, "workflow_run_id": "1"}"#),
+            InvalidValue,
+            exact(r#""timestamp": must be >= 0, got -5"#),
+        ),
+        (
+            "workflow list",
+            b(br#"{"workflow": [], "event": "push", "timestamp": 1, "workflow_run_id": "1"}"#),
+            InvalidValue,
+            exact(r#""workflow": must be a string or a number, got an array"#),
+        ),
     ]
 }
 
@@ -765,13 +840,40 @@ fn post_job_cases() -> Vec<(&'static str, Bad, QuarantineReason, Detail)> {
     vec![
         ("not JSON", b(b"status=normal"), InvalidJson, Detail::FromParser),
         ("number", b(b"42"), InvalidJson, exact("the top-level value must be an object, got a number")),
-        ("duplicate key", b(br#"{"timestamp": 1, "status": "normal", "status": "abnormal"}"#), InvalidJson, Detail::FromParser),
+        (
+            "duplicate key",
+            b(br#"{"timestamp": 1, "status": "normal", "status": "abnormal"}"#),
+            InvalidJson,
+            Detail::FromParser,
+        ),
         ("Infinity", b(br#"{"timestamp": Infinity, "status": "normal"}"#), InvalidJson, Detail::FromParser),
         ("huge number", b(br#"{"timestamp": 1e400, "status": "normal"}"#), InvalidJson, Detail::FromParser),
-        ("upper-case status", b(br#"{"timestamp": 1, "status": "NORMAL"}"#), InvalidValue, exact(r#""status": must be one of normal, abnormal, repo-policy-check-failure, external-contributor-check-failure, got "NORMAL""#)),
-        ("float code", b(br#"{"timestamp": 1, "status": "abnormal", "status_info": {"code": 1.5}}"#), InvalidValue, exact(r#""status_info.code": must be an integer, got 1.5"#)),
-        ("status_info string", b(br#"{"timestamp": 1, "status": "abnormal", "status_info": "1"}"#), InvalidValue, exact(r#""status_info": must be an object or null, got "1""#)),
-        ("string timestamp", b(br#"{"timestamp": "1", "status": "normal"}"#), InvalidValue, exact(r#""timestamp": must be a number, got "1""#)),
+        (
+            "upper-case status",
+            b(br#"{"timestamp": 1, "status": "NORMAL"}"#),
+            InvalidValue,
+            exact(
+                r#""status": must be one of normal, abnormal, repo-policy-check-failure, external-contributor-check-failure, got "NORMAL""#,
+            ),
+        ),
+        (
+            "float code",
+            b(br#"{"timestamp": 1, "status": "abnormal", "status_info": {"code": 1.5}}"#),
+            InvalidValue,
+            exact(r#""status_info.code": must be an integer, got 1.5"#),
+        ),
+        (
+            "status_info string",
+            b(br#"{"timestamp": 1, "status": "abnormal", "status_info": "1"}"#),
+            InvalidValue,
+            exact(r#""status_info": must be an object or null, got "1""#),
+        ),
+        (
+            "string timestamp",
+            b(br#"{"timestamp": "1", "status": "normal"}"#),
+            InvalidValue,
+            exact(r#""timestamp": must be a number, got "1""#),
+        ),
     ]
 }
 
@@ -949,7 +1051,10 @@ fn fifo_in_place_of_a_file_does_not_block() {
         move || extract_storage(&fs, NAME, false)
     });
     let Outcome::Quarantined(info) = outcome else { panic!("{outcome:?}") };
-    assert_eq!((info.reason, info.detail.as_str()), (QuarantineReason::NotRegularFile, "is a FIFO, not a regular file"));
+    assert_eq!(
+        (info.reason, info.detail.as_str()),
+        (QuarantineReason::NotRegularFile, "is a FIFO, not a regular file")
+    );
     let moved = env.quarantine().join(&info.location).join(PRE_JOB);
     assert!(fs::symlink_metadata(moved).unwrap().file_type().is_fifo());
 }
@@ -1417,7 +1522,8 @@ fn quarantining_the_same_name_at_the_same_instant_gives_distinct_locations() {
     let mut infos = Vec::new();
     for (i, content) in [&b"one"[..], b"two", b"three"].into_iter().enumerate() {
         env.storage("twin", &[(PRE_JOB, content)]);
-        let info = quarantine_storage(&fs, "twin", QuarantineReason::InvalidValue, Some(PRE_JOB), &format!("n{i}")).unwrap();
+        let info =
+            quarantine_storage(&fs, "twin", QuarantineReason::InvalidValue, Some(PRE_JOB), &format!("n{i}")).unwrap();
         infos.push(info);
     }
     let locations: Vec<&str> = infos.iter().map(|i| i.location.as_str()).collect();
@@ -1503,7 +1609,10 @@ fn list_quarantine_lists_unreadable_reason_files() {
         format!("reason file {} is not JSON: {e}", path(loc))
     };
     let mut expected = vec![
-        unreadable("badreason.4.000000", format!("reason file {} lacks runner_name or reason", path("badreason.4.000000"))),
+        unreadable(
+            "badreason.4.000000",
+            format!("reason file {} lacks runner_name or reason", path("badreason.4.000000")),
+        ),
         unreadable("dir.7.000000", format!("reason file {} is not a small regular file", path("dir.7.000000"))),
         unreadable("empty.2.000000", not_json("empty.2.000000", b"")),
         unreadable("fifo.8.000000", format!("reason file {} is not a small regular file", path("fifo.8.000000"))),
@@ -1512,7 +1621,10 @@ fn list_quarantine_lists_unreadable_reason_files() {
         unreadable("huge.5.000000", format!("reason file {} is not a small regular file", path("huge.5.000000"))),
         unreadable(
             "link.6.000000",
-            format!(r#"reason file unreadable: open "{}": Too many levels of symbolic links (os error 40)"#, path("link.6.000000")),
+            format!(
+                r#"reason file unreadable: open "{}": Too many levels of symbolic links (os error 40)"#,
+                path("link.6.000000")
+            ),
         ),
         QuarantinedStorage {
             location: "minimal.9.000000".to_owned(),

@@ -41,7 +41,24 @@ impl Rng {
 
 /// Flips, inserts, deletes and duplicates bytes, like a fuzzer's mutator.
 fn mutate(seed: &[u8], rng: &mut Rng) -> Vec<u8> {
-    const INTERESTING: &[&[u8]] = &[b"\"", b"\\", b"{", b"}", b"[", b"]", b",", b":", b"-", b"e", b".", b"\xef\xbb\xbf", b"\0", b"1e400", b"NaN", b"\\ud800"];
+    const INTERESTING: &[&[u8]] = &[
+        b"\"",
+        b"\\",
+        b"{",
+        b"}",
+        b"[",
+        b"]",
+        b",",
+        b":",
+        b"-",
+        b"e",
+        b".",
+        b"\xef\xbb\xbf",
+        b"\0",
+        b"1e400",
+        b"NaN",
+        b"\\ud800",
+    ];
     let mut data = seed.to_vec();
     for _ in 0..=rng.below(4) {
         let at = rng.below(data.len() + 1);

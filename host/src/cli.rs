@@ -1,9 +1,9 @@
 //! Command-line arguments and what each subcommand does.
 
+use std::cell::RefCell;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -181,7 +181,10 @@ impl GithubArgs {
     fn source(&self, live: bool) -> Result<Box<dyn JobMetricsSource>> {
         let Some(token_file) = &self.github_token_file else { return Ok(Box::new(NoJobMetrics)) };
         for (flag, value) in [("--github-timeout", self.github_timeout), ("--github-max-wait", self.github_max_wait)] {
-            anyhow::ensure!(value.is_finite() && (0.0..=86_400.0).contains(&value), "{flag} must be a number of seconds in [0, 86400], got {value}");
+            anyhow::ensure!(
+                value.is_finite() && (0.0..=86_400.0).contains(&value),
+                "{flag} must be a number of seconds in [0, 86400], got {value}"
+            );
         }
         anyhow::ensure!(self.github_timeout > 0.0, "--github-timeout must be more than 0 seconds");
         let mut options = GithubOptions::new(&self.github_api_url, read_token_file(token_file)?);
@@ -258,7 +261,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Collect(args) => run_collect(&cli.sandbox, args),
         Command::Extract(args) => run_extract(&cli.sandbox, args),
-        Command::Quarantine(QuarantineCommand::List { storage, json }) => run_quarantine_list(&cli.sandbox, &storage, json),
+        Command::Quarantine(QuarantineCommand::List { storage, json }) => {
+            run_quarantine_list(&cli.sandbox, &storage, json)
+        }
         Command::Quarantine(QuarantineCommand::More(command)) => crate::cli_lifecycle::run_quarantine(command),
         Command::Storage(command) => crate::cli_lifecycle::run_storage(command),
         Command::Hooks(command) => crate::cli_lifecycle::run_hooks(command),
@@ -266,11 +271,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Component { output } => {
             std::fs::write(&output, runner_metrics::plugin::EMBEDDED_COMPONENT)
                 .with_context(|| format!("writing the component to {}", output.display()))?;
-            eprintln!(
-                "wrote {} ({} bytes)",
-                output.display(),
-                runner_metrics::plugin::EMBEDDED_COMPONENT.len()
-            );
+            eprintln!("wrote {} ({} bytes)", output.display(), runner_metrics::plugin::EMBEDDED_COMPONENT.len());
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -298,7 +299,12 @@ fn run_collect(sandbox: &SandboxArgs, args: CollectArgs) -> Result<ExitCode> {
     anyhow::ensure!(storage.is_dir(), "storage root {}: not a directory (or not accessible)", storage.display());
     if let Some(textfile) = &args.prometheus_textfile {
         let dir = textfile.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        anyhow::ensure!(dir.is_dir(), "Prometheus textfile {}: {} is not a directory", textfile.display(), dir.display());
+        anyhow::ensure!(
+            dir.is_dir(),
+            "Prometheus textfile {}: {} is not a directory",
+            textfile.display(),
+            dir.display()
+        );
     }
     let mut progress = Progress::new(args.verbose);
     let mut jobs = args.github.source(progress.live)?;

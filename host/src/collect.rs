@@ -117,8 +117,12 @@ pub fn collect_with<G: GuestFactory>(
     loop {
         let listed = match scanner.next_batch(scan, SCAN_BATCH) {
             Ok(Ok(batch)) => Ok(batch),
-            Ok(Err(e)) => Err(anyhow::anyhow!("listing the storage root {}: {}", run.root.display(), check::bounded(&e))),
-            Err(trap) => Err(anyhow::Error::new(trap).context(format!("listing the storage root {}", run.root.display()))),
+            Ok(Err(e)) => {
+                Err(anyhow::anyhow!("listing the storage root {}: {}", run.root.display(), check::bounded(&e)))
+            }
+            Err(trap) => {
+                Err(anyhow::Error::new(trap).context(format!("listing the storage root {}", run.root.display())))
+            }
         };
         let batch = match listed {
             Ok(batch) => batch,
@@ -326,7 +330,11 @@ impl<G: GuestFactory> Run<'_, G> {
                 Ok(Ok(None)) => (OutcomeKind::Extracted, "deleted".to_owned()),
                 Ok(Ok(Some(info))) => (
                     OutcomeKind::Extracted,
-                    format!("could not be deleted, so moved to .quarantine/{}: {}", info.location, check::bounded(&info.detail)),
+                    format!(
+                        "could not be deleted, so moved to .quarantine/{}: {}",
+                        info.location,
+                        check::bounded(&info.detail)
+                    ),
                 ),
                 Ok(Err(e)) => (OutcomeKind::Failed, format!("events written but storage kept: {}", check::bounded(&e))),
                 Err(trap) => {
@@ -364,7 +372,11 @@ fn skip_detail(reason: &SkipReason) -> String {
 }
 
 fn quarantine_detail(reason: &QuarantineReason, file: Option<&str>, detail: &str, location: &str) -> String {
-    let place = if location.is_empty() { "would be quarantined".to_owned() } else { format!("moved to .quarantine/{location}") };
+    let place = if location.is_empty() {
+        "would be quarantined".to_owned()
+    } else {
+        format!("moved to .quarantine/{location}")
+    };
     let file = file.map(|f| format!(" {f}")).unwrap_or_default();
     format!("{}:{file} {}; {place}", reason.as_str(), check::bounded(detail))
 }

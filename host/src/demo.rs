@@ -22,36 +22,50 @@ type Sample = (&'static str, &'static str, Vec<(&'static str, String)>);
 
 fn samples() -> Vec<Sample> {
     let pre = |t: u64, workflow: &str| {
-        format!(r#"{{"workflow": "{workflow}", "repository": "canonical/example", "event": "push", "timestamp": {t}, "workflow_run_id": "8765432{t}"}}"#)
+        format!(
+            r#"{{"workflow": "{workflow}", "repository": "canonical/example", "event": "push", "timestamp": {t}, "workflow_run_id": "8765432{t}"}}"#
+        )
     };
     vec![
-        ("small-n-0a1b2c3d4e5f", "complete job, status normal", vec![
-            (START, "1700000000.25\n".into()),
-            (INSTALLED, "1700000060\n".into()),
-            (PRE_JOB, pre(1700000100, "ci")),
-            (POST_JOB, r#"{"timestamp": 1700000400, "status": "normal"}"#.into()),
-        ]),
-        ("small-n-1b2c3d4e5f60", "complete job, failed with exit code 1", vec![
-            (START, "1700000000\n".into()),
-            (INSTALLED, "1700000090\n".into()),
-            (PRE_JOB, pre(1700000200, "release")),
-            (POST_JOB, r#"{"timestamp": 1700000260, "status": "abnormal", "status_info": {"code": 1}}"#.into()),
-        ]),
-        ("small-n-2c3d4e5f6071", "job still running (no post-job file)", vec![
-            (INSTALLED, "1700000030\n".into()),
-            (PRE_JOB, pre(1700000300, "nightly")),
-        ]),
-        ("small-n-3d4e5f607182", "runner never came up (no installed timestamp)", vec![
-            (START, "1700000000\n".into()),
-        ]),
-        ("small-n-4e5f60718293", "corrupt pre-job file (not JSON)", vec![
-            (INSTALLED, "1700000030\n".into()),
-            (PRE_JOB, "{\"workflow\": \"ci\", oops".into()),
-        ]),
-        ("small-n-5f6071829304", "oversized post-job file (2 KiB)", vec![
-            (INSTALLED, "1700000030\n".into()),
-            (POST_JOB, format!(r#"{{"timestamp": 1, "status": "normal", "pad": "{}"}}"#, "x".repeat(2048))),
-        ]),
+        (
+            "small-n-0a1b2c3d4e5f",
+            "complete job, status normal",
+            vec![
+                (START, "1700000000.25\n".into()),
+                (INSTALLED, "1700000060\n".into()),
+                (PRE_JOB, pre(1700000100, "ci")),
+                (POST_JOB, r#"{"timestamp": 1700000400, "status": "normal"}"#.into()),
+            ],
+        ),
+        (
+            "small-n-1b2c3d4e5f60",
+            "complete job, failed with exit code 1",
+            vec![
+                (START, "1700000000\n".into()),
+                (INSTALLED, "1700000090\n".into()),
+                (PRE_JOB, pre(1700000200, "release")),
+                (POST_JOB, r#"{"timestamp": 1700000260, "status": "abnormal", "status_info": {"code": 1}}"#.into()),
+            ],
+        ),
+        (
+            "small-n-2c3d4e5f6071",
+            "job still running (no post-job file)",
+            vec![(INSTALLED, "1700000030\n".into()), (PRE_JOB, pre(1700000300, "nightly"))],
+        ),
+        ("small-n-3d4e5f607182", "runner never came up (no installed timestamp)", vec![(START, "1700000000\n".into())]),
+        (
+            "small-n-4e5f60718293",
+            "corrupt pre-job file (not JSON)",
+            vec![(INSTALLED, "1700000030\n".into()), (PRE_JOB, "{\"workflow\": \"ci\", oops".into())],
+        ),
+        (
+            "small-n-5f6071829304",
+            "oversized post-job file (2 KiB)",
+            vec![
+                (INSTALLED, "1700000030\n".into()),
+                (POST_JOB, format!(r#"{{"timestamp": 1, "status": "normal", "pad": "{}"}}"#, "x".repeat(2048))),
+            ],
+        ),
     ]
 }
 
@@ -75,7 +89,8 @@ fn build(root: &Path) -> Result<()> {
 }
 
 pub fn run(plugin: &Plugin, keep_files: bool) -> Result<ExitCode> {
-    let temp = tempfile::Builder::new().prefix("runner-metrics-demo-").tempdir().context("creating a temporary directory")?;
+    let temp =
+        tempfile::Builder::new().prefix("runner-metrics-demo-").tempdir().context("creating a temporary directory")?;
     let root = temp.path().join("runner-fs");
     fs::create_dir(&root)?;
     build(&root)?;

@@ -170,11 +170,17 @@ impl GithubJobs {
             return None;
         }
         let Some((owner, repo)) = valid_repository(repository) else {
-            (self.warn)(&format!("{runner}: repository {:?} is not owner/repo; no job metrics", repository.escape_debug().to_string()));
+            (self.warn)(&format!(
+                "{runner}: repository {:?} is not owner/repo; no job metrics",
+                repository.escape_debug().to_string()
+            ));
             return None;
         };
         if run_id.is_empty() || run_id.len() > 20 || !run_id.bytes().all(|b| b.is_ascii_digit()) {
-            (self.warn)(&format!("{runner}: workflow run id {:?} is not a number; no job metrics", run_id.escape_debug().to_string()));
+            (self.warn)(&format!(
+                "{runner}: workflow run id {:?} is not a number; no job metrics",
+                run_id.escape_debug().to_string()
+            ));
             return None;
         }
         for page in 1..=self.options.max_pages.max(1) {
@@ -234,7 +240,11 @@ impl GithubJobs {
                 200 => {}
                 401 => return Reply::Stop(format!("GET {url}: 401 Unauthorized: the token is invalid or expired")),
                 403 | 429 => {
-                    let wait = rate_limit_wait(header("retry-after"), header("x-ratelimit-remaining"), header("x-ratelimit-reset"));
+                    let wait = rate_limit_wait(
+                        header("retry-after"),
+                        header("x-ratelimit-remaining"),
+                        header("x-ratelimit-reset"),
+                    );
                     match wait {
                         Some(wait) if self.waited + wait <= self.options.max_rate_limit_wait => {
                             self.waited += wait;
@@ -301,7 +311,10 @@ struct Job {
 fn job_metrics(job: &Job) -> Option<GithubJobMetrics> {
     let created = parse_rfc3339(job.created_at.as_deref()?)?;
     let started = parse_rfc3339(job.started_at.as_deref()?)?;
-    Some(GithubJobMetrics { queue_duration: started - created, conclusion: job.conclusion.as_deref().and_then(conclusion) })
+    Some(GithubJobMetrics {
+        queue_duration: started - created,
+        conclusion: job.conclusion.as_deref().and_then(conclusion),
+    })
 }
 
 /// GitHub's conclusion strings; anything else (including `null` for a job
@@ -424,7 +437,15 @@ mod tests {
         assert_eq!(parse_rfc3339("2000-02-29T00:00:00Z"), Some(951_782_400.0));
         assert_eq!(parse_rfc3339("2023-11-14T23:13:20.5+01:00"), Some(1_700_000_000.5));
         assert_eq!(parse_rfc3339("2023-11-14T21:13:20-01:00"), Some(1_700_000_000.0));
-        for bad in ["", "2023-11-14", "2023-11-14T22:13:20", "2023-13-14T22:13:20Z", "2023-11-14T22:13:20Zjunk", "２０２３-11-14T22:13:20Z", "2023-11-14T22:13:20.Z"] {
+        for bad in [
+            "",
+            "2023-11-14",
+            "2023-11-14T22:13:20",
+            "2023-13-14T22:13:20Z",
+            "2023-11-14T22:13:20Zjunk",
+            "２０２３-11-14T22:13:20Z",
+            "2023-11-14T22:13:20.Z",
+        ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad:?}");
         }
     }

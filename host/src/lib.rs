@@ -46,9 +46,9 @@ pub mod summary;
 
 pub use bindings::{GithubJobMetrics, JobConclusion, RunnerMetrics, Selection};
 pub use collect::{collect, collect_with, empty_selection, CollectOptions, Emit, JobMetricsSource, NoJobMetrics};
+pub use github::{GithubJobs, GithubOptions};
 pub use guest_api::{CallResult, GuestApi, GuestFactory, GuestFailure};
 pub use limits::Limits;
 pub use log::{EventSink, MemorySink, MetricsLog, StdoutSink};
-pub use github::{GithubJobs, GithubOptions};
 pub use plugin::{Plugin, PluginOptions};
 pub use summary::{OutcomeKind, StorageReport, Summary};

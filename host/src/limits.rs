@@ -101,7 +101,8 @@ fn unblock_fifo_opens(storage: &Path) {
     let Ok(dir_path) = CString::new(storage.as_os_str().as_bytes()) else { return };
     // SAFETY: plain syscalls on NUL-terminated paths; every fd is closed.
     unsafe {
-        let dir = libc::open(dir_path.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC);
+        let dir =
+            libc::open(dir_path.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC);
         if dir < 0 {
             return;
         }
@@ -113,7 +114,11 @@ fn unblock_fifo_opens(storage: &Path) {
             {
                 continue;
             }
-            let fd = libc::openat(dir, name.as_ptr(), libc::O_WRONLY | libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC);
+            let fd = libc::openat(
+                dir,
+                name.as_ptr(),
+                libc::O_WRONLY | libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+            );
             if fd >= 0 {
                 libc::close(fd);
             }

@@ -74,10 +74,14 @@ impl Plugin {
         let (component, compiled_from) = load_component(&engine, wasm, options.cache_dir.as_deref())?;
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).anyhow().context("linking WASI")?;
-        let instance_pre = linker.instantiate_pre(&component).anyhow().context("the component imports something other than WASI")?;
-        let pre = ExtractorPre::new(instance_pre).anyhow().context("the component does not export the runner-metrics world")?;
+        let instance_pre =
+            linker.instantiate_pre(&component).anyhow().context("the component imports something other than WASI")?;
+        let pre = ExtractorPre::new(instance_pre)
+            .anyhow()
+            .context("the component does not export the runner-metrics world")?;
         let stall_watch = Arc::new(StallWatch::default());
-        let ticker = EpochTicker::start(&engine, Arc::clone(&stall_watch)).context("starting the epoch ticker thread")?;
+        let ticker =
+            EpochTicker::start(&engine, Arc::clone(&stall_watch)).context("starting the epoch ticker thread")?;
         Ok(Self { engine, pre, limits: options.limits, stall_watch, compiled_from, _ticker: ticker })
     }
 

@@ -101,7 +101,8 @@ impl Recorder {
     /// Lines that are not events (`extract` output) are ignored.
     pub fn observe_line(&mut self, line: &str) {
         let Ok(Value::Object(event)) = serde_json::from_str::<Value>(line) else { return };
-        let (Some(kind), Some(flavor)) = (event.get("event").and_then(Value::as_str), event.get("flavor").and_then(Value::as_str))
+        let (Some(kind), Some(flavor)) =
+            (event.get("event").and_then(Value::as_str), event.get("flavor").and_then(Value::as_str))
         else {
             return;
         };
@@ -110,14 +111,16 @@ impl Recorder {
         }
         *self.events.entry((kind.to_owned(), flavor.to_owned())).or_default() += 1;
         for (index, (_, on, field, _, bounds)) in HISTOGRAMS.iter().enumerate() {
-            let Some(value) = (kind == *on).then(|| event.get(*field).and_then(Value::as_f64)).flatten() else { continue };
+            let Some(value) = (kind == *on).then(|| event.get(*field).and_then(Value::as_f64)).flatten() else {
+                continue;
+            };
             if !value.is_finite() {
                 continue;
             }
-            let series = self.histograms.entry((index, flavor.to_owned())).or_insert_with(|| Histogram {
-                buckets: vec![0; bounds.len()],
-                ..Histogram::default()
-            });
+            let series = self
+                .histograms
+                .entry((index, flavor.to_owned()))
+                .or_insert_with(|| Histogram { buckets: vec![0; bounds.len()], ..Histogram::default() });
             for (bucket, bound) in series.buckets.iter_mut().zip(bounds.iter()) {
                 if value <= *bound {
                     *bucket += 1;
@@ -150,15 +153,16 @@ impl Recorder {
                 continue;
             }
             for (index, (suffix, _, _, _, bounds)) in HISTOGRAMS.iter().enumerate() {
-                let Some(part) = name.strip_prefix(PREFIX).and_then(|n| n.strip_prefix('_')).and_then(|n| n.strip_prefix(suffix))
+                let Some(part) =
+                    name.strip_prefix(PREFIX).and_then(|n| n.strip_prefix('_')).and_then(|n| n.strip_prefix(suffix))
                 else {
                     continue;
                 };
                 let Some(flavor) = label("flavor") else { continue };
-                let series = self.histograms.entry((index, flavor.to_owned())).or_insert_with(|| Histogram {
-                    buckets: vec![0; bounds.len()],
-                    ..Histogram::default()
-                });
+                let series = self
+                    .histograms
+                    .entry((index, flavor.to_owned()))
+                    .or_insert_with(|| Histogram { buckets: vec![0; bounds.len()], ..Histogram::default() });
                 match part {
                     "_bucket" => {
                         let le = label("le").unwrap_or("");
@@ -188,7 +192,8 @@ impl Recorder {
                 }
                 let flavor = escape_label(flavor);
                 for (bound, count) in bounds.iter().zip(&series.buckets) {
-                    let _ = writeln!(out, "{name}_bucket{{flavor=\"{flavor}\",le=\"{}\"}} {count}", format_bound(*bound));
+                    let _ =
+                        writeln!(out, "{name}_bucket{{flavor=\"{flavor}\",le=\"{}\"}} {count}", format_bound(*bound));
                 }
                 let _ = writeln!(out, "{name}_bucket{{flavor=\"{flavor}\",le=\"+Inf\"}} {}", series.count);
                 let _ = writeln!(out, "{name}_sum{{flavor=\"{flavor}\"}} {}", format_value(series.sum));
@@ -202,7 +207,10 @@ impl Recorder {
             let _ = writeln!(out, "{name}{{outcome=\"{}\"}} {count}", kind.as_str());
         }
         let name = format!("{PREFIX}_events_total");
-        let _ = writeln!(out, "# HELP {name} Events written to the metrics log, by event and flavor.\n# TYPE {name} counter");
+        let _ = writeln!(
+            out,
+            "# HELP {name} Events written to the metrics log, by event and flavor.\n# TYPE {name} counter"
+        );
         for ((event, flavor), count) in &self.events {
             let _ = writeln!(out, "{name}{{event=\"{event}\",flavor=\"{}\"}} {count}", escape_label(flavor));
         }
@@ -226,7 +234,8 @@ impl Recorder {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e).with_context(|| format!("reading the Prometheus textfile {}", path.display())),
         }
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
         write_atomically(path, self.render(now).as_bytes())
             .with_context(|| format!("writing the Prometheus textfile {}", path.display()))
     }
@@ -371,11 +380,20 @@ mod tests {
         recorder.observe_line(START);
         recorder.observe_line("not json");
         let text = recorder.render(0.0);
-        assert!(text.contains("runner_metrics_spawn_duration_seconds_bucket{flavor=\"small\",le=\"30\"} 0\n"), "{text}");
-        assert!(text.contains("runner_metrics_spawn_duration_seconds_bucket{flavor=\"small\",le=\"60\"} 1\n"), "{text}");
+        assert!(
+            text.contains("runner_metrics_spawn_duration_seconds_bucket{flavor=\"small\",le=\"30\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("runner_metrics_spawn_duration_seconds_bucket{flavor=\"small\",le=\"60\"} 1\n"),
+            "{text}"
+        );
         assert!(text.contains("runner_metrics_idle_seconds_bucket{flavor=\"sm\\\"all\",le=\"1\"} 1\n"), "{text}");
         assert!(text.contains("runner_metrics_queue_duration_seconds_sum{flavor=\"sm\\\"all\"} 7\n"), "{text}");
-        assert!(text.contains("runner_metrics_events_total{event=\"runner_start\",flavor=\"sm\\\"all\"} 1\n"), "{text}");
+        assert!(
+            text.contains("runner_metrics_events_total{event=\"runner_start\",flavor=\"sm\\\"all\"} 1\n"),
+            "{text}"
+        );
 
         let mut again = Recorder::default();
         again.load(&text);

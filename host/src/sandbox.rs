@@ -14,8 +14,8 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::{
-    Event, GithubJobMetrics, Outcome, QuarantineInfo, QuarantineReason, QuarantinedStorage, RootEntry,
-    RunnerMetrics, ExtractorPre, IntoAnyhow, Selection,
+    Event, ExtractorPre, GithubJobMetrics, IntoAnyhow, Outcome, QuarantineInfo, QuarantineReason, QuarantinedStorage,
+    RootEntry, RunnerMetrics, Selection,
 };
 use crate::guest_api::GuestApi;
 use crate::limits::{Limits, StallWatch};
@@ -62,7 +62,8 @@ impl Sandbox {
         wasi.stderr(stderr.clone())
             .allow_blocking_current_thread(true)
             .preopened_dir(storage_root, GUEST_ROOT, FsPerms::ReadWrite)
-            .anyhow().with_context(|| format!("granting the storage root {}", storage_root.display()))?;
+            .anyhow()
+            .with_context(|| format!("granting the storage root {}", storage_root.display()))?;
         let mut table = ResourceTable::new();
         table.set_max_capacity(limits.max_handles);
         let state = HostState {
@@ -100,9 +101,8 @@ impl Sandbox {
         f: impl FnOnce(&crate::bindings::Extractor, &mut Store<HostState>) -> wasmtime::Result<T>,
     ) -> CallResult<T> {
         self.store.set_epoch_deadline(self.deadline_ticks);
-        let watch = storage.map(|name| {
-            self.stall_watch.begin(self.root.join(name), Instant::now() + self.call_timeout)
-        });
+        let watch =
+            storage.map(|name| self.stall_watch.begin(self.root.join(name), Instant::now() + self.call_timeout));
         let result = f(&self.bindings, &mut self.store);
         let broken = watch.is_some_and(|id| self.stall_watch.end(id));
         if broken {
@@ -137,12 +137,18 @@ impl Sandbox {
         self.call("scan", None, |b, s| b.github_runner_metrics_extraction().scan().call_constructor(s, selection))
     }
 
-    pub fn next_batch(&mut self, scan: ResourceAny, max: u32) -> CallResult<std::result::Result<Vec<RootEntry>, String>> {
+    pub fn next_batch(
+        &mut self,
+        scan: ResourceAny,
+        max: u32,
+    ) -> CallResult<std::result::Result<Vec<RootEntry>, String>> {
         self.call("scan", None, |b, s| b.github_runner_metrics_extraction().scan().call_next_batch(s, scan, max))
     }
 
     pub fn extract_storage(&mut self, name: &str, keep: bool) -> CallResult<Outcome> {
-        self.call("extraction", Some(name), |b, s| b.github_runner_metrics_extraction().call_extract_storage(s, name, keep))
+        self.call("extraction", Some(name), |b, s| {
+            b.github_runner_metrics_extraction().call_extract_storage(s, name, keep)
+        })
     }
 
     pub fn delete_storage(&mut self, name: &str) -> CallResult<std::result::Result<Option<QuarantineInfo>, String>> {
@@ -210,7 +216,12 @@ impl GuestApi for Sandbox {
     ) -> CallResult<std::result::Result<QuarantineInfo, String>> {
         Sandbox::quarantine_storage(self, name, reason, detail)
     }
-    fn issue_events(&mut self, metrics: &RunnerMetrics, flavor: &str, job: Option<GithubJobMetrics>) -> CallResult<Vec<Event>> {
+    fn issue_events(
+        &mut self,
+        metrics: &RunnerMetrics,
+        flavor: &str,
+        job: Option<GithubJobMetrics>,
+    ) -> CallResult<Vec<Event>> {
         Sandbox::issue_events(self, metrics, flavor, job)
     }
     fn render_event(&mut self, event: &Event) -> CallResult<String> {

@@ -175,7 +175,9 @@ pub fn create(root: &Path, name: &str) -> Result<Storage> {
     require_root(root)?;
     // mkdir(2) never follows a symlink in the last component: EEXIST.
     fs::create_dir(&path).map_err(|e| match e.kind() {
-        io::ErrorKind::AlreadyExists => error(ErrorKind::AlreadyExists, &path, "a storage (or another entry) with this name already exists"),
+        io::ErrorKind::AlreadyExists => {
+            error(ErrorKind::AlreadyExists, &path, "a storage (or another entry) with this name already exists")
+        }
         _ => io_error(&path, "cannot create the storage directory", &e),
     })?;
     let (_, stamp) = now();
@@ -271,7 +273,9 @@ pub fn delete(root: &Path, name: &str) -> Result<Deletion> {
                 Err(q) => Err(error(
                     ErrorKind::Io,
                     &doomed_path,
-                    format!("moved here but could not be deleted ({e}) nor quarantined ({q}); the next collect retries"),
+                    format!(
+                        "moved here but could not be deleted ({e}) nor quarantined ({q}); the next collect retries"
+                    ),
                 )),
             }
         }
@@ -295,14 +299,17 @@ fn move_to_free_name(source: &Path, dir: &Path, base: &str) -> Result<String> {
         match rename_noreplace(source, &dir.join(&candidate)) {
             Ok(()) => return Ok(candidate),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(io_error(source, &format!("cannot move it to {}", dir.join(&candidate).display()), &e)),
+            Err(e) => {
+                return Err(io_error(source, &format!("cannot move it to {}", dir.join(&candidate).display()), &e))
+            }
         }
     }
     Err(error(ErrorKind::Io, dir, format!("no free name for {base:?}")))
 }
 
 fn cstring(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))
 }
 
 /// `rename` that fails with `AlreadyExists` instead of replacing an entry
@@ -312,7 +319,8 @@ fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     {
         let (a, b) = (cstring(from)?, cstring(to)?);
         // SAFETY: both are valid NUL-terminated paths for the call.
-        let rc = unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_NOREPLACE) };
+        let rc =
+            unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_NOREPLACE) };
         if rc == 0 {
             return Ok(());
         }
@@ -334,7 +342,11 @@ fn ensure_reserved_dir(root: &Path, dir: &str) -> Result<PathBuf> {
     match fs::symlink_metadata(&path) {
         Ok(meta) if meta.is_dir() => return Ok(path),
         Ok(meta) => {
-            return Err(error(ErrorKind::NotADirectory, &path, format!("is {}, not a directory", describe(&meta.file_type()))))
+            return Err(error(
+                ErrorKind::NotADirectory,
+                &path,
+                format!("is {}, not a directory", describe(&meta.file_type())),
+            ))
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(io_error(&path, "cannot be read", &e)),
@@ -356,7 +368,11 @@ fn ensure_reserved_dir(root: &Path, dir: &str) -> Result<PathBuf> {
 fn open_dir_at(parent: RawFd, name: &CStr) -> io::Result<OwnedFd> {
     // SAFETY: `name` is NUL-terminated; the result is checked.
     let fd = unsafe {
-        libc::openat(parent, name.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        libc::openat(
+            parent,
+            name.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK,
+        )
     };
     if fd < 0 {
         return Err(io::Error::last_os_error());
@@ -494,7 +510,10 @@ fn remove_tree_at(top: RawFd, name: &CStr) -> std::result::Result<(), (PathBuf, 
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                     // Swapped for a directory since the lstat: look again.
-                    Err(e) if matches!(e.raw_os_error(), Some(libc::EISDIR) | Some(libc::EPERM)) && is_dir_at(dir, &child).unwrap_or(false) => {
+                    Err(e)
+                        if matches!(e.raw_os_error(), Some(libc::EISDIR) | Some(libc::EPERM))
+                            && is_dir_at(dir, &child).unwrap_or(false) =>
+                    {
                         retry(&mut stack, &mut swaps, child)
                     }
                     Err(e) => return Err((here(&stack, Some(&child)), e)),
@@ -526,8 +545,11 @@ fn remove_tree_at(top: RawFd, name: &CStr) -> std::result::Result<(), (PathBuf, 
         match unlink_at(parent, &finished.name, libc::AT_REMOVEDIR) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY) | Some(libc::EEXIST)) && finished.listings < 16 => {
-                let pending = read_names(finished.fd.as_raw_fd()).map_err(|e| (here(&stack, Some(&finished.name)), e))?;
+            Err(e)
+                if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY) | Some(libc::EEXIST)) && finished.listings < 16 =>
+            {
+                let pending =
+                    read_names(finished.fd.as_raw_fd()).map_err(|e| (here(&stack, Some(&finished.name)), e))?;
                 stack.push(Frame { listings: finished.listings + 1, pending, ..finished });
             }
             Err(e) => return Err((here(&stack, Some(&finished.name)), e)),
@@ -633,7 +655,11 @@ fn require_location(root: &Path, location: &str) -> Result<PathBuf> {
         && !location.ends_with(REASON_SUFFIX)
         && location.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
     if !ok {
-        return Err(error(ErrorKind::InvalidName, &path, format!("{location:?} is not a quarantine location (an entry name as `quarantine list` prints it)")));
+        return Err(error(
+            ErrorKind::InvalidName,
+            &path,
+            format!("{location:?} is not a quarantine location (an entry name as `quarantine list` prints it)"),
+        ));
     }
     Ok(path)
 }
@@ -649,7 +675,9 @@ pub fn show(root: &Path, location: &str) -> Result<QuarantineEntry> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(&reason_path)
         .map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => error(ErrorKind::NotFound, &reason_path, "no such quarantined storage (no reason file)"),
+            io::ErrorKind::NotFound => {
+                error(ErrorKind::NotFound, &reason_path, "no such quarantined storage (no reason file)")
+            }
             _ => io_error(&reason_path, "cannot open the reason file", &e),
         })?;
     let meta = file.metadata().map_err(|e| io_error(&reason_path, "cannot stat the reason file", &e))?;
@@ -657,14 +685,20 @@ pub fn show(root: &Path, location: &str) -> Result<QuarantineEntry> {
         return Err(bad("the reason file is not a regular file".into()));
     }
     let mut bytes = Vec::new();
-    (&mut file).take(REASON_FILE_LIMIT + 1).read_to_end(&mut bytes).map_err(|e| io_error(&reason_path, "cannot read the reason file", &e))?;
+    (&mut file)
+        .take(REASON_FILE_LIMIT + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| io_error(&reason_path, "cannot read the reason file", &e))?;
     if bytes.len() as u64 > REASON_FILE_LIMIT {
         return Err(bad(format!("the reason file is larger than {REASON_FILE_LIMIT} bytes")));
     }
-    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| bad(format!("the reason file is not JSON: {e}")))?;
+    let value: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| bad(format!("the reason file is not JSON: {e}")))?;
     let text = |key: &str| value.get(key).and_then(|v| v.as_str()).map(str::to_owned);
     let runner_name = text("runner_name").ok_or_else(|| bad("the reason file has no runner_name".into()))?;
-    if !is_valid_runner_name(&runner_name) || !location.starts_with(&runner_name[..runner_name.len().min(ENTRY_NAME_PREFIX)]) {
+    if !is_valid_runner_name(&runner_name)
+        || !location.starts_with(&runner_name[..runner_name.len().min(ENTRY_NAME_PREFIX)])
+    {
         return Err(bad(format!("runner_name {runner_name:?} is not a valid runner name matching the location")));
     }
     let reason = text("reason").ok_or_else(|| bad("the reason file has no reason".into()))?;
@@ -675,7 +709,13 @@ pub fn show(root: &Path, location: &str) -> Result<QuarantineEntry> {
         .ok_or_else(|| bad("quarantined_at is not a number >= 0".into()))?;
     let present = match fs::symlink_metadata(&path) {
         Ok(meta) if meta.is_dir() => true,
-        Ok(meta) => return Err(error(ErrorKind::NotADirectory, &path, format!("is {}, not a quarantined storage", describe(&meta.file_type())))),
+        Ok(meta) => {
+            return Err(error(
+                ErrorKind::NotADirectory,
+                &path,
+                format!("is {}, not a quarantined storage", describe(&meta.file_type())),
+            ))
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => false,
         Err(e) => return Err(io_error(&path, "cannot be read", &e)),
     };
@@ -724,7 +764,13 @@ pub fn quarantine_entries(root: &Path) -> Result<(Vec<QuarantineEntry>, Vec<Stor
     let dir = root.join(QUARANTINE_DIR);
     match fs::symlink_metadata(&dir) {
         Ok(meta) if meta.is_dir() => {}
-        Ok(meta) => return Err(error(ErrorKind::NotADirectory, &dir, format!("is {}, not a directory", describe(&meta.file_type())))),
+        Ok(meta) => {
+            return Err(error(
+                ErrorKind::NotADirectory,
+                &dir,
+                format!("is {}, not a directory", describe(&meta.file_type())),
+            ))
+        }
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
         Err(e) => return Err(io_error(&dir, "cannot be read", &e)),
     }
@@ -753,7 +799,11 @@ pub fn restore(root: &Path, location: &str) -> Result<Storage> {
     let entry = show(root, location)?;
     let source = root.join(QUARANTINE_DIR).join(location);
     if !entry.present {
-        return Err(error(ErrorKind::NotFound, &source, "the quarantined storage is gone (only its reason file is left)"));
+        return Err(error(
+            ErrorKind::NotFound,
+            &source,
+            "the quarantined storage is gone (only its reason file is left)",
+        ));
     }
     let target = require_name(root, &entry.runner_name)?;
     rename_noreplace(&source, &target).map_err(|e| match e.kind() {

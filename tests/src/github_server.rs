@@ -189,7 +189,13 @@ pub fn jobs_target(base_path: &str, repository: &str, run_id: &str, page: u32) -
 
 /// A job as the list-jobs endpoint shows it (the fields we read, plus a few
 /// we do not).
-pub fn job(id: u64, runner_name: &str, created_at: &str, started_at: &str, conclusion: Option<&str>) -> serde_json::Value {
+pub fn job(
+    id: u64,
+    runner_name: &str,
+    created_at: &str,
+    started_at: &str,
+    conclusion: Option<&str>,
+) -> serde_json::Value {
     serde_json::json!({
         "id": id,
         "run_id": 4242,

@@ -30,10 +30,10 @@ use std::time::{Duration, SystemTime};
 
 pub use runner_metrics;
 
-/// A validator for `docs/schema/event-line.schema.json`.
-pub mod schema;
 /// A local stand-in for the GitHub REST API (HTTP on 127.0.0.1).
 pub mod github_server;
+/// A validator for `docs/schema/event-line.schema.json`.
+pub mod schema;
 use runner_metrics::{
     collect, CollectOptions, EventSink, JobMetricsSource, Limits, MemorySink, OutcomeKind, Plugin, PluginOptions,
     StorageReport, Summary,
@@ -350,7 +350,12 @@ pub fn diff<V: std::fmt::Debug + PartialEq>(before: &BTreeMap<PathBuf, V>, after
 pub fn profile_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("current_exe");
     let deps = exe.parent().expect("test binary has a directory");
-    assert_eq!(deps.file_name().and_then(|n| n.to_str()), Some("deps"), "test binary not in <target>/<profile>/deps: {}", exe.display());
+    assert_eq!(
+        deps.file_name().and_then(|n| n.to_str()),
+        Some("deps"),
+        "test binary not in <target>/<profile>/deps: {}",
+        exe.display()
+    );
     deps.parent().expect("profile dir").to_path_buf()
 }
 
@@ -373,7 +378,8 @@ pub fn cache_dir() -> PathBuf {
 pub fn plugin() -> &'static Plugin {
     static PLUGIN: OnceLock<Plugin> = OnceLock::new();
     PLUGIN.get_or_init(|| {
-        Plugin::open(&PluginOptions { limits: Limits::default(), cache_dir: Some(cache_dir()) }).expect("open the plugin")
+        Plugin::open(&PluginOptions { limits: Limits::default(), cache_dir: Some(cache_dir()) })
+            .expect("open the plugin")
     })
 }
 
@@ -597,7 +603,6 @@ pub fn rerun_as_nobody(test: &str) -> Option<CliOutput> {
     Some(output(&mut unprivileged(&["--exact", test, "--test-threads=1"])))
 }
 
-
 /// The entries of a storage root other than `.deleting/` (where storages
 /// pass on their way out), after checking that nothing was left in it.
 pub fn entries_besides_deleting(root: &Path) -> Vec<String> {
@@ -805,11 +810,8 @@ impl Scene {
             "the neighbour must be extracted normally: {neighbour:?}"
         );
         assert!(!exists(&self.root.join(NEIGHBOUR)), "the neighbour must be deleted after its lines are written");
-        let theirs: Vec<&str> = lines
-            .iter()
-            .map(String::as_str)
-            .filter(|l| l.contains("neighbour") || l.contains("16000000"))
-            .collect();
+        let theirs: Vec<&str> =
+            lines.iter().map(String::as_str).filter(|l| l.contains("neighbour") || l.contains("16000000")).collect();
         assert_eq!(theirs, NEIGHBOUR_LINES, "the neighbour's lines, exactly once each, in order");
 
         let excluded = collected.report(EXCLUDED);
@@ -847,7 +849,11 @@ impl Scene {
                     Some(file) => format!("{reason}: {file} "),
                     None => format!("{reason}: "),
                 };
-                assert!(report.detail.starts_with(&expected), "{label:?}: detail {:?} should start {expected:?}", report.detail);
+                assert!(
+                    report.detail.starts_with(&expected),
+                    "{label:?}: detail {:?} should start {expected:?}",
+                    report.detail
+                );
                 assert!(!exists(&path), "{label:?} is still in the runner namespace");
                 let q = quarantined(&self.root, label);
                 assert_eq!(q.reason["reason"], *reason, "{label:?}: reason file {}", q.reason);
@@ -870,7 +876,11 @@ impl Scene {
                 assert!(!exists(&path), "{label:?} should be deleted after its lines are written");
             }
             Fate::Skipped(detail) => {
-                assert_eq!((report.kind, report.detail.as_str()), (OutcomeKind::Skipped, *detail), "{label:?}: {report:?}");
+                assert_eq!(
+                    (report.kind, report.detail.as_str()),
+                    (OutcomeKind::Skipped, *detail),
+                    "{label:?}: {report:?}"
+                );
                 assert_eq!(diff(before, &contents(&path)), "", "{label:?}: a skipped entry changed");
             }
             Fate::Failed => {

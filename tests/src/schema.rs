@@ -65,7 +65,10 @@ impl Schema {
                 }
                 "additionalProperties" => self.check(value, &format!("{at}/{key}"))?,
                 "oneOf" => {
-                    let list = value.as_array().filter(|l| !l.is_empty()).ok_or_else(|| format!("{at}/oneOf must be a non-empty array"))?;
+                    let list = value
+                        .as_array()
+                        .filter(|l| !l.is_empty())
+                        .ok_or_else(|| format!("{at}/oneOf must be a non-empty array"))?;
                     for (i, sub) in list.iter().enumerate() {
                         self.check(sub, &format!("{at}/oneOf/{i}"))?;
                     }
@@ -95,7 +98,8 @@ impl Schema {
     }
 
     fn resolve(&self, reference: &str) -> Result<&Value, String> {
-        let pointer = reference.strip_prefix('#').ok_or_else(|| format!("only local $refs are supported, not {reference:?}"))?;
+        let pointer =
+            reference.strip_prefix('#').ok_or_else(|| format!("only local $refs are supported, not {reference:?}"))?;
         self.root.pointer(pointer).ok_or_else(|| format!("$ref {reference:?} does not resolve"))
     }
 
@@ -170,7 +174,13 @@ impl Schema {
                             if additional == &Value::Bool(false) {
                                 errors.push(format!("{path}: key {key:?} is not allowed ({at}/additionalProperties)"));
                             } else {
-                                self.validate_at(additional, &format!("{at}/additionalProperties"), value, &child, errors);
+                                self.validate_at(
+                                    additional,
+                                    &format!("{at}/additionalProperties"),
+                                    value,
+                                    &child,
+                                    errors,
+                                );
                             }
                         }
                     }
@@ -190,7 +200,10 @@ impl Schema {
                 }
             }
             if passed != 1 {
-                errors.push(format!("{path}: matches {passed} of the oneOf schemas, not exactly 1 ({at}/oneOf): {}", failures.join(" | ")));
+                errors.push(format!(
+                    "{path}: matches {passed} of the oneOf schemas, not exactly 1 ({at}/oneOf): {}",
+                    failures.join(" | ")
+                ));
             }
         }
     }

@@ -55,7 +55,20 @@ fn help_of_every_subcommand_exits_zero_and_names_its_flags() {
     let global = ["--memory-limit", "--timeout", "--cache-dir", "--no-cache"];
     let cases: [(&[&str], &[&str]); 7] = [
         (&[], &["collect", "extract", "quarantine", "demo", "component"]),
-        (&["collect"], &["--storage", "--exclude", "--include", "--min-age", "--flavor", "--metrics-log", "METRICS_LOG_PATH", "--json", "--verbose"]),
+        (
+            &["collect"],
+            &[
+                "--storage",
+                "--exclude",
+                "--include",
+                "--min-age",
+                "--flavor",
+                "--metrics-log",
+                "METRICS_LOG_PATH",
+                "--json",
+                "--verbose",
+            ],
+        ),
         (&["extract"], &["--storage", "--exclude", "--include", "--min-age", "--keep"]),
         (&["quarantine"], &["list"]),
         (&["quarantine", "list"], &["--storage", "--json"]),
@@ -87,15 +100,24 @@ fn collect_appends_the_lines_to_the_log_and_prints_counts() {
     assert_eq!(out.stdout, "", "events go to the log, not stdout");
     assert_counts(&out.stderr, SAMPLE_COUNTS);
     // One line for the quarantined storage, none for the quiet outcomes.
-    assert!(out.stderr.lines().any(|l| l.starts_with("quarantined: r-corrupt: invalid-json: pre-job-metrics.json")), "{}", out.stderr);
+    assert!(
+        out.stderr.lines().any(|l| l.starts_with("quarantined: r-corrupt: invalid-json: pre-job-metrics.json")),
+        "{}",
+        out.stderr
+    );
     assert!(!out.stderr.contains("r-fixture-f"), "{}", out.stderr);
     assert_sample_cleaned(&root);
 
     // A second run appends nothing more and reports nothing but the stray file.
-    let out = output(cli().args(["collect", "--flavor", "small", "--storage"]).arg(root.path()).arg("--metrics-log").arg(&log));
+    let out = output(
+        cli().args(["collect", "--flavor", "small", "--storage"]).arg(root.path()).arg("--metrics-log").arg(&log),
+    );
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert_eq!(fs::read_to_string(&log).unwrap().lines().count(), 3);
-    assert_counts(&out.stderr, [("extracted", 0), ("no-data", 0), ("quarantined", 0), ("skipped", 1), ("failed", 0), ("lines", 0)]);
+    assert_counts(
+        &out.stderr,
+        [("extracted", 0), ("no-data", 0), ("quarantined", 0), ("skipped", 1), ("failed", 0), ("lines", 0)],
+    );
 }
 
 #[test]
@@ -118,7 +140,9 @@ fn collect_honours_metrics_log_path_and_the_flag_wins_over_it() {
     let guard = RemoveIfCreated { path: system_log, existed: system_log_existed };
     let root = sample_root();
     let from_env = root.outside().join("from-env.log");
-    let out = output(cli().env("METRICS_LOG_PATH", &from_env).args(["collect", "--flavor", "small", "--storage"]).arg(root.path()));
+    let out = output(
+        cli().env("METRICS_LOG_PATH", &from_env).args(["collect", "--flavor", "small", "--storage"]).arg(root.path()),
+    );
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert_eq!(fs::read_to_string(&from_env).unwrap(), format!("{}\n", F_LINES.join("\n")));
 
@@ -157,7 +181,9 @@ impl Drop for RemoveIfCreated<'_> {
 #[test]
 fn collect_json_prints_the_summary_as_one_json_object() {
     let root = sample_root();
-    let out = output(cli().args(["collect", "--json", "--flavor", "small", "--metrics-log", "-", "--storage"]).arg(root.path()));
+    let out = output(
+        cli().args(["collect", "--json", "--flavor", "small", "--metrics-log", "-", "--storage"]).arg(root.path()),
+    );
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let last = out.stderr.lines().last().expect("a summary line");
     assert_eq!(
@@ -176,7 +202,21 @@ fn collect_selection_flags_are_applied() {
     root.fixture_f("r-c");
     let out = output(
         cli()
-            .args(["collect", "--flavor", "large", "--metrics-log", "-", "--exclude", "r-a", "--include", "r-a", "--include", "r-b", "--verbose", "--storage"])
+            .args([
+                "collect",
+                "--flavor",
+                "large",
+                "--metrics-log",
+                "-",
+                "--exclude",
+                "r-a",
+                "--include",
+                "r-a",
+                "--include",
+                "r-b",
+                "--verbose",
+                "--storage",
+            ])
             .arg(root.path()),
     );
     assert_eq!(out.code, Some(0), "{}", out.stderr);
@@ -188,12 +228,20 @@ fn collect_selection_flags_are_applied() {
     assert!(exists(&root.join("r-a")) && !exists(&root.join("r-b")) && exists(&root.join("r-c")));
 
     // --min-age: a fresh storage is too young.
-    let out = output(cli().args(["collect", "--flavor", "small", "--metrics-log", "-", "--min-age", "3600", "--storage"]).arg(root.path()));
+    let out = output(
+        cli()
+            .args(["collect", "--flavor", "small", "--metrics-log", "-", "--min-age", "3600", "--storage"])
+            .arg(root.path()),
+    );
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert_eq!(out.stdout, "");
     assert!(exists(&root.join("r-a")) && exists(&root.join("r-c")));
     // An invalid --min-age is refused before anything happens.
-    let out = output(cli().args(["collect", "--flavor", "small", "--metrics-log", "-", "--min-age=-1", "--storage"]).arg(root.path()));
+    let out = output(
+        cli()
+            .args(["collect", "--flavor", "small", "--metrics-log", "-", "--min-age=-1", "--storage"])
+            .arg(root.path()),
+    );
     assert_eq!(out.code, Some(2), "{}", out.stderr);
     assert!(out.stderr.contains("--min-age"), "{}", out.stderr);
     assert!(exists(&root.join("r-a")) && exists(&root.join("r-c")));
@@ -206,14 +254,21 @@ fn an_unopenable_metrics_log_is_an_error_naming_it_and_keeps_the_storages() {
     fs::write(&not_a_dir, "x").unwrap();
     let log = not_a_dir.join("metrics.log");
     let before = snapshot(root.path());
-    let out = output(cli().args(["collect", "--flavor", "small", "--storage"]).arg(root.path()).arg("--metrics-log").arg(&log));
+    let out = output(
+        cli().args(["collect", "--flavor", "small", "--storage"]).arg(root.path()).arg("--metrics-log").arg(&log),
+    );
     assert_eq!(out.code, Some(2), "{}", out.stderr);
     assert!(out.stderr.contains(&log.display().to_string()), "the error names the log path:\n{}", out.stderr);
     assert!(out.stderr.starts_with("runner-metrics: error:"), "{}", out.stderr);
     assert_eq!(diff(&before, &snapshot(root.path())), "", "nothing may change when events cannot be written");
 
     // Same through METRICS_LOG_PATH, and with a directory as the log.
-    let out = output(cli().env("METRICS_LOG_PATH", root.outside()).args(["collect", "--flavor", "small", "--storage"]).arg(root.path()));
+    let out = output(
+        cli()
+            .env("METRICS_LOG_PATH", root.outside())
+            .args(["collect", "--flavor", "small", "--storage"])
+            .arg(root.path()),
+    );
     assert_eq!(out.code, Some(2), "{}", out.stderr);
     assert!(out.stderr.contains(&root.outside().display().to_string()), "{}", out.stderr);
     assert_eq!(diff(&before, &snapshot(root.path())), "");
@@ -228,10 +283,7 @@ fn a_failing_stdout_log_is_an_error_and_keeps_the_storage() {
     let before = snapshot(root.path());
     let full = fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full");
     let out = output(
-        cli()
-            .args(["collect", "--flavor", "small", "--metrics-log", "-", "--storage"])
-            .arg(root.path())
-            .stdout(full),
+        cli().args(["collect", "--flavor", "small", "--metrics-log", "-", "--storage"]).arg(root.path()).stdout(full),
     );
     assert_eq!(out.code, Some(2), "{}", out.stderr);
     assert!(out.stderr.contains("failed: r-fixture-f: kept: events not written"), "{}", out.stderr);
@@ -249,7 +301,10 @@ fn collect_exits_1_when_storages_are_left_failed() {
     let out = output(cli().args(["collect", "--flavor", "small", "--metrics-log", "-", "--storage"]).arg(root.path()));
     assert_eq!(out.code, Some(1), "{}", out.stderr);
     assert!(out.stderr.lines().any(|l| l.starts_with("failed: r-corrupt: kept: ")), "{}", out.stderr);
-    assert_counts(&out.stderr, [("extracted", 1), ("no-data", 1), ("quarantined", 0), ("skipped", 1), ("failed", 1), ("lines", 3)]);
+    assert_counts(
+        &out.stderr,
+        [("extracted", 1), ("no-data", 1), ("quarantined", 0), ("skipped", 1), ("failed", 1), ("lines", 3)],
+    );
     assert_eq!(text_lines(&out.stdout), F_LINES);
     assert_eq!(diff(&before, &snapshot(&root.join("r-corrupt"))), "");
 }
@@ -276,7 +331,10 @@ fn extract_keep_prints_runner_metrics_and_changes_nothing() {
     );
     assert!(out.stderr.contains("quarantined: r-corrupt: invalid-json: pre-job-metrics.json"), "{}", out.stderr);
     assert!(out.stderr.contains("would be quarantined"), "{}", out.stderr);
-    assert_counts(&out.stderr, [("extracted", 1), ("no-data", 1), ("quarantined", 1), ("skipped", 1), ("failed", 0), ("lines", 1)]);
+    assert_counts(
+        &out.stderr,
+        [("extracted", 1), ("no-data", 1), ("quarantined", 1), ("skipped", 1), ("failed", 0), ("lines", 1)],
+    );
     assert_eq!(diff(&before, &snapshot(&whole)), "", "extract --keep changed the disk");
 }
 
@@ -350,7 +408,11 @@ fn demo_shows_every_event_kind_and_outcome_and_cleans_up() {
     }
     // Outcomes section: one row per sample entry, every kind that can happen.
     for kind in ["extracted", "no-data", "quarantined", "skipped"] {
-        assert!(out.stdout.lines().any(|l| l.trim_start().starts_with(&format!("{kind} "))), "no {kind} row:\n{}", out.stdout);
+        assert!(
+            out.stdout.lines().any(|l| l.trim_start().starts_with(&format!("{kind} "))),
+            "no {kind} row:\n{}",
+            out.stdout
+        );
     }
     // Summary section names all five outcome kinds with their counts.
     for (kind, count) in [("extracted", 3), ("no-data", 1), ("quarantined", 3), ("skipped", 1), ("failed", 0)] {
@@ -367,7 +429,8 @@ fn demo_keep_files_keeps_the_sample_for_quarantine_list() {
     let tmp = tempfile::tempdir().unwrap();
     let out = output(cli().env("TMPDIR", tmp.path()).args(["demo", "--keep-files"]));
     assert_eq!(out.code, Some(0), "{}", out.stderr);
-    let kept = out.stdout.lines().find_map(|l| l.strip_prefix("Kept the sample in ")).expect("demo names the kept sample");
+    let kept =
+        out.stdout.lines().find_map(|l| l.strip_prefix("Kept the sample in ")).expect("demo names the kept sample");
     let root = Path::new(kept).join("runner-fs");
     assert!(root.starts_with(tmp.path()), "{}", root.display());
     let out = output(cli().args(["quarantine", "list", "--json", "--storage"]).arg(&root));
@@ -405,7 +468,11 @@ fn a_missing_storage_root_is_an_error_naming_it() {
     for args in runs {
         let out = output(cli().args(&args).arg("--storage").arg(&missing));
         assert_eq!(out.code, Some(2), "{args:?}: {}", out.stderr);
-        assert!(out.stderr.contains(&missing.display().to_string()), "{args:?}: the error must name the root:\n{}", out.stderr);
+        assert!(
+            out.stderr.contains(&missing.display().to_string()),
+            "{args:?}: the error must name the root:\n{}",
+            out.stderr
+        );
         assert_eq!(out.stdout, "");
     }
     assert!(!exists(&missing));
@@ -447,7 +514,9 @@ fn invalid_sandbox_settings_are_refused() {
     let root = sample_root();
     let before = snapshot(root.path());
     for args in [["--timeout", "0"], ["--timeout", "nan"], ["--memory-limit", "0"]] {
-        let out = output(cli().args(args).args(["collect", "--flavor", "small", "--metrics-log", "-", "--storage"]).arg(root.path()));
+        let out = output(
+            cli().args(args).args(["collect", "--flavor", "small", "--metrics-log", "-", "--storage"]).arg(root.path()),
+        );
         assert_eq!(out.code, Some(2), "{args:?}: {}", out.stderr);
         assert!(out.stderr.contains(args[0]), "{args:?}: {}", out.stderr);
     }

@@ -70,7 +70,12 @@ impl EventSink for CheckingSink {
 #[test]
 fn lines_are_written_while_their_storages_still_exist_and_only_then_deleted() {
     let root = StorageRoot::new();
-    let mut sink = CheckingSink { root: root.path().to_owned(), name_of_installed: HashMap::new(), appends: Vec::new(), lines: Vec::new() };
+    let mut sink = CheckingSink {
+        root: root.path().to_owned(),
+        name_of_installed: HashMap::new(),
+        appends: Vec::new(),
+        lines: Vec::new(),
+    };
     let count = 10;
     for i in 0..count {
         let (name, installed) = traceable_runner(&root, i);
@@ -128,7 +133,8 @@ fn a_failing_sink_keeps_every_storage_whose_lines_were_not_written() {
     let mut sink = FailingSink { ok: 0, calls: 0, inner: MemorySink::default() };
     let collected = run_into(root.path(), &CollectOptions::events("small"), &mut NoJobMetrics, &mut sink);
 
-    let error = format!("{:#}", collected.result.as_ref().expect_err("collect must fail when the log cannot be written"));
+    let error =
+        format!("{:#}", collected.result.as_ref().expect_err("collect must fail when the log cannot be written"));
     assert!(error.contains("no space left (simulated)") && error.contains("the failing sink"), "{error}");
     for name in &names {
         let report = collected.report(name);
@@ -152,7 +158,8 @@ fn when_the_sink_fails_mid_run_written_batches_are_deleted_and_the_rest_kept() {
     assert!(collected.result.is_err());
     assert_eq!(sink.calls, 2, "the run stops at the first failed append");
 
-    let by_kind = |kind| collected.reports.iter().filter(|r| r.kind == kind).map(|r| r.name.clone()).collect::<Vec<_>>();
+    let by_kind =
+        |kind| collected.reports.iter().filter(|r| r.kind == kind).map(|r| r.name.clone()).collect::<Vec<_>>();
     let extracted = by_kind(OutcomeKind::Extracted);
     let failed = by_kind(OutcomeKind::Failed);
     assert_eq!((extracted.len(), failed.len(), collected.reports.len()), (2, 2, 4), "{:?}", collected.reports);
@@ -200,7 +207,11 @@ fn assert_dry_run_reports(collected: &Collected) {
     }
     for name in ["nd-empty", "nd-start-only"] {
         let r = collected.report(name);
-        assert_eq!((r.kind, r.detail.as_str()), (OutcomeKind::NoData, "no installed timestamp; would be deleted"), "{r:?}");
+        assert_eq!(
+            (r.kind, r.detail.as_str()),
+            (OutcomeKind::NoData, "no installed timestamp; would be deleted"),
+            "{r:?}"
+        );
     }
     for (name, reason) in [
         ("q-oversized", "oversized"),
@@ -234,7 +245,10 @@ fn keep_changes_nothing_on_disk_for_any_outcome() {
     assert_dry_run_reports(&collected);
     assert_eq!(lines.len(), 3 + 3, "the dry run still reports the events it would write");
     let summary = collected.summary();
-    assert_eq!((summary.extracted, summary.no_data, summary.quarantined, summary.skipped, summary.failed), (3, 2, 8, 4, 0));
+    assert_eq!(
+        (summary.extracted, summary.no_data, summary.quarantined, summary.skipped, summary.failed),
+        (3, 2, 8, 4, 0)
+    );
 
     // The same with metrics lines (`extract --keep`), and twice in a row.
     let options = CollectOptions { keep: true, emit: runner_metrics::Emit::Metrics, ..CollectOptions::events("small") };
@@ -249,7 +263,8 @@ fn keep_changes_nothing_on_disk_for_any_outcome() {
     // real work to skip.
     let (collected, _) = run(root.path(), &CollectOptions::events("small"), &mut NoJobMetrics);
     assert_eq!(collected.summary().quarantined, 8);
-    let mut left: Vec<_> = fs::read_dir(root.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut left: Vec<_> =
+        fs::read_dir(root.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     left.sort();
     assert_eq!(left, [".deleting", ".quarantine", "bad name", "notes.txt", "r-fifo", "r-link"]);
 }
@@ -345,7 +360,13 @@ fn hundreds_of_mixed_storages_in_small_batches_each_get_exactly_one_report() {
     let count = |k| expected.iter().filter(|(_, kind, _)| *kind == k).count();
     assert_eq!(
         (summary.extracted, summary.no_data, summary.quarantined, summary.skipped, summary.failed),
-        (count(OutcomeKind::Extracted), count(OutcomeKind::NoData), count(OutcomeKind::Quarantined), count(OutcomeKind::Skipped), 0)
+        (
+            count(OutcomeKind::Extracted),
+            count(OutcomeKind::NoData),
+            count(OutcomeKind::Quarantined),
+            count(OutcomeKind::Skipped),
+            0
+        )
     );
     let total_lines: usize = expected.iter().map(|(_, _, l)| l).sum();
     assert_eq!((summary.lines_written, sink.lines.len()), (total_lines, total_lines));

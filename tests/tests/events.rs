@@ -73,7 +73,10 @@ fn fixture_f_gives_exactly_the_three_reference_events_in_order() {
 
     // Field by field, as values.
     assert_eq!(lines.len(), 3, "{lines:?}");
-    assert_eq!(json(&lines[0]), json!({"timestamp": 2.0, "event": "runner_installed", "flavor": "small", "duration": 1.0}));
+    assert_eq!(
+        json(&lines[0]),
+        json!({"timestamp": 2.0, "event": "runner_installed", "flavor": "small", "duration": 1.0})
+    );
     assert_eq!(
         json(&lines[1]),
         json!({"timestamp": 3.0, "event": "runner_start", "flavor": "small", "workflow": "workflow1",
@@ -89,7 +92,17 @@ fn fixture_f_gives_exactly_the_three_reference_events_in_order() {
     assert_lines(&lines, &[F_INSTALLED_LINE, F_START_LINE, F_STOP_LINE]);
     assert_eq!(
         key_order(&lines[2]),
-        ["timestamp", "event", "flavor", "workflow", "repo", "github_event", "status", "job_duration", "job_conclusion"]
+        [
+            "timestamp",
+            "event",
+            "flavor",
+            "workflow",
+            "repo",
+            "github_event",
+            "status",
+            "job_duration",
+            "job_conclusion"
+        ]
     );
 
     // The job source was asked once, about this runner's job.
@@ -99,7 +112,10 @@ fn fixture_f_gives_exactly_the_three_reference_events_in_order() {
     assert_eq!(m.runner_name, "runner-n-0123456789ab");
     assert_eq!((m.installation_start_timestamp, m.installed_timestamp), (Some(1.0), 2.0));
     let pre = m.pre_job.as_ref().expect("pre-job");
-    assert_eq!((pre.workflow_run_id.as_str(), pre.repository.as_deref()), ("workflow_run_id1", Some("org1/repository1")));
+    assert_eq!(
+        (pre.workflow_run_id.as_str(), pre.repository.as_deref()),
+        ("workflow_run_id1", Some("org1/repository1"))
+    );
     assert!(m.post_job.as_ref().expect("post-job").status_info.is_none());
 }
 
@@ -109,9 +125,13 @@ fn the_spec_section_5_example_lines_are_reproduced_byte_for_byte() {
     root.runner("r-example")
         .file(START, "1\n")
         .file(INSTALLED, "2\n")
-        .file(PRE_JOB, r#"{"workflow": "ci", "repository": "org/repo", "event": "push", "timestamp": 3, "workflow_run_id": "42"}"#)
+        .file(
+            PRE_JOB,
+            r#"{"workflow": "ci", "repository": "org/repo", "event": "push", "timestamp": 3, "workflow_run_id": "42"}"#,
+        )
         .file(POST_JOB, r#"{"timestamp": 5, "status": "abnormal", "status_info": {"code": 1}}"#);
-    let mut jobs = |_: &RunnerMetrics| Some(GithubJobMetrics { queue_duration: 3600.0, conclusion: Some(JobConclusion::Failure) });
+    let mut jobs =
+        |_: &RunnerMetrics| Some(GithubJobMetrics { queue_duration: 3600.0, conclusion: Some(JobConclusion::Failure) });
     let lines = lines_of(&root, "r-example", &mut jobs);
     assert_lines(
         &lines,
@@ -170,7 +190,10 @@ fn negative_differences_are_clamped_to_zero() {
     root.runner("r-clamp")
         .file(START, "100")
         .file(INSTALLED, "50")
-        .file(PRE_JOB, r#"{"timestamp": 70, "workflow": "w", "workflow_run_id": "1", "repository": "o/r", "event": "push"}"#)
+        .file(
+            PRE_JOB,
+            r#"{"timestamp": 70, "workflow": "w", "workflow_run_id": "1", "repository": "o/r", "event": "push"}"#,
+        )
         .file(POST_JOB, r#"{"timestamp": 60, "status": "normal"}"#);
     let lines = lines_of(&root, "r-clamp", &mut NoJobMetrics);
     let values: Vec<_> = lines.iter().map(|l| json(l)).collect();
@@ -184,7 +207,8 @@ fn negative_differences_are_clamped_to_zero() {
 fn a_post_job_without_a_pre_job_issues_only_runner_installed() {
     let root = StorageRoot::new();
     root.fixture_f("r-post-only").remove(PRE_JOB);
-    let mut jobs = |_: &RunnerMetrics| Some(GithubJobMetrics { queue_duration: 3600.0, conclusion: Some(JobConclusion::Success) });
+    let mut jobs =
+        |_: &RunnerMetrics| Some(GithubJobMetrics { queue_duration: 3600.0, conclusion: Some(JobConclusion::Success) });
     let lines = lines_of(&root, "r-post-only", &mut jobs);
     assert_lines(&lines, &[F_INSTALLED_LINE]);
 }
@@ -193,7 +217,10 @@ fn a_post_job_without_a_pre_job_issues_only_runner_installed() {
 fn a_pre_job_without_a_repository_issues_neither_start_nor_stop() {
     for (label, pre_job) in [
         ("missing", r#"{"timestamp": 3.0, "workflow": "workflow1", "workflow_run_id": "1", "event": "push"}"#),
-        ("null", r#"{"timestamp": 3.0, "workflow": "workflow1", "workflow_run_id": "1", "repository": null, "event": "push"}"#),
+        (
+            "null",
+            r#"{"timestamp": 3.0, "workflow": "workflow1", "workflow_run_id": "1", "repository": null, "event": "push"}"#,
+        ),
     ] {
         let root = StorageRoot::new();
         root.fixture_f("r-norepo").file(PRE_JOB, pre_job);
@@ -276,7 +303,8 @@ fn a_metrics_log_file_receives_exactly_the_lines_and_keeps_earlier_ones() {
     root.fixture_f("r-log");
     let log_path = root.outside().join("metrics.log");
     fs::write(&log_path, "{\"earlier\": 1}\n{\"cut short").unwrap();
-    let mut jobs = |_: &RunnerMetrics| Some(GithubJobMetrics { queue_duration: 3600.0, conclusion: Some(JobConclusion::Success) });
+    let mut jobs =
+        |_: &RunnerMetrics| Some(GithubJobMetrics { queue_duration: 3600.0, conclusion: Some(JobConclusion::Success) });
     let mut log = MetricsLog::open(&log_path).unwrap();
     let collected = run_into(root.path(), &CollectOptions::events("small"), &mut jobs, &mut log);
     assert_eq!(collected.summary().lines_written, 3);
@@ -304,4 +332,3 @@ fn integers_beyond_64_bits_are_out_of_range_and_quarantined() {
     assert!(collected.report("r-bigint").detail.contains("out of range"), "{}", collected.report("r-bigint").detail);
     assert!(lines.is_empty());
 }
-

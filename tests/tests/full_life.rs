@@ -116,7 +116,11 @@ fn a_runner_from_creation_to_events_and_histograms() {
     };
     for histogram in ["spawn_duration_seconds", "idle_seconds", "queue_duration_seconds", "job_duration_seconds"] {
         assert_eq!(sample(&format!("runner_metrics_{histogram}_count{{flavor=\"medium\"}}")), 1.0, "{histogram}");
-        assert_eq!(sample(&format!("runner_metrics_{histogram}_bucket{{flavor=\"medium\",le=\"+Inf\"}}")), 1.0, "{histogram}");
+        assert_eq!(
+            sample(&format!("runner_metrics_{histogram}_bucket{{flavor=\"medium\",le=\"+Inf\"}}")),
+            1.0,
+            "{histogram}"
+        );
     }
     assert_eq!(sample("runner_metrics_queue_duration_seconds_bucket{flavor=\"medium\",le=\"60\"}"), 0.0);
     assert_eq!(sample("runner_metrics_queue_duration_seconds_bucket{flavor=\"medium\",le=\"120\"}"), 1.0);

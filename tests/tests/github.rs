@@ -39,14 +39,26 @@ fn client_with(
 
 /// 100 jobs on other runners.
 fn full_page(offset: u64) -> Vec<serde_json::Value> {
-    (0..100).map(|i| job(offset + i, &format!("other-{}", offset + i), "2024-01-01T00:00:00Z", "2024-01-01T00:00:01Z", Some("success"))).collect()
+    (0..100)
+        .map(|i| {
+            job(
+                offset + i,
+                &format!("other-{}", offset + i),
+                "2024-01-01T00:00:00Z",
+                "2024-01-01T00:00:01Z",
+                Some("success"),
+            )
+        })
+        .collect()
 }
 
 /// A storage whose pre-job names REPO and RUN, collected with `jobs`;
 /// returns the parsed lines.
 fn collect_one(jobs: &mut GithubJobs, name: &str) -> Vec<serde_json::Value> {
     let root = StorageRoot::new();
-    let pre_job = format!(r#"{{"workflow": "ci", "repository": "{REPO}", "event": "push", "timestamp": 1700000100, "workflow_run_id": "{RUN}"}}"#);
+    let pre_job = format!(
+        r#"{{"workflow": "ci", "repository": "{REPO}", "event": "push", "timestamp": 1700000100, "workflow_run_id": "{RUN}"}}"#
+    );
     root.runner(name)
         .file(START, "1700000000")
         .file(INSTALLED, "1700000060")
@@ -86,7 +98,10 @@ fn the_job_is_found_on_the_second_page_with_the_token_and_a_user_agent() {
 #[test]
 fn a_job_not_in_the_run_gives_no_metrics_after_the_last_page() {
     let server = GithubServer::start();
-    server.route(&jobs_target("", REPO, RUN, 1), vec![Answer::json(jobs_page(2, full_page(0).into_iter().take(2).collect()))]);
+    server.route(
+        &jobs_target("", REPO, RUN, 1),
+        vec![Answer::json(jobs_page(2, full_page(0).into_iter().take(2).collect()))],
+    );
     let (mut jobs, _) = client(&server, "");
     assert!(jobs.find(REPO, RUN, "r-absent").is_none());
     assert_eq!(server.requests().len(), 1, "one short page is the last one");
@@ -118,7 +133,10 @@ fn not_found_gives_no_job_metrics_but_the_events_are_issued() {
     let server = GithubServer::start(); // no routes: every target is a 404
     let (mut jobs, warnings) = client(&server, "");
     let lines = collect_one(&mut jobs, "r-404");
-    assert_eq!(lines.iter().map(|l| l["event"].as_str().unwrap()).collect::<Vec<_>>(), ["runner_installed", "runner_start", "runner_stop"]);
+    assert_eq!(
+        lines.iter().map(|l| l["event"].as_str().unwrap()).collect::<Vec<_>>(),
+        ["runner_installed", "runner_start", "runner_stop"]
+    );
     assert!(lines[1].get("queue_duration").is_none() && lines[2].get("job_conclusion").is_none(), "{lines:?}");
     let warnings = warnings.borrow();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
@@ -186,7 +204,10 @@ fn a_rate_limit_past_the_wait_budget_stops_the_lookups_without_waiting() {
 #[test]
 fn a_slow_server_hits_the_timeout_and_the_events_are_still_issued() {
     let server = GithubServer::start();
-    server.route(&jobs_target("", REPO, RUN, 1), vec![Answer::json(jobs_page(0, vec![])).delayed(Duration::from_secs(4))]);
+    server.route(
+        &jobs_target("", REPO, RUN, 1),
+        vec![Answer::json(jobs_page(0, vec![])).delayed(Duration::from_secs(4))],
+    );
     let (mut jobs, warnings) = client_with(&server, "", |o| o.timeout = Duration::from_secs(1));
     let started = Instant::now();
     let lines = collect_one(&mut jobs, "r-slow");
@@ -243,7 +264,15 @@ fn an_oversized_answer_is_not_read_whole() {
 fn hostile_repositories_and_run_ids_never_reach_the_server() {
     let server = GithubServer::start();
     let (mut jobs, warnings) = client(&server, "");
-    for (repo, run) in [("../../user", RUN), ("a/b/../../c", RUN), ("o/r?x=1", RUN), ("o/r#", RUN), (REPO, "1/../../x"), (REPO, ""), (REPO, "12a")] {
+    for (repo, run) in [
+        ("../../user", RUN),
+        ("a/b/../../c", RUN),
+        ("o/r?x=1", RUN),
+        ("o/r#", RUN),
+        (REPO, "1/../../x"),
+        (REPO, ""),
+        (REPO, "12a"),
+    ] {
         assert!(jobs.find(repo, run, "r-hostile").is_none());
     }
     assert!(server.requests().is_empty(), "{:?}", server.requests());

@@ -70,7 +70,8 @@ impl Scripts {
 
 /// The names in `dir`, sorted (temporary files included).
 fn names_in(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> =
+        fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     names.sort();
     names
 }
@@ -88,7 +89,12 @@ fn hostile_sets() -> Vec<[String; 4]> {
             "\\u0000".into(),
         ],
         ["line one\nline two\r\nthree".into(), "own\ter/re\npo".into(), "\n".into(), "12\n34".into()],
-        ["\u{1b}[31mred\u{1b}[0m \u{7}bell".into(), "\u{1b}]0;title\u{7}/x".into(), "\u{9b}2J".into(), "\u{1b}c".into()],
+        [
+            "\u{1b}[31mred\u{1b}[0m \u{7}bell".into(),
+            "\u{1b}]0;title\u{7}/x".into(),
+            "\u{9b}2J".into(),
+            "\u{1b}c".into(),
+        ],
         ["héllo wörld — 日本語 😀 \u{2028}\u{2029}\u{feff}".into(), "ünï/cødé".into(), "пуш".into(), "٣٤".into()],
         [controls.clone(), format!("a{controls}/b"), controls.clone(), controls],
         [
@@ -147,7 +153,10 @@ fn the_hooks_write_files_whose_events_carry_the_exact_hostile_strings() {
                 "{} (set {i}): only the four files, no temporary file left",
                 shell.display()
             );
-            assert!(!scripts.dir.join("pwned").exists() && !storage.path.join("pwned").exists(), "a value was executed");
+            assert!(
+                !scripts.dir.join("pwned").exists() && !storage.path.join("pwned").exists(),
+                "a value was executed"
+            );
             expected.push((name, [workflow.clone(), repository.clone(), event.clone(), run_id.clone()]));
         }
     }
@@ -157,12 +166,20 @@ fn the_hooks_write_files_whose_events_carry_the_exact_hostile_strings() {
         assert_eq!((report.kind, report.events), (OutcomeKind::Extracted, 3), "{name}: {report:?}");
         let mine: Vec<&serde_json::Value> =
             lines.iter().filter(|l| l.get("repo").and_then(|r| r.as_str()) == Some(repository.as_str())).collect();
-        let start = mine.iter().find(|l| l["event"] == "runner_start" && l["workflow"] == workflow.as_str()).unwrap_or_else(|| {
-            panic!("{name}: no runner_start with workflow {workflow:?} and repo {repository:?} in {lines:#?}")
-        });
+        let start =
+            mine.iter().find(|l| l["event"] == "runner_start" && l["workflow"] == workflow.as_str()).unwrap_or_else(
+                || panic!("{name}: no runner_start with workflow {workflow:?} and repo {repository:?} in {lines:#?}"),
+            );
         assert_eq!(start["github_event"], event.as_str(), "{name}");
-        let stop = mine.iter().find(|l| l["event"] == "runner_stop" && l["workflow"] == workflow.as_str()).expect("runner_stop");
-        assert_eq!((&stop["github_event"], &stop["status"], &stop["status_info"]), (&event.as_str().into(), &"abnormal".into(), &serde_json::json!({"code": 3})), "{name}");
+        let stop = mine
+            .iter()
+            .find(|l| l["event"] == "runner_stop" && l["workflow"] == workflow.as_str())
+            .expect("runner_stop");
+        assert_eq!(
+            (&stop["github_event"], &stop["status"], &stop["status_info"]),
+            (&event.as_str().into(), &"abnormal".into(), &serde_json::json!({"code": 3})),
+            "{name}"
+        );
         let m = metrics.iter().find(|m| &m.runner_name == name).expect("job metrics asked for the runner");
         let pre = m.pre_job.as_ref().expect("pre-job");
         assert_eq!(
@@ -183,10 +200,34 @@ fn empty_or_unset_values_are_written_as_empty_strings_and_a_bad_repository_is_le
     for shell in shells() {
         let root = StorageRoot::new();
         let cases: [(&str, Vec<(&str, &str)>); 4] = [
-            ("r-empty", vec![("GITHUB_WORKFLOW", ""), ("GITHUB_REPOSITORY", ""), ("GITHUB_EVENT_NAME", ""), ("GITHUB_RUN_ID", "")]),
+            (
+                "r-empty",
+                vec![
+                    ("GITHUB_WORKFLOW", ""),
+                    ("GITHUB_REPOSITORY", ""),
+                    ("GITHUB_EVENT_NAME", ""),
+                    ("GITHUB_RUN_ID", ""),
+                ],
+            ),
             ("r-unset", vec![]),
-            ("r-noslash", vec![("GITHUB_WORKFLOW", "w"), ("GITHUB_REPOSITORY", "noslash"), ("GITHUB_EVENT_NAME", "push"), ("GITHUB_RUN_ID", "1")]),
-            ("r-halfslash", vec![("GITHUB_WORKFLOW", "w"), ("GITHUB_REPOSITORY", "owner/"), ("GITHUB_EVENT_NAME", "push"), ("GITHUB_RUN_ID", "1")]),
+            (
+                "r-noslash",
+                vec![
+                    ("GITHUB_WORKFLOW", "w"),
+                    ("GITHUB_REPOSITORY", "noslash"),
+                    ("GITHUB_EVENT_NAME", "push"),
+                    ("GITHUB_RUN_ID", "1"),
+                ],
+            ),
+            (
+                "r-halfslash",
+                vec![
+                    ("GITHUB_WORKFLOW", "w"),
+                    ("GITHUB_REPOSITORY", "owner/"),
+                    ("GITHUB_EVENT_NAME", "push"),
+                    ("GITHUB_RUN_ID", "1"),
+                ],
+            ),
         ];
         for (name, env) in &cases {
             let storage = runner_metrics::storage::create(root.path(), name).unwrap();
@@ -205,7 +246,11 @@ fn empty_or_unset_values_are_written_as_empty_strings_and_a_bad_repository_is_le
             let pre = metrics.iter().find(|m| &m.runner_name == name).and_then(|m| m.pre_job.clone()).expect("pre-job");
             assert_eq!(pre.repository, None, "{name}");
             if name.starts_with("r-empty") || name.starts_with("r-unset") {
-                assert_eq!((pre.workflow.as_str(), pre.event.as_str(), pre.workflow_run_id.as_str()), ("", "", ""), "{name}");
+                assert_eq!(
+                    (pre.workflow.as_str(), pre.event.as_str(), pre.workflow_run_id.as_str()),
+                    ("", "", ""),
+                    "{name}"
+                );
             }
         }
     }
@@ -222,8 +267,14 @@ fn post_job_writes_normal_or_abnormal_from_the_exit_code() {
             (&["007"], Some(r#""status": "abnormal", "status_info": {"code": 7}}"#)),
             (&["000"], Some(r#""status": "normal"}"#)),
             (&["255"], Some(r#""status": "abnormal", "status_info": {"code": 255}}"#)),
-            (&["--status", "repo-policy-check-failure", "403"], Some(r#""status": "repo-policy-check-failure", "status_info": {"code": 403}}"#)),
-            (&["--status", "external-contributor-check-failure", "0"], Some(r#""status": "external-contributor-check-failure", "status_info": {"code": 0}}"#)),
+            (
+                &["--status", "repo-policy-check-failure", "403"],
+                Some(r#""status": "repo-policy-check-failure", "status_info": {"code": 403}}"#),
+            ),
+            (
+                &["--status", "external-contributor-check-failure", "0"],
+                Some(r#""status": "external-contributor-check-failure", "status_info": {"code": 0}}"#),
+            ),
         ];
         for (args, expected) in cases {
             let dir = tempfile::tempdir_in(temp.path()).unwrap();
@@ -231,10 +282,23 @@ fn post_job_writes_normal_or_abnormal_from_the_exit_code() {
             assert_eq!(out.code, Some(0), "{args:?}: {out:?}");
             let text = fs::read_to_string(dir.path().join(POST_JOB)).unwrap();
             let expected = expected.unwrap();
-            assert!(text.starts_with("{\"timestamp\": ") && text.ends_with(&format!(", {expected}\n")), "{args:?}: {text:?}");
+            assert!(
+                text.starts_with("{\"timestamp\": ") && text.ends_with(&format!(", {expected}\n")),
+                "{args:?}: {text:?}"
+            );
             assert_eq!(names_in(dir.path()), [POST_JOB]);
         }
-        for bad in [&[][..], &[""], &["abc"], &["1", "2"], &["1.5"], &["-"], &["1234567890"], &["--status", "weird", "1"], &["--status", "normal"]] {
+        for bad in [
+            &[][..],
+            &[""],
+            &["abc"],
+            &["1", "2"],
+            &["1.5"],
+            &["-"],
+            &["1234567890"],
+            &["--status", "weird", "1"],
+            &["--status", "normal"],
+        ] {
             let dir = tempfile::tempdir_in(temp.path()).unwrap();
             let out = scripts.run(&shell, "post-job", dir.path(), &[], bad);
             assert_eq!(out.code, Some(2), "{bad:?} is a usage error: {out:?}");
@@ -259,7 +323,8 @@ fn post_job_never_overwrites_an_existing_post_job_file() {
         scripts.run(&shell, "installed", &storage.path, &env, &[]);
         scripts.run(&shell, "pre-job", &storage.path, &env, &[]);
         // The pre-job hook's policy check failed: it wrote the post-job file.
-        let first = scripts.run(&shell, "post-job", &storage.path, &env, &["--status", "repo-policy-check-failure", "403"]);
+        let first =
+            scripts.run(&shell, "post-job", &storage.path, &env, &["--status", "repo-policy-check-failure", "403"]);
         assert_eq!(first.code, Some(0), "{first:?}");
         let written = fs::read(storage.path.join(POST_JOB)).unwrap();
         // Then the wrapper runs post-job with the runner's exit code.
@@ -282,7 +347,10 @@ fn post_job_never_overwrites_an_existing_post_job_file() {
         let (collected, lines, _) = collect_root(&root);
         assert_eq!(collected.kind("r-policy"), OutcomeKind::Extracted);
         let stop = lines.iter().find(|l| l["event"] == "runner_stop").expect("runner_stop");
-        assert_eq!((&stop["status"], &stop["status_info"]), (&"repo-policy-check-failure".into(), &serde_json::json!({"code": 403})));
+        assert_eq!(
+            (&stop["status"], &stop["status_info"]),
+            (&"repo-policy-check-failure".into(), &serde_json::json!({"code": 403}))
+        );
     }
 }
 
@@ -306,7 +374,9 @@ fn pre_job_and_installed_replace_their_file_atomically_and_leave_no_temporary_fi
         }
         assert_eq!(fs::read_to_string(outside.path().join("victim")).unwrap(), "untouched");
         assert!(fs::symlink_metadata(dir.path().join(INSTALLED)).unwrap().is_file());
-        assert!(fs::read_to_string(dir.path().join(PRE_JOB)).unwrap().starts_with("{\"workflow\": \"\", \"repository\": \"o/r\""));
+        assert!(fs::read_to_string(dir.path().join(PRE_JOB))
+            .unwrap()
+            .starts_with("{\"workflow\": \"\", \"repository\": \"o/r\""));
         assert_eq!(names_in(dir.path()), [PRE_JOB, INSTALLED], "temporary files left behind");
         // A missing target directory: an error naming it, nothing created.
         let missing = dir.path().join("missing");

@@ -116,7 +116,10 @@ fn hostile(name: &str, build: impl FnOnce(&Runner), options: impl FnOnce(&mut Co
     let own = collected.report(name).events;
     assert_eq!(lines.len(), 3 + 3 * OTHERS.len() + own, "{text}");
     for line in &lines {
-        assert!(!line.contains("someone-else") && !line.contains("injected") && line.len() < 1024, "a lie reached the log: {line}");
+        assert!(
+            !line.contains("someone-else") && !line.contains("injected") && line.len() < 1024,
+            "a lie reached the log: {line}"
+        );
     }
     Hostile { scene, collected, lines, log: text, took }
 }
@@ -168,9 +171,13 @@ fn a_guest_that_allocates_without_bound_traps_at_its_memory_cap_and_is_quarantin
 /// The hostile FIFO case: the storage's pre-job file is a FIFO with no
 /// writer, which the hostile guest opens without looking.
 fn blind_fifo_open() -> Hostile {
-    hostile("hostile-fifo-1", |r| {
-        r.remove(PRE_JOB).fifo(PRE_JOB);
-    }, |_| {})
+    hostile(
+        "hostile-fifo-1",
+        |r| {
+            r.remove(PRE_JOB).fifo(PRE_JOB);
+        },
+        |_| {},
+    )
 }
 
 #[test]
@@ -189,7 +196,9 @@ fn a_guest_that_opens_a_fifo_blindly_does_not_hang_the_host() {
         OutcomeKind::Quarantined => {
             assert_trapped(&h, name, "deadline");
             let q = quarantined(&h.scene.root, name);
-            assert!(std::os::unix::fs::FileTypeExt::is_fifo(&fs::symlink_metadata(q.location.join(PRE_JOB)).unwrap().file_type()));
+            assert!(std::os::unix::fs::FileTypeExt::is_fifo(
+                &fs::symlink_metadata(q.location.join(PRE_JOB)).unwrap().file_type()
+            ));
         }
         _ => h.scene.assert_fate(&h.collected, name, &Fate::Failed),
     }
@@ -294,9 +303,14 @@ fn a_scan_that_traps_mid_run_still_writes_and_reports_what_was_extracted() {
     options.selection.exclude.push("hostile-scan-panic".to_owned());
     let mut sink = runner_metrics::MemorySink::default();
     let mut reports = Vec::new();
-    let result = runner_metrics::collect(plugin, root.path(), &options, &mut runner_metrics::NoJobMetrics, &mut sink, &mut |r| {
-        reports.push(r.clone())
-    });
+    let result = runner_metrics::collect(
+        plugin,
+        root.path(),
+        &options,
+        &mut runner_metrics::NoJobMetrics,
+        &mut sink,
+        &mut |r| reports.push(r.clone()),
+    );
     let error = format!("{:#}", result.expect_err("the scan trapped"));
     assert!(error.contains("listing the storage root"), "{error}");
     assert_eq!(reports.len(), 256, "one report for each storage of the served batch");

@@ -215,15 +215,23 @@ fn check_quarantined(
     let q = quarantined(root, name);
     let location = q.location.file_name().unwrap().to_str().unwrap().to_owned();
     let expected_start = format!("{}: {}", case.reason, case.file);
-    if !report.detail.starts_with(&expected_start) || !report.detail.ends_with(&format!("moved to .quarantine/{location}")) {
-        return Err(format!("{name}: report detail {:?} should start with {expected_start:?} and name {location}", report.detail));
+    if !report.detail.starts_with(&expected_start)
+        || !report.detail.ends_with(&format!("moved to .quarantine/{location}"))
+    {
+        return Err(format!(
+            "{name}: report detail {:?} should start with {expected_start:?} and name {location}",
+            report.detail
+        ));
     }
     let r = &q.reason;
     if r["reason"] != case.reason {
         return Err(format!("{name}: reason file says {}, expected {}", r["reason"], case.reason));
     }
     if r["runner_name"] != name.as_str() || r["file"] != case.file {
-        return Err(format!("{name}: reason file names {} / {}, expected {name} / {}", r["runner_name"], r["file"], case.file));
+        return Err(format!(
+            "{name}: reason file names {} / {}, expected {name} / {}",
+            r["runner_name"], r["file"], case.file
+        ));
     }
     if r["detail"].as_str().is_none_or(str::is_empty) || !r["quarantined_at"].as_f64().is_some_and(|t| t > 1.0e9) {
         return Err(format!("{name}: reason file lacks a detail or a time: {r}"));
@@ -254,10 +262,8 @@ fn every_corruption_of_every_file_is_quarantined_whole_with_its_reason() {
     let (collected, lines) = run(root.path(), &CollectOptions::events("small"), &mut NoJobMetrics);
     let summary = collected.summary().clone();
 
-    let problems: Vec<String> = cases
-        .iter()
-        .filter_map(|c| check_quarantined(&root, &collected, c, &before[&c.name]).err())
-        .collect();
+    let problems: Vec<String> =
+        cases.iter().filter_map(|c| check_quarantined(&root, &collected, c, &before[&c.name]).err()).collect();
     assert!(problems.is_empty(), "{} of {} cases wrong:\n{}", problems.len(), cases.len(), problems.join("\n"));
     assert_eq!(summary.quarantined, cases.len(), "{summary:?}");
     assert_eq!(summary.total(), cases.len(), "one report per storage: {summary:?}");
@@ -292,7 +298,11 @@ fn files_at_exactly_the_limits_are_valid() {
     }
     let (collected, lines) = run(root.path(), &CollectOptions::events("small"), &mut NoJobMetrics);
     let report = collected.report("r-at-limits");
-    assert_eq!((report.kind, report.detail.as_str(), report.events), (OutcomeKind::Extracted, "deleted", 3), "{report:?}");
+    assert_eq!(
+        (report.kind, report.detail.as_str(), report.events),
+        (OutcomeKind::Extracted, "deleted", 3),
+        "{report:?}"
+    );
     assert_eq!(lines.len(), 3, "{lines:?}");
     assert!(!exists(&runner.path));
     assert!(!exists(&root.quarantine_dir()));
@@ -476,11 +486,19 @@ fn root_entries_that_are_not_storages_are_skipped_and_never_followed() {
 
     for name in ["notes.txt", "r-file", "r-link", "r-dangling", "r-fifo"] {
         let report = collected.report(name);
-        assert_eq!((report.kind, report.detail.as_str()), (OutcomeKind::Skipped, "not a plain directory; left alone"), "{name}");
+        assert_eq!(
+            (report.kind, report.detail.as_str()),
+            (OutcomeKind::Skipped, "not a plain directory; left alone"),
+            "{name}"
+        );
     }
     for name in ["bad name", ".hidden", "caf\u{e9}-runner", "r\nnewline", "<non-UTF-8 name>"] {
         let report = collected.report(name);
-        assert_eq!((report.kind, report.detail.as_str()), (OutcomeKind::Skipped, "not a valid runner name; left alone"), "{name:?}");
+        assert_eq!(
+            (report.kind, report.detail.as_str()),
+            (OutcomeKind::Skipped, "not a valid runner name; left alone"),
+            "{name:?}"
+        );
     }
     assert!(collected.reports.iter().all(|r| r.name != ".quarantine"), "{:?}", collected.reports);
     assert_eq!(collected.kind("r-valid"), OutcomeKind::Extracted);
@@ -583,7 +601,10 @@ fn deep_trees_inside_a_storage_are_deleted_and_quarantined_whole() {
     }
     let before = contents(&corrupt.path);
     let (collected, _) = run(root.path(), &CollectOptions::events("small"), &mut NoJobMetrics);
-    assert_eq!((collected.kind("r-deep"), collected.report("r-deep").detail.as_str()), (OutcomeKind::Extracted, "deleted"));
+    assert_eq!(
+        (collected.kind("r-deep"), collected.report("r-deep").detail.as_str()),
+        (OutcomeKind::Extracted, "deleted")
+    );
     assert!(!exists(&valid.path));
     assert_eq!(collected.kind("r-deep-corrupt"), OutcomeKind::Quarantined);
     let q = quarantined(&root, "r-deep-corrupt");

@@ -63,7 +63,9 @@ impl Textfile {
         let mut buckets: Vec<(f64, f64)> = self
             .samples
             .iter()
-            .filter(|((n, labels), _)| n == &format!("{name}_bucket") && labels.iter().any(|(k, v)| k == "flavor" && v == flavor))
+            .filter(|((n, labels), _)| {
+                n == &format!("{name}_bucket") && labels.iter().any(|(k, v)| k == "flavor" && v == flavor)
+            })
             .map(|((_, labels), value)| {
                 let le = &labels.iter().find(|(k, _)| k == "le").expect("le label").1;
                 (if le == "+Inf" { f64::INFINITY } else { le.parse().expect("le number") }, *value)
@@ -80,12 +82,18 @@ fn fixture(root: &StorageRoot) {
     root.runner("r-a")
         .file(START, "1000")
         .file(INSTALLED, "1045")
-        .file(PRE_JOB, r#"{"workflow": "ci", "repository": "o/r", "event": "push", "timestamp": 1085, "workflow_run_id": "1"}"#)
+        .file(
+            PRE_JOB,
+            r#"{"workflow": "ci", "repository": "o/r", "event": "push", "timestamp": 1085, "workflow_run_id": "1"}"#,
+        )
         .file(POST_JOB, r#"{"timestamp": 1485, "status": "normal"}"#);
     root.runner("r-b")
         .file(START, "2000")
         .file(INSTALLED, "2700")
-        .file(PRE_JOB, r#"{"workflow": "ci", "repository": "o/r", "event": "push", "timestamp": 2702, "workflow_run_id": "2"}"#)
+        .file(
+            PRE_JOB,
+            r#"{"workflow": "ci", "repository": "o/r", "event": "push", "timestamp": 2702, "workflow_run_id": "2"}"#,
+        )
         .file(POST_JOB, r#"{"timestamp": 2722, "status": "abnormal", "status_info": {"code": 1}}"#);
     root.runner("r-corrupt").file(INSTALLED, "not a time");
     root.runner("r-no-data").file(START, "1");
@@ -113,9 +121,14 @@ fn the_textfile_has_the_histograms_and_counters_of_the_lines_written() {
     let textfile = out_dir.path().join("runner-metrics.prom");
     let log = out_dir.path().join("metrics.log");
     let out = collect_with_textfile(&root, &textfile, &log);
-    assert!(!out.stderr.contains('\r') && !out.stderr.contains('\u{1b}'), "no progress line off a terminal: {:?}", out.stderr);
+    assert!(
+        !out.stderr.contains('\r') && !out.stderr.contains('\u{1b}'),
+        "no progress line off a terminal: {:?}",
+        out.stderr
+    );
     assert_eq!(fs::read_to_string(&log).unwrap().lines().count(), 6);
-    let names: Vec<String> = fs::read_dir(out_dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let names: Vec<String> =
+        fs::read_dir(out_dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert_eq!(names.len(), 2, "no temporary file left: {names:?}");
 
     let file = Textfile::parse(&fs::read_to_string(&textfile).unwrap());
@@ -126,8 +139,13 @@ fn the_textfile_has_the_histograms_and_counters_of_the_lines_written() {
     assert_eq!(file.types["runner_metrics_events_total"], "counter");
 
     let spawn = file.buckets("runner_metrics_spawn_duration_seconds", "large");
-    let at = |buckets: &[(f64, f64)], le: f64| buckets.iter().find(|(b, _)| *b == le).unwrap_or_else(|| panic!("no le={le}")).1;
-    assert_eq!((at(&spawn, 30.0), at(&spawn, 60.0), at(&spawn, 600.0), at(&spawn, 900.0), at(&spawn, f64::INFINITY)), (0.0, 1.0, 1.0, 2.0, 2.0));
+    let at = |buckets: &[(f64, f64)], le: f64| {
+        buckets.iter().find(|(b, _)| *b == le).unwrap_or_else(|| panic!("no le={le}")).1
+    };
+    assert_eq!(
+        (at(&spawn, 30.0), at(&spawn, 60.0), at(&spawn, 600.0), at(&spawn, 900.0), at(&spawn, f64::INFINITY)),
+        (0.0, 1.0, 1.0, 2.0, 2.0)
+    );
     assert!(spawn.windows(2).all(|w| w[0].1 <= w[1].1), "cumulative buckets: {spawn:?}");
     assert_eq!(file.get("runner_metrics_spawn_duration_seconds_sum", &[("flavor", "large")]), 745.0);
     assert_eq!(file.get("runner_metrics_spawn_duration_seconds_count", &[("flavor", "large")]), 2.0);
@@ -140,9 +158,14 @@ fn the_textfile_has_the_histograms_and_counters_of_the_lines_written() {
     assert_eq!((at(&job, 10.0), at(&job, 30.0), at(&job, 300.0), at(&job, 600.0)), (0.0, 1.0, 1.0, 2.0));
     assert_eq!(file.get("runner_metrics_job_duration_seconds_count", &[("flavor", "large")]), 2.0);
 
-    assert!(file.buckets("runner_metrics_queue_duration_seconds", "large").is_empty(), "no job metrics, no queue samples");
+    assert!(
+        file.buckets("runner_metrics_queue_duration_seconds", "large").is_empty(),
+        "no job metrics, no queue samples"
+    );
 
-    for (outcome, count) in [("extracted", 2.0), ("quarantined", 1.0), ("no-data", 1.0), ("skipped", 0.0), ("failed", 0.0)] {
+    for (outcome, count) in
+        [("extracted", 2.0), ("quarantined", 1.0), ("no-data", 1.0), ("skipped", 0.0), ("failed", 0.0)]
+    {
         assert_eq!(file.get("runner_metrics_storages_total", &[("outcome", outcome)]), count, "{outcome}");
     }
     for event in ["runner_installed", "runner_start", "runner_stop"] {

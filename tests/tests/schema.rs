@@ -23,7 +23,8 @@ fn conclusion(name: &str) -> JobConclusion {
     runner_metrics::github::conclusion(name).unwrap_or_else(|| panic!("unknown conclusion {name:?}"))
 }
 
-const CONCLUSIONS: [&str; 7] = ["action_required", "cancelled", "failure", "neutral", "skipped", "success", "timed_out"];
+const CONCLUSIONS: [&str; 7] =
+    ["action_required", "cancelled", "failure", "neutral", "skipped", "success", "timed_out"];
 
 // ---------------------------------------------------------------------------
 // The conformance cases (tests/conformance/cases.json), built and collected
@@ -85,7 +86,9 @@ fn every_line_the_conformance_cases_emit_validates() {
         let mut options = CollectOptions::events(case.get("flavor").and_then(Value::as_str).unwrap_or("small"));
         if let Some(selection) = case.get("selection") {
             let names = |key: &str| -> Option<Vec<String>> {
-                selection.get(key).map(|v| v.as_array().unwrap().iter().map(|n| n.as_str().unwrap().to_owned()).collect())
+                selection
+                    .get(key)
+                    .map(|v| v.as_array().unwrap().iter().map(|n| n.as_str().unwrap().to_owned()).collect())
             };
             options.selection.exclude = names("exclude").unwrap_or_default();
             options.selection.include = names("include");
@@ -107,8 +110,12 @@ fn every_line_the_conformance_cases_emit_validates() {
         let mut source = |m: &RunnerMetrics| jobs.get(&m.runner_name).cloned();
         let (collected, lines) = run(root.path(), &options, &mut source);
         collected.summary();
-        let expected: usize =
-            case["expect"].as_object().unwrap().values().map(|e| e.get("lines").and_then(Value::as_array).map_or(0, Vec::len)).sum();
+        let expected: usize = case["expect"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|e| e.get("lines").and_then(Value::as_array).map_or(0, Vec::len))
+            .sum();
         assert_eq!(lines.len(), expected, "case {name}: {lines:#?}");
         for line in &lines {
             assert_valid(&schema, line, &format!("case {name} (emitted)"));
@@ -145,14 +152,23 @@ fn every_line_of_the_e2e_fixtures_validates_with_every_status_and_conclusion() {
         r#"{"timestamp": 10, "status": "abnormal", "status_info": {"code": -1}}"#,
     ];
     for (i, post) in statuses.iter().enumerate() {
-        root.runner(&format!("status-{i}")).file(INSTALLED, "5").file(START, "1").file(PRE_JOB, F_PRE_JOB).file(POST_JOB, post);
+        root.runner(&format!("status-{i}"))
+            .file(INSTALLED, "5")
+            .file(START, "1")
+            .file(PRE_JOB, F_PRE_JOB)
+            .file(POST_JOB, post);
     }
-    root.runner("no-repo").file(INSTALLED, "5").file(PRE_JOB, r#"{"timestamp": 3, "workflow": "w", "workflow_run_id": 1, "event": "push"}"#);
+    root.runner("no-repo")
+        .file(INSTALLED, "5")
+        .file(PRE_JOB, r#"{"timestamp": 3, "workflow": "w", "workflow_run_id": 1, "event": "push"}"#);
     // Conclusions round-robin over the runners, plus runners without any.
     let mut n = 0usize;
     let mut jobs = |_: &RunnerMetrics| {
         n += 1;
-        (n % 8 != 0).then(|| GithubJobMetrics { queue_duration: n as f64 * 1.5, conclusion: Some(conclusion(CONCLUSIONS[n % 7])) })
+        (n % 8 != 0).then(|| GithubJobMetrics {
+            queue_duration: n as f64 * 1.5,
+            conclusion: Some(conclusion(CONCLUSIONS[n % 7])),
+        })
     };
     let (collected, lines) = run(root.path(), &CollectOptions::events("large"), &mut jobs);
     collected.summary();
@@ -162,7 +178,8 @@ fn every_line_of_the_e2e_fixtures_validates_with_every_status_and_conclusion() {
     }
     // Every conclusion, with the queue-less variant too.
     for (i, name) in CONCLUSIONS.iter().enumerate() {
-        let mut jobs = |_: &RunnerMetrics| Some(GithubJobMetrics { queue_duration: i as f64, conclusion: Some(conclusion(name)) });
+        let mut jobs =
+            |_: &RunnerMetrics| Some(GithubJobMetrics { queue_duration: i as f64, conclusion: Some(conclusion(name)) });
         let root = StorageRoot::new();
         root.fixture_f("f");
         let (_, lines) = run(root.path(), &CollectOptions::events("small"), &mut jobs);
@@ -214,7 +231,10 @@ fn the_spec_examples_validate_and_wrong_lines_are_rejected() {
         ("unknown status", edited(STOP_LINE, |m| drop(m.insert("status".into(), json!("Normal"))))),
         ("unknown conclusion", edited(STOP_LINE, |m| drop(m.insert("job_conclusion".into(), json!("timed-out"))))),
         ("status_info null", edited(STOP_LINE, |m| drop(m.insert("status_info".into(), json!(null))))),
-        ("status_info extra key", edited(STOP_LINE, |m| drop(m.insert("status_info".into(), json!({"code": 1, "x": 2}))))),
+        (
+            "status_info extra key",
+            edited(STOP_LINE, |m| drop(m.insert("status_info".into(), json!({"code": 1, "x": 2})))),
+        ),
         ("status_info without code", edited(STOP_LINE, |m| drop(m.insert("status_info".into(), json!({}))))),
         ("fractional code", edited(STOP_LINE, |m| drop(m.insert("status_info".into(), json!({"code": 1.5}))))),
         ("missing job_duration", edited(STOP_LINE, |m| drop(m.remove("job_duration")))),
@@ -223,7 +243,11 @@ fn the_spec_examples_validate_and_wrong_lines_are_rejected() {
         assert!(schema.validate_line(&line).is_err(), "{what}: accepted {line}");
     }
     // Integers written as floats are still integers (draft 2020-12).
-    assert_valid(&schema, &edited(STOP_LINE, |m| drop(m.insert("status_info".into(), json!({"code": 1.0})))), "code 1.0");
+    assert_valid(
+        &schema,
+        &edited(STOP_LINE, |m| drop(m.insert("status_info".into(), json!({"code": 1.0})))),
+        "code 1.0",
+    );
 }
 
 #[test]

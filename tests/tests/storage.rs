@@ -65,7 +65,13 @@ fn list_and_get_see_only_plain_directories_with_valid_names() {
     let names: Vec<String> = storage::list(root.path()).unwrap().into_iter().map(|s| s.name).collect();
     assert_eq!(names, ["r-a", "r-b", "r-c"]);
     assert_eq!(storage::get(root.path(), "r-b").unwrap().path, root.join("r-b"));
-    for (name, kind) in [("r-link", ErrorKind::NotADirectory), ("r-out", ErrorKind::NotADirectory), ("notes.txt", ErrorKind::NotADirectory), ("r-none", ErrorKind::NotFound), ("bad name", ErrorKind::InvalidName)] {
+    for (name, kind) in [
+        ("r-link", ErrorKind::NotADirectory),
+        ("r-out", ErrorKind::NotADirectory),
+        ("notes.txt", ErrorKind::NotADirectory),
+        ("r-none", ErrorKind::NotFound),
+        ("bad name", ErrorKind::InvalidName),
+    ] {
         let e = storage::get(root.path(), name).unwrap_err();
         assert_eq!(e.kind, kind, "{name}: {e}");
         assert!(e.to_string().contains(name), "{e}");
@@ -143,7 +149,8 @@ fn move_to_quarantine_show_and_restore_round_trip() {
     let root = StorageRoot::new();
     root.valid_runner("r-q");
     let before = contents(&root.join("r-q"));
-    let location = storage::move_to_quarantine(root.path(), "r-q", QuarantineReason::InvalidValue, "held for inspection").unwrap();
+    let location =
+        storage::move_to_quarantine(root.path(), "r-q", QuarantineReason::InvalidValue, "held for inspection").unwrap();
     assert!(!exists(&root.join("r-q")));
     let q = quarantined(&root, "r-q");
     assert_eq!(diff(&before, &contents(&q.location)), "");
@@ -156,7 +163,8 @@ fn move_to_quarantine_show_and_restore_round_trip() {
     let shown = storage::show(root.path(), &location).unwrap();
     assert_eq!((shown.runner_name.as_str(), shown.reason.as_str(), shown.present), ("r-q", "invalid-value", true));
     assert!((now() - shown.quarantined_at).abs() < 60.0);
-    let inside: Vec<String> = storage::quarantined_contents(root.path(), &location).unwrap().into_iter().map(|c| c.name).collect();
+    let inside: Vec<String> =
+        storage::quarantined_contents(root.path(), &location).unwrap().into_iter().map(|c| c.name).collect();
     let mut files: Vec<String> = ALL_FILES.iter().map(|s| s.to_string()).collect();
     files.sort();
     assert_eq!(inside, files);
@@ -190,7 +198,11 @@ fn a_forged_reason_file_cannot_restore_outside_the_root_or_over_another_name() {
     let location = storage::move_to_quarantine(root.path(), "r-q", QuarantineReason::Oversized, "x").unwrap();
     let reason_file = root.quarantine_dir().join(format!("{location}.reason.json"));
     for forged in ["../../outside/evil", ".quarantine", "other-runner", ""] {
-        fs::write(&reason_file, serde_json::json!({"runner_name": forged, "reason": "oversized", "quarantined_at": 1.0}).to_string()).unwrap();
+        fs::write(
+            &reason_file,
+            serde_json::json!({"runner_name": forged, "reason": "oversized", "quarantined_at": 1.0}).to_string(),
+        )
+        .unwrap();
         let e = storage::restore(root.path(), &location).unwrap_err();
         assert_eq!(e.kind, ErrorKind::BadReasonFile, "{forged:?}: {e}");
     }
@@ -198,7 +210,11 @@ fn a_forged_reason_file_cannot_restore_outside_the_root_or_over_another_name() {
     assert_eq!(storage::restore(root.path(), &location).unwrap_err().kind, ErrorKind::BadReasonFile);
     fs::remove_file(&reason_file).unwrap();
     std::os::unix::fs::symlink(root.outside().join("fake.json"), &reason_file).unwrap();
-    fs::write(root.outside().join("fake.json"), r#"{"runner_name": "r-q", "reason": "oversized", "quarantined_at": 1.0}"#).unwrap();
+    fs::write(
+        root.outside().join("fake.json"),
+        r#"{"runner_name": "r-q", "reason": "oversized", "quarantined_at": 1.0}"#,
+    )
+    .unwrap();
     assert!(storage::restore(root.path(), &location).is_err(), "a symlinked reason file is not followed");
     assert!(!exists(&root.join("r-q")));
     assert!(!exists(&root.outside().join("evil")));
@@ -249,7 +265,10 @@ fn the_cli_drives_the_whole_lifecycle() {
     assert_eq!((out.code, out.stdout.trim()), (Some(0), root.join("r-cli").to_str().unwrap()), "{out:?}");
     let out = output(cli().args(["storage", "create", "--storage", dir, "r-cli"]));
     assert_eq!(out.code, Some(2), "{out:?}");
-    assert!(out.stderr.contains(&format!("{}: ", root.join("r-cli").display())) && out.stderr.contains("already exists"), "{out:?}");
+    assert!(
+        out.stderr.contains(&format!("{}: ", root.join("r-cli").display())) && out.stderr.contains("already exists"),
+        "{out:?}"
+    );
     output(cli().args(["storage", "create", "--storage", dir, "r-two"]));
     let out = output(cli().args(["storage", "list", "--storage", dir]));
     assert_eq!(out.stdout, "r-cli\nr-two\n", "{out:?}");
@@ -267,7 +286,10 @@ fn the_cli_drives_the_whole_lifecycle() {
     let location = quarantined(&root, "r-cli").location.file_name().unwrap().to_str().unwrap().to_owned();
     let out = output(cli().args(["quarantine", "show", "--storage", dir, &location]));
     assert_eq!(out.code, Some(0), "{out:?}");
-    assert!(out.stdout.contains("invalid-json") && out.stdout.contains(PRE_JOB) && out.stdout.contains("r-cli"), "{out:?}");
+    assert!(
+        out.stdout.contains("invalid-json") && out.stdout.contains(PRE_JOB) && out.stdout.contains("r-cli"),
+        "{out:?}"
+    );
     let out = output(cli().args(["quarantine", "show", "--storage", dir, &location, "--json"]));
     let shown = json(out.stdout.trim());
     assert_eq!((&shown["reason"], &shown["file"]), (&"invalid-json".into(), &PRE_JOB.into()));
@@ -292,7 +314,16 @@ fn the_cli_drives_the_whole_lifecycle() {
     let out = output(cli().args(["quarantine", "purge", "--storage", dir, "--older-than", "soon"]));
     assert_eq!(out.code, Some(2), "{out:?}");
 
-    for help in [&["storage"][..], &["storage", "create"], &["storage", "list"], &["storage", "delete"], &["quarantine", "show"], &["quarantine", "restore"], &["quarantine", "purge"], &["hooks", "print"]] {
+    for help in [
+        &["storage"][..],
+        &["storage", "create"],
+        &["storage", "list"],
+        &["storage", "delete"],
+        &["quarantine", "show"],
+        &["quarantine", "restore"],
+        &["quarantine", "purge"],
+        &["hooks", "print"],
+    ] {
         let out = output(cli().args(help).arg("--help"));
         assert_eq!(out.code, Some(0), "{help:?}: {out:?}");
         assert!(out.stdout.len() > 100, "{help:?}: {}", out.stdout);

@@ -55,14 +55,20 @@ fn threat(name: &str, build: impl FnOnce(&Scene, &Runner), fate: Fate) -> Done {
 
 /// A valid storage whose `file` holds `content` instead.
 fn content(name: &str, file: &'static str, content: impl AsRef<[u8]>, fate: Fate) -> Done {
-    threat(name, |_, r| {
-        r.file(file, content.as_ref());
-    }, fate)
+    threat(
+        name,
+        |_, r| {
+            r.file(file, content.as_ref());
+        },
+        fate,
+    )
 }
 
 /// A valid pre-job object with `extra` members added (raw JSON text).
 fn pre_job_plus(extra: &str) -> String {
-    format!(r#"{{"workflow": "ci", "repository": "canonical/example", "event": "push", "timestamp": 1700000100, "workflow_run_id": "123456"{extra}}}"#)
+    format!(
+        r#"{{"workflow": "ci", "repository": "canonical/example", "event": "push", "timestamp": 1700000100, "workflow_run_id": "123456"{extra}}}"#
+    )
 }
 
 // ---------------------------------------------------------------------------
@@ -73,10 +79,18 @@ fn pre_job_plus(extra: &str) -> String {
 fn t1_a_1025_byte_metrics_file_is_quarantined_as_oversized() {
     // Expected: quarantined (oversized, pre-job file), moved whole.
     let valid = valid_files().into_iter().find(|(f, _)| *f == PRE_JOB).unwrap().1;
-    let done = threat("t-1025-bytes", |_, r| {
-        r.padded(PRE_JOB, &valid, FILE_SIZE_LIMIT + 1);
-    }, quarantined_for("oversized", PRE_JOB));
-    assert!(done.collected.report("t-1025-bytes").detail.contains("1025"), "{:?}", done.collected.report("t-1025-bytes"));
+    let done = threat(
+        "t-1025-bytes",
+        |_, r| {
+            r.padded(PRE_JOB, &valid, FILE_SIZE_LIMIT + 1);
+        },
+        quarantined_for("oversized", PRE_JOB),
+    );
+    assert!(
+        done.collected.report("t-1025-bytes").detail.contains("1025"),
+        "{:?}",
+        done.collected.report("t-1025-bytes")
+    );
     assert!(done.own_lines().is_empty());
 }
 
@@ -86,10 +100,14 @@ fn t1_a_1_tib_sparse_file_is_quarantined_as_oversized_without_being_read() {
     // alone, quickly; the moved copy still holds the 1 TiB file.
     const TIB: u64 = 1 << 40;
     let started = Instant::now();
-    let done = threat("t-sparse-tib", |_, r| {
-        let file = fs::OpenOptions::new().write(true).open(r.path.join(INSTALLED)).unwrap();
-        file.set_len(TIB).unwrap();
-    }, quarantined_for("oversized", INSTALLED));
+    let done = threat(
+        "t-sparse-tib",
+        |_, r| {
+            let file = fs::OpenOptions::new().write(true).open(r.path.join(INSTALLED)).unwrap();
+            file.set_len(TIB).unwrap();
+        },
+        quarantined_for("oversized", INSTALLED),
+    );
     assert!(started.elapsed() < Duration::from_secs(10), "reading a terabyte? took {:?}", started.elapsed());
     assert!(done.collected.report("t-sparse-tib").detail.contains(&TIB.to_string()));
     let q = quarantined(&done.scene.root, "t-sparse-tib");
@@ -227,13 +245,21 @@ fn t2_a_symlink_to_a_file_in_another_runners_storage_is_quarantined_and_that_sto
     // Expected: quarantined (not-regular-file); the symlink is moved, not
     // followed; the excluded storage it points into stays byte for byte and
     // the neighbour it also points into is extracted with its own lines once.
-    let done = threat("t-link-to-excluded", |scene, r| {
-        r.remove(PRE_JOB).symlink(PRE_JOB, scene.root.join(EXCLUDED).join(PRE_JOB));
-    }, quarantined_for("not-regular-file", PRE_JOB));
+    let done = threat(
+        "t-link-to-excluded",
+        |scene, r| {
+            r.remove(PRE_JOB).symlink(PRE_JOB, scene.root.join(EXCLUDED).join(PRE_JOB));
+        },
+        quarantined_for("not-regular-file", PRE_JOB),
+    );
     assert!(done.own_lines().is_empty());
-    threat("t-link-to-neighbour", |_, r| {
-        r.remove(PRE_JOB).symlink(PRE_JOB, format!("../{NEIGHBOUR}/{PRE_JOB}"));
-    }, quarantined_for("not-regular-file", PRE_JOB));
+    threat(
+        "t-link-to-neighbour",
+        |_, r| {
+            r.remove(PRE_JOB).symlink(PRE_JOB, format!("../{NEIGHBOUR}/{PRE_JOB}"));
+        },
+        quarantined_for("not-regular-file", PRE_JOB),
+    );
 }
 
 #[test]
@@ -242,9 +268,13 @@ fn t2_a_symlink_to_etc_passwd_is_quarantined_and_never_read() {
     // /etc/passwd is neither read into any line nor changed.
     let passwd = std::path::Path::new("/etc/passwd");
     let before = fs::read(passwd).expect("read /etc/passwd");
-    let done = threat("t-link-passwd", |_, r| {
-        r.remove(PRE_JOB).symlink(PRE_JOB, passwd);
-    }, quarantined_for("not-regular-file", PRE_JOB));
+    let done = threat(
+        "t-link-passwd",
+        |_, r| {
+            r.remove(PRE_JOB).symlink(PRE_JOB, passwd);
+        },
+        quarantined_for("not-regular-file", PRE_JOB),
+    );
     assert_eq!(fs::read(passwd).unwrap(), before, "/etc/passwd changed");
     assert!(done.lines.iter().all(|l| !l.contains("root:") && !l.contains("/bin/")), "{:?}", done.lines);
     let q = quarantined(&done.scene.root, "t-link-passwd");
@@ -256,12 +286,20 @@ fn t2_a_relative_symlink_climbing_out_of_the_root_is_quarantined_and_its_target_
     // Expected: quarantined (not-regular-file); the valid file it points at,
     // outside the root, is neither read ("stolen" appears in no line) nor
     // changed (the outside snapshot of the invariants).
-    let done = threat("t-climb", |scene, r| {
-        fs::write(scene.root.outside().join("secret.json"), pre_job_plus(r#", "stolen": "stolen""#).replace("\"ci\"", "\"stolen\"")).unwrap();
-        // <root>/t-climb/pre-job-metrics.json -> <root>/../outside/secret.json
-        r.remove(PRE_JOB).symlink(PRE_JOB, "../../outside/secret.json");
-        assert!(r.path.join(PRE_JOB).is_file(), "the symlink resolves outside the root");
-    }, quarantined_for("not-regular-file", PRE_JOB));
+    let done = threat(
+        "t-climb",
+        |scene, r| {
+            fs::write(
+                scene.root.outside().join("secret.json"),
+                pre_job_plus(r#", "stolen": "stolen""#).replace("\"ci\"", "\"stolen\""),
+            )
+            .unwrap();
+            // <root>/t-climb/pre-job-metrics.json -> <root>/../outside/secret.json
+            r.remove(PRE_JOB).symlink(PRE_JOB, "../../outside/secret.json");
+            assert!(r.path.join(PRE_JOB).is_file(), "the symlink resolves outside the root");
+        },
+        quarantined_for("not-regular-file", PRE_JOB),
+    );
     assert!(done.lines.iter().all(|l| !l.contains("stolen")), "{:?}", done.lines);
 }
 
@@ -269,20 +307,32 @@ fn t2_a_relative_symlink_climbing_out_of_the_root_is_quarantined_and_its_target_
 fn t2_a_symlink_loop_is_quarantined() {
     // Expected: quarantined (not-regular-file), for a link to itself and a
     // two-link cycle alike; the links are moved, never resolved.
-    threat("t-loop-self", |_, r| {
-        r.remove(PRE_JOB).symlink(PRE_JOB, PRE_JOB);
-    }, quarantined_for("not-regular-file", PRE_JOB));
-    threat("t-loop-pair", |_, r| {
-        r.remove(POST_JOB).symlink(POST_JOB, "loop-a").symlink("loop-a", "loop-b").symlink("loop-b", "loop-a");
-    }, quarantined_for("not-regular-file", POST_JOB));
+    threat(
+        "t-loop-self",
+        |_, r| {
+            r.remove(PRE_JOB).symlink(PRE_JOB, PRE_JOB);
+        },
+        quarantined_for("not-regular-file", PRE_JOB),
+    );
+    threat(
+        "t-loop-pair",
+        |_, r| {
+            r.remove(POST_JOB).symlink(POST_JOB, "loop-a").symlink("loop-a", "loop-b").symlink("loop-b", "loop-a");
+        },
+        quarantined_for("not-regular-file", POST_JOB),
+    );
 }
 
 #[test]
 fn t2_a_directory_in_place_of_a_metrics_file_is_quarantined() {
     // Expected: quarantined (not-regular-file), the directory moved with it.
-    threat("t-directory", |_, r| {
-        r.remove(PRE_JOB).dir(PRE_JOB);
-    }, quarantined_for("not-regular-file", PRE_JOB));
+    threat(
+        "t-directory",
+        |_, r| {
+            r.remove(PRE_JOB).dir(PRE_JOB);
+        },
+        quarantined_for("not-regular-file", PRE_JOB),
+    );
 }
 
 #[test]
@@ -290,9 +340,13 @@ fn t2_a_fifo_with_no_writer_is_quarantined_without_blocking() {
     // Expected: quarantined (not-regular-file), in far less than the call
     // timeout: the guest sees a FIFO with lstat and never opens it.
     let started = Instant::now();
-    threat("t-fifo", |_, r| {
-        r.remove(PRE_JOB).fifo(PRE_JOB);
-    }, quarantined_for("not-regular-file", PRE_JOB));
+    threat(
+        "t-fifo",
+        |_, r| {
+            r.remove(PRE_JOB).fifo(PRE_JOB);
+        },
+        quarantined_for("not-regular-file", PRE_JOB),
+    );
     assert!(started.elapsed() < Duration::from_secs(5), "the FIFO stalled the run: {:?}", started.elapsed());
 }
 
@@ -300,12 +354,18 @@ fn t2_a_fifo_with_no_writer_is_quarantined_without_blocking() {
 fn t2_a_unix_socket_in_place_of_a_metrics_file_is_quarantined() {
     // Expected: quarantined (not-regular-file), the socket moved with it.
     let mut listener = None;
-    let done = threat("t-socket", |_, r| {
-        r.remove(INSTALLED);
-        listener = Some(std::os::unix::net::UnixListener::bind(r.path.join(INSTALLED)).expect("bind a socket"));
-    }, quarantined_for("not-regular-file", INSTALLED));
+    let done = threat(
+        "t-socket",
+        |_, r| {
+            r.remove(INSTALLED);
+            listener = Some(std::os::unix::net::UnixListener::bind(r.path.join(INSTALLED)).expect("bind a socket"));
+        },
+        quarantined_for("not-regular-file", INSTALLED),
+    );
     let q = quarantined(&done.scene.root, "t-socket");
-    assert!(std::os::unix::fs::FileTypeExt::is_socket(&fs::symlink_metadata(q.location.join(INSTALLED)).unwrap().file_type()));
+    assert!(std::os::unix::fs::FileTypeExt::is_socket(
+        &fs::symlink_metadata(q.location.join(INSTALLED)).unwrap().file_type()
+    ));
     drop(listener);
 }
 
@@ -360,7 +420,15 @@ fn t3_hostile_runner_names_valid_ones_are_processed_invalid_ones_skipped_untouch
     let long_invalid = format!("r {}", "x".repeat(253));
     assert_eq!((long_valid.len(), long_invalid.len()), (237, 255));
     let valid = ["r..dots", "r..", "r-.-_..", long_valid.as_str()];
-    let invalid = ["..r", "...", "r with spaces", "r\nnewline\n", "r-\x1b[31mred\x1b[0m", "r-\x1b]0;title\x07", long_invalid.as_str()];
+    let invalid = [
+        "..r",
+        "...",
+        "r with spaces",
+        "r\nnewline\n",
+        "r-\x1b[31mred\x1b[0m",
+        "r-\x1b]0;title\x07",
+        long_invalid.as_str(),
+    ];
     let mut scene = Scene::new();
     for name in valid.iter().chain(&invalid) {
         scene.root.valid_runner(name);
@@ -418,14 +486,18 @@ fn t3_hostile_file_names_inside_a_storage_are_deleted_with_it() {
         "esc\x1b[2J\x1b[H".to_owned(),
         "y".repeat(255),
     ];
-    let done = threat("t-junk-names", |scene, r| {
-        for name in &names {
-            r.file(name, name.as_bytes());
-        }
-        fs::write(scene.root.outside().join("target.txt"), "outside").unwrap();
-        r.symlink("link\nout", scene.root.outside().join("target.txt"));
-        r.symlink("dirlink", "../../outside");
-    }, Fate::Extracted(3));
+    let done = threat(
+        "t-junk-names",
+        |scene, r| {
+            for name in &names {
+                r.file(name, name.as_bytes());
+            }
+            fs::write(scene.root.outside().join("target.txt"), "outside").unwrap();
+            r.symlink("link\nout", scene.root.outside().join("target.txt"));
+            r.symlink("dirlink", "../../outside");
+        },
+        Fate::Extracted(3),
+    );
     assert_eq!(fs::read_to_string(done.scene.root.outside().join("target.txt")).unwrap(), "outside");
 }
 
@@ -523,11 +595,20 @@ fn t4_json_nested_10000_deep_is_quarantined() {
     // oversized before any parsing; 480 levels that do fit are invalid JSON
     // (deeper than 128), without exhausting the guest's stack.
     let deep = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
-    content("t-nested-10000", PRE_JOB, pre_job_plus(&format!(", \"x\": {}", deep(10_000))), quarantined_for("oversized", PRE_JOB));
+    content(
+        "t-nested-10000",
+        PRE_JOB,
+        pre_job_plus(&format!(", \"x\": {}", deep(10_000))),
+        quarantined_for("oversized", PRE_JOB),
+    );
     let fits = format!("{{\"x\": {}}}", deep(480));
     assert!(fits.len() <= FILE_SIZE_LIMIT);
     let done = content("t-nested-480", PRE_JOB, fits, quarantined_for("invalid-json", PRE_JOB));
-    assert!(done.collected.report("t-nested-480").detail.contains("128"), "{:?}", done.collected.report("t-nested-480"));
+    assert!(
+        done.collected.report("t-nested-480").detail.contains("128"),
+        "{:?}",
+        done.collected.report("t-nested-480")
+    );
     let objects = format!("{}1{}", "{\"a\":".repeat(150), "}".repeat(150));
     assert!(objects.len() <= FILE_SIZE_LIMIT);
     content("t-nested-objects", POST_JOB, objects, quarantined_for("invalid-json", POST_JOB));
@@ -549,7 +630,9 @@ fn t4_duplicate_keys_are_quarantined() {
 fn t4_nan_infinity_and_1e400_are_quarantined() {
     // Expected: not JSON numbers, or out of range: quarantined (invalid-json
     // in JSON files, invalid-timestamp in timestamp files).
-    for (label, value) in [("nan", "NaN"), ("inf", "Infinity"), ("neginf", "-Infinity"), ("e400", "1e400"), ("neg-e400", "-1e400")] {
+    for (label, value) in
+        [("nan", "NaN"), ("inf", "Infinity"), ("neginf", "-Infinity"), ("e400", "1e400"), ("neg-e400", "-1e400")]
+    {
         let post = format!(r#"{{"timestamp": {value}, "status": "normal"}}"#);
         content(&format!("t-{label}-json"), POST_JOB, post, quarantined_for("invalid-json", POST_JOB));
     }
@@ -562,9 +645,24 @@ fn t4_nan_infinity_and_1e400_are_quarantined() {
 fn t4_negative_timestamps_are_quarantined() {
     // Expected: quarantined (invalid-value in JSON files, invalid-timestamp
     // in timestamp files).
-    content("t-neg-pre", PRE_JOB, pre_job_plus("").replace("1700000100", "-1"), quarantined_for("invalid-value", PRE_JOB));
-    content("t-neg-pre-text", PRE_JOB, pre_job_plus("").replace("1700000100", "\"-5\""), quarantined_for("invalid-value", PRE_JOB));
-    content("t-neg-post", POST_JOB, r#"{"timestamp": -0.5, "status": "normal"}"#, quarantined_for("invalid-value", POST_JOB));
+    content(
+        "t-neg-pre",
+        PRE_JOB,
+        pre_job_plus("").replace("1700000100", "-1"),
+        quarantined_for("invalid-value", PRE_JOB),
+    );
+    content(
+        "t-neg-pre-text",
+        PRE_JOB,
+        pre_job_plus("").replace("1700000100", "\"-5\""),
+        quarantined_for("invalid-value", PRE_JOB),
+    );
+    content(
+        "t-neg-post",
+        POST_JOB,
+        r#"{"timestamp": -0.5, "status": "normal"}"#,
+        quarantined_for("invalid-value", POST_JOB),
+    );
     content("t-neg-installed", INSTALLED, "-1700000060", quarantined_for("invalid-timestamp", INSTALLED));
 }
 
@@ -572,10 +670,14 @@ fn t4_negative_timestamps_are_quarantined() {
 fn t4_huge_finite_timestamps_are_valid_and_extracted() {
     // Expected: 1e300 is a finite number >= 0: extracted, and the lines
     // carry it exactly (durations computed, idle clamped to 0).
-    let done = threat("t-huge-ts", |_, r| {
-        r.file(START, "1").file(INSTALLED, "1e300").file(PRE_JOB, pre_job_plus("").replace("1700000100", "1e300"));
-        r.file(POST_JOB, r#"{"timestamp": 1.7976931348623157e308, "status": "normal"}"#);
-    }, Fate::Extracted(3));
+    let done = threat(
+        "t-huge-ts",
+        |_, r| {
+            r.file(START, "1").file(INSTALLED, "1e300").file(PRE_JOB, pre_job_plus("").replace("1700000100", "1e300"));
+            r.file(POST_JOB, r#"{"timestamp": 1.7976931348623157e308, "status": "normal"}"#);
+        },
+        Fate::Extracted(3),
+    );
     let own = done.own_lines();
     assert_eq!(own[0]["timestamp"].as_f64(), Some(1e300));
     assert_eq!(own[0]["duration"].as_f64(), Some(1e300));
@@ -592,7 +694,11 @@ fn t4_integers_beyond_64_bits_are_quarantined_as_out_of_range() {
     for (name, file, text) in [
         ("t-bigint-ts", PRE_JOB, pre_job_plus("").replace("1700000100", "123456789012345678901234567890")),
         ("t-bigint-run-id", PRE_JOB, pre_job_plus("").replace("\"123456\"", "18446744073709551616")),
-        ("t-bigint-code", POST_JOB, r#"{"timestamp": 1, "status": "abnormal", "status_info": {"code": 9223372036854775808}}"#.to_owned()),
+        (
+            "t-bigint-code",
+            POST_JOB,
+            r#"{"timestamp": 1, "status": "abnormal", "status_info": {"code": 9223372036854775808}}"#.to_owned(),
+        ),
     ] {
         let mut scene = Scene::new();
         scene.root.valid_runner(name).file(file, &text);
@@ -627,13 +733,24 @@ fn t4_a_lone_surrogate_escape_is_quarantined() {
     // Expected: "\ud800" denotes no Unicode scalar value; the guest cannot
     // carry it in a string, so the file is invalid JSON (quarantined), not
     // silently replaced by U+FFFD.
-    content("t-lone-surrogate", PRE_JOB, pre_job_plus("").replace("\"ci\"", r#""a\ud800b""#), quarantined_for("invalid-json", PRE_JOB));
+    content(
+        "t-lone-surrogate",
+        PRE_JOB,
+        pre_job_plus("").replace("\"ci\"", r#""a\ud800b""#),
+        quarantined_for("invalid-json", PRE_JOB),
+    );
 }
 
 #[test]
 fn t4_a_top_level_array_string_or_null_is_quarantined() {
     // Expected: quarantined (invalid-json: the top level must be an object).
-    for (label, text) in [("array", "[{\"timestamp\": 1, \"status\": \"normal\"}]"), ("string", "\"normal\""), ("null", "null"), ("number", "1700000400"), ("bool", "true")] {
+    for (label, text) in [
+        ("array", "[{\"timestamp\": 1, \"status\": \"normal\"}]"),
+        ("string", "\"normal\""),
+        ("null", "null"),
+        ("number", "1700000400"),
+        ("bool", "true"),
+    ] {
         content(&format!("t-top-{label}"), POST_JOB, text, quarantined_for("invalid-json", POST_JOB));
     }
 }
@@ -641,7 +758,12 @@ fn t4_a_top_level_array_string_or_null_is_quarantined() {
 #[test]
 fn t4_a_byte_order_mark_is_quarantined() {
     // Expected: quarantined (invalid-utf8), JSON and timestamp files alike.
-    content("t-bom-json", PRE_JOB, [b"\xEF\xBB\xBF".as_slice(), pre_job_plus("").as_bytes()].concat(), quarantined_for("invalid-utf8", PRE_JOB));
+    content(
+        "t-bom-json",
+        PRE_JOB,
+        [b"\xEF\xBB\xBF".as_slice(), pre_job_plus("").as_bytes()].concat(),
+        quarantined_for("invalid-utf8", PRE_JOB),
+    );
     content("t-bom-ts", INSTALLED, b"\xEF\xBB\xBF1700000060", quarantined_for("invalid-utf8", INSTALLED));
 }
 
@@ -650,7 +772,12 @@ fn t4_trailing_garbage_after_the_object_is_quarantined() {
     // Expected: quarantined (invalid-json), whether the garbage is a second
     // object, text, or a NUL; trailing whitespace alone is fine (extracted).
     for (label, tail) in [("object", " {}"), ("text", "garbage"), ("nul", "\0"), ("comma", ",")] {
-        content(&format!("t-trailing-{label}"), PRE_JOB, pre_job_plus("") + tail, quarantined_for("invalid-json", PRE_JOB));
+        content(
+            &format!("t-trailing-{label}"),
+            PRE_JOB,
+            pre_job_plus("") + tail,
+            quarantined_for("invalid-json", PRE_JOB),
+        );
     }
     content("t-trailing-space", PRE_JOB, pre_job_plus("") + " \n\t\r\n", Fate::Extracted(3));
 }
@@ -687,7 +814,10 @@ fn t5_injection_attempts_in_workflow_and_repository_stay_one_valid_ascii_line_ea
     scene.assert_fate(&collected, "t-injection", &Fate::Extracted(3));
     let own: Vec<_> = lines.iter().filter(|l| !NEIGHBOUR_LINES.contains(&l.as_str())).map(|l| json(l)).collect();
     assert_eq!(own.len(), 3);
-    assert_eq!(own.iter().map(|v| v["event"].as_str().unwrap()).collect::<Vec<_>>(), ["runner_installed", "runner_start", "runner_stop"]);
+    assert_eq!(
+        own.iter().map(|v| v["event"].as_str().unwrap()).collect::<Vec<_>>(),
+        ["runner_installed", "runner_start", "runner_stop"]
+    );
     for event in &own[1..] {
         assert_eq!(event["workflow"].as_str(), Some(workflow));
         assert_eq!(event["repo"].as_str(), Some(repository));
