@@ -603,6 +603,26 @@ pub fn rerun_as_nobody(test: &str) -> Option<CliOutput> {
     Some(output(&mut unprivileged(&["--exact", test, "--test-threads=1"])))
 }
 
+/// Root bypasses file permissions, so a test about a storage the manager
+/// cannot read means nothing as root: then this runs `test` again as
+/// `nobody` (when setpriv(1) can), asserts it passed there, and returns
+/// `true` for the caller to stop. Returns `false` when not root.
+pub fn ran_as_nobody_instead(test: &str) -> bool {
+    if !is_root() {
+        return false;
+    }
+    match rerun_as_nobody(test) {
+        Some(out) => assert!(
+            out.code == Some(0) && out.stdout.contains("1 passed"),
+            "the unprivileged run failed:\n{}\n{}",
+            out.stdout,
+            out.stderr
+        ),
+        None => eprintln!("skipped: running as root, and cannot run the test as nobody here"),
+    }
+    true
+}
+
 /// The entries of a storage root other than `.deleting/` (where storages
 /// pass on their way out), after checking that nothing was left in it.
 pub fn entries_besides_deleting(root: &Path) -> Vec<String> {
