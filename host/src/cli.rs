@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use runner_metrics::collect::{collect, CollectOptions, Emit, JobMetricsSource, NoJobMetrics};
+use runner_metrics::collect::{collect, collect_holding, CollectOptions, Emit, JobMetricsSource, NoJobMetrics};
 use runner_metrics::github::{read_token_file, GithubJobs, GithubOptions, DEFAULT_API_URL};
+use runner_metrics::lock::{LockError, RootLock};
 use runner_metrics::log::{EventSink, MetricsLog, StdoutSink, DEFAULT_METRICS_LOG, METRICS_LOG_ENV};
 use runner_metrics::plugin::{default_cache_dir, Plugin, PluginOptions};
 use runner_metrics::prometheus::{ObservingSink, Recorder};
@@ -21,6 +22,9 @@ use runner_metrics::{Limits, Selection};
 pub const EXIT_FAILED_STORAGES: u8 = 1;
 /// Exit code for usage errors and runs that could not start or finish.
 pub const EXIT_ERROR: u8 = 2;
+/// Exit code when another run held the storage root's lock for longer than
+/// `--wait` (nothing was touched).
+pub const EXIT_BUSY: u8 = 3;
 
 /// Extract GitHub self-hosted runner metrics inside a WebAssembly sandbox.
 ///
@@ -48,13 +52,16 @@ enum Command {
     /// storage they came from is deleted. A one-line count per outcome is
     /// printed on stderr, with one line per quarantined or failed storage.
     /// Exit status: 0 when every storage reached an outcome (quarantine is
-    /// a normal outcome), 1 when storages were left failed, 2 on errors.
+    /// a normal outcome), 1 when storages were left failed, 2 on errors, 3
+    /// when another run held the storage root's lock (`<DIR>/.lock`) for
+    /// longer than --wait (nothing touched).
     Collect(CollectArgs),
     /// Print each extracted RunnerMetrics as one JSON line on stdout.
     ///
     /// Without --keep, storages are then treated as `collect` treats them
-    /// (corrupt ones quarantined, empty and extracted ones deleted). With
-    /// --keep nothing on disk changes.
+    /// (corrupt ones quarantined, empty and extracted ones deleted), under
+    /// the storage root's lock (exit status 3 when another run holds it past
+    /// --wait). With --keep nothing on disk changes.
     Extract(ExtractArgs),
     /// Inspect, restore and purge quarantined storages.
     #[command(subcommand)]
@@ -128,10 +135,38 @@ impl SelectionArgs {
     }
 }
 
+/// Waiting for another run on the same storage root.
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// If another run holds the storage root's lock (`<DIR>/.lock`), wait
+    /// this many seconds for it to finish before giving up with exit status
+    /// 3. The default, 0, gives up at once.
+    #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
+    wait: f64,
+}
+
+impl WaitArgs {
+    fn duration(&self) -> Result<Duration> {
+        anyhow::ensure!(
+            self.wait.is_finite() && (0.0..=86_400.0).contains(&self.wait),
+            "--wait must be a number of seconds in [0, 86400], got {}",
+            self.wait
+        );
+        Ok(Duration::from_secs_f64(self.wait))
+    }
+
+    /// Takes the lock of `root`, waiting as asked.
+    pub fn lock(&self, root: &Path) -> Result<RootLock> {
+        Ok(RootLock::acquire(root, self.duration()?)?)
+    }
+}
+
 #[derive(Debug, Args)]
 struct CollectArgs {
     #[command(flatten)]
     selection: SelectionArgs,
+    #[command(flatten)]
+    wait: WaitArgs,
     /// The runners' flavor, written into every event.
     #[arg(long, value_name = "NAME")]
     flavor: String,
@@ -173,6 +208,12 @@ struct GithubArgs {
     /// seconds; past it, lookups stop for the run.
     #[arg(long, value_name = "SECONDS", default_value_t = 60.0, requires = "github_token_file")]
     github_max_wait: f64,
+    /// The most time one run spends on GitHub lookups in all (requests and
+    /// rate-limit waits), in seconds; once spent, the remaining runners'
+    /// events are issued without job metrics. Lookups also stop after 3
+    /// timeouts or connection failures in a row.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0, requires = "github_token_file")]
+    github_budget: f64,
 }
 
 impl GithubArgs {
@@ -180,16 +221,22 @@ impl GithubArgs {
     /// are printed on stderr (clearing a live progress line first).
     fn source(&self, live: bool) -> Result<Box<dyn JobMetricsSource>> {
         let Some(token_file) = &self.github_token_file else { return Ok(Box::new(NoJobMetrics)) };
-        for (flag, value) in [("--github-timeout", self.github_timeout), ("--github-max-wait", self.github_max_wait)] {
+        for (flag, value) in [
+            ("--github-timeout", self.github_timeout),
+            ("--github-max-wait", self.github_max_wait),
+            ("--github-budget", self.github_budget),
+        ] {
             anyhow::ensure!(
                 value.is_finite() && (0.0..=86_400.0).contains(&value),
                 "{flag} must be a number of seconds in [0, 86400], got {value}"
             );
         }
         anyhow::ensure!(self.github_timeout > 0.0, "--github-timeout must be more than 0 seconds");
+        anyhow::ensure!(self.github_budget > 0.0, "--github-budget must be more than 0 seconds");
         let mut options = GithubOptions::new(&self.github_api_url, read_token_file(token_file)?);
         options.timeout = Duration::from_secs_f64(self.github_timeout);
         options.max_rate_limit_wait = Duration::from_secs_f64(self.github_max_wait);
+        options.budget = Duration::from_secs_f64(self.github_budget);
         let jobs = GithubJobs::new(options, move |warning: &str| {
             let clear = if live { "\r\x1b[K" } else { "" };
             let line = format!("{clear}warning: {}\n", warning.escape_debug());
@@ -203,9 +250,11 @@ impl GithubArgs {
 struct ExtractArgs {
     #[command(flatten)]
     selection: SelectionArgs,
-    /// Change nothing on disk: no quarantine, no deletion.
+    /// Change nothing on disk: no quarantine, no deletion (and no lock).
     #[arg(long)]
     keep: bool,
+    #[command(flatten)]
+    wait: WaitArgs,
 }
 
 #[derive(Debug, Args)]
@@ -257,7 +306,22 @@ impl SandboxArgs {
     }
 }
 
+/// Runs a subcommand. A root whose lock another run holds is exit status
+/// [`EXIT_BUSY`], with the lock file and the holder's pid on stderr.
 pub fn run(cli: Cli) -> Result<ExitCode> {
+    match run_command(cli) {
+        Err(error) => match error.downcast_ref::<LockError>() {
+            Some(busy @ LockError::Busy { .. }) => {
+                eprintln!("runner-metrics: {busy} (--wait SECONDS waits longer)");
+                Ok(ExitCode::from(EXIT_BUSY))
+            }
+            _ => Err(error),
+        },
+        done => done,
+    }
+}
+
+fn run_command(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Collect(args) => run_collect(&cli.sandbox, args),
         Command::Extract(args) => run_extract(&cli.sandbox, args),
@@ -306,20 +370,33 @@ fn run_collect(sandbox: &SandboxArgs, args: CollectArgs) -> Result<ExitCode> {
             dir.display()
         );
     }
+    let wait = args.wait.duration()?;
     let mut progress = Progress::new(args.verbose);
     let mut jobs = args.github.source(progress.live)?;
+    // Opening the log only checks it (and creates it if missing): a cut
+    // last line is terminated at the first append, under the lock.
     let mut sink = open_sink(args.metrics_log.as_deref())?;
     let plugin = sandbox.plugin()?;
-    let options = CollectOptions { selection, emit: Emit::Events { flavor: args.flavor }, keep: false, batch_size: 64 };
+    // Everything that can be refused has been: now the root's lock, held
+    // until the textfile (which accumulates across runs) is written too.
+    let lock = RootLock::acquire(storage, wait)?;
+    let options = CollectOptions {
+        selection,
+        emit: Emit::Events { flavor: args.flavor },
+        keep: false,
+        batch_size: 64,
+        lock_wait: wait,
+    };
     let recorder = RefCell::new(Recorder::default());
     let mut observed = ObservingSink { inner: sink.as_mut(), recorder: &recorder };
-    let result = collect(&plugin, &args.selection.storage, &options, jobs.as_mut(), &mut observed, &mut |r| {
+    let result = collect_holding(&plugin, &lock, &options, jobs.as_mut(), &mut observed, &mut |r| {
         recorder.borrow_mut().observe_report(r);
         progress.report(r)
     });
     progress.finish();
     // Written even when the run stopped early: it counts what did happen.
     let textfile = args.prometheus_textfile.as_deref().map(|path| recorder.borrow_mut().write(path));
+    drop(lock);
     let code = finish(result, args.json)?;
     if let Some(Err(e)) = textfile {
         eprintln!("runner-metrics: error: {e:#}");
@@ -330,9 +407,11 @@ fn run_collect(sandbox: &SandboxArgs, args: CollectArgs) -> Result<ExitCode> {
 
 fn run_extract(sandbox: &SandboxArgs, args: ExtractArgs) -> Result<ExitCode> {
     let selection = args.selection.selection()?;
+    let wait = args.wait.duration()?;
     let plugin = sandbox.plugin()?;
-    let options = CollectOptions { selection, emit: Emit::Metrics, keep: args.keep, batch_size: 64 };
+    let options = CollectOptions { selection, emit: Emit::Metrics, keep: args.keep, batch_size: 64, lock_wait: wait };
     let mut progress = Progress::new(false);
+    // Takes the root's lock unless --keep (which changes nothing).
     let result = collect(&plugin, &args.selection.storage, &options, &mut NoJobMetrics, &mut StdoutSink, &mut |r| {
         progress.report(r)
     });

@@ -11,7 +11,7 @@ use clap::{Subcommand, ValueEnum};
 
 use runner_metrics::storage::{self, Deletion};
 
-use crate::cli::{format_time, EXIT_FAILED_STORAGES};
+use crate::cli::{format_time, WaitArgs, EXIT_FAILED_STORAGES};
 
 #[derive(Debug, Subcommand)]
 pub enum StorageCommand {
@@ -43,13 +43,17 @@ pub enum StorageCommand {
     ///
     /// The storage is renamed into `<DIR>/.deleting/` first (the runner name
     /// is free at once), then removed. If it cannot be removed it is
-    /// quarantined as `undeletable` and the exit status is 1.
+    /// quarantined as `undeletable` and the exit status is 1. Runs under the
+    /// storage root's lock, like `collect` (exit status 3 when another run
+    /// holds it past --wait).
     Delete {
         /// The storage root.
         #[arg(long, value_name = "DIR")]
         storage: PathBuf,
         /// The runner's name.
         name: String,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
 }
 
@@ -70,17 +74,22 @@ pub enum QuarantineMore {
     /// Put a quarantined storage back under its runner name (from its
     /// reason file), for example once the cause is understood. Fails,
     /// changing nothing, if that name is taken. The next collect processes
-    /// it again.
+    /// it again. Runs under the storage root's lock (exit status 3 when
+    /// another run holds it past --wait).
     Restore {
         /// The storage root.
         #[arg(long, value_name = "DIR")]
         storage: PathBuf,
         /// The entry under `<DIR>/.quarantine/`, as `quarantine list` prints it.
         location: String,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
     /// Delete quarantined storages (and their reason files) quarantined
     /// longer ago than --older-than. Entries whose reason file cannot be
     /// read are reported and kept. Exit status 1 if any could not be purged.
+    /// Runs under the storage root's lock unless --dry-run (exit status 3
+    /// when another run holds it past --wait).
     Purge {
         /// The storage root.
         #[arg(long, value_name = "DIR")]
@@ -92,6 +101,8 @@ pub enum QuarantineMore {
         /// Only print what would be deleted.
         #[arg(long)]
         dry_run: bool,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
 }
 
@@ -136,18 +147,20 @@ pub fn run_storage(command: StorageCommand) -> Result<ExitCode> {
                 }
             }
         }
-        StorageCommand::Delete { storage, name } => match storage::delete(&storage, &name)? {
-            Deletion::Deleted => eprintln!("deleted {}", storage.join(&name).display()),
-            Deletion::Quarantined { location, detail } => {
-                eprintln!(
-                    "{}: {}; quarantined as undeletable: {}",
-                    storage.join(&name).display(),
-                    detail.escape_debug(),
-                    storage.join(storage::QUARANTINE_DIR).join(location).display()
-                );
-                return Ok(ExitCode::from(EXIT_FAILED_STORAGES));
+        StorageCommand::Delete { storage, name, wait } => {
+            match locked(&wait, &storage, || storage::delete(&storage, &name))? {
+                Deletion::Deleted => eprintln!("deleted {}", storage.join(&name).display()),
+                Deletion::Quarantined { location, detail } => {
+                    eprintln!(
+                        "{}: {}; quarantined as undeletable: {}",
+                        storage.join(&name).display(),
+                        detail.escape_debug(),
+                        storage.join(storage::QUARANTINE_DIR).join(location).display()
+                    );
+                    return Ok(ExitCode::from(EXIT_FAILED_STORAGES));
+                }
             }
-        },
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -155,13 +168,17 @@ pub fn run_storage(command: StorageCommand) -> Result<ExitCode> {
 pub fn run_quarantine(command: QuarantineMore) -> Result<ExitCode> {
     match command {
         QuarantineMore::Show { storage, location, json } => show(&storage, &location, json),
-        QuarantineMore::Restore { storage, location } => {
-            let restored = storage::restore(&storage, &location)?;
+        QuarantineMore::Restore { storage, location, wait } => {
+            let restored = locked(&wait, &storage, || storage::restore(&storage, &location))?;
             println!("{}", restored.path.display());
             Ok(ExitCode::SUCCESS)
         }
-        QuarantineMore::Purge { storage, older_than, dry_run } => {
-            let report = storage::purge(&storage, older_than, dry_run)?;
+        QuarantineMore::Purge { storage, older_than, dry_run, wait } => {
+            let report = if dry_run {
+                storage::purge(&storage, older_than, dry_run)?
+            } else {
+                locked(&wait, &storage, || storage::purge(&storage, older_than, dry_run))?
+            };
             for location in &report.purged {
                 println!("{}{location}", if dry_run { "would purge " } else { "purged " });
             }
@@ -178,6 +195,18 @@ pub fn run_quarantine(command: QuarantineMore) -> Result<ExitCode> {
             Ok(if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILED_STORAGES) })
         }
     }
+}
+
+/// Runs `change` holding the lock of `root` (taken only once the root is
+/// known to be a directory, so a mistyped root is reported as such).
+fn locked<T, E>(wait: &WaitArgs, root: &Path, change: impl FnOnce() -> Result<T, E>) -> Result<T>
+where
+    anyhow::Error: From<E>,
+{
+    let lock = if root.is_dir() { Some(wait.lock(root)?) } else { None };
+    let result = change()?;
+    drop(lock);
+    Ok(result)
 }
 
 fn show(root: &Path, location: &str, json: bool) -> Result<ExitCode> {

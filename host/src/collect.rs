@@ -7,12 +7,14 @@
 //! uses [`Plugin`] (sandboxes).
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 
 use crate::bindings::{GithubJobMetrics, Outcome, QuarantineReason, RunnerMetrics, Selection, SkipReason};
 use crate::check;
 use crate::guest_api::{GuestApi, GuestFactory};
+use crate::lock::{RootLock, LOCK_FILE};
 use crate::log::EventSink;
 use crate::plugin::Plugin;
 use crate::summary::{OutcomeKind, StorageReport, Summary};
@@ -36,11 +38,22 @@ pub struct CollectOptions {
     /// Extracted storages whose lines are written (and synced) together
     /// before they are deleted. Bigger batches mean fewer syncs.
     pub batch_size: usize,
+    /// How long [`collect`] waits for another run on the same root to
+    /// release the root's lock before it gives up with
+    /// [`LockError::Busy`](crate::lock::LockError::Busy) (spec 7). Zero:
+    /// give up at once. Not used by [`collect_holding`], nor with `keep`.
+    pub lock_wait: Duration,
 }
 
 impl CollectOptions {
     pub fn events(flavor: impl Into<String>) -> Self {
-        Self { selection: empty_selection(), emit: Emit::Events { flavor: flavor.into() }, keep: false, batch_size: 64 }
+        Self {
+            selection: empty_selection(),
+            emit: Emit::Events { flavor: flavor.into() },
+            keep: false,
+            batch_size: 64,
+            lock_wait: Duration::ZERO,
+        }
     }
 }
 
@@ -76,6 +89,12 @@ const SCAN_BATCH: u32 = 256;
 /// `Err` only when the run could not start or had to stop (the root cannot
 /// be listed, the log cannot be written), with the reports so far already
 /// delivered and the rest of the storages untouched.
+///
+/// Unless `options.keep` (which changes nothing on disk), the root's lock
+/// ([`crate::lock`]) is taken first and held for the whole run, waiting at
+/// most `options.lock_wait` for another run to finish: when it does not,
+/// the error is a [`LockError`](crate::lock::LockError) (find it with
+/// `downcast_ref`) and nothing was touched.
 pub fn collect(
     plugin: &Plugin,
     root: &Path,
@@ -97,6 +116,36 @@ pub fn collect_with<G: GuestFactory>(
     on_report: &mut dyn FnMut(&StorageReport),
 ) -> Result<Summary> {
     let root = root.canonicalize().with_context(|| format!("storage root {}", root.display()))?;
+    if options.keep {
+        return run_collect(guests, root, options, jobs, sink, on_report);
+    }
+    let lock = RootLock::acquire(&root, options.lock_wait)?;
+    collect_holding(guests, &lock, options, jobs, sink, on_report)
+}
+
+/// [`collect_with`] over the root of a lock the caller already holds (and
+/// keeps holding afterwards), for callers that have more to do under the
+/// same lock (the CLI writes the Prometheus textfile, which accumulates
+/// across runs, before it lets the next run in).
+pub fn collect_holding<G: GuestFactory>(
+    guests: &G,
+    lock: &RootLock,
+    options: &CollectOptions,
+    jobs: &mut dyn JobMetricsSource,
+    sink: &mut dyn EventSink,
+    on_report: &mut dyn FnMut(&StorageReport),
+) -> Result<Summary> {
+    run_collect(guests, lock.root().to_owned(), options, jobs, sink, on_report)
+}
+
+fn run_collect<G: GuestFactory>(
+    guests: &G,
+    root: PathBuf,
+    options: &CollectOptions,
+    jobs: &mut dyn JobMetricsSource,
+    sink: &mut dyn EventSink,
+    on_report: &mut dyn FnMut(&StorageReport),
+) -> Result<Summary> {
     let mut scanner = guests.guest(&root)?;
     let scan = scanner.start_scan(&options.selection).map_err(anyhow::Error::new)?;
     let mut run = Run {
@@ -137,6 +186,9 @@ pub fn collect_with<G: GuestFactory>(
             break;
         }
         for entry in batch {
+            if entry.name.as_deref() == Some(LOCK_FILE) {
+                continue; // the project's own lock file, held by this run
+            }
             let label = entry.name.clone().unwrap_or_else(|| "<non-UTF-8 name>".to_owned());
             if let Err(lie) = check::root_entry(&entry) {
                 run.report(label, OutcomeKind::Failed, lie, 0);

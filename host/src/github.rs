@@ -13,12 +13,18 @@
 //!   cannot point the request (and the token) at another API path.
 //! * API responses are untrusted too: bodies are read with a size bound,
 //!   parsed with serde (depth-limited), and every field is optional.
-//! * One collect may see thousands of runners; a bad token or an exhausted
-//!   rate limit must not cost one timeout, or one warning, per runner. Token
-//!   errors are said once and end the lookups for the run; rate-limit waits
-//!   share one budget per run, past which the lookups end too.
+//! * One collect may see thousands of runners; a bad token, an exhausted
+//!   rate limit or an API that accepts connections and never answers must
+//!   not cost one timeout, or one warning, per runner (5,000 runners at a
+//!   10 s timeout is 14 hours, overlapping the next cron run). Token errors
+//!   are said once and end the lookups for the run; so do
+//!   [`MAX_CONSECUTIVE_FAILURES`] timeouts or connection failures in a row,
+//!   and so does spending the run's whole time budget
+//!   ([`GithubOptions::budget`]: requests and rate-limit waits together; no
+//!   request is given more time than the budget has left). Rate-limit waits
+//!   also have a budget of their own, past which the lookups end too.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
@@ -27,6 +33,11 @@ use crate::collect::JobMetricsSource;
 
 /// The public GitHub API. Enterprise Server uses `https://HOST/api/v3`.
 pub const DEFAULT_API_URL: &str = "https://api.github.com";
+
+/// Timeouts or connection failures in a row after which the lookups stop
+/// for the rest of the run: the API is down or a black hole, and every
+/// further runner would cost another full timeout.
+pub const MAX_CONSECUTIVE_FAILURES: u32 = 3;
 
 /// How the lookups behave. The token is never printed (`Debug` hides it).
 #[derive(Clone)]
@@ -40,6 +51,10 @@ pub struct GithubOptions {
     /// The total time one run may spend waiting for rate limits to reset;
     /// a wait that would exceed it ends the lookups for the run instead.
     pub max_rate_limit_wait: Duration,
+    /// The total time one run may spend on lookups (requests and rate-limit
+    /// waits); once spent, no more lookups in the run. A request never gets
+    /// more time than is left of it.
+    pub budget: Duration,
     /// Pages of 100 jobs looked at per workflow run (a run with a matrix can
     /// have hundreds of jobs; more than this many pages is not worth it).
     pub max_pages: u32,
@@ -53,14 +68,15 @@ pub struct GithubOptions {
 }
 
 impl GithubOptions {
-    /// Defaults: 10 s timeouts, 60 s of rate-limit waiting per run, 10 pages,
-    /// 8 MiB bodies.
+    /// Defaults: 10 s timeouts, 60 s of rate-limit waiting and 60 s of
+    /// lookups in all per run, 10 pages, 8 MiB bodies.
     pub fn new(api_url: impl Into<String>, token: impl Into<String>) -> Self {
         Self {
             api_url: api_url.into(),
             token: token.into(),
             timeout: Duration::from_secs(10),
             max_rate_limit_wait: Duration::from_secs(60),
+            budget: Duration::from_secs(60),
             max_pages: 10,
             max_body_bytes: 8 << 20,
             proxy_from_env: true,
@@ -75,6 +91,7 @@ impl std::fmt::Debug for GithubOptions {
             .field("token", &"<redacted>")
             .field("timeout", &self.timeout)
             .field("max_rate_limit_wait", &self.max_rate_limit_wait)
+            .field("budget", &self.budget)
             .field("max_pages", &self.max_pages)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("proxy_from_env", &self.proxy_from_env)
@@ -82,13 +99,15 @@ impl std::fmt::Debug for GithubOptions {
     }
 }
 
-/// Reads a token file: the first bytes up to 64 KiB, trimmed. The error
-/// names the file, never its content.
+/// Reads a token file: the first bytes up to 64 KiB, trimmed. Only a
+/// regular file is read; it is opened non-blocking, so a FIFO or a device
+/// given by mistake is an error at once (`is a FIFO, not a regular file`),
+/// never a hang. The error names the file, never its content.
 pub fn read_token_file(path: &std::path::Path) -> anyhow::Result<String> {
     use std::io::Read;
     const LIMIT: u64 = 64 * 1024;
     let mut text = String::new();
-    std::fs::File::open(path)
+    crate::log::open_regular_file(path, std::fs::OpenOptions::new().read(true))
         .and_then(|f| f.take(LIMIT + 1).read_to_string(&mut text))
         .map_err(|e| anyhow::anyhow!("GitHub token file {}: {e}", path.display()))?;
     anyhow::ensure!(text.len() as u64 <= LIMIT, "GitHub token file {}: larger than {LIMIT} bytes", path.display());
@@ -112,6 +131,10 @@ pub struct GithubJobs {
     stopped: Option<String>,
     /// Rate-limit waiting spent so far in this run.
     waited: Duration,
+    /// Time spent in lookups so far in this run (requests and waits).
+    spent: Duration,
+    /// Timeouts and connection failures since the last answer.
+    consecutive_failures: u32,
     /// Requests sent, for tests and the summary.
     pub requests: usize,
 }
@@ -121,6 +144,9 @@ enum Reply {
     Body(Vec<u8>),
     /// No job metrics for this runner, but later runners may have some.
     Skip(String),
+    /// No answer at all (a timeout, no connection): like `Skip`, but
+    /// [`MAX_CONSECUTIVE_FAILURES`] of them in a row end the lookups.
+    Unreachable(String),
     /// Stop asking for the rest of the run.
     Stop(String),
 }
@@ -151,7 +177,17 @@ impl GithubJobs {
             .max_redirects(3)
             .build()
             .new_agent();
-        Ok(Self { options, base, agent, warn: Box::new(warn), stopped: None, waited: Duration::ZERO, requests: 0 })
+        Ok(Self {
+            options,
+            base,
+            agent,
+            warn: Box::new(warn),
+            stopped: None,
+            waited: Duration::ZERO,
+            spent: Duration::ZERO,
+            consecutive_failures: 0,
+            requests: 0,
+        })
     }
 
     /// Why lookups stopped for this run, if they did.
@@ -164,11 +200,23 @@ impl GithubJobs {
         self.stopped = Some(why);
     }
 
+    /// Time spent on lookups so far in this run (requests and waits).
+    pub fn spent(&self) -> Duration {
+        self.spent
+    }
+
     /// The job of `run_id` in `repository` that ran on `runner`, if found.
     pub fn find(&mut self, repository: &str, run_id: &str, runner: &str) -> Option<GithubJobMetrics> {
         if self.stopped.is_some() {
             return None;
         }
+        let started = Instant::now();
+        let found = self.find_timed(repository, run_id, runner);
+        self.spent = self.spent.saturating_add(started.elapsed());
+        found
+    }
+
+    fn find_timed(&mut self, repository: &str, run_id: &str, runner: &str) -> Option<GithubJobMetrics> {
         let Some((owner, repo)) = valid_repository(repository) else {
             (self.warn)(&format!(
                 "{runner}: repository {:?} is not owner/repo; no job metrics",
@@ -183,12 +231,30 @@ impl GithubJobs {
             ));
             return None;
         }
+        let started = Instant::now();
         for page in 1..=self.options.max_pages.max(1) {
             let url = format!("{}/repos/{owner}/{repo}/actions/runs/{run_id}/jobs?per_page=100&page={page}", self.base);
-            let body = match self.get(&url) {
+            let left = self.options.budget.saturating_sub(self.spent.saturating_add(started.elapsed()));
+            let reply = self.get(&url, started, left);
+            if !matches!(reply, Reply::Unreachable(_)) {
+                self.consecutive_failures = 0;
+            }
+            let body = match reply {
                 Reply::Body(body) => body,
                 Reply::Skip(why) => {
                     (self.warn)(&format!("{runner}: {why}; no job metrics"));
+                    return None;
+                }
+                Reply::Unreachable(why) => {
+                    self.consecutive_failures += 1;
+                    if self.consecutive_failures >= MAX_CONSECUTIVE_FAILURES {
+                        self.stop(format!(
+                            "{} lookups in a row timed out or could not connect (the last: {why})",
+                            self.consecutive_failures
+                        ));
+                    } else {
+                        (self.warn)(&format!("{runner}: {why}; no job metrics"));
+                    }
                     return None;
                 }
                 Reply::Stop(why) => {
@@ -218,20 +284,46 @@ impl GithubJobs {
         None
     }
 
-    /// One GET, with rate-limit waits (within the run's budget) and retries.
-    fn get(&mut self, url: &str) -> Reply {
+    /// One GET, with rate-limit waits (within the run's budgets) and
+    /// retries, taking no longer than `left` from `started` on.
+    fn get(&mut self, url: &str, started: Instant, left: Duration) -> Reply {
         const ATTEMPTS: u32 = 4;
         for _ in 0..ATTEMPTS {
+            let remaining = left.saturating_sub(started.elapsed());
+            if remaining.is_zero() {
+                return Reply::Stop(format!(
+                    "the {}s lookup budget of the run (--github-budget) is spent",
+                    self.options.budget.as_secs_f64()
+                ));
+            }
             self.requests += 1;
             let response = self
                 .agent
                 .get(url)
+                .config()
+                .timeout_connect(Some(self.options.timeout.min(remaining)))
+                .timeout_global(Some(self.options.timeout.saturating_mul(3).min(remaining)))
+                .build()
                 .header("Authorization", &format!("Bearer {}", self.options.token))
                 .header("X-GitHub-Api-Version", "2022-11-28")
                 .call();
             let mut response = match response {
                 Ok(response) => response,
-                Err(ureq::Error::Timeout(what)) => return Reply::Skip(format!("GET {url}: timed out ({what:?})")),
+                Err(e) if left.saturating_sub(started.elapsed()).is_zero() => {
+                    return Reply::Stop(format!(
+                        "GET {url}: {e}, and the {}s lookup budget of the run (--github-budget) is spent",
+                        self.options.budget.as_secs_f64()
+                    ))
+                }
+                Err(ureq::Error::Timeout(what)) => {
+                    return Reply::Unreachable(format!("GET {url}: timed out ({what:?})"))
+                }
+                Err(
+                    e @ (ureq::Error::Io(_)
+                    | ureq::Error::ConnectionFailed
+                    | ureq::Error::HostNotFound
+                    | ureq::Error::ConnectProxyFailed(_)),
+                ) => return Reply::Unreachable(format!("GET {url}: {e}")),
                 Err(e) => return Reply::Skip(format!("GET {url}: {e}")),
             };
             let status = response.status().as_u16();
@@ -246,10 +338,21 @@ impl GithubJobs {
                         header("x-ratelimit-reset"),
                     );
                     match wait {
-                        Some(wait) if self.waited + wait <= self.options.max_rate_limit_wait => {
+                        Some(wait)
+                            if self.waited + wait <= self.options.max_rate_limit_wait
+                                && wait < left.saturating_sub(started.elapsed()) =>
+                        {
                             self.waited += wait;
                             std::thread::sleep(wait);
                             continue;
+                        }
+                        Some(wait) if self.waited + wait <= self.options.max_rate_limit_wait => {
+                            return Reply::Stop(format!(
+                                "GET {url}: {status}: rate limited for {}s more, past what is left of the {}s \
+                                 lookup budget of the run (--github-budget)",
+                                wait.as_secs(),
+                                self.options.budget.as_secs_f64()
+                            ))
                         }
                         Some(wait) => {
                             return Reply::Stop(format!(
@@ -273,6 +376,9 @@ impl GithubJobs {
                 Ok(body) => Reply::Body(body),
                 Err(ureq::Error::BodyExceedsLimit(limit)) => {
                     Reply::Skip(format!("GET {url}: answer larger than {limit} bytes"))
+                }
+                Err(e @ (ureq::Error::Timeout(_) | ureq::Error::Io(_))) => {
+                    Reply::Unreachable(format!("GET {url}: reading the answer: {e}"))
                 }
                 Err(e) => Reply::Skip(format!("GET {url}: reading the answer: {e}")),
             };

@@ -24,7 +24,8 @@
 //! [`check`] re-validates what the guest returns; [`log`] writes lines
 //! durably; [`guest_api`] is what the pipeline asks of a guest;
 //! [`github`] finds job metrics on the GitHub API; [`prometheus`] writes a
-//! node_exporter textfile from the lines written.
+//! node_exporter textfile from the lines written; [`lock`] keeps runs over
+//! one storage root apart.
 
 pub mod bindings;
 pub mod check;
@@ -33,6 +34,7 @@ pub mod github;
 pub mod guest_api;
 pub mod hooks;
 pub mod limits;
+pub mod lock;
 pub mod log;
 pub mod metrics_json;
 #[cfg(feature = "native-guest")]
@@ -45,10 +47,13 @@ pub mod storage;
 pub mod summary;
 
 pub use bindings::{GithubJobMetrics, JobConclusion, RunnerMetrics, Selection};
-pub use collect::{collect, collect_with, empty_selection, CollectOptions, Emit, JobMetricsSource, NoJobMetrics};
+pub use collect::{
+    collect, collect_holding, collect_with, empty_selection, CollectOptions, Emit, JobMetricsSource, NoJobMetrics,
+};
 pub use github::{GithubJobs, GithubOptions};
 pub use guest_api::{CallResult, GuestApi, GuestFactory, GuestFailure};
 pub use limits::Limits;
+pub use lock::{LockError, RootLock};
 pub use log::{EventSink, MemorySink, MetricsLog, StdoutSink};
 pub use plugin::{Plugin, PluginOptions};
 pub use summary::{OutcomeKind, StorageReport, Summary};

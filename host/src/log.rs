@@ -4,7 +4,10 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
+
+use crate::lock::kind_of;
 
 /// The reference's default metrics log.
 pub const DEFAULT_METRICS_LOG: &str = "/var/log/github-runner-metrics.log";
@@ -24,29 +27,56 @@ pub trait EventSink {
 pub struct MetricsLog {
     file: File,
     path: PathBuf,
+    /// Whether a line cut short by a crash has been looked for yet.
+    checked_last_line: bool,
 }
 
 impl MetricsLog {
-    /// Opens (creating it if needed) the log for appending. If the last line
-    /// was cut short by a crash, it is terminated first, so it stays a line
-    /// of its own and the next event starts on a fresh line. Bytes already
+    /// Opens (creating it if needed) the log for appending. Only a regular
+    /// file is accepted: the path is opened non-blocking, so a FIFO, a
+    /// device or a directory there is an error naming the path and what it
+    /// is, never a hang.
+    ///
+    /// If the last line was cut short by a crash, it is terminated before the
+    /// first append, so it stays a line of its own and the next event starts
+    /// on a fresh line. (Before the first append rather than here: `collect`
+    /// appends only once it holds the storage root's lock, so a run that is
+    /// kept out by another never touches the other's log.) Bytes already
     /// written are never rewritten: a collector may have shipped them.
     pub fn open(path: &Path) -> io::Result<Self> {
         let with_path = |e: io::Error| io::Error::new(e.kind(), format!("metrics log {}: {e}", path.display()));
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .mode(0o644)
-            .custom_flags(libc::O_CLOEXEC)
-            .open(path)
-            .map_err(with_path)?;
-        if !file.metadata().map_err(with_path)?.is_file() {
-            return Err(with_path(io::Error::new(io::ErrorKind::InvalidInput, "not a regular file")));
-        }
-        terminate_partial_line(&mut file).map_err(with_path)?;
-        Ok(Self { file, path: path.to_owned() })
+        let mut options = OpenOptions::new();
+        options.read(true).append(true).create(true).mode(0o644);
+        let file = open_regular_file(path, &mut options).map_err(with_path)?;
+        Ok(Self { file, path: path.to_owned(), checked_last_line: false })
     }
+}
+
+/// Opens an operator-supplied path that must be a regular file, without
+/// ever blocking: `O_NONBLOCK | O_CLOEXEC` are added to `options` (opening a
+/// FIFO or a device could otherwise wait forever), the opened file is
+/// `fstat`ed, and anything but a regular file is an `InvalidInput` error
+/// saying what it is (`is a FIFO, not a regular file`). `O_NONBLOCK` is
+/// cleared again on the regular file. The error does not name the path;
+/// callers add it.
+pub fn open_regular_file(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
+    let file = match options.custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(path) {
+        Ok(file) => file,
+        Err(e) if e.raw_os_error() == Some(libc::EISDIR) => {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "is a directory, not a regular file"))
+        }
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("is {}, not a regular file", kind_of(&meta))));
+    }
+    // SAFETY: plain fcntl calls on a descriptor `file` owns.
+    let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 || unsafe { libc::fcntl(file.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(file)
 }
 
 /// Appends a newline if the file is non-empty and does not end with one.
@@ -81,6 +111,10 @@ impl EventSink for MetricsLog {
             return Ok(());
         }
         let with_path = |e: io::Error| io::Error::new(e.kind(), format!("metrics log {}: {e}", self.path.display()));
+        if !self.checked_last_line {
+            terminate_partial_line(&mut self.file).map_err(with_path)?;
+            self.checked_last_line = true;
+        }
         self.file.write_all(&joined(lines)).map_err(with_path)?;
         self.file.sync_data().map_err(with_path)
     }
@@ -151,5 +185,35 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let error = MetricsLog::open(dir.path()).err().expect("a directory is not a log");
         assert!(error.to_string().contains(&dir.path().display().to_string()), "{error}");
+        assert!(error.to_string().contains("is a directory, not a regular file"), "{error}");
+    }
+
+    #[test]
+    fn refuses_a_fifo_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let error = MetricsLog::open(&fifo).err().expect("a FIFO is not a log");
+        assert!(error.to_string().contains("is a FIFO, not a regular file"), "{error}");
+        assert!(error.to_string().contains(&fifo.display().to_string()), "{error}");
+        // Read-only opening (a token file) is refused the same way.
+        let error = open_regular_file(&fifo, OpenOptions::new().read(true)).err().expect("a FIFO");
+        assert!(error.to_string().contains("is a FIFO"), "{error}");
+    }
+
+    #[test]
+    fn the_log_is_still_appended_to_and_blocks_on_nothing_once_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.log");
+        MetricsLog::open(&path).unwrap().append(&["{\"a\": 1}".to_owned()]).unwrap();
+        MetricsLog::open(&path).unwrap().append(&["{\"b\": 2}".to_owned()]).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "{\"a\": 1}\n{\"b\": 2}\n");
+        let log = MetricsLog::open(&path).unwrap();
+        // SAFETY: F_GETFL on an open descriptor.
+        let flags = unsafe { libc::fcntl(log.file.as_raw_fd(), libc::F_GETFL) };
+        assert_eq!(flags & libc::O_NONBLOCK, 0, "O_NONBLOCK cleared on the regular file");
+        assert_ne!(flags & libc::O_APPEND, 0, "still O_APPEND");
     }
 }

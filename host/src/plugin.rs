@@ -13,6 +13,8 @@ use wasmtime::{Config, Engine};
 use crate::bindings::{ExtractorPre, IntoAnyhow};
 use crate::guest_api::GuestFactory;
 use crate::limits::{EpochTicker, Limits, StallWatch};
+use crate::lock::kind_of;
+use crate::log::open_regular_file;
 use crate::sandbox::{HostState, Sandbox};
 
 /// The guest component, built by `build.rs` and embedded in the binary.
@@ -117,22 +119,30 @@ fn engine_config() -> Config {
 /// Compiles the component, or loads its machine code from the cache. The
 /// cache key covers the component bytes and everything in the engine that
 /// affects compiled code, so a stale entry is never used.
+///
+/// The cache directory is the operator's (`--cache-dir`): if something
+/// other than a directory is there, that is an error naming it and what it
+/// is, rather than a silent recompile on every run. A cached entry is opened
+/// non-blocking and read only if it is a regular file (a FIFO there would
+/// otherwise block the open); anything else is a cache miss, and the fresh
+/// entry replaces it.
 fn load_component(engine: &Engine, wasm: &[u8], cache_dir: Option<&Path>) -> Result<(Component, CompiledFrom)> {
     let Some(cache_dir) = cache_dir else {
         return Ok((compile(engine, wasm)?, CompiledFrom::Compiled));
     };
+    check_cache_dir(cache_dir)?;
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     wasm.hash(&mut hasher);
     engine.precompile_compatibility_hash().hash(&mut hasher);
     env!("CARGO_PKG_VERSION").hash(&mut hasher);
     let cached = cache_dir.join(format!("runner-metrics-{:016x}.cwasm", hasher.finish()));
-    if cached.is_file() {
+    if let Some(bytes) = read_cached(&cached) {
         // SAFETY: the file is in the user's own cache directory, written by
         // `Component::serialize` below under a key that covers the engine
         // configuration; whoever can write there already runs as this user.
         // A corrupt or incompatible file makes deserialize fail, and we
         // recompile.
-        if let Ok(component) = unsafe { Component::deserialize_file(engine, &cached) } {
+        if let Ok(component) = unsafe { Component::deserialize(engine, &bytes) } {
             return Ok((component, CompiledFrom::Cache));
         }
     }
@@ -140,6 +150,26 @@ fn load_component(engine: &Engine, wasm: &[u8], cache_dir: Option<&Path>) -> Res
     // The cache is an optimisation: failing to write it is not an error.
     let _ = write_cache(&component, cache_dir, &cached);
     Ok((component, CompiledFrom::Compiled))
+}
+
+/// The cache directory must be a directory, or not exist yet (it is created
+/// when the first entry is written).
+fn check_cache_dir(dir: &Path) -> Result<()> {
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(meta) => anyhow::bail!("cache directory {}: is {}, not a directory", dir.display(), kind_of(&meta)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("cache directory {}", dir.display()))),
+    }
+}
+
+/// The bytes of a cache entry, if it is a regular file that can be read.
+fn read_cached(path: &Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut file = open_regular_file(path, std::fs::OpenOptions::new().read(true)).ok()?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).ok()?;
+    Some(bytes)
 }
 
 fn compile(engine: &Engine, wasm: &[u8]) -> Result<Component> {
