@@ -5,6 +5,15 @@
 //! (`target/guest-component`), so it neither deadlocks on the outer build's
 //! lock nor inherits the host's flags. Set `RUNNER_METRICS_PREBUILT_COMPONENT` to the
 //! path of a prebuilt component to skip the nested build.
+//!
+//! `rust-toolchain.toml` lists the `wasm32-wasip2` target, but rustup adds
+//! listed targets only when it installs the toolchain itself: a toolchain
+//! that was already there (or `RUSTUP_AUTO_INSTALL=0`) lacks it, and the
+//! nested build would fail with "can't find crate for `core`" after the
+//! whole of wasmtime has compiled. So before the nested build this looks for
+//! the target's standard library in the sysroot of the `rustc` cargo uses,
+//! and when it is missing runs `rustup target add wasm32-wasip2` (with a
+//! warning), or stops at once with the command to run.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -21,16 +30,93 @@ fn main() {
     let embedded = out_dir.join(GUEST_ARTIFACT);
 
     println!("cargo:rerun-if-env-changed=RUNNER_METRICS_PREBUILT_COMPONENT");
+    println!("cargo:rerun-if-env-changed=RUSTUP_TOOLCHAIN");
     for watched in ["guest/src", "guest/Cargo.toml", "wit", "Cargo.lock"] {
         println!("cargo:rerun-if-changed={}", workspace.join(watched).display());
     }
 
     let built = match env::var_os("RUNNER_METRICS_PREBUILT_COMPONENT") {
         Some(prebuilt) => PathBuf::from(prebuilt),
-        None => build_guest(&workspace),
+        None => {
+            ensure_target_installed(&workspace);
+            build_guest(&workspace)
+        }
     };
     std::fs::copy(&built, &embedded)
         .unwrap_or_else(|e| panic!("cannot copy the guest component {}: {e}", built.display()));
+}
+
+/// The directory of the target's standard library in `rustc`'s sysroot,
+/// whether it exists or not; an error if rustc cannot say where its sysroot is.
+fn target_libdir(rustc: &std::ffi::OsStr, workspace: &Path) -> Result<PathBuf, String> {
+    let output = Command::new(rustc)
+        .current_dir(workspace)
+        .args(["--print", "sysroot"])
+        .output()
+        .map_err(|e| format!("cannot run `{} --print sysroot`: {e}", rustc.to_string_lossy()))?;
+    if !output.status.success() {
+        return Err(format!(
+            "`{} --print sysroot` failed ({}): {}",
+            rustc.to_string_lossy(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
+    }
+    let sysroot = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    Ok(Path::new(&sysroot).join("lib").join("rustlib").join(TARGET).join("lib"))
+}
+
+/// Makes sure the `wasm32-wasip2` standard library is installed for the
+/// toolchain cargo builds with, adding it through rustup if it is not.
+fn ensure_target_installed(workspace: &Path) {
+    // Cargo gives build scripts the rustc it uses; the nested cargo inherits
+    // the same RUSTC (and RUSTUP_TOOLCHAIN), so this is the sysroot it uses.
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
+    let libdir = match target_libdir(&rustc, workspace) {
+        Ok(libdir) => libdir,
+        Err(e) => {
+            // Leave the verdict to the nested build; say why we could not check.
+            println!("cargo:warning=cannot check for the {TARGET} target: {e}");
+            return;
+        }
+    };
+    if libdir.is_dir() {
+        return;
+    }
+    let toolchain = env::var("RUSTUP_TOOLCHAIN").ok().filter(|t| !t.is_empty());
+    let manual = match &toolchain {
+        Some(toolchain) => format!("rustup target add {TARGET} --toolchain {toolchain}"),
+        None => format!("rustup target add {TARGET}"),
+    };
+    println!(
+        "cargo:warning=the {TARGET} target (needed to build the sandboxed guest) is not installed \
+         ({} is missing); running `{manual}`",
+        libdir.display()
+    );
+    let mut rustup = Command::new("rustup");
+    rustup.current_dir(workspace).args(["target", "add", TARGET]).env("RUST_BACKTRACE", "0");
+    if let Some(toolchain) = &toolchain {
+        rustup.args(["--toolchain", toolchain]);
+    }
+    let outcome = match rustup.output() {
+        Ok(output) if output.status.success() => Ok(()),
+        Ok(output) => {
+            Err(format!("it failed ({}):\n{}", output.status, String::from_utf8_lossy(&output.stderr).trim()))
+        }
+        Err(e) => Err(format!("rustup could not be run: {e}")),
+    };
+    let installed = target_libdir(&rustc, workspace).map(|dir| dir.is_dir()).unwrap_or(false);
+    match (outcome, installed) {
+        (Ok(()), true) => println!("cargo:warning=installed the {TARGET} target"),
+        (outcome, _) => {
+            let why = outcome.err().unwrap_or_else(|| format!("{} is still missing afterwards", libdir.display()));
+            panic!(
+                "\n\nThe {TARGET} target is not installed for this toolchain, and adding it failed: {why}\n\n\
+                 Install it with:\n\n    {manual}\n\n\
+                 then build again (or set RUNNER_METRICS_PREBUILT_COMPONENT to a prebuilt component).\n"
+            );
+        }
+    }
 }
 
 fn build_guest(workspace: &Path) -> PathBuf {
