@@ -13,12 +13,26 @@
 //! our own metric names; anything unreadable starts from zero, which
 //! Prometheus sees as a counter reset) and writes the sums, atomically (a
 //! temporary file in the same directory, then a rename), so node_exporter
-//! never reads half a file.
+//! never reads half a file. The previous file is opened without following a
+//! symlink and without blocking (`O_NOFOLLOW | O_NONBLOCK`), and anything but
+//! a regular file there (a FIFO would hang the read forever) is an error
+//! naming the path and what it is.
+//!
+//! Jobs are counted the way the upstream runner manager counts them
+//! (`job_repository_count`, `job_event_count`, `job_conclusion_count`,
+//! `job_status_count`), as four counters with one dimension each rather than
+//! one counter with four labels: the repository, the GitHub event and the
+//! post-job status come from files the job itself could write, so their
+//! product would let a job mint series; one dimension per counter keeps the
+//! series additive and each dimension is bounded on its own (repositories by
+//! [`Recorder::max_repositories`], the rest by fixed lists, anything else
+//! under `other`).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{self, Read, Write};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
 use anyhow::Context;
@@ -72,6 +86,123 @@ const EVENTS: [&str; 3] = ["runner_installed", "runner_start", "runner_stop"];
 /// The largest previous file read back (ours are a few KiB per flavor).
 const MAX_PREVIOUS_BYTES: u64 = 4 << 20;
 
+/// How many repositories get a series of their own by default; the others
+/// are counted under [`OTHER`].
+pub const DEFAULT_MAX_REPOSITORIES: usize = 100;
+
+/// The label value for repositories past the limit and GitHub events not in
+/// [`GITHUB_EVENTS`]. Never a repository name (those are `owner/repo`).
+pub const OTHER: &str = "other";
+
+/// The `conclusion` label when GitHub did not say (no lookup, no job found,
+/// or a `null` conclusion).
+pub const UNKNOWN: &str = "unknown";
+
+/// The events that trigger a GitHub Actions workflow (plus `dynamic`, the
+/// event of GitHub's own dynamic workflows such as Dependabot and code
+/// scanning). The event comes from the runner's pre-job file, which the job
+/// can write: anything else is counted as [`OTHER`].
+pub const GITHUB_EVENTS: &[&str] = &[
+    "branch_protection_rule",
+    "check_run",
+    "check_suite",
+    "create",
+    "delete",
+    "deployment",
+    "deployment_status",
+    "discussion",
+    "discussion_comment",
+    "dynamic",
+    "fork",
+    "gollum",
+    "issue_comment",
+    "issues",
+    "label",
+    "merge_group",
+    "milestone",
+    "page_build",
+    "public",
+    "pull_request",
+    "pull_request_review",
+    "pull_request_review_comment",
+    "pull_request_target",
+    "push",
+    "registry_package",
+    "release",
+    "repository_dispatch",
+    "schedule",
+    "status",
+    "watch",
+    "workflow_call",
+    "workflow_dispatch",
+    "workflow_run",
+    // Classic projects (retired by GitHub, still seen on older servers).
+    "project",
+    "project_card",
+    "project_column",
+];
+
+/// Post-job statuses (spec 3.4).
+pub const STATUSES: [&str; 4] =
+    ["normal", "abnormal", "repo-policy-check-failure", "external-contributor-check-failure"];
+
+/// GitHub's job conclusions, as event lines spell them, and [`UNKNOWN`].
+pub const CONCLUSIONS: [&str; 8] =
+    ["action_required", "cancelled", "failure", "neutral", "skipped", "success", "timed_out", UNKNOWN];
+
+/// The per-job counters: (name suffix, label, help). One `runner_stop` line
+/// (a job that ran and reported its end) adds one to each.
+const JOB_COUNTERS: [(&str, &str, &str); 4] = [
+    (
+        "jobs_by_repository_total",
+        "repository",
+        "Jobs that ended (runner_stop events), by repository; past the repository limit, under \"other\".",
+    ),
+    (
+        "jobs_by_github_event_total",
+        "github_event",
+        "Jobs that ended (runner_stop events), by the GitHub event that triggered them (unlisted: \"other\").",
+    ),
+    (
+        "jobs_by_conclusion_total",
+        "conclusion",
+        "Jobs that ended (runner_stop events), by GitHub's job conclusion (\"unknown\" when GitHub did not say).",
+    ),
+    ("jobs_by_status_total", "status", "Jobs that ended (runner_stop events), by the runner's post-job status."),
+];
+
+/// Index of each job counter in [`JOB_COUNTERS`].
+const BY_REPOSITORY: usize = 0;
+const BY_EVENT: usize = 1;
+const BY_CONCLUSION: usize = 2;
+const BY_STATUS: usize = 3;
+
+/// The label value a job is counted under in counter `dimension`, or `None`
+/// if the value cannot be counted there at all. Repositories are bounded
+/// later (see [`Recorder::render`]); anything not shaped `owner/repo` is
+/// [`OTHER`].
+fn job_label(dimension: usize, value: Option<&str>) -> Option<String> {
+    let value = match dimension {
+        BY_REPOSITORY => {
+            let value = value?;
+            let owner_repo = value.len() <= 256
+                && value.split('/').count() == 2
+                && value.split('/').all(|part| !part.is_empty())
+                && !value.chars().any(char::is_control);
+            if owner_repo {
+                value
+            } else {
+                OTHER
+            }
+        }
+        BY_EVENT => value.filter(|v| GITHUB_EVENTS.contains(v)).unwrap_or(OTHER),
+        BY_CONCLUSION => value.filter(|v| CONCLUSIONS.contains(v)).unwrap_or(UNKNOWN),
+        BY_STATUS => STATUSES.iter().copied().find(|s| Some(*s) == value)?,
+        _ => return None,
+    };
+    Some(value.to_owned())
+}
+
 /// One histogram series: cumulative bucket counts (one per bound), sum, count.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct Histogram {
@@ -81,7 +212,7 @@ struct Histogram {
 }
 
 /// The values of the textfile, kept in memory during a run.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Recorder {
     /// (histogram index, flavor) -> series.
     histograms: BTreeMap<(usize, String), Histogram>,
@@ -89,9 +220,66 @@ pub struct Recorder {
     outcomes: BTreeMap<String, u64>,
     /// (event, flavor) -> events issued.
     events: BTreeMap<(String, String), u64>,
+    /// (job counter index, flavor, label value) -> jobs. Repositories are
+    /// kept unbounded here (one run sees at most one per storage) and folded
+    /// into [`OTHER`] past the limit when rendered.
+    jobs: BTreeMap<(usize, String, String), u64>,
+    /// Repositories in the order they were first seen: those of the
+    /// previous file first (they keep their series), then this run's.
+    repositories_loaded: Vec<String>,
+    repositories_seen: Vec<String>,
+    /// How many repositories get a series of their own; the rest are counted
+    /// under `repository="other"`. Default [`DEFAULT_MAX_REPOSITORIES`].
+    pub max_repositories: usize,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self::with_max_repositories(DEFAULT_MAX_REPOSITORIES)
+    }
 }
 
 impl Recorder {
+    /// A recorder that gives at most `max` repositories a series of their
+    /// own (`0`: every job under `repository="other"`).
+    pub fn with_max_repositories(max: usize) -> Self {
+        Self {
+            histograms: BTreeMap::new(),
+            outcomes: BTreeMap::new(),
+            events: BTreeMap::new(),
+            jobs: BTreeMap::new(),
+            repositories_loaded: Vec::new(),
+            repositories_seen: Vec::new(),
+            max_repositories: max,
+        }
+    }
+
+    /// Counts one job under `label` of counter `dimension`.
+    fn add_job(&mut self, dimension: usize, flavor: &str, label: String, count: u64, loaded: bool) {
+        if dimension == BY_REPOSITORY && label != OTHER {
+            let order = if loaded { &mut self.repositories_loaded } else { &mut self.repositories_seen };
+            if !order.contains(&label) {
+                order.push(label.clone());
+            }
+        }
+        *self.jobs.entry((dimension, flavor.to_owned(), label)).or_default() += count;
+    }
+
+    /// The repositories that get a series of their own: the previous file's
+    /// first, then this run's in the order seen, up to the limit.
+    fn kept_repositories(&self) -> Vec<&str> {
+        let mut kept: Vec<&str> = Vec::new();
+        for repository in self.repositories_loaded.iter().chain(&self.repositories_seen) {
+            if kept.len() >= self.max_repositories {
+                break;
+            }
+            if !kept.contains(&repository.as_str()) {
+                kept.push(repository);
+            }
+        }
+        kept
+    }
+
     /// Counts one storage's outcome.
     pub fn observe_report(&mut self, report: &StorageReport) {
         *self.outcomes.entry(report.kind.as_str().to_owned()).or_default() += 1;
@@ -110,6 +298,15 @@ impl Recorder {
             return;
         }
         *self.events.entry((kind.to_owned(), flavor.to_owned())).or_default() += 1;
+        if kind == "runner_stop" {
+            let text = |key: &str| event.get(key).and_then(Value::as_str);
+            let values = [text("repo"), text("github_event"), text("job_conclusion"), text("status")];
+            for (dimension, value) in values.into_iter().enumerate() {
+                if let Some(label) = job_label(dimension, value) {
+                    self.add_job(dimension, flavor, label, 1, false);
+                }
+            }
+        }
         for (index, (_, on, field, _, bounds)) in HISTOGRAMS.iter().enumerate() {
             let Some(value) = (kind == *on).then(|| event.get(*field).and_then(Value::as_f64)).flatten() else {
                 continue;
@@ -149,6 +346,18 @@ impl Recorder {
             if name == format!("{PREFIX}_events_total") {
                 if let (Some(event), Some(flavor)) = (label("event").filter(|e| EVENTS.contains(e)), label("flavor")) {
                     *self.events.entry((event.to_owned(), flavor.to_owned())).or_default() += value as u64;
+                }
+                continue;
+            }
+            if let Some(dimension) = JOB_COUNTERS.iter().position(|(suffix, ..)| name == format!("{PREFIX}_{suffix}")) {
+                let (_, key, _) = JOB_COUNTERS[dimension];
+                // `other` read back stays `other` (it is not a repository).
+                let value_label = match label(key) {
+                    Some(OTHER) if dimension == BY_REPOSITORY => Some(OTHER.to_owned()),
+                    found => job_label(dimension, found),
+                };
+                if let (Some(value_label), Some(flavor)) = (value_label, label("flavor")) {
+                    self.add_job(dimension, flavor, value_label, value as u64, true);
                 }
                 continue;
             }
@@ -214,6 +423,24 @@ impl Recorder {
         for ((event, flavor), count) in &self.events {
             let _ = writeln!(out, "{name}{{event=\"{event}\",flavor=\"{}\"}} {count}", escape_label(flavor));
         }
+        let kept = self.kept_repositories();
+        for (dimension, (suffix, key, help)) in JOB_COUNTERS.iter().enumerate() {
+            let name = format!("{PREFIX}_{suffix}");
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            let mut series: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+            for ((_, flavor, value), count) in self.jobs.iter().filter(|((d, ..), _)| *d == dimension) {
+                let value = if dimension == BY_REPOSITORY && !kept.contains(&value.as_str()) { OTHER } else { value };
+                *series.entry((flavor, value)).or_default() += count;
+            }
+            for ((flavor, value), count) in series {
+                let _ = writeln!(
+                    out,
+                    "{name}{{flavor=\"{}\",{key}=\"{}\"}} {count}",
+                    escape_label(flavor),
+                    escape_label(value)
+                );
+            }
+        }
         let name = format!("{PREFIX}_last_collect_timestamp_seconds");
         let _ = writeln!(out, "# HELP {name} When the last collect wrote this file (UNIX time).\n# TYPE {name} gauge");
         let _ = writeln!(out, "{name} {}", format_value(now_unix));
@@ -221,24 +448,99 @@ impl Recorder {
     }
 
     /// Adds the values already in `path` (if it exists), then replaces it
-    /// atomically with the sums. Errors name the path.
+    /// atomically with the sums. Errors name the path; anything but a
+    /// regular file at `path` is refused (see [`read_previous`]).
     pub fn write(&mut self, path: &Path) -> anyhow::Result<()> {
-        match std::fs::File::open(path) {
-            Ok(file) => {
-                let mut text = String::new();
-                // Not UTF-8 or too long: not ours, start from zero.
-                if file.take(MAX_PREVIOUS_BYTES).read_to_string(&mut text).is_ok() {
-                    self.load(&text);
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e).with_context(|| format!("reading the Prometheus textfile {}", path.display())),
+        if let Some(text) = read_previous(path)? {
+            self.load(&text);
         }
         let now =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
         write_atomically(path, self.render(now).as_bytes())
             .with_context(|| format!("writing the Prometheus textfile {}", path.display()))
     }
+}
+
+/// What a directory entry is, in words, for error messages.
+fn kind_of(file_type: std::fs::FileType) -> &'static str {
+    if file_type.is_file() {
+        "regular file"
+    } else if file_type.is_dir() {
+        "directory"
+    } else if file_type.is_symlink() {
+        "symbolic link"
+    } else if file_type.is_fifo() {
+        "FIFO (named pipe)"
+    } else if file_type.is_socket() {
+        "socket"
+    } else if file_type.is_char_device() {
+        "character device"
+    } else if file_type.is_block_device() {
+        "block device"
+    } else {
+        "special file"
+    }
+}
+
+/// Checks, before a run, that `path` can be a textfile: its directory
+/// exists, and whatever is at `path` already is a regular file (not a
+/// symlink, FIFO, directory, device or socket). Nothing is read or created.
+pub fn check_textfile(path: &Path) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    anyhow::ensure!(dir.is_dir(), "Prometheus textfile {}: {} is not a directory", path.display(), dir.display());
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_file() => Ok(()),
+        Ok(meta) => Err(not_a_regular_file(path, meta.file_type())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("Prometheus textfile {}", path.display())),
+    }
+}
+
+fn not_a_regular_file(path: &Path, file_type: std::fs::FileType) -> anyhow::Error {
+    anyhow::anyhow!(
+        "Prometheus textfile {}: is a {}, not a regular file; refusing to read or replace it",
+        path.display(),
+        kind_of(file_type)
+    )
+}
+
+/// The text of the file this module wrote last time, if any. The file is
+/// opened with `O_NONBLOCK` (a FIFO would otherwise block the open or the
+/// read forever), `O_NOFOLLOW` (a symlink is not followed out of the
+/// directory) and `O_CLOEXEC`, then checked with `fstat` on the descriptor
+/// itself: anything but a regular file is an error naming the path and what
+/// it is. A file that is not UTF-8 is not ours: it counts as absent (the
+/// counters restart, which Prometheus handles as a reset).
+pub fn read_previous(path: &Path) -> anyhow::Result<Option<String>> {
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path);
+    let file = match opened {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            // ELOOP (a symlink under O_NOFOLLOW), ENXIO (a socket): say what is there.
+            if let Ok(meta) = std::fs::symlink_metadata(path) {
+                if !meta.file_type().is_file() {
+                    return Err(not_a_regular_file(path, meta.file_type()));
+                }
+            }
+            return Err(e).with_context(|| format!("reading the Prometheus textfile {}", path.display()));
+        }
+    };
+    let meta = file.metadata().with_context(|| format!("reading the Prometheus textfile {}", path.display()))?;
+    if !meta.file_type().is_file() {
+        return Err(not_a_regular_file(path, meta.file_type()));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_PREVIOUS_BYTES)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading the Prometheus textfile {}", path.display()))?;
+    Ok(String::from_utf8(bytes).ok())
 }
 
 /// Writes `content` to a temporary file beside `path` (node_exporter ignores
@@ -400,6 +702,105 @@ mod tests {
         assert_eq!(again.render(0.0), text, "a file read back renders the same");
         again.load(&text);
         assert!(again.render(0.0).contains("runner_metrics_idle_seconds_count{flavor=\"sm\\\"all\"} 2\n"));
+    }
+
+    fn stop(repo: &str, event: &str, status: &str, conclusion: Option<&str>) -> String {
+        let conclusion = conclusion.map(|c| format!(r#", "job_conclusion": "{c}""#)).unwrap_or_default();
+        format!(
+            r#"{{"timestamp": 5.0, "event": "runner_stop", "flavor": "small", "workflow": "ci", "repo": "{repo}", "github_event": "{event}", "status": "{status}", "job_duration": 2.0{conclusion}}}"#
+        )
+    }
+
+    fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        text.lines().filter_map(parse_sample).find_map(|(n, l, v)| {
+            let wanted: Vec<(String, String)> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+            (n == name && l == wanted).then_some(v)
+        })
+    }
+
+    #[test]
+    fn counts_jobs_by_repository_event_conclusion_and_status() {
+        let mut recorder = Recorder::default();
+        recorder.observe_line(&stop("o/a", "push", "normal", Some("success")));
+        recorder.observe_line(&stop("o/a", "pull_request", "abnormal", None));
+        recorder.observe_line(&stop("o/b", "made-up-event", "normal", Some("failure")));
+        recorder.observe_line(START); // runner_start: not a finished job
+        let text = recorder.render(0.0);
+        let get = |suffix: &str, key: &str, value: &str| {
+            sample(&text, &format!("runner_metrics_{suffix}"), &[("flavor", "small"), (key, value)])
+        };
+        assert_eq!(get("jobs_by_repository_total", "repository", "o/a"), Some(2.0), "{text}");
+        assert_eq!(get("jobs_by_repository_total", "repository", "o/b"), Some(1.0), "{text}");
+        assert_eq!(get("jobs_by_repository_total", "repository", "o/r"), None, "{text}");
+        assert_eq!(get("jobs_by_github_event_total", "github_event", "push"), Some(1.0), "{text}");
+        assert_eq!(get("jobs_by_github_event_total", "github_event", "other"), Some(1.0), "{text}");
+        assert_eq!(get("jobs_by_github_event_total", "github_event", "made-up-event"), None, "{text}");
+        assert_eq!(get("jobs_by_conclusion_total", "conclusion", "unknown"), Some(1.0), "{text}");
+        assert_eq!(get("jobs_by_conclusion_total", "conclusion", "failure"), Some(1.0), "{text}");
+        assert_eq!(get("jobs_by_status_total", "status", "normal"), Some(2.0), "{text}");
+        assert_eq!(get("jobs_by_status_total", "status", "abnormal"), Some(1.0), "{text}");
+
+        let mut again = Recorder::default();
+        again.load(&text);
+        assert_eq!(again.render(0.0), text, "a file read back renders the same");
+    }
+
+    #[test]
+    fn repositories_past_the_limit_are_counted_as_other_and_keep_their_series_across_runs() {
+        let mut first = Recorder::with_max_repositories(2);
+        for repo in ["o/a", "o/b", "o/c", "o/a", "o/d"] {
+            first.observe_line(&stop(repo, "push", "normal", None));
+        }
+        let text = first.render(0.0);
+        let repos = |text: &str| -> Vec<(String, f64)> {
+            text.lines()
+                .filter_map(parse_sample)
+                .filter(|(n, ..)| n == "runner_metrics_jobs_by_repository_total")
+                .map(|(_, l, v)| (l[1].1.clone(), v))
+                .collect()
+        };
+        assert_eq!(repos(&text), vec![("o/a".into(), 2.0), ("o/b".into(), 1.0), ("other".into(), 2.0)], "{text}");
+
+        // The next run sees a new repository first: the old ones keep their series.
+        let mut second = Recorder::with_max_repositories(2);
+        second.observe_line(&stop("o/z", "push", "normal", None));
+        second.observe_line(&stop("o/b", "push", "normal", None));
+        second.load(&text);
+        let text = second.render(0.0);
+        assert_eq!(repos(&text), vec![("o/a".into(), 2.0), ("o/b".into(), 2.0), ("other".into(), 3.0)], "{text}");
+
+        let mut none = Recorder::with_max_repositories(0);
+        none.observe_line(&stop("o/a", "push", "normal", None));
+        assert_eq!(repos(&none.render(0.0)), vec![("other".into(), 1.0)]);
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.prom");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let err = read_previous(&fifo).unwrap_err().to_string();
+        assert!(err.contains(&fifo.display().to_string()) && err.contains("FIFO"), "{err}");
+        assert!(check_textfile(&fifo).unwrap_err().to_string().contains("FIFO"));
+
+        let target = dir.path().join("target.prom");
+        std::fs::write(&target, "runner_metrics_storages_total{outcome=\"extracted\"} 1\n").unwrap();
+        let link = dir.path().join("link.prom");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = read_previous(&link).unwrap_err().to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+
+        let sub = dir.path().join("dir.prom");
+        std::fs::create_dir(&sub).unwrap();
+        assert!(read_previous(&sub).unwrap_err().to_string().contains("directory"));
+
+        assert!(read_previous(&target).unwrap().unwrap().contains("extracted"));
+        assert!(read_previous(&dir.path().join("absent.prom")).unwrap().is_none());
+        check_textfile(&target).unwrap();
+        check_textfile(&dir.path().join("absent.prom")).unwrap();
+        assert!(check_textfile(&dir.path().join("missing").join("x.prom")).is_err());
     }
 
     #[test]

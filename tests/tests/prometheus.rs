@@ -1,11 +1,16 @@
 //! `collect --prometheus-textfile`: the file is parsed here with a parser of
 //! its own (not the host's) and its histograms and counters checked against
 //! a fixture whose durations are known; a second run adds to the first.
-//! Also: with stderr not a terminal, collect draws no progress line.
+//! Also: with stderr not a terminal, collect draws no progress line; a FIFO,
+//! a symlink or a directory where the textfile goes is refused (and a FIFO
+//! does not hang the run).
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
 
 use runner_metrics_e2e::*;
 
@@ -172,6 +177,28 @@ fn the_textfile_has_the_histograms_and_counters_of_the_lines_written() {
         assert_eq!(file.get("runner_metrics_events_total", &[("event", event), ("flavor", "large")]), 2.0, "{event}");
     }
 
+    // Jobs (one per runner_stop) by repository, GitHub event, conclusion
+    // (no GitHub lookups here: unknown) and post-job status.
+    let jobs = |suffix: &str, key: &str, value: &str| {
+        file.get(&format!("runner_metrics_jobs_by_{suffix}_total"), &[("flavor", "large"), (key, value)])
+    };
+    for suffix in ["repository", "github_event", "conclusion", "status"] {
+        assert_eq!(file.types[&format!("runner_metrics_jobs_by_{suffix}_total")], "counter", "{suffix}");
+    }
+    assert_eq!(jobs("repository", "repository", "o/r"), 2.0);
+    assert_eq!(jobs("github_event", "github_event", "push"), 2.0);
+    assert_eq!(jobs("conclusion", "conclusion", "unknown"), 2.0);
+    assert_eq!(jobs("status", "status", "normal"), 1.0);
+    assert_eq!(jobs("status", "status", "abnormal"), 1.0);
+    let series = |suffix: &str| {
+        file.samples.keys().filter(|(n, _)| n == &format!("runner_metrics_jobs_by_{suffix}_total")).count()
+    };
+    assert_eq!(
+        (series("repository"), series("github_event"), series("conclusion"), series("status")),
+        (1, 1, 1, 2),
+        "only the values seen have series"
+    );
+
     // A second run adds to the first (counters and histograms accumulate).
     let again = StorageRoot::new();
     fixture(&again);
@@ -181,6 +208,83 @@ fn the_textfile_has_the_histograms_and_counters_of_the_lines_written() {
     assert_eq!(at(&file.buckets("runner_metrics_idle_seconds", "large"), 5.0), 2.0);
     assert_eq!(file.get("runner_metrics_storages_total", &[("outcome", "extracted")]), 4.0);
     assert_eq!(file.get("runner_metrics_events_total", &[("event", "runner_stop"), ("flavor", "large")]), 4.0);
+    assert_eq!(file.get("runner_metrics_jobs_by_repository_total", &[("flavor", "large"), ("repository", "o/r")]), 4.0);
+    assert_eq!(file.get("runner_metrics_jobs_by_status_total", &[("flavor", "large"), ("status", "abnormal")]), 2.0);
+}
+
+/// Runs collect with `textfile` as `--prometheus-textfile` and no standard
+/// input; kills it and fails if it has not exited within 10 seconds.
+fn collect_bounded(root: &StorageRoot, textfile: &Path, log: &Path) -> CliOutput {
+    let mut child = cli()
+        .args(["collect", "--flavor", "large", "--storage"])
+        .arg(root.path())
+        .arg("--metrics-log")
+        .arg(log)
+        .arg("--prometheus-textfile")
+        .arg(textfile)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start runner-metrics");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if child.try_wait().expect("wait for runner-metrics").is_some() {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("collect with --prometheus-textfile {} hung: killed after 10 s", textfile.display());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("collect the output");
+    CliOutput {
+        code: out.status.code(),
+        stdout: String::from_utf8(out.stdout).expect("stdout is UTF-8"),
+        stderr: String::from_utf8(out.stderr).expect("stderr is UTF-8"),
+    }
+}
+
+#[test]
+fn a_fifo_as_the_textfile_is_refused_without_hanging() {
+    let root = StorageRoot::new();
+    fixture(&root);
+    let out_dir = tempfile::tempdir().unwrap();
+    let textfile = out_dir.path().join("runner-metrics.prom");
+    mkfifo(&textfile).unwrap();
+    let out = collect_bounded(&root, &textfile, &out_dir.path().join("metrics.log"));
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains(&textfile.display().to_string()), "names the path: {}", out.stderr);
+    assert!(out.stderr.contains("FIFO"), "says what it is: {}", out.stderr);
+    assert!(fs::symlink_metadata(&textfile).unwrap().file_type().is_fifo(), "the FIFO is left as it was");
+}
+
+#[test]
+fn a_symlink_or_a_directory_as_the_textfile_is_refused() {
+    let out_dir = tempfile::tempdir().unwrap();
+    // The link points at a file inside this test's own temporary directory.
+    let target = out_dir.path().join("elsewhere.txt");
+    fs::write(&target, "not for runner-metrics\n").unwrap();
+    let link = out_dir.path().join("link.prom");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let dir = out_dir.path().join("dir.prom");
+    fs::create_dir(&dir).unwrap();
+    for (textfile, kind) in [(&link, "symbolic link"), (&dir, "directory")] {
+        let root = StorageRoot::new();
+        fixture(&root);
+        let out = collect_bounded(&root, textfile, &out_dir.path().join("metrics.log"));
+        assert_eq!(out.code, Some(2), "{out:?}");
+        assert!(
+            out.stderr.contains(&textfile.display().to_string()) && out.stderr.contains(kind),
+            "names the path and says it is a {kind}: {}",
+            out.stderr
+        );
+    }
+    assert_eq!(fs::read_to_string(&target).unwrap(), "not for runner-metrics\n", "the link's target is untouched");
+    assert!(fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link is left as it was");
+    assert!(dir.is_dir());
 }
 
 #[test]
