@@ -7,11 +7,13 @@
 //! (`Connection: close`), requests of at most 64 KiB, 5 s read timeouts,
 //! at most [`MAX_REQUESTS`] answered; the thread ends when the server is
 //! dropped.
+//!
+//! [`BlackHole`] is the API that accepts connections and never answers.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -180,6 +182,75 @@ fn serve(mut stream: TcpStream, routes: &Routes, requests: &Mutex<Vec<Request>>)
     response.push_str(&answer.body);
     let _ = stream.write_all(response.as_bytes());
     let _ = stream.flush();
+}
+
+/// Connections a [`BlackHole`] holds open at most (then it closes: a
+/// runaway client gets refused connections instead of exhausting the test's
+/// descriptors).
+pub const BLACK_HOLE_MAX_CONNECTIONS: usize = 1000;
+
+/// An "API" on 127.0.0.1 that accepts every connection and never reads or
+/// answers: each request costs the client a full timeout. The accepted
+/// sockets are kept open (a closed one would be a quick error, not a hang)
+/// until the black hole is dropped.
+pub struct BlackHole {
+    port: u16,
+    accepted: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Default for BlackHole {
+    fn default() -> Self {
+        Self::start()
+    }
+}
+
+impl BlackHole {
+    pub fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("local addr").port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (accepted, stop) = (accepted.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut held = Vec::new();
+                for stream in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) || held.len() >= BLACK_HOLE_MAX_CONNECTIONS {
+                        break;
+                    }
+                    if let Ok(stream) = stream {
+                        held.push(stream);
+                        accepted.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                drop(held);
+            })
+        };
+        Self { port, accepted, stop, thread: Some(thread) }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for BlackHole {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept() so the thread sees the flag.
+        let _ = TcpStream::connect_timeout(&([127, 0, 0, 1], self.port).into(), Duration::from_secs(1));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// The list-jobs target of a run's page (what the client asks for).

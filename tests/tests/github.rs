@@ -1,16 +1,19 @@
 //! GitHub job metrics (`runner_metrics::github`) against a local HTTP server
 //! on 127.0.0.1 started by each test (`github_server`): pagination, 404, token
 //! errors said once, rate limits, timeouts, Enterprise base paths, the
-//! request headers, and answers that are not what GitHub would send. The
-//! runs that go through `collect` check that events are issued either way.
+//! request headers, and answers that are not what GitHub would send; an API
+//! that accepts connections and never answers (`BlackHole`), and the run's
+//! time budget. The runs that go through `collect` check that events are
+//! issued either way. Every server is on 127.0.0.1.
 
 use std::cell::RefCell;
+use std::process::Stdio;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use runner_metrics::github::{GithubJobs, GithubOptions};
+use runner_metrics::github::{GithubJobs, GithubOptions, MAX_CONSECUTIVE_FAILURES};
 use runner_metrics::{CollectOptions, JobConclusion, OutcomeKind};
-use runner_metrics_e2e::github_server::{job, jobs_page, jobs_target, Answer, GithubServer};
+use runner_metrics_e2e::github_server::{job, jobs_page, jobs_target, Answer, BlackHole, GithubServer};
 use runner_metrics_e2e::*;
 
 const TOKEN: &str = "ghs_test-token-123";
@@ -27,7 +30,11 @@ fn client_with(
     base_path: &str,
     tune: impl FnOnce(&mut GithubOptions),
 ) -> (GithubJobs, Rc<RefCell<Vec<String>>>) {
-    let mut options = GithubOptions::new(format!("{}{base_path}", server.url()), TOKEN);
+    client_at(&format!("{}{base_path}", server.url()), tune)
+}
+
+fn client_at(api_url: &str, tune: impl FnOnce(&mut GithubOptions)) -> (GithubJobs, Rc<RefCell<Vec<String>>>) {
+    let mut options = GithubOptions::new(api_url, TOKEN);
     options.proxy_from_env = false;
     options.timeout = Duration::from_secs(5);
     tune(&mut options);
@@ -277,4 +284,160 @@ fn hostile_repositories_and_run_ids_never_reach_the_server() {
     }
     assert!(server.requests().is_empty(), "{:?}", server.requests());
     assert_eq!(warnings.borrow().len(), 7);
+}
+
+#[test]
+fn a_black_hole_api_costs_three_timeouts_then_the_lookups_stop_said_once() {
+    let hole = BlackHole::start();
+    let (mut jobs, warnings) = client_at(&hole.url(), |o| o.timeout = Duration::from_secs(1));
+    let started = Instant::now();
+    for i in 0..50 {
+        assert!(jobs.find(REPO, &format!("{}", 1000 + i), &format!("r-{i}")).is_none());
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(15), "three timeouts, not fifty: {took:?}");
+    assert_eq!(jobs.requests, MAX_CONSECUTIVE_FAILURES as usize, "no request after the third failure in a row");
+    assert_eq!(hole.connections(), MAX_CONSECUTIVE_FAILURES as usize);
+    let warnings = warnings.borrow();
+    assert_eq!(warnings.len(), MAX_CONSECUTIVE_FAILURES as usize, "{warnings:?}");
+    assert!(warnings[..2].iter().all(|w| w.contains("timed out") && w.contains(&hole.url())), "{warnings:?}");
+    let stop = &warnings[2];
+    assert!(stop.contains("3 lookups in a row timed out or could not connect"), "{stop}");
+    assert!(stop.contains("no more lookups in this run"), "{stop}");
+    assert!(jobs.stopped().is_some());
+}
+
+#[test]
+fn answers_in_between_reset_the_count_of_failures_in_a_row() {
+    let hole = BlackHole::start();
+    let (mut jobs, warnings) = client_at(&hole.url(), |o| o.timeout = Duration::from_millis(300));
+    for i in 0..(MAX_CONSECUTIVE_FAILURES - 1) {
+        assert!(jobs.find(REPO, &format!("{i}"), "r-x").is_none());
+    }
+    // A refused connection is a failure in a row too: the third one stops.
+    let refused = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        drop(listener);
+        url
+    };
+    let (mut other, other_warnings) = client_at(&refused, |o| o.timeout = Duration::from_secs(1));
+    for i in 0..5 {
+        assert!(other.find(REPO, &format!("{i}"), "r-y").is_none());
+    }
+    assert_eq!(other.requests, MAX_CONSECUTIVE_FAILURES as usize, "{:?}", other_warnings.borrow());
+    assert!(other.stopped().is_some_and(|why| why.contains("in a row")), "{:?}", other.stopped());
+    // Whereas answers (even 404s) between failures keep the lookups going.
+    let server = GithubServer::start();
+    let (mut mixed, _) = client(&server, "");
+    for round in 0..3 {
+        assert!(mixed.find(REPO, &format!("{round}"), "r-z").is_none()); // a 404 answer
+    }
+    assert!(mixed.stopped().is_none());
+    assert_eq!(jobs.requests, (MAX_CONSECUTIVE_FAILURES - 1) as usize);
+    assert!(jobs.stopped().is_none(), "two failures are not yet three: {:?}", warnings.borrow());
+}
+
+#[test]
+fn the_run_budget_ends_the_lookups_once_spent_and_says_so_once() {
+    let server = GithubServer::start();
+    let answers = |run: u32| {
+        server.route(
+            &jobs_target("", REPO, &run.to_string(), 1),
+            vec![Answer::status(404).delayed(Duration::from_millis(400))],
+        )
+    };
+    for run in 0..20 {
+        answers(run);
+    }
+    let (mut jobs, warnings) = client_with(&server, "", |o| o.budget = Duration::from_millis(1500));
+    let started = Instant::now();
+    for run in 0..20 {
+        assert!(jobs.find(REPO, &run.to_string(), "r-slow-api").is_none());
+    }
+    let took = started.elapsed();
+    assert!(took < Duration::from_millis(1500 + 1000), "the budget bounds the time spent: {took:?}");
+    assert!(jobs.spent() <= Duration::from_millis(1500 + 500), "{:?}", jobs.spent());
+    let asked = server.requests().len();
+    assert!((3..=5).contains(&asked), "about 1.5 s / 0.4 s requests, then none: {asked}");
+    let warnings = warnings.borrow();
+    let budget: Vec<_> = warnings.iter().filter(|w| w.contains("budget")).collect();
+    assert_eq!(budget.len(), 1, "said once: {warnings:?}");
+    assert!(budget[0].contains("no more lookups in this run"), "{budget:?}");
+    assert!(jobs.stopped().is_some());
+}
+
+#[test]
+fn collect_against_a_black_hole_api_ends_in_seconds_and_every_storage_gets_its_events() {
+    const RUNNERS: usize = 50;
+    let hole = BlackHole::start();
+    let root = StorageRoot::new();
+    for i in 0..RUNNERS {
+        let pre_job = format!(
+            r#"{{"workflow": "w{i}", "repository": "{REPO}", "event": "push", "timestamp": 1700000100, "workflow_run_id": "{}"}}"#,
+            5000 + i
+        );
+        root.runner(&format!("r-{i:03}"))
+            .file(START, "1700000000")
+            .file(INSTALLED, "1700000060")
+            .file(PRE_JOB, pre_job)
+            .file(POST_JOB, r#"{"timestamp": 1700000400, "status": "normal"}"#);
+    }
+    let token = root.outside().join("token");
+    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    let log = root.outside().join("metrics.log");
+    let mut command = cli();
+    command
+        .args(["collect", "--json", "--flavor", "small", "--github-timeout", "1", "--github-api-url"])
+        .arg(hole.url())
+        .arg("--github-token-file")
+        .arg(&token)
+        .arg("--metrics-log")
+        .arg(&log)
+        .arg("--storage")
+        .arg(root.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    // Only ever 127.0.0.1: no proxy from the environment may take the request.
+    for var in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"] {
+        command.env_remove(var);
+    }
+    command.env("NO_PROXY", "127.0.0.1");
+    let _ = cli_binary(); // built before the clock starts
+    let started = Instant::now();
+    let mut child = command.spawn().expect("start collect");
+    // The old code took one timeout per runner (~50 s): wait for it a
+    // little longer than that, then fail instead of hanging.
+    let deadline = Duration::from_secs(90);
+    while child.try_wait().expect("try_wait").is_none() {
+        if started.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("collect did not finish within {deadline:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = started.elapsed();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(took < Duration::from_secs(20), "the run must not pay a timeout per runner: {took:?}\n{stderr}");
+    let stops: Vec<_> = stderr.lines().filter(|l| l.contains("no more lookups")).collect();
+    assert_eq!(stops.len(), 1, "said once:\n{stderr}");
+    assert!(stops[0].contains("in a row"), "{stderr}");
+    assert!(hole.connections() <= MAX_CONSECUTIVE_FAILURES as usize, "{} connections", hole.connections());
+    let summary = json(stderr.lines().last().unwrap());
+    assert_eq!((summary["extracted"].as_u64(), summary["failed"].as_u64()), (Some(RUNNERS as u64), Some(0)));
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<serde_json::Value> = text.lines().map(json).collect();
+    assert_eq!(lines.len(), 3 * RUNNERS);
+    for i in 0..RUNNERS {
+        let workflow = format!("w{i}");
+        let starts = lines.iter().filter(|l| l["event"] == "runner_start" && l["workflow"] == workflow.as_str());
+        let starts: Vec<_> = starts.collect();
+        assert_eq!(starts.len(), 1, "runner {i}");
+        assert!(starts[0].get("queue_duration").is_none(), "no job metrics without an answer");
+    }
+    assert_eq!(entries_besides_deleting(root.path()), Vec::<String>::new());
 }
