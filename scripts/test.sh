@@ -17,6 +17,19 @@ step "toolchain (rust-toolchain.toml: Rust 1.95.0 + wasm32-wasip2)"
 rustup show active-toolchain
 rustup target add wasm32-wasip2 >/dev/null
 
+step "test dependencies: prometheus, promtool, node_exporter, logrotate, systemd-analyze (scripts/install-test-deps.sh)"
+# As root (CI) they are installed from Debian when missing; elsewhere the
+# script prints a "skip:" line for each one missing and those tests skip.
+# In CI a missing one is an error: the Prometheus test must really run there.
+if [ "${CI:-}" = true ]; then
+    REQUIRE=1 ./scripts/install-test-deps.sh || status=1
+else
+    ./scripts/install-test-deps.sh
+fi
+if command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v prometheus-node-exporter >/dev/null; then
+    export RUNNER_METRICS_REQUIRE_PROMETHEUS=1
+fi
+
 step "cargo fmt --check (rustfmt.toml)"
 cargo fmt --all --check || { echo "formatting differs: run 'cargo fmt --all'"; status=1; }
 
