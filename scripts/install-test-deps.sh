@@ -6,6 +6,7 @@
 #   prometheus-node-exporter  the textfile collector we write for (same test)
 #   logrotate                 `logrotate -d` on contrib/logrotate (scripts/test-contrib.sh)
 #   systemd                   `systemd-analyze verify` on contrib/systemd (same script)
+#   strace                    the system calls collect makes vs SystemCallFilter= (same script)
 #
 # Only as root (CI runs as root) with apt-get; otherwise it prints one
 # "skip:" line per missing tool and the tests that need it skip visibly.
@@ -23,6 +24,7 @@ declare -A wanted=(
     [prometheus-node-exporter]=prometheus-node-exporter
     [logrotate]=logrotate
     [systemd-analyze]=systemd
+    [strace]=strace
 )
 
 missing_packages() {
@@ -56,7 +58,7 @@ if [ "${#packages[@]}" -gt 0 ]; then
 fi
 
 status=0
-for cmd in prometheus promtool prometheus-node-exporter logrotate systemd-analyze; do
+for cmd in prometheus promtool prometheus-node-exporter logrotate systemd-analyze strace; do
     if path=$(command -v "$cmd"); then
         echo "have: $cmd ($path)"
     else

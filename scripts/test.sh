@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Runs the whole test suite: Rust unit, integration and CLI tests (which build
 # and load the real WebAssembly component), then the same component under the
-# wasmtime CLI, Python and Node (scripts/test-hosts.sh). Installs what it needs
-# from the project's own files first. Prints a closing "N passed, N failed" line.
+# wasmtime CLI, Python and Node (scripts/test-hosts.sh), then the deployment
+# files in contrib/ (scripts/test-contrib.sh). Installs what it needs from the
+# project's own files first (scripts/install-test-deps.sh: Prometheus,
+# node_exporter, logrotate, systemd-analyze, strace from Debian, as root).
+# Prints a closing "N passed, N failed" line.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,10 +44,16 @@ step "other hosts: Rust CLI, wasmtime CLI, Python, Node on tests/conformance (sc
 hosts_passed=$(sed -n 's/^hosts: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$log" | tail -1)
 hosts_failed=$(sed -n 's/^hosts: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$log" | tail -1)
 
+step "deployment files: systemd units, system calls, logrotate (scripts/test-contrib.sh)"
+./scripts/test-contrib.sh 2>&1 | tee -a "$log" || status=1
+contrib_passed=$(sed -n 's/^contrib: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$log" | tail -1)
+contrib_failed=$(sed -n 's/^contrib: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$log" | tail -1)
+
 passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
 echo
 echo "rust: ${passed} passed, ${failed} failed"
 echo "hosts: ${hosts_passed:-0} passed, ${hosts_failed:-0} failed"
-echo "total: $((passed + ${hosts_passed:-0})) passed, $((failed + ${hosts_failed:-0})) failed"
+echo "contrib: ${contrib_passed:-0} passed, ${contrib_failed:-0} failed"
+echo "total: $((passed + ${hosts_passed:-0} + ${contrib_passed:-0})) passed, $((failed + ${hosts_failed:-0} + ${contrib_failed:-0})) failed"
 exit "$status"
