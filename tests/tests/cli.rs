@@ -67,9 +67,12 @@ fn help_of_every_subcommand_exits_zero_and_names_its_flags() {
                 "METRICS_LOG_PATH",
                 "--json",
                 "--verbose",
+                "--wait",
+                "--github-budget",
+                "3 when another run",
             ],
         ),
-        (&["extract"], &["--storage", "--exclude", "--include", "--min-age", "--keep"]),
+        (&["extract"], &["--storage", "--exclude", "--include", "--min-age", "--keep", "--wait"]),
         (&["quarantine"], &["list"]),
         (&["quarantine", "list"], &["--storage", "--json"]),
         (&["demo"], &["--keep-files"]),
@@ -280,7 +283,7 @@ fn a_failing_stdout_log_is_an_error_and_keeps_the_storage() {
     // with ENOSPC, a real unwritable log.
     let root = StorageRoot::new();
     root.fixture_f("r-fixture-f");
-    let before = snapshot(root.path());
+    let before = snapshot_besides_the_roots_mtime(root.path());
     let full = fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full");
     let out = output(
         cli().args(["collect", "--flavor", "small", "--metrics-log", "-", "--storage"]).arg(root.path()).stdout(full),
@@ -288,7 +291,17 @@ fn a_failing_stdout_log_is_an_error_and_keeps_the_storage() {
     assert_eq!(out.code, Some(2), "{}", out.stderr);
     assert!(out.stderr.contains("failed: r-fixture-f: kept: events not written"), "{}", out.stderr);
     assert!(out.stderr.contains("standard output"), "the error names the destination:\n{}", out.stderr);
-    assert_eq!(diff(&before, &snapshot(root.path())), "", "the storage must be kept whole");
+    assert_eq!(diff(&before, &snapshot_besides_the_roots_mtime(root.path())), "", "the storage must be kept whole");
+}
+
+/// [`snapshot`] of a root without the root directory's own entry: a run
+/// that got as far as taking the root's lock created and removed
+/// `<root>/.lock`, which changes the root's modification time and nothing
+/// else.
+fn snapshot_besides_the_roots_mtime(root: &Path) -> std::collections::BTreeMap<std::path::PathBuf, Node> {
+    let mut tree = snapshot(root);
+    tree.remove(Path::new(""));
+    tree
 }
 
 #[test]
@@ -541,4 +554,146 @@ fn the_cli_uses_the_given_cache_dir() {
     let cached: Vec<_> = fs::read_dir(&cache).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     assert!(cached.len() == 1 && cached[0].ends_with(".cwasm"), "{cached:?}");
     assert!(!exists(&tmp.path().join("xdg")) && !exists(&tmp.path().join("home")), "nothing else was written");
+}
+
+/// The kinds of thing an operator can pass by mistake where a regular file
+/// (or, for the cache, a directory) belongs, made in `dir`: a FIFO with no
+/// writer (the classic hang), a directory or a regular file, and, as root
+/// only, a character device made with mknod(2) in `dir` itself (never a
+/// real system path). `(what, path, kind as the error says it)`.
+fn wrong_kinds(dir: &Path, directory_is_right: bool) -> Vec<(&'static str, std::path::PathBuf, &'static str)> {
+    let fifo = dir.join("a-fifo");
+    mkfifo(&fifo).expect("mkfifo");
+    let mut kinds = vec![("FIFO", fifo, "a FIFO")];
+    if directory_is_right {
+        let file = dir.join("a-file");
+        fs::write(&file, "not a directory").unwrap();
+        kinds.push(("regular file", file, "a regular file"));
+    } else {
+        let sub = dir.join("a-directory");
+        fs::create_dir(&sub).unwrap();
+        kinds.push(("directory", sub, "a directory"));
+    }
+    if is_root() {
+        let device = dir.join("a-char-device");
+        let c = std::ffi::CString::new(device.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path. The node is /dev/null's
+        // numbers (1, 3) inside the test's temporary directory; nothing is
+        // ever written to it (it is refused before).
+        let made = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(1, 3)) };
+        if made == 0 {
+            kinds.push(("character device", device, "a character device"));
+        } else {
+            eprintln!("skipped the device case: mknod failed: {}", std::io::Error::last_os_error());
+        }
+    } else {
+        eprintln!("skipped the device case: not root, cannot mknod");
+    }
+    kinds
+}
+
+/// Runs `command` and waits at most 10 s for it (killing it then, so a hang
+/// fails the test instead of hanging it); returns its output and how long
+/// it took.
+fn timed(command: &mut std::process::Command) -> (CliOutput, std::time::Duration) {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let _ = cli_binary(); // built before the clock starts
+    let started = Instant::now();
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start runner-metrics");
+    while child.try_wait().expect("try_wait").is_none() {
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{command:?} hangs (killed after 10 s)");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let took = started.elapsed();
+    let out = child.wait_with_output().unwrap();
+    let out = CliOutput {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    (out, took)
+}
+
+/// The error comes before any work is done, so it takes a few milliseconds;
+/// the bound leaves room for a machine busy with parallel builds.
+const QUICK: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn assert_refused(out: &CliOutput, took: std::time::Duration, path: &Path, expected: &str, what: &str) {
+    assert_eq!(out.code, Some(2), "{what}: {}", out.stderr);
+    assert!(took < QUICK, "{what}: took {took:?}");
+    assert!(out.stderr.starts_with("runner-metrics: error:"), "{what}: {}", out.stderr);
+    assert!(out.stderr.contains(&path.display().to_string()), "{what}: the error names the path:\n{}", out.stderr);
+    assert!(out.stderr.contains(expected), "{what}: expected {expected:?} in:\n{}", out.stderr);
+}
+
+#[test]
+fn a_fifo_directory_or_device_as_the_github_token_file_is_refused_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = sample_root();
+    let before = snapshot(root.path());
+    for (what, path, kind) in wrong_kinds(tmp.path(), false) {
+        let (out, took) = timed(
+            cli()
+                .args(["collect", "--flavor", "small", "--metrics-log", "-", "--github-token-file"])
+                .arg(&path)
+                .arg("--storage")
+                .arg(root.path()),
+        );
+        let expected = format!("is {kind}, not a regular file");
+        assert_refused(&out, took, &path, &expected, what);
+        assert!(out.stderr.contains("GitHub token file"), "{what}: {}", out.stderr);
+    }
+    assert_eq!(diff(&before, &snapshot(root.path())), "", "nothing touched");
+}
+
+#[test]
+fn a_fifo_directory_or_device_as_the_metrics_log_is_refused_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = sample_root();
+    let before = snapshot(root.path());
+    for (what, path, kind) in wrong_kinds(tmp.path(), false) {
+        let expected = format!("is {kind}, not a regular file");
+        let (out, took) = timed(
+            cli().args(["collect", "--flavor", "small", "--metrics-log"]).arg(&path).arg("--storage").arg(root.path()),
+        );
+        assert_refused(&out, took, &path, &expected, what);
+        // The same path through $METRICS_LOG_PATH.
+        let (out, took) = timed(
+            cli().env("METRICS_LOG_PATH", &path).args(["collect", "--flavor", "small", "--storage"]).arg(root.path()),
+        );
+        assert_refused(&out, took, &path, &expected, &format!("{what} in METRICS_LOG_PATH"));
+    }
+    assert_eq!(diff(&before, &snapshot(root.path())), "", "nothing touched");
+}
+
+#[test]
+fn a_fifo_file_or_device_as_the_cache_dir_is_refused_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = sample_root();
+    let before = snapshot(root.path());
+    for (what, path, kind) in wrong_kinds(tmp.path(), true) {
+        let (out, took) = timed(
+            std::process::Command::new(cli_binary())
+                .env("XDG_CACHE_HOME", tmp.path().join("xdg"))
+                .arg("--cache-dir")
+                .arg(&path)
+                .args(["collect", "--flavor", "small", "--metrics-log", "-", "--storage"])
+                .arg(root.path()),
+        );
+        let expected = format!("is {kind}, not a directory");
+        assert_refused(&out, took, &path, &expected, what);
+        assert!(out.stderr.contains("cache directory"), "{what}: {}", out.stderr);
+    }
+    assert_eq!(diff(&before, &snapshot(root.path())), "", "nothing touched");
+    assert!(!exists(&tmp.path().join("xdg")), "no other cache was used");
 }
