@@ -199,7 +199,7 @@ mod tests {
         assert!(error.to_string().contains("is a FIFO, not a regular file"), "{error}");
         assert!(error.to_string().contains(&fifo.display().to_string()), "{error}");
         // Read-only opening (a token file) is refused the same way.
-        let error = open_regular_file(&fifo, OpenOptions::new().read(true)).err().expect("a FIFO");
+        let error = open_regular_file(&fifo, OpenOptions::new().read(true)).expect_err("a FIFO");
         assert!(error.to_string().contains("is a FIFO"), "{error}");
     }
 
