@@ -384,6 +384,7 @@ fn skip_name(reason: &SkipReason) -> &'static str {
         SkipReason::TooYoung(_) => "too-young",
         SkipReason::NotADirectory => "not-a-directory",
         SkipReason::InvalidName => "invalid-name",
+        SkipReason::Vanished => "vanished",
     }
 }
 
@@ -394,6 +395,7 @@ fn skip_detail(reason: &SkipReason) -> String {
         SkipReason::TooYoung(age) => format!("too young ({age:.0}s old)"),
         SkipReason::NotADirectory => "not a plain directory; left alone".to_owned(),
         SkipReason::InvalidName => "not a valid runner name; left alone".to_owned(),
+        SkipReason::Vanished => "gone before it was handled".to_owned(),
     }
 }
 

@@ -139,6 +139,8 @@ impl exports::github_runner::metrics::events::Guest for Component {
             if let Some(line) = crate::hostile::render(&e.flavor) {
                 return line;
             }
+            let flavor = e.flavor.clone();
+            return crate::hostile::tamper(&flavor, render::render_event(&event_from_wit(event)));
         }
         render::render_event(&event_from_wit(event))
     }
@@ -151,6 +153,7 @@ fn skip_to_wit(reason: model::SkipReason) -> wit::SkipReason {
         model::SkipReason::TooYoung(age) => wit::SkipReason::TooYoung(age),
         model::SkipReason::NotADirectory => wit::SkipReason::NotADirectory,
         model::SkipReason::InvalidName => wit::SkipReason::InvalidName,
+        model::SkipReason::Vanished => wit::SkipReason::Vanished,
     }
 }
 

@@ -10,10 +10,13 @@ use crate::model::{
     SkipReason,
 };
 use crate::names::{is_reserved, is_valid_runner_name, DELETING_DIR, QUARANTINE_DIR};
-use crate::{files, parse, FILE_SIZE_BYTES_LIMIT};
+use crate::{files, parse, walk, FILE_SIZE_BYTES_LIMIT};
 
 /// Suffix of the reason file written beside each quarantined storage.
 pub const REASON_SUFFIX: &str = ".reason.json";
+/// How far in the future a storage's modification time may be and still
+/// count as just modified (age 0); further ahead it is clock skew.
+pub const FUTURE_MTIME_TOLERANCE: f64 = 60.0;
 /// A reason file larger than this is not ours and is not read.
 const REASON_FILE_LIMIT: usize = 16 * 1024;
 
@@ -68,6 +71,13 @@ impl<F: StorageFs> Scan<F> {
         // extraction that follows reports any real problem.
         let modified = self.fs.lstat(name).ok()?.modified?;
         let age = self.now - modified;
+        // A modification time far in the future (clock skew, or a job that
+        // set it: a job can as well set one in the past) counts as old
+        // enough, or the storage would be "too young" for as long as the
+        // clock takes to catch up. A little ahead is ordinary clock jitter.
+        if age < -FUTURE_MTIME_TOLERANCE {
+            return None;
+        }
         (age < min_age).then_some(SkipReason::TooYoung(age.max(0.0)))
     }
 }
@@ -177,6 +187,8 @@ pub fn extract_storage(fs: &impl StorageFs, name: &str, keep: bool) -> Outcome {
     match fs.lstat(name) {
         Ok(meta) if meta.kind == EntryKind::Directory => {}
         Ok(_) => return Outcome::Skipped(SkipReason::NotADirectory),
+        // Removed or moved by another process since the listing (spec 7).
+        Err(e) if e.kind == FsErrorKind::NotFound => return Outcome::Skipped(SkipReason::Vanished),
         Err(e) => return Outcome::Failed(e.message),
     }
     let parsed = match read_storage(fs, name) {
@@ -224,15 +236,26 @@ pub fn extract_storage(fs: &impl StorageFs, name: &str, keep: bool) -> Outcome {
 /// `.deleting/` (atomic: the runner name is gone at once), then emptied. If
 /// it cannot be emptied it is quarantined as `undeletable`, so it is never
 /// extracted twice; `Err` only when it is still in place under its name.
+/// A storage that is already gone (another process removed it) is deleted.
 pub fn delete_storage(fs: &impl StorageFs, name: &str) -> Result<Option<QuarantineInfo>, String> {
     if !is_valid_runner_name(name) {
         return Err(format!("refusing to delete {name:?}: not a valid runner name"));
     }
-    require_directory(fs, name, "delete")?;
+    match fs.lstat(name) {
+        Ok(meta) if meta.kind == EntryKind::Directory => {}
+        Ok(meta) => return Err(format!("refusing to delete {name:?}: it is {}", meta.kind.describe())),
+        Err(e) if e.kind == FsErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.message),
+    }
     ensure_reserved_dir(fs, DELETING_DIR)?;
     let doomed = free_name(fs, DELETING_DIR, &entry_base(name, fs.now()))?;
-    fs.rename(name, &doomed).map_err(|e| e.message)?;
-    match delete_tree(fs, &doomed) {
+    match fs.rename(name, &doomed) {
+        Ok(()) => {}
+        Err(e) if e.kind == FsErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.message),
+    }
+    let leftover = doomed.strip_prefix(&format!("{DELETING_DIR}/")).unwrap_or(&doomed);
+    match delete_in_deleting(fs, leftover) {
         Ok(()) => Ok(None),
         Err(e) => quarantine_path(fs, &doomed, name, QuarantineReason::Undeletable, None, &e.message)
             .map(Some)
@@ -240,9 +263,19 @@ pub fn delete_storage(fs: &impl StorageFs, name: &str) -> Result<Option<Quaranti
     }
 }
 
+/// Removes the entry `leftover` of `.deleting/` (a tree, file or symlink)
+/// with the descriptor-relative walk of [`walk`]: never by a path through
+/// anything a job could have replaced.
+fn delete_in_deleting<F: StorageFs>(fs: &F, leftover: &str) -> Result<(), FsError> {
+    use crate::walk::DirHandle;
+    let deleting = fs.open_dir(DELETING_DIR)?;
+    walk::remove_tree(&deleting, &F::Dir::name_from(leftover))
+}
+
 /// Finishes deletions cut short by a crash: everything in `.deleting/` was
 /// already extracted (or had no data), so it is removed; what cannot be
-/// removed is quarantined as `undeletable`. Returns how many were handled.
+/// removed is quarantined as `undeletable`, once (from `.quarantine/` it is
+/// only ever purged by the operator). Returns how many were handled.
 pub fn purge_deleting(fs: &impl StorageFs) -> Result<u32, String> {
     let listing = match fs.list(DELETING_DIR) {
         Ok(listing) => listing,
@@ -259,12 +292,7 @@ pub fn purge_deleting(fs: &impl StorageFs) -> Result<u32, String> {
     let mut handled = 0u32;
     for leftover in names {
         let path = join(DELETING_DIR, &leftover);
-        let outcome = match fs.lstat(&path) {
-            Ok(meta) if meta.kind == EntryKind::Directory => delete_tree(fs, &path),
-            Ok(_) => fs.remove_file(&path),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = outcome {
+        if let Err(e) = delete_in_deleting(fs, &leftover) {
             let runner = runner_name_of(&leftover);
             quarantine_path(fs, &path, runner, QuarantineReason::Undeletable, None, &e.message)
                 .map_err(|q| format!("cannot delete {path} ({e}) nor quarantine it ({q})"))?;
@@ -322,31 +350,6 @@ pub fn runner_name_of(entry: &str) -> &str {
     }
     let without_attempt = entry.rsplit_once('.').filter(|(_, n)| digits(n)).map(|(rest, _)| rest);
     without_attempt.and_then(strip_stamp).or_else(|| strip_stamp(entry)).unwrap_or(entry)
-}
-
-/// Post-order removal with an explicit stack: deep trees cannot overflow it.
-fn delete_tree(fs: &impl StorageFs, top: &str) -> Result<(), FsError> {
-    let mut stack = vec![(top.to_owned(), false)];
-    while let Some((dir, emptied)) = stack.pop() {
-        if emptied {
-            fs.remove_empty_dir(&dir)?;
-            continue;
-        }
-        stack.push((dir.clone(), true));
-        for entry in fs.list(&dir)? {
-            let entry = entry?;
-            let Some(name) = entry.name else {
-                return Err(FsError::new(FsErrorKind::Other, "remove", &dir, "holds an entry whose name is not UTF-8"));
-            };
-            let path = join(&dir, &name);
-            if entry.kind == EntryKind::Directory {
-                stack.push((path, false));
-            } else {
-                fs.remove_file(&path)?;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Moves a storage whole into `<root>/.quarantine/`, with a reason file

@@ -67,6 +67,8 @@ pub enum FsErrorKind {
     Symlink,
     NotADirectory,
     IsADirectory,
+    /// A directory that still holds entries (`ENOTEMPTY`).
+    NotEmpty,
     PermissionDenied,
     /// Anything else: I/O error, no space, name too long, ...
     Other,
@@ -100,6 +102,12 @@ pub type FsResult<T> = Result<T, FsError>;
 pub trait StorageFs {
     /// A streaming listing of one directory.
     type Listing: Iterator<Item = FsResult<DirEntry>>;
+    /// An open directory, for the descriptor-relative walk of [`crate::walk`].
+    type Dir: crate::walk::DirHandle;
+
+    /// Opens a directory of the root (one component, never through a
+    /// symlink) for [`crate::walk`].
+    fn open_dir(&self, name: &str) -> FsResult<Self::Dir>;
 
     /// Lists a directory (`""` is the root).
     fn list(&self, dir: &str) -> FsResult<Self::Listing>;
@@ -124,6 +132,10 @@ pub trait StorageFs {
 /// A borrowed filesystem is a filesystem, so a scan can own or borrow one.
 impl<T: StorageFs> StorageFs for &T {
     type Listing = T::Listing;
+    type Dir = T::Dir;
+    fn open_dir(&self, name: &str) -> FsResult<Self::Dir> {
+        (**self).open_dir(name)
+    }
     fn list(&self, dir: &str) -> FsResult<Self::Listing> {
         (**self).list(dir)
     }
@@ -163,19 +175,22 @@ pub fn join(dir: &str, name: &str) -> String {
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-pub use native::NativeFs;
+pub use native::{NativeDir, NativeFs};
 
 #[cfg(target_arch = "wasm32")]
-pub use wasi_fs::WasiFs;
+pub use wasi_fs::{WasiDir, WasiFs};
 
 #[cfg(not(target_arch = "wasm32"))]
 mod native {
     //! `std` + `libc`: `O_NOFOLLOW | O_NONBLOCK` opens, `lstat` everywhere.
     use super::*;
+    use crate::walk::DirHandle;
+    use std::ffi::{CStr, CString};
     use std::fs::{self, File, OpenOptions};
     use std::io::{self, Read, Write};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
     use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
-    use std::path::PathBuf;
+    use std::path::{Path, PathBuf};
     use std::time::{SystemTime, UNIX_EPOCH};
 
     /// The storage root on the host's own filesystem.
@@ -223,6 +238,7 @@ mod native {
             io::ErrorKind::PermissionDenied => FsErrorKind::PermissionDenied,
             io::ErrorKind::NotADirectory => FsErrorKind::NotADirectory,
             io::ErrorKind::IsADirectory => FsErrorKind::IsADirectory,
+            io::ErrorKind::DirectoryNotEmpty => FsErrorKind::NotEmpty,
             _ if e.raw_os_error() == Some(libc::ELOOP) => FsErrorKind::Symlink,
             _ => FsErrorKind::Other,
         };
@@ -260,6 +276,12 @@ mod native {
 
     impl StorageFs for NativeFs {
         type Listing = Listing;
+        type Dir = NativeDir;
+
+        fn open_dir(&self, name: &str) -> FsResult<NativeDir> {
+            let root = NativeDir::open(&self.root).map_err(|e| error("open", "", e))?;
+            root.open_dir(&NativeDir::name_from(name))
+        }
 
         fn list(&self, dir: &str) -> FsResult<Listing> {
             let inner = fs::read_dir(self.path(dir)).map_err(|e| error("list", dir, e))?;
@@ -314,6 +336,169 @@ mod native {
 
         fn now(&self) -> f64 {
             SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+        }
+    }
+
+    /// An open directory on the host's filesystem: Linux descriptors and the
+    /// `*at` calls, for [`crate::walk`]. Names are bytes (any name a job
+    /// made can be removed).
+    #[derive(Debug)]
+    pub struct NativeDir {
+        fd: OwnedFd,
+    }
+
+    fn check(rc: libc::c_int) -> io::Result<()> {
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    fn describe_name(name: &CStr) -> String {
+        String::from_utf8_lossy(name.to_bytes()).into_owned()
+    }
+
+    fn at_error(op: &str, name: &CStr, e: io::Error) -> FsError {
+        let mut e = error(op, &describe_name(name), e);
+        // rmdir(2) may say EEXIST for "not empty" (POSIX allows both).
+        if e.kind == FsErrorKind::AlreadyExists && op == "remove directory" {
+            e.kind = FsErrorKind::NotEmpty;
+        }
+        e
+    }
+
+    impl NativeDir {
+        /// Opens a directory the caller trusts (the storage root, or one
+        /// of its reserved directories), following symlinks as the
+        /// operator configured them.
+        pub fn open(path: &Path) -> io::Result<Self> {
+            let file = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_DIRECTORY | libc::O_NONBLOCK | libc::O_CLOEXEC)
+                .open(path)?;
+            Ok(Self { fd: OwnedFd::from(file) })
+        }
+
+        pub fn as_raw_fd(&self) -> RawFd {
+            self.fd.as_raw_fd()
+        }
+    }
+
+    impl crate::walk::DirHandle for NativeDir {
+        type Name = CString;
+
+        fn name_from(text: &str) -> CString {
+            CString::new(text.replace('\0', "")).unwrap_or_default()
+        }
+
+        fn show(name: &CString) -> String {
+            describe_name(name)
+        }
+
+        fn open_dir(&self, name: &CString) -> FsResult<Self> {
+            let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK;
+            // SAFETY: `name` is NUL-terminated; the result is checked.
+            let fd = unsafe { libc::openat(self.fd.as_raw_fd(), name.as_ptr(), flags) };
+            if fd < 0 {
+                return Err(at_error("open directory", name, io::Error::last_os_error()));
+            }
+            // SAFETY: `fd` was just opened and is owned by nobody else.
+            Ok(Self { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+        }
+
+        fn read_entries(&self, max: usize) -> FsResult<Vec<(Option<CString>, Option<EntryKind>)>> {
+            let failed = |e: io::Error| error("list", "", e);
+            // fdopendir takes ownership of its descriptor: give it a duplicate.
+            // SAFETY: fcntl on a valid descriptor.
+            let dup = unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+            if dup < 0 {
+                return Err(failed(io::Error::last_os_error()));
+            }
+            // SAFETY: `dup` is a valid directory descriptor we own.
+            let stream = unsafe { libc::fdopendir(dup) };
+            if stream.is_null() {
+                let e = io::Error::last_os_error();
+                // SAFETY: still ours when fdopendir fails.
+                unsafe { libc::close(dup) };
+                return Err(failed(e));
+            }
+            // The duplicate shares the offset: start from the beginning.
+            // SAFETY: `stream` is a valid DIR*.
+            unsafe { libc::rewinddir(stream) };
+            let mut entries = Vec::new();
+            let result = loop {
+                if entries.len() >= max {
+                    break Ok(());
+                }
+                // SAFETY: errno is thread-local; `stream` is valid.
+                unsafe { *libc::__errno_location() = 0 };
+                let entry = unsafe { libc::readdir(stream) };
+                if entry.is_null() {
+                    let errno = io::Error::last_os_error();
+                    break if errno.raw_os_error() == Some(0) { Ok(()) } else { Err(failed(errno)) };
+                }
+                // SAFETY: d_name is NUL-terminated within the entry.
+                let (name, d_type) = unsafe { (CStr::from_ptr((*entry).d_name.as_ptr()), (*entry).d_type) };
+                if name.to_bytes() == b"." || name.to_bytes() == b".." {
+                    continue;
+                }
+                let kind = match d_type {
+                    libc::DT_DIR => Some(EntryKind::Directory),
+                    libc::DT_REG => Some(EntryKind::File),
+                    libc::DT_LNK => Some(EntryKind::Symlink),
+                    libc::DT_UNKNOWN => None,
+                    _ => Some(EntryKind::Other("a special file")),
+                };
+                entries.push((Some(name.to_owned()), kind));
+            };
+            // SAFETY: closes the stream and `dup`.
+            unsafe { libc::closedir(stream) };
+            result.map(|()| entries)
+        }
+
+        fn kind_at(&self, name: &CString) -> FsResult<EntryKind> {
+            // SAFETY: `st` is written by fstatat before it is read.
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            let rc = unsafe { libc::fstatat(self.fd.as_raw_fd(), name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+            check(rc).map_err(|e| at_error("stat", name, e))?;
+            Ok(match st.st_mode & libc::S_IFMT {
+                libc::S_IFDIR => EntryKind::Directory,
+                libc::S_IFREG => EntryKind::File,
+                libc::S_IFLNK => EntryKind::Symlink,
+                libc::S_IFIFO => EntryKind::Other("a FIFO"),
+                libc::S_IFSOCK => EntryKind::Other("a socket"),
+                libc::S_IFBLK | libc::S_IFCHR => EntryKind::Other("a device"),
+                _ => EntryKind::Other("an entry of unknown type"),
+            })
+        }
+
+        fn unlink(&self, name: &CString) -> FsResult<()> {
+            // SAFETY: `name` is NUL-terminated.
+            check(unsafe { libc::unlinkat(self.fd.as_raw_fd(), name.as_ptr(), 0) })
+                .map_err(|e| at_error("remove", name, e))
+        }
+
+        fn rmdir(&self, name: &CString) -> FsResult<()> {
+            // SAFETY: `name` is NUL-terminated.
+            check(unsafe { libc::unlinkat(self.fd.as_raw_fd(), name.as_ptr(), libc::AT_REMOVEDIR) })
+                .map_err(|e| at_error("remove directory", name, e))
+        }
+
+        fn rename_to(&self, name: &CString, to: &Self, to_name: &CString) -> FsResult<()> {
+            let (from, to) = (self.fd.as_raw_fd(), to.fd.as_raw_fd());
+            // Never replace what is there (plain rename(2) replaces an empty
+            // directory or a file); filesystems without the flag fall back.
+            // SAFETY: both names are NUL-terminated, both descriptors valid.
+            let rc = unsafe { libc::renameat2(from, name.as_ptr(), to, to_name.as_ptr(), libc::RENAME_NOREPLACE) };
+            match check(rc) {
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) => {
+                    // SAFETY: as above.
+                    check(unsafe { libc::renameat(from, name.as_ptr(), to, to_name.as_ptr()) })
+                }
+                other => other,
+            }
+            .map_err(|e| at_error("move", name, e))
         }
     }
 
@@ -458,6 +643,7 @@ mod wasi_fs {
             ErrorCode::Loop => FsErrorKind::Symlink,
             ErrorCode::NotDirectory => FsErrorKind::NotADirectory,
             ErrorCode::IsDirectory => FsErrorKind::IsADirectory,
+            ErrorCode::NotEmpty => FsErrorKind::NotEmpty,
             ErrorCode::Access | ErrorCode::NotPermitted => FsErrorKind::PermissionDenied,
             _ => FsErrorKind::Other,
         };
@@ -495,8 +681,72 @@ mod wasi_fs {
         }
     }
 
+    /// An open directory inside the sandbox, for [`crate::walk`].
+    pub struct WasiDir(Descriptor);
+
+    impl crate::walk::DirHandle for WasiDir {
+        type Name = String;
+
+        fn name_from(text: &str) -> String {
+            text.to_owned()
+        }
+
+        fn show(name: &String) -> String {
+            name.clone()
+        }
+
+        fn open_dir(&self, name: &String) -> FsResult<Self> {
+            let flags = DescriptorFlags::READ | DescriptorFlags::MUTATE_DIRECTORY;
+            // No SYMLINK_FOLLOW and one component: a symlink is refused.
+            self.0
+                .open_at(PathFlags::empty(), name, OpenFlags::DIRECTORY, flags)
+                .map(WasiDir)
+                .map_err(|e| error("open directory", name, e))
+        }
+
+        fn read_entries(&self, max: usize) -> FsResult<Vec<(Option<String>, Option<EntryKind>)>> {
+            let stream = self.0.read_directory().map_err(|e| error("list", "", e))?;
+            let mut entries = Vec::new();
+            while entries.len() < max {
+                match stream.read_directory_entry() {
+                    Ok(Some(entry)) => entries.push((Some(entry.name), Some(kind_of(entry.type_)))),
+                    Ok(None) => break,
+                    Err(ErrorCode::IllegalByteSequence) => entries.push((None, None)),
+                    Err(code) => return Err(error("list", "", code)),
+                }
+            }
+            Ok(entries)
+        }
+
+        fn kind_at(&self, name: &String) -> FsResult<EntryKind> {
+            let stat = self.0.stat_at(PathFlags::empty(), name).map_err(|e| error("stat", name, e))?;
+            Ok(kind_of(stat.type_))
+        }
+
+        fn unlink(&self, name: &String) -> FsResult<()> {
+            self.0.unlink_file_at(name).map_err(|e| error("remove", name, e))
+        }
+
+        fn rmdir(&self, name: &String) -> FsResult<()> {
+            self.0.remove_directory_at(name).map_err(|e| error("remove directory", name, e))
+        }
+
+        fn rename_to(&self, name: &String, to: &Self, to_name: &String) -> FsResult<()> {
+            self.0.rename_at(name, &to.0, to_name).map_err(|e| error("move", name, e))
+        }
+    }
+
     impl StorageFs for WasiFs {
         type Listing = Listing;
+        type Dir = WasiDir;
+
+        fn open_dir(&self, name: &str) -> FsResult<WasiDir> {
+            let flags = DescriptorFlags::READ | DescriptorFlags::MUTATE_DIRECTORY;
+            self.root
+                .open_at(PathFlags::empty(), name, OpenFlags::DIRECTORY, flags)
+                .map(WasiDir)
+                .map_err(|e| error("open directory", name, e))
+        }
 
         fn list(&self, dir: &str) -> FsResult<Listing> {
             let stream = if dir.is_empty() {

@@ -64,6 +64,15 @@ pub fn render(flavor_hint: &str) -> Option<String> {
         .then(|| "{\"timestamp\": 1.0, \"event\": \"runner_installed\"}\n{\"injected\": true}".to_owned())
 }
 
+/// A flavor of `hostile-extrakey` makes `render-event` add a key the event
+/// does not have to an otherwise honest, well-formed line.
+pub fn tamper(flavor: &str, line: String) -> String {
+    match (flavor, line.strip_suffix('}')) {
+        ("hostile-extrakey", Some(open)) => format!("{open}, \"injected\": true}}"),
+        _ => line,
+    }
+}
+
 /// An exclude list containing `hostile-scan` makes the scan offer a path
 /// that climbs out of the root as a candidate.
 pub fn scan(exclude: &[String]) -> Option<String> {

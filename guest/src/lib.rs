@@ -14,6 +14,7 @@ pub mod model;
 pub mod names;
 pub mod parse;
 pub mod render;
+pub mod walk;
 
 #[cfg(target_arch = "wasm32")]
 mod cli_run;

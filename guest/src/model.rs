@@ -217,6 +217,8 @@ pub enum SkipReason {
     TooYoung(f64),
     NotADirectory,
     InvalidName,
+    /// Gone between listing and handling (spec 7).
+    Vanished,
 }
 
 /// What happened to one storage (spec 4).

@@ -14,6 +14,10 @@ pub const QUARANTINE_DIR: &str = ".quarantine";
 /// half-emptied storage under a runner name to be extracted again.
 pub const DELETING_DIR: &str = ".deleting";
 
+/// The reserved entry of the root that the host locks so that one run at a
+/// time works on the root (spec 7).
+pub const LOCK_FILE: &str = ".lock";
+
 /// A valid runner name: 1 to 255 bytes of `[A-Za-z0-9._-]`, not starting
 /// with `.` (those are reserved for the project).
 pub fn is_valid_runner_name(name: &str) -> bool {
@@ -25,7 +29,7 @@ pub fn is_valid_runner_name(name: &str) -> bool {
 
 /// Whether a root entry belongs to the project itself and is not reported.
 pub fn is_reserved(name: &str) -> bool {
-    name == QUARANTINE_DIR || name == DELETING_DIR
+    name == QUARANTINE_DIR || name == DELETING_DIR || name == LOCK_FILE
 }
 
 #[cfg(test)]

@@ -161,9 +161,64 @@ pub fn event_kind(event: &Event) -> &'static str {
     }
 }
 
-/// A rendered line: bounded, one line of ASCII, a JSON object whose
-/// `event` key names the event it was rendered from.
-pub fn line(line: &str, expected_event: &str) -> Result<(), String> {
+/// What a line rendered from `event` must hold, key by key (spec 5): the
+/// event's own values, nothing else.
+pub fn expected_fields(event: &Event) -> Vec<(&'static str, serde_json::Value)> {
+    use crate::metrics_json::{conclusion_name, status_name};
+    use serde_json::json;
+    let mut fields = vec![("event", json!(event_kind(event)))];
+    match event {
+        Event::RunnerInstalled(e) => fields.extend([
+            ("timestamp", json!(e.timestamp)),
+            ("flavor", json!(e.flavor)),
+            ("duration", json!(e.duration)),
+        ]),
+        Event::RunnerStart(e) => {
+            fields.extend([
+                ("timestamp", json!(e.timestamp)),
+                ("flavor", json!(e.flavor)),
+                ("workflow", json!(e.workflow)),
+                ("repo", json!(e.repo)),
+                ("github_event", json!(e.github_event)),
+                ("idle", json!(e.idle)),
+            ]);
+            fields.extend(e.queue_duration.map(|q| ("queue_duration", json!(q))));
+        }
+        Event::RunnerStop(e) => {
+            fields.extend([
+                ("timestamp", json!(e.timestamp)),
+                ("flavor", json!(e.flavor)),
+                ("workflow", json!(e.workflow)),
+                ("repo", json!(e.repo)),
+                ("github_event", json!(e.github_event)),
+                ("status", json!(status_name(e.status))),
+                ("job_duration", json!(e.job_duration)),
+            ]);
+            fields.extend(e.status_info.as_ref().map(|i| ("status_info", json!({"code": i.code}))));
+            fields.extend(e.job_conclusion.map(|c| ("job_conclusion", json!(conclusion_name(c)))));
+        }
+    }
+    fields
+}
+
+/// The flavor an event carries.
+fn flavor_of(event: &Event) -> &str {
+    match event {
+        Event::RunnerInstalled(e) => &e.flavor,
+        Event::RunnerStart(e) => &e.flavor,
+        Event::RunnerStop(e) => &e.flavor,
+    }
+}
+
+/// A rendered line: bounded, one line of ASCII, a JSON object that holds
+/// exactly the keys and values of the event it was rendered from, and that
+/// event is of the requested `flavor`. A guest that lies cannot put any
+/// other key or value into the log.
+pub fn line(line: &str, event: &Event, flavor: &str) -> Result<(), String> {
+    let kind = event_kind(event);
+    if flavor_of(event) != flavor {
+        return Err(format!("guest issued a {kind} event of flavor {:?}, not {flavor:?}", bounded(flavor_of(event))));
+    }
     if line.len() > MAX_LINE_BYTES {
         return Err(format!("guest rendered a {}-byte line", line.len()));
     }
@@ -172,23 +227,60 @@ pub fn line(line: &str, expected_event: &str) -> Result<(), String> {
     }
     let value: serde_json::Value =
         serde_json::from_str(line).map_err(|e| format!("guest rendered a line that is not JSON: {e}"))?;
-    match value.get("event").and_then(|v| v.as_str()) {
-        Some(kind) if kind == expected_event => Ok(()),
-        _ => Err(format!("guest rendered a line that is not a {expected_event} event")),
+    let Some(object) = value.as_object() else {
+        return Err(format!("guest rendered a {kind} line that is not a JSON object"));
+    };
+    let expected = expected_fields(event);
+    for (key, want) in &expected {
+        match object.get(*key) {
+            Some(got) if got == want => {}
+            Some(_) => return Err(format!("guest rendered a {kind} line whose {key:?} differs from the event")),
+            None => return Err(format!("guest rendered a {kind} line without {key:?}")),
+        }
     }
+    if let Some(extra) = object.keys().find(|k| !expected.iter().any(|(key, _)| key == k)) {
+        return Err(format!("guest rendered a {kind} line with a key the event does not have: {:?}", bounded(extra)));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn installed(flavor: &str) -> Event {
+        Event::RunnerInstalled(crate::bindings::RunnerInstalled {
+            timestamp: 2.0,
+            flavor: flavor.into(),
+            duration: 1.0,
+        })
+    }
+
     #[test]
-    fn lines_must_be_single_json_objects_of_the_right_event() {
-        assert!(line(r#"{"timestamp": 1.0, "event": "runner_installed"}"#, "runner_installed").is_ok());
-        assert!(line(r#"{"timestamp": 1.0, "event": "runner_start"}"#, "runner_installed").is_err());
-        assert!(line("{\"event\": \"runner_installed\"}\n{}", "runner_installed").is_err());
-        assert!(line("not json", "runner_installed").is_err());
-        assert!(line("{\"event\": \"runner_installed\", \"x\": \"\u{e9}\"}", "runner_installed").is_err());
+    fn lines_must_hold_exactly_the_event_they_were_rendered_from() {
+        let event = installed("small");
+        let good = r#"{"timestamp": 2.0, "event": "runner_installed", "flavor": "small", "duration": 1.0}"#;
+        assert_eq!(line(good, &event, "small"), Ok(()));
+        for (bad, why) in [
+            (r#"{"timestamp": 2.0, "event": "runner_start", "flavor": "small", "duration": 1.0}"#, "differs"),
+            (r#"{"timestamp": 2.5, "event": "runner_installed", "flavor": "small", "duration": 1.0}"#, "differs"),
+            (r#"{"timestamp": 2.0, "event": "runner_installed", "flavor": "large", "duration": 1.0}"#, "differs"),
+            (r#"{"timestamp": 2.0, "event": "runner_installed", "flavor": "small"}"#, "without"),
+            (
+                r#"{"timestamp": 2.0, "event": "runner_installed", "flavor": "small", "duration": 1.0, "x": 1}"#,
+                "does not have",
+            ),
+            (r#"[1]"#, "not a JSON object"),
+            ("not json", "not JSON"),
+            ("{\"event\": \"runner_installed\"}\n{}", "control"),
+            ("{\"event\": \"runner_installed\", \"x\": \"\u{e9}\"}", "non-ASCII"),
+        ] {
+            let e = line(bad, &event, "small").unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        // The event itself must be of the requested flavor.
+        let e = line(good, &installed("large"), "small").unwrap_err();
+        assert!(e.contains("flavor"), "{e}");
     }
 
     #[test]

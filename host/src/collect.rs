@@ -351,7 +351,7 @@ impl<G: GuestFactory> Run<'_, G> {
         let mut lines = Vec::with_capacity(events.len());
         for event in &events {
             let line = worker.render_event(event).map_err(|f| EventsError::Trap(f.detail))?;
-            check::line(&line, check::event_kind(event)).map_err(EventsError::Invalid)?;
+            check::line(&line, event, flavor).map_err(EventsError::Invalid)?;
             lines.push(line);
         }
         Ok(lines)
@@ -420,6 +420,7 @@ fn skip_detail(reason: &SkipReason) -> String {
         SkipReason::TooYoung(age) => format!("too young ({age:.0}s old)"),
         SkipReason::NotADirectory => "not a plain directory; left alone".to_owned(),
         SkipReason::InvalidName => "not a valid runner name; left alone".to_owned(),
+        SkipReason::Vanished => "gone before it was handled".to_owned(),
     }
 }
 

@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::bindings::{PostJobStatus, RunnerMetrics};
+use crate::bindings::{JobConclusion, PostJobStatus, RunnerMetrics};
 
 pub fn status_name(status: PostJobStatus) -> &'static str {
     match status {
@@ -12,6 +12,19 @@ pub fn status_name(status: PostJobStatus) -> &'static str {
         PostJobStatus::Abnormal => "abnormal",
         PostJobStatus::RepoPolicyCheckFailure => "repo-policy-check-failure",
         PostJobStatus::ExternalContributorCheckFailure => "external-contributor-check-failure",
+    }
+}
+
+/// GitHub's spelling of a job conclusion (as events carry it).
+pub fn conclusion_name(conclusion: JobConclusion) -> &'static str {
+    match conclusion {
+        JobConclusion::ActionRequired => "action_required",
+        JobConclusion::Cancelled => "cancelled",
+        JobConclusion::Failure => "failure",
+        JobConclusion::Neutral => "neutral",
+        JobConclusion::Skipped => "skipped",
+        JobConclusion::Success => "success",
+        JobConclusion::TimedOut => "timed_out",
     }
 }
 

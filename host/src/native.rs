@@ -135,6 +135,7 @@ fn skip_to_wit(reason: model::SkipReason) -> wit::SkipReason {
         model::SkipReason::TooYoung(age) => wit::SkipReason::TooYoung(age),
         model::SkipReason::NotADirectory => wit::SkipReason::NotADirectory,
         model::SkipReason::InvalidName => wit::SkipReason::InvalidName,
+        model::SkipReason::Vanished => wit::SkipReason::Vanished,
     }
 }
 

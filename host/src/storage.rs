@@ -12,28 +12,28 @@
 //! * a root entry is only acted on when `lstat` says it is a plain
 //!   directory (a symlink is never followed, a file never touched);
 //! * deletion first renames the storage into `<root>/.deleting/` (so the
-//!   runner name is gone at once), then removes the tree with an iterative,
-//!   descriptor-relative walk: every directory is opened with
-//!   `O_NOFOLLOW | O_DIRECTORY` relative to its parent's descriptor, every
-//!   entry is `lstat`ed (`fstatat(AT_SYMLINK_NOFOLLOW)`) and unlinked
-//!   relative to its directory's descriptor. A symlink is unlinked, never
-//!   followed, even if a job swaps a directory for a symlink mid-walk (a
-//!   path-based walk would then delete through the symlink);
+//!   runner name is gone at once), then removes the tree with the guest
+//!   crate's descriptor-relative walk ([`walk`], the same code the
+//!   component runs): one component at a time relative to a held
+//!   directory descriptor, `O_NOFOLLOW` everywhere, any depth. A symlink is
+//!   unlinked, never followed, even if a job swaps a directory for a
+//!   symlink mid-walk (a path-based walk would then delete through it);
 //! * moves never replace an existing entry (`renameat2(RENAME_NOREPLACE)`
 //!   on Linux).
 //!
 //! Every error names the path concerned and the reason.
 
-use std::ffi::{CStr, CString, OsStr};
+use std::ffi::CString;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use runner_metrics_guest::fs::NativeDir;
+use runner_metrics_guest::walk::{self, DirHandle};
 use serde::Serialize;
 
 use crate::bindings::QuarantineReason;
@@ -49,9 +49,6 @@ pub const DELETING_DIR: &str = ".deleting";
 pub const REASON_SUFFIX: &str = ".reason.json";
 /// A reason file larger than this is not one of ours and is not read.
 pub const REASON_FILE_LIMIT: u64 = 16 * 1024;
-/// How deep a storage tree [`delete`] removes (one open descriptor per
-/// level). Deeper trees are quarantined as `undeletable`.
-pub const MAX_DELETE_DEPTH: usize = 256;
 
 /// What went wrong, broadly, so callers can react (e.g. to "exists").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -365,197 +362,17 @@ fn ensure_reserved_dir(root: &Path, dir: &str) -> Result<PathBuf> {
 // Descriptor-relative removal
 // ---------------------------------------------------------------------------
 
-fn open_dir_at(parent: RawFd, name: &CStr) -> io::Result<OwnedFd> {
-    // SAFETY: `name` is NUL-terminated; the result is checked.
-    let fd = unsafe {
-        libc::openat(
-            parent,
-            name.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `fd` was just opened and is owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// The names in the directory open as `dir` (without `.` and `..`).
-fn read_names(dir: RawFd) -> io::Result<Vec<CString>> {
-    // fdopendir takes ownership of its descriptor: give it a duplicate.
-    // SAFETY: fcntl on a valid descriptor.
-    let dup = unsafe { libc::fcntl(dir, libc::F_DUPFD_CLOEXEC, 0) };
-    if dup < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `dup` is a valid directory descriptor we own.
-    let stream = unsafe { libc::fdopendir(dup) };
-    if stream.is_null() {
-        let e = io::Error::last_os_error();
-        // SAFETY: still ours when fdopendir fails.
-        unsafe { libc::close(dup) };
-        return Err(e);
-    }
-    // The duplicate shares the offset: start from the beginning.
-    // SAFETY: `stream` is a valid DIR*.
-    unsafe { libc::rewinddir(stream) };
-    let mut names = Vec::new();
-    let result = loop {
-        // SAFETY: errno is thread-local; `stream` is valid.
-        unsafe { *libc::__errno_location() = 0 };
-        let entry = unsafe { libc::readdir(stream) };
-        if entry.is_null() {
-            let errno = io::Error::last_os_error();
-            break if errno.raw_os_error() == Some(0) { Ok(()) } else { Err(errno) };
-        }
-        // SAFETY: d_name is NUL-terminated within the entry.
-        let name = unsafe { CStr::from_ptr((*entry).d_name.as_ptr()) };
-        if name.to_bytes() != b"." && name.to_bytes() != b".." {
-            names.push(name.to_owned());
-        }
-    };
-    // SAFETY: closes the stream and `dup`.
-    unsafe { libc::closedir(stream) };
-    result.map(|()| names)
-}
-
-fn is_dir_at(dir: RawFd, name: &CStr) -> io::Result<bool> {
-    // SAFETY: `st` is written by fstatat before it is read.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::fstatat(dir, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(st.st_mode & libc::S_IFMT == libc::S_IFDIR)
-}
-
-fn unlink_at(dir: RawFd, name: &CStr, flags: libc::c_int) -> io::Result<()> {
-    // SAFETY: `name` is NUL-terminated.
-    if unsafe { libc::unlinkat(dir, name.as_ptr(), flags) } == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// One directory being emptied.
-struct Frame {
-    fd: OwnedFd,
-    /// Its name in the parent (the previous frame, or the top directory).
-    name: CString,
-    pending: Vec<CString>,
-    /// How often it was listed (new entries may keep appearing).
-    listings: u32,
-}
-
 /// Removes the entry `name` of the directory `parent` (a file, symlink or
-/// whole tree), never following a symlink: see the module documentation.
+/// whole tree), never following a symlink, with the one walk the guest
+/// uses too ([`walk::remove_tree`], over Linux descriptors): see its
+/// documentation for why each step is safe while a job changes the tree.
+/// `parent` must be one of our reserved directories (`.deleting/`): the
+/// walk moves too-deep directories out to it.
 pub fn remove_entry_at(parent: &Path, name: &str) -> Result<()> {
-    let top = File::open(parent).map_err(|e| io_error(parent, "cannot open", &e))?;
-    let cname = CString::new(name).map_err(|_| error(ErrorKind::InvalidName, parent, "name holds a NUL byte"))?;
-    remove_tree_at(top.as_raw_fd(), &cname).map_err(|(rel, e)| {
-        let mut path = parent.join(name);
-        if !rel.as_os_str().is_empty() {
-            path.push(rel);
-        }
-        io_error(&path, "cannot remove", &e)
-    })
-}
-
-/// The removal itself; errors carry the path (relative to the entry) where
-/// they happened.
-fn remove_tree_at(top: RawFd, name: &CStr) -> std::result::Result<(), (PathBuf, io::Error)> {
-    let here = |stack: &[Frame], child: Option<&CStr>| {
-        let mut path = PathBuf::new();
-        for frame in stack.iter().skip(1) {
-            path.push(OsStr::from_bytes(frame.name.to_bytes()));
-        }
-        if let Some(child) = child {
-            path.push(OsStr::from_bytes(child.to_bytes()));
-        }
-        path
-    };
-    match is_dir_at(top, name) {
-        Ok(false) => return unlink_at(top, name, 0).map_err(|e| (PathBuf::new(), e)),
-        Ok(true) => {}
-        Err(e) => return Err((PathBuf::new(), e)),
-    }
-    let fd = open_dir_at(top, name).map_err(|e| (PathBuf::new(), e))?;
-    let pending = read_names(fd.as_raw_fd()).map_err(|e| (PathBuf::new(), e))?;
-    let mut stack = vec![Frame { fd, name: name.to_owned(), pending, listings: 1 }];
-    // Entries a job swaps between a file and a directory under our feet are
-    // looked at again, a bounded number of times.
-    const MAX_SWAPS: u32 = 1000;
-    let mut swaps = 0u32;
-    loop {
-        let Some(frame) = stack.last_mut() else { break };
-        let dir = frame.fd.as_raw_fd();
-        if let Some(child) = frame.pending.pop() {
-            let retry = |stack: &mut Vec<Frame>, swaps: &mut u32, child: CString| {
-                *swaps += 1;
-                stack.last_mut().expect("a frame").pending.push(child)
-            };
-            if swaps > MAX_SWAPS {
-                let e = io::Error::other("entries keep changing type while being removed");
-                return Err((here(&stack, Some(&child)), e));
-            }
-            let is_dir = match is_dir_at(dir, &child) {
-                Ok(is_dir) => is_dir,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => return Err((here(&stack, Some(&child)), e)),
-            };
-            if !is_dir {
-                match unlink_at(dir, &child, 0) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    // Swapped for a directory since the lstat: look again.
-                    Err(e)
-                        if matches!(e.raw_os_error(), Some(libc::EISDIR) | Some(libc::EPERM))
-                            && is_dir_at(dir, &child).unwrap_or(false) =>
-                    {
-                        retry(&mut stack, &mut swaps, child)
-                    }
-                    Err(e) => return Err((here(&stack, Some(&child)), e)),
-                }
-                continue;
-            }
-            if stack.len() >= MAX_DELETE_DEPTH {
-                let e = io::Error::other(format!("nested deeper than {MAX_DELETE_DEPTH} directories"));
-                return Err((here(&stack, Some(&child)), e));
-            }
-            let child_fd = match open_dir_at(dir, &child) {
-                Ok(fd) => fd,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                // Swapped for a symlink or a file since the lstat: look again.
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR)) => {
-                    retry(&mut stack, &mut swaps, child);
-                    continue;
-                }
-                Err(e) => return Err((here(&stack, Some(&child)), e)),
-            };
-            let pending = read_names(child_fd.as_raw_fd()).map_err(|e| (here(&stack, Some(&child)), e))?;
-            stack.push(Frame { fd: child_fd, name: child, pending, listings: 1 });
-            continue;
-        }
-        // Emptied: remove it from its parent, or list it again if entries
-        // appeared meanwhile (bounded: a job cannot keep us here forever).
-        let finished = stack.pop().expect("a frame");
-        let parent = stack.last().map_or(top, |f| f.fd.as_raw_fd());
-        match unlink_at(parent, &finished.name, libc::AT_REMOVEDIR) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e)
-                if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY) | Some(libc::EEXIST)) && finished.listings < 16 =>
-            {
-                let pending =
-                    read_names(finished.fd.as_raw_fd()).map_err(|e| (here(&stack, Some(&finished.name)), e))?;
-                stack.push(Frame { listings: finished.listings + 1, pending, ..finished });
-            }
-            Err(e) => return Err((here(&stack, Some(&finished.name)), e)),
-        }
-    }
-    Ok(())
+    let top = NativeDir::open(parent).map_err(|e| io_error(parent, "cannot open", &e))?;
+    let path = parent.join(name);
+    walk::remove_tree(&top, &NativeDir::name_from(name))
+        .map_err(|e| error(ErrorKind::Io, &path, format!("cannot remove: {}", e.message)))
 }
 
 // ---------------------------------------------------------------------------
@@ -834,9 +651,11 @@ pub struct PurgeReport {
 
 /// Deletes the quarantined storages (and their reason files) quarantined
 /// more than `older_than` ago. With `dry_run`, only reports what it would
-/// delete. Each storage is moved to `.deleting/` and its reason file removed
-/// before the tree is removed; a removal cut short is finished by the next
-/// collect.
+/// delete. Each storage is moved to `.deleting/` and removed there; its
+/// reason file goes only once the tree is gone. A tree that cannot be
+/// removed is moved back beside its reason file (reported, never retried
+/// in a loop, its reason kept); a removal cut short by a crash is finished
+/// by the next collect.
 pub fn purge(root: &Path, older_than: Duration, dry_run: bool) -> Result<PurgeReport> {
     let (entries, errors) = quarantine_entries(root)?;
     let mut report = PurgeReport { errors, ..PurgeReport::default() };
@@ -867,8 +686,16 @@ fn purge_one(root: &Path, entry: &QuarantineEntry, stamp: &str) -> Result<()> {
         require_plain_dir(&source, "the quarantined storage")?;
         let deleting = ensure_reserved_dir(root, DELETING_DIR)?;
         let doomed = move_to_free_name(&source, &deleting, &entry_base(&entry.runner_name, stamp))?;
+        if let Err(e) = remove_entry_at(&deleting, &doomed) {
+            // Back where it was, with its original reason: the operator
+            // sees it in `quarantine list` and nothing loops over it.
+            let back = rename_noreplace(&deleting.join(&doomed), &source).map_or_else(
+                |b| format!("; it stays in {} ({b}) and the next collect retries", deleting.display()),
+                |()| "; left in quarantine with its reason".to_owned(),
+            );
+            return Err(StorageError { reason: format!("{}{back}", e.reason), ..e });
+        }
         fs::remove_file(&reason_path).map_err(|e| io_error(&reason_path, "cannot remove the reason file", &e))?;
-        remove_entry_at(&deleting, &doomed)?;
     } else {
         fs::remove_file(&reason_path).map_err(|e| io_error(&reason_path, "cannot remove the reason file", &e))?;
     }

@@ -20,7 +20,8 @@ import conformance  # noqa: E402
 CASES = conformance.load_cases()
 REPORT = re.compile(r"^(extracted|no-data|quarantined|skipped|failed): (.*?): (.*)$")
 SKIPS = {"excluded": "excluded", "not included": "not-included", "not a plain directory": "not-a-directory",
-         "not a valid runner name": "invalid-name", "too young": "too-young"}
+         "not a valid runner name": "invalid-name", "too young": "too-young",
+         "gone before it was handled": "vanished"}
 
 
 @pytest.fixture(scope="session")

@@ -916,3 +916,26 @@ impl Scene {
         self.assert_fate_of(collected, name, name, fate);
     }
 }
+
+/// Makes a chain of `depth` directories named `name` under `top`, one
+/// `mkdirat` at a time relative to the last one (no path could name the
+/// bottom of a deep chain: PATH_MAX is 4096 bytes).
+pub fn deep_chain(top: &Path, depth: usize, name: &str) {
+    use std::os::unix::ffi::OsStrExt;
+    let flags = libc::O_DIRECTORY | libc::O_RDONLY | libc::O_CLOEXEC;
+    let top = std::ffi::CString::new(top.as_os_str().as_bytes()).expect("a path without NUL");
+    let name = std::ffi::CString::new(name).expect("a name without NUL");
+    // SAFETY: plain syscalls on NUL-terminated names and descriptors we own.
+    unsafe {
+        let mut fd = libc::open(top.as_ptr(), flags);
+        assert!(fd >= 0, "open top: {}", io::Error::last_os_error());
+        for level in 0..depth {
+            assert_eq!(libc::mkdirat(fd, name.as_ptr(), 0o755), 0, "mkdirat at level {level}");
+            let next = libc::openat(fd, name.as_ptr(), flags);
+            assert!(next >= 0, "openat at level {level}: {}", io::Error::last_os_error());
+            libc::close(fd);
+            fd = next;
+        }
+        libc::close(fd);
+    }
+}

@@ -350,6 +350,31 @@ fn a_guest_that_renders_two_lines_for_one_event_is_rejected_and_nothing_is_writt
 }
 
 #[test]
+fn a_guest_that_adds_a_key_to_a_line_is_rejected_and_nothing_is_written() {
+    // Expected: render-event returns one well-formed ASCII JSON line of the
+    // right event, with one key the event does not have; check.rs holds
+    // the line equal to the event and rejects it: the storage fails and is
+    // kept whole, the log stays empty. (Before issue 9 only the `event` key
+    // was checked, and the line was written.)
+    let plugin = hostile_plugin();
+    let root = StorageRoot::new();
+    root.valid_runner("r-extrakey");
+    let before = snapshot(&root.join("r-extrakey"));
+    let (collected, sink, _) = run_within(
+        plugin,
+        root.path(),
+        &CollectOptions::events("hostile-extrakey"),
+        runner_metrics::MemorySink::default(),
+        RUN_DEADLINE,
+    );
+    let report = collected.report("r-extrakey");
+    assert_eq!(report.kind, OutcomeKind::Failed, "{report:?}");
+    assert!(report.detail.starts_with("kept: ") && report.detail.contains("\"injected\""), "{report:?}");
+    assert_eq!(sink.lines, Vec::<String>::new(), "nothing may be written");
+    assert_eq!(diff(&before, &snapshot(&root.join("r-extrakey"))), "", "the storage must be kept whole");
+}
+
+#[test]
 fn the_hostile_guest_behaves_normally_for_other_storages() {
     // Control: without a hostile storage, the hostile build extracts like the
     // real one (so the tests above isolate one misbehaviour each).

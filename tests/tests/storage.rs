@@ -4,6 +4,7 @@
 //! a directory beside the root that must stay unchanged.
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use runner_metrics::bindings::QuarantineReason;
@@ -120,28 +121,60 @@ fn delete_removes_the_tree_without_following_symlinks() {
 }
 
 #[test]
-fn a_tree_too_deep_to_delete_is_quarantined_as_undeletable_not_left_under_its_name() {
+fn a_tree_5000_levels_deep_is_deleted_by_storage_delete_and_by_quarantine_purge() {
+    // Issue 9, attack 5: the old host walk stopped at 256 levels and
+    // quarantined the tree as `undeletable`; `quarantine purge` then left
+    // it in .deleting/ with its reason file gone, and the next collect
+    // quarantined it again with the original reason lost, forever.
     let root = StorageRoot::new();
     let r = root.runner("r-deep");
-    let mut deep = r.path.clone();
-    for _ in 0..storage::MAX_DELETE_DEPTH + 5 {
-        deep.push("d");
-    }
-    fs::create_dir_all(&deep).unwrap();
-    match storage::delete(root.path(), "r-deep").unwrap() {
-        Deletion::Quarantined { location, detail } => {
-            assert!(detail.contains("nested deeper"), "{detail}");
-            let q = quarantined(&root, "r-deep");
-            assert_eq!(q.location, root.quarantine_dir().join(&location));
-            assert_eq!(q.reason["reason"], "undeletable");
-        }
-        other => panic!("expected a quarantine, got {other:?}"),
-    }
+    deep_chain(&r.path, 5000, "d");
+    assert_eq!(storage::delete(root.path(), "r-deep").unwrap(), Deletion::Deleted);
     assert!(!exists(&root.join("r-deep")));
-    // The guest lists it like any other quarantined storage.
-    let listed = runner_metrics::quarantine::list(plugin(), root.path()).unwrap();
-    assert_eq!(listed.len(), 1);
-    assert_eq!(listed[0].runner_name, "r-deep");
+    assert_eq!(entries_besides_deleting(root.path()), Vec::<String>::new());
+
+    let r = root.runner("r-deep-q");
+    deep_chain(&r.path, 5000, "d");
+    let location =
+        storage::move_to_quarantine(root.path(), "r-deep-q", QuarantineReason::Oversized, "deep and corrupt").unwrap();
+    let report = storage::purge(root.path(), Duration::ZERO, false).unwrap();
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.purged, [location]);
+    assert_eq!(entries_besides_deleting(root.path()), [".quarantine"]);
+    assert_eq!(fs::read_dir(root.quarantine_dir()).unwrap().count(), 0);
+}
+
+#[test]
+fn a_quarantined_storage_that_cannot_be_purged_keeps_its_reason_and_place() {
+    // Something the walk cannot remove (here: a directory the purging
+    // user may not write, so run unprivileged) is moved back beside its
+    // original reason file instead of being left in .deleting/ for the
+    // next collect to quarantine again as `undeletable`.
+    if ran_as_nobody_instead("a_quarantined_storage_that_cannot_be_purged_keeps_its_reason_and_place") {
+        return;
+    }
+    let root = StorageRoot::new();
+    let r = root.runner("r-stuck");
+    r.dir("locked");
+    r.file("locked/inside", "x");
+    let location =
+        storage::move_to_quarantine(root.path(), "r-stuck", QuarantineReason::InvalidJson, "the original reason")
+            .unwrap();
+    let locked = root.quarantine_dir().join(&location).join("locked");
+    fs::set_permissions(&locked, fs::Permissions::from_mode(0o555)).unwrap();
+    let report = storage::purge(root.path(), Duration::ZERO, false).unwrap();
+    fs::set_permissions(&locked, fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(report.purged.is_empty(), "{:?}", report.purged);
+    assert_eq!(report.errors.len(), 1);
+    assert!(report.errors[0].to_string().contains("left in quarantine with its reason"), "{}", report.errors[0]);
+    let shown = storage::show(root.path(), &location).unwrap();
+    assert_eq!(
+        (shown.reason.as_str(), shown.detail.as_str(), shown.present),
+        ("invalid-json", "the original reason", true)
+    );
+    assert_eq!(fs::read(locked.join("inside")).unwrap(), b"x");
+    let deleting = root.join(".deleting");
+    assert!(!deleting.exists() || fs::read_dir(&deleting).unwrap().count() == 0, "left in .deleting");
 }
 
 #[test]

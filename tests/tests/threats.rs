@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use runner_metrics::{MetricsLog, OutcomeKind};
+use runner_metrics::{CollectOptions, MemorySink, MetricsLog, OutcomeKind};
 use runner_metrics_e2e::*;
 
 /// A finished threat case.
@@ -814,4 +814,188 @@ fn t5_injection_attempts_in_workflow_and_repository_stay_one_valid_ascii_line_ea
         assert_eq!(event["repo"].as_str(), Some(repository));
         assert_eq!(event["github_event"].as_str(), Some("push\n\u{1b}[1m"));
     }
+}
+
+// ---------------------------------------------------------------------------
+// 6. Races against the deletion walk (issue 9, attack 1)
+// ---------------------------------------------------------------------------
+
+/// Directories named `sub0`..`sub7` the attack swaps at once (the walk
+/// meets them in an order of its own, so some are swapped after they were
+/// listed and before they were entered, whatever that order is).
+const SWAPPED: usize = 8;
+
+/// A job's attack on the deletion of its own storage: it holds a
+/// descriptor on the directory `parent` inside its storage (as a bind mount
+/// lets it), and when the first entry of `parent` is deleted (the walk has
+/// listed `parent` and started on it) it renames every `subN` away and puts
+/// a symlink `subN -> target` in its place. Returns whether it fired.
+fn arm_symlink_swap(parent: &std::path::Path, target: &str) -> std::thread::JoinHandle<bool> {
+    use std::ffi::CString;
+    let path = CString::new(parent.as_os_str().as_bytes()).unwrap();
+    // SAFETY: plain syscalls on NUL-terminated paths; results are checked.
+    let (dir, watch) = unsafe {
+        let dir = libc::open(path.as_ptr(), libc::O_DIRECTORY | libc::O_RDONLY | libc::O_CLOEXEC);
+        assert!(dir >= 0, "attacker: open {}", parent.display());
+        let watch = libc::inotify_init1(libc::IN_CLOEXEC);
+        assert!(watch >= 0, "attacker: inotify_init1");
+        assert!(libc::inotify_add_watch(watch, path.as_ptr(), libc::IN_DELETE) >= 0, "attacker: add watch");
+        (dir, watch)
+    };
+    let target = CString::new(target).unwrap();
+    std::thread::spawn(move || {
+        let mut poll = libc::pollfd { fd: watch, events: libc::POLLIN, revents: 0 };
+        // SAFETY: as above; `dir` and `watch` are this thread's to close.
+        unsafe {
+            let fired = libc::poll(&mut poll, 1, 60_000) == 1;
+            if fired {
+                for n in 0..SWAPPED {
+                    let sub = CString::new(format!("sub{n}")).unwrap();
+                    let moved = CString::new(format!("moved{n}")).unwrap();
+                    libc::renameat(dir, sub.as_ptr(), dir, moved.as_ptr());
+                    libc::symlinkat(target.as_ptr(), dir, sub.as_ptr());
+                }
+            }
+            libc::close(watch);
+            libc::close(dir);
+            fired
+        }
+    })
+}
+
+/// The attack on a storage `r-evil` whose `subN` directories sit `depth`
+/// levels down (1: directly in the storage), each holding a directory named
+/// `child` with files, beside 2000 junk files (time for the swap to land).
+/// The symlinks point at the storage root as seen from `.deleting/` (where
+/// the walk runs), so a walk that resolved `subN/child` by path would reach
+/// `<root>/child`. Returns the finished case.
+fn swap_attack(depth: usize, child: &str, seed: impl FnOnce(&Scene)) -> Done {
+    let mut scene = Scene::new();
+    seed(&scene);
+    let evil = scene.root.valid_runner("r-evil");
+    let mut parent = String::new();
+    for _ in 1..depth {
+        parent.push_str("p/");
+    }
+    if !parent.is_empty() {
+        fs::create_dir_all(evil.path.join(&parent)).unwrap();
+    }
+    for n in 0..SWAPPED {
+        let inner = format!("{parent}sub{n}/{child}");
+        fs::create_dir_all(evil.path.join(&inner)).unwrap();
+        for i in 0..20 {
+            fs::write(evil.path.join(&inner).join(format!("own{i}")), b"mine").unwrap();
+        }
+    }
+    for i in 0..2000 {
+        fs::write(evil.path.join(&parent).join(format!("junk{i:04}")), b"junk").unwrap();
+    }
+    // From `.deleting/r-evil.<t>/<parent>` up to the root: depth + 1 levels.
+    let target = "../".repeat(depth + 1);
+    scene.freeze();
+    let attacker = arm_symlink_swap(&evil.path.join(&parent), target.trim_end_matches('/'));
+    let (collected, lines) = scene.collect();
+    assert!(attacker.join().unwrap(), "the attack never fired: the walk deleted nothing in the attacked directory");
+    scene.assert_invariants(&collected, &lines);
+    scene.assert_fate(&collected, "r-evil", &Fate::Extracted(3));
+    Done { scene, collected, lines }
+}
+
+#[test]
+fn t6_a_symlink_swapped_in_mid_walk_cannot_reach_a_sibling_runner() {
+    // Expected: r-evil extracted and deleted whole (its moved directories
+    // too), the excluded neighbour (named as the child the walk would have
+    // reached through the symlink) byte for byte unchanged.
+    swap_attack(1, EXCLUDED, |_| {});
+}
+
+#[test]
+fn t6_a_symlink_swapped_in_mid_walk_cannot_reach_the_quarantine() {
+    // Expected: earlier quarantined storages and their reason files intact.
+    let done = swap_attack(1, ".quarantine", |scene| {
+        let q = scene.root.quarantine_dir();
+        fs::create_dir_all(q.join("r-old.1700000000.000000")).unwrap();
+        fs::write(q.join("r-old.1700000000.000000").join(PRE_JOB), b"evidence").unwrap();
+        fs::write(
+            q.join("r-old.1700000000.000000.reason.json"),
+            br#"{"runner_name": "r-old", "reason": "invalid-json", "file": "pre-job-metrics.json", "detail": "kept", "quarantined_at": 1700000000.0}"#,
+        )
+        .unwrap();
+    });
+    assert_eq!(done.scene.before(".quarantine"), &contents(&done.scene.root.quarantine_dir()));
+}
+
+#[test]
+fn t6_a_symlink_swapped_in_at_each_depth_of_the_walk_reaches_nothing() {
+    // The same attack with the swapped directories 2, 3, 5 and 8 levels down.
+    for depth in [2, 3, 5, 8] {
+        swap_attack(depth, EXCLUDED, |_| {});
+    }
+}
+
+#[test]
+fn t6_a_leftover_in_deleting_with_a_symlink_inside_is_finished_without_following_it() {
+    // A crash left a storage in .deleting/ whose job then put a symlink
+    // `sub -> ../..` (the root) in it: finishing the deletion at the start
+    // of the next run unlinks the symlink and touches nothing else.
+    let mut scene = Scene::new();
+    let leftover = scene.root.join(".deleting").join("r-gone.1700000000.000000");
+    fs::create_dir_all(leftover.join("real")).unwrap();
+    fs::write(leftover.join("real").join("f"), b"x").unwrap();
+    std::os::unix::fs::symlink("../..", leftover.join("sub")).unwrap();
+    std::os::unix::fs::symlink(format!("../../{EXCLUDED}"), leftover.join("real").join("victim")).unwrap();
+    scene.freeze();
+    let (collected, lines) = scene.collect();
+    scene.assert_invariants(&collected, &lines);
+    assert!(!exists(&leftover));
+}
+
+#[test]
+fn t6_a_storage_5000_levels_deep_is_extracted_and_deleted_whole() {
+    // Expected: extracted and deleted whole by the component's walk (the
+    // old path-based walk hit PATH_MAX and quarantined it as undeletable;
+    // a quarantine purge then looped over it for ever). No snapshot here:
+    // the fixtures' path-based snapshots cannot name the bottom either.
+    let root = StorageRoot::new();
+    let deep = root.valid_runner("r-deep");
+    deep_chain(&deep.path, 5000, "d");
+    root.valid_runner(NEIGHBOUR);
+    let (collected, sink, _) =
+        run_within(plugin(), root.path(), &CollectOptions::events("small"), MemorySink::default(), THREAT_DEADLINE);
+    assert!(collected.result.is_ok(), "{:?}", collected.result);
+    for name in ["r-deep", NEIGHBOUR] {
+        let report = collected.report(name);
+        assert_eq!((report.kind, report.detail.as_str(), report.events), (OutcomeKind::Extracted, "deleted", 3));
+    }
+    assert_eq!(sink.lines.len(), 6);
+    let left: Vec<String> = entries_besides_deleting(root.path()).into_iter().filter(|n| n != ".lock").collect();
+    assert_eq!(left, Vec::<String>::new(), "nothing quarantined, nothing left");
+}
+
+#[test]
+fn t6_a_storage_with_a_future_mtime_is_collected_not_too_young_forever() {
+    // Expected: a job set its storage's mtime a day ahead; with a minimum
+    // age it is still collected (clock skew), not "too young (0s old)" for
+    // a day. A storage a few seconds ahead (clock jitter) is too young.
+    let mut scene = Scene::new();
+    let skewed = scene.root.valid_runner("r-skewed");
+    let jitter = scene.root.valid_runner("r-jitter");
+    let ahead = |path: &std::path::Path, secs: u64| {
+        let when = std::time::SystemTime::now() + Duration::from_secs(secs);
+        fs::File::open(path).unwrap().set_modified(when).unwrap();
+    };
+    ahead(&skewed.path, 86_400);
+    ahead(&jitter.path, 5);
+    // Keep the neighbours old enough for the invariants.
+    for name in [NEIGHBOUR, EXCLUDED] {
+        set_mtime_ago(&scene.root.join(name), Duration::from_secs(3600)).unwrap();
+    }
+    scene.freeze();
+    let mut options = scene.options();
+    options.selection.min_age_seconds = Some(330.0);
+    let (collected, sink, _) =
+        run_within(plugin(), scene.root.path(), &options, MemorySink::default(), THREAT_DEADLINE);
+    scene.assert_invariants(&collected, &sink.lines);
+    scene.assert_fate(&collected, "r-skewed", &Fate::Extracted(3));
+    scene.assert_fate(&collected, "r-jitter", &Fate::Skipped("too young (0s old)"));
 }

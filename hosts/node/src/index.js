@@ -289,6 +289,8 @@ function skipDetail(reason) {
       return 'not a plain directory; left alone';
     case 'invalid-name':
       return 'not a valid runner name; left alone';
+    case 'vanished':
+      return 'gone before it was handled';
     default:
       return reason.tag;
   }

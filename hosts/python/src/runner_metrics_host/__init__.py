@@ -766,6 +766,7 @@ def _skip_detail(reason: Any) -> str:
         "not-included": "not included",
         "not-a-directory": "not a plain directory; left alone",
         "invalid-name": "not a valid runner name; left alone",
+        "vanished": "gone before it was handled",
     }.get(tag, tag)
 
 
