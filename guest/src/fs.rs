@@ -681,6 +681,26 @@ mod wasi_fs {
         }
     }
 
+    thread_local! {
+        /// Set once the host refused `mutate-directory` (the Node WASI shim
+        /// does: it has no descriptors of its own, see docs/hosts.md).
+        static NO_MUTATE_FLAG: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    /// Opens the directory `name` (one component, no symlink followed) for
+    /// removing entries: wasmtime grants that only with `mutate-directory`;
+    /// a host that does not know the flag gets the open without it.
+    fn open_dir_at(parent: &Descriptor, name: &str) -> Result<Descriptor, ErrorCode> {
+        let open = |flags| parent.open_at(PathFlags::empty(), name, OpenFlags::DIRECTORY, flags);
+        if !NO_MUTATE_FLAG.get() {
+            match open(DescriptorFlags::READ | DescriptorFlags::MUTATE_DIRECTORY) {
+                Err(ErrorCode::Unsupported) => NO_MUTATE_FLAG.set(true),
+                other => return other,
+            }
+        }
+        open(DescriptorFlags::READ)
+    }
+
     /// An open directory inside the sandbox, for [`crate::walk`].
     pub struct WasiDir(Descriptor);
 
@@ -696,12 +716,7 @@ mod wasi_fs {
         }
 
         fn open_dir(&self, name: &String) -> FsResult<Self> {
-            let flags = DescriptorFlags::READ | DescriptorFlags::MUTATE_DIRECTORY;
-            // No SYMLINK_FOLLOW and one component: a symlink is refused.
-            self.0
-                .open_at(PathFlags::empty(), name, OpenFlags::DIRECTORY, flags)
-                .map(WasiDir)
-                .map_err(|e| error("open directory", name, e))
+            open_dir_at(&self.0, name).map(WasiDir).map_err(|e| error("open directory", name, e))
         }
 
         fn read_entries(&self, max: usize) -> FsResult<Vec<(Option<String>, Option<EntryKind>)>> {
@@ -741,11 +756,7 @@ mod wasi_fs {
         type Dir = WasiDir;
 
         fn open_dir(&self, name: &str) -> FsResult<WasiDir> {
-            let flags = DescriptorFlags::READ | DescriptorFlags::MUTATE_DIRECTORY;
-            self.root
-                .open_at(PathFlags::empty(), name, OpenFlags::DIRECTORY, flags)
-                .map(WasiDir)
-                .map_err(|e| error("open directory", name, e))
+            open_dir_at(&self.root, name).map(WasiDir).map_err(|e| error("open directory", name, e))
         }
 
         fn list(&self, dir: &str) -> FsResult<Listing> {

@@ -253,7 +253,36 @@ function checkEvents(events) {
   }
 }
 
-function checkLine(line, kind) {
+/** What a line rendered from `event` must hold, key by key (spec 5). */
+function expectedFields(event) {
+  const e = event.val;
+  const fields = { event: EVENT_KINDS[event.tag], timestamp: e.timestamp, flavor: e.flavor };
+  if (event.tag === 'runner-installed') return { ...fields, duration: e.duration };
+  Object.assign(fields, { workflow: e.workflow, repo: e.repo, github_event: e.githubEvent });
+  if (event.tag === 'runner-start') {
+    fields.idle = e.idle;
+    if (e.queueDuration !== undefined) fields.queue_duration = e.queueDuration;
+    return fields;
+  }
+  Object.assign(fields, { status: e.status, job_duration: e.jobDuration });
+  if (e.statusInfo !== undefined) fields.status_info = { code: Number(e.statusInfo.code) };
+  if (e.jobConclusion !== undefined) fields.job_conclusion = e.jobConclusion.replaceAll('-', '_');
+  return fields;
+}
+
+function sameValue(got, want) {
+  if (want !== null && typeof want === 'object') {
+    if (got === null || typeof got !== 'object' || Array.isArray(got)) return false;
+    const keys = Object.keys(want);
+    return Object.keys(got).length === keys.length && keys.every((k) => sameValue(got[k], want[k]));
+  }
+  return got === want;
+}
+
+/** The line holds exactly the keys and values of `event`, of `flavor`. */
+function checkLine(line, event, flavor) {
+  const kind = EVENT_KINDS[event.tag];
+  if (event.val.flavor !== flavor) throw new Error(`guest issued a ${kind} event of flavor ${JSON.stringify(bounded(String(event.val.flavor)))}, not ${JSON.stringify(flavor)}`);
   if (typeof line !== 'string' || line.length > MAX_LINE) throw new Error('guest rendered an over-long line');
   if (!/^[\x20-\x7e]*$/.test(line)) throw new Error('guest rendered a line with control or non-ASCII characters');
   let value;
@@ -262,7 +291,14 @@ function checkLine(line, kind) {
   } catch (e) {
     throw new Error(`guest rendered a line that is not JSON: ${e.message}`);
   }
-  if (value === null || typeof value !== 'object' || value.event !== kind) throw new Error(`guest rendered a line that is not a ${kind} event`);
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new Error(`guest rendered a ${kind} line that is not a JSON object`);
+  const expected = expectedFields(event);
+  for (const [key, want] of Object.entries(expected)) {
+    if (!(key in value)) throw new Error(`guest rendered a ${kind} line without ${JSON.stringify(key)}`);
+    if (!sameValue(value[key], want)) throw new Error(`guest rendered a ${kind} line whose ${JSON.stringify(key)} differs from the event`);
+  }
+  const extra = Object.keys(value).find((k) => !(k in expected));
+  if (extra !== undefined) throw new Error(`guest rendered a ${kind} line with a key the event does not have: ${JSON.stringify(bounded(extra))}`);
 }
 
 function jobToWit(job) {
@@ -488,7 +524,7 @@ class Run {
       checkEvents(events);
       lines = events.map((event) => {
         const line = worker.renderEvent(event);
-        checkLine(line, EVENT_KINDS[event.tag]);
+        checkLine(line, event, this.flavor);
         return line;
       });
     } catch (e) {

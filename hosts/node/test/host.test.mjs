@@ -124,3 +124,36 @@ test('the sandbox sees only the storage root', async () => {
   assert.deepEqual(summary.reports.map((r) => [r.outcome, r.reason]), [['quarantined', 'not-regular-file']]);
   assert.equal(readFileSync(join(base, 'outside', 'secret'), 'utf8'), 'keep');
 });
+
+/** A plugin whose instances render each line through `tamper`. */
+function tampering(tamper) {
+  const liar = Object.create(plugin);
+  liar.sandbox = async (r) => {
+    const sandbox = await plugin.sandbox(r);
+    const real = sandbox.renderEvent.bind(sandbox);
+    sandbox.renderEvent = (event) => tamper(real(event));
+    return sandbox;
+  };
+  return liar;
+}
+
+test('a line with a key its event does not have is refused and nothing is written', async () => {
+  // The line must hold exactly its event (issue 9): the storage is kept.
+  const { base, root } = build({ 'runner-liar': STORAGE });
+  const log = join(base, 'metrics.log');
+  const liar = tampering((line) => `${line.slice(0, -1)}, "injected": true}`);
+  const summary = await collect(root, 'small', { plugin: liar, metricsLog: log });
+  assert.equal(summary.reports.length, 1);
+  assert.equal(summary.reports[0].outcome, 'failed');
+  assert.match(summary.reports[0].detail, /"injected"/);
+  assert.equal(readFileSync(log, 'utf8'), '');
+  assert.ok(existsSync(join(root, 'runner-liar')));
+});
+
+test('a line whose value differs from its event is refused', async () => {
+  const { base, root } = build({ 'runner-liar': STORAGE });
+  const liar = tampering((line) => line.replace('"flavor": "small"', '"flavor": "large"'));
+  const summary = await collect(root, 'small', { plugin: liar, metricsLog: join(base, 'metrics.log') });
+  assert.equal(summary.reports[0].outcome, 'failed');
+  assert.match(summary.reports[0].detail, /"flavor" differs/);
+});

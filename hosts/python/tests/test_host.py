@@ -192,3 +192,34 @@ def test_the_sandbox_sees_only_the_storage_root(tmp_path, plugin):
 def test_a_missing_component_says_how_to_make_one(tmp_path):
     with pytest.raises(FileNotFoundError, match="runner-metrics component --output"):
         Plugin(tmp_path / "nope.wasm")
+
+
+def test_a_line_with_a_key_its_event_does_not_have_is_refused_and_nothing_is_written(tmp_path, plugin, monkeypatch):
+    # A lying guest renders an otherwise honest line with one more key: the
+    # line must hold exactly its event (issue 9), so the storage is kept.
+    root = build(tmp_path, {"runner-liar": valid_storage()})
+    real = rmh.Sandbox.render_event
+
+    def tampered(self, event):
+        return real(self, event)[:-1] + ', "injected": true}'
+
+    monkeypatch.setattr(rmh.Sandbox, "render_event", tampered)
+    log = tmp_path / "metrics.log"
+    summary = collect(root, "small", metrics_log=log, plugin=plugin)
+    [report] = summary.reports
+    assert report.outcome == "failed" and "'injected'" in report.detail, report
+    assert log.read_text() == ""
+    assert (root / "runner-liar").is_dir()
+
+
+def test_a_line_whose_value_differs_from_its_event_is_refused(tmp_path, plugin, monkeypatch):
+    root = build(tmp_path, {"runner-liar": valid_storage()})
+    real = rmh.Sandbox.render_event
+
+    def tampered(self, event):
+        return real(self, event).replace('"flavor": "small"', '"flavor": "large"')
+
+    monkeypatch.setattr(rmh.Sandbox, "render_event", tampered)
+    summary = collect(root, "small", metrics_log=tmp_path / "metrics.log", plugin=plugin)
+    [report] = summary.reports
+    assert report.outcome == "failed" and "'flavor' differs" in report.detail, report

@@ -447,7 +447,32 @@ def _check_events(events: List[Any]) -> None:
                 _time(f"{event.tag} {key}", getattr(payload, key))
 
 
-def _check_line(line: Any, kind: str) -> None:
+def _expected_fields(event: Any) -> Dict[str, Any]:
+    """What a line rendered from ``event`` must hold, key by key (spec 5)."""
+    p = event.payload
+    fields: Dict[str, Any] = {"event": _EVENT_KINDS[event.tag], "timestamp": p.timestamp, "flavor": p.flavor}
+    if event.tag == "runner-installed":
+        fields["duration"] = p.duration
+        return fields
+    fields.update(workflow=p.workflow, repo=p.repo, github_event=_get(p, "github-event"))
+    if event.tag == "runner-start":
+        fields["idle"] = p.idle
+        if _get(p, "queue-duration") is not None:
+            fields["queue_duration"] = _get(p, "queue-duration")
+        return fields
+    fields.update(status=p.status, job_duration=_get(p, "job-duration"))
+    if _get(p, "status-info") is not None:
+        fields["status_info"] = {"code": _get(p, "status-info").code}
+    if _get(p, "job-conclusion") is not None:
+        fields["job_conclusion"] = str(_get(p, "job-conclusion")).replace("-", "_")
+    return fields
+
+
+def _check_line(line: Any, event: Any, flavor: str) -> None:
+    """The line holds exactly the keys and values of ``event``, of ``flavor``."""
+    kind = _EVENT_KINDS[event.tag]
+    if event.payload.flavor != flavor:
+        raise ValueError(f"guest issued a {kind} event of flavor {_bounded(str(event.payload.flavor))!r}, not {flavor!r}")
     if not isinstance(line, str) or len(line) > _MAX_LINE:
         raise ValueError("guest rendered an over-long line")
     if not line.isascii() or any(ord(c) < 0x20 or c == "\x7f" for c in line):
@@ -456,8 +481,17 @@ def _check_line(line: Any, kind: str) -> None:
         value = json.loads(line)
     except ValueError as e:
         raise ValueError(f"guest rendered a line that is not JSON: {e}") from None
-    if not isinstance(value, dict) or value.get("event") != kind:
-        raise ValueError(f"guest rendered a line that is not a {kind} event")
+    if not isinstance(value, dict):
+        raise ValueError(f"guest rendered a {kind} line that is not a JSON object")
+    expected = _expected_fields(event)
+    for key, want in expected.items():
+        if key not in value:
+            raise ValueError(f"guest rendered a {kind} line without {key!r}")
+        if type(value[key]) is bool or value[key] != want:
+            raise ValueError(f"guest rendered a {kind} line whose {key!r} differs from the event")
+    extra = next((k for k in value if k not in expected), None)
+    if extra is not None:
+        raise ValueError(f"guest rendered a {kind} line with a key the event does not have: {_bounded(extra)!r}")
 
 
 # ---------------------------------------------------------------------------
@@ -716,7 +750,7 @@ class _Run:
             lines = []
             for event in events:
                 line = worker.render_event(event)
-                _check_line(line, _EVENT_KINDS[event.tag])
+                _check_line(line, event, self.flavor)
                 lines.append(line)
         except GuestFailure as e:
             return self.after_trap(name, str(e))
