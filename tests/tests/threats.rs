@@ -820,54 +820,83 @@ fn t5_injection_attempts_in_workflow_and_repository_stay_one_valid_ascii_line_ea
 // 6. Races against the deletion walk (issue 9, attack 1)
 // ---------------------------------------------------------------------------
 
-/// Directories named `sub0`..`sub7` the attack swaps at once (the walk
-/// meets them in an order of its own, so some are swapped after they were
-/// listed and before they were entered, whatever that order is).
+/// Directories named `sub0`..`sub7`, each attacked on its own.
 const SWAPPED: usize = 8;
 
-/// A job's attack on the deletion of its own storage: it holds a
-/// descriptor on the directory `parent` inside its storage (as a bind mount
-/// lets it), and when the first entry of `parent` is deleted (the walk has
-/// listed `parent` and started on it) it renames every `subN` away and puts
-/// a symlink `subN -> target` in its place. Returns whether it fired.
-fn arm_symlink_swap(parent: &std::path::Path, target: &str) -> std::thread::JoinHandle<bool> {
+/// A job's attack on the deletion of its own storage (issue 9, attack 1):
+/// it holds a descriptor on the directory `parent` inside its storage (as a
+/// bind mount lets it), and as soon as a file inside `parent/subN` is
+/// deleted (the walk has listed `subN` and is emptying it) it renames
+/// `subN` away and puts a symlink `subN -> target` in its place, so that a
+/// walk going on by path (`.../subN/child`) would follow it. Returns a
+/// stop switch and the thread, which answers how many swaps fired.
+fn arm_symlink_swap(parent: &std::path::Path, target: &str) -> (Arc<AtomicBool>, std::thread::JoinHandle<usize>) {
     use std::ffi::CString;
-    let path = CString::new(parent.as_os_str().as_bytes()).unwrap();
+    let c = |p: &std::path::Path| CString::new(p.as_os_str().as_bytes()).unwrap();
     // SAFETY: plain syscalls on NUL-terminated paths; results are checked.
-    let (dir, watch) = unsafe {
-        let dir = libc::open(path.as_ptr(), libc::O_DIRECTORY | libc::O_RDONLY | libc::O_CLOEXEC);
+    let (dir, watch, wds) = unsafe {
+        let dir = libc::open(c(parent).as_ptr(), libc::O_DIRECTORY | libc::O_RDONLY | libc::O_CLOEXEC);
         assert!(dir >= 0, "attacker: open {}", parent.display());
-        let watch = libc::inotify_init1(libc::IN_CLOEXEC);
+        let watch = libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK);
         assert!(watch >= 0, "attacker: inotify_init1");
-        assert!(libc::inotify_add_watch(watch, path.as_ptr(), libc::IN_DELETE) >= 0, "attacker: add watch");
-        (dir, watch)
+        let wds: Vec<i32> = (0..SWAPPED)
+            .map(|n| {
+                let wd = libc::inotify_add_watch(watch, c(&parent.join(format!("sub{n}"))).as_ptr(), libc::IN_DELETE);
+                assert!(wd >= 0, "attacker: watch sub{n}");
+                wd
+            })
+            .collect();
+        (dir, watch, wds)
     };
     let target = CString::new(target).unwrap();
-    std::thread::spawn(move || {
-        let mut poll = libc::pollfd { fd: watch, events: libc::POLLIN, revents: 0 };
-        // SAFETY: as above; `dir` and `watch` are this thread's to close.
-        unsafe {
-            let fired = libc::poll(&mut poll, 1, 60_000) == 1;
-            if fired {
-                for n in 0..SWAPPED {
-                    let sub = CString::new(format!("sub{n}")).unwrap();
-                    let moved = CString::new(format!("moved{n}")).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = Arc::clone(&stop);
+    let thread = std::thread::spawn(move || {
+        let mut swapped = [false; SWAPPED];
+        let mut buffer = [0u8; 64 * 1024];
+        while !stopped.load(Ordering::SeqCst) && swapped.iter().any(|s| !s) {
+            let mut poll = libc::pollfd { fd: watch, events: libc::POLLIN, revents: 0 };
+            // SAFETY: as above; the buffer outlives the read.
+            let n = unsafe {
+                if libc::poll(&mut poll, 1, 50) != 1 {
+                    continue;
+                }
+                libc::read(watch, buffer.as_mut_ptr().cast(), buffer.len())
+            };
+            let mut at = 0usize;
+            while n > 0 && at + 16 <= n as usize {
+                let wd = i32::from_ne_bytes(buffer[at..at + 4].try_into().unwrap());
+                let len = u32::from_ne_bytes(buffer[at + 12..at + 16].try_into().unwrap()) as usize;
+                at += 16 + len;
+                let Some(k) = wds.iter().position(|w| *w == wd) else { continue };
+                if swapped[k] {
+                    continue;
+                }
+                swapped[k] = true;
+                let sub = CString::new(format!("sub{k}")).unwrap();
+                let moved = CString::new(format!("moved{k}")).unwrap();
+                // SAFETY: `dir` is this thread's; names are NUL-terminated.
+                unsafe {
                     libc::renameat(dir, sub.as_ptr(), dir, moved.as_ptr());
                     libc::symlinkat(target.as_ptr(), dir, sub.as_ptr());
                 }
             }
+        }
+        // SAFETY: both descriptors are this thread's.
+        unsafe {
             libc::close(watch);
             libc::close(dir);
-            fired
         }
-    })
+        swapped.iter().filter(|s| **s).count()
+    });
+    (stop, thread)
 }
 
 /// The attack on a storage `r-evil` whose `subN` directories sit `depth`
-/// levels down (1: directly in the storage), each holding a directory named
-/// `child` with files, beside 2000 junk files (time for the swap to land).
-/// The symlinks point at the storage root as seen from `.deleting/` (where
-/// the walk runs), so a walk that resolved `subN/child` by path would reach
+/// levels down (1: directly in the storage), each holding 300 files (time
+/// for the swap to land) and a directory named `child` with files. The
+/// symlinks point at the storage root as seen from `.deleting/` (where the
+/// walk runs), so a walk that resolved `subN/child` by path would reach
 /// `<root>/child`. Returns the finished case.
 fn swap_attack(depth: usize, child: &str, seed: impl FnOnce(&Scene)) -> Done {
     let mut scene = Scene::new();
@@ -877,25 +906,24 @@ fn swap_attack(depth: usize, child: &str, seed: impl FnOnce(&Scene)) -> Done {
     for _ in 1..depth {
         parent.push_str("p/");
     }
-    if !parent.is_empty() {
-        fs::create_dir_all(evil.path.join(&parent)).unwrap();
-    }
     for n in 0..SWAPPED {
-        let inner = format!("{parent}sub{n}/{child}");
-        fs::create_dir_all(evil.path.join(&inner)).unwrap();
+        let sub = evil.path.join(format!("{parent}sub{n}"));
+        fs::create_dir_all(sub.join(child)).unwrap();
         for i in 0..20 {
-            fs::write(evil.path.join(&inner).join(format!("own{i}")), b"mine").unwrap();
+            fs::write(sub.join(child).join(format!("own{i}")), b"mine").unwrap();
         }
-    }
-    for i in 0..2000 {
-        fs::write(evil.path.join(&parent).join(format!("junk{i:04}")), b"junk").unwrap();
+        for i in 0..300 {
+            fs::write(sub.join(format!("junk{i:03}")), b"junk").unwrap();
+        }
     }
     // From `.deleting/r-evil.<t>/<parent>` up to the root: depth + 1 levels.
     let target = "../".repeat(depth + 1);
     scene.freeze();
-    let attacker = arm_symlink_swap(&evil.path.join(&parent), target.trim_end_matches('/'));
+    let (stop, attacker) = arm_symlink_swap(&evil.path.join(&parent), target.trim_end_matches('/'));
     let (collected, lines) = scene.collect();
-    assert!(attacker.join().unwrap(), "the attack never fired: the walk deleted nothing in the attacked directory");
+    stop.store(true, Ordering::SeqCst);
+    let fired = attacker.join().unwrap();
+    assert!(fired > 0, "the attack never fired: the walk deleted nothing in the attacked directories");
     scene.assert_invariants(&collected, &lines);
     scene.assert_fate(&collected, "r-evil", &Fate::Extracted(3));
     Done { scene, collected, lines }
