@@ -407,7 +407,7 @@ mod native {
             Ok(Self { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
         }
 
-        fn read_entries(&self, max: usize) -> FsResult<Vec<(Option<CString>, Option<EntryKind>)>> {
+        fn read_entries(&self, max: usize) -> FsResult<crate::walk::Entries<CString>> {
             let failed = |e: io::Error| error("list", "", e);
             // fdopendir takes ownership of its descriptor: give it a duplicate.
             // SAFETY: fcntl on a valid descriptor.
@@ -719,7 +719,7 @@ mod wasi_fs {
             open_dir_at(&self.0, name).map(WasiDir).map_err(|e| error("open directory", name, e))
         }
 
-        fn read_entries(&self, max: usize) -> FsResult<Vec<(Option<String>, Option<EntryKind>)>> {
+        fn read_entries(&self, max: usize) -> FsResult<crate::walk::Entries<String>> {
             let stream = self.0.read_directory().map_err(|e| error("list", "", e))?;
             let mut entries = Vec::new();
             while entries.len() < max {

@@ -49,6 +49,10 @@ pub const MAX_OPERATIONS: u64 = 1 << 22;
 /// empty right after it was listed empty, before the walk gives up.
 pub const MAX_RACES: u32 = 1000;
 
+/// One listing: each entry's name (`None` when it cannot be named) and its
+/// kind when the listing says.
+pub type Entries<N> = Vec<(Option<N>, Option<EntryKind>)>;
+
 /// An open directory: the operations the walk needs, each on one name
 /// relative to this directory, none following a symlink.
 pub trait DirHandle: Sized {
@@ -65,7 +69,7 @@ pub trait DirHandle: Sized {
     /// Up to `max` entries, from the beginning (a fresh pass each call),
     /// without `.` and `..`. A `None` name cannot be named (not UTF-8 in
     /// WASI). The kind is the listing's own when it has one.
-    fn read_entries(&self, max: usize) -> FsResult<Vec<(Option<Self::Name>, Option<EntryKind>)>>;
+    fn read_entries(&self, max: usize) -> FsResult<Entries<Self::Name>>;
     /// `lstat` of one entry.
     fn kind_at(&self, name: &Self::Name) -> FsResult<EntryKind>;
     /// Unlinks a non-directory (a symlink itself, never its target).

@@ -10,20 +10,16 @@ use crate::bindings::{Event, Outcome, PreJobMetrics, QuarantineInfo, RootEntry, 
 /// The longest string a metrics file can yield (the file size limit).
 pub const MAX_FIELD_BYTES: usize = 1024;
 /// How much of a runner name starts a quarantine location (the guest keeps
-/// entry names within the filesystem's 255-byte limit).
-pub const ENTRY_NAME_PREFIX: usize = 200;
+/// entry names within the filesystem's 255-byte limit): the guest's own.
+pub use runner_metrics_guest::extract::ENTRY_NAME_PREFIX;
 /// The longest message or detail kept from the guest.
 pub const MAX_MESSAGE_BYTES: usize = 4096;
 /// The longest event line accepted from the guest.
 pub const MAX_LINE_BYTES: usize = 16 * 1024;
 
-/// A runner name as spec section 2 defines it.
-pub fn is_valid_runner_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 255
-        && !name.starts_with('.')
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-}
+/// A runner name as spec section 2 defines it: the guest's own check, so
+/// host and guest can never disagree on what a storage is.
+pub use runner_metrics_guest::names::is_valid_runner_name;
 
 /// Cuts a guest-provided message to a bounded length, on a char boundary.
 pub fn bounded(message: &str) -> String {

@@ -39,14 +39,13 @@ use serde::Serialize;
 use crate::bindings::QuarantineReason;
 use crate::check::{is_valid_runner_name, ENTRY_NAME_PREFIX};
 
-/// The file the manager writes when it creates a storage.
-pub const INSTALLATION_START_FILE: &str = "runner-installation-start.timestamp";
-/// The reserved root entry holding quarantined storages.
-pub const QUARANTINE_DIR: &str = ".quarantine";
-/// The reserved root entry storages pass through on their way out.
-pub const DELETING_DIR: &str = ".deleting";
 /// Suffix of the reason file beside each quarantined storage.
-pub const REASON_SUFFIX: &str = ".reason.json";
+pub use runner_metrics_guest::extract::REASON_SUFFIX;
+/// The file the manager writes when it creates a storage.
+pub use runner_metrics_guest::files::INSTALLATION_START as INSTALLATION_START_FILE;
+/// The reserved root entries holding quarantined storages and storages on
+/// their way out (the guest's names: one spelling for both sides).
+pub use runner_metrics_guest::names::{DELETING_DIR, QUARANTINE_DIR};
 /// A reason file larger than this is not one of ours and is not read.
 pub const REASON_FILE_LIMIT: u64 = 16 * 1024;
 
@@ -719,7 +718,7 @@ pub fn parse_age(text: &str) -> std::result::Result<Duration, String> {
     };
     let value: f64 = number.parse().map_err(|_| format!("{text:?} is not an age such as 3600, 30m, 12h or 7d"))?;
     let seconds = value * scale;
-    if !seconds.is_finite() || seconds < 0.0 || seconds > 1e12 {
+    if !seconds.is_finite() || !(0.0..=1e12).contains(&seconds) {
         return Err(format!("{text:?} is out of range"));
     }
     Ok(Duration::from_secs_f64(seconds))
