@@ -45,8 +45,9 @@ use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// The lock file's name in the storage root.
-pub const LOCK_FILE: &str = ".lock";
+/// The lock file's name in the storage root: a reserved name the guest's
+/// scan passes over (one spelling for both).
+pub use runner_metrics_guest::names::LOCK_FILE;
 
 /// How often a waiting run tries the lock again.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);

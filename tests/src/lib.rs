@@ -939,3 +939,12 @@ pub fn deep_chain(top: &Path, depth: usize, name: &str) {
         libc::close(fd);
     }
 }
+
+/// [`snapshot`] of a root without the root's own entry: a run that took
+/// the root's lock created and removed `<root>/.lock`, which changes the
+/// root's modification time and nothing else.
+pub fn snapshot_besides_the_roots_mtime(root: &Path) -> BTreeMap<PathBuf, Node> {
+    let mut tree = snapshot(root);
+    tree.remove(Path::new(""));
+    tree
+}

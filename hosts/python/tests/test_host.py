@@ -117,7 +117,7 @@ def test_metrics_log_defaults_to_the_environment_variable(tmp_path, plugin, monk
 
 def test_an_unusable_log_is_an_error_before_anything_is_touched(tmp_path, plugin):
     root = build(tmp_path, {"runner-a": valid_storage()})
-    with pytest.raises(OSError):
+    with pytest.raises(CollectError, match=f"metrics log {tmp_path}"):
         collect(root, "small", metrics_log=tmp_path, plugin=plugin)  # a directory
     assert (root / "runner-a").is_dir()
 
@@ -223,3 +223,23 @@ def test_a_line_whose_value_differs_from_its_event_is_refused(tmp_path, plugin, 
     summary = collect(root, "small", metrics_log=tmp_path / "metrics.log", plugin=plugin)
     [report] = summary.reports
     assert report.outcome == "failed" and "'flavor' differs" in report.detail, report
+
+
+def test_a_missing_root_or_log_directory_is_a_collect_error_naming_the_path(tmp_path, plugin):
+    # Its docs promise CollectError, not a bare FileNotFoundError (issue 13).
+    missing = tmp_path / "no-such-root"
+    with pytest.raises(CollectError, match=f"storage root {missing}"):
+        collect(missing, "small", metrics_log=tmp_path / "log", plugin=plugin)
+    root = build(tmp_path, {"runner-a": valid_storage()})
+    log = tmp_path / "no-such-dir" / "metrics.log"
+    with pytest.raises(CollectError, match=f"metrics log {log}"):
+        collect(root, "small", metrics_log=log, plugin=plugin)
+    assert (root / "runner-a").is_dir()
+
+
+def test_a_fifo_as_the_metrics_log_is_refused_at_once(tmp_path, plugin):
+    root = build(tmp_path, {"runner-a": valid_storage()})
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(CollectError, match="not a regular file"):
+        collect(root, "small", metrics_log=fifo, plugin=plugin)

@@ -503,11 +503,13 @@ class MetricsLog:
 
     def __init__(self, path: Union[str, os.PathLike]):
         self.path = Path(path)
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        # Non-blocking: a FIFO in its place is refused below, never waited on.
+        flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
+        fd = os.open(self.path, flags, 0o644)
         try:
             import stat as _stat
             if not _stat.S_ISREG(os.fstat(fd).st_mode):
-                raise OSError(f"metrics log {self.path}: not a regular file")
+                raise OSError(0, "not a regular file", str(self.path))
             size = os.lseek(fd, 0, os.SEEK_END)
             # A line cut by a crash is terminated, so ours start on their own line.
             if size and os.pread(fd, 1, size - 1) != b"\n":
@@ -602,15 +604,22 @@ def collect(
     """
     if plugin is None:
         plugin = _shared_plugin(component, limits)
-    root = Path(storage_root).resolve(strict=True)
+    try:
+        root = Path(storage_root).resolve(strict=True)
+    except OSError as e:
+        raise CollectError(f"storage root {storage_root}: {e.strerror or e}", Summary()) from None
     if not root.is_dir():
-        raise NotADirectoryError(f"storage root {root} is not a directory")
+        raise CollectError(f"storage root {root}: not a directory", Summary())
     selection = _record(
         exclude=[str(n) for n in exclude],
         include=None if include is None else [str(n) for n in include],
         min_age_seconds=None if min_age is None else float(min_age),
     )
-    sink, owned = _open_log(metrics_log)
+    try:
+        sink, owned = _open_log(metrics_log)
+    except OSError as e:
+        where = getattr(e, "filename", None) or metrics_log
+        raise CollectError(f"metrics log {where}: {e.strerror or e}", Summary()) from None
     run = _Run(plugin, root, flavor, keep, job_metrics, sink, on_report, max(1, batch_size))
     plugin._start_ticker()
     try:
