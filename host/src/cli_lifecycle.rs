@@ -65,7 +65,8 @@ pub enum QuarantineMore {
         /// The storage root.
         #[arg(long, value_name = "DIR")]
         storage: PathBuf,
-        /// The entry under `<DIR>/.quarantine/`, as `quarantine list` prints it.
+        /// The entry under `<DIR>/.quarantine/`: `NAME.TS` as `quarantine
+        /// list` prints it, or `.quarantine/NAME.TS` as `collect` does.
         location: String,
         /// Print one JSON object.
         #[arg(long)]
@@ -80,7 +81,8 @@ pub enum QuarantineMore {
         /// The storage root.
         #[arg(long, value_name = "DIR")]
         storage: PathBuf,
-        /// The entry under `<DIR>/.quarantine/`, as `quarantine list` prints it.
+        /// The entry under `<DIR>/.quarantine/`: `NAME.TS` as `quarantine
+        /// list` prints it, or `.quarantine/NAME.TS` as `collect` does.
         location: String,
         #[command(flatten)]
         wait: WaitArgs,
@@ -167,9 +169,10 @@ pub fn run_storage(command: StorageCommand) -> Result<ExitCode> {
 
 pub fn run_quarantine(command: QuarantineMore) -> Result<ExitCode> {
     match command {
-        QuarantineMore::Show { storage, location, json } => show(&storage, &location, json),
+        QuarantineMore::Show { storage, location, json } => show(&storage, location_arg(&location), json),
         QuarantineMore::Restore { storage, location, wait } => {
-            let restored = locked(&wait, &storage, || storage::restore(&storage, &location))?;
+            let location = location_arg(&location);
+            let restored = locked(&wait, &storage, || storage::restore(&storage, location))?;
             println!("{}", restored.path.display());
             Ok(ExitCode::SUCCESS)
         }
@@ -195,6 +198,18 @@ pub fn run_quarantine(command: QuarantineMore) -> Result<ExitCode> {
             Ok(if report.errors.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FAILED_STORAGES) })
         }
     }
+}
+
+/// A quarantine location as the user gave it: `NAME.TS` (as `quarantine
+/// list` prints it) or `.quarantine/NAME.TS` (as `collect` prints it, so it
+/// can be pasted). Only that one prefix is taken off; what is left is checked
+/// by the library like any location (one plain entry name).
+pub fn location_arg(location: &str) -> &str {
+    location
+        .strip_prefix(storage::QUARANTINE_DIR)
+        .and_then(|rest| rest.strip_prefix('/'))
+        .filter(|rest| !rest.is_empty())
+        .unwrap_or(location)
 }
 
 /// Runs `change` holding the lock of `root` (taken only once the root is

@@ -697,3 +697,49 @@ fn a_fifo_file_or_device_as_the_cache_dir_is_refused_at_once() {
     assert_eq!(diff(&before, &snapshot(root.path())), "", "nothing touched");
     assert!(!exists(&tmp.path().join("xdg")), "no other cache was used");
 }
+
+/// The quarantine location `collect` printed for `name` (the text after
+/// `moved to ` on its line), e.g. `.quarantine/r-corrupt.1700000000.123456`.
+fn printed_location<'a>(stderr: &'a str, name: &str) -> &'a str {
+    let prefix = format!("quarantined: {name}: ");
+    let line =
+        stderr.lines().find(|l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("no line for {name}:\n{stderr}"));
+    line.rsplit_once("moved to ").map(|(_, location)| location).unwrap_or_else(|| panic!("no location in {line:?}"))
+}
+
+#[test]
+fn quarantine_show_and_restore_accept_the_location_collect_prints() {
+    let root = sample_root();
+    let out = output(cli().args(["collect", "--flavor", "small", "--metrics-log", "-", "--storage"]).arg(root.path()));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let printed = printed_location(&out.stderr, "r-corrupt").to_owned();
+    let bare = printed.strip_prefix(".quarantine/").expect("collect prints .quarantine/NAME.TS").to_owned();
+    assert!(root.quarantine_dir().join(&bare).is_dir(), "{printed} is not under the quarantine");
+
+    // Both spellings show the same entry.
+    for location in [&printed, &bare] {
+        let out = output(cli().args(["quarantine", "show", "--json", "--storage"]).arg(root.path()).arg(location));
+        assert_eq!(out.code, Some(0), "show {location}: {}", out.stderr);
+        let value = json(out.stdout.trim());
+        assert_eq!(
+            (value["location"].as_str(), value["runner_name"].as_str()),
+            (Some(bare.as_str()), Some("r-corrupt"))
+        );
+    }
+    // Other spellings are still refused, naming what was given.
+    for wrong in [".quarantine/", ".quarantine/.quarantine/x", "./.quarantine/x", &format!("{printed}.reason.json")] {
+        let out = output(cli().args(["quarantine", "show", "--storage"]).arg(root.path()).arg(wrong));
+        assert_eq!(out.code, Some(2), "show {wrong}: {}", out.stderr);
+        assert!(out.stderr.contains("is not a quarantine location"), "show {wrong}: {}", out.stderr);
+    }
+
+    // Restore takes the printed form and puts the storage back where it was,
+    // with no `.quarantine/.quarantine` built on the way.
+    let out = output(cli().args(["quarantine", "restore", "--storage"]).arg(root.path()).arg(&printed));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.stdout.trim(), root.join("r-corrupt").display().to_string());
+    assert!(root.join("r-corrupt").join(PRE_JOB).is_file(), "restored with its files");
+    assert!(!exists(&root.quarantine_dir().join(&bare)), "the quarantined entry is gone");
+    assert!(!exists(&root.quarantine_dir().join(format!("{bare}.reason.json"))), "its reason file too");
+    assert!(!exists(&root.quarantine_dir().join(".quarantine")));
+}
