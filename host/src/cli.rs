@@ -239,7 +239,7 @@ impl GithubArgs {
         options.budget = Duration::from_secs_f64(self.github_budget);
         let jobs = GithubJobs::new(options, move |warning: &str| {
             let clear = if live { "\r\x1b[K" } else { "" };
-            let line = format!("{clear}warning: {}\n", warning.escape_debug());
+            let line = format!("{clear}warning: {}\n", plain(warning, None));
             let _ = std::io::stderr().lock().write_all(line.as_bytes());
         })?;
         Ok(Box::new(jobs))
@@ -360,7 +360,7 @@ fn run_collect(sandbox: &SandboxArgs, args: CollectArgs) -> Result<ExitCode> {
     let selection = args.selection.selection()?;
     // Check the root before the log is created, so a typo leaves no trace.
     let storage = &args.selection.storage;
-    anyhow::ensure!(storage.is_dir(), "storage root {}: not a directory (or not accessible)", storage.display());
+    check_root(storage)?;
     if let Some(textfile) = &args.prometheus_textfile {
         let dir = textfile.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
         anyhow::ensure!(
@@ -371,7 +371,7 @@ fn run_collect(sandbox: &SandboxArgs, args: CollectArgs) -> Result<ExitCode> {
         );
     }
     let wait = args.wait.duration()?;
-    let mut progress = Progress::new(args.verbose);
+    let mut progress = Progress::new(args.verbose, storage);
     let mut jobs = args.github.source(progress.live)?;
     // Opening the log only checks it (and creates it if missing): a cut
     // last line is terminated at the first append, under the lock.
@@ -407,10 +407,11 @@ fn run_collect(sandbox: &SandboxArgs, args: CollectArgs) -> Result<ExitCode> {
 
 fn run_extract(sandbox: &SandboxArgs, args: ExtractArgs) -> Result<ExitCode> {
     let selection = args.selection.selection()?;
+    check_root(&args.selection.storage)?;
     let wait = args.wait.duration()?;
     let plugin = sandbox.plugin()?;
     let options = CollectOptions { selection, emit: Emit::Metrics, keep: args.keep, batch_size: 64, lock_wait: wait };
-    let mut progress = Progress::new(false);
+    let mut progress = Progress::new(false, &args.selection.storage);
     // Takes the root's lock unless --keep (which changes nothing).
     let result = collect(&plugin, &args.selection.storage, &options, &mut NoJobMetrics, &mut StdoutSink, &mut |r| {
         progress.report(r)
@@ -441,6 +442,8 @@ fn finish(result: Result<Summary>, json: bool) -> Result<ExitCode> {
 /// is not slowed down by its own progress line.
 pub struct Progress {
     verbose: bool,
+    /// The storage root, to print the guest's root-relative paths in full.
+    root: Option<PathBuf>,
     /// Whether to draw the live line (stderr is a terminal).
     pub live: bool,
     seen: usize,
@@ -456,14 +459,14 @@ impl Progress {
     /// too, so a run that takes less prints no live line at all.
     pub const INTERVAL: Duration = Duration::from_millis(100);
 
-    pub fn new(verbose: bool) -> Self {
-        Self::with_live(verbose, std::io::stderr().is_terminal())
+    pub fn new(verbose: bool, root: &Path) -> Self {
+        Self { root: Some(root.to_owned()), ..Self::with_live(verbose, std::io::stderr().is_terminal()) }
     }
 
     /// `live` forced, for tests.
     pub fn with_live(verbose: bool, live: bool) -> Self {
         let now = Instant::now();
-        Self { verbose, live, seen: 0, started: now, last_draw: now, on_screen: false }
+        Self { verbose, root: None, live, seen: 0, started: now, last_draw: now, on_screen: false }
     }
 
     pub fn report(&mut self, report: &StorageReport) {
@@ -476,8 +479,8 @@ impl Progress {
             let line = format!(
                 "{clear}{}: {}: {}\n",
                 report.kind.as_str(),
-                report.name.escape_debug(),
-                report.detail.escape_debug()
+                printable(&report.name),
+                plain(&report.detail, self.root.as_deref())
             );
             write_stderr(&line);
             self.on_screen = false; // drawn again at the next interval
@@ -527,6 +530,7 @@ fn write_stderr(text: &str) {
 }
 
 fn run_quarantine_list(sandbox: &SandboxArgs, storage: &Path, json: bool) -> Result<ExitCode> {
+    check_root(storage)?;
     let plugin = sandbox.plugin()?;
     let entries = runner_metrics::quarantine::list(&plugin, storage)?;
     for q in &entries {
@@ -545,11 +549,11 @@ fn run_quarantine_list(sandbox: &SandboxArgs, storage: &Path, json: bool) -> Res
             let file = q.file.as_deref().unwrap_or("-");
             println!(
                 "{}\t{}\t{}\t{}\t{}",
-                q.location.escape_debug(),
+                printable(&q.location),
                 format_time(q.quarantined_at),
                 reason,
-                file.escape_debug(),
-                q.detail.escape_debug()
+                printable(file),
+                plain(&q.detail, Some(storage))
             );
         }
     }
@@ -557,6 +561,158 @@ fn run_quarantine_list(sandbox: &SandboxArgs, storage: &Path, json: bool) -> Res
         eprintln!("{} quarantined storage(s) in {}", entries.len(), storage.join(".quarantine").display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Checks `--storage DIR` before anything else, so that a missing root, a
+/// file or an inaccessible one reads the same in every subcommand: one line
+/// naming the path and what is wrong with it.
+pub fn check_root(root: &Path) -> Result<()> {
+    match std::fs::metadata(root) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => anyhow::bail!("storage root {}: not a directory", root.display()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            anyhow::bail!("storage root {}: no such directory", root.display())
+        }
+        Err(e) => anyhow::bail!("storage root {}: cannot be accessed: {}", root.display(), io_reason(&e)),
+    }
+}
+
+/// An I/O error as a reason, without the `(os error N)` tail.
+pub fn io_reason(error: &std::io::Error) -> String {
+    let text = error.to_string();
+    match text.rfind(" (os error ") {
+        Some(at) if text.ends_with(')') => text[..at].to_owned(),
+        _ => text,
+    }
+}
+
+/// The filesystem operations the guest names in its messages, each followed
+/// by a root-relative path in Rust debug quotes (`stat "r-1/x": why`).
+const GUEST_OPS: [&str; 14] = [
+    "create",
+    "create directory",
+    "list",
+    "move",
+    "move out",
+    "open",
+    "open directory",
+    "read",
+    "remove",
+    "remove directory",
+    "rename",
+    "stat",
+    "sync",
+    "write",
+];
+
+/// A message from the guest or the library as an operator should read it:
+/// WASI's `, similar to `EACCES` in POSIX.` glosses taken off, the guest's
+/// quoted root-relative paths (`open "r-1/pre-job-metrics.json"`) written as
+/// full paths under `root` when it is known (unquoted relative paths when
+/// not), and control characters escaped (the text can come from untrusted
+/// files and names) while quotes are left as they are.
+pub fn plain(message: &str, root: Option<&Path>) -> String {
+    let message = without_posix_glosses(message);
+    let mut out = String::with_capacity(message.len() + root.map_or(0, |r| r.as_os_str().len()));
+    let mut rest = message.as_str();
+    while let Some(open) = rest.find('"') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let Some(close) = closing_quote(after) else {
+            out.push_str(&rest[open..]);
+            rest = "";
+            break;
+        };
+        let quoted = &after[..close];
+        let tail = &after[close + 1..];
+        if tail.starts_with(':') && follows_guest_op(&out) {
+            let relative = unquote(quoted);
+            match root {
+                Some(root) if relative.is_empty() => out.push_str(&root.display().to_string()),
+                Some(root) => out.push_str(&root.join(&relative).display().to_string()),
+                None if relative.is_empty() => out.push('.'),
+                None => out.push_str(&relative),
+            }
+        } else {
+            out.push('"');
+            out.push_str(quoted);
+            out.push('"');
+        }
+        rest = tail;
+    }
+    out.push_str(rest);
+    printable(&out)
+}
+
+/// `text` without WASI's error-code glosses (`, similar to `X` [and `Y`] in
+/// POSIX`, and the full stop after one).
+fn without_posix_glosses(text: &str) -> String {
+    const START: &str = ", similar to `";
+    const END: &str = " in POSIX";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(START) {
+        let Some(len) = rest[start..].find(END) else { break };
+        out.push_str(&rest[..start]);
+        rest = &rest[start + len + END.len()..];
+        rest = rest.strip_prefix('.').unwrap_or(rest);
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The byte offset of the quote closing a debug-quoted string whose opening
+/// quote precedes `text` (backslash escapes skipped).
+fn closing_quote(text: &str) -> Option<usize> {
+    let mut escaped = false;
+    for (at, c) in text.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => return Some(at),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Whether `before` ends with one of [`GUEST_OPS`] and a space, as a word.
+fn follows_guest_op(before: &str) -> bool {
+    let Some(before) = before.strip_suffix(' ') else { return false };
+    GUEST_OPS.iter().any(|op| {
+        before.strip_suffix(op).is_some_and(|head| !head.ends_with(|c: char| c.is_alphanumeric() || c == '_'))
+    })
+}
+
+/// The content of a debug-quoted string with its quote and backslash
+/// escapes undone; other escapes (`\u{1b}`) stay as text.
+fn unquote(quoted: &str) -> String {
+    let mut out = String::with_capacity(quoted.len());
+    let mut chars = quoted.chars();
+    while let Some(c) = chars.next() {
+        match (c, chars.clone().next()) {
+            ('\\', Some(next @ ('"' | '\'' | '\\'))) => {
+                out.push(next);
+                chars.next();
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// `text` with control characters (and other characters Rust escapes in
+/// debug output, such as bidirectional overrides) escaped; quotes and
+/// backslashes left alone.
+pub fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '"' | '\'' | '\\' => out.push(c),
+            _ => out.extend(c.escape_debug()),
+        }
+    }
+    out
 }
 
 /// UNIX seconds as `YYYY-MM-DDTHH:MM:SSZ` (civil-from-days, no time zone
@@ -605,6 +761,41 @@ mod tests {
         assert!(line.starts_with("\r\x1b[K0 storages"), "{line:?}");
         assert_eq!(live.due(start + Duration::from_millis(150)), None);
         assert!(live.due(start + Duration::from_millis(200)).is_some());
+    }
+
+    #[test]
+    fn plain_drops_wasi_glosses_and_writes_guest_paths_in_full() {
+        let root = Path::new("/srv/runners");
+        let guest = "kept: open \"r-1/pre-job-metrics.json\": Permission denied, similar to `EACCES` in POSIX.";
+        assert_eq!(plain(guest, Some(root)), "kept: open /srv/runners/r-1/pre-job-metrics.json: Permission denied");
+        assert_eq!(plain(guest, None), "kept: open r-1/pre-job-metrics.json: Permission denied");
+        // Two codes in one gloss; the root itself as the empty path.
+        let guest = "list \"\": Resource unavailable, or operation would block, similar to `EAGAIN` and `EWOULDBLOCK` in POSIX.; retried";
+        assert_eq!(
+            plain(guest, Some(root)),
+            "list /srv/runners: Resource unavailable, or operation would block; retried"
+        );
+        // Quotes that are not paths after an operation are kept as they are.
+        let detail = "invalid-value: pre-job-metrics.json \"workflow\": not a string; moved to .quarantine/r-1.5.6";
+        assert_eq!(plain(detail, Some(root)), detail);
+        assert_eq!(
+            plain("refusing to delete \"r-1\": it is a symlink", Some(root)),
+            "refusing to delete \"r-1\": it is a symlink"
+        );
+        assert_eq!(plain("restat \"x\": gone", Some(root)), "restat \"x\": gone", "whole words only");
+        // Escaped quotes inside a quoted path; control characters stay escaped.
+        assert_eq!(plain("stat \"r-1/a\\\"b\": no", Some(root)), "stat /srv/runners/r-1/a\"b: no");
+        assert_eq!(plain("remove \"r-1/\\u{1b}x\": busy", Some(root)), "remove /srv/runners/r-1/\\u{1b}x: busy");
+        assert_eq!(plain("raw \u{1b}[2J bell\u{7}", None), "raw \\u{1b}[2J bell\\u{7}");
+        // An unterminated quote or gloss is left alone.
+        assert_eq!(plain("open \"r-1: cut", Some(root)), "open \"r-1: cut");
+        assert_eq!(plain("x, similar to `EIO", None), "x, similar to `EIO");
+    }
+
+    #[test]
+    fn io_reasons_lose_the_os_error_number() {
+        let e = std::io::Error::from_raw_os_error(libc::EACCES);
+        assert_eq!(io_reason(&e), "Permission denied");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use clap::{Subcommand, ValueEnum};
 
 use runner_metrics::storage::{self, Deletion};
 
-use crate::cli::{format_time, WaitArgs, EXIT_FAILED_STORAGES};
+use crate::cli::{check_root, format_time, plain, printable, WaitArgs, EXIT_FAILED_STORAGES};
 
 #[derive(Debug, Subcommand)]
 pub enum StorageCommand {
@@ -135,6 +135,10 @@ pub enum Hook {
 }
 
 pub fn run_storage(command: StorageCommand) -> Result<ExitCode> {
+    let (StorageCommand::Create { storage, .. }
+    | StorageCommand::List { storage, .. }
+    | StorageCommand::Delete { storage, .. }) = &command;
+    check_root(storage)?;
     match command {
         StorageCommand::Create { storage, name } => {
             let created = storage::create(&storage, &name)?;
@@ -156,7 +160,7 @@ pub fn run_storage(command: StorageCommand) -> Result<ExitCode> {
                     eprintln!(
                         "{}: {}; quarantined as undeletable: {}",
                         storage.join(&name).display(),
-                        detail.escape_debug(),
+                        plain(&detail, Some(&storage)),
                         storage.join(storage::QUARANTINE_DIR).join(location).display()
                     );
                     return Ok(ExitCode::from(EXIT_FAILED_STORAGES));
@@ -168,6 +172,10 @@ pub fn run_storage(command: StorageCommand) -> Result<ExitCode> {
 }
 
 pub fn run_quarantine(command: QuarantineMore) -> Result<ExitCode> {
+    let (QuarantineMore::Show { storage, .. }
+    | QuarantineMore::Restore { storage, .. }
+    | QuarantineMore::Purge { storage, .. }) = &command;
+    check_root(storage)?;
     match command {
         QuarantineMore::Show { storage, location, json } => show(&storage, location_arg(&location), json),
         QuarantineMore::Restore { storage, location, wait } => {
@@ -186,7 +194,7 @@ pub fn run_quarantine(command: QuarantineMore) -> Result<ExitCode> {
                 println!("{}{location}", if dry_run { "would purge " } else { "purged " });
             }
             for e in &report.errors {
-                eprintln!("runner-metrics: {}", e.to_string().escape_debug());
+                eprintln!("runner-metrics: {}", plain(&e.to_string(), Some(&storage)));
             }
             eprintln!(
                 "{} {}, {} younger kept, {} error(s)",
@@ -235,15 +243,15 @@ fn show(root: &Path, location: &str, json: bool) -> Result<ExitCode> {
     }
     println!("location:       {}", entry.location);
     println!("runner name:    {}", entry.runner_name);
-    println!("reason:         {}", entry.reason.escape_debug());
-    println!("file:           {}", entry.file.as_deref().unwrap_or("-").escape_debug());
-    println!("detail:         {}", entry.detail.escape_debug());
+    println!("reason:         {}", printable(&entry.reason));
+    println!("file:           {}", printable(entry.file.as_deref().unwrap_or("-")));
+    println!("detail:         {}", plain(&entry.detail, Some(root)));
     println!("quarantined at: {} ({})", format_time(entry.quarantined_at), entry.quarantined_at);
     if !entry.present {
         println!("contents:       (gone: only the reason file is left)");
     }
     for c in &contents {
-        println!("  {}\t{}\t{} bytes", c.name.escape_debug(), c.kind, c.size);
+        println!("  {}\t{}\t{} bytes", printable(&c.name), c.kind, c.size);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -14,7 +14,7 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("runner-metrics: error: {error:#}");
+            eprintln!("runner-metrics: error: {}", cli::plain(&format!("{error:#}"), None));
             ExitCode::from(cli::EXIT_ERROR)
         }
     }

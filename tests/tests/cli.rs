@@ -473,22 +473,26 @@ fn a_missing_storage_root_is_an_error_naming_it() {
     let tmp = tempfile::tempdir().unwrap();
     let missing = tmp.path().join("no-such-root");
     let log = tmp.path().join("metrics.log");
-    let runs: [Vec<&std::ffi::OsStr>; 3] = [
+    let runs: [Vec<&std::ffi::OsStr>; 8] = [
         vec!["collect".as_ref(), "--flavor".as_ref(), "small".as_ref(), "--metrics-log".as_ref(), log.as_os_str()],
         vec!["extract".as_ref()],
         vec!["quarantine".as_ref(), "list".as_ref()],
+        vec!["quarantine".as_ref(), "show".as_ref(), "r-1.1700000000.000000".as_ref()],
+        vec!["quarantine".as_ref(), "restore".as_ref(), "r-1.1700000000.000000".as_ref()],
+        vec!["quarantine".as_ref(), "purge".as_ref(), "--older-than".as_ref(), "1d".as_ref()],
+        vec!["storage".as_ref(), "list".as_ref()],
+        vec!["storage".as_ref(), "delete".as_ref(), "r-1".as_ref()],
     ];
+    // One message, the same in every subcommand, naming the path.
+    let expected = format!("runner-metrics: error: storage root {}: no such directory\n", missing.display());
     for args in runs {
         let out = output(cli().args(&args).arg("--storage").arg(&missing));
         assert_eq!(out.code, Some(2), "{args:?}: {}", out.stderr);
-        assert!(
-            out.stderr.contains(&missing.display().to_string()),
-            "{args:?}: the error must name the root:\n{}",
-            out.stderr
-        );
+        assert_eq!(out.stderr, expected, "{args:?}");
         assert_eq!(out.stdout, "");
     }
     assert!(!exists(&missing));
+    assert!(!exists(&log), "a mistyped root leaves no log behind");
 }
 
 #[test]
@@ -498,7 +502,7 @@ fn a_storage_root_that_is_a_file_is_an_error() {
     fs::write(&file, "x").unwrap();
     let out = output(cli().args(["collect", "--flavor", "small", "--metrics-log", "-", "--storage"]).arg(&file));
     assert_eq!(out.code, Some(2), "{}", out.stderr);
-    assert!(out.stderr.contains(&file.display().to_string()), "{}", out.stderr);
+    assert_eq!(out.stderr, format!("runner-metrics: error: storage root {}: not a directory\n", file.display()));
     assert_eq!(fs::read_to_string(&file).unwrap(), "x");
 }
 
@@ -742,4 +746,51 @@ fn quarantine_show_and_restore_accept_the_location_collect_prints() {
     assert!(!exists(&root.quarantine_dir().join(&bare)), "the quarantined entry is gone");
     assert!(!exists(&root.quarantine_dir().join(format!("{bare}.reason.json"))), "its reason file too");
     assert!(!exists(&root.quarantine_dir().join(".quarantine")));
+}
+
+#[test]
+fn a_failure_line_names_the_full_path_in_plain_words() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = StorageRoot::new();
+    let runner = root.valid_runner("r-unreadable");
+    let file = runner.path.join(PRE_JOB);
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o000)).unwrap();
+    // Root bypasses file permissions: run the binary as nobody, on a tree
+    // (inside this test's temp directory only) that nobody owns.
+    let mut command = if is_root() {
+        if std::process::Command::new("setpriv").arg("--version").output().is_err() {
+            eprintln!("skipped: running as root, and setpriv(1) is missing");
+            return;
+        }
+        let temp = root.path().parent().expect("the root's temp dir");
+        fs::set_permissions(temp, fs::Permissions::from_mode(0o755)).unwrap();
+        for path in [root.path(), runner.path.as_path()]
+            .into_iter()
+            .map(Path::to_path_buf)
+            .chain(fs::read_dir(&runner.path).unwrap().map(|e| e.unwrap().path()))
+        {
+            std::os::unix::fs::lchown(&path, Some(65534), Some(65534)).unwrap();
+        }
+        let mut command = std::process::Command::new("setpriv");
+        command
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(cli_binary())
+            .arg("--cache-dir")
+            .arg(cache_dir())
+            .env("XDG_CACHE_HOME", root.outside())
+            .env("HOME", root.outside())
+            .env_remove("METRICS_LOG_PATH");
+        command
+    } else {
+        cli()
+    };
+    let out =
+        output(command.args(["collect", "--flavor", "small", "--metrics-log", "-", "--storage"]).arg(root.path()));
+    assert_eq!(out.code, Some(1), "the storage is left failed: {}", out.stderr);
+    let line = format!("failed: r-unreadable: kept: open {}: Permission denied", file.display());
+    assert!(out.stderr.lines().any(|l| l == line), "stderr lacks {line:?}:\n{}", out.stderr);
+    for wasi in ["similar to", "POSIX", "\\\"", "EACCES"] {
+        assert!(!out.stderr.contains(wasi), "{wasi:?} in:\n{}", out.stderr);
+    }
+    assert!(file.exists(), "kept for the next run");
 }
