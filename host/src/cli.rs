@@ -18,6 +18,45 @@ use runner_metrics::prometheus::{ObservingSink, Recorder};
 use runner_metrics::summary::{OutcomeKind, StorageReport, Summary};
 use runner_metrics::{Limits, Selection};
 
+/// The examples at the end of `runner-metrics --help` (and the man page).
+const EXAMPLES: &str = "\
+Examples:
+  Try it on a built-in sample storage root (only a temporary directory is touched):
+    runner-metrics demo
+
+  Collect from the manager's storage root, leaving runners that may still be set up alone:
+    runner-metrics collect --storage /var/lib/runner-metrics --flavor small --min-age 330
+
+  See what was quarantined and why, then put one storage back:
+    runner-metrics quarantine list --storage /var/lib/runner-metrics
+    runner-metrics quarantine restore --storage /var/lib/runner-metrics .quarantine/NAME.TS
+
+  Install shell completions and the man page:
+    runner-metrics completions bash > /etc/bash_completion.d/runner-metrics
+    runner-metrics man > /usr/local/share/man/man1/runner-metrics.1
+
+Exit status: 0 done, 1 storages left failed (kept for the next run), 2 error, 3 another run
+holds the storage root's lock (`<DIR>/.lock`) past --wait.";
+
+/// The examples at the end of `runner-metrics collect --help`.
+const COLLECT_EXAMPLES: &str = "\
+Examples:
+  Every few minutes (systemd timer or cron), keeping out runners set up in the last 330 s
+  and the ones the manager knows are busy:
+    runner-metrics collect --storage /var/lib/runner-metrics --flavor small \\
+      --min-age 330 --exclude busy-runner-1 --exclude busy-runner-2
+
+  Events on stdout instead of the metrics log, and a line for every storage:
+    runner-metrics collect --storage ./runner-fs --flavor small --metrics-log - --verbose
+
+  With job metrics from GitHub and a node_exporter textfile:
+    runner-metrics collect --storage /var/lib/runner-metrics --flavor large \\
+      --github-token-file /etc/runner-metrics/token \\
+      --prometheus-textfile /var/lib/prometheus/node-exporter/runner-metrics.prom
+
+  Wait up to a minute for a run already holding the root's lock:
+    runner-metrics collect --storage /var/lib/runner-metrics --flavor small --wait 60";
+
 /// Exit code when storages were left failed (kept for the next run).
 pub const EXIT_FAILED_STORAGES: u8 = 1;
 /// Exit code for usage errors and runs that could not start or finish.
@@ -36,7 +75,7 @@ pub const EXIT_BUSY: u8 = 3;
 /// written, then deleted), deleted as no-data, quarantined under
 /// `<root>/.quarantine/`, skipped, or failed and kept for the next run.
 #[derive(Debug, Parser)]
-#[command(name = "runner-metrics", version, max_term_width = 100)]
+#[command(name = "runner-metrics", version, max_term_width = 100, after_long_help = EXAMPLES)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -55,6 +94,7 @@ enum Command {
     /// a normal outcome), 1 when storages were left failed, 2 on errors, 3
     /// when another run held the storage root's lock (`<DIR>/.lock`) for
     /// longer than --wait (nothing touched).
+    #[command(after_long_help = COLLECT_EXAMPLES)]
     Collect(CollectArgs),
     /// Print each extracted RunnerMetrics as one JSON line on stdout.
     ///
@@ -106,6 +146,7 @@ enum QuarantineCommand {
 
 /// Which storages to look at.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Storages")]
 struct SelectionArgs {
     /// The storage root (the directory holding one directory per runner).
     #[arg(long, value_name = "DIR")]
@@ -137,6 +178,7 @@ impl SelectionArgs {
 
 /// Waiting for another run on the same storage root.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Locking")]
 pub struct WaitArgs {
     /// If another run holds the storage root's lock (`<DIR>/.lock`), wait
     /// this many seconds for it to finish before giving up with exit status
@@ -168,29 +210,30 @@ struct CollectArgs {
     #[command(flatten)]
     wait: WaitArgs,
     /// The runners' flavor, written into every event.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", help_heading = "Output")]
     flavor: String,
     /// Where events go: a file to append to, or `-` for stdout.
     /// [default: $METRICS_LOG_PATH, else /var/log/github-runner-metrics.log]
-    #[arg(long, value_name = "PATH|-")]
+    #[arg(long, value_name = "PATH|-", help_heading = "Output")]
     metrics_log: Option<PathBuf>,
     /// Print the summary as one JSON object on stderr.
-    #[arg(long)]
+    #[arg(long, help_heading = "Output")]
     json: bool,
     /// Print a line for every storage, not just quarantined and failed ones.
-    #[arg(long, short)]
+    #[arg(long, short, help_heading = "Output")]
     verbose: bool,
     #[command(flatten)]
     github: GithubArgs,
     /// Also write a node_exporter textfile-collector file (histograms of
     /// spawn, idle, queue and job durations by flavor; counters of outcomes
     /// and events), atomically. Values accumulate across runs.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", help_heading = "Output")]
     prometheus_textfile: Option<PathBuf>,
 }
 
 /// Job metrics (queue duration, conclusion) from the GitHub API.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "GitHub lookups")]
 struct GithubArgs {
     /// Look up each runner's job on the GitHub API with the token in FILE
     /// (read and trimmed; never printed). Without it, events carry no
@@ -251,7 +294,7 @@ struct ExtractArgs {
     #[command(flatten)]
     selection: SelectionArgs,
     /// Change nothing on disk: no quarantine, no deletion (and no lock).
-    #[arg(long)]
+    #[arg(long, help_heading = "Output")]
     keep: bool,
     #[command(flatten)]
     wait: WaitArgs,
@@ -266,6 +309,7 @@ struct DemoArgs {
 
 /// Sandbox settings shared by every subcommand.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Sandbox")]
 struct SandboxArgs {
     /// Memory one guest instance may use, in MiB.
     #[arg(long, global = true, value_name = "MIB", default_value_t = 64)]

@@ -794,3 +794,47 @@ fn a_failure_line_names_the_full_path_in_plain_words() {
     }
     assert!(file.exists(), "kept for the next run");
 }
+
+/// The option names listed under `heading` in a help text (up to the next
+/// unindented line).
+fn flags_under<'a>(help: &'a str, heading: &str) -> Vec<&'a str> {
+    let section = help.lines().skip_while(|l| *l != heading).skip(1).take_while(|l| l.is_empty() || l.starts_with(' '));
+    section.filter_map(|l| l.trim_start().split([' ', ',']).find(|w| w.starts_with("--"))).collect()
+}
+
+#[test]
+fn help_groups_flags_by_purpose_and_ends_with_examples() {
+    let out = output(cli().args(["collect", "--help"]));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let help = &out.stdout;
+    let groups: [(&str, &[&str]); 5] = [
+        ("Storages:", &["--storage", "--exclude", "--include", "--min-age"]),
+        ("Locking:", &["--wait"]),
+        ("Output:", &["--flavor", "--metrics-log", "--json", "--verbose", "--prometheus-textfile"]),
+        (
+            "GitHub lookups:",
+            &["--github-token-file", "--github-api-url", "--github-timeout", "--github-max-wait", "--github-budget"],
+        ),
+        ("Sandbox:", &["--memory-limit", "--timeout", "--max-handles", "--cache-dir", "--no-cache"]),
+    ];
+    for (heading, flags) in groups {
+        assert_eq!(flags_under(help, heading), flags, "under {heading}:\n{help}");
+    }
+    let examples = help.split_once("\nExamples:\n").expect("collect --help ends with examples").1;
+    assert!(examples.contains("runner-metrics collect --storage"), "{examples}");
+    assert!(examples.contains("--min-age 330"), "{examples}");
+
+    // The sandbox flags are grouped in every subcommand, and the top-level
+    // help has examples of the first commands to run.
+    let out = output(cli().args(["quarantine", "list", "--help"]));
+    assert_eq!(flags_under(&out.stdout, "Sandbox:").len(), 5, "{}", out.stdout);
+    let out = output(cli().arg("--help"));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let examples = out.stdout.split_once("\nExamples:\n").expect("--help ends with examples").1;
+    for command in ["runner-metrics demo", "runner-metrics collect --storage", "runner-metrics quarantine restore"] {
+        assert!(examples.contains(command), "no {command:?} in:\n{examples}");
+    }
+    // `-h` stays short: no examples.
+    let out = output(cli().arg("-h"));
+    assert!(!out.stdout.contains("Examples:"), "{}", out.stdout);
+}
