@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Builds the installable packages into dist/, from the repository's own files:
+#
+#   dist/runner_metrics_host-<version>-py3-none-any.whl   Python host + component + py.typed
+#   dist/runner-metrics-node-host-<version>.tgz           Node host + transpiled component (npm pack)
+#   dist/runner_metrics.wasm                              the component itself
+#
+# <version> is the workspace version ([workspace.package] in Cargo.toml).
+# Both packages are built from staging copies under dist/.build/ (the working
+# tree's hosts/python and hosts/node are only read), the component from
+# `cargo build -p runner-metrics` (debug is enough: the component inside is
+# always built with the `component` profile).
+#
+# Needs Rust (rustup) unless RUNNER_METRICS_COMPONENT names a built .wasm,
+# Python >= 3.10 with venv (the wheel is built in a venv with pip, setuptools
+# from PyPI), Node >= 20 with npm (jco from hosts/node/package-lock.json).
+#
+# Environment: RUNNER_METRICS_COMPONENT (use this .wasm, skip cargo),
+# PYTHON (default python3), SKIP_PYTHON/SKIP_NODE=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+
+step() { printf '\n==> %s\n' "$*"; }
+
+version=$(sed -n '/^\[workspace\.package\]/,/^\[/s/^version *= *"\([^"]*\)".*/\1/p' Cargo.toml)
+if [ -z "$version" ]; then
+    echo "no version in Cargo.toml [workspace.package]" >&2
+    exit 1
+fi
+
+dist="$repo/dist"
+build="$dist/.build"
+rm -rf "$build"
+mkdir -p "$build"
+# Only this version's packages are left in dist/.
+rm -f "$dist"/runner_metrics_host-*.whl "$dist"/runner-metrics-node-host-*.tgz "$dist/runner_metrics.wasm"
+
+component="$dist/runner_metrics.wasm"
+if [ -n "${RUNNER_METRICS_COMPONENT:-}" ]; then
+    step "component: $RUNNER_METRICS_COMPONENT (RUNNER_METRICS_COMPONENT)"
+    cp "$RUNNER_METRICS_COMPONENT" "$component"
+else
+    step "component: cargo build -p runner-metrics && runner-metrics component --output $component"
+    export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
+    rustup target add wasm32-wasip2 >/dev/null
+    cargo build -p runner-metrics
+    ./target/debug/runner-metrics component --output "$component"
+fi
+# The component is a WebAssembly binary (magic \0asm).
+if [ "$(head -c 4 "$component" | od -An -tx1 | tr -d ' \n')" != 0061736d ]; then
+    echo "$component is not a WebAssembly binary" >&2
+    exit 1
+fi
+
+if [ "${SKIP_PYTHON:-0}" != 1 ]; then
+    step "Python wheel $version (hosts/python + component)"
+    stage="$build/python"
+    mkdir -p "$stage"
+    cp hosts/python/pyproject.toml hosts/python/README.md "$stage/"
+    cp -r hosts/python/src "$stage/src"
+    find "$stage/src" \( -name __pycache__ -o -name '*.egg-info' \) -prune -exec rm -rf {} +
+    rm -f "$stage"/src/runner_metrics_host/*.wasm
+    cp "$component" "$stage/src/runner_metrics_host/runner_metrics.wasm"
+    # The project's version, not whatever pyproject.toml last said.
+    sed -i "s/^version = \".*\"/version = \"$version\"/" "$stage/pyproject.toml"
+    grep -q "^version = \"$version\"$" "$stage/pyproject.toml"
+    python=${PYTHON:-python3}
+    "$python" -m venv "$build/venv"
+    "$build/venv/bin/python" -m pip wheel --quiet --disable-pip-version-check --no-deps \
+        --wheel-dir "$dist" "$stage"
+    wheel="$dist/runner_metrics_host-$version-py3-none-any.whl"
+    [ -f "$wheel" ] || { echo "pip did not write $wheel" >&2; ls "$dist" >&2; exit 1; }
+    # What ships: the module, the component and the typing marker.
+    "$build/venv/bin/python" - "$wheel" <<'EOF'
+import sys, zipfile
+names = set(zipfile.ZipFile(sys.argv[1]).namelist())
+want = {"runner_metrics_host/__init__.py", "runner_metrics_host/runner_metrics.wasm", "runner_metrics_host/py.typed"}
+missing = want - names
+if missing:
+    sys.exit(f"{sys.argv[1]} lacks {sorted(missing)}")
+EOF
+    echo "wrote $wheel"
+fi
+
+if [ "${SKIP_NODE:-0}" != 1 ]; then
+    step "npm tarball $version (hosts/node + jco-transpiled component)"
+    stage="$build/node"
+    mkdir -p "$stage"
+    cp hosts/node/package.json hosts/node/package-lock.json hosts/node/README.md "$stage/"
+    cp -r hosts/node/src hosts/node/scripts "$stage/"
+    (
+        cd "$stage" &&
+            npm pkg set "version=$version" &&
+            npm ci --no-audit --no-fund --loglevel=error &&
+            node scripts/transpile.mjs "$component" &&
+            npm pack --pack-destination "$dist" --loglevel=warn >/dev/null
+    )
+    tarball="$dist/runner-metrics-node-host-$version.tgz"
+    [ -f "$tarball" ] || { echo "npm pack did not write $tarball" >&2; ls "$dist" >&2; exit 1; }
+    # What ships: the host and the transpiled component, no tests or scripts.
+    listing=$(tar -tzf "$tarball")
+    for want in package/package.json package/src/index.js package/generated/runner_metrics.js package/generated/runner_metrics.core.wasm; do
+        grep -qx "$want" <<<"$listing" || { echo "$tarball lacks $want" >&2; exit 1; }
+    done
+    if grep -Eq '^package/(test|test-support|scripts|node_modules)/' <<<"$listing"; then
+        echo "$tarball ships test or build files" >&2
+        exit 1
+    fi
+    echo "wrote $tarball"
+fi
+
+rm -rf "$build"
+step "dist/"
+ls -l "$dist"

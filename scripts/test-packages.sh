@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# Builds the packages (scripts/package.sh -> dist/), then installs and uses
+# each one as a user would: in a fresh temporary directory, with a clean
+# environment (`env -i`, HOME in the temp directory, PATH=/usr/bin:/bin) in
+# which no Rust toolchain is reachable.
+#
+#   python: venv, `pip install dist/runner_metrics_host-*.whl` (wasmtime from
+#           PyPI), then `from runner_metrics_host import collect` with no
+#           component path collects a one-runner storage root;
+#   node:   `npm install dist/runner-metrics-node-host-*.tgz` (preview2-shim
+#           from npm), then `import { collect } from 'runner-metrics-node-host'`
+#           does the same.
+#
+# Both must write exactly the three event lines the Rust host writes for that
+# root and delete the storage. Writes only inside the temp directory (and
+# dist/, target/ through package.sh). Needs what package.sh needs, plus
+# python3 (with venv) and node/npm in /usr/bin or /bin (or PACKAGES_TEST_PATH).
+#
+# Environment: SKIP_BUILD=1 uses the packages already in dist/;
+# PACKAGES_TEST_PATH (default /usr/bin:/bin) is the clean PATH; KEEP_TMP=1.
+# Prints "packages: N passed, N failed"; exits non-zero if anything failed.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+
+step() { printf '\n==> %s\n' "$*"; }
+
+passed=0
+failed=0
+check() { # name, exit code
+    if [ "$2" -eq 0 ]; then
+        echo "ok: $1"
+        passed=$((passed + 1))
+    else
+        echo "FAILED: $1"
+        failed=$((failed + 1))
+    fi
+}
+finish() {
+    echo
+    echo "packages: ${passed} passed, ${failed} failed"
+    [ "$failed" -eq 0 ]
+    exit
+}
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/runner-metrics-packages.XXXXXX")
+if [ "${KEEP_TMP:-0}" = 1 ]; then
+    echo "keeping $tmp"
+else
+    trap 'rm -rf "$tmp"' EXIT
+fi
+
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+    step "build the packages (scripts/package.sh)"
+    rc=0
+    ./scripts/package.sh || rc=$?
+    check "scripts/package.sh builds dist/" "$rc"
+    [ "$rc" -eq 0 ] || finish
+fi
+
+version=$(sed -n '/^\[workspace\.package\]/,/^\[/s/^version *= *"\([^"]*\)".*/\1/p' Cargo.toml)
+wheel="$repo/dist/runner_metrics_host-$version-py3-none-any.whl"
+tarball="$repo/dist/runner-metrics-node-host-$version.tgz"
+
+# The clean environment: nothing inherited but the CA certificates and proxy
+# settings needed to reach PyPI and npm.
+clean=(env -i "PATH=${PACKAGES_TEST_PATH:-/usr/bin:/bin}" "HOME=$tmp/home" "LANG=C.UTF-8" "TMPDIR=$tmp"
+    npm_config_update_notifier=false)
+for var in SSL_CERT_FILE SSL_CERT_DIR NODE_EXTRA_CA_CERTS PIP_CERT REQUESTS_CA_BUNDLE \
+    http_proxy https_proxy no_proxy HTTP_PROXY HTTPS_PROXY NO_PROXY; do
+    if [ -n "${!var:-}" ]; then clean+=("$var=${!var}"); fi
+done
+mkdir -p "$tmp/home"
+
+step "no Rust toolchain in the clean environment"
+rc=0
+if found=$("${clean[@]}" sh -c 'command -v cargo || command -v rustc || command -v rustup'); then
+    echo "found $found on the clean PATH"
+    rc=1
+fi
+check "cargo, rustc and rustup are not on the clean PATH" "$rc"
+[ "$rc" -eq 0 ] || finish
+
+# What the Rust host writes for the root below (runner-a, flavor small, no
+# job metrics), byte for byte.
+cat >"$tmp/expected.log" <<'EOF'
+{"timestamp": 1700000060.0, "event": "runner_installed", "flavor": "small", "duration": 59.5}
+{"timestamp": 1700000100.0, "event": "runner_start", "flavor": "small", "workflow": "ci", "repo": "owner/repo", "github_event": "push", "idle": 40.0}
+{"timestamp": 1700000400.0, "event": "runner_stop", "flavor": "small", "workflow": "ci", "repo": "owner/repo", "github_event": "push", "status": "normal", "job_duration": 300.0}
+EOF
+
+# ---------------------------------------------------------------- Python
+step "Python: venv + pip install $(basename "$wheel") in $tmp/python"
+mkdir -p "$tmp/python"
+rc=0
+[ -f "$wheel" ] || { echo "no $wheel"; rc=1; }
+if [ "$rc" -eq 0 ]; then
+    (cd "$tmp/python" &&
+        "${clean[@]}" python3 -m venv venv &&
+        "${clean[@]}" venv/bin/python -m pip install --quiet --disable-pip-version-check "$wheel") || rc=$?
+fi
+check "python: the wheel installs into a fresh venv (with wasmtime from PyPI)" "$rc"
+
+if [ "$rc" -eq 0 ]; then
+    step "Python: collect a one-runner root with the installed package"
+    cat >"$tmp/python/use.py" <<'EOF'
+import importlib.metadata, os, pathlib, sys
+
+here = pathlib.Path.cwd()
+root = here / "root"
+runner = root / "runner-a"
+runner.mkdir(parents=True)
+(runner / "runner-installation-start.timestamp").write_text("1700000000.5")
+(runner / "runner-installed.timestamp").write_text("1700000060")
+(runner / "pre-job-metrics.json").write_text('{"workflow": "ci", "repository": "owner/repo", "event": "push", "timestamp": 1700000100, "workflow_run_id": "123456"}')
+(runner / "post-job-metrics.json").write_text('{"timestamp": 1700000400, "status": "normal"}')
+
+from runner_metrics_host import collect
+import runner_metrics_host
+
+package = pathlib.Path(runner_metrics_host.__file__).parent
+assert "site-packages" in package.parts, package
+assert (package / "runner_metrics.wasm").is_file() and (package / "py.typed").is_file()
+assert "RUNNER_METRICS_COMPONENT" not in os.environ
+assert importlib.metadata.version("runner-metrics-host") == sys.argv[1], importlib.metadata.version("runner-metrics-host")
+
+log = here / "metrics.log"
+summary = collect(str(root), "small", metrics_log=str(log))
+counts = summary.counts()
+assert counts["extracted"] == 1 and counts["lines_written"] == 3, counts
+got = log.read_text()
+want = pathlib.Path(sys.argv[2]).read_text()
+assert got == want, f"metrics log differs:\n{got}"
+assert not runner.exists(), "runner-a was not deleted"
+print(f"python: {counts}")
+EOF
+    rc=0
+    (cd "$tmp/python" && "${clean[@]}" venv/bin/python use.py "$version" "$tmp/expected.log") || rc=$?
+    check "python: 'from runner_metrics_host import collect' collects with the bundled component" "$rc"
+fi
+
+# ---------------------------------------------------------------- Node
+step "Node: npm install $(basename "$tarball") in $tmp/node"
+mkdir -p "$tmp/node"
+rc=0
+[ -f "$tarball" ] || { echo "no $tarball"; rc=1; }
+if [ "$rc" -eq 0 ]; then
+    (cd "$tmp/node" &&
+        printf '{"name": "uses-runner-metrics", "private": true, "type": "module"}\n' >package.json &&
+        "${clean[@]}" npm install --no-audit --no-fund --loglevel=error "$tarball") || rc=$?
+fi
+check "node: the tarball installs into a fresh project (with preview2-shim from npm)" "$rc"
+
+if [ "$rc" -eq 0 ]; then
+    step "Node: collect a one-runner root with the installed package"
+    cat >"$tmp/node/use.mjs" <<'EOF'
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+
+const [version, expected] = process.argv.slice(2);
+const root = join(process.cwd(), 'root');
+const runner = join(root, 'runner-a');
+mkdirSync(runner, { recursive: true });
+writeFileSync(join(runner, 'runner-installation-start.timestamp'), '1700000000.5');
+writeFileSync(join(runner, 'runner-installed.timestamp'), '1700000060');
+writeFileSync(join(runner, 'pre-job-metrics.json'), '{"workflow": "ci", "repository": "owner/repo", "event": "push", "timestamp": 1700000100, "workflow_run_id": "123456"}');
+writeFileSync(join(runner, 'post-job-metrics.json'), '{"timestamp": 1700000400, "status": "normal"}');
+
+const { collect } = await import('runner-metrics-node-host');
+const pkg = JSON.parse(readFileSync(join('node_modules', 'runner-metrics-node-host', 'package.json'), 'utf8'));
+assert.equal(pkg.version, version);
+assert.ok(existsSync(join('node_modules', 'runner-metrics-node-host', 'generated', 'runner_metrics.js')));
+
+const log = join(process.cwd(), 'metrics.log');
+const summary = await collect(root, 'small', { metricsLog: log });
+assert.equal(summary.extracted, 1);
+assert.equal(readFileSync(log, 'utf8'), readFileSync(expected, 'utf8'));
+assert.ok(!existsSync(runner), 'runner-a was not deleted');
+console.log(`node: extracted ${summary.extracted}, quarantined ${summary.quarantined}, failed ${summary.failed}`);
+EOF
+    rc=0
+    (cd "$tmp/node" && "${clean[@]}" node use.mjs "$version" "$tmp/expected.log") || rc=$?
+    check "node: \"import { collect } from 'runner-metrics-node-host'\" collects with the bundled component" "$rc"
+fi
+
+finish
