@@ -155,27 +155,21 @@ fn remove_one<D: DirHandle>(
 ) -> FsResult<()> {
     let shown = || D::show(&name);
     budget.step(shown)?;
+    // Open it as a directory first (one call for the usual case); only
+    // what is not a directory is unlinked.
     let dir = loop {
-        match top.kind_at(&name) {
-            Err(e) if e.kind == FsErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e),
-            Ok(EntryKind::Directory) => {}
-            Ok(_) => match top.unlink(&name) {
-                Ok(()) => return Ok(()),
-                Err(e) if e.kind == FsErrorKind::NotFound => return Ok(()),
-                Err(e) if matches!(e.kind, FsErrorKind::IsADirectory | FsErrorKind::PermissionDenied) => {
-                    budget.race(shown)?;
-                    continue;
-                }
-                Err(e) => return Err(e),
-            },
-        }
         match top.open_dir(&name) {
             Ok(dir) => break dir,
             Err(e) if e.kind == FsErrorKind::NotFound => return Ok(()),
-            Err(e) if matches!(e.kind, FsErrorKind::Symlink | FsErrorKind::NotADirectory) => {
-                budget.race(shown)?;
-            }
+            Err(e) if matches!(e.kind, FsErrorKind::Symlink | FsErrorKind::NotADirectory) => match top.unlink(&name) {
+                Ok(()) => return Ok(()),
+                Err(e) if e.kind == FsErrorKind::NotFound => return Ok(()),
+                // Swapped for a directory since: open it after all.
+                Err(e) if matches!(e.kind, FsErrorKind::IsADirectory | FsErrorKind::PermissionDenied) => {
+                    budget.race(shown)?;
+                }
+                Err(e) => return Err(e),
+            },
             Err(e) => return Err(e),
         }
     };
