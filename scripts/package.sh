@@ -91,8 +91,8 @@ if [ "${SKIP_NODE:-0}" != 1 ]; then
     cp -r hosts/node/src hosts/node/scripts "$stage/"
     (
         cd "$stage" &&
-            npm pkg set "version=$version" &&
             npm ci --no-audit --no-fund --loglevel=error &&
+            npm pkg set "version=$version" &&
             node scripts/transpile.mjs "$component" &&
             npm pack --pack-destination "$dist" --loglevel=warn >/dev/null
     )
