@@ -49,11 +49,32 @@ step "deployment files: systemd units, system calls, logrotate (scripts/test-con
 contrib_passed=$(sed -n 's/^contrib: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$log" | tail -1)
 contrib_failed=$(sed -n 's/^contrib: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$log" | tail -1)
 
+step "packages: Python wheel and npm tarball, installed and used without Rust (scripts/test-packages.sh)"
+./scripts/test-packages.sh 2>&1 | tee -a "$log" || status=1
+packages_passed=$(sed -n 's/^packages: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$log" | tail -1)
+packages_failed=$(sed -n 's/^packages: \([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$log" | tail -1)
+
+step "an attacker's script apart from the tests: the symlink swap against the real binary (scripts/attack/symlink_swap.py)"
+if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null && [ -x /usr/bin/python3 ]; then
+    # Unprivileged, on copies in a directory of its own under /tmp (the
+    # checkout may not be readable by nobody).
+    attack_dir=$(mktemp -d /tmp/runner-metrics-attack.XXXXXX)
+    cp scripts/attack/symlink_swap.py target/debug/runner-metrics "$attack_dir/"
+    chmod 755 "$attack_dir" "$attack_dir/runner-metrics"
+    chmod 644 "$attack_dir/symlink_swap.py"
+    (cd /tmp && setpriv --reuid=65534 --regid=65534 --clear-groups -- env HOME=/tmp TMPDIR=/tmp \
+        /usr/bin/python3 "$attack_dir/symlink_swap.py" "$attack_dir/runner-metrics" 4) || status=1
+    rm -rf "$attack_dir"
+else
+    python3 scripts/attack/symlink_swap.py "$(pwd)/target/debug/runner-metrics" 4 || status=1
+fi
+
 passed=$(grep -Eo 'test result: [a-zA-Z]+\. [0-9]+ passed' "$log" | awk '{s+=$4} END {print s+0}')
 failed=$(grep -Eo '[0-9]+ failed;' "$log" | awk '{s+=$1} END {print s+0}')
 echo
 echo "rust: ${passed} passed, ${failed} failed"
 echo "hosts: ${hosts_passed:-0} passed, ${hosts_failed:-0} failed"
 echo "contrib: ${contrib_passed:-0} passed, ${contrib_failed:-0} failed"
-echo "total: $((passed + ${hosts_passed:-0} + ${contrib_passed:-0})) passed, $((failed + ${hosts_failed:-0} + ${contrib_failed:-0})) failed"
+echo "packages: ${packages_passed:-0} passed, ${packages_failed:-0} failed"
+echo "total: $((passed + ${hosts_passed:-0} + ${contrib_passed:-0} + ${packages_passed:-0})) passed, $((failed + ${hosts_failed:-0} + ${contrib_failed:-0} + ${packages_failed:-0})) failed"
 exit "$status"
