@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use runner_metrics::collect::{collect, collect_holding, CollectOptions, Emit, JobMetricsSource, NoJobMetrics};
 use runner_metrics::github::{read_token_file, GithubJobs, GithubOptions, DEFAULT_API_URL};
@@ -127,6 +127,20 @@ enum Command {
         #[arg(long, short)]
         output: PathBuf,
     },
+    /// Print a shell completion script on stdout.
+    ///
+    /// For bash: `runner-metrics completions bash > /etc/bash_completion.d/runner-metrics`
+    /// (or ~/.local/share/bash-completion/completions/runner-metrics); for
+    /// zsh, a file `_runner-metrics` in a directory of $fpath; for fish,
+    /// ~/.config/fish/completions/runner-metrics.fish.
+    Completions {
+        /// The shell to complete in.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout, e.g. for
+    /// /usr/local/share/man/man1/runner-metrics.1.
+    Man,
 }
 
 #[derive(Debug, Subcommand)]
@@ -376,6 +390,16 @@ fn run_command(cli: Cli) -> Result<ExitCode> {
         Command::Storage(command) => crate::cli_lifecycle::run_storage(command),
         Command::Hooks(command) => crate::cli_lifecycle::run_hooks(command),
         Command::Demo(args) => crate::demo::run(&cli.sandbox.plugin()?, args.keep_files),
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "runner-metrics", &mut script);
+            write_stdout(&script)
+        }
+        Command::Man => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(Cli::command()).render(&mut page).context("rendering the man page")?;
+            write_stdout(&page)
+        }
         Command::Component { output } => {
             std::fs::write(&output, runner_metrics::plugin::EMBEDDED_COMPONENT)
                 .with_context(|| format!("writing the component to {}", output.display()))?;
@@ -383,6 +407,13 @@ fn run_command(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Writes generated text on stdout, saying so when that fails (a closed pipe).
+fn write_stdout(bytes: &[u8]) -> Result<ExitCode> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(bytes).and_then(|()| stdout.flush()).context("writing to stdout")?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The metrics log: the flag, else `$METRICS_LOG_PATH`, else the default.
@@ -844,7 +875,6 @@ mod tests {
 
     #[test]
     fn cli_definition_is_consistent() {
-        use clap::CommandFactory;
         Cli::command().debug_assert();
     }
 }

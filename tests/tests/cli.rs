@@ -838,3 +838,49 @@ fn help_groups_flags_by_purpose_and_ends_with_examples() {
     let out = output(cli().arg("-h"));
     assert!(!out.stdout.contains("Examples:"), "{}", out.stdout);
 }
+
+#[test]
+fn completions_are_generated_from_the_flags() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = output(cli().args(["completions", shell]));
+        assert_eq!(out.code, Some(0), "{shell}: {}", out.stderr);
+        // (fish spells long options `-l flavor`.)
+        for word in ["collect", "quarantine", "storage", "flavor", "github-token-file", "memory-limit"] {
+            assert!(out.stdout.contains(word), "the {shell} completion lacks {word}");
+        }
+    }
+    let bash = output(cli().args(["completions", "bash"])).stdout;
+    assert!(bash.contains("--storage"), "the bash completion lacks --storage");
+    assert!(bash.contains("complete -F _runner-metrics") || bash.contains("complete -F _runner__metrics"), "{bash}");
+    // And bash can parse it.
+    let tmp = tempfile::tempdir().unwrap();
+    let script = tmp.path().join("runner-metrics.bash");
+    fs::write(&script, &bash).unwrap();
+    if let Ok(check) = std::process::Command::new("bash").arg("-n").arg(&script).output() {
+        assert!(check.status.success(), "bash -n: {}", String::from_utf8_lossy(&check.stderr));
+    }
+    let out = output(cli().args(["completions", "no-such-shell"]));
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+}
+
+#[test]
+fn the_man_page_is_roff_generated_from_the_flags() {
+    let out = output(cli().arg("man"));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    let page = &out.stdout;
+    // clap_mangen opens with groff's two-line apostrophe definition
+    // (`.ie \n(.g ...` / `.el ...`); the title line comes right after it.
+    let first = page.lines().find(|l| !l.starts_with(".ie ") && !l.starts_with(".el ")).unwrap_or_default();
+    assert!(first.starts_with(".TH runner-metrics 1"), "first line {first:?}");
+    assert_eq!(page.lines().take_while(|l| !l.starts_with(".TH")).count(), 2, "only the preamble before .TH");
+    for word in [".SH NAME", ".SH SYNOPSIS", "collect", "quarantine", "completions", "\\-\\-memory\\-limit"] {
+        assert!(page.contains(word), "the man page lacks {word:?}");
+    }
+    // groff renders it without warnings, where groff is installed.
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("runner-metrics.1");
+    fs::write(&file, page).unwrap();
+    if let Ok(check) = std::process::Command::new("groff").args(["-man", "-Tutf8", "-ww", "-z"]).arg(&file).output() {
+        assert!(check.status.success() && check.stderr.is_empty(), "{}", String::from_utf8_lossy(&check.stderr));
+    }
+}
