@@ -40,8 +40,12 @@ use crate::fs::{EntryKind, FsError, FsErrorKind, FsResult};
 /// Directory levels held open at once; deeper directories are moved out to
 /// the top directory (well under the guest's 256-handle cap).
 pub const MAX_HELD: usize = 32;
-/// Names read per listing: memory stays flat whatever a directory holds.
-pub const LISTING_BATCH: usize = 1024;
+/// Names read per listing, so memory stays bounded whatever a directory
+/// holds (at most about 4 MiB of names). A bigger directory is listed again
+/// after each batch is removed; wasmtime-wasi materialises a whole listing
+/// per call, so each relisting costs the host the remaining entries, which
+/// a big batch keeps to a few passes (100,000 entries: 7).
+pub const LISTING_BATCH: usize = 16 * 1024;
 /// Syscall-level operations one removal may take before it gives up (a job
 /// that keeps adding entries as fast as they go would otherwise win).
 pub const MAX_OPERATIONS: u64 = 1 << 22;
