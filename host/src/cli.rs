@@ -243,6 +243,12 @@ struct CollectArgs {
     /// and events), atomically. Values accumulate across runs.
     #[arg(long, value_name = "PATH", help_heading = "Output")]
     prometheus_textfile: Option<PathBuf>,
+    /// In the textfile, count jobs of at most this many repositories by
+    /// name (those already in the file keep theirs); the rest are counted
+    /// under `other`, so a job cannot make the series grow without bound.
+    #[arg(long, value_name = "N", default_value_t = runner_metrics::prometheus::DEFAULT_MAX_REPOSITORIES,
+          help_heading = "Output")]
+    prometheus_max_repositories: usize,
 }
 
 /// Job metrics (queue duration, conclusion) from the GitHub API.
@@ -436,14 +442,10 @@ fn run_collect(sandbox: &SandboxArgs, args: CollectArgs) -> Result<ExitCode> {
     // Check the root before the log is created, so a typo leaves no trace.
     let storage = &args.selection.storage;
     check_root(storage)?;
+    // Before anything is touched: a FIFO, symlink or directory in place of
+    // the textfile would otherwise only be refused after the run.
     if let Some(textfile) = &args.prometheus_textfile {
-        let dir = textfile.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        anyhow::ensure!(
-            dir.is_dir(),
-            "Prometheus textfile {}: {} is not a directory",
-            textfile.display(),
-            dir.display()
-        );
+        runner_metrics::prometheus::check_textfile(textfile)?;
     }
     let wait = args.wait.duration()?;
     let mut progress = Progress::new(args.verbose, storage);
@@ -462,7 +464,7 @@ fn run_collect(sandbox: &SandboxArgs, args: CollectArgs) -> Result<ExitCode> {
         batch_size: 64,
         lock_wait: wait,
     };
-    let recorder = RefCell::new(Recorder::default());
+    let recorder = RefCell::new(Recorder::with_max_repositories(args.prometheus_max_repositories));
     let mut observed = ObservingSink { inner: sink.as_mut(), recorder: &recorder };
     let result = collect_holding(&plugin, &lock, &options, jobs.as_mut(), &mut observed, &mut |r| {
         recorder.borrow_mut().observe_report(r);

@@ -254,11 +254,37 @@ fn a_fifo_as_the_textfile_is_refused_without_hanging() {
     let out_dir = tempfile::tempdir().unwrap();
     let textfile = out_dir.path().join("runner-metrics.prom");
     mkfifo(&textfile).unwrap();
+    let before = snapshot(root.path());
     let out = collect_bounded(&root, &textfile, &out_dir.path().join("metrics.log"));
     assert_eq!(out.code, Some(2), "{out:?}");
+    // Refused before anything was touched: every storage is still there.
+    assert_eq!(diff(&before, &snapshot(root.path())), "", "the storages must be left as they were");
     assert!(out.stderr.contains(&textfile.display().to_string()), "names the path: {}", out.stderr);
     assert!(out.stderr.contains("FIFO"), "says what it is: {}", out.stderr);
     assert!(fs::symlink_metadata(&textfile).unwrap().file_type().is_fifo(), "the FIFO is left as it was");
+}
+
+#[test]
+fn prometheus_max_repositories_counts_the_rest_under_other() {
+    let root = StorageRoot::new();
+    fixture(&root);
+    let out_dir = tempfile::tempdir().unwrap();
+    let textfile = out_dir.path().join("runner-metrics.prom");
+    let out = output(
+        cli()
+            .args(["collect", "--flavor", "large", "--prometheus-max-repositories", "0", "--storage"])
+            .arg(root.path())
+            .arg("--metrics-log")
+            .arg(out_dir.path().join("metrics.log"))
+            .arg("--prometheus-textfile")
+            .arg(&textfile),
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let text = fs::read_to_string(&textfile).unwrap();
+    let by_repository: Vec<&str> =
+        text.lines().filter(|l| l.starts_with("runner_metrics_jobs_by_repository_total{")).collect();
+    assert!(!by_repository.is_empty(), "{text}");
+    assert!(by_repository.iter().all(|l| l.contains(r#"repository="other""#)), "{by_repository:?}");
 }
 
 #[test]
