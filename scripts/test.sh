@@ -37,7 +37,7 @@ step "cargo fmt --check (rustfmt.toml)"
 cargo fmt --all --check || { echo "formatting differs: run 'cargo fmt --all'"; status=1; }
 
 step "cargo test --workspace"
-cargo test --workspace 2>&1 | tee -a "$log" || status=$?
+cargo test --workspace --no-fail-fast 2>&1 | tee -a "$log" || status=$?
 
 step "other hosts: Rust CLI, wasmtime CLI, Python, Node on tests/conformance (scripts/test-hosts.sh)"
 ./scripts/test-hosts.sh 2>&1 | tee -a "$log" || status=1

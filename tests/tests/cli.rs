@@ -810,7 +810,17 @@ fn help_groups_flags_by_purpose_and_ends_with_examples() {
     let groups: [(&str, &[&str]); 5] = [
         ("Storages:", &["--storage", "--exclude", "--include", "--min-age"]),
         ("Locking:", &["--wait"]),
-        ("Output:", &["--flavor", "--metrics-log", "--json", "--verbose", "--prometheus-textfile"]),
+        (
+            "Output:",
+            &[
+                "--flavor",
+                "--metrics-log",
+                "--json",
+                "--verbose",
+                "--prometheus-textfile",
+                "--prometheus-max-repositories",
+            ],
+        ),
         (
             "GitHub lookups:",
             &["--github-token-file", "--github-api-url", "--github-timeout", "--github-max-wait", "--github-budget"],
