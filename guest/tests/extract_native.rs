@@ -1384,32 +1384,12 @@ fn no_data_storage_with_a_huge_tree_is_deleted() {
     assert_eq!(names_in(&env.path(DELETING)), BTreeSet::new(), "nothing is left in .deleting");
 }
 
-#[test]
-fn a_tree_deeper_than_path_max_is_deleted_whole() {
-    // 17 levels of 250-byte names: no root-relative path can name the
-    // bottom (PATH_MAX is 4096); the walk goes one component at a time
-    // from held descriptors, so it removes everything.
+/// A storage holding a chain of `depth` directories named `name` is
+/// deleted whole by `delete_storage`, leaving nothing behind.
+fn assert_deep_chain_is_deleted_whole(depth: usize, name: &str) {
     let env = Env::new();
     let dir = env.storage(NAME, &[(INSTALLED, INSTALLED_TEXT)]);
-    deep_chain_named(&dir, 17, &"d".repeat(250));
-    let result = within(60, {
-        let fs = env.fs();
-        move || delete_storage(&fs, NAME)
-    });
-    assert_eq!(result, Ok(None));
-    assert!(fs::symlink_metadata(&dir).is_err());
-    assert_eq!(names_in(&env.path(DELETING)), BTreeSet::new(), "nothing is left in .deleting");
-    assert!(!env.quarantine().exists());
-}
-
-#[test]
-fn a_tree_5000_levels_deep_is_deleted_whole_with_few_descriptors() {
-    // Deeper than any fixed walk limit (the old one was 256 levels) and
-    // than the descriptors the walk holds (walk::MAX_HELD): deeper parts
-    // are moved out to .deleting/ and removed from there.
-    let env = Env::new();
-    let dir = env.storage(NAME, &[(INSTALLED, INSTALLED_TEXT)]);
-    deep_chain_named(&dir, 5000, "d");
+    deep_chain_named(&dir, depth, name);
     let result = within(120, {
         let fs = env.fs();
         move || delete_storage(&fs, NAME)
@@ -1421,9 +1401,25 @@ fn a_tree_5000_levels_deep_is_deleted_whole_with_few_descriptors() {
 }
 
 #[test]
+fn a_tree_deeper_than_path_max_is_deleted_whole() {
+    // 17 levels of 250-byte names: no root-relative path can name the
+    // bottom (PATH_MAX is 4096); the walk goes one component at a time
+    // from held descriptors, so it removes everything.
+    assert_deep_chain_is_deleted_whole(17, &"d".repeat(250));
+}
+
+#[test]
+fn a_tree_5000_levels_deep_is_deleted_whole_with_few_descriptors() {
+    // Deeper than any fixed walk limit (the old one was 256 levels) and
+    // than the descriptors the walk holds (walk::MAX_HELD): deeper parts
+    // are moved out to .deleting/ and removed from there.
+    assert_deep_chain_is_deleted_whole(5000, "d");
+}
+
+#[test]
 fn no_data_storage_with_a_non_utf8_name_is_deleted_natively() {
     // Natively names are bytes, so a non-UTF-8 name is removed like any
-    // other (in WASI it cannot be named: tests/tests/threats.rs checks that
+    // other (in WASI it cannot be named: tests/tests/outcomes.rs checks that
     // the component quarantines such a storage as `undeletable` instead).
     let env = Env::new();
     let dir = env.storage(NAME, &[(PRE_JOB, PRE_JOB_TEXT)]);
