@@ -124,7 +124,6 @@ pub trait StorageFs {
     fn write_new_file(&self, path: &str, bytes: &[u8]) -> FsResult<()>;
     /// Removes a non-directory entry (a symlink itself, never its target).
     fn remove_file(&self, path: &str) -> FsResult<()>;
-    fn remove_empty_dir(&self, path: &str) -> FsResult<()>;
     /// The current UNIX time in seconds.
     fn now(&self) -> f64;
 }
@@ -156,9 +155,6 @@ impl<T: StorageFs> StorageFs for &T {
     }
     fn remove_file(&self, path: &str) -> FsResult<()> {
         (**self).remove_file(path)
-    }
-    fn remove_empty_dir(&self, path: &str) -> FsResult<()> {
-        (**self).remove_empty_dir(path)
     }
     fn now(&self) -> f64 {
         (**self).now()
@@ -328,10 +324,6 @@ mod native {
 
         fn remove_file(&self, path: &str) -> FsResult<()> {
             fs::remove_file(self.path(path)).map_err(|e| error("remove", path, e))
-        }
-
-        fn remove_empty_dir(&self, path: &str) -> FsResult<()> {
-            fs::remove_dir(self.path(path)).map_err(|e| error("remove directory", path, e))
         }
 
         fn now(&self) -> f64 {
@@ -866,12 +858,6 @@ mod wasi_fs {
 
         fn remove_file(&self, path: &str) -> FsResult<()> {
             self.at(path, |d, leaf| d.unlink_file_at(leaf)).map_err(|e| error("remove", path, e))
-        }
-
-        fn remove_empty_dir(&self, path: &str) -> FsResult<()> {
-            let removed = self.at(path, |d, leaf| d.remove_directory_at(leaf));
-            self.forget_dir();
-            removed.map_err(|e| error("remove directory", path, e))
         }
 
         fn now(&self) -> f64 {

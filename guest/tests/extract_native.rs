@@ -1104,9 +1104,6 @@ impl StorageFs for LyingLstat {
     fn remove_file(&self, path: &str) -> FsResult<()> {
         self.inner.remove_file(path)
     }
-    fn remove_empty_dir(&self, path: &str) -> FsResult<()> {
-        self.inner.remove_empty_dir(path)
-    }
     fn now(&self) -> f64 {
         self.inner.now()
     }
@@ -1468,9 +1465,6 @@ impl StorageFs for FixedClock {
     }
     fn remove_file(&self, path: &str) -> FsResult<()> {
         self.inner.remove_file(path)
-    }
-    fn remove_empty_dir(&self, path: &str) -> FsResult<()> {
-        self.inner.remove_empty_dir(path)
     }
     fn now(&self) -> f64 {
         self.now
