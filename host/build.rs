@@ -1,10 +1,15 @@
-//! Builds the guest component for `wasm32-wasip2` so the host can embed it
-//! and `runner-metrics` stays one self-contained executable.
+//! Builds the guest's two components for `wasm32-wasip2` so the host can
+//! embed them and `runner-metrics` stays one self-contained executable: the
+//! plugin (world `plugin`, which the host loads) and the command component
+//! (world `command`, feature `command`, which `runner-metrics component
+//! --kind command` writes for `wasmtime run`).
 //!
-//! The guest is built by a nested `cargo` with its own target directory
-//! (`target/guest-component`), so it neither deadlocks on the outer build's
-//! lock nor inherits the host's flags. Set `RUNNER_METRICS_PREBUILT_COMPONENT` to the
-//! path of a prebuilt component to skip the nested build.
+//! Each is built by a nested `cargo` with its own target directory
+//! (`target/guest-component`, `target/guest-command`), so it neither
+//! deadlocks on the outer build's lock nor inherits the host's flags, and
+//! the two feature sets do not rebuild each other. Set
+//! `RUNNER_METRICS_PREBUILT_COMPONENT` (and `..._PREBUILT_COMMAND`) to the
+//! paths of prebuilt components to skip the nested builds.
 //!
 //! `rust-toolchain.toml` lists the `wasm32-wasip2` target, but rustup adds
 //! listed targets only when it installs the toolchain itself: a toolchain
@@ -21,6 +26,7 @@ use std::process::Command;
 
 const GUEST_PACKAGE: &str = "runner-metrics-guest";
 const GUEST_ARTIFACT: &str = "runner_metrics_guest.wasm";
+const COMMAND_ARTIFACT: &str = "runner_metrics_command.wasm";
 const TARGET: &str = "wasm32-wasip2";
 
 fn main() {
@@ -30,20 +36,28 @@ fn main() {
     let embedded = out_dir.join(GUEST_ARTIFACT);
 
     println!("cargo:rerun-if-env-changed=RUNNER_METRICS_PREBUILT_COMPONENT");
+    println!("cargo:rerun-if-env-changed=RUNNER_METRICS_PREBUILT_COMMAND");
     println!("cargo:rerun-if-env-changed=RUSTUP_TOOLCHAIN");
     for watched in ["guest/src", "guest/Cargo.toml", "wit", "Cargo.lock"] {
         println!("cargo:rerun-if-changed={}", workspace.join(watched).display());
     }
 
-    let built = match env::var_os("RUNNER_METRICS_PREBUILT_COMPONENT") {
-        Some(prebuilt) => PathBuf::from(prebuilt),
-        None => {
-            ensure_target_installed(&workspace);
-            build_guest(&workspace)
-        }
-    };
-    std::fs::copy(&built, &embedded)
-        .unwrap_or_else(|e| panic!("cannot copy the guest component {}: {e}", built.display()));
+    let prebuilt = |var: &str| env::var_os(var).map(PathBuf::from);
+    let (plugin, command) =
+        match (prebuilt("RUNNER_METRICS_PREBUILT_COMPONENT"), prebuilt("RUNNER_METRICS_PREBUILT_COMMAND")) {
+            (Some(plugin), Some(command)) => (plugin, command),
+            (plugin, command) => {
+                ensure_target_installed(&workspace);
+                (
+                    plugin.unwrap_or_else(|| build_guest(&workspace, "guest-component", None)),
+                    command.unwrap_or_else(|| build_guest(&workspace, "guest-command", Some("command"))),
+                )
+            }
+        };
+    for (built, name) in [(plugin, embedded), (command, out_dir.join(COMMAND_ARTIFACT))] {
+        std::fs::copy(&built, &name)
+            .unwrap_or_else(|e| panic!("cannot copy the guest component {}: {e}", built.display()));
+    }
 }
 
 /// The directory of the target's standard library in `rustc`'s sysroot,
@@ -119,8 +133,9 @@ fn ensure_target_installed(workspace: &Path) {
     }
 }
 
-fn build_guest(workspace: &Path) -> PathBuf {
-    let target_dir = workspace.join("target").join("guest-component");
+/// Builds the guest with `features` in `target/<dir>`; returns the component.
+fn build_guest(workspace: &Path, dir: &str, features: Option<&str>) -> PathBuf {
+    let target_dir = workspace.join("target").join(dir);
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
     command
@@ -128,6 +143,9 @@ fn build_guest(workspace: &Path) -> PathBuf {
         .args(["build", "--profile", "component", "--package", GUEST_PACKAGE, "--target", TARGET, "--lib"])
         .arg("--target-dir")
         .arg(&target_dir);
+    if let Some(features) = features {
+        command.args(["--features", features]);
+    }
     // The outer build's settings are for the host, not the guest.
     for (key, _) in env::vars_os() {
         let Some(key) = key.to_str() else { continue };

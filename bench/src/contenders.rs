@@ -3,8 +3,8 @@
 //!
 //! 1. `sandboxed`: the real `runner-metrics collect` binary;
 //! 2. `native`: this binary's hidden `native-collect`, the same pipeline
-//!    ([`runner_metrics::collect_with`]) driving the guest logic compiled
-//!    natively ([`runner_metrics::native::NativeGuests`]);
+//!    ([`runner_metrics::native::collect_native`]): the guest's pipeline
+//!    compiled natively;
 //! 3. `floor`: this binary's hidden `floor`, a bare pass that lists, lstats,
 //!    reads (bounded) and deletes the same files.
 
@@ -18,9 +18,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use runner_metrics::native::NativeGuests;
+use runner_metrics::native::collect_native;
 use runner_metrics::summary::{OutcomeKind, StorageReport, Summary};
-use runner_metrics::{collect_with, CollectOptions, MetricsLog, NoJobMetrics};
+use runner_metrics::{CollectOptions, MetricsLog};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Contender {
@@ -179,7 +179,7 @@ pub fn native_collect(storage: &Path, flavor: &str, metrics_log: &Path) -> Resul
             let _ = std::io::stderr().lock().write_all(line.as_bytes());
         }
     };
-    let summary = collect_with(&NativeGuests, storage, &options, &mut NoJobMetrics, &mut log, &mut on_report)?;
+    let summary = collect_native(storage, &options, &mut log, &mut on_report)?;
     eprintln!("{}", serde_json::to_string(&summary)?);
     Ok(())
 }

@@ -13,20 +13,23 @@
 //! every storage reached an outcome, 1 when some were left failed or the run
 //! could not start or finish (usage error, stdout closed, root unreadable).
 //!
-//! Same pipeline as the Rust host (`host/src/collect.rs`): scan with a
-//! selection, decide each candidate, write its lines, then delete it.
-//! Differences, because there is only one instance: a trap ends the whole
-//! run (the storage concerned stays in place, nothing is deleted before its
-//! lines are out), and limits are the `wasmtime` CLI's (`-W max-memory-size=`,
-//! `-W timeout=`, `-W fuel=`) for the whole run rather than per call.
+//! The pipeline is the one every host runs (`pipeline.rs`); this module only
+//! parses arguments and lends it a host: stdout as the log (batches of one
+//! storage, written and flushed before it is deleted), stderr for reports,
+//! `--job` for job metrics. Differences, because there is only one
+//! instance: a trap ends the whole run (the storage concerned stays in
+//! place, nothing is deleted before its lines are out), and limits are the
+//! `wasmtime` CLI's (`-W max-memory-size=`, `-W timeout=`, `-W fuel=`) for the
+//! whole run rather than per storage.
 
 use std::io::Write;
 
 use wasi::io::streams::OutputStream;
 
 use crate::fs::WasiFs;
-use crate::model::{GithubJobMetrics, JobConclusion, Outcome, QuarantineInfo, Selection, SkipReason};
-use crate::{events, extract, render};
+use crate::model::{GithubJobMetrics, JobConclusion, RunnerMetrics, Selection};
+use crate::pipeline::{self, CollectOptions, StorageLines};
+use crate::report::{OutcomeKind, StorageReport, Summary};
 
 struct CliRun;
 
@@ -50,17 +53,12 @@ impl wasi::exports::cli::run::Guest for CliRun {
             }
         };
         let mut out = wasi::cli::stdout::get_stdout();
-        match collect(&options, &mut out, &mut err) {
-            Ok(summary) => {
-                summary.print(&mut err, options.json);
-                if summary.failed > 0 {
-                    Err(())
-                } else {
-                    Ok(())
-                }
-            }
-            Err((summary, message)) => {
-                summary.print(&mut err, options.json);
+        let (summary, result) = collect(&options, &mut out, &mut err);
+        print_summary(&summary, &mut err, options.json);
+        match result {
+            Ok(()) if summary.failed == 0 => Ok(()),
+            Ok(()) => Err(()),
+            Err(message) => {
                 err.line(&format!("runner-metrics: {message}"));
                 Err(())
             }
@@ -187,224 +185,80 @@ impl Stderr {
     }
 }
 
-#[derive(Default)]
-struct Summary {
-    extracted: usize,
-    no_data: usize,
-    quarantined: usize,
-    skipped: usize,
-    failed: usize,
-    lines: usize,
-}
-
-impl Summary {
-    fn print(&self, err: &mut Stderr, json: bool) {
-        if json {
-            let value = serde_json::json!({
-                "summary": {
-                    "extracted": self.extracted,
-                    "no_data": self.no_data,
-                    "quarantined": self.quarantined,
-                    "skipped": self.skipped,
-                    "failed": self.failed,
-                    "lines_written": self.lines,
-                }
-            });
-            err.line(&value.to_string());
-            return;
-        }
-        let mut text = String::new();
-        for (kind, count) in [
-            ("extracted", self.extracted),
-            ("no-data", self.no_data),
-            ("quarantined", self.quarantined),
-            ("skipped", self.skipped),
-            ("failed", self.failed),
-            ("lines", self.lines),
-        ] {
-            text.push_str(&format!("{kind:>12}: {count}\n"));
-        }
-        err.line(&text);
+fn print_summary(summary: &Summary, err: &mut Stderr, json: bool) {
+    if json {
+        err.line(&serde_json::json!({ "summary": summary }).to_string());
+        return;
     }
+    let mut text = String::new();
+    for (kind, count) in [
+        ("extracted", summary.extracted),
+        ("no-data", summary.no_data),
+        ("quarantined", summary.quarantined),
+        ("skipped", summary.skipped),
+        ("failed", summary.failed),
+        ("lines", summary.lines_written),
+    ] {
+        text.push_str(&format!("{kind:>12}: {count}\n"));
+    }
+    err.line(&text);
 }
 
-/// One run: reports each storage as it reaches its outcome.
-struct Run<'a> {
+/// The pipeline's host under the `wasmtime` CLI: stdout is the log, stderr
+/// gets the reports, `--job` answers the job-metrics lookups.
+struct StdioHost<'a> {
     options: &'a Options,
+    out: &'a mut OutputStream,
     err: &'a mut Stderr,
     summary: Summary,
 }
 
-impl Run<'_> {
-    fn report(&mut self, name: &str, kind: &str, detail: &str, events: usize) {
-        self.report_with(name, kind, None, None, detail, events)
+impl pipeline::Host for StdioHost<'_> {
+    fn begin_storage(&mut self, _name: &str) {}
+
+    fn job_metrics(&mut self, metrics: &RunnerMetrics) -> Option<GithubJobMetrics> {
+        let name = &metrics.runner_name;
+        self.options.jobs.iter().rev().find(|(n, _)| n == name).map(|(_, job)| *job)
     }
 
-    /// `reason`: the quarantine or skip reason (kebab-case); `file`: the
-    /// file to blame. Both only appear in `--json` reports.
-    fn report_with(
-        &mut self,
-        name: &str,
-        kind: &str,
-        reason: Option<&str>,
-        file: Option<&str>,
-        detail: &str,
-        events: usize,
-    ) {
-        match kind {
-            "extracted" => self.summary.extracted += 1,
-            "no-data" => self.summary.no_data += 1,
-            "quarantined" => self.summary.quarantined += 1,
-            "skipped" => self.summary.skipped += 1,
-            _ => self.summary.failed += 1,
+    /// The lines are out (written and flushed) before any storage goes.
+    fn append(&mut self, batch: &[StorageLines]) -> Result<(), String> {
+        let mut text = String::new();
+        for line in batch.iter().flat_map(|storage| &storage.lines) {
+            text.push_str(line);
+            text.push('\n');
         }
-        self.summary.lines += events;
-        let notable = matches!(kind, "quarantined" | "failed");
+        self.out.write_all(text.as_bytes()).and_then(|()| self.out.flush()).map_err(|e| format!("stdout: {e}"))
+    }
+
+    fn report(&mut self, report: StorageReport) {
+        self.summary.add(&report);
+        let notable = matches!(report.kind, OutcomeKind::Quarantined | OutcomeKind::Failed);
         if self.options.json {
-            let value = serde_json::json!({
-                "name": name, "outcome": kind, "reason": reason, "file": file, "detail": detail, "events": events,
-            });
-            self.err.line(&value.to_string());
+            self.err.line(&serde_json::to_string(&report).unwrap_or_default());
         } else if self.options.verbose || notable {
-            self.err.line(&format!("{kind}: {}: {}", name.escape_debug(), detail.escape_debug()));
+            let (kind, name, detail) = (report.kind.as_str(), report.name.escape_debug(), report.detail.escape_debug());
+            self.err.line(&format!("{kind}: {name}: {detail}"));
         }
     }
 }
 
-type RunError = (Summary, String);
-
-/// The collect pipeline, as in `host/src/collect.rs`, one storage at a time.
-fn collect(options: &Options, out: &mut OutputStream, err: &mut Stderr) -> Result<Summary, RunError> {
-    let mut run = Run { options, err, summary: Summary::default() };
+/// One run of the shared pipeline, one storage per batch.
+fn collect(options: &Options, out: &mut OutputStream, err: &mut Stderr) -> (Summary, Result<(), String>) {
     let fs = match WasiFs::open() {
         Ok(fs) => fs,
         Err(e) => {
-            return Err((run.summary, format!("{e} (grant it with `wasmtime run --dir /path/to/runner-fs::/storage`)")))
+            let hint = "(grant it with `wasmtime run --dir /path/to/runner-fs::/storage`)";
+            return (Summary::default(), Err(format!("{e} {hint}")));
         }
     };
-    let scan_fs = match WasiFs::open() {
-        Ok(fs) => fs,
-        Err(e) => return Err((run.summary, e.message)),
+    let collect_options = CollectOptions {
+        selection: options.selection.clone(),
+        keep: options.keep,
+        batch_size: 1,
+        ..CollectOptions::events(options.flavor.clone())
     };
-    // Deletions a crash cut short (storages already extracted, renamed into
-    // `.deleting/`) are finished first, as the Rust host does.
-    if !options.keep {
-        if let Err(e) = extract::purge_deleting(&fs) {
-            run.report(".deleting", "failed", &format!("leftover deletions kept: {e}"), 0);
-        }
-    }
-    let mut scan = match extract::Scan::new(scan_fs, options.selection.clone()) {
-        Ok(scan) => scan,
-        Err(e) => return Err((run.summary, format!("listing the storage root: {e}"))),
-    };
-    loop {
-        let batch = match scan.next_batch(256) {
-            Ok(batch) => batch,
-            Err(e) => return Err((run.summary, format!("listing the storage root: {e}"))),
-        };
-        if batch.is_empty() {
-            break;
-        }
-        for entry in batch {
-            let label = entry.name.clone().unwrap_or_else(|| "<non-UTF-8 name>".to_owned());
-            match (entry.name, entry.skipped) {
-                (_, Some(reason)) => {
-                    run.report_with(&label, "skipped", Some(skip_name(&reason)), None, &skip_detail(&reason), 0)
-                }
-                (Some(name), None) => {
-                    if let Err(message) = candidate(&mut run, &fs, &name, out) {
-                        return Err((run.summary, message));
-                    }
-                }
-                (None, None) => run.report(&label, "failed", "nameless storage", 0),
-            }
-        }
-    }
-    Ok(run.summary)
-}
-
-/// Decides one storage; `Err` only when stdout cannot be written (the run
-/// stops, the storage stays).
-fn candidate(run: &mut Run<'_>, fs: &WasiFs, name: &str, out: &mut OutputStream) -> Result<(), String> {
-    let keep = run.options.keep;
-    match extract::extract_storage(fs, name, keep) {
-        Outcome::Extracted(metrics) => {
-            let job = run.options.jobs.iter().rev().find(|(n, _)| n == name).map(|(_, job)| *job);
-            let events = events::issue_events(&metrics, &run.options.flavor, job.as_ref());
-            let mut text = String::new();
-            for event in &events {
-                text.push_str(&render::render_event(event));
-                text.push('\n');
-            }
-            // The lines are out (written and flushed) before the storage goes.
-            if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-                run.report(name, "failed", &format!("kept: events not written: {e}"), 0);
-                return Err(format!("writing events to stdout: {e}"));
-            }
-            if keep {
-                run.report(name, "extracted", "kept (dry run)", events.len());
-                return Ok(());
-            }
-            match extract::delete_storage(fs, name) {
-                Ok(None) => run.report(name, "extracted", "deleted", events.len()),
-                Ok(Some(info)) => run.report(
-                    name,
-                    "extracted",
-                    &format!("could not be deleted, so moved to .quarantine/{}: {}", info.location, info.detail),
-                    events.len(),
-                ),
-                Err(e) => run.report(name, "failed", &format!("events written but storage kept: {e}"), events.len()),
-            }
-        }
-        Outcome::NoData => {
-            let detail =
-                if keep { "no installed timestamp; would be deleted" } else { "no installed timestamp; deleted" };
-            run.report(name, "no-data", detail, 0);
-        }
-        Outcome::Quarantined(info) => run.report_with(
-            name,
-            "quarantined",
-            Some(info.reason.as_str()),
-            info.file.as_deref(),
-            &quarantine_detail(&info),
-            0,
-        ),
-        Outcome::Skipped(reason) => {
-            run.report_with(name, "skipped", Some(skip_name(&reason)), None, &skip_detail(&reason), 0)
-        }
-        Outcome::Failed(message) => run.report(name, "failed", &format!("kept: {message}"), 0),
-    }
-    Ok(())
-}
-
-fn skip_name(reason: &SkipReason) -> &'static str {
-    match reason {
-        SkipReason::Excluded => "excluded",
-        SkipReason::NotIncluded => "not-included",
-        SkipReason::TooYoung(_) => "too-young",
-        SkipReason::NotADirectory => "not-a-directory",
-        SkipReason::InvalidName => "invalid-name",
-        SkipReason::Vanished => "vanished",
-    }
-}
-
-fn skip_detail(reason: &SkipReason) -> String {
-    match reason {
-        SkipReason::Excluded => "excluded".to_owned(),
-        SkipReason::NotIncluded => "not included".to_owned(),
-        SkipReason::TooYoung(age) => format!("too young ({age:.0}s old)"),
-        SkipReason::NotADirectory => "not a plain directory; left alone".to_owned(),
-        SkipReason::InvalidName => "not a valid runner name; left alone".to_owned(),
-        SkipReason::Vanished => "gone before it was handled".to_owned(),
-    }
-}
-
-fn quarantine_detail(info: &QuarantineInfo) -> String {
-    let place = if info.location.is_empty() {
-        "would be quarantined".to_owned()
-    } else {
-        format!("moved to .quarantine/{}", info.location)
-    };
-    let file = info.file.as_deref().map(|f| format!(" {f}")).unwrap_or_default();
-    format!("{}:{file} {}; {place}", info.reason.as_str(), info.detail)
+    let mut host = StdioHost { options, out, err, summary: Summary::default() };
+    let result = pipeline::collect(&fs, &collect_options, &mut host);
+    (host.summary, result)
 }

@@ -1,18 +1,30 @@
 //! The component's exports: a thin layer from the WIT bindings to the plain
 //! Rust modules. Conversions only; no logic lives here.
+//!
+//! One crate, two worlds of `wit/0.2.0`: the plugin (default: the whole
+//! collect, driving the imported `host` interface) and, with the feature
+//! `command`, the command component for `wasmtime run` (`cli_run.rs`). Both
+//! export the fine-grained `extraction` and `events` interfaces.
 
 use std::cell::RefCell;
 
 use crate::fs::WasiFs;
 use crate::{events, extract, model, render};
 
+#[cfg(not(feature = "command"))]
 wit_bindgen::generate!({
-    path: "../wit",
-    world: "extractor",
+    path: "../wit/0.2.0",
+    world: "plugin",
+});
+
+#[cfg(feature = "command")]
+wit_bindgen::generate!({
+    path: "../wit/0.2.0",
+    world: "command",
 });
 
 use exports::github_runner::metrics::extraction::{self, GuestScan};
-use exports::github_runner::metrics::types as wit;
+use github_runner::metrics::types as wit;
 
 struct Component;
 
@@ -21,46 +33,18 @@ export!(Component);
 /// The `scan` resource: a streaming pass over the storage root.
 pub struct ScanResource {
     inner: RefCell<Result<extract::Scan<WasiFs>, String>>,
-    #[cfg(feature = "hostile")]
-    hostile_candidate: RefCell<Option<String>>,
-    /// `Some(batches served)` when the scan is to panic on its second batch.
-    #[cfg(feature = "hostile")]
-    hostile_panic: std::cell::Cell<Option<u32>>,
 }
 
 impl GuestScan for ScanResource {
     fn new(selection: wit::Selection) -> Self {
-        #[cfg(feature = "hostile")]
-        let hostile_candidate = RefCell::new(crate::hostile::scan(&selection.exclude));
-        #[cfg(feature = "hostile")]
-        let hostile_panic = std::cell::Cell::new(crate::hostile::scan_panics(&selection.exclude).then_some(0));
-        let selection = model::Selection {
-            exclude: selection.exclude,
-            include: selection.include,
-            min_age_seconds: selection.min_age_seconds,
-        };
-        let inner = WasiFs::open().and_then(|fs| extract::Scan::new(fs, selection)).map_err(|e| e.message);
-        Self {
-            inner: RefCell::new(inner),
-            #[cfg(feature = "hostile")]
-            hostile_candidate,
-            #[cfg(feature = "hostile")]
-            hostile_panic,
-        }
+        let inner =
+            WasiFs::open().and_then(|fs| extract::Scan::new(fs, selection_from_wit(selection))).map_err(|e| e.message);
+        Self { inner: RefCell::new(inner) }
     }
 
     fn next_batch(&self, max: u32) -> Result<Vec<wit::RootEntry>, String> {
         let mut inner = self.inner.borrow_mut();
         let scan = inner.as_mut().map_err(|e| e.clone())?;
-        #[cfg(feature = "hostile")]
-        if let Some(name) = self.hostile_candidate.borrow_mut().take() {
-            return Ok(vec![wit::RootEntry { name: Some(name), skipped: None }]);
-        }
-        #[cfg(feature = "hostile")]
-        if let Some(served) = self.hostile_panic.get() {
-            assert!(served < 1, "hostile scan panics on its second batch");
-            self.hostile_panic.set(Some(served + 1));
-        }
         let batch = scan.next_batch(max as usize).map_err(|e| e.message)?;
         Ok(batch
             .into_iter()
@@ -74,13 +58,7 @@ impl extraction::Guest for Component {
 
     fn extract_storage(runner_name: String, keep: bool) -> wit::Outcome {
         match WasiFs::open() {
-            Ok(fs) => {
-                #[cfg(feature = "hostile")]
-                if let Some(outcome) = crate::hostile::extract(&fs, &runner_name) {
-                    return outcome_to_wit(outcome);
-                }
-                outcome_to_wit(extract::extract_storage(&fs, &runner_name, keep))
-            }
+            Ok(fs) => outcome_to_wit(extract::extract_storage(&fs, &runner_name, keep)),
             Err(e) => wit::Outcome::Failed(e.message),
         }
     }
@@ -126,24 +104,104 @@ impl exports::github_runner::metrics::events::Guest for Component {
         flavor: String,
         job_metrics: Option<wit::GithubJobMetrics>,
     ) -> Vec<wit::Event> {
-        let job = job_metrics.map(|job| model::GithubJobMetrics {
-            queue_duration: job.queue_duration,
-            conclusion: job.conclusion.map(conclusion_from_wit),
-        });
+        let job = job_metrics.map(job_from_wit);
         events::issue_events(&metrics_from_wit(metrics), &flavor, job.as_ref()).into_iter().map(event_to_wit).collect()
     }
 
     fn render_event(event: wit::Event) -> String {
-        #[cfg(feature = "hostile")]
-        if let wit::Event::RunnerInstalled(e) = &event {
-            if let Some(line) = crate::hostile::render(&e.flavor) {
-                return line;
-            }
-            let flavor = e.flavor.clone();
-            return crate::hostile::tamper(&flavor, render::render_event(&event_from_wit(event)));
-        }
         render::render_event(&event_from_wit(event))
     }
+}
+
+/// The plugin's whole collect, over WASI and the imported `host`.
+#[cfg(not(feature = "command"))]
+mod plugin {
+    use super::*;
+    use crate::pipeline;
+    use crate::report::StorageReport;
+    use github_runner::metrics::host;
+
+    impl exports::github_runner::metrics::collector::Guest for Component {
+        fn collect(options: wit::CollectOptions) -> Result<(), String> {
+            let fs = WasiFs::open().map_err(|e| e.message)?;
+            pipeline::collect(&fs, &options_from_wit(options), &mut ImportedHost)
+        }
+    }
+
+    /// The pipeline's host: the component's imports.
+    struct ImportedHost;
+
+    impl pipeline::Host for ImportedHost {
+        fn begin_storage(&mut self, name: &str) {
+            host::begin_storage(name)
+        }
+
+        fn job_metrics(&mut self, metrics: &model::RunnerMetrics) -> Option<model::GithubJobMetrics> {
+            host::job_metrics(&metrics_to_wit(metrics.clone())).map(job_from_wit)
+        }
+
+        fn append(&mut self, batch: &[pipeline::StorageLines]) -> Result<(), String> {
+            let batch: Vec<wit::StorageLines> = batch.iter().cloned().map(lines_to_wit).collect();
+            host::append(&batch)
+        }
+
+        fn report(&mut self, report: StorageReport) {
+            host::report(&report_to_wit(report))
+        }
+    }
+
+    fn options_from_wit(o: wit::CollectOptions) -> pipeline::CollectOptions {
+        pipeline::CollectOptions {
+            selection: selection_from_wit(o.selection),
+            emit: match o.emit {
+                wit::Emit::Events(flavor) => pipeline::Emit::Events { flavor },
+                wit::Emit::Metrics => pipeline::Emit::Metrics,
+            },
+            keep: o.keep,
+            batch_size: o.batch_size as usize,
+            purge_deleting: o.purge_deleting,
+            done: o.done.into_iter().collect(),
+            done_unnamed: o.done_unnamed as usize,
+        }
+    }
+
+    fn lines_to_wit(s: pipeline::StorageLines) -> wit::StorageLines {
+        let source = match s.source {
+            pipeline::Rendered::Events(events) => wit::Rendered::Events(events.into_iter().map(event_to_wit).collect()),
+            pipeline::Rendered::Metrics(m) => wit::Rendered::Metrics(metrics_to_wit(m)),
+        };
+        wit::StorageLines { runner_name: s.runner_name, source, lines: s.lines }
+    }
+
+    fn report_to_wit(r: StorageReport) -> wit::StorageReport {
+        use crate::report::OutcomeKind as K;
+        wit::StorageReport {
+            name: r.name,
+            outcome: match r.kind {
+                K::Extracted => wit::OutcomeKind::Extracted,
+                K::NoData => wit::OutcomeKind::NoData,
+                K::Quarantined => wit::OutcomeKind::Quarantined,
+                K::Skipped => wit::OutcomeKind::Skipped,
+                K::Failed => wit::OutcomeKind::Failed,
+            },
+            reason: r.reason,
+            file: r.file,
+            detail: r.detail,
+            events: u32::try_from(r.events).unwrap_or(u32::MAX),
+        }
+    }
+}
+
+fn selection_from_wit(selection: wit::Selection) -> model::Selection {
+    model::Selection {
+        exclude: selection.exclude,
+        include: selection.include,
+        min_age_seconds: selection.min_age_seconds,
+    }
+}
+
+fn job_from_wit(job: wit::GithubJobMetrics) -> model::GithubJobMetrics {
+    model::GithubJobMetrics { queue_duration: job.queue_duration, conclusion: job.conclusion.map(conclusion_from_wit) }
 }
 
 fn skip_to_wit(reason: model::SkipReason) -> wit::SkipReason {

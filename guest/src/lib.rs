@@ -13,10 +13,12 @@ pub mod json;
 pub mod model;
 pub mod names;
 pub mod parse;
+pub mod pipeline;
 pub mod render;
+pub mod report;
 pub mod walk;
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "command"))]
 mod cli_run;
 #[cfg(target_arch = "wasm32")]
 mod component;

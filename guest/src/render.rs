@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 
-use crate::model::{Event, RunnerInstalled, RunnerStart, RunnerStop};
+use crate::model::{Event, RunnerInstalled, RunnerMetrics, RunnerStart, RunnerStop};
 
 /// CPython's `repr(x)` of a float: the shortest digits that round-trip, in
 /// fixed notation when the decimal exponent is in `[-4, 16)` (always with a
@@ -139,6 +139,30 @@ pub fn render_event(event: &Event) -> String {
         Event::RunnerStop(stop) => write_stop(&mut line, event.kind(), stop),
     }
     line.finish()
+}
+
+/// Extracted metrics as one JSON line (`runner-metrics extract`, emit
+/// `metrics`). Keys and spellings follow the metrics files (spec 3), so the
+/// output reads like the input it came from.
+pub fn render_metrics(m: &RunnerMetrics) -> String {
+    serde_json::json!({
+        "runner_name": m.runner_name,
+        "installation_start_timestamp": m.installation_start_timestamp,
+        "installed_timestamp": m.installed_timestamp,
+        "pre_job": m.pre_job.as_ref().map(|p| serde_json::json!({
+            "timestamp": p.timestamp,
+            "workflow": p.workflow,
+            "workflow_run_id": p.workflow_run_id,
+            "repository": p.repository,
+            "event": p.event,
+        })),
+        "post_job": m.post_job.as_ref().map(|p| serde_json::json!({
+            "timestamp": p.timestamp,
+            "status": p.status.as_str(),
+            "status_info": p.status_code.map(|code| serde_json::json!({"code": code})),
+        })),
+    })
+    .to_string()
 }
 
 fn write_header(line: &mut ObjectWriter, timestamp: f64, kind: &str, flavor: &str) {

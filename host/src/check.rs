@@ -5,7 +5,15 @@
 
 use std::path::Path;
 
-use crate::bindings::{Event, Outcome, PreJobMetrics, QuarantineInfo, RootEntry, RunnerMetrics};
+use runner_metrics_guest::names::DELETING_DIR;
+use runner_metrics_guest::report::UNNAMED;
+
+use crate::bindings::{
+    Event, OutcomeKind, PreJobMetrics, Rendered, RunnerMetrics, StorageLines, StorageReport as WitReport,
+};
+use crate::collect::Emit;
+use crate::imports::{report_matches_appends, RunState};
+use crate::summary::{OutcomeKind as Kind, StorageReport};
 
 /// The longest string a metrics file can yield (the file size limit).
 pub const MAX_FIELD_BYTES: usize = 1024;
@@ -49,25 +57,19 @@ fn field(what: &str, value: &str) -> Result<(), String> {
     }
 }
 
-/// A root entry from the scan: a candidate must have a valid name.
-pub fn root_entry(entry: &RootEntry) -> Result<(), String> {
-    match (&entry.name, &entry.skipped) {
-        (Some(name), None) if !is_valid_runner_name(name) => {
-            Err(format!("guest offered {:?} as a storage, which is not a valid runner name", bounded(name)))
-        }
-        (None, None) => Err("guest offered a storage without a name".to_owned()),
-        (Some(name), _) if name.len() > 255 => Err("guest listed a name longer than 255 bytes".to_owned()),
-        _ => Ok(()),
+/// A root entry the guest says it works on: a runner name, as a path
+/// component of the root.
+pub fn storage_name(name: &str) -> Result<(), String> {
+    if is_valid_runner_name(name) {
+        Ok(())
+    } else {
+        Err(format!("named {:?} as a storage, which is not a valid runner name", bounded(name)))
     }
 }
 
-/// An outcome for the storage `name` under `root`.
-pub fn outcome(root: &Path, name: &str, outcome: &Outcome) -> Result<(), String> {
-    match outcome {
-        Outcome::Extracted(metrics) => runner_metrics(root, name, metrics),
-        Outcome::Quarantined(info) => quarantine_info(name, info),
-        Outcome::NoData | Outcome::Skipped(_) | Outcome::Failed(_) => Ok(()),
-    }
+/// Metrics the guest extracted from the storage `name` under `root`.
+pub fn metrics(root: &Path, name: &str, m: &RunnerMetrics) -> Result<(), String> {
+    runner_metrics(root, name, m)
 }
 
 fn runner_metrics(root: &Path, name: &str, m: &RunnerMetrics) -> Result<(), String> {
@@ -103,20 +105,6 @@ fn pre_job(pre: &PreJobMetrics) -> Result<(), String> {
         if !has_inner_slash {
             return Err(format!("repository {:?} is not owner/repo", bounded(repository)));
         }
-    }
-    Ok(())
-}
-
-fn quarantine_info(name: &str, info: &QuarantineInfo) -> Result<(), String> {
-    let location = &info.location;
-    // Empty in dry runs; otherwise one path component under .quarantine/.
-    if !location.is_empty()
-        && (!location.starts_with(name.get(..name.len().min(ENTRY_NAME_PREFIX)).unwrap_or(name))
-            || location.contains('/')
-            || location.len() > 255
-            || location.starts_with('.'))
-    {
-        return Err(format!("guest reported quarantine location {:?} for {name:?}", bounded(location)));
     }
     Ok(())
 }
@@ -238,6 +226,112 @@ pub fn line(line: &str, event: &Event, flavor: &str) -> Result<(), String> {
         return Err(format!("guest rendered a {kind} line with a key the event does not have: {:?}", bounded(extra)));
     }
     Ok(())
+}
+
+/// The lines of one extracted storage, before they are appended: a real
+/// storage of the root, rendered from what was asked for (`emit`), each
+/// line holding exactly the event (or metrics) it claims to be.
+pub fn storage_lines(root: &Path, storage: &StorageLines, emit: &Emit) -> Result<(), String> {
+    let name = &storage.runner_name;
+    storage_name(name)?;
+    match std::fs::symlink_metadata(root.join(name)) {
+        Ok(meta) if meta.is_dir() => {}
+        _ => return Err(format!("appended lines for {name:?}, which is not a directory of the storage root")),
+    }
+    match (&storage.source, emit) {
+        (Rendered::Events(issued), Emit::Events { flavor }) => {
+            events(issued)?;
+            if storage.lines.len() != issued.len() {
+                return Err(format!("rendered {} lines for {} events", storage.lines.len(), issued.len()));
+            }
+            storage.lines.iter().zip(issued).try_for_each(|(text, event)| line(text, event, flavor))
+        }
+        (Rendered::Metrics(m), Emit::Metrics) => {
+            runner_metrics(root, name, m)?;
+            match storage.lines.as_slice() {
+                [text] => metrics_line(text, m),
+                lines => Err(format!("rendered {} lines for one storage's metrics", lines.len())),
+            }
+        }
+        (Rendered::Events(_), Emit::Metrics) => Err("rendered events when metrics were asked for".to_owned()),
+        (Rendered::Metrics(_), Emit::Events { .. }) => Err("rendered metrics when events were asked for".to_owned()),
+    }
+}
+
+/// A metrics line: one line of JSON equal to the metrics it claims to be.
+fn metrics_line(text: &str, m: &RunnerMetrics) -> Result<(), String> {
+    if text.len() > MAX_LINE_BYTES || text.bytes().any(|b| b.is_ascii_control()) {
+        return Err("rendered a metrics line that is too long or holds control characters".to_owned());
+    }
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("rendered a metrics line that is not JSON: {e}"))?;
+    if value != crate::metrics_json::to_value(m) {
+        return Err("rendered a metrics line that differs from the metrics".to_owned());
+    }
+    Ok(())
+}
+
+/// A report from the guest, turned into the host's: strings bounded,
+/// reasons known, each root entry reported once, and the lines it claims
+/// for the storage equal to those appended for it. `Err`: the lie, and
+/// the storage it concerns.
+pub(crate) fn report(report: WitReport, run: &mut RunState<'_>) -> Result<StorageReport, (Option<String>, String)> {
+    let kind = match report.outcome {
+        OutcomeKind::Extracted => Kind::Extracted,
+        OutcomeKind::NoData => Kind::NoData,
+        OutcomeKind::Quarantined => Kind::Quarantined,
+        OutcomeKind::Skipped => Kind::Skipped,
+        OutcomeKind::Failed => Kind::Failed,
+    };
+    let name = report.name;
+    let lie = |what: String| Err((None, what));
+    if name.len() > 255 {
+        return lie(format!("reported on a {}-byte name", name.len()));
+    }
+    let known_reason = |r: &str| {
+        runner_metrics_guest::model::QuarantineReason::from_str_exact(r).is_some()
+            || runner_metrics_guest::report::SKIP_REASONS.contains(&r)
+    };
+    if let Some(reason) = report.reason.as_deref().filter(|r| !known_reason(r)) {
+        return lie(format!("reported an unknown reason {:?}", bounded(reason)));
+    }
+    let events = report.events as usize;
+    if name == UNNAMED || name == DELETING_DIR {
+        let allowed = if name == UNNAMED { Kind::Skipped } else { Kind::Failed };
+        if kind != allowed || events != 0 {
+            return lie(format!("reported {name} as {} with {events} lines", kind.as_str()));
+        }
+    } else {
+        if run.reported.contains(&name) {
+            return lie(format!("reported {:?} twice", bounded(&name)));
+        }
+        if kind != Kind::Skipped {
+            storage_name(&name).map_err(|e| (None, e))?;
+        }
+        let position = run.appended.iter().position(|(n, _)| *n == name);
+        let appended = position.map(|i| run.appended[i].1);
+        if !report_matches_appends(kind, events, appended) {
+            let what = match appended {
+                Some(count) => format!("{count} lines were appended"),
+                None => "none were appended".to_owned(),
+            };
+            return Err((
+                Some(name.clone()),
+                format!("reported {name:?} as {} with {events} lines, but {what}", kind.as_str()),
+            ));
+        }
+        if let Some(i) = position {
+            run.appended.remove(i);
+        }
+    }
+    Ok(StorageReport {
+        name,
+        kind,
+        reason: report.reason,
+        file: report.file.map(|f| bounded(&f)),
+        detail: bounded(&report.detail),
+        events,
+    })
 }
 
 #[cfg(test)]

@@ -120,12 +120,21 @@ enum Command {
     /// one that never came up, a corrupt one, an oversized one and a
     /// symlink attack. Nothing outside the temporary directory is touched.
     Demo(DemoArgs),
-    /// Write the embedded WebAssembly component to a file, to run it under
-    /// other hosts (the wasmtime CLI, Python, Node).
+    /// Write an embedded WebAssembly component to a file, to run it under
+    /// other hosts.
+    ///
+    /// `--kind plugin` (the default) is what the Rust, Python and Node hosts
+    /// load: the whole collect, calling back into the host for durable
+    /// appends, job metrics and reports. `--kind command` is for the plain
+    /// wasmtime CLI, which lends no host interface:
+    /// `wasmtime run --dir ROOT::/storage runner_metrics_command.wasm collect --flavor F`.
     Component {
         /// Where to write the `.wasm` file.
         #[arg(long, short)]
         output: PathBuf,
+        /// Which component: `plugin` or `command`.
+        #[arg(long, value_enum, default_value_t = ComponentKind::Plugin)]
+        kind: ComponentKind,
     },
     /// Print a shell completion script on stdout.
     ///
@@ -406,13 +415,25 @@ fn run_command(cli: Cli) -> Result<ExitCode> {
             clap_mangen::Man::new(Cli::command()).render(&mut page).context("rendering the man page")?;
             write_stdout(&page)
         }
-        Command::Component { output } => {
-            std::fs::write(&output, runner_metrics::plugin::EMBEDDED_COMPONENT)
-                .with_context(|| format!("writing the component to {}", output.display()))?;
-            eprintln!("wrote {} ({} bytes)", output.display(), runner_metrics::plugin::EMBEDDED_COMPONENT.len());
+        Command::Component { output, kind } => {
+            let bytes = match kind {
+                ComponentKind::Plugin => runner_metrics::plugin::EMBEDDED_COMPONENT,
+                ComponentKind::Command => runner_metrics::plugin::EMBEDDED_COMMAND,
+            };
+            std::fs::write(&output, bytes).with_context(|| format!("writing the component to {}", output.display()))?;
+            eprintln!("wrote {} ({} bytes)", output.display(), bytes.len());
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The two components `runner-metrics component` can write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ComponentKind {
+    /// World `plugin`: the Rust, Python and Node hosts load it.
+    Plugin,
+    /// World `command`: `wasmtime run` runs it.
+    Command,
 }
 
 /// Writes generated text on stdout, saying so when that fails (a closed pipe).

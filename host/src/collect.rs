@@ -1,22 +1,27 @@
-//! The collect pipeline: scan the root in one sandbox, decide each storage
-//! in a worker sandbox (replaced after any trap), write the lines durably in
-//! batches, and only then delete the storages they came from.
-//!
-//! The loop is generic over [`GuestFactory`] so that the benchmark can drive
-//! the natively compiled guest through exactly this code; the product always
-//! uses [`Plugin`] (sandboxes).
+//! A collect run: the pipeline itself runs in the guest
+//! (`runner_metrics_guest::pipeline`, exported as `collector.collect`); this
+//! module lends it the run ([`RunState`], served by [`crate::imports`]) and
+//! recovers from traps. A trap while the guest handles a storage drops the
+//! instance; a fresh one finishes what the trap interrupted (deletes the
+//! storages whose lines are already durable, quarantines the one to blame
+//! with reason `sandbox-trap`), and the collect resumes without the
+//! storages already reported.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use runner_metrics_guest::model;
+use runner_metrics_guest::names::DELETING_DIR;
+use runner_metrics_guest::report::undeletable_detail;
 
-use crate::bindings::{GithubJobMetrics, Outcome, QuarantineReason, RunnerMetrics, Selection, SkipReason};
+use crate::bindings::{self as wit, GithubJobMetrics, QuarantineInfo, QuarantineReason, RunnerMetrics, Selection};
 use crate::check;
-use crate::guest_api::{GuestApi, GuestFactory};
-use crate::lock::{RootLock, LOCK_FILE};
+use crate::imports::RunState;
+use crate::lock::RootLock;
 use crate::log::EventSink;
 use crate::plugin::Plugin;
+use crate::sandbox::GuestFailure;
 use crate::summary::{OutcomeKind, StorageReport, Summary};
 
 /// What to write for each extracted storage.
@@ -39,21 +44,16 @@ pub struct CollectOptions {
     /// before they are deleted. Bigger batches mean fewer syncs.
     pub batch_size: usize,
     /// How long [`collect`] waits for another run on the same root to
-    /// release the root's lock before it gives up with
-    /// [`LockError::Busy`](crate::lock::LockError::Busy) (spec 7). Zero:
-    /// give up at once. Not used by [`collect_holding`], nor with `keep`.
+    /// release the root's lock (spec 7); zero gives up at once with
+    /// [`LockError::Busy`](crate::lock::LockError::Busy). Not used by
+    /// [`collect_holding`], nor with `keep`.
     pub lock_wait: Duration,
 }
 
 impl CollectOptions {
     pub fn events(flavor: impl Into<String>) -> Self {
-        Self {
-            selection: empty_selection(),
-            emit: Emit::Events { flavor: flavor.into() },
-            keep: false,
-            batch_size: 64,
-            lock_wait: Duration::ZERO,
-        }
+        let emit = Emit::Events { flavor: flavor.into() };
+        Self { selection: empty_selection(), emit, keep: false, batch_size: 64, lock_wait: Duration::ZERO }
     }
 }
 
@@ -82,19 +82,19 @@ impl<F: FnMut(&RunnerMetrics) -> Option<GithubJobMetrics>> JobMetricsSource for 
     }
 }
 
-/// Storages listed per scan call.
-const SCAN_BATCH: u32 = 256;
+/// Traps one run survives; after that the rest of the root is left for the
+/// next run, so a guest that traps on everything cannot churn through it.
+pub const MAX_TRAPS_PER_RUN: usize = 16;
 
 /// Runs one collect over `root`. Every storage seen gets exactly one report;
 /// `Err` only when the run could not start or had to stop (the root cannot
-/// be listed, the log cannot be written), with the reports so far already
-/// delivered and the rest of the storages untouched.
+/// be listed, the log cannot be written, too many traps), with the reports
+/// so far delivered and the rest of the storages untouched.
 ///
-/// Unless `options.keep` (which changes nothing on disk), the root's lock
-/// ([`crate::lock`]) is taken first and held for the whole run, waiting at
-/// most `options.lock_wait` for another run to finish: when it does not,
-/// the error is a [`LockError`](crate::lock::LockError) (find it with
-/// `downcast_ref`) and nothing was touched.
+/// Unless `options.keep`, the root's lock ([`crate::lock`]) is held for the
+/// whole run, waiting at most `options.lock_wait` for another run: when it
+/// stays busy, the error is a [`LockError`](crate::lock::LockError) (find it
+/// with `downcast_ref`) and nothing was touched.
 pub fn collect(
     plugin: &Plugin,
     root: &Path,
@@ -103,333 +103,173 @@ pub fn collect(
     sink: &mut dyn EventSink,
     on_report: &mut dyn FnMut(&StorageReport),
 ) -> Result<Summary> {
-    collect_with(plugin, root, options, jobs, sink, on_report)
-}
-
-/// [`collect`] with any kind of guest (the benchmark passes the native one).
-pub fn collect_with<G: GuestFactory>(
-    guests: &G,
-    root: &Path,
-    options: &CollectOptions,
-    jobs: &mut dyn JobMetricsSource,
-    sink: &mut dyn EventSink,
-    on_report: &mut dyn FnMut(&StorageReport),
-) -> Result<Summary> {
     let root = root.canonicalize().with_context(|| format!("storage root {}", root.display()))?;
     if options.keep {
-        return run_collect(guests, root, options, jobs, sink, on_report);
+        return run_collect(plugin, root, options, jobs, sink, on_report);
     }
     let lock = RootLock::acquire(&root, options.lock_wait)?;
-    collect_holding(guests, &lock, options, jobs, sink, on_report)
+    collect_holding(plugin, &lock, options, jobs, sink, on_report)
 }
 
-/// [`collect_with`] over the root of a lock the caller already holds (and
-/// keeps holding afterwards), for callers that have more to do under the
-/// same lock (the CLI writes the Prometheus textfile, which accumulates
-/// across runs, before it lets the next run in).
-pub fn collect_holding<G: GuestFactory>(
-    guests: &G,
+/// [`collect`] over the root of a lock the caller already holds (and keeps
+/// holding afterwards: the CLI writes the Prometheus textfile under it).
+pub fn collect_holding(
+    plugin: &Plugin,
     lock: &RootLock,
     options: &CollectOptions,
     jobs: &mut dyn JobMetricsSource,
     sink: &mut dyn EventSink,
     on_report: &mut dyn FnMut(&StorageReport),
 ) -> Result<Summary> {
-    run_collect(guests, lock.root().to_owned(), options, jobs, sink, on_report)
+    run_collect(plugin, lock.root().to_owned(), options, jobs, sink, on_report)
 }
 
-fn run_collect<G: GuestFactory>(
-    guests: &G,
+fn run_collect(
+    plugin: &Plugin,
     root: PathBuf,
     options: &CollectOptions,
     jobs: &mut dyn JobMetricsSource,
     sink: &mut dyn EventSink,
     on_report: &mut dyn FnMut(&StorageReport),
 ) -> Result<Summary> {
-    let mut scanner = guests.guest(&root)?;
-    let scan = scanner.start_scan(&options.selection).map_err(anyhow::Error::new)?;
-    let mut run = Run {
-        guests,
+    let batch_size = options.batch_size.clamp(1, u32::MAX as usize);
+    let mut run = RunState {
         root,
-        options,
+        emit: options.emit.clone(),
+        keep: options.keep,
+        batch_size,
         jobs,
         sink,
         on_report,
-        worker: None,
-        pending: Vec::new(),
-        lines: Vec::new(),
+        current: None,
+        appended: Vec::new(),
+        reported: Default::default(),
+        unnamed_reported: 0,
         summary: Summary::default(),
+        lie: None,
+        append_error: None,
     };
-    if !options.keep {
-        run.purge_deleting()?;
-    }
-    loop {
-        let listed = match scanner.next_batch(scan, SCAN_BATCH) {
-            Ok(Ok(batch)) => Ok(batch),
-            Ok(Err(e)) => {
-                Err(anyhow::anyhow!("listing the storage root {}: {}", run.root.display(), check::bounded(&e)))
+    let mut wit_options = wit::CollectOptions {
+        selection: options.selection.clone(),
+        emit: match &options.emit {
+            Emit::Events { flavor } => wit::Emit::Events(flavor.clone()),
+            Emit::Metrics => wit::Emit::Metrics,
+        },
+        keep: options.keep,
+        batch_size: batch_size as u32,
+        purge_deleting: !options.keep,
+        done: Vec::new(),
+        done_unnamed: 0,
+    };
+    for _ in 0..MAX_TRAPS_PER_RUN {
+        let mut sandbox = plugin.sandbox(&run.root)?;
+        let failure = match sandbox.collect(&mut run, &wit_options) {
+            Ok(Ok(())) => return Ok(run.summary),
+            Ok(Err(stopped)) => {
+                let own = run.append_error.take();
+                return Err(anyhow::anyhow!(own.unwrap_or_else(|| check::bounded(&stopped))));
             }
-            Err(trap) => {
-                Err(anyhow::Error::new(trap).context(format!("listing the storage root {}", run.root.display())))
-            }
+            Err(failure) => failure,
         };
-        let batch = match listed {
-            Ok(batch) => batch,
-            Err(e) => {
-                // Storages already extracted still get their lines written
-                // and a report; the rest stay untouched for the next run.
-                run.flush()?;
-                return Err(e);
-            }
-        };
-        if batch.is_empty() {
-            break;
-        }
-        for entry in batch {
-            if entry.name.as_deref() == Some(LOCK_FILE) {
-                continue; // the project's own lock file, held by this run
-            }
-            let label = entry.name.clone().unwrap_or_else(|| "<non-UTF-8 name>".to_owned());
-            if let Err(lie) = check::root_entry(&entry) {
-                run.report(label, OutcomeKind::Failed, lie, 0);
-                continue;
-            }
-            match (entry.name, entry.skipped) {
-                (_, Some(reason)) => run.report(label, OutcomeKind::Skipped, skip_detail(&reason), 0),
-                (Some(name), None) => run.candidate(&name)?,
-                (None, None) => run.report(label, OutcomeKind::Failed, "guest offered a nameless storage".into(), 0),
-            }
-        }
+        drop(sandbox);
+        recover(plugin, &mut run, failure)?;
+        wit_options.done = run.reported.iter().cloned().collect();
+        wit_options.done_unnamed = run.unnamed_reported;
+        wit_options.purge_deleting = false;
     }
-    run.flush()?;
-    Ok(run.summary)
+    anyhow::bail!(
+        "stopped after {MAX_TRAPS_PER_RUN} sandbox traps; the storages not reported are left for the next run"
+    )
 }
 
-/// A storage whose lines wait to be written before it is deleted.
-struct Pending {
-    name: String,
-    /// How many of the run's queued lines are this storage's.
-    events: usize,
-}
-
-/// The state of one collect run.
-struct Run<'a, G: GuestFactory> {
-    guests: &'a G,
-    root: PathBuf,
-    options: &'a CollectOptions,
-    jobs: &'a mut dyn JobMetricsSource,
-    sink: &'a mut dyn EventSink,
-    on_report: &'a mut dyn FnMut(&StorageReport),
-    /// Reused across storages until it traps.
-    worker: Option<G::Guest>,
-    pending: Vec<Pending>,
-    /// The lines of `pending`, in order: written in one append, never copied.
-    lines: Vec<String>,
-    summary: Summary,
-}
-
-impl<G: GuestFactory> Run<'_, G> {
-    fn report(&mut self, name: String, kind: OutcomeKind, detail: String, events: usize) {
-        let report = StorageReport { name, kind, detail, events };
-        self.summary.add(&report);
-        (self.on_report)(&report);
-    }
-
-    fn worker(&mut self) -> Result<&mut G::Guest> {
-        if self.worker.is_none() {
-            self.worker = Some(self.guests.guest(&self.root)?);
-        }
-        Ok(self.worker.as_mut().expect("just created"))
-    }
-
-    /// Finishes deletions a crash cut short. A failure here is reported
-    /// (the leftovers stay in `.deleting/`) and the run goes on.
-    fn purge_deleting(&mut self) -> Result<()> {
-        let problem = match self.worker()?.purge_deleting() {
-            Ok(Ok(_)) => return Ok(()),
-            Ok(Err(e)) => check::bounded(&e),
-            Err(trap) => {
-                self.worker = None;
-                trap.detail
-            }
-        };
-        self.report(".deleting".to_owned(), OutcomeKind::Failed, format!("leftover deletions kept: {problem}"), 0);
-        Ok(())
-    }
-
-    /// Decides one candidate storage.
-    fn candidate(&mut self, name: &str) -> Result<()> {
-        let keep = self.options.keep;
-        let outcome = match self.worker()?.extract_storage(name, keep) {
-            Ok(outcome) => outcome,
-            Err(failure) => return self.after_trap(name, failure.detail),
-        };
-        if let Err(lie) = check::outcome(&self.root, name, &outcome) {
-            self.worker = None; // a lying guest is not trusted with the next storage
-            self.report(name.to_owned(), OutcomeKind::Failed, format!("kept: {lie}"), 0);
-            return Ok(());
-        }
-        match outcome {
-            Outcome::Extracted(metrics) => self.extracted(name, metrics)?,
-            Outcome::NoData => self.report(name.to_owned(), OutcomeKind::NoData, no_data_detail(keep), 0),
-            Outcome::Quarantined(info) => {
-                let detail = quarantine_detail(&info.reason, info.file.as_deref(), &info.detail, &info.location);
-                self.report(name.to_owned(), OutcomeKind::Quarantined, detail, 0);
-            }
-            Outcome::Skipped(reason) => self.report(name.to_owned(), OutcomeKind::Skipped, skip_detail(&reason), 0),
-            Outcome::Failed(message) => {
-                self.report(name.to_owned(), OutcomeKind::Failed, format!("kept: {}", check::bounded(&message)), 0)
-            }
-        }
-        Ok(())
-    }
-
-    /// The guest trapped on this storage: quarantine it with a fresh
-    /// instance (or, in a dry run, report it), and go on.
-    fn after_trap(&mut self, name: &str, detail: String) -> Result<()> {
-        self.worker = None;
-        if self.options.keep {
-            self.report(name.to_owned(), OutcomeKind::Failed, format!("kept: {detail}"), 0);
-            return Ok(());
-        }
-        let detail = check::bounded(&detail);
-        match self.worker()?.quarantine_storage(name, QuarantineReason::SandboxTrap, &detail) {
-            Ok(Ok(info)) => {
-                let text = quarantine_detail(&info.reason, None, &detail, &info.location);
-                self.report(name.to_owned(), OutcomeKind::Quarantined, text, 0);
-            }
-            Ok(Err(e)) => {
-                let text = format!("kept: {detail}; quarantine failed: {}", check::bounded(&e));
-                self.report(name.to_owned(), OutcomeKind::Failed, text, 0);
-            }
-            Err(again) => {
-                self.worker = None;
-                let text = format!("kept: {detail}; quarantine trapped too: {again}");
-                self.report(name.to_owned(), OutcomeKind::Failed, text, 0);
-            }
-        }
-        Ok(())
-    }
-
-    /// Turns extracted metrics into lines and queues the storage.
-    fn extracted(&mut self, name: &str, metrics: RunnerMetrics) -> Result<()> {
-        let lines = match &self.options.emit {
-            Emit::Metrics => Ok(vec![crate::metrics_json::to_line(&metrics)]),
-            Emit::Events { flavor } => {
-                let flavor = flavor.clone();
-                let job = self.jobs.job_metrics(&metrics);
-                self.event_lines(&metrics, &flavor, job)
-            }
-        };
-        match lines {
-            Ok(lines) => {
-                self.pending.push(Pending { name: name.to_owned(), events: lines.len() });
-                self.lines.extend(lines);
-                if self.pending.len() >= self.options.batch_size.max(1) {
-                    self.flush()?;
+/// After a trap: a fresh instance finishes what the trap interrupted, so
+/// every storage whose lines are durable is deleted (never extracted
+/// twice) and the storage to blame is quarantined, or kept when the guest
+/// lied about it. `Err` when the trap belongs to no storage: the run stops.
+fn recover(plugin: &Plugin, run: &mut RunState<'_>, failure: GuestFailure) -> Result<()> {
+    let lie = run.lie.take();
+    let blamed = match &lie {
+        Some((storage, _)) => storage.clone(),
+        None => run.current.take(),
+    };
+    let detail = match &lie {
+        Some((_, what)) => format!("kept: guest lied: {}", check::bounded(what)),
+        None => check::bounded(&failure.detail),
+    };
+    let mut fresh = plugin.sandbox(&run.root)?;
+    for (name, events) in std::mem::take(&mut run.appended) {
+        let report = if run.keep {
+            StorageReport::new(name, OutcomeKind::Extracted, "kept (dry run)", events)
+        } else if blamed.as_deref() == Some(name.as_str()) && lie.is_none() {
+            // It trapped while deleting this one: its lines are out, so it
+            // must not be extracted again.
+            match fresh.quarantine_storage(&name, QuarantineReason::SandboxTrap, &detail) {
+                Ok(Ok(info)) => {
+                    StorageReport::new(name, OutcomeKind::Extracted, undeletable_detail(&model_info(&info)), events)
                 }
-                Ok(())
-            }
-            Err(EventsError::Trap(detail)) => self.after_trap(name, detail),
-            Err(EventsError::Invalid(lie)) => {
-                self.worker = None;
-                self.report(name.to_owned(), OutcomeKind::Failed, format!("kept: {lie}"), 0);
-                Ok(())
-            }
-        }
-    }
-
-    fn event_lines(
-        &mut self,
-        metrics: &RunnerMetrics,
-        flavor: &str,
-        job: Option<GithubJobMetrics>,
-    ) -> std::result::Result<Vec<String>, EventsError> {
-        let worker = self.worker().map_err(|e| EventsError::Trap(format!("{e:#}")))?;
-        let events = worker.issue_events(metrics, flavor, job).map_err(|f| EventsError::Trap(f.detail))?;
-        check::events(&events).map_err(EventsError::Invalid)?;
-        let mut lines = Vec::with_capacity(events.len());
-        for event in &events {
-            let line = worker.render_event(event).map_err(|f| EventsError::Trap(f.detail))?;
-            check::line(&line, event, flavor).map_err(EventsError::Invalid)?;
-            lines.push(line);
-        }
-        Ok(lines)
-    }
-
-    /// Writes the queued lines durably, then deletes their storages.
-    fn flush(&mut self) -> Result<()> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let pending = std::mem::take(&mut self.pending);
-        let written = self.sink.append(&self.lines);
-        self.lines.clear();
-        if let Err(e) = written {
-            for p in pending {
-                self.report(p.name, OutcomeKind::Failed, format!("kept: events not written: {e}"), 0);
-            }
-            return Err(anyhow::anyhow!("writing events to {}: {e}", self.sink.describe()));
-        }
-        for p in pending {
-            let events = p.events;
-            if self.options.keep {
-                self.report(p.name, OutcomeKind::Extracted, "kept (dry run)".to_owned(), events);
-                continue;
-            }
-            let deleted = self.worker()?.delete_storage(&p.name);
-            let (kind, detail) = match deleted {
-                Ok(Ok(None)) => (OutcomeKind::Extracted, "deleted".to_owned()),
-                Ok(Ok(Some(info))) => (
-                    OutcomeKind::Extracted,
-                    format!(
-                        "could not be deleted, so moved to .quarantine/{}: {}",
-                        info.location,
-                        check::bounded(&info.detail)
-                    ),
+                other => StorageReport::new(
+                    name,
+                    OutcomeKind::Failed,
+                    format!("events written but storage kept: {detail}{}", why(other)),
+                    events,
                 ),
-                Ok(Err(e)) => (OutcomeKind::Failed, format!("events written but storage kept: {}", check::bounded(&e))),
-                Err(trap) => {
-                    self.worker = None;
-                    (OutcomeKind::Failed, format!("events written but storage kept: {trap}"))
+            }
+        } else {
+            match fresh.delete_storage(&name) {
+                Ok(Ok(None)) => StorageReport::new(name, OutcomeKind::Extracted, "deleted", events),
+                Ok(Ok(Some(info))) => {
+                    StorageReport::new(name, OutcomeKind::Extracted, undeletable_detail(&model_info(&info)), events)
                 }
-            };
-            self.report(p.name, kind, detail, events);
+                other => StorageReport::new(
+                    name,
+                    OutcomeKind::Failed,
+                    format!("events written but storage kept{}", why(other)),
+                    events,
+                ),
+            }
+        };
+        run.deliver(report);
+    }
+    let Some(name) = blamed.filter(|name| !run.reported.contains(name)) else {
+        if lie.is_some() {
+            return Ok(());
         }
-        Ok(())
-    }
-}
-
-enum EventsError {
-    Trap(String),
-    Invalid(String),
-}
-
-fn no_data_detail(keep: bool) -> String {
-    if keep {
-        "no installed timestamp; would be deleted".to_owned()
-    } else {
-        "no installed timestamp; deleted".to_owned()
-    }
-}
-
-fn skip_detail(reason: &SkipReason) -> String {
-    match reason {
-        SkipReason::Excluded => "excluded".to_owned(),
-        SkipReason::NotIncluded => "not included".to_owned(),
-        SkipReason::TooYoung(age) => format!("too young ({age:.0}s old)"),
-        SkipReason::NotADirectory => "not a plain directory; left alone".to_owned(),
-        SkipReason::InvalidName => "not a valid runner name; left alone".to_owned(),
-        SkipReason::Vanished => "gone before it was handled".to_owned(),
-    }
-}
-
-fn quarantine_detail(reason: &QuarantineReason, file: Option<&str>, detail: &str, location: &str) -> String {
-    let place = if location.is_empty() {
-        "would be quarantined".to_owned()
-    } else {
-        format!("moved to .quarantine/{location}")
+        anyhow::bail!("the sandbox failed outside any storage: {detail}");
     };
-    let file = file.map(|f| format!(" {f}")).unwrap_or_default();
-    format!("{}:{file} {}; {place}", reason.as_str(), check::bounded(detail))
+    let report = if name == DELETING_DIR {
+        StorageReport::new(name, OutcomeKind::Failed, format!("leftover deletions kept: {detail}"), 0)
+    } else if lie.is_some() || run.keep {
+        let detail = if lie.is_some() { detail } else { format!("kept: {detail}") };
+        StorageReport::new(name, OutcomeKind::Failed, detail, 0)
+    } else {
+        match fresh.quarantine_storage(&name, QuarantineReason::SandboxTrap, &detail) {
+            Ok(Ok(info)) => {
+                let info = model::QuarantineInfo { file: None, ..model_info(&info) };
+                StorageReport::quarantined(name, &model::QuarantineInfo { detail: detail.clone(), ..info })
+            }
+            other => StorageReport::new(name, OutcomeKind::Failed, format!("kept: {detail}{}", why(other)), 0),
+        }
+    };
+    run.deliver(report);
+    Ok(())
+}
+
+/// Why a recovery call did not do its job, as a clause.
+fn why<T>(result: Result<Result<T, String>, GuestFailure>) -> String {
+    match result {
+        Ok(Ok(_)) => String::new(),
+        Ok(Err(e)) => format!("; {}", check::bounded(&e)),
+        Err(trap) => format!("; trapped again: {trap}"),
+    }
+}
+
+/// The guest's words for a quarantine, for the guest's report strings.
+fn model_info(info: &QuarantineInfo) -> model::QuarantineInfo {
+    model::QuarantineInfo {
+        reason: model::QuarantineReason::from_str_exact(info.reason.as_str())
+            .unwrap_or(model::QuarantineReason::SandboxTrap),
+        file: info.file.as_deref().map(check::bounded),
+        detail: check::bounded(&info.detail),
+        location: check::bounded(&info.location),
+    }
 }

@@ -20,9 +20,10 @@
 //! ```
 //!
 //! Layout: [`plugin`] loads the component once; [`sandbox`] is one guest
-//! instance with its limits; [`collect`](mod@collect) is the pipeline;
-//! [`check`] re-validates what the guest returns; [`log`] writes lines
-//! durably; [`guest_api`] is what the pipeline asks of a guest;
+//! instance with its limits; [`collect`](mod@collect) lends a run to the
+//! guest's pipeline and recovers from traps; the imports the guest calls
+//! re-validate everything it hands over with [`check`]; [`log`] writes lines
+//! durably;
 //! [`github`] finds job metrics on the GitHub API; [`prometheus`] writes a
 //! node_exporter textfile from the lines written; [`lock`] keeps runs over
 //! one storage root apart.
@@ -31,8 +32,8 @@ pub mod bindings;
 pub mod check;
 pub mod collect;
 pub mod github;
-pub mod guest_api;
 pub mod hooks;
+mod imports;
 pub mod limits;
 pub mod lock;
 pub mod log;
@@ -47,13 +48,11 @@ pub mod storage;
 pub mod summary;
 
 pub use bindings::{GithubJobMetrics, JobConclusion, RunnerMetrics, Selection};
-pub use collect::{
-    collect, collect_holding, collect_with, empty_selection, CollectOptions, Emit, JobMetricsSource, NoJobMetrics,
-};
+pub use collect::{collect, collect_holding, empty_selection, CollectOptions, Emit, JobMetricsSource, NoJobMetrics};
 pub use github::{GithubJobs, GithubOptions};
-pub use guest_api::{CallResult, GuestApi, GuestFactory, GuestFailure};
 pub use limits::Limits;
 pub use lock::{LockError, RootLock};
 pub use log::{EventSink, MemorySink, MetricsLog, StdoutSink};
 pub use plugin::{Plugin, PluginOptions};
+pub use sandbox::{CallResult, GuestFailure};
 pub use summary::{OutcomeKind, StorageReport, Summary};

@@ -1,6 +1,7 @@
 //! The loaded plugin: one engine, the compiled component and a linker that
-//! offers nothing but WASI, pre-instantiated once and shared by every
-//! sandbox (the pattern of wasmtime's `examples/wasip2-plugins`).
+//! offers WASI and the narrow `host` interface ([`crate::imports`]),
+//! pre-instantiated once and shared by every sandbox (the pattern of
+//! wasmtime's `examples/wasip2-plugins`).
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -10,15 +11,19 @@ use anyhow::{Context, Result};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine};
 
-use crate::bindings::{ExtractorPre, IntoAnyhow};
-use crate::guest_api::GuestFactory;
+use crate::bindings::{IntoAnyhow, Plugin as PluginWorld, PluginPre};
 use crate::limits::{EpochTicker, Limits, StallWatch};
 use crate::lock::kind_of;
 use crate::log::open_regular_file;
 use crate::sandbox::{HostState, Sandbox};
 
-/// The guest component, built by `build.rs` and embedded in the binary.
+/// The guest component (world `plugin`), built by `build.rs` and embedded
+/// in the binary: the one this host loads.
 pub static EMBEDDED_COMPONENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/runner_metrics_guest.wasm"));
+
+/// The command component (world `command`): the same pipeline behind
+/// `wasi:cli/run`, for `wasmtime run`. Embedded only to be written out.
+pub static EMBEDDED_COMMAND: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/runner_metrics_command.wasm"));
 
 /// How to open the plugin.
 #[derive(Debug, Clone, Default)]
@@ -56,7 +61,7 @@ pub enum CompiledFrom {
 /// The engine, the compiled component and its pre-instance.
 pub struct Plugin {
     engine: Engine,
-    pre: ExtractorPre<HostState>,
+    pre: PluginPre<HostState>,
     limits: Limits,
     stall_watch: Arc<StallWatch>,
     compiled_from: CompiledFrom,
@@ -76,11 +81,16 @@ impl Plugin {
         let (component, compiled_from) = load_component(&engine, wasm, options.cache_dir.as_deref())?;
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).anyhow().context("linking WASI")?;
-        let instance_pre =
-            linker.instantiate_pre(&component).anyhow().context("the component imports something other than WASI")?;
-        let pre = ExtractorPre::new(instance_pre)
+        PluginWorld::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(&mut linker, |state| state)
             .anyhow()
-            .context("the component does not export the runner-metrics world")?;
+            .context("linking the host interface")?;
+        let instance_pre = linker
+            .instantiate_pre(&component)
+            .anyhow()
+            .context("the component imports something other than WASI and the host interface")?;
+        let pre = PluginPre::new(instance_pre)
+            .anyhow()
+            .context("the component does not export the plugin world of github-runner:metrics@0.2.0")?;
         let stall_watch = Arc::new(StallWatch::default());
         let ticker =
             EpochTicker::start(&engine, Arc::clone(&stall_watch)).context("starting the epoch ticker thread")?;
@@ -98,15 +108,6 @@ impl Plugin {
 
     pub fn compiled_from(&self) -> CompiledFrom {
         self.compiled_from
-    }
-}
-
-/// Each guest the pipeline asks for is a fresh sandbox from the pre-instance.
-impl GuestFactory for Plugin {
-    type Guest = Sandbox;
-
-    fn guest(&self, storage_root: &Path) -> Result<Sandbox> {
-        self.sandbox(storage_root)
     }
 }
 

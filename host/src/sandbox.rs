@@ -3,31 +3,46 @@
 //! value instead of a crash. After a trap the instance is poisoned; callers
 //! drop it and start a fresh one.
 
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use wasmtime::component::{ResourceAny, ResourceTable};
-use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::{
-    Event, ExtractorPre, GithubJobMetrics, IntoAnyhow, Outcome, QuarantineInfo, QuarantineReason, QuarantinedStorage,
-    RootEntry, RunnerMetrics, Selection,
+    CollectOptions, Event, GithubJobMetrics, IntoAnyhow, Outcome, Plugin as PluginBindings, PluginPre, QuarantineInfo,
+    QuarantineReason, QuarantinedStorage, RootEntry, RunnerMetrics, Selection,
 };
-use crate::guest_api::GuestApi;
+use crate::imports::{Lent, RunState};
 use crate::limits::{Limits, StallWatch};
 
 /// Where the storage root appears inside the sandbox.
 pub const GUEST_ROOT: &str = "/storage";
 
-/// The store's data: WASI state and the limiter. Nothing else is reachable.
+/// The store's data: WASI state, the limiter, the per-storage deadline and,
+/// while a collect runs, the run that the imports serve. Nothing else is
+/// reachable.
 pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
     limits: StoreLimits,
+    /// When the guest's time on the current storage (or call) runs out;
+    /// checked at every epoch tick while wasm runs.
+    pub(crate) deadline: Instant,
+    pub(crate) call_timeout: Duration,
+    pub(crate) stall_watch: Arc<StallWatch>,
+    /// The watch on the storage being handled, between imports.
+    pub(crate) watch: Option<u64>,
+    pub(crate) root: PathBuf,
+    /// A storage's watch was broken: the guest sat in a blocked host call.
+    pub(crate) stalled: bool,
+    /// The run a `collect` call serves (see [`Lent`]).
+    pub(crate) lent: Option<Lent>,
 }
 
 impl WasiView for HostState {
@@ -36,23 +51,36 @@ impl WasiView for HostState {
     }
 }
 
-pub use crate::guest_api::{CallResult, GuestFailure};
+/// A guest call that did not return: a trap (panic, deadline, memory) or a
+/// host-side failure. `detail` includes what the guest printed on stderr.
+#[derive(Debug, Clone)]
+pub struct GuestFailure {
+    pub detail: String,
+}
+
+impl fmt::Display for GuestFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.detail)
+    }
+}
+
+impl std::error::Error for GuestFailure {}
+
+/// The result of one guest call: `Err` when the call itself failed (the
+/// guest is then poisoned and must be dropped), else the guest's answer.
+pub type CallResult<T> = std::result::Result<T, GuestFailure>;
 
 /// One instance of the component in its own store.
 pub struct Sandbox {
     store: Store<HostState>,
-    bindings: crate::bindings::Extractor,
+    bindings: PluginBindings,
     stderr: MemoryOutputPipe,
-    deadline_ticks: u64,
-    call_timeout: std::time::Duration,
-    stall_watch: Arc<StallWatch>,
-    root: PathBuf,
 }
 
 impl Sandbox {
     pub(crate) fn new(
         engine: &Engine,
-        pre: &ExtractorPre<HostState>,
+        pre: &PluginPre<HostState>,
         limits: &Limits,
         stall_watch: Arc<StallWatch>,
         storage_root: &Path,
@@ -76,20 +104,28 @@ impl Sandbox {
                 .memories(4)
                 .trap_on_grow_failure(true)
                 .build(),
+            deadline: Instant::now() + limits.call_timeout,
+            call_timeout: limits.call_timeout,
+            stall_watch,
+            watch: None,
+            root: storage_root.to_owned(),
+            stalled: false,
+            lent: None,
         };
         let mut store = Store::new(engine, state);
         store.limiter(|state| &mut state.limits);
-        store.set_epoch_deadline(limits.deadline_ticks());
+        // One tick at a time: the callback holds the guest to `deadline`,
+        // which the imports move as the guest goes from storage to storage.
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|ctx| {
+            if Instant::now() < ctx.data().deadline {
+                Ok(UpdateDeadline::Continue(1))
+            } else {
+                Err(Trap::Interrupt.into())
+            }
+        });
         let bindings = pre.instantiate(&mut store).anyhow().context("instantiating the runner-metrics component")?;
-        Ok(Self {
-            store,
-            bindings,
-            stderr,
-            deadline_ticks: limits.deadline_ticks(),
-            call_timeout: limits.call_timeout,
-            stall_watch,
-            root: storage_root.to_owned(),
-        })
+        Ok(Self { store, bindings, stderr })
     }
 
     /// Arms the deadline, runs one call, and explains a failure. A call on
@@ -98,25 +134,51 @@ impl Sandbox {
         &mut self,
         what: &str,
         storage: Option<&str>,
-        f: impl FnOnce(&crate::bindings::Extractor, &mut Store<HostState>) -> wasmtime::Result<T>,
+        f: impl FnOnce(&PluginBindings, &mut Store<HostState>) -> wasmtime::Result<T>,
     ) -> CallResult<T> {
-        self.store.set_epoch_deadline(self.deadline_ticks);
-        let watch =
-            storage.map(|name| self.stall_watch.begin(self.root.join(name), Instant::now() + self.call_timeout));
+        let state = self.store.data_mut();
+        state.deadline = Instant::now() + state.call_timeout;
+        state.watch = storage.map(|name| state.stall_watch.begin(state.root.join(name), state.deadline));
         let result = f(&self.bindings, &mut self.store);
-        let broken = watch.is_some_and(|id| self.stall_watch.end(id));
+        let state = self.store.data_mut();
+        let broken = state.watch.take().is_some_and(|id| state.stall_watch.end(id));
         if broken {
-            // It sat in a blocked host call past its deadline: whatever it
-            // answered after being freed is not trusted.
-            let cause = format!("blocked in a host call past its {:?} deadline (a FIFO?)", self.call_timeout);
-            return Err(GuestFailure { detail: format!("guest {what} {cause}") });
+            return Err(self.stalled(what));
         }
         result.map_err(|e| self.explain(what, e))
     }
 
+    /// It sat in a blocked host call past its deadline: whatever it
+    /// answered after being freed is not trusted.
+    fn stalled(&self, what: &str) -> GuestFailure {
+        let timeout = self.store.data().call_timeout;
+        GuestFailure { detail: format!("guest {what} blocked in a host call past its {timeout:?} deadline (a FIFO?)") }
+    }
+
+    /// Runs the guest's whole collect for `run`, which the imports reach
+    /// while the call lasts (and no longer). A trap, or a stall on a
+    /// storage, is `Err`; `run.current` says which storage it belongs to.
+    pub(crate) fn collect(
+        &mut self,
+        run: &mut RunState<'_>,
+        options: &CollectOptions,
+    ) -> CallResult<Result<(), String>> {
+        let state = self.store.data_mut();
+        state.deadline = Instant::now() + state.call_timeout;
+        state.lent = Some(Lent::new(run));
+        let result = self.bindings.github_runner_metrics_collector().call_collect(&mut self.store, options);
+        let state = self.store.data_mut();
+        state.lent = None;
+        let broken = state.watch.take().is_some_and(|id| state.stall_watch.end(id)) || state.stalled;
+        if broken {
+            return Err(self.stalled("collect"));
+        }
+        result.map_err(|e| self.explain("collect", e))
+    }
+
     fn explain(&self, what: &str, error: wasmtime::Error) -> GuestFailure {
         let cause = match error.downcast_ref::<Trap>() {
-            Some(Trap::Interrupt) => format!("exceeded its {:?} deadline", self.call_timeout),
+            Some(Trap::Interrupt) => format!("exceeded its {:?} deadline", self.store.data().call_timeout),
             Some(trap) => format!("trapped: {trap}"),
             // The root cause only: the full chain carries a multi-line
             // wasm backtrace, which belongs in no report or reason file.
@@ -185,46 +247,5 @@ impl Sandbox {
 
     pub fn render_event(&mut self, event: &Event) -> CallResult<String> {
         self.call("rendering", None, |b, s| b.github_runner_metrics_events().call_render_event(s, event))
-    }
-}
-
-/// The product path: every call crosses into the component, under the
-/// instance's memory cap and per-call deadline.
-impl GuestApi for Sandbox {
-    type Scan = ResourceAny;
-
-    fn start_scan(&mut self, selection: &Selection) -> CallResult<ResourceAny> {
-        Sandbox::start_scan(self, selection)
-    }
-    fn next_batch(&mut self, scan: ResourceAny, max: u32) -> CallResult<std::result::Result<Vec<RootEntry>, String>> {
-        Sandbox::next_batch(self, scan, max)
-    }
-    fn extract_storage(&mut self, name: &str, keep: bool) -> CallResult<Outcome> {
-        Sandbox::extract_storage(self, name, keep)
-    }
-    fn delete_storage(&mut self, name: &str) -> CallResult<std::result::Result<Option<QuarantineInfo>, String>> {
-        Sandbox::delete_storage(self, name)
-    }
-    fn purge_deleting(&mut self) -> CallResult<std::result::Result<u32, String>> {
-        Sandbox::purge_deleting(self)
-    }
-    fn quarantine_storage(
-        &mut self,
-        name: &str,
-        reason: QuarantineReason,
-        detail: &str,
-    ) -> CallResult<std::result::Result<QuarantineInfo, String>> {
-        Sandbox::quarantine_storage(self, name, reason, detail)
-    }
-    fn issue_events(
-        &mut self,
-        metrics: &RunnerMetrics,
-        flavor: &str,
-        job: Option<GithubJobMetrics>,
-    ) -> CallResult<Vec<Event>> {
-        Sandbox::issue_events(self, metrics, flavor, job)
-    }
-    fn render_event(&mut self, event: &Event) -> CallResult<String> {
-        Sandbox::render_event(self, event)
     }
 }

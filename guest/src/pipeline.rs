@@ -1,0 +1,296 @@
+//! The collect pipeline (spec 4 and 5), written once for every host: scan
+//! the root with a selection, decide each storage, issue and render its
+//! events, hand a batch of lines to the host to append durably, only then
+//! delete the storages they came from, and report every root entry once.
+//!
+//! It runs over any [`StorageFs`] and any [`Host`]: in the component over
+//! WASI with the imported `host` interface (the Rust, Python and Node
+//! hosts), in the command component over WASI with stdout as the log (the
+//! `wasmtime` CLI), and natively for unit tests and the benchmark.
+
+use std::collections::HashSet;
+
+use crate::extract::{self, Scan};
+use crate::fs::StorageFs;
+use crate::model::{Event, GithubJobMetrics, Outcome, RootEntry, RunnerMetrics, Selection};
+use crate::names::DELETING_DIR;
+use crate::report::{undeletable_detail, OutcomeKind, StorageReport, UNNAMED};
+use crate::{events, render};
+
+/// What only the host can do. Every argument is the guest's claim: a host
+/// re-checks what it is handed.
+pub trait Host {
+    /// The pipeline starts on one root entry: extracting it, or deleting it
+    /// once its lines are durable (`.deleting` for the purge). A host
+    /// re-arms its per-storage deadline here and blames a trap on `name`.
+    fn begin_storage(&mut self, name: &str);
+    /// GitHub's view of the runner's job (spec 5), when the host knows it.
+    fn job_metrics(&mut self, metrics: &RunnerMetrics) -> Option<GithubJobMetrics>;
+    /// Appends the batch's lines; `Ok` only once they are durable.
+    fn append(&mut self, batch: &[StorageLines]) -> Result<(), String>;
+    /// One root entry reached its outcome.
+    fn report(&mut self, report: StorageReport);
+}
+
+/// What to write for each extracted storage.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Emit {
+    /// The lifecycle events of spec 5, for runners of this flavor.
+    Events { flavor: String },
+    /// The extracted metrics as one JSON line.
+    Metrics,
+}
+
+/// How one collect run behaves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CollectOptions {
+    pub selection: Selection,
+    pub emit: Emit,
+    /// Dry run: nothing on disk changes.
+    pub keep: bool,
+    /// Extracted storages appended together (one durable write) before any
+    /// of them is deleted.
+    pub batch_size: usize,
+    /// Finish the deletions a crash cut short (`.deleting/`) first.
+    pub purge_deleting: bool,
+    /// Root entries already reported by this run (before a trap): neither
+    /// handled nor reported again.
+    pub done: HashSet<String>,
+    /// How many entries without a UTF-8 name were already reported.
+    pub done_unnamed: usize,
+}
+
+impl CollectOptions {
+    /// Every storage, lifecycle events of `flavor`, batches of 64.
+    pub fn events(flavor: impl Into<String>) -> Self {
+        Self {
+            selection: Selection::default(),
+            emit: Emit::Events { flavor: flavor.into() },
+            keep: false,
+            batch_size: 64,
+            purge_deleting: true,
+            done: HashSet::new(),
+            done_unnamed: 0,
+        }
+    }
+}
+
+/// What a storage's lines were rendered from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Rendered {
+    Events(Vec<Event>),
+    Metrics(RunnerMetrics),
+}
+
+/// The lines of one extracted storage, waiting to be appended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StorageLines {
+    pub runner_name: String,
+    pub source: Rendered,
+    pub lines: Vec<String>,
+}
+
+/// Root entries listed per step of the scan.
+const SCAN_BATCH: usize = 256;
+
+/// Runs one collect over the root `fs` sees. `Err` when the run had to stop
+/// (the root cannot be listed, an append failed): every storage reported so
+/// far keeps its report, the rest are untouched.
+pub fn collect<F: StorageFs>(fs: &F, options: &CollectOptions, host: &mut impl Host) -> Result<(), String> {
+    let mut run = Run { fs, options, host, pending: Vec::new(), unnamed_seen: 0 };
+    if options.purge_deleting && !options.keep {
+        run.purge_deleting();
+    }
+    let mut scan = Scan::new(fs, options.selection.clone()).map_err(|e| format!("listing the storage root: {e}"))?;
+    #[cfg(feature = "hostile")]
+    let mut hostile = HostileScan::new(&options.selection);
+    loop {
+        #[cfg(feature = "hostile")]
+        if let Some(entry) = hostile.next() {
+            run.entry(entry)?;
+            continue;
+        }
+        #[cfg(feature = "hostile")]
+        hostile.before_batch();
+        let batch = match scan.next_batch(SCAN_BATCH) {
+            Ok(batch) => batch,
+            Err(e) => {
+                // What was extracted still gets its lines and a report.
+                run.flush()?;
+                return Err(format!("listing the storage root: {e}"));
+            }
+        };
+        if batch.is_empty() {
+            break;
+        }
+        for entry in batch {
+            run.entry(entry)?;
+        }
+    }
+    run.flush()
+}
+
+struct Run<'a, F: StorageFs, H: Host> {
+    fs: &'a F,
+    options: &'a CollectOptions,
+    host: &'a mut H,
+    /// Extracted storages whose lines wait for the next append.
+    pending: Vec<StorageLines>,
+    unnamed_seen: usize,
+}
+
+impl<F: StorageFs, H: Host> Run<'_, F, H> {
+    fn entry(&mut self, entry: RootEntry) -> Result<(), String> {
+        let Some(name) = entry.name else {
+            self.unnamed_seen += 1;
+            if self.unnamed_seen > self.options.done_unnamed {
+                let reason = entry.skipped.unwrap_or(crate::model::SkipReason::InvalidName);
+                self.host.report(StorageReport::skipped(UNNAMED, &reason));
+            }
+            return Ok(());
+        };
+        if self.options.done.contains(&name) {
+            return Ok(());
+        }
+        match entry.skipped {
+            Some(reason) => self.host.report(StorageReport::skipped(name, &reason)),
+            None => self.candidate(name)?,
+        }
+        Ok(())
+    }
+
+    /// Finishes deletions a crash cut short; a failure is reported and the
+    /// leftovers stay in `.deleting/` for the next run.
+    fn purge_deleting(&mut self) {
+        self.host.begin_storage(DELETING_DIR);
+        if let Err(e) = extract::purge_deleting(self.fs) {
+            let detail = format!("leftover deletions kept: {e}");
+            self.host.report(StorageReport::new(DELETING_DIR, OutcomeKind::Failed, detail, 0));
+        }
+    }
+
+    fn candidate(&mut self, name: String) -> Result<(), String> {
+        self.host.begin_storage(&name);
+        let keep = self.options.keep;
+        match decide(self.fs, &name, keep) {
+            Outcome::Extracted(metrics) => {
+                let storage = self.render(name, metrics);
+                self.pending.push(storage);
+                if self.pending.len() >= self.options.batch_size.max(1) {
+                    self.flush()?;
+                }
+            }
+            Outcome::NoData => self.host.report(StorageReport::no_data(name, keep)),
+            Outcome::Quarantined(info) => self.host.report(StorageReport::quarantined(name, &info)),
+            Outcome::Skipped(reason) => self.host.report(StorageReport::skipped(name, &reason)),
+            Outcome::Failed(message) => {
+                self.host.report(StorageReport::new(name, OutcomeKind::Failed, format!("kept: {message}"), 0))
+            }
+        }
+        Ok(())
+    }
+
+    /// The lines of one extracted storage.
+    fn render(&mut self, name: String, metrics: RunnerMetrics) -> StorageLines {
+        match &self.options.emit {
+            Emit::Metrics => {
+                let lines = vec![render::render_metrics(&metrics)];
+                StorageLines { runner_name: name, source: Rendered::Metrics(metrics), lines }
+            }
+            Emit::Events { flavor } => {
+                let job = self.host.job_metrics(&metrics);
+                let events = events::issue_events(&metrics, flavor, job.as_ref());
+                let lines = events.iter().map(render_line).collect();
+                StorageLines { runner_name: name, source: Rendered::Events(events), lines }
+            }
+        }
+    }
+
+    /// Appends the pending lines durably, then deletes their storages.
+    fn flush(&mut self) -> Result<(), String> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batch = std::mem::take(&mut self.pending);
+        if let Err(e) = self.host.append(&batch) {
+            for storage in batch {
+                let detail = format!("kept: events not written: {e}");
+                self.host.report(StorageReport::new(storage.runner_name, OutcomeKind::Failed, detail, 0));
+            }
+            return Err(format!("writing events: {e}"));
+        }
+        for storage in batch {
+            let (name, events) = (storage.runner_name, storage.lines.len());
+            if self.options.keep {
+                self.host.report(StorageReport::new(name, OutcomeKind::Extracted, "kept (dry run)", events));
+                continue;
+            }
+            self.host.begin_storage(&name);
+            let report = match extract::delete_storage(self.fs, &name) {
+                Ok(None) => StorageReport::new(name, OutcomeKind::Extracted, "deleted", events),
+                Ok(Some(info)) => StorageReport::new(name, OutcomeKind::Extracted, undeletable_detail(&info), events),
+                Err(e) => StorageReport::new(
+                    name,
+                    OutcomeKind::Failed,
+                    format!("events written but storage kept: {e}"),
+                    events,
+                ),
+            };
+            self.host.report(report);
+        }
+        Ok(())
+    }
+}
+
+/// One storage's outcome (a hostile build misbehaves for `hostile-*`).
+fn decide<F: StorageFs>(fs: &F, name: &str, keep: bool) -> Outcome {
+    #[cfg(feature = "hostile")]
+    if let Some(outcome) = crate::hostile::extract(fs, name) {
+        return outcome;
+    }
+    extract::extract_storage(fs, name, keep)
+}
+
+/// One event's line (a hostile build tampers with some).
+fn render_line(event: &Event) -> String {
+    #[cfg(feature = "hostile")]
+    if let Event::RunnerInstalled(e) = event {
+        if let Some(line) = crate::hostile::render(&e.flavor) {
+            return line;
+        }
+        return crate::hostile::tamper(&e.flavor, render::render_event(event));
+    }
+    render::render_event(event)
+}
+
+/// The hostile build's scan misbehaviours, ahead of the real listing.
+#[cfg(feature = "hostile")]
+struct HostileScan {
+    candidate: Option<String>,
+    panics: bool,
+    batches: u32,
+}
+
+#[cfg(feature = "hostile")]
+impl HostileScan {
+    fn new(selection: &Selection) -> Self {
+        Self {
+            candidate: crate::hostile::scan(&selection.exclude),
+            panics: crate::hostile::scan_panics(&selection.exclude),
+            batches: 0,
+        }
+    }
+
+    /// Panics before the second batch, after the first was acted on.
+    fn before_batch(&mut self) {
+        self.batches += 1;
+        assert!(!(self.panics && self.batches > 1), "hostile scan panics on its second batch");
+    }
+
+    fn next(&mut self) -> Option<RootEntry> {
+        if let Some(name) = self.candidate.take() {
+            return Some(RootEntry { name: Some(name), skipped: None });
+        }
+        None
+    }
+}

@@ -1,0 +1,169 @@
+//! What a run says about each root entry: the outcome, the reason, and the
+//! one sentence an operator reads. Written once, here, for every host.
+
+use serde::Serialize;
+
+use crate::model::{QuarantineInfo, SkipReason};
+
+/// The five outcomes of spec section 4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutcomeKind {
+    Extracted,
+    NoData,
+    Quarantined,
+    Skipped,
+    Failed,
+}
+
+impl OutcomeKind {
+    pub const ALL: [OutcomeKind; 5] = [Self::Extracted, Self::NoData, Self::Quarantined, Self::Skipped, Self::Failed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Extracted => "extracted",
+            Self::NoData => "no-data",
+            Self::Quarantined => "quarantined",
+            Self::Skipped => "skipped",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// What happened to one root entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StorageReport {
+    /// The entry's name ([`UNNAMED`] when it has none).
+    pub name: String,
+    #[serde(rename = "outcome")]
+    pub kind: OutcomeKind,
+    /// The quarantine or skip reason (kebab-case), when there is one.
+    pub reason: Option<String>,
+    /// The file to blame for a quarantine, when one is.
+    pub file: Option<String>,
+    /// Why, and what was done (deleted, moved where, kept).
+    pub detail: String,
+    /// Lines written for this storage.
+    pub events: usize,
+}
+
+/// How an entry whose name is not UTF-8 is named in reports.
+pub const UNNAMED: &str = "<non-UTF-8 name>";
+
+impl StorageReport {
+    /// A report without a reason or a file to blame.
+    pub fn new(name: impl Into<String>, kind: OutcomeKind, detail: impl Into<String>, events: usize) -> Self {
+        Self { name: name.into(), kind, reason: None, file: None, detail: detail.into(), events }
+    }
+
+    /// An entry left alone.
+    pub fn skipped(name: impl Into<String>, reason: &SkipReason) -> Self {
+        Self {
+            reason: Some(skip_reason_name(reason).to_owned()),
+            ..Self::new(name, OutcomeKind::Skipped, skip_detail(reason), 0)
+        }
+    }
+
+    /// A storage moved to (or, in a dry run, bound for) `.quarantine/`.
+    pub fn quarantined(name: impl Into<String>, info: &QuarantineInfo) -> Self {
+        Self {
+            reason: Some(info.reason.as_str().to_owned()),
+            file: info.file.clone(),
+            ..Self::new(name, OutcomeKind::Quarantined, quarantine_detail(info), 0)
+        }
+    }
+
+    /// A storage without an installed timestamp.
+    pub fn no_data(name: impl Into<String>, keep: bool) -> Self {
+        let detail = if keep { "no installed timestamp; would be deleted" } else { "no installed timestamp; deleted" };
+        Self::new(name, OutcomeKind::NoData, detail, 0)
+    }
+}
+
+/// Every skip reason's name, as [`skip_reason_name`] spells them.
+pub const SKIP_REASONS: [&str; 6] =
+    ["excluded", "not-included", "too-young", "not-a-directory", "invalid-name", "vanished"];
+
+/// The kebab-case name of a skip reason, as the WIT spells it.
+pub fn skip_reason_name(reason: &SkipReason) -> &'static str {
+    match reason {
+        SkipReason::Excluded => "excluded",
+        SkipReason::NotIncluded => "not-included",
+        SkipReason::TooYoung(_) => "too-young",
+        SkipReason::NotADirectory => "not-a-directory",
+        SkipReason::InvalidName => "invalid-name",
+        SkipReason::Vanished => "vanished",
+    }
+}
+
+pub fn skip_detail(reason: &SkipReason) -> String {
+    match reason {
+        SkipReason::Excluded => "excluded".to_owned(),
+        SkipReason::NotIncluded => "not included".to_owned(),
+        SkipReason::TooYoung(age) => format!("too young ({age:.0}s old)"),
+        SkipReason::NotADirectory => "not a plain directory; left alone".to_owned(),
+        SkipReason::InvalidName => "not a valid runner name; left alone".to_owned(),
+        SkipReason::Vanished => "gone before it was handled".to_owned(),
+    }
+}
+
+/// `REASON: [FILE] DETAIL; moved to .quarantine/LOCATION`.
+pub fn quarantine_detail(info: &QuarantineInfo) -> String {
+    let place = if info.location.is_empty() {
+        "would be quarantined".to_owned()
+    } else {
+        format!("moved to .quarantine/{}", info.location)
+    };
+    let file = info.file.as_deref().map(|f| format!(" {f}")).unwrap_or_default();
+    format!("{}:{file} {}; {place}", info.reason.as_str(), info.detail)
+}
+
+/// An extracted storage whose events are written but that could not be
+/// deleted, and was quarantined instead so it is not extracted twice.
+pub fn undeletable_detail(info: &QuarantineInfo) -> String {
+    format!("could not be deleted, so moved to .quarantine/{}: {}", info.location, info.detail)
+}
+
+/// Counts for a whole run. Bounded: reports are streamed, not kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub extracted: usize,
+    pub no_data: usize,
+    pub quarantined: usize,
+    pub skipped: usize,
+    pub failed: usize,
+    /// Lines written to the sink.
+    pub lines_written: usize,
+}
+
+impl Summary {
+    pub fn add(&mut self, report: &StorageReport) {
+        *self.count_mut(report.kind) += 1;
+        self.lines_written += report.events;
+    }
+
+    pub fn count(&self, kind: OutcomeKind) -> usize {
+        match kind {
+            OutcomeKind::Extracted => self.extracted,
+            OutcomeKind::NoData => self.no_data,
+            OutcomeKind::Quarantined => self.quarantined,
+            OutcomeKind::Skipped => self.skipped,
+            OutcomeKind::Failed => self.failed,
+        }
+    }
+
+    fn count_mut(&mut self, kind: OutcomeKind) -> &mut usize {
+        match kind {
+            OutcomeKind::Extracted => &mut self.extracted,
+            OutcomeKind::NoData => &mut self.no_data,
+            OutcomeKind::Quarantined => &mut self.quarantined,
+            OutcomeKind::Skipped => &mut self.skipped,
+            OutcomeKind::Failed => &mut self.failed,
+        }
+    }
+
+    /// Storages that reached an outcome.
+    pub fn total(&self) -> usize {
+        OutcomeKind::ALL.iter().map(|&k| self.count(k)).sum()
+    }
+}
