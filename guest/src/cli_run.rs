@@ -216,6 +216,8 @@ struct StdioHost<'a> {
 impl pipeline::Host for StdioHost<'_> {
     fn begin_storage(&mut self, _name: &str) {}
 
+    fn end_storage(&mut self) {}
+
     fn job_metrics(&mut self, metrics: &RunnerMetrics) -> Option<GithubJobMetrics> {
         let name = &metrics.runner_name;
         self.options.jobs.iter().rev().find(|(n, _)| n == name).map(|(_, job)| *job)

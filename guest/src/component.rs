@@ -136,6 +136,10 @@ mod plugin {
             host::begin_storage(name)
         }
 
+        fn end_storage(&mut self) {
+            host::end_storage()
+        }
+
         fn job_metrics(&mut self, metrics: &model::RunnerMetrics) -> Option<model::GithubJobMetrics> {
             host::job_metrics(&metrics_to_wit(metrics.clone())).map(job_from_wit)
         }

@@ -24,6 +24,9 @@ pub trait Host {
     /// once its lines are durable (`.deleting` for the purge). A host
     /// re-arms its per-storage deadline here and blames a trap on `name`.
     fn begin_storage(&mut self, name: &str);
+    /// The pipeline is done with the storage it began, whose lines wait for
+    /// the next append: a trap from now on belongs to no storage.
+    fn end_storage(&mut self);
     /// GitHub's view of the runner's job (spec 5), when the host knows it.
     fn job_metrics(&mut self, metrics: &RunnerMetrics) -> Option<GithubJobMetrics>;
     /// Appends the batch's lines; `Ok` only once they are durable.
@@ -175,6 +178,7 @@ impl<F: StorageFs, H: Host> Run<'_, F, H> {
         match decide(self.fs, &name, keep) {
             Outcome::Extracted(metrics) => {
                 let storage = self.render(name, metrics);
+                self.host.end_storage();
                 self.pending.push(storage);
                 if self.pending.len() >= self.options.batch_size.max(1) {
                     self.flush()?;

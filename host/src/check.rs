@@ -320,6 +320,9 @@ pub(crate) fn report(report: WitReport, run: &mut RunState<'_>) -> Result<Storag
                 format!("reported {name:?} as {} with {events} lines, but {what}", kind.as_str()),
             ));
         }
+        if !run.keep && matches!(kind, Kind::Extracted | Kind::NoData | Kind::Quarantined) {
+            gone(&run.root, &name, kind, &report.detail).map_err(|lie| (Some(name.clone()), lie))?;
+        }
         if let Some(i) = position {
             run.appended.remove(i);
         }
@@ -332,6 +335,25 @@ pub(crate) fn report(report: WitReport, run: &mut RunState<'_>) -> Result<Storag
         detail: bounded(&report.detail),
         events,
     })
+}
+
+/// A storage reported deleted or quarantined has left the root, and a
+/// quarantined one went to a location of its own under `.quarantine/`.
+fn gone(root: &Path, name: &str, kind: Kind, detail: &str) -> Result<(), String> {
+    if kind == Kind::Quarantined {
+        let Some((_, location)) = detail.rsplit_once("moved to .quarantine/") else {
+            return Err(format!("reported {name:?} as quarantined without saying where to"));
+        };
+        let prefix = name.get(..name.len().min(ENTRY_NAME_PREFIX)).unwrap_or(name);
+        let plain = !location.contains('/') && location.len() <= 255 && !location.starts_with('.');
+        if !plain || !location.starts_with(prefix) {
+            return Err(format!("reported quarantine location {:?} for {name:?}", bounded(location)));
+        }
+    }
+    match std::fs::symlink_metadata(root.join(name)) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        _ => Err(format!("reported {name:?} as {}, but it is still in the storage root", kind.as_str())),
+    }
 }
 
 #[cfg(test)]

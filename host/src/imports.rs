@@ -1,5 +1,6 @@
 //! What the host lends the guest's collect: the four imports of the WIT
-//! `host` interface (`begin-storage`, `job-metrics`, `append`, `report`).
+//! `host` interface (`begin-storage`, `end-storage`, `job-metrics`,
+//! `append`, `report`).
 //!
 //! Every argument is the guest's claim. Each import re-checks it
 //! ([`check`]) before acting on it; a lie stops the guest in the middle of
@@ -126,7 +127,10 @@ impl Host for HostState {
         let run = self.run()?;
         if name != DELETING_DIR {
             if let Err(lie) = check::storage_name(&name) {
-                return Err(lied(run, None, lie));
+                // Reported under that name (when it can be), so that the
+                // resumed collect does not offer it again.
+                let storage = (name.len() <= 255).then(|| name.clone());
+                return Err(lied(run, storage, lie));
             }
             if run.reported.contains(&name) {
                 return Err(lied(run, None, format!("began work on {name:?}, which it had already reported")));
@@ -134,6 +138,13 @@ impl Host for HostState {
         }
         self.resume(Some(&name));
         run.current = Some(name);
+        Ok(())
+    }
+
+    fn end_storage(&mut self) -> wasmtime::Result<()> {
+        self.pause()?;
+        self.run()?.current = None;
+        self.resume(None);
         Ok(())
     }
 

@@ -56,6 +56,8 @@ struct NativeHost<'a> {
 impl pipeline::Host for NativeHost<'_> {
     fn begin_storage(&mut self, _: &str) {}
 
+    fn end_storage(&mut self) {}
+
     fn job_metrics(&mut self, _: &RunnerMetrics) -> Option<GithubJobMetrics> {
         None
     }
