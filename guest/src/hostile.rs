@@ -58,6 +58,12 @@ pub fn extract(fs: &impl StorageFs, name: &str) -> Option<Outcome> {
     })
 }
 
+/// A storage named `hostile-delpanic-...` is extracted honestly, then the
+/// guest panics while deleting it: after its lines are durable.
+pub fn before_delete(name: &str) {
+    assert!(!name.starts_with("hostile-delpanic-"), "hostile guest panics deleting {name}");
+}
+
 /// A flavor of `hostile-render` makes `render-event` return two lines.
 pub fn render(flavor_hint: &str) -> Option<String> {
     (flavor_hint == "hostile-render")

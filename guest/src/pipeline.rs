@@ -230,6 +230,8 @@ impl<F: StorageFs, H: Host> Run<'_, F, H> {
                 continue;
             }
             self.host.begin_storage(&name);
+            #[cfg(feature = "hostile")]
+            crate::hostile::before_delete(&name);
             let report = match extract::delete_storage(self.fs, &name) {
                 Ok(None) => StorageReport::new(name, OutcomeKind::Extracted, "deleted", events),
                 Ok(Some(info)) => StorageReport::new(name, OutcomeKind::Extracted, undeletable_detail(&info), events),

@@ -230,12 +230,13 @@ fn recover(plugin: &Plugin, run: &mut RunState<'_>, failure: GuestFailure) -> Re
         };
         run.deliver(report);
     }
-    let Some(name) = blamed.filter(|name| !run.reported.contains(name)) else {
-        if lie.is_some() {
-            return Ok(());
-        }
-        anyhow::bail!("the sandbox failed outside any storage: {detail}");
+    let Some(name) = blamed else {
+        anyhow::ensure!(lie.is_some(), "the sandbox failed outside any storage: {detail}");
+        return Ok(());
     };
+    if run.reported.contains(&name) {
+        return Ok(()); // it trapped deleting a storage handled above
+    }
     let report = if name == DELETING_DIR {
         StorageReport::new(name, OutcomeKind::Failed, format!("leftover deletions kept: {detail}"), 0)
     } else if lie.is_some() || run.keep {

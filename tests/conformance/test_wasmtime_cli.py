@@ -3,8 +3,11 @@ host's wasmtime crate): `wasmtime run` of its `wasi:cli/run` export on the
 shared conformance cases, and `wasmtime run --invoke` of its exported
 functions.
 
-Needs `wasmtime` on PATH (or `$WASMTIME`) and the component at
-`$RUNNER_METRICS_COMPONENT`, else `<repo>/target/hosts/runner_metrics.wasm`;
+Needs `wasmtime` on PATH (or `$WASMTIME`) and the command component (world
+`command`: the CLI lends no host interface, so it cannot load the plugin) at
+`$RUNNER_METRICS_COMMAND_COMPONENT`, else
+`<repo>/target/hosts/runner_metrics_command.wasm`
+(`runner-metrics component --kind command --output ...`);
 scripts/test-hosts.sh provides both. Run with pytest (stdlib otherwise).
 """
 
@@ -38,9 +41,10 @@ def wasmtime():
 
 @pytest.fixture(scope="session")
 def component():
-    path = Path(os.environ.get("RUNNER_METRICS_COMPONENT") or REPO / "target" / "hosts" / "runner_metrics.wasm")
+    default = REPO / "target" / "hosts" / "runner_metrics_command.wasm"
+    path = Path(os.environ.get("RUNNER_METRICS_COMMAND_COMPONENT") or default)
     if not path.is_file():
-        pytest.fail(f"no component at {path}: `./target/debug/runner-metrics component --output {path}`")
+        pytest.fail(f"no component at {path}: `./target/debug/runner-metrics component --kind command --output {path}`")
     return path
 
 
@@ -166,7 +170,7 @@ def test_invoke_render_event(wasmtime, component):
 def test_invoke_with_the_full_export_name(wasmtime, component):
     # INTERFACE.FUNCTION@VERSION: WAVE puts the package version last.
     out = invoke(wasmtime, component,
-                 'github-runner:metrics/events.render-event@0.1.0(runner-stop({timestamp: 5.0, flavor: "small", '
+                 'github-runner:metrics/events.render-event@0.2.0(runner-stop({timestamp: 5.0, flavor: "small", '
                  'workflow: "ci", repo: "org/repo", github-event: "push", status: abnormal, '
                  'status-info: some({code: 1}), job-duration: 2.0, job-conclusion: some(failure)}))')
     line = json.loads(json.loads(out))

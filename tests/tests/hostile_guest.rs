@@ -152,6 +152,34 @@ fn a_guest_that_panics_is_quarantined_as_a_trap_and_the_others_go_on() {
 }
 
 #[test]
+fn a_guest_that_traps_while_deleting_a_storage_whose_lines_are_out_never_extracts_it_twice() {
+    // Expected: the lines of hostile-delpanic-1 and of the storages batched
+    // with it are durable when the guest panics deleting it. The fresh
+    // instance deletes the others of the batch and quarantines this one
+    // (sandbox-trap): every storage's lines appear exactly once, and a
+    // second run finds nothing more to write.
+    let h = hostile("hostile-delpanic-1", |_| {}, |o| o.batch_size = 64);
+    let report = h.collected.report("hostile-delpanic-1");
+    assert_eq!((report.kind, report.events), (OutcomeKind::Extracted, 3), "{report:?}");
+    assert!(report.detail.contains("could not be deleted, so moved to .quarantine/"), "{report:?}");
+    assert!(!exists(&h.scene.root.join("hostile-delpanic-1")), "still in the root");
+    let q = quarantined(&h.scene.root, "hostile-delpanic-1");
+    assert_eq!(q.reason["reason"], "sandbox-trap", "{}", q.reason);
+    // (`hostile` checked the count: 3 lines for each storage, once.)
+    let mut again = runner_metrics::MemorySink::default();
+    let summary = runner_metrics::collect(
+        hostile_plugin(),
+        h.scene.root.path(),
+        &h.scene.options(),
+        &mut runner_metrics::NoJobMetrics,
+        &mut again,
+        &mut |_| {},
+    )
+    .expect("second run");
+    assert!(again.lines.is_empty(), "{summary:?}: {:?}", again.lines);
+}
+
+#[test]
 fn a_guest_that_loops_forever_is_stopped_at_its_deadline_and_quarantined() {
     // Expected: the epoch deadline interrupts the loop after ~1.5 s;
     // quarantined (sandbox-trap, "deadline"); the run ends well in time.
