@@ -8,14 +8,15 @@
 //! storages already reported.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use anyhow::{Context, Result};
 use runner_metrics_guest::model;
 use runner_metrics_guest::names::DELETING_DIR;
 use runner_metrics_guest::report::undeletable_detail;
 
-use crate::bindings::{self as wit, GithubJobMetrics, QuarantineInfo, QuarantineReason, RunnerMetrics, Selection};
+pub use crate::collect_options::{empty_selection, CollectOptions, Emit, JobMetricsSource, NoJobMetrics};
+
+use crate::bindings::{QuarantineInfo, QuarantineReason};
 use crate::check;
 use crate::imports::RunState;
 use crate::lock::RootLock;
@@ -23,64 +24,6 @@ use crate::log::EventSink;
 use crate::plugin::Plugin;
 use crate::sandbox::GuestFailure;
 use crate::summary::{OutcomeKind, StorageReport, Summary};
-
-/// What to write for each extracted storage.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Emit {
-    /// The lifecycle events of spec 5, for runners of this flavor.
-    Events { flavor: String },
-    /// The extracted `RunnerMetrics` as one JSON line each.
-    Metrics,
-}
-
-/// How one collect run behaves.
-#[derive(Debug, Clone)]
-pub struct CollectOptions {
-    pub selection: Selection,
-    pub emit: Emit,
-    /// Change nothing on disk: no quarantine, no deletion.
-    pub keep: bool,
-    /// Extracted storages whose lines are written (and synced) together
-    /// before they are deleted. Bigger batches mean fewer syncs.
-    pub batch_size: usize,
-    /// How long [`collect`] waits for another run on the same root to
-    /// release the root's lock (spec 7); zero gives up at once with
-    /// [`LockError::Busy`](crate::lock::LockError::Busy). Not used by
-    /// [`collect_holding`], nor with `keep`.
-    pub lock_wait: Duration,
-}
-
-impl CollectOptions {
-    pub fn events(flavor: impl Into<String>) -> Self {
-        let emit = Emit::Events { flavor: flavor.into() };
-        Self { selection: empty_selection(), emit, keep: false, batch_size: 64, lock_wait: Duration::ZERO }
-    }
-}
-
-/// A selection that takes every storage.
-pub fn empty_selection() -> Selection {
-    Selection { exclude: Vec::new(), include: None, min_age_seconds: None }
-}
-
-/// Finds GitHub job metrics for a runner (spec 5); `None` when unknown.
-pub trait JobMetricsSource {
-    fn job_metrics(&mut self, metrics: &RunnerMetrics) -> Option<GithubJobMetrics>;
-}
-
-/// No job metrics for anyone.
-pub struct NoJobMetrics;
-
-impl JobMetricsSource for NoJobMetrics {
-    fn job_metrics(&mut self, _: &RunnerMetrics) -> Option<GithubJobMetrics> {
-        None
-    }
-}
-
-impl<F: FnMut(&RunnerMetrics) -> Option<GithubJobMetrics>> JobMetricsSource for F {
-    fn job_metrics(&mut self, metrics: &RunnerMetrics) -> Option<GithubJobMetrics> {
-        self(metrics)
-    }
-}
 
 /// Traps one run survives; after that the rest of the root is left for the
 /// next run, so a guest that traps on everything cannot churn through it.
@@ -132,35 +75,8 @@ fn run_collect(
     sink: &mut dyn EventSink,
     on_report: &mut dyn FnMut(&StorageReport),
 ) -> Result<Summary> {
-    let batch_size = options.batch_size.clamp(1, u32::MAX as usize);
-    let mut run = RunState {
-        root,
-        emit: options.emit.clone(),
-        keep: options.keep,
-        batch_size,
-        jobs,
-        sink,
-        on_report,
-        current: None,
-        appended: Vec::new(),
-        reported: Default::default(),
-        unnamed_reported: 0,
-        summary: Summary::default(),
-        lie: None,
-        append_error: None,
-    };
-    let mut wit_options = wit::CollectOptions {
-        selection: options.selection.clone(),
-        emit: match &options.emit {
-            Emit::Events { flavor } => wit::Emit::Events(flavor.clone()),
-            Emit::Metrics => wit::Emit::Metrics,
-        },
-        keep: options.keep,
-        batch_size: batch_size as u32,
-        purge_deleting: !options.keep,
-        done: Vec::new(),
-        done_unnamed: 0,
-    };
+    let mut run = RunState::new(root, options, jobs, sink, on_report);
+    let mut wit_options = options.to_wit();
     for _ in 0..MAX_TRAPS_PER_RUN {
         let mut sandbox = plugin.sandbox(&run.root)?;
         let failure = match sandbox.collect(&mut run, &wit_options) {

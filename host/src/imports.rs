@@ -20,7 +20,7 @@ use runner_metrics_guest::report::UNNAMED;
 use crate::bindings::github_runner::metrics::host::Host;
 use crate::bindings::{GithubJobMetrics, RunnerMetrics, StorageLines, StorageReport as WitReport};
 use crate::check;
-use crate::collect::{Emit, JobMetricsSource};
+use crate::collect::{CollectOptions, Emit, JobMetricsSource};
 use crate::log::EventSink;
 use crate::sandbox::HostState;
 use crate::summary::{OutcomeKind, StorageReport, Summary};
@@ -50,7 +50,32 @@ pub struct RunState<'a> {
     pub(crate) append_error: Option<String>,
 }
 
-impl RunState<'_> {
+impl<'a> RunState<'a> {
+    pub(crate) fn new(
+        root: PathBuf,
+        options: &CollectOptions,
+        jobs: &'a mut dyn JobMetricsSource,
+        sink: &'a mut dyn EventSink,
+        on_report: &'a mut dyn FnMut(&StorageReport),
+    ) -> Self {
+        Self {
+            root,
+            emit: options.emit.clone(),
+            keep: options.keep,
+            batch_size: options.batch_size.clamp(1, u32::MAX as usize),
+            jobs,
+            sink,
+            on_report,
+            current: None,
+            appended: Vec::new(),
+            reported: HashSet::new(),
+            unnamed_reported: 0,
+            summary: Summary::default(),
+            lie: None,
+            append_error: None,
+        }
+    }
+
     /// Counts a report, remembers its entry as done, and hands it on.
     pub(crate) fn deliver(&mut self, report: StorageReport) {
         if report.name == UNNAMED {

@@ -31,6 +31,7 @@
 pub mod bindings;
 pub mod check;
 pub mod collect;
+pub mod collect_options;
 pub mod github;
 pub mod hooks;
 mod imports;

@@ -1,0 +1,79 @@
+//! What a collect run is asked to do, and where it finds job metrics.
+
+use std::time::Duration;
+
+use crate::bindings::{self as wit, GithubJobMetrics, RunnerMetrics, Selection};
+
+/// What to write for each extracted storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Emit {
+    /// The lifecycle events of spec 5, for runners of this flavor.
+    Events { flavor: String },
+    /// The extracted `RunnerMetrics` as one JSON line each.
+    Metrics,
+}
+
+/// How one collect run behaves.
+#[derive(Debug, Clone)]
+pub struct CollectOptions {
+    pub selection: Selection,
+    pub emit: Emit,
+    /// Change nothing on disk: no quarantine, no deletion.
+    pub keep: bool,
+    /// Extracted storages whose lines are written (and synced) together
+    /// before they are deleted. Bigger batches mean fewer syncs.
+    pub batch_size: usize,
+    /// How long [`collect`] waits for another run on the same root to
+    /// release the root's lock (spec 7); zero gives up at once with
+    /// [`LockError::Busy`](crate::lock::LockError::Busy). Not used by
+    /// [`collect_holding`], nor with `keep`.
+    pub lock_wait: Duration,
+}
+
+impl CollectOptions {
+    /// What the guest's `collect` is asked, for a fresh run.
+    pub(crate) fn to_wit(&self) -> wit::CollectOptions {
+        wit::CollectOptions {
+            selection: self.selection.clone(),
+            emit: match &self.emit {
+                Emit::Events { flavor } => wit::Emit::Events(flavor.clone()),
+                Emit::Metrics => wit::Emit::Metrics,
+            },
+            keep: self.keep,
+            batch_size: self.batch_size.clamp(1, u32::MAX as usize) as u32,
+            purge_deleting: !self.keep,
+            done: Vec::new(),
+            done_unnamed: 0,
+        }
+    }
+
+    pub fn events(flavor: impl Into<String>) -> Self {
+        let emit = Emit::Events { flavor: flavor.into() };
+        Self { selection: empty_selection(), emit, keep: false, batch_size: 64, lock_wait: Duration::ZERO }
+    }
+}
+
+/// A selection that takes every storage.
+pub fn empty_selection() -> Selection {
+    Selection { exclude: Vec::new(), include: None, min_age_seconds: None }
+}
+
+/// Finds GitHub job metrics for a runner (spec 5); `None` when unknown.
+pub trait JobMetricsSource {
+    fn job_metrics(&mut self, metrics: &RunnerMetrics) -> Option<GithubJobMetrics>;
+}
+
+/// No job metrics for anyone.
+pub struct NoJobMetrics;
+
+impl JobMetricsSource for NoJobMetrics {
+    fn job_metrics(&mut self, _: &RunnerMetrics) -> Option<GithubJobMetrics> {
+        None
+    }
+}
+
+impl<F: FnMut(&RunnerMetrics) -> Option<GithubJobMetrics>> JobMetricsSource for F {
+    fn job_metrics(&mut self, metrics: &RunnerMetrics) -> Option<GithubJobMetrics> {
+        self(metrics)
+    }
+}
