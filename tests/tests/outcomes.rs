@@ -632,3 +632,39 @@ fn a_quarantine_folder_that_is_not_a_directory_is_never_used_and_the_storage_kep
         assert!(collected.reports.iter().all(|r| r.name != ".quarantine"));
     }
 }
+
+#[test]
+fn the_deadline_is_per_storage_so_a_long_run_of_quick_storages_is_never_cut() {
+    // Expected: 1,500 storages under a 150 ms deadline. The guest's one
+    // `collect` call lasts far longer than that, but the deadline restarts
+    // with every storage (and every host call), so nothing traps: every
+    // storage is extracted, none quarantined. Without the re-arm the call
+    // would trap after 150 ms and the run would go storage by storage
+    // through the trap budget.
+    use runner_metrics::{Limits, Plugin, PluginOptions};
+    let limits = Limits { call_timeout: Duration::from_millis(150), ..Limits::default() };
+    let plugin = Plugin::from_bytes(
+        runner_metrics::plugin::EMBEDDED_COMPONENT,
+        &PluginOptions { limits, cache_dir: Some(cache_dir()) },
+    )
+    .expect("open the component");
+    let root = StorageRoot::new();
+    for i in 0..1500 {
+        root.valid_runner(&format!("quick-{i:04}"));
+    }
+    let mut sink = runner_metrics::MemorySink::default();
+    let started = std::time::Instant::now();
+    let summary = runner_metrics::collect(
+        &plugin,
+        root.path(),
+        &CollectOptions::events("small"),
+        &mut NoJobMetrics,
+        &mut sink,
+        &mut |_| {},
+    )
+    .expect("collect");
+    let took = started.elapsed();
+    assert!(took > Duration::from_millis(150), "too fast to show anything: {took:?}");
+    assert_eq!((summary.extracted, summary.quarantined, summary.failed), (1500, 0, 0), "{summary:?} in {took:?}");
+    assert_eq!(sink.lines.len(), 1500 * 3);
+}
