@@ -49,7 +49,7 @@ fn samples() -> Vec<Sample> {
         ),
         (
             "small-n-2c3d4e5f6071",
-            "job still running (no post-job file)",
+            "runner removed mid-job (no post-job file)",
             vec![(INSTALLED, "1700000030\n".into()), (PRE_JOB, pre(1700000300, "nightly"))],
         ),
         ("small-n-3d4e5f607182", "runner never came up (no installed timestamp)", vec![(START, "1700000000\n".into())]),
@@ -104,12 +104,16 @@ pub fn run(plugin: &Plugin, keep_files: bool) -> Result<ExitCode> {
     println!("  small-n-60718293a4b5: pre-job file is a symlink to /etc/passwd");
     println!("  notes.txt: a stray file, not a runner storage");
     println!();
+    println!("collect treats every storage it is handed as finished: a manager keeps its live runners");
+    println!("out with --exclude NAME, and runners still being set up with --min-age 330.");
+    println!();
     println!("Outcomes:");
     let summary = collect(plugin, &root, &CollectOptions::events("small"), &mut NoJobMetrics, &mut log, &mut |r| {
         println!("  {:<12} {:<22} {}", r.kind.as_str(), r.name, r.detail);
     })?;
     println!();
-    println!("Events appended to {}:", log_path.display());
+    let kept_note = if keep_files { "" } else { " (deleted on exit; --keep-files keeps it)" };
+    println!("Events appended to {}{kept_note}:", log_path.display());
     let events = fs::read_to_string(&log_path).context("reading back the demo log")?;
     for line in events.lines() {
         println!("  {line}");
