@@ -78,7 +78,8 @@ impl<F: StorageFs> Scan<F> {
         if age < -FUTURE_MTIME_TOLERANCE {
             return None;
         }
-        (age < min_age).then_some(SkipReason::TooYoung(age.max(0.0)))
+        let age = age.max(0.0);
+        (age < min_age).then_some(SkipReason::TooYoung(age))
     }
 }
 

@@ -1,8 +1,8 @@
 //! Strict JSON parsing for untrusted metrics files (spec 3).
 //!
 //! `serde_json` on its own keeps the last of duplicate keys, and without its
-//! `float_roundtrip` feature it may round a float literal to a neighbouring
-//! value. [`parse_strict`] rejects duplicate keys, trailing garbage, non-finite
+//! `float_roundtrip` feature (which the workspace enables, but nothing here
+//! relies on it) it may round a float literal to a neighbouring value. [`parse_strict`] rejects duplicate keys, trailing garbage, non-finite
 //! and out-of-range numbers, and nesting beyond [`MAX_NESTING_DEPTH`], and
 //! re-reads every float from its literal so numbers come out exactly as
 //! Python's `json` module reads them.

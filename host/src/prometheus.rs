@@ -142,7 +142,7 @@ pub const GITHUB_EVENTS: &[&str] = &[
     "project_column",
 ];
 
-/// Post-job statuses (spec 3.4).
+/// Post-job statuses (spec 3.2).
 pub const STATUSES: [&str; 4] =
     ["normal", "abnormal", "repo-policy-check-failure", "external-contributor-check-failure"];
 
