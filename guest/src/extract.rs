@@ -255,6 +255,8 @@ pub fn delete_storage(fs: &impl StorageFs, name: &str) -> Result<Option<Quaranti
         Err(e) if e.kind == FsErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.message),
     }
+    #[cfg(feature = "hostile")]
+    crate::hostile::after_rename(name);
     let leftover = doomed.strip_prefix(&format!("{DELETING_DIR}/")).unwrap_or(&doomed);
     match delete_in_deleting(fs, leftover) {
         Ok(()) => Ok(None),

@@ -64,6 +64,12 @@ pub fn before_delete(name: &str) {
     assert!(!name.starts_with("hostile-delpanic-"), "hostile guest panics deleting {name}");
 }
 
+/// A storage named `hostile-renamepanic-...` makes the guest panic once it
+/// has renamed the storage into `.deleting/`, before emptying it.
+pub fn after_rename(name: &str) {
+    assert!(!name.starts_with("hostile-renamepanic-"), "hostile guest panics in .deleting/ with {name}");
+}
+
 /// A flavor of `hostile-render` makes `render-event` return two lines.
 pub fn render(flavor_hint: &str) -> Option<String> {
     (flavor_hint == "hostile-render")

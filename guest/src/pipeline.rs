@@ -166,9 +166,12 @@ impl<F: StorageFs, H: Host> Run<'_, F, H> {
     /// leftovers stay in `.deleting/` for the next run.
     fn purge_deleting(&mut self) {
         self.host.begin_storage(DELETING_DIR);
-        if let Err(e) = extract::purge_deleting(self.fs) {
-            let detail = format!("leftover deletions kept: {e}");
-            self.host.report(StorageReport::new(DELETING_DIR, OutcomeKind::Failed, detail, 0));
+        match extract::purge_deleting(self.fs) {
+            Ok(_) => self.host.end_storage(),
+            Err(e) => {
+                let detail = format!("leftover deletions kept: {e}");
+                self.host.report(StorageReport::new(DELETING_DIR, OutcomeKind::Failed, detail, 0));
+            }
         }
     }
 

@@ -118,7 +118,17 @@ fn recover(plugin: &Plugin, run: &mut RunState<'_>, failure: GuestFailure) -> Re
             StorageReport::new(name, OutcomeKind::Extracted, "kept (dry run)", events)
         } else if blamed.as_deref() == Some(name.as_str()) && lie.is_none() {
             // It trapped while deleting this one: its lines are out, so it
-            // must not be extracted again.
+            // must not be extracted again. Already renamed into .deleting/:
+            // finish that; else quarantine it.
+            let gone = matches!(std::fs::symlink_metadata(run.root.join(&name)), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+            if gone {
+                let detail = match fresh.purge_deleting() {
+                    Ok(Ok(_)) => "deleted".to_owned(),
+                    other => format!("deleted from the root; the next run finishes .deleting/{}", why(other)),
+                };
+                run.deliver(StorageReport::new(name, OutcomeKind::Extracted, detail, events));
+                continue;
+            }
             match fresh.quarantine_storage(&name, QuarantineReason::SandboxTrap, &detail) {
                 Ok(Ok(info)) => {
                     StorageReport::new(name, OutcomeKind::Extracted, undeletable_detail(&model_info(&info)), events)

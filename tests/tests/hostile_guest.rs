@@ -180,6 +180,22 @@ fn a_guest_that_traps_while_deleting_a_storage_whose_lines_are_out_never_extract
 }
 
 #[test]
+fn a_guest_that_traps_with_a_storage_half_deleted_has_the_deletion_finished() {
+    // Expected: the guest renames hostile-renamepanic-1 into .deleting/
+    // (its lines are durable) and panics before emptying it. The fresh
+    // instance finishes .deleting/: the storage is reported extracted and
+    // deleted, nothing is left in .deleting/ or quarantined, and its lines
+    // are in the log once.
+    let h = hostile("hostile-renamepanic-1", |_| {}, |_| {});
+    let report = h.collected.report("hostile-renamepanic-1");
+    assert_eq!((report.kind, report.events, report.detail.as_str()), (OutcomeKind::Extracted, 3, "deleted"));
+    let deleting = h.scene.root.join(".deleting");
+    let left = fs::read_dir(&deleting).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(left, 0, "left in .deleting/");
+    assert!(!exists(&h.scene.root.quarantine_dir()), "nothing is quarantined");
+}
+
+#[test]
 fn a_guest_that_loops_forever_is_stopped_at_its_deadline_and_quarantined() {
     // Expected: the epoch deadline interrupts the loop after ~1.5 s;
     // quarantined (sandbox-trap, "deadline"); the run ends well in time.
