@@ -1,573 +1,350 @@
-// Runs the runner-metrics WebAssembly component on Node.
-//
-// The component is transpiled by jco (`npm run transpile`, into ../generated)
-// and instantiated with the WASI preview2 shim. Every instance gets its own
-// WASIShim whose only preopen is the storage root, as /storage; no
-// environment, no arguments, no network.
-//
-// LIMITS: the shim runs the guest on Node's own WebAssembly engine, which has
-// no per-instance memory cap, no fuel and no deadline: a guest that loops
-// forever blocks the event loop, and one that allocates grows until V8's
-// limit (4 GiB of wasm32 memory). The shim's filesystem is path based (it
-// checks symlinks itself rather than opening relative to a directory
-// handle). Use the Rust or Python host where those limits matter.
-//
-//   import { collect } from 'runner-metrics-node-host';
-//   const summary = await collect('/home/ubuntu/runner-fs', 'small', {
-//     exclude: busyRunners,
-//     jobMetrics: (metrics) => ({ queueDuration: 12, conclusion: 'success' }), // or null
-//     metricsLog: '/var/log/github-runner-metrics.log',
-//   });
-//
-// Same pipeline and semantics as the Rust host (host/src/collect.rs): scan,
-// decide each storage, append the lines and fsync, then delete; a trap
-// quarantines the storage (`sandbox-trap`) with a fresh instance.
-
-import { closeSync, fstatSync, fsyncSync, openSync, readSync, realpathSync, statSync, writeSync, constants, lstatSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+// Runs the runner-metrics component (WIT 0.2.0, world `plugin`) on Node. The
+// guest runs the whole collect in a worker thread (src/worker.js); its four
+// `github-runner:metrics/host` imports block there (Atomics.wait) until this
+// thread answers, re-checking every claim as host/src/imports.rs does. The
+// worker's heap, the guest's memory and its time between two imports are
+// capped; a trap, lie, crash or deadline kills the worker and a fresh one
+// finishes what was cut short, as host/src/collect.rs does. See README.md.
+import { closeSync, constants, fstatSync, fsyncSync, lstatSync, openSync, readdirSync, readFileSync, readSync, realpathSync, statSync, writeSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-
-import { WASIShim } from '@bytecodealliance/preview2-shim/instantiation';
-import { types as filesystemTypes } from '@bytecodealliance/preview2-shim/filesystem';
+import { MessageChannel, Worker } from 'node:worker_threads';
 
 export const DEFAULT_METRICS_LOG = '/var/log/github-runner-metrics.log';
 export const METRICS_LOG_ENV = 'METRICS_LOG_PATH';
-export const GUEST_ROOT = '/storage';
-
-// preview2-shim 0.26.1 refuses `read-directory` on a preopened directory
-// itself ("bad-descriptor": its preopen descriptors have no path of their
-// own), while wasmtime allows it. The guest lists the root that way, so
-// such a call is answered by listing "." opened relative to the preopen
-// (no symlink following, directory only, read only): same entries, same
-// sandbox.
-{
-  const { Descriptor } = filesystemTypes;
-  const original = Descriptor.prototype.readDirectory;
-  if (!original.runnerMetricsPatched) {
-    const patched = function readDirectory() {
-      try {
-        return original.call(this);
-      } catch (e) {
-        if (e !== 'bad-descriptor') throw e;
-        const self = this.openAt({ symlinkFollow: false }, '.', { directory: true }, { read: true });
-        return original.call(self);
-      }
-    };
-    patched.runnerMetricsPatched = true;
-    Descriptor.prototype.readDirectory = patched;
-  }
-}
-
-const here = dirname(fileURLToPath(import.meta.url));
-const DEFAULT_GENERATED = resolve(here, '..', 'generated');
-const EXTRACTION = 'github-runner:metrics/extraction@0.1.0';
-const EVENTS = 'github-runner:metrics/events@0.1.0';
-const SCAN_BATCH = 256;
-// How much of a runner name starts a quarantine location (host/src/check.rs).
-const ENTRY_NAME_PREFIX = 200;
-const MAX_MESSAGE = 4096;
-const MAX_LINE = 16 * 1024;
-const MAX_FIELD = 1024;
-const EVENT_KINDS = { 'runner-installed': 'runner_installed', 'runner-start': 'runner_start', 'runner-stop': 'runner_stop' };
+export const MAX_TRAPS_PER_RUN = 16;
+/** Per sandbox: the guest's linear memory, the worker's V8 heap, guest time between two imports. */
+export const DEFAULT_LIMITS = Object.freeze({ memoryBytes: 64 << 20, heapMb: 64, timeoutMs: 10_000 });
+const [UNNAMED, DELETING, MAX_MESSAGE, MAX_LINE, MAX_FIELD] = ['<non-UTF-8 name>', '.deleting', 4096, 16 * 1024, 1024];
+const KINDS = { 'runner-installed': 'runner_installed', 'runner-start': 'runner_start', 'runner-stop': 'runner_stop' };
 const CONCLUSIONS = ['action-required', 'cancelled', 'failure', 'neutral', 'skipped', 'success', 'timed-out'];
-
-/** A guest call that did not return (a trap) or an instantiation failure. */
-export class GuestFailure extends Error {}
+const REASONS = ['oversized', 'not-regular-file', 'invalid-utf8', 'invalid-json', 'invalid-value', 'invalid-timestamp', 'sandbox-trap',
+  'undeletable', 'excluded', 'not-included', 'too-young', 'not-a-directory', 'invalid-name', 'vanished'];
+const COUNTS = { extracted: 'extracted', 'no-data': 'noData', quarantined: 'quarantined', skipped: 'skipped', failed: 'failed' };
+const METRICS_FILES = ['runner-installation-start.timestamp', 'runner-installed.timestamp', 'pre-job-metrics.json', 'post-job-metrics.json'];
 
 /** The run could not start or had to stop; `summary` has the reports so far. */
-export class CollectError extends Error {
-  constructor(message, summary) {
-    super(message);
-    this.summary = summary;
-  }
-}
+export class CollectError extends Error { constructor(message, summary, cause) { Object.assign(super(message, { cause }), { summary }); } }
+/** A guest claim that does not hold, about `storage` (or none). */
+class Lie extends Error { constructor(storage, what) { Object.assign(super(what), { storage }); } }
 
-/** The transpiled component, compiled once; sandboxes are made from it. */
+/** The transpiled component, compiled once (memory capped) and shared by every worker. */
 export class Plugin {
-  static async load(generatedDir = DEFAULT_GENERATED) {
-    const glue = join(generatedDir, 'runner_metrics.js');
-    let mod;
+  static async load(generatedDir = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'generated'), limits = {}) {
+    const plugin = Object.assign(new Plugin(), { limits: { ...DEFAULT_LIMITS, ...limits }, modules: {} });
+    plugin.glue = pathToFileURL(join(generatedDir, 'runner_metrics.js')).href;
     try {
-      mod = await import(pathToFileURL(glue).href);
-    } catch (e) {
-      throw new Error(`cannot load ${glue} (run \`npm run transpile\` first): ${e.message}`);
-    }
-    const modules = new Map();
-    const getCoreModule = async (name) => {
-      if (!modules.has(name)) {
-        modules.set(name, WebAssembly.compile(await readFile(join(generatedDir, name))));
+      statSync(join(generatedDir, 'runner_metrics.js'));
+      for (const f of readdirSync(generatedDir).filter((f) => f.endsWith('.wasm'))) {
+        plugin.modules[f] = await WebAssembly.compile(capMemory(readFileSync(join(generatedDir, f)), plugin.limits.memoryBytes >>> 16));
       }
-      return modules.get(name);
-    };
-    return new Plugin(mod.instantiate, getCoreModule);
-  }
-
-  constructor(instantiate, getCoreModule) {
-    this.instantiate = instantiate;
-    this.getCoreModule = getCoreModule;
-  }
-
-  /** One instance whose only capability is `storageRoot`, as /storage. */
-  async sandbox(storageRoot) {
-    const shim = new WASIShim({
-      sandbox: { preopens: { [GUEST_ROOT]: storageRoot }, env: {}, args: [], enableNetwork: false },
-    });
-    const imports = shim.getImportObject();
-    // Nothing about the host leaks through the environment interface either.
-    imports['wasi:cli/environment'] = {
-      getEnvironment: () => [],
-      getArguments: () => [],
-      initialCwd: () => undefined,
-    };
-    try {
-      const root = await this.instantiate(this.getCoreModule, imports);
-      return new Sandbox(root);
     } catch (e) {
-      throw new GuestFailure(`instantiating the runner-metrics component: ${e.message}`);
+      throw new Error(`cannot load the component from ${generatedDir} (run \`npm run transpile\` first): ${e.message}`);
     }
+    return plugin;
   }
 }
 
-/** Calls into one instance; a trap becomes a GuestFailure, a WIT `err` a value. */
+/** `wasm` with every memory it defines given a maximum of `pages` (64 KiB): growing past it fails. */
+function capMemory(wasm, pages) {
+  const enc = (n) => (n < 128 ? [n] : [(n % 128) | 128, ...enc(Math.floor(n / 128))]);
+  const leb = (n = 0, scale = 1) => (wasm[p] & 128 ? leb(n + (wasm[p++] & 127) * scale, scale * 128) : n + wasm[p++] * scale);
+  const out = [wasm.subarray(0, 8)];
+  let p = 8;
+  while (p < wasm.length) {
+    const [start, id, size] = [p, wasm[p++], leb()];
+    const [end, count] = [p + size, id === 5 ? leb() : 0]; // section 5: the memories the module defines
+    const body = enc(count);
+    for (let i = 0; i < count; i++) {
+      const flags = wasm[p++];
+      if (flags > 1) throw new Error(`a shared or 64-bit memory (flags ${flags}) cannot be capped`);
+      const [min, max] = [leb(), flags ? leb() : Infinity];
+      body.push(1, ...enc(min), ...enc(Math.min(max, pages)));
+    }
+    out.push(id === 5 ? Uint8Array.from([5, ...enc(body.length), ...body]) : wasm.subarray(start, end));
+    p = end;
+  }
+  return Buffer.concat(out);
+}
+
+/** One worker holding one instance: `call` resolves to {ok} | {err} | {trap}. */
 class Sandbox {
-  constructor(root) {
-    this.extraction = root.extraction ?? root[EXTRACTION];
-    this.events = root.events ?? root[EVENTS];
-    if (!this.extraction || !this.events) throw new GuestFailure('the component lacks the runner-metrics exports');
+  constructor(plugin, run) {
+    const { port1, port2 } = new MessageChannel();
+    Object.assign(this, { run, port: port1, flag: new Int32Array(new SharedArrayBuffer(4)), ms: plugin.limits.timeoutMs });
+    this.worker = new Worker(new URL('./worker.js', import.meta.url), {
+      workerData: { glue: plugin.glue, modules: plugin.modules, root: run.root, flag: this.flag, port: port2 }, transferList: [port2], env: {},
+      resourceLimits: { maxOldGenerationSizeMb: plugin.limits.heapMb, maxYoungGenerationSizeMb: 16, stackSizeMb: 4 },
+    }).on('message', (m) => this.message(m)).on('error', (e) => this.fail(`crashed: ${e.message}`)).on('exit', (c) => this.fail(`exited (${c})`));
   }
-
-  /** `{ ok }` or `{ err }` for a WIT result; throws GuestFailure on a trap. */
-  call(what, f) {
+  call(fn, args) {
+    if (this.dead) return { trap: this.dead };
+    [this.what, this.result] = [fn, new Promise((settle) => (this.settle = settle))];
+    this.arm();
+    this.worker.postMessage({ fn, args });
+    return this.result;
+  }
+  arm() {
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => this.fail(`exceeded its ${this.ms} ms deadline`, true), this.ms);
+  }
+  async message(m) {
+    if (this.dead) return; // what a killed guest still said is not trusted
+    clearTimeout(this.timer);
+    if (!m.import) return m.ready ? this.arm() : m.trap ? this.fail(m.trap) : this.settle(m); // ready: its time starts
     try {
-      return { ok: f() };
+      const reply = await IMPORTS[m.import](this.run, ...m.args);
+      if (this.dead) return;
+      this.port.postMessage(reply);
+      Atomics.store(this.flag, 0, 1);
+      Atomics.notify(this.flag, 0);
+      this.arm(); // host time does not count against the guest
     } catch (e) {
-      if (e && Object.prototype.hasOwnProperty.call(e, 'payload')) return { err: e.payload };
-      throw new GuestFailure(`guest ${what} trapped: ${e?.message ?? e}`);
+      if (e instanceof Lie) this.run.lie = e;
+      else this.run.stopped ??= e;
+      this.fail(`${e instanceof Lie ? 'lied' : 'was stopped: a callback failed'}: ${e.message}`);
     }
   }
-
-  startScan(selection) {
-    return this.call('scan', () => new this.extraction.Scan(selection)).ok;
-  }
-  nextBatch(scan, max) {
-    return this.call('scan', () => scan.nextBatch(max));
-  }
-  extractStorage(name, keep) {
-    return this.call('extraction', () => this.extraction.extractStorage(name, keep)).ok;
-  }
-  deleteStorage(name) {
-    return this.call('deletion', () => this.extraction.deleteStorage(name));
-  }
-  quarantineStorage(name, reason, detail) {
-    return this.call('quarantine', () => this.extraction.quarantineStorage(name, reason, detail));
-  }
-  purgeDeleting() {
-    return this.call('purge', () => this.extraction.purgeDeleting());
-  }
-  listQuarantine() {
-    return this.call('quarantine listing', () => this.extraction.listQuarantine());
-  }
-  issueEvents(metrics, flavor, job) {
-    return this.call('events', () => this.events.issueEvents(metrics, flavor, job)).ok;
-  }
-  renderEvent(event) {
-    return this.call('rendering', () => this.events.renderEvent(event)).ok;
-  }
-}
-
-/** Append-only JSON-lines log; `append` returns once the lines are on disk. */
-export class MetricsLog {
-  constructor(path) {
-    this.path = path;
-    this.fd = openSync(path, constants.O_RDWR | constants.O_APPEND | constants.O_CREAT | constants.O_CLOEXEC, 0o644);
-    try {
-      const st = fstatSync(this.fd);
-      if (!st.isFile()) throw new Error(`metrics log ${path}: not a regular file`);
-      // A line cut by a crash is terminated, so ours start on their own line.
-      if (st.size > 0) {
-        const last = Buffer.alloc(1);
-        readSync(this.fd, last, 0, 1, st.size - 1);
-        if (last[0] !== 0x0a) {
-          writeSync(this.fd, '\n');
-          fsyncSync(this.fd);
-        }
-      }
-    } catch (e) {
-      closeSync(this.fd);
-      throw e;
+  fail(why, late = false) {
+    if (this.dead) return;
+    this.dead = `guest ${this.what} ${why}`;
+    this.kill();
+    // Wake a guest blocked opening a FIFO (a writer's open ends a reader's); nothing is written.
+    for (const f of late && this.run.current ? METRICS_FILES : []) {
+      const path = join(this.run.root, this.run.current, f);
+      try { if (lstatSync(path).isFIFO()) closeSync(openSync(path, constants.O_WRONLY | constants.O_NONBLOCK | constants.O_NOFOLLOW)); } catch {}
     }
+    this.settle?.({ trap: this.dead });
   }
-  append(lines) {
-    if (lines.length === 0) return;
-    const data = Buffer.from(lines.map((l) => `${l}\n`).join(''), 'ascii');
-    let offset = 0;
-    while (offset < data.length) offset += writeSync(this.fd, data, offset);
-    fsyncSync(this.fd);
-  }
-  close() {
-    closeSync(this.fd);
-  }
-  describe() {
-    return this.path;
+  kill() {
+    clearTimeout(this.timer);
+    this.dead ??= 'killed';
+    this.worker.unref(); // a thread stuck in a syscall must not keep the process alive
+    this.worker.terminate().catch(() => {});
   }
 }
 
 const bounded = (s) => (s.length <= MAX_MESSAGE ? s : `${s.slice(0, MAX_MESSAGE)}... (${s.length - MAX_MESSAGE} characters cut)`);
-const validName = (n) => typeof n === 'string' && n.length > 0 && n.length <= 255 && !n.startsWith('.') && /^[A-Za-z0-9._-]+$/.test(n);
+const q = (s) => JSON.stringify(bounded(String(s)));
+const validName = (n) => n.length > 0 && n.length <= 255 && !n.startsWith('.') && /^[A-Za-z0-9._-]+$/.test(n);
 const isTime = (v) => typeof v === 'number' && Number.isFinite(v) && v >= 0;
+const isDir = (p) => { try { return lstatSync(p).isDirectory(); } catch { return false; } };
+const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
+const claim = (ok, what) => { if (!ok) throw new Error(what); };
+const asLie = (storage, check) => { try { check(); } catch (e) { throw new Lie(storage, e.message); } };
 
 function checkMetrics(root, name, m) {
-  if (m.runnerName !== name) throw new Error(`guest answered for ${JSON.stringify(bounded(m.runnerName))} when asked about ${name}`);
-  let st;
-  try {
-    st = lstatSync(join(root, name));
-  } catch {
-    st = null;
-  }
-  if (!st?.isDirectory()) throw new Error(`guest extracted ${name}, which is not a directory of the storage root`);
-  if (m.installationStartTimestamp !== undefined && !isTime(m.installationStartTimestamp)) throw new Error('bad installation start timestamp');
-  if (!isTime(m.installedTimestamp)) throw new Error('bad installed timestamp');
-  if (m.preJob) {
-    if (!isTime(m.preJob.timestamp)) throw new Error('bad pre-job timestamp');
-    for (const key of ['workflow', 'workflowRunId', 'event']) {
-      if (Buffer.byteLength(m.preJob[key]) > MAX_FIELD) throw new Error(`${key} is longer than a metrics file can hold`);
-    }
-    const repo = m.preJob.repository;
-    // Some '/' with at least one character on each side (spec 3.1), as the
-    // reference's `.+/.+`: "//r" is fine.
-    if (repo !== undefined && (!repo.slice(1, -1).includes('/') || Buffer.byteLength(repo) > MAX_FIELD)) {
-      throw new Error(`repository ${JSON.stringify(bounded(repo))} is not owner/repo`);
-    }
-  }
-  if (m.postJob && !isTime(m.postJob.timestamp)) throw new Error('bad post-job timestamp');
-}
-
-function checkEvents(events) {
-  if (events.length > 3) throw new Error(`guest issued ${events.length} events for one runner; at most 3 exist`);
-  for (const e of events) {
-    if (!(e.tag in EVENT_KINDS)) throw new Error(`guest issued an unknown event ${e.tag}`);
-    for (const key of ['timestamp', 'duration', 'idle', 'queueDuration', 'jobDuration']) {
-      if (e.val[key] !== undefined && !isTime(e.val[key])) throw new Error(`${e.tag} ${key} is not a finite number >= 0`);
-    }
-  }
+  claim(m.runnerName === name, `guest answered for ${q(m.runnerName)} when asked about ${name}`);
+  claim(isDir(join(root, name)), `guest extracted ${name}, which is not a directory of the storage root`);
+  claim(m.installationStartTimestamp === undefined || isTime(m.installationStartTimestamp), 'bad installation start timestamp');
+  claim(isTime(m.installedTimestamp), 'bad installed timestamp');
+  claim(!m.postJob || isTime(m.postJob.timestamp), 'bad post-job timestamp');
+  if (!m.preJob) return;
+  claim(isTime(m.preJob.timestamp), 'bad pre-job timestamp');
+  for (const key of ['workflow', 'workflowRunId', 'event']) claim(Buffer.byteLength(m.preJob[key]) <= MAX_FIELD, `${key} is longer than a metrics file can hold`);
+  const repo = m.preJob.repository; // some '/' with a character on each side (spec 3.1): "//r" is fine
+  claim(repo === undefined || (repo.slice(1, -1).includes('/') && Buffer.byteLength(repo) <= MAX_FIELD), `repository ${q(repo)} is not owner/repo`);
 }
 
 /** What a line rendered from `event` must hold, key by key (spec 5). */
-function expectedFields(event) {
-  const e = event.val;
-  const fields = { event: EVENT_KINDS[event.tag], timestamp: e.timestamp, flavor: e.flavor };
-  if (event.tag === 'runner-installed') return { ...fields, duration: e.duration };
+function expectedFields({ tag, val: e }) {
+  const fields = { event: KINDS[tag], timestamp: e.timestamp, flavor: e.flavor };
+  if (tag === 'runner-installed') return { ...fields, duration: e.duration };
   Object.assign(fields, { workflow: e.workflow, repo: e.repo, github_event: e.githubEvent });
-  if (event.tag === 'runner-start') {
-    fields.idle = e.idle;
-    if (e.queueDuration !== undefined) fields.queue_duration = e.queueDuration;
-    return fields;
-  }
+  if (tag === 'runner-start') return { ...fields, idle: e.idle, ...(e.queueDuration !== undefined && { queue_duration: e.queueDuration }) };
   Object.assign(fields, { status: e.status, job_duration: e.jobDuration });
   if (e.statusInfo !== undefined) fields.status_info = { code: Number(e.statusInfo.code) };
   if (e.jobConclusion !== undefined) fields.job_conclusion = e.jobConclusion.replaceAll('-', '_');
   return fields;
 }
 
-function sameValue(got, want) {
-  if (want !== null && typeof want === 'object') {
-    if (got === null || typeof got !== 'object' || Array.isArray(got)) return false;
-    const keys = Object.keys(want);
-    return Object.keys(got).length === keys.length && keys.every((k) => sameValue(got[k], want[k]));
-  }
-  return got === want;
-}
+const sameValue = (got, want) => (want === null || typeof want !== 'object' ? got === want
+  : isObject(got) && Object.keys(got).length === Object.keys(want).length && Object.keys(want).every((k) => sameValue(got[k], want[k])));
 
 /** The line holds exactly the keys and values of `event`, of `flavor`. */
 function checkLine(line, event, flavor) {
-  const kind = EVENT_KINDS[event.tag];
-  if (event.val.flavor !== flavor) throw new Error(`guest issued a ${kind} event of flavor ${JSON.stringify(bounded(String(event.val.flavor)))}, not ${JSON.stringify(flavor)}`);
-  if (typeof line !== 'string' || line.length > MAX_LINE) throw new Error('guest rendered an over-long line');
-  if (!/^[\x20-\x7e]*$/.test(line)) throw new Error('guest rendered a line with control or non-ASCII characters');
-  let value;
-  try {
-    value = JSON.parse(line);
-  } catch (e) {
-    throw new Error(`guest rendered a line that is not JSON: ${e.message}`);
-  }
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) throw new Error(`guest rendered a ${kind} line that is not a JSON object`);
+  const kind = KINDS[event.tag];
+  claim(event.val.flavor === flavor, `guest issued a ${kind} event of flavor ${q(event.val.flavor)}, not ${JSON.stringify(flavor)}`);
+  claim(line.length <= MAX_LINE, 'guest rendered an over-long line');
+  claim(/^[\x20-\x7e]*$/.test(line), 'guest rendered a line with control or non-ASCII characters');
+  const value = (() => { try { return JSON.parse(line); } catch (e) { throw new Error(`guest rendered a line that is not JSON: ${e.message}`); } })();
+  claim(isObject(value), `guest rendered a ${kind} line that is not a JSON object`);
   const expected = expectedFields(event);
   for (const [key, want] of Object.entries(expected)) {
-    if (!(key in value)) throw new Error(`guest rendered a ${kind} line without ${JSON.stringify(key)}`);
-    if (!sameValue(value[key], want)) throw new Error(`guest rendered a ${kind} line whose ${JSON.stringify(key)} differs from the event`);
+    claim(key in value, `guest rendered a ${kind} line without ${JSON.stringify(key)}`);
+    claim(sameValue(value[key], want), `guest rendered a ${kind} line whose ${JSON.stringify(key)} differs from the event`);
   }
   const extra = Object.keys(value).find((k) => !(k in expected));
-  if (extra !== undefined) throw new Error(`guest rendered a ${kind} line with a key the event does not have: ${JSON.stringify(bounded(extra))}`);
+  claim(extra === undefined, `guest rendered a ${kind} line with a key the event does not have: ${q(extra)}`);
 }
 
-function jobToWit(job) {
-  if (job === null || job === undefined) return undefined;
-  const queueDuration = Number(job.queueDuration ?? job.queue_duration);
-  if (!Number.isFinite(queueDuration)) throw new Error(`queue duration ${queueDuration} is not finite`);
-  let conclusion = job.conclusion ?? undefined;
-  if (conclusion !== undefined) {
-    conclusion = String(conclusion).toLowerCase().replaceAll('_', '-');
-    if (!CONCLUSIONS.includes(conclusion)) conclusion = undefined; // unknown: left out (spec 5)
+/** One storage's lines: a real storage, its events of the asked flavor, each line holding exactly its event. */
+function checkStorageLines(root, { runnerName: name, source: { tag, val: events }, lines }, flavor) {
+  claim(validName(name), `named ${q(name)} as a storage, which is not a valid runner name`);
+  claim(isDir(join(root, name)), `appended lines for ${q(name)}, which is not a directory of the storage root`);
+  claim(tag === 'events', 'rendered metrics when events were asked for');
+  claim(events.length <= 3, `guest issued ${events.length} events for one runner; at most 3 exist`);
+  for (const { tag, val } of events) {
+    for (const key of ['timestamp', 'duration', 'idle', 'queueDuration', 'jobDuration']) claim(val[key] === undefined || isTime(val[key]), `${tag} ${key} is not a finite number >= 0`);
   }
-  return { queueDuration, conclusion };
+  claim(lines.length === events.length, `rendered ${lines.length} lines for ${events.length} events`);
+  lines.forEach((line, i) => checkLine(line, events[i], flavor));
 }
 
-function skipDetail(reason) {
-  switch (reason.tag) {
-    case 'too-young':
-      return `too young (${reason.val.toFixed(0)}s old)`;
-    case 'excluded':
-      return 'excluded';
-    case 'not-included':
-      return 'not included';
-    case 'not-a-directory':
-      return 'not a plain directory; left alone';
-    case 'invalid-name':
-      return 'not a valid runner name; left alone';
-    case 'vanished':
-      return 'gone before it was handled';
-    default:
-      return reason.tag;
+/** A report consistent with the run (each entry once, as many lines as appended), then counted and handed on. */
+function report(run, { name, outcome, reason, file, detail, events }) {
+  const lie = (what, storage = null) => { throw new Lie(storage, what); };
+  if (Buffer.byteLength(name) > 255) lie(`reported on a ${Buffer.byteLength(name)}-byte name`);
+  if (reason !== undefined && !REASONS.includes(reason)) lie(`reported an unknown reason ${q(reason)}`);
+  if (name === UNNAMED || name === DELETING) {
+    if (outcome !== (name === UNNAMED ? 'skipped' : 'failed') || events !== 0) lie(`reported ${name} as ${outcome} with ${events} lines`);
+  } else {
+    if (run.reported.has(name)) lie(`reported ${q(name)} twice`);
+    if (outcome !== 'skipped' && !validName(name)) lie(`named ${q(name)} as a storage, which is not a valid runner name`);
+    const i = run.appended.findIndex(([n]) => n === name);
+    const count = run.appended[i]?.[1];
+    const fits = i < 0 ? events === 0 && outcome !== 'extracted' : events === count && ['extracted', 'failed'].includes(outcome);
+    if (!fits) lie(`reported ${q(name)} as ${outcome} with ${events} lines, but ${i < 0 ? 'none were' : `${count} lines were`} appended`, name);
+    if (i >= 0) run.appended.splice(i, 1);
+  }
+  deliver(run, { name, outcome, detail: bounded(detail), events, reason, file: file === undefined ? undefined : bounded(file) });
+}
+
+function deliver(run, report) {
+  if (report.name === UNNAMED) run.unnamed += 1;
+  else if (report.name !== DELETING) run.reported.add(report.name);
+  if (run.current === report.name) run.current = null;
+  run.summary[COUNTS[report.outcome]] += 1;
+  run.summary.linesWritten += report.events;
+  run.summary.reports.push(report);
+  try {
+    run.onReport?.(report);
+  } catch (e) {
+    run.stopped ??= e; // the guest is stopped (IMPORTS.report), but a recovery goes on
   }
 }
 
-function quarantineDetail(info) {
-  const place = info.location ? `moved to .quarantine/${info.location}` : 'would be quarantined';
-  const file = info.file ? ` ${info.file}` : '';
-  return `${info.reason}:${file} ${bounded(info.detail)}; ${place}`;
+/** The `host` imports (WIT 0.2.0): every argument is the guest's claim, re-checked; a Lie stops the guest. */
+const IMPORTS = {
+  beginStorage(run, name) {
+    if (name !== DELETING && !validName(name)) throw new Lie(null, `named ${q(name)} as a storage, which is not a valid runner name`);
+    if (run.reported.has(name)) throw new Lie(null, `began work on ${q(name)}, which it had already reported`);
+    run.current = name;
+  },
+  async jobMetrics(run, metrics) {
+    if (run.current === null) throw new Lie(null, 'asked for job metrics outside any storage');
+    asLie(run.current, () => checkMetrics(run.root, run.current, metrics));
+    const job = run.jobs ? await run.jobs(metrics) : null;
+    if (job == null) return undefined;
+    const queueDuration = Number(job.queueDuration ?? job.queue_duration);
+    claim(Number.isFinite(queueDuration), `jobMetrics gave a queue duration of ${queueDuration}`);
+    const conclusion = String(job.conclusion).toLowerCase().replaceAll('_', '-');
+    return { queueDuration, conclusion: CONCLUSIONS.includes(conclusion) ? conclusion : undefined }; // unknown: left out (spec 5)
+  },
+  async append(run, batch) {
+    if (batch.length > run.batchSize) throw new Lie(null, `appended ${batch.length} storages at once; batches hold at most ${run.batchSize}`);
+    const names = new Set();
+    for (const storage of batch) {
+      const name = storage.runnerName;
+      if (run.reported.has(name) || names.has(name) || run.appended.some(([n]) => n === name)) throw new Lie(null, `appended lines for ${q(name)} twice`);
+      asLie(name, () => checkStorageLines(run.root, storage, run.flavor));
+      names.add(name);
+    }
+    try {
+      await run.sink.append(batch.flatMap((s) => s.lines)); // durable before the guest may delete
+    } catch (e) {
+      run.appendError = `writing events to ${run.sink.path ?? 'the sink'}: ${e.message}`;
+      return { tag: 'err', val: String(e.message) };
+    }
+    for (const s of batch) run.appended.push([s.runnerName, s.lines.length]);
+  },
+  report(run, storageReport) {
+    report(run, storageReport);
+    if (run.stopped) throw run.stopped;
+  },
+};
+
+/** After a trap: a fresh instance deletes every storage whose lines are durable and quarantines the one to blame (or keeps it). */
+async function recover(plugin, run, trap) {
+  const lie = run.lie;
+  let fresh; // the fresh instance, started when first needed
+  const call = (fn, args) => (fresh ??= new Sandbox(plugin, run)).call(fn, args);
+  const blamed = lie ? lie.storage : run.stopped ? null : run.current;
+  if (!lie) run.current = null;
+  run.lie = null;
+  const detail = lie ? `kept: guest lied: ${bounded(lie.message)}` : bounded(trap);
+  const why = (r) => ('err' in r ? `; ${bounded(r.err)}` : 'trap' in r ? `; trapped again: ${r.trap}` : '');
+  const say = (name, outcome, detail, events = 0, reason = undefined) => deliver(run, { name, outcome, detail, events, reason, file: undefined });
+  try {
+    for (const [name, events] of run.appended.splice(0)) {
+      if (run.keep) {
+        say(name, 'extracted', 'kept (dry run)', events);
+        continue;
+      }
+      const trapped = blamed === name && !lie; // it trapped while deleting this one
+      const r = await (trapped ? call('quarantineStorage', [name, 'sandbox-trap', detail]) : call('deleteStorage', [name]));
+      if (!('ok' in r)) say(name, 'failed', `events written but storage kept${trapped ? `: ${detail}` : ''}${why(r)}`, events);
+      else say(name, 'extracted', r.ok ? `could not be deleted, so moved to .quarantine/${bounded(r.ok.location)}: ${bounded(r.ok.detail)}` : 'deleted', events);
+    }
+    if (blamed == null || run.reported.has(blamed)) {
+      if (lie || run.stopped) return;
+      throw new CollectError(`the sandbox failed outside any storage: ${detail}`, run.summary);
+    }
+    if (blamed === DELETING || lie || run.keep) return say(blamed, 'failed', blamed === DELETING ? `leftover deletions kept: ${detail}` : lie ? detail : `kept: ${detail}`);
+    const r = await call('quarantineStorage', [blamed, 'sandbox-trap', detail]);
+    if (!('ok' in r)) return say(blamed, 'failed', `kept: ${detail}${why(r)}`);
+    say(blamed, 'quarantined', `${r.ok.reason}: ${detail}; moved to .quarantine/${bounded(r.ok.location)}`, 0, r.ok.reason);
+  } finally {
+    fresh?.kill();
+  }
 }
 
-function openSink(metricsLog) {
-  if (metricsLog && typeof metricsLog === 'object' && typeof metricsLog.append === 'function') return { sink: metricsLog, owned: false };
-  const path = metricsLog ?? (process.env[METRICS_LOG_ENV] || DEFAULT_METRICS_LOG);
-  return { sink: new MetricsLog(path), owned: true };
-}
+/** The JSON-lines log at `path`: `append` returns once the lines are on disk; a line cut by a crash is ended first. */
+const logFile = (path) => ({
+  path,
+  append(lines) {
+    const fd = openSync(path, constants.O_RDWR | constants.O_APPEND | constants.O_CREAT | constants.O_CLOEXEC, 0o644);
+    try {
+      const [st, last] = [fstatSync(fd), Buffer.alloc(1)];
+      claim(st.isFile(), `metrics log ${path}: not a regular file`);
+      const cut = st.size > 0 && readSync(fd, last, 0, 1, st.size - 1) === 1 && last[0] !== 0x0a;
+      const data = Buffer.from(`${cut ? '\n' : ''}${lines.map((l) => `${l}\n`).join('')}`, 'ascii');
+      for (let done = 0; done < data.length;) done += writeSync(fd, data, done);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  },
+});
 
 let sharedPlugin;
 
 /**
- * Extracts every selected storage under `storageRoot`, appends the events of
- * the `flavor` runners to the metrics log, and deletes or quarantines the
- * storages, as the Rust host does.
- *
- * options: exclude (names never touched), include (only these), minAge
- * (seconds), jobMetrics(metrics) -> {queueDuration, conclusion} | null,
- * metricsLog (path, default $METRICS_LOG_PATH else
- * /var/log/github-runner-metrics.log, or an object with append(lines)),
- * keep (dry run), plugin, onReport(report), batchSize.
- *
- * Resolves to a summary {extracted, noData, quarantined, skipped, failed,
- * linesWritten, reports}; rejects with CollectError when the run could not
- * start or had to stop.
+ * Collects `storageRoot` for runners of `flavor` (README.md "Use"). Resolves
+ * to {extracted, noData, quarantined, skipped, failed, linesWritten,
+ * reports}; rejects with CollectError when the run could not finish.
  */
 export async function collect(storageRoot, flavor, options = {}) {
   const plugin = options.plugin ?? (sharedPlugin ??= await Plugin.load());
   const root = realpathSync(storageRoot);
-  if (!statSync(root).isDirectory()) throw new Error(`storage root ${root} is not a directory`);
-  const selection = {
-    exclude: [...(options.exclude ?? [])],
-    include: options.include == null ? undefined : [...options.include],
-    minAgeSeconds: options.minAge == null ? undefined : Number(options.minAge),
-  };
-  const { sink, owned } = openSink(options.metricsLog);
-  const run = new Run(plugin, root, flavor, options, sink);
-  try {
-    await run.go(selection);
-  } finally {
-    if (owned) sink.close();
+  claim(statSync(root).isDirectory(), `storage root ${root} is not a directory`);
+  const sink = typeof options.metricsLog?.append === 'function' ? options.metricsLog : logFile(options.metricsLog ?? (process.env[METRICS_LOG_ENV] || DEFAULT_METRICS_LOG));
+  const batchSize = Math.min(Math.max(1, Math.floor(options.batchSize ?? 64)), 2 ** 32 - 1);
+  const summary = { extracted: 0, noData: 0, quarantined: 0, skipped: 0, failed: 0, linesWritten: 0, reports: [] };
+  const run = { root, flavor, sink, batchSize, summary, keep: Boolean(options.keep), jobs: options.jobMetrics, onReport: options.onReport,
+    current: null, appended: [], reported: new Set(), unnamed: 0, lie: null, stopped: null, appendError: null };
+  const selection = { exclude: [...(options.exclude ?? [])], include: options.include == null ? undefined : [...options.include],
+    minAgeSeconds: options.minAge == null ? undefined : Number(options.minAge) };
+  const wit = { selection, emit: { tag: 'events', val: flavor }, keep: run.keep, batchSize, purgeDeleting: !run.keep, done: [], doneUnnamed: 0 };
+  for (let traps = 0; traps < MAX_TRAPS_PER_RUN; traps++) {
+    const sandbox = new Sandbox(plugin, run);
+    const result = await sandbox.call('collect', [wit]);
+    sandbox.kill();
+    if ('ok' in result) return summary;
+    if ('err' in result) throw new CollectError(run.appendError ?? bounded(result.err), summary);
+    await recover(plugin, run, result.trap);
+    if (run.stopped) throw new CollectError(`a callback failed: ${run.stopped.message}`, summary, run.stopped);
+    Object.assign(wit, { done: [...run.reported], doneUnnamed: run.unnamed, purgeDeleting: false });
   }
-  return run.summary;
-}
-
-class Run {
-  constructor(plugin, root, flavor, options, sink) {
-    this.plugin = plugin;
-    this.root = root;
-    this.flavor = flavor;
-    this.keep = Boolean(options.keep);
-    this.jobs = options.jobMetrics;
-    this.onReport = options.onReport;
-    this.batchSize = Math.max(1, options.batchSize ?? 64);
-    this.sink = sink;
-    this.worker = null;
-    this.pending = [];
-    this.summary = { extracted: 0, noData: 0, quarantined: 0, skipped: 0, failed: 0, linesWritten: 0, reports: [] };
-  }
-
-  fail(message) {
-    return new CollectError(message, this.summary);
-  }
-
-  report(name, outcome, detail, { events = 0, reason, file } = {}) {
-    const report = { name, outcome, detail, events, reason, file };
-    const key = { extracted: 'extracted', 'no-data': 'noData', quarantined: 'quarantined', skipped: 'skipped', failed: 'failed' }[outcome];
-    this.summary[key] += 1;
-    this.summary.linesWritten += events;
-    this.summary.reports.push(report);
-    this.onReport?.(report);
-  }
-
-  async getWorker() {
-    this.worker ??= await this.plugin.sandbox(this.root);
-    return this.worker;
-  }
-
-  async go(selection) {
-    let scanner, scan;
-    try {
-      scanner = await this.plugin.sandbox(this.root);
-      scan = scanner.startScan(selection);
-    } catch (e) {
-      throw this.fail(`starting the scan of ${this.root}: ${e.message}`);
-    }
-    if (!this.keep) await this.purgeDeleting();
-    for (;;) {
-      let batch;
-      try {
-        batch = scanner.nextBatch(scan, SCAN_BATCH);
-      } catch (e) {
-        throw this.fail(`listing the storage root ${this.root}: ${e.message}`);
-      }
-      if ('err' in batch) throw this.fail(`listing the storage root ${this.root}: ${bounded(String(batch.err))}`);
-      if (batch.ok.length === 0) break;
-      for (const entry of batch.ok) {
-        const label = entry.name ?? '<non-UTF-8 name>';
-        if (entry.skipped !== undefined) {
-          this.report(label, 'skipped', skipDetail(entry.skipped), { reason: entry.skipped.tag });
-        } else if (!validName(entry.name)) {
-          this.report(label, 'failed', `guest offered ${JSON.stringify(bounded(label))} as a storage, which is not a valid runner name`);
-        } else {
-          await this.candidate(entry.name);
-        }
-      }
-    }
-    await this.flush();
-    try {
-      scan[Symbol.dispose]?.();
-    } catch {
-      // the scanner is dropped either way
-    }
-  }
-
-  /** Finishes deletions a crash cut short (already extracted storages in
-   * `.deleting/`). A failure is reported and the run goes on. */
-  async purgeDeleting() {
-    let problem;
-    try {
-      const result = (await this.getWorker()).purgeDeleting();
-      if (!('err' in result)) return;
-      problem = bounded(String(result.err));
-    } catch (trap) {
-      this.worker = null;
-      problem = trap.message;
-    }
-    this.report('.deleting', 'failed', `leftover deletions kept: ${problem}`);
-  }
-
-  async candidate(name) {
-    let outcome;
-    try {
-      outcome = (await this.getWorker()).extractStorage(name, this.keep);
-    } catch (e) {
-      return this.afterTrap(name, e.message);
-    }
-    const { tag, val } = outcome;
-    if (tag === 'extracted') {
-      try {
-        checkMetrics(this.root, name, val);
-      } catch (e) {
-        this.worker = null; // a lying guest is not trusted with the next storage
-        return this.report(name, 'failed', `kept: ${e.message}`);
-      }
-      return this.extracted(name, val);
-    }
-    if (tag === 'no-data') {
-      return this.report(name, 'no-data', this.keep ? 'no installed timestamp; would be deleted' : 'no installed timestamp; deleted');
-    }
-    if (tag === 'quarantined') {
-      const loc = val.location;
-      // One entry name under .quarantine/, starting with (up to 200 bytes
-      // of) the runner name, within the 255-byte name limit.
-      if (loc && (!loc.startsWith(name.slice(0, ENTRY_NAME_PREFIX)) || loc.includes('/') || Buffer.byteLength(loc) > 255 || loc.startsWith('.'))) {
-        this.worker = null;
-        return this.report(name, 'failed', `kept: guest reported quarantine location ${JSON.stringify(bounded(loc))}`);
-      }
-      return this.report(name, 'quarantined', quarantineDetail(val), { reason: val.reason, file: val.file });
-    }
-    if (tag === 'skipped') return this.report(name, 'skipped', skipDetail(val), { reason: val.tag });
-    return this.report(name, 'failed', `kept: ${bounded(String(val))}`);
-  }
-
-  /** The guest trapped on this storage: quarantine it with a fresh instance. */
-  async afterTrap(name, detail) {
-    this.worker = null;
-    if (this.keep) return this.report(name, 'failed', `kept: ${detail}`);
-    detail = bounded(detail);
-    let result;
-    try {
-      result = (await this.getWorker()).quarantineStorage(name, 'sandbox-trap', detail);
-    } catch (again) {
-      this.worker = null;
-      return this.report(name, 'failed', `kept: ${detail}; quarantine trapped too: ${again.message}`);
-    }
-    if ('err' in result) return this.report(name, 'failed', `kept: ${detail}; quarantine failed: ${bounded(String(result.err))}`);
-    return this.report(name, 'quarantined', `sandbox-trap: ${detail}; moved to .quarantine/${result.ok.location}`, { reason: 'sandbox-trap' });
-  }
-
-  async extracted(name, metrics) {
-    const job = this.jobs ? await this.jobs(metrics) : null;
-    let lines;
-    try {
-      const worker = await this.getWorker();
-      const events = worker.issueEvents(metrics, this.flavor, jobToWit(job));
-      checkEvents(events);
-      lines = events.map((event) => {
-        const line = worker.renderEvent(event);
-        checkLine(line, event, this.flavor);
-        return line;
-      });
-    } catch (e) {
-      if (e instanceof GuestFailure) return this.afterTrap(name, e.message);
-      this.worker = null;
-      return this.report(name, 'failed', `kept: ${e.message}`);
-    }
-    this.pending.push({ name, lines });
-    if (this.pending.length >= this.batchSize) await this.flush();
-  }
-
-  /** Writes the queued lines durably, then deletes their storages. */
-  async flush() {
-    if (this.pending.length === 0) return;
-    const pending = this.pending;
-    this.pending = [];
-    try {
-      await this.sink.append(pending.flatMap((p) => p.lines));
-    } catch (e) {
-      for (const p of pending) this.report(p.name, 'failed', `kept: events not written: ${e.message}`);
-      throw this.fail(`writing events to ${this.sink.describe?.() ?? 'the sink'}: ${e.message}`);
-    }
-    for (const { name, lines } of pending) {
-      const events = lines.length;
-      if (this.keep) {
-        this.report(name, 'extracted', 'kept (dry run)', { events });
-        continue;
-      }
-      let result;
-      try {
-        result = (await this.getWorker()).deleteStorage(name);
-      } catch (trap) {
-        this.worker = null;
-        this.report(name, 'failed', `events written but storage kept: ${trap.message}`, { events });
-        continue;
-      }
-      if ('err' in result) {
-        this.report(name, 'failed', `events written but storage kept: ${bounded(String(result.err))}`, { events });
-      } else if (result.ok === undefined) {
-        this.report(name, 'extracted', 'deleted', { events });
-      } else {
-        this.report(name, 'extracted', `could not be deleted, so moved to .quarantine/${result.ok.location}: ${bounded(result.ok.detail)}`, { events });
-      }
-    }
-  }
+  throw new CollectError(`stopped after ${MAX_TRAPS_PER_RUN} sandbox traps; the storages not reported are left for the next run`, summary);
 }

@@ -1,11 +1,12 @@
-// The Node host's own behaviour: traps, the log, the API.
+// The Node host's own behaviour: the log, the API, callbacks, limits. Traps
+// and lies of a hostile guest: traps.test.mjs.
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 
-import { CollectError, GuestFailure, Plugin, collect } from '../src/index.js';
+import { CollectError, Plugin, collect } from '../src/index.js';
 import { buildCase, loadCases, snapshot } from '../test-support/conformance.mjs';
 
 const VALID = loadCases().find((c) => c.name === 'valid-without-job-metrics');
@@ -26,31 +27,6 @@ function build(root, outside = {}) {
   temps.push(base);
   return { base, root: buildCase({ root, outside }, base) };
 }
-
-test('a trap quarantines the storage with a fresh instance and the run goes on', async () => {
-  const { base, root } = build({ 'runner-victim': STORAGE, 'runner-fine': STORAGE });
-  // A plugin whose instances trap on one storage (Node has no fuel to make
-  // the real guest trap on demand).
-  const trapping = Object.create(plugin);
-  trapping.sandbox = async (r) => {
-    const sandbox = await plugin.sandbox(r);
-    const real = sandbox.extractStorage.bind(sandbox);
-    sandbox.extractStorage = (name, keep) => {
-      if (name === 'runner-victim') throw new GuestFailure('guest extraction trapped: unreachable');
-      return real(name, keep);
-    };
-    return sandbox;
-  };
-  const log = join(base, 'metrics.log');
-  const summary = await collect(root, 'small', { plugin: trapping, metricsLog: log });
-  const byName = Object.fromEntries(summary.reports.map((r) => [r.name, r]));
-  assert.equal(byName['runner-victim'].outcome, 'quarantined');
-  assert.equal(byName['runner-victim'].reason, 'sandbox-trap');
-  assert.equal(byName['runner-fine'].outcome, 'extracted');
-  assert.equal(readFileSync(log, 'utf8'), LINES.map((l) => `${l}\n`).join(''));
-  const reasonFile = readdirSync(join(root, '.quarantine')).find((f) => f.endsWith('.reason.json'));
-  assert.equal(JSON.parse(readFileSync(join(root, '.quarantine', reasonFile), 'utf8')).reason, 'sandbox-trap');
-});
 
 test('a sink that fails keeps the storages and stops the run', async () => {
   const { root } = build({ 'runner-a': STORAGE, 'runner-b': STORAGE });
@@ -125,35 +101,55 @@ test('the sandbox sees only the storage root', async () => {
   assert.equal(readFileSync(join(base, 'outside', 'secret'), 'utf8'), 'keep');
 });
 
-/** A plugin whose instances render each line through `tamper`. */
-function tampering(tamper) {
-  const liar = Object.create(plugin);
-  liar.sandbox = async (r) => {
-    const sandbox = await plugin.sandbox(r);
-    const real = sandbox.renderEvent.bind(sandbox);
-    sandbox.renderEvent = (event) => tamper(real(event));
-    return sandbox;
+test('a callback that throws stops the run; storages already written are still deleted', async () => {
+  const { root } = build({ 'runner-a': STORAGE, 'runner-b': STORAGE });
+  const seen = [];
+  const jobMetrics = (m) => {
+    seen.push(m.runnerName);
+    if (seen.length === 2) throw new Error('GitHub is down');
+    return null;
   };
-  return liar;
-}
-
-test('a line with a key its event does not have is refused and nothing is written', async () => {
-  // The line must hold exactly its event (issue 9): the storage is kept.
-  const { base, root } = build({ 'runner-liar': STORAGE });
-  const log = join(base, 'metrics.log');
-  const liar = tampering((line) => `${line.slice(0, -1)}, "injected": true}`);
-  const summary = await collect(root, 'small', { plugin: liar, metricsLog: log });
-  assert.equal(summary.reports.length, 1);
-  assert.equal(summary.reports[0].outcome, 'failed');
-  assert.match(summary.reports[0].detail, /"injected"/);
-  assert.equal(readFileSync(log, 'utf8'), '');
-  assert.ok(existsSync(join(root, 'runner-liar')));
+  // One storage per batch: the first is written and deleted before the second is asked about.
+  await assert.rejects(collect(root, 'small', { plugin, metricsLog: { append() {} }, jobMetrics, batchSize: 1 }), (e) => {
+    assert.ok(e instanceof CollectError);
+    assert.match(e.message, /a callback failed: GitHub is down/);
+    assert.deepEqual(e.summary.reports.map((r) => [r.name, r.outcome]), [[seen[0], 'extracted']]);
+    return true;
+  });
+  assert.ok(!existsSync(join(root, seen[0])), 'the storage whose lines were written is deleted');
+  assert.ok(existsSync(join(root, seen[1])), 'the storage being handled stays');
 });
 
-test('a line whose value differs from its event is refused', async () => {
-  const { base, root } = build({ 'runner-liar': STORAGE });
-  const liar = tampering((line) => line.replace('"flavor": "small"', '"flavor": "large"'));
-  const summary = await collect(root, 'small', { plugin: liar, metricsLog: join(base, 'metrics.log') });
-  assert.equal(summary.reports[0].outcome, 'failed');
-  assert.match(summary.reports[0].detail, /"flavor" differs/);
+test('onReport sees every report as it comes', async () => {
+  const { base, root } = build({ 'runner-a': STORAGE, '.hidden': STORAGE });
+  const seen = [];
+  const summary = await collect(root, 'small', { plugin, metricsLog: join(base, 'log'), onReport: (r) => seen.push(r) });
+  assert.deepEqual(seen, summary.reports);
+  assert.deepEqual(seen.map((r) => [r.name, r.outcome, r.reason]).sort(), [['.hidden', 'skipped', 'invalid-name'], ['runner-a', 'extracted', undefined]]);
+});
+
+test("the worker's V8 heap is capped (resourceLimits)", async () => {
+  const { base, root } = build({ 'runner-a': STORAGE });
+  const tiny = await Plugin.load(undefined, { heapMb: 1 }); // too small even to load the glue
+  await assert.rejects(collect(root, 'small', { plugin: tiny, metricsLog: join(base, 'log') }), /outside any storage: .*memory limit/);
+  assert.ok(existsSync(join(root, 'runner-a')));
+});
+
+test('a missing transpile is explained', async () => {
+  await assert.rejects(Plugin.load(join(tmpdir(), 'runner-metrics-no-such-dir')), /npm run transpile/);
+});
+
+test('storages written but not yet reported when the guest is stopped are deleted by a fresh instance', async () => {
+  // Both lines go out in one batch; the guest is stopped (here: onReport
+  // throws) after reporting the first deletion, before the second.
+  const { base, root } = build({ 'runner-a': STORAGE, 'runner-b': STORAGE });
+  const log = join(base, 'metrics.log');
+  const onReport = () => { throw new Error('report sink closed'); };
+  await assert.rejects(collect(root, 'small', { plugin, metricsLog: log, onReport, batchSize: 2 }), (e) => {
+    assert.match(e.message, /a callback failed: report sink closed/);
+    assert.deepEqual(e.summary.reports.map((r) => [r.outcome, r.detail, r.events]), [['extracted', 'deleted', 3], ['extracted', 'deleted', 3]]);
+    return true;
+  });
+  assert.deepEqual(readdirSync(root).filter((n) => n.startsWith('runner-')), []);
+  assert.equal(readFileSync(log, 'utf8'), LINES.map((l) => `${l}\n`).join('').repeat(2));
 });
