@@ -22,7 +22,7 @@ use crate::imports::RunState;
 use crate::lock::RootLock;
 use crate::log::EventSink;
 use crate::plugin::Plugin;
-use crate::sandbox::GuestFailure;
+use crate::sandbox::{CallResult, GuestFailure, Sandbox};
 use crate::summary::{OutcomeKind, StorageReport, Summary};
 
 /// Traps one run survives; after that the rest of the root is left for the
@@ -112,7 +112,7 @@ fn recover(plugin: &Plugin, run: &mut RunState<'_>, failure: GuestFailure) -> Re
         Some((_, what)) => format!("kept: guest lied: {}", check::bounded(what)),
         None => check::bounded(&failure.detail),
     };
-    let mut fresh = plugin.sandbox(&run.root)?;
+    let mut fresh = Fresh { sandbox: plugin.sandbox(&run.root)?, plugin, root: run.root.clone() };
     for (name, events) in std::mem::take(&mut run.appended) {
         let report = if run.keep {
             StorageReport::new(name, OutcomeKind::Extracted, "kept (dry run)", events)
@@ -122,14 +122,14 @@ fn recover(plugin: &Plugin, run: &mut RunState<'_>, failure: GuestFailure) -> Re
             // finish that; else quarantine it.
             let gone = matches!(std::fs::symlink_metadata(run.root.join(&name)), Err(e) if e.kind() == std::io::ErrorKind::NotFound);
             if gone {
-                let detail = match fresh.purge_deleting() {
+                let detail = match fresh.call(|s| s.purge_deleting())? {
                     Ok(Ok(_)) => "deleted".to_owned(),
                     other => format!("deleted from the root; the next run finishes .deleting/{}", why(other)),
                 };
                 run.deliver(StorageReport::new(name, OutcomeKind::Extracted, detail, events));
                 continue;
             }
-            match fresh.quarantine_storage(&name, QuarantineReason::SandboxTrap, &detail) {
+            match fresh.call(|s| s.quarantine_storage(&name, QuarantineReason::SandboxTrap, &detail))? {
                 Ok(Ok(info)) => {
                     StorageReport::new(name, OutcomeKind::Extracted, undeletable_detail(&model_info(&info)), events)
                 }
@@ -141,7 +141,7 @@ fn recover(plugin: &Plugin, run: &mut RunState<'_>, failure: GuestFailure) -> Re
                 ),
             }
         } else {
-            match fresh.delete_storage(&name) {
+            match fresh.call(|s| s.delete_storage(&name))? {
                 Ok(Ok(None)) => StorageReport::new(name, OutcomeKind::Extracted, "deleted", events),
                 Ok(Ok(Some(info))) => {
                     StorageReport::new(name, OutcomeKind::Extracted, undeletable_detail(&model_info(&info)), events)
@@ -169,7 +169,7 @@ fn recover(plugin: &Plugin, run: &mut RunState<'_>, failure: GuestFailure) -> Re
         let detail = if lie.is_some() { detail } else { format!("kept: {detail}") };
         StorageReport::new(name, OutcomeKind::Failed, detail, 0)
     } else {
-        match fresh.quarantine_storage(&name, QuarantineReason::SandboxTrap, &detail) {
+        match fresh.call(|s| s.quarantine_storage(&name, QuarantineReason::SandboxTrap, &detail))? {
             Ok(Ok(info)) => {
                 let info = model::QuarantineInfo { file: None, ..model_info(&info) };
                 StorageReport::quarantined(name, &model::QuarantineInfo { detail: detail.clone(), ..info })
@@ -179,6 +179,24 @@ fn recover(plugin: &Plugin, run: &mut RunState<'_>, failure: GuestFailure) -> Re
     };
     run.deliver(report);
     Ok(())
+}
+
+/// The recovery's instance, replaced after any trap: a poisoned instance
+/// is never called again.
+struct Fresh<'p> {
+    plugin: &'p Plugin,
+    root: PathBuf,
+    sandbox: Sandbox,
+}
+
+impl Fresh<'_> {
+    fn call<T>(&mut self, f: impl FnOnce(&mut Sandbox) -> CallResult<T>) -> Result<CallResult<T>> {
+        let result = f(&mut self.sandbox);
+        if result.is_err() {
+            self.sandbox = self.plugin.sandbox(&self.root)?;
+        }
+        Ok(result)
+    }
 }
 
 /// Why a recovery call did not do its job, as a clause.

@@ -129,6 +129,7 @@ const q = (s) => JSON.stringify(bounded(String(s)));
 const validName = (n) => n.length > 0 && n.length <= 255 && !n.startsWith('.') && /^[A-Za-z0-9._-]+$/.test(n);
 const isTime = (v) => typeof v === 'number' && Number.isFinite(v) && v >= 0;
 const isDir = (p) => { try { return lstatSync(p).isDirectory(); } catch { return false; } };
+const existsInRoot = (root, name) => { try { lstatSync(join(root, name)); return true; } catch (e) { return e.code !== 'ENOENT'; } };
 const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
 const claim = (ok, what) => { if (!ok) throw new Error(what); };
 const asLie = (storage, check) => { try { check(); } catch (e) { throw new Lie(storage, e.message); } };
@@ -231,6 +232,9 @@ const IMPORTS = {
     if (run.reported.has(name)) throw new Lie(null, `began work on ${q(name)}, which it had already reported`);
     run.current = name;
   },
+  endStorage(run) {
+    run.current = null; // its lines wait for the next append: a trap now belongs to no storage
+  },
   async jobMetrics(run, metrics) {
     if (run.current === null) throw new Lie(null, 'asked for job metrics outside any storage');
     asLie(run.current, () => checkMetrics(run.root, run.current, metrics));
@@ -268,7 +272,11 @@ const IMPORTS = {
 async function recover(plugin, run, trap) {
   const lie = run.lie;
   let fresh; // the fresh instance, started when first needed
-  const call = (fn, args) => (fresh ??= new Sandbox(plugin, run)).call(fn, args);
+  const call = async (fn, args) => { // a trapped instance is never called again
+    const r = await (fresh ??= new Sandbox(plugin, run)).call(fn, args);
+    if ('trap' in r) [fresh] = [undefined, fresh.kill()];
+    return r;
+  };
   const blamed = lie ? lie.storage : run.stopped ? null : run.current;
   if (!lie) run.current = null;
   run.lie = null;
@@ -282,14 +290,20 @@ async function recover(plugin, run, trap) {
         continue;
       }
       const trapped = blamed === name && !lie; // it trapped while deleting this one
+      if (trapped && !existsInRoot(run.root, name)) { // already renamed into .deleting/: finish that
+        const r = await call('purgeDeleting', []);
+        say(name, 'extracted', 'ok' in r ? 'deleted' : `deleted from the root; the next run finishes .deleting/${why(r)}`, events);
+        continue;
+      }
       const r = await (trapped ? call('quarantineStorage', [name, 'sandbox-trap', detail]) : call('deleteStorage', [name]));
       if (!('ok' in r)) say(name, 'failed', `events written but storage kept${trapped ? `: ${detail}` : ''}${why(r)}`, events);
       else say(name, 'extracted', r.ok ? `could not be deleted, so moved to .quarantine/${bounded(r.ok.location)}: ${bounded(r.ok.detail)}` : 'deleted', events);
     }
-    if (blamed == null || run.reported.has(blamed)) {
+    if (blamed == null) {
       if (lie || run.stopped) return;
       throw new CollectError(`the sandbox failed outside any storage: ${detail}`, run.summary);
     }
+    if (run.reported.has(blamed)) return; // it trapped deleting a storage handled above
     if (blamed === DELETING || lie || run.keep) return say(blamed, 'failed', blamed === DELETING ? `leftover deletions kept: ${detail}` : lie ? detail : `kept: ${detail}`);
     const r = await call('quarantineStorage', [blamed, 'sandbox-trap', detail]);
     if (!('ok' in r)) return say(blamed, 'failed', `kept: ${detail}${why(r)}`);

@@ -27,14 +27,14 @@ types.Descriptor.prototype.readDirectory = function () {
 
 const imports = new WASIShim({ sandbox: { preopens: { '/storage': root }, env: {}, args: [], enableNetwork: false } }).getImportObject();
 imports['wasi:cli/environment'] = { getEnvironment: () => [], getArguments: () => [], initialCwd: () => undefined };
-imports['github-runner:metrics/host'] = Object.fromEntries(['beginStorage', 'jobMetrics', 'append', 'report'].map((name) => [name, (...args) => {
+imports['github-runner:metrics/host'] = Object.fromEntries(['beginStorage', 'endStorage', 'jobMetrics', 'append', 'report'].map((name) => [name, (...args) => {
   parentPort.postMessage({ import: name, args });
   Atomics.wait(flag, 0, 0); // until the main thread has answered (or kills this thread)
   Atomics.store(flag, 0, 0);
   return receiveMessageOnPort(port).message;
 }]));
 const { collector, extraction } = await (await import(glue)).instantiate((name) => modules[name], imports);
-const calls = { collect: collector.collect, deleteStorage: extraction.deleteStorage, quarantineStorage: extraction.quarantineStorage };
+const calls = { collect: collector.collect, deleteStorage: extraction.deleteStorage, quarantineStorage: extraction.quarantineStorage, purgeDeleting: extraction.purgeDeleting };
 parentPort.on('message', ({ fn, args }) => {
   try {
     parentPort.postMessage({ ok: calls[fn](...args) });

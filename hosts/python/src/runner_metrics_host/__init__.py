@@ -309,15 +309,22 @@ class _Run:
         fresh, appended, self.appended = self._fresh(), self.appended, {}
 
         def ask(what: str, export: str, *args: Any) -> Tuple[bool, Any]:
+            nonlocal fresh
             try:
                 answer = fresh.call(what, _EXTRACTION, export, *args)
             except GuestFailure as again:
+                fresh = self._fresh()  # a trapped instance is never called again
                 return False, f"; trapped again: {again}"
             return (False, f"; {bounded(answer)}") if isinstance(answer, str) else (True, answer)
 
         for name, events in appended.items():
             if self.keep:
                 self.deliver(StorageReport(name, "extracted", "kept (dry run)", events))
+                continue
+            if name == blamed and not lie and not os.path.lexists(self.root / name):
+                ok, info = ask("purge of .deleting", "purge-deleting")  # renamed already: finish that
+                self.deliver(StorageReport(name, "extracted", "deleted" if ok else
+                                           f"deleted from the root; the next run finishes .deleting/{info}", events))
                 continue
             if name == blamed and not lie:  # it trapped deleting this one: its lines are out
                 ok, info = ask("quarantine", "quarantine-storage", name, "sandbox-trap", detail)
