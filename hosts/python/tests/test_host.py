@@ -270,3 +270,24 @@ def test_an_exception_from_on_report_is_raised_after_the_run(tmp_path, plugin):
         collect(root, "small", metrics_log=tmp_path / "log", plugin=plugin, on_report=broken)
     assert sorted(seen) == ["runner-a", "runner-b"] and [p.name for p in root.iterdir()] == [".deleting"]
     assert (tmp_path / "log").read_text() == "".join(line + "\n" for line in LINES) * 2
+
+
+def test_a_second_run_on_a_locked_root_is_refused_and_touches_nothing(tmp_path, component_path):
+    # The same lock as the Rust host's: <root>/.lock, flock'ed, holding the pid.
+    import fcntl
+    root = build(tmp_path, {"runner-a": valid_storage()})
+    before = conformance.snapshot(tmp_path)
+    fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    os.write(fd, b"4242\n")
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        with pytest.raises(CollectError) as raised:
+            collect(root, "small", metrics_log=tmp_path / "log", component=component_path, wait=0.2)
+        assert "busy" in str(raised.value) and "pid 4242" in str(raised.value), raised.value
+        assert (root / "runner-a").is_dir()
+    finally:
+        os.close(fd)
+    os.unlink(root / ".lock")
+    assert {k: v for k, v in conformance.snapshot(tmp_path).items() if k != "log"} == before
+    summary = collect(root, "small", metrics_log=tmp_path / "log", component=component_path)
+    assert summary.extracted == 1 and not (root / ".lock").exists()

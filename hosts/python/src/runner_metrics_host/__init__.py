@@ -21,6 +21,7 @@ import wasmtime
 import wasmtime.component as wc
 
 from . import _checks as check
+from . import _lock
 from ._checks import DELETING, UNNAMED, Lie, bounded
 from ._types import (CollectError, GithubJobMetrics, GuestFailure, Limits, PostJobMetrics, PreJobMetrics,
                      RunnerMetrics, StorageReport, Summary)
@@ -358,7 +359,8 @@ def collect(storage_root: Union[str, os.PathLike], flavor: str, exclude: Any = (
             min_age: Optional[float] = None, job_metrics: Optional[Callable[[RunnerMetrics], Any]] = None,
             metrics_log: Any = None, *, keep: bool = False, plugin: Optional[Plugin] = None,
             component: Union[str, os.PathLike, None] = None, limits: Limits = Limits(),
-            on_report: Optional[Callable[[StorageReport], None]] = None, batch_size: int = 64) -> Summary:
+            on_report: Optional[Callable[[StorageReport], None]] = None, batch_size: int = 64,
+            wait: float = 0.0) -> Summary:
     """Extracts every selected storage under ``storage_root``, appends the events of the
     ``flavor`` runners to ``metrics_log`` durably, then deletes or quarantines the storages.
 
@@ -367,7 +369,8 @@ def collect(storage_root: Union[str, os.PathLike], flavor: str, exclude: Any = (
     GitHub's job metrics for a runner, or None. ``metrics_log``: a path (default
     ``$METRICS_LOG_PATH``, else ``/var/log/github-runner-metrics.log``) or an object whose
     ``append(lines)`` returns once they are durable. ``keep``: dry run, nothing on disk
-    changes. Returns a Summary with one StorageReport per root entry (also streamed to
+    changes. Unless ``keep``, the root's lock (``<root>/.lock``, shared with the Rust host) is
+    held for the run, waiting at most ``wait`` seconds for another run. Returns a Summary with one StorageReport per root entry (also streamed to
     ``on_report``); raises CollectError when the run could not start or had to stop. An
     exception from ``job_metrics`` ends the run as is; the first from ``on_report`` is
     raised once the run is over."""
@@ -387,12 +390,21 @@ def collect(storage_root: Union[str, os.PathLike], flavor: str, exclude: Any = (
     except OSError as e:
         raise CollectError(f"metrics log {e.filename or metrics_log}: {e.strerror or e}", Summary()) from None
     run = _Run(plugin, root, str(flavor), keep, job_metrics, sink, on_report, min(max(1, batch_size), 2**32 - 1))
+    try:
+        lock = None if keep else _lock.acquire(root, wait)
+    except (OSError, _lock.Busy) as e:
+        if owned:
+            sink.close()
+        raise CollectError(f"storage root {root} is busy: {e}" if isinstance(e, _lock.Busy)
+                           else f"lock file {e.filename}: {e.strerror or e}", Summary()) from None
     plugin._ticker(+1)
     try:
         run.go(_record(exclude=[str(n) for n in exclude], include=None if include is None else [str(n) for n in include],
                        min_age_seconds=None if min_age is None else float(min_age)))
     finally:
         plugin._ticker(-1)
+        if lock is not None:
+            _lock.release(root, lock)
         if owned:
             sink.close()
     if run.report_error is not None:
