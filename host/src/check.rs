@@ -67,18 +67,11 @@ pub fn storage_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// Metrics the guest extracted from the storage `name` under `root`.
-pub fn metrics(root: &Path, name: &str, m: &RunnerMetrics) -> Result<(), String> {
-    runner_metrics(root, name, m)
-}
-
-fn runner_metrics(root: &Path, name: &str, m: &RunnerMetrics) -> Result<(), String> {
+/// Metrics the guest extracted from the storage `name` (the storage being
+/// a directory of the root is checked once, when its lines are appended).
+pub fn metrics(name: &str, m: &RunnerMetrics) -> Result<(), String> {
     if m.runner_name != name {
         return Err(format!("guest answered for {:?} when asked about {name:?}", bounded(&m.runner_name)));
-    }
-    match std::fs::symlink_metadata(root.join(name)) {
-        Ok(meta) if meta.is_dir() => {}
-        _ => return Err(format!("guest extracted {name:?}, which is not a directory of the storage root")),
     }
     if let Some(start) = m.installation_start_timestamp {
         time("installation start timestamp", start)?;
@@ -247,7 +240,7 @@ pub fn storage_lines(root: &Path, storage: &StorageLines, emit: &Emit) -> Result
             storage.lines.iter().zip(issued).try_for_each(|(text, event)| line(text, event, flavor))
         }
         (Rendered::Metrics(m), Emit::Metrics) => {
-            runner_metrics(root, name, m)?;
+            metrics(name, m)?;
             match storage.lines.as_slice() {
                 [text] => metrics_line(text, m),
                 lines => Err(format!("rendered {} lines for one storage's metrics", lines.len())),

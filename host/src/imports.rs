@@ -179,7 +179,7 @@ impl Host for HostState {
         let Some(current) = run.current.clone() else {
             return Err(lied(run, None, "asked for job metrics outside any storage".to_owned()));
         };
-        if let Err(lie) = check::metrics(&run.root, &current, &metrics) {
+        if let Err(lie) = check::metrics(&current, &metrics) {
             return Err(lied(run, Some(current), lie));
         }
         let answer = run.jobs.job_metrics(&metrics);
