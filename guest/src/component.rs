@@ -126,6 +126,19 @@ mod plugin {
             let fs = WasiFs::open().map_err(|e| e.message)?;
             pipeline::collect(&fs, &options_from_wit(options), &mut ImportedHost)
         }
+
+        fn recover(x: wit::Interrupted) -> Result<(), String> {
+            let fs = WasiFs::open().map_err(|e| e.message)?;
+            let x = pipeline::Interrupted {
+                appended: x.appended.into_iter().map(|a| (a.name, a.lines as usize)).collect(),
+                blamed: x.blamed,
+                cause: x.cause,
+                lied: x.lied,
+                trapped_again: x.trapped_again,
+                keep: x.keep,
+            };
+            pipeline::recover(&fs, &x, &mut ImportedHost)
+        }
     }
 
     /// The pipeline's host: the component's imports.

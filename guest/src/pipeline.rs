@@ -12,7 +12,7 @@ use std::collections::HashSet;
 
 use crate::extract::{self, Scan};
 use crate::fs::StorageFs;
-use crate::model::{Event, GithubJobMetrics, Outcome, RootEntry, RunnerMetrics, Selection};
+use crate::model::{Event, GithubJobMetrics, Outcome, QuarantineReason, RootEntry, RunnerMetrics, Selection};
 use crate::names::DELETING_DIR;
 use crate::report::{undeletable_detail, OutcomeKind, StorageReport, UNNAMED};
 use crate::{events, render};
@@ -249,6 +249,85 @@ impl<F: StorageFs, H: Host> Run<'_, F, H> {
         }
         Ok(())
     }
+}
+
+/// What a trap interrupted, as the host saw it (WIT `interrupted`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Interrupted {
+    /// Storages whose lines are durable but not reported, in append order,
+    /// with their line counts.
+    pub appended: Vec<(String, usize)>,
+    /// The root entry the trap belongs to; `None`: outside any storage.
+    pub blamed: Option<String>,
+    /// The trap's detail, or the lie the host caught.
+    pub cause: String,
+    /// The guest lied about `blamed`: keep it.
+    pub lied: bool,
+    /// The recovery of `blamed` trapped too: try nothing more on it.
+    pub trapped_again: bool,
+    pub keep: bool,
+}
+
+/// After a trap, in a fresh instance: finishes what the trapped one left,
+/// reporting each storage through `host`. Every storage whose lines are
+/// durable is deleted, so it is never extracted twice (the one being deleted
+/// when the trap came has its deletion finished, or is quarantined); the
+/// storage to blame is quarantined as `sandbox-trap`, or kept and reported
+/// failed when the guest lied about it, in a dry run, or when its recovery
+/// trapped too. `Err` when the trap belongs to no storage: the run stops.
+pub fn recover<F: StorageFs>(fs: &F, x: &Interrupted, host: &mut impl Host) -> Result<(), String> {
+    let cause = &x.cause;
+    for (name, events) in &x.appended {
+        let (name, events) = (name.clone(), *events);
+        let report = |kind, detail: String| StorageReport::new(name.clone(), kind, detail, events);
+        let trapped_here = x.blamed.as_ref() == Some(&name) && !x.lied;
+        host.begin_storage(&name);
+        let report = if x.keep {
+            report(OutcomeKind::Extracted, "kept (dry run)".to_owned())
+        } else if trapped_here && x.trapped_again {
+            report(OutcomeKind::Failed, format!("events written but storage kept: {cause}"))
+        } else if trapped_here && fs.lstat(&name).is_err_and(|e| e.kind == crate::fs::FsErrorKind::NotFound) {
+            // Renamed into .deleting/ already: finish that.
+            match extract::purge_deleting(fs) {
+                Ok(_) => report(OutcomeKind::Extracted, "deleted".to_owned()),
+                Err(e) => report(
+                    OutcomeKind::Extracted,
+                    format!("deleted from the root; the next run finishes .deleting/: {e}"),
+                ),
+            }
+        } else if trapped_here {
+            match extract::quarantine_storage(fs, &name, QuarantineReason::SandboxTrap, None, cause) {
+                Ok(info) => report(OutcomeKind::Extracted, undeletable_detail(&info)),
+                Err(e) => report(OutcomeKind::Failed, format!("events written but storage kept: {cause}; {e}")),
+            }
+        } else {
+            match extract::delete_storage(fs, &name) {
+                Ok(None) => report(OutcomeKind::Extracted, "deleted".to_owned()),
+                Ok(Some(info)) => report(OutcomeKind::Extracted, undeletable_detail(&info)),
+                Err(e) => report(OutcomeKind::Failed, format!("events written but storage kept: {e}")),
+            }
+        };
+        host.report(report);
+    }
+    let Some(name) = x.blamed.clone() else {
+        return if x.lied { Ok(()) } else { Err(format!("the sandbox failed outside any storage: {cause}")) };
+    };
+    if x.appended.iter().any(|(appended, _)| *appended == name) {
+        return Ok(()); // it trapped deleting a storage handled above
+    }
+    let report = if name == DELETING_DIR {
+        StorageReport::new(name, OutcomeKind::Failed, format!("leftover deletions kept: {cause}"), 0)
+    } else if x.lied || x.keep || x.trapped_again {
+        StorageReport::new(name, OutcomeKind::Failed, format!("kept: {cause}"), 0)
+    } else {
+        host.begin_storage(&name);
+        match extract::quarantine_storage(fs, &name, QuarantineReason::SandboxTrap, None, cause) {
+            Ok(info) => StorageReport::quarantined(name, &info),
+            Err(e) => StorageReport::new(name, OutcomeKind::Failed, format!("kept: {cause}; {e}"), 0),
+        }
+    };
+    host.report(report);
+    Ok(())
 }
 
 /// One storage's outcome (a hostile build misbehaves for `hostile-*`).
