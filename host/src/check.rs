@@ -298,7 +298,10 @@ pub(crate) fn report(report: WitReport, run: &mut RunState<'_>) -> Result<Storag
         if run.reported.contains(&name) {
             return lie(format!("reported {:?} twice", bounded(&name)));
         }
-        if kind != Kind::Skipped {
+        // Only a report of what was done to a storage needs a storage's
+        // name; any root entry can be skipped, and any name the guest
+        // offered can have failed (a report changes nothing on disk).
+        if !matches!(kind, Kind::Skipped | Kind::Failed) {
             storage_name(&name).map_err(|e| (None, e))?;
         }
         let position = run.appended.iter().position(|(n, _)| *n == name);

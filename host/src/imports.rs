@@ -18,10 +18,13 @@ use runner_metrics_guest::names::DELETING_DIR;
 use runner_metrics_guest::report::UNNAMED;
 
 use crate::bindings::github_runner::metrics::host::Host;
-use crate::bindings::{GithubJobMetrics, RunnerMetrics, StorageLines, StorageReport as WitReport};
+use crate::bindings::{
+    AppendedStorage, GithubJobMetrics, Interrupted, RunnerMetrics, StorageLines, StorageReport as WitReport,
+};
 use crate::check;
 use crate::collect::{CollectOptions, Emit, JobMetricsSource};
 use crate::log::EventSink;
+use crate::sandbox::GuestFailure;
 use crate::sandbox::HostState;
 use crate::summary::{OutcomeKind, StorageReport, Summary};
 
@@ -88,6 +91,39 @@ impl<'a> RunState<'a> {
         }
         self.summary.add(&report);
         (self.on_report)(&report);
+    }
+}
+
+impl RunState<'_> {
+    /// What a trap (`failure`) interrupted, for the guest's `recover` in a
+    /// fresh instance: the storages durable but not reported, the storage
+    /// to blame (the one the guest lied about, or the one it was working
+    /// on), and whether that storage's recovery (`previous`) trapped too.
+    pub(crate) fn interrupted(&mut self, failure: &GuestFailure, previous: Option<&Interrupted>) -> Interrupted {
+        let lie = self.lie.take();
+        let current = self.current.take();
+        let lied = lie.is_some();
+        let (blamed, mut cause) = match lie {
+            Some((storage, what)) => (storage, format!("guest lied: {}", check::bounded(&what))),
+            None => (current, check::bounded(&failure.detail)),
+        };
+        let trapped_again = previous.is_some_and(|p| p.blamed.is_some() && p.blamed == blamed);
+        if let (true, Some(p)) = (trapped_again, previous) {
+            cause = check::bounded(&format!("{}; trapped again: {cause}", p.cause));
+        }
+        let lines = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        Interrupted {
+            appended: self
+                .appended
+                .iter()
+                .map(|(n, l)| AppendedStorage { name: n.clone(), lines: lines(*l) })
+                .collect(),
+            blamed,
+            cause,
+            lied,
+            trapped_again,
+            keep: self.keep,
+        }
     }
 }
 

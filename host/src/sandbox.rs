@@ -15,8 +15,8 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::{
-    CollectOptions, Event, GithubJobMetrics, IntoAnyhow, Outcome, Plugin as PluginBindings, PluginPre, QuarantineInfo,
-    QuarantineReason, QuarantinedStorage, RootEntry, RunnerMetrics, Selection,
+    CollectOptions, Event, GithubJobMetrics, Interrupted, IntoAnyhow, Outcome, Plugin as PluginBindings, PluginPre,
+    QuarantineInfo, QuarantineReason, QuarantinedStorage, RootEntry, RunnerMetrics, Selection,
 };
 use crate::imports::{Lent, RunState};
 use crate::limits::{Limits, StallWatch};
@@ -163,17 +163,32 @@ impl Sandbox {
         run: &mut RunState<'_>,
         options: &CollectOptions,
     ) -> CallResult<Result<(), String>> {
+        self.lend(run, "collect", |b, s| b.github_runner_metrics_collector().call_collect(s, options))
+    }
+
+    /// Runs the guest's `recover` of what a trap interrupted, for `run`, as
+    /// [`Sandbox::collect`] runs `collect`.
+    pub(crate) fn recover(&mut self, run: &mut RunState<'_>, x: &Interrupted) -> CallResult<Result<(), String>> {
+        self.lend(run, "recovery", |b, s| b.github_runner_metrics_collector().call_recover(s, x))
+    }
+
+    fn lend(
+        &mut self,
+        run: &mut RunState<'_>,
+        what: &str,
+        f: impl FnOnce(&PluginBindings, &mut Store<HostState>) -> wasmtime::Result<Result<(), String>>,
+    ) -> CallResult<Result<(), String>> {
         let state = self.store.data_mut();
         state.deadline = Instant::now() + state.call_timeout;
         state.lent = Some(Lent::new(run));
-        let result = self.bindings.github_runner_metrics_collector().call_collect(&mut self.store, options);
+        let result = f(&self.bindings, &mut self.store);
         let state = self.store.data_mut();
         state.lent = None;
         let broken = state.watch.take().is_some_and(|id| state.stall_watch.end(id)) || state.stalled;
         if broken {
-            return Err(self.stalled("collect"));
+            return Err(self.stalled(what));
         }
-        result.map_err(|e| self.explain("collect", e))
+        result.map_err(|e| self.explain(what, e))
     }
 
     fn explain(&self, what: &str, error: wasmtime::Error) -> GuestFailure {
