@@ -1,11 +1,11 @@
 //! A collect run: the pipeline itself runs in the guest
 //! (`runner_metrics_guest::pipeline`, exported as `collector.collect`); this
 //! module lends it the run ([`RunState`], served by [`crate::imports`]) and
-//! recovers from traps. A trap while the guest handles a storage drops the
-//! instance; a fresh one finishes what the trap interrupted (deletes the
-//! storages whose lines are already durable, quarantines the one to blame
-//! with reason `sandbox-trap`), and the collect resumes without the
-//! storages already reported.
+//! recovers from traps. A trap drops the instance; the guest's own
+//! `collector.recover`, in a fresh one, finishes what the trap interrupted
+//! (deletes the storages whose lines are already durable, quarantines the
+//! one to blame with reason `sandbox-trap`), and the collect resumes
+//! without the storages already reported.
 
 use std::path::{Path, PathBuf};
 
