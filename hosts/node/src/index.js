@@ -3,8 +3,9 @@
 // `github-runner:metrics/host` imports block there (Atomics.wait) until this
 // thread answers, re-checking every claim as host/src/imports.rs does. The
 // worker's heap, the guest's memory and its time between two imports are
-// capped; a trap, lie, crash or deadline kills the worker and a fresh one
-// finishes what was cut short, as host/src/collect.rs does. See README.md.
+// capped; a trap, lie, crash or deadline kills the worker and the guest's
+// `recover`, in a fresh one, finishes what was cut short (host/src/collect.rs
+// does the same). See README.md.
 import { closeSync, constants, fstatSync, fsyncSync, lstatSync, openSync, readdirSync, readFileSync, readSync, realpathSync, statSync, writeSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -129,7 +130,6 @@ const q = (s) => JSON.stringify(bounded(String(s)));
 const validName = (n) => n.length > 0 && n.length <= 255 && !n.startsWith('.') && /^[A-Za-z0-9._-]+$/.test(n);
 const isTime = (v) => typeof v === 'number' && Number.isFinite(v) && v >= 0;
 const isDir = (p) => { try { return lstatSync(p).isDirectory(); } catch { return false; } };
-const existsInRoot = (root, name) => { try { lstatSync(join(root, name)); return true; } catch (e) { return e.code !== 'ENOENT'; } };
 const isObject = (v) => v !== null && typeof v === 'object' && !Array.isArray(v);
 const claim = (ok, what) => { if (!ok) throw new Error(what); };
 const asLie = (storage, check) => { try { check(); } catch (e) { throw new Lie(storage, e.message); } };
@@ -201,7 +201,7 @@ function report(run, { name, outcome, reason, file, detail, events }) {
     if (outcome !== (name === UNNAMED ? 'skipped' : 'failed') || events !== 0) lie(`reported ${name} as ${outcome} with ${events} lines`);
   } else {
     if (run.reported.has(name)) lie(`reported ${q(name)} twice`);
-    if (outcome !== 'skipped' && !validName(name)) lie(`named ${q(name)} as a storage, which is not a valid runner name`);
+    if (!['skipped', 'failed'].includes(outcome) && !validName(name)) lie(`named ${q(name)} as a storage, which is not a valid runner name`);
     const i = run.appended.findIndex(([n]) => n === name);
     const count = run.appended[i]?.[1];
     const fits = i < 0 ? events === 0 && outcome !== 'extracted' : events === count && ['extracted', 'failed'].includes(outcome);
@@ -264,53 +264,19 @@ const IMPORTS = {
   },
   report(run, storageReport) {
     report(run, storageReport);
-    if (run.stopped) throw run.stopped;
+    if (run.stopped && !run.recovering) throw run.stopped; // a recovery goes on: its storages' lines are out
   },
 };
 
-/** After a trap: a fresh instance deletes every storage whose lines are durable and quarantines the one to blame (or keeps it). */
-async function recover(plugin, run, trap) {
-  const lie = run.lie;
-  let fresh; // the fresh instance, started when first needed
-  const call = async (fn, args) => { // a trapped instance is never called again
-    const r = await (fresh ??= new Sandbox(plugin, run)).call(fn, args);
-    if ('trap' in r) [fresh] = [undefined, fresh.kill()];
-    return r;
-  };
-  const blamed = lie ? lie.storage : run.stopped ? null : run.current;
-  if (!lie) run.current = null;
-  run.lie = null;
-  const detail = lie ? `kept: guest lied: ${bounded(lie.message)}` : bounded(trap);
-  const why = (r) => ('err' in r ? `; ${bounded(r.err)}` : 'trap' in r ? `; trapped again: ${r.trap}` : '');
-  const say = (name, outcome, detail, events = 0, reason = undefined) => deliver(run, { name, outcome, detail, events, reason, file: undefined });
-  try {
-    for (const [name, events] of run.appended.splice(0)) {
-      if (run.keep) {
-        say(name, 'extracted', 'kept (dry run)', events);
-        continue;
-      }
-      const trapped = blamed === name && !lie; // it trapped while deleting this one
-      if (trapped && !existsInRoot(run.root, name)) { // already renamed into .deleting/: finish that
-        const r = await call('purgeDeleting', []);
-        say(name, 'extracted', 'ok' in r ? 'deleted' : `deleted from the root; the next run finishes .deleting/${why(r)}`, events);
-        continue;
-      }
-      const r = await (trapped ? call('quarantineStorage', [name, 'sandbox-trap', detail]) : call('deleteStorage', [name]));
-      if (!('ok' in r)) say(name, 'failed', `events written but storage kept${trapped ? `: ${detail}` : ''}${why(r)}`, events);
-      else say(name, 'extracted', r.ok ? `could not be deleted, so moved to .quarantine/${bounded(r.ok.location)}: ${bounded(r.ok.detail)}` : 'deleted', events);
-    }
-    if (blamed == null) {
-      if (lie || run.stopped) return;
-      throw new CollectError(`the sandbox failed outside any storage: ${detail}`, run.summary);
-    }
-    if (run.reported.has(blamed)) return; // it trapped deleting a storage handled above
-    if (blamed === DELETING || lie || run.keep) return say(blamed, 'failed', blamed === DELETING ? `leftover deletions kept: ${detail}` : lie ? detail : `kept: ${detail}`);
-    const r = await call('quarantineStorage', [blamed, 'sandbox-trap', detail]);
-    if (!('ok' in r)) return say(blamed, 'failed', `kept: ${detail}${why(r)}`);
-    say(blamed, 'quarantined', `${r.ok.reason}: ${detail}; moved to .quarantine/${bounded(r.ok.location)}`, 0, r.ok.reason);
-  } finally {
-    fresh?.kill();
-  }
+/** What a trap interrupted, for the guest's `recover` in a fresh instance. `run.appended` is not cleared: the reports `recover` sends take its storages off. */
+function interrupted(run, trap, previous) {
+  const [lie, current] = [run.lie, run.current];
+  [run.lie, run.current] = [null, null];
+  const blamed = lie ? lie.storage : run.stopped ? null : current; // a failed callback is no storage's fault
+  let cause = lie ? `guest lied: ${bounded(lie.message)}` : bounded(trap);
+  const trappedAgain = previous !== null && blamed !== null && blamed === (previous.blamed ?? null);
+  if (trappedAgain) cause = bounded(`${previous.cause}; trapped again: ${cause}`);
+  return { appended: run.appended.map(([name, lines]) => ({ name, lines })), blamed: blamed ?? undefined, cause, lied: Boolean(lie), trappedAgain, keep: run.keep };
 }
 
 /** The JSON-lines log at `path`: `append` returns once the lines are on disk; a line cut by a crash is ended first. */
@@ -346,19 +312,29 @@ export async function collect(storageRoot, flavor, options = {}) {
   const batchSize = Math.min(Math.max(1, Math.floor(options.batchSize ?? 64)), 2 ** 32 - 1);
   const summary = { extracted: 0, noData: 0, quarantined: 0, skipped: 0, failed: 0, linesWritten: 0, reports: [] };
   const run = { root, flavor, sink, batchSize, summary, keep: Boolean(options.keep), jobs: options.jobMetrics, onReport: options.onReport,
-    current: null, appended: [], reported: new Set(), unnamed: 0, lie: null, stopped: null, appendError: null };
+    current: null, appended: [], reported: new Set(), unnamed: 0, lie: null, stopped: null, appendError: null, recovering: false };
   const selection = { exclude: [...(options.exclude ?? [])], include: options.include == null ? undefined : [...options.include],
     minAgeSeconds: options.minAge == null ? undefined : Number(options.minAge) };
   const wit = { selection, emit: { tag: 'events', val: flavor }, keep: run.keep, batchSize, purgeDeleting: !run.keep, done: [], doneUnnamed: 0 };
-  for (let traps = 0; traps < MAX_TRAPS_PER_RUN; traps++) {
+  let [x, traps] = [null, 0]; // x: what the last trap interrupted, for `recover`
+  for (;;) {
     const sandbox = new Sandbox(plugin, run);
-    const result = await sandbox.call('collect', [wit]);
+    run.recovering = x !== null;
+    const result = await (x ? sandbox.call('recover', [x]) : sandbox.call('collect', [wit]));
     sandbox.kill();
-    if ('ok' in result) return summary;
-    if ('err' in result) throw new CollectError(run.appendError ?? bounded(result.err), summary);
-    await recover(plugin, run, result.trap);
-    if (run.stopped) throw new CollectError(`a callback failed: ${run.stopped.message}`, summary, run.stopped);
-    Object.assign(wit, { done: [...run.reported], doneUnnamed: run.unnamed, purgeDeleting: false });
+    if (run.stopped && !('trap' in result)) throw new CollectError(`a callback failed: ${run.stopped.message}`, summary, run.stopped);
+    if ('ok' in result && !x) return summary;
+    if ('ok' in result) { // recovered: resume without what was reported
+      x = null;
+      Object.assign(wit, { done: [...run.reported], doneUnnamed: run.unnamed, purgeDeleting: false });
+      continue;
+    }
+    if ('err' in result) throw new CollectError(run.appendError ?? bounded(result.err), summary); // for recover: a trap outside any storage
+    if (++traps > MAX_TRAPS_PER_RUN) throw new CollectError(`stopped after ${MAX_TRAPS_PER_RUN} sandbox traps; the storages not reported are left for the next run`, summary);
+    const next = interrupted(run, result.trap, x);
+    if (x && x.blamed === undefined && !x.lied && next.blamed === undefined && !next.lied) { // its recovery cannot even start: no retry
+      throw new CollectError(run.stopped ? `a callback failed: ${run.stopped.message}` : `the recovery trapped outside any storage: ${next.cause}; it was recovering from: ${x.cause}`, summary, run.stopped ?? undefined);
+    }
+    x = next;
   }
-  throw new CollectError(`stopped after ${MAX_TRAPS_PER_RUN} sandbox traps; the storages not reported are left for the next run`, summary);
 }

@@ -33,8 +33,8 @@ imports['github-runner:metrics/host'] = Object.fromEntries(['beginStorage', 'end
   Atomics.store(flag, 0, 0);
   return receiveMessageOnPort(port).message;
 }]));
-const { collector, extraction } = await (await import(glue)).instantiate((name) => modules[name], imports);
-const calls = { collect: collector.collect, deleteStorage: extraction.deleteStorage, quarantineStorage: extraction.quarantineStorage, purgeDeleting: extraction.purgeDeleting };
+const { collector } = await (await import(glue)).instantiate((name) => modules[name], imports);
+const calls = { collect: collector.collect, recover: collector.recover };
 parentPort.on('message', ({ fn, args }) => {
   try {
     parentPort.postMessage({ ok: calls[fn](...args) });

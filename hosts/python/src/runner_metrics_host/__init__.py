@@ -1,11 +1,13 @@
 """Run the runner-metrics WebAssembly component (WIT 0.2.0) from Python.
 
-The whole collect runs in the guest (``collector.collect``); this host lends it
-the four imports of ``github-runner:metrics/host``, re-checks what they are
-handed (``_checks``) and recovers from traps as the Rust host does
-(host/src/collect.rs, host/src/imports.rs). Each instance sees only the storage
-root, as ``/storage``, under a memory cap, with fuel and an epoch deadline
-re-armed at each import. Lines are fsync-ed before their storages are deleted.
+The whole collect runs in the guest (``collector.collect``), and so does the
+recovery after a trap (``collector.recover``, in a fresh instance); this host
+lends them the imports of ``github-runner:metrics/host``, re-checks what they
+are handed (``_checks``) and keeps the books of a run across instances, as the
+Rust host does (host/src/collect.rs, host/src/imports.rs). Each instance sees
+only the storage root, as ``/storage``, under a memory cap, with fuel and an
+epoch deadline re-armed at each import. Lines are fsync-ed before their
+storages are deleted.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ __all__ = ["collect", "Plugin", "Limits", "Summary", "StorageReport", "RunnerMet
            "DEFAULT_METRICS_LOG", "METRICS_LOG_ENV"]
 DEFAULT_METRICS_LOG, METRICS_LOG_ENV = "/var/log/github-runner-metrics.log", "METRICS_LOG_PATH"
 COMPONENT_ENV, GUEST_ROOT, MAX_TRAPS_PER_RUN, _VERSION = "RUNNER_METRICS_COMPONENT", "/storage", 16, "0.2.0"
-_COLLECTOR, _EXTRACTION, _HOST = (f"github-runner:metrics/{i}@{_VERSION}" for i in ("collector", "extraction", "host"))
+_COLLECTOR, _HOST = (f"github-runner:metrics/{i}@{_VERSION}" for i in ("collector", "host"))
 _CONCLUSIONS = ("action-required", "cancelled", "failure", "neutral", "skipped", "success", "timed-out")
 
 
@@ -258,7 +260,7 @@ class _Run:
         else:
             if name in self.reported:
                 raise Lie(f"reported {bounded(name)!r} twice")
-            if kind != "skipped":
+            if kind not in ("skipped", "failed"):  # any name the guest offered can fail: nothing on disk changes
                 check.storage_name(name)
             appended = self.appended.get(name)
             if not (events == appended and kind in ("extracted", "failed") if appended is not None
@@ -271,27 +273,40 @@ class _Run:
         self.deliver(StorageReport(name, kind, bounded(r.detail), events, reason, r.file and bounded(r.file)))
 
     def go(self, selection: wc.Record) -> None:
-        """Runs the guest's collect; after a trap, recovers and resumes without what was reported."""
+        """Runs the guest's collect; after a trap, a fresh instance's ``recover`` finishes what it
+        interrupted (and reports it), then the collect resumes without what was reported."""
         options = _record(selection=selection, emit=self.flavor, keep=self.keep, batch_size=self.batch_size,
                           purge_deleting=not self.keep, done=[], done_unnamed=0)
-        for _ in range(MAX_TRAPS_PER_RUN):
+        interrupted: Optional[wc.Record] = None
+        traps = 0
+        while True:
             self.sandbox, failure = self._fresh(), None
             try:
-                stopped = self.sandbox.call("collect", _COLLECTOR, "collect", options)
+                stopped = (self.sandbox.call("collect", _COLLECTOR, "collect", options) if interrupted is None
+                           else self.sandbox.call("recover", _COLLECTOR, "recover", interrupted))
             except (GuestFailure, Lie) as e:
                 failure = e
             finally:
                 self.sandbox = None  # the imports serve this call only
             if failure is None and stopped is None:
-                return
-            if failure is None:
+                if interrupted is None:
+                    return
+                interrupted = None  # recovered: resume without what was reported
+                options.done = sorted(self.reported)
+                setattr(options, "done-unnamed", self.unnamed)
+                setattr(options, "purge-deleting", False)
+                continue
+            if failure is None:  # collect had to stop, or recover found a trap outside any storage
                 raise CollectError(self.append_error or bounded(stopped), self.summary)
-            self.recover(failure)
-            options.done = sorted(self.reported)
-            setattr(options, "done-unnamed", self.unnamed)
-            setattr(options, "purge-deleting", False)
-        raise CollectError(f"stopped after {MAX_TRAPS_PER_RUN} sandbox traps; the storages not reported are left "
-                           "for the next run", self.summary)
+            traps += 1
+            if traps > MAX_TRAPS_PER_RUN:
+                raise CollectError(f"stopped after {MAX_TRAPS_PER_RUN} sandbox traps; the storages not reported are "
+                                   "left for the next run", self.summary)
+            previous, interrupted = interrupted, self.interrupted(failure, interrupted)
+            if previous is not None and previous.blamed is None and not previous.lied and interrupted.blamed is None \
+                    and not interrupted.lied:
+                raise CollectError(f"the recovery trapped outside any storage: {interrupted.cause}; it was recovering "
+                                   f"from: {previous.cause}", self.summary)  # it cannot even start: no retry
 
     def _fresh(self) -> Sandbox:
         try:
@@ -299,56 +314,17 @@ class _Run:
         except GuestFailure as e:
             raise CollectError(str(e), self.summary) from e
 
-    def recover(self, failure: Exception) -> None:
-        """A fresh instance deletes the storages whose lines are durable (never extracted twice)
-        and quarantines the one to blame (kept in a dry run, or when the guest lied about it)."""
-        lie, self.lie = self.lie, None
-        blamed = lie.storage if lie else self.current
-        if not lie:
-            self.current = None
-        detail = f"kept: guest lied: {bounded(str(lie))}" if lie else bounded(str(failure))
-        fresh, appended, self.appended = self._fresh(), self.appended, {}
-
-        def ask(what: str, export: str, *args: Any) -> Tuple[bool, Any]:
-            nonlocal fresh
-            try:
-                answer = fresh.call(what, _EXTRACTION, export, *args)
-            except GuestFailure as again:
-                fresh = self._fresh()  # a trapped instance is never called again
-                return False, f"; trapped again: {again}"
-            return (False, f"; {bounded(answer)}") if isinstance(answer, str) else (True, answer)
-
-        for name, events in appended.items():
-            if self.keep:
-                self.deliver(StorageReport(name, "extracted", "kept (dry run)", events))
-                continue
-            if name == blamed and not lie and not os.path.lexists(self.root / name):
-                ok, info = ask("purge of .deleting", "purge-deleting")  # renamed already: finish that
-                self.deliver(StorageReport(name, "extracted", "deleted" if ok else
-                                           f"deleted from the root; the next run finishes .deleting/{info}", events))
-                continue
-            if name == blamed and not lie:  # it trapped deleting this one: its lines are out
-                ok, info = ask("quarantine", "quarantine-storage", name, "sandbox-trap", detail)
-                failed = f"events written but storage kept: {detail}{info}"
-            else:
-                ok, info = ask("deletion", "delete-storage", name)
-                failed = f"events written but storage kept{info}"
-            if ok and info is not None:  # it could not be deleted, and was quarantined
-                info = f"could not be deleted, so moved to .quarantine/{bounded(info.location)}: {bounded(info.detail)}"
-            self.deliver(StorageReport(name, "extracted", info or "deleted", events) if ok
-                         else StorageReport(name, "failed", failed, events))
-        if blamed is None and not lie:
-            raise CollectError(f"the sandbox failed outside any storage: {detail}", self.summary)
-        if blamed is None or blamed in self.reported:  # (quarantined above if it trapped deleting it)
-            return
-        if blamed == DELETING:
-            return self.deliver(StorageReport(blamed, "failed", f"leftover deletions kept: {detail}"))
-        if lie or self.keep:
-            return self.deliver(StorageReport(blamed, "failed", detail if lie else f"kept: {detail}"))
-        ok, info = ask("quarantine", "quarantine-storage", blamed, "sandbox-trap", detail)
-        self.deliver(StorageReport(blamed, "quarantined", f"sandbox-trap: {detail}; moved to .quarantine/"
-                                   f"{bounded(info.location)}", 0, "sandbox-trap") if ok
-                     else StorageReport(blamed, "failed", f"kept: {detail}{info}"))
+    def interrupted(self, failure: Exception, previous: Optional[wc.Record]) -> wc.Record:
+        """What the trap interrupted, for ``recover``. ``appended`` is not cleared: the reports
+        ``recover`` sends take its storages off as they come."""
+        lie, self.lie, current, self.current = self.lie, None, self.current, None
+        blamed = lie.storage if lie else current
+        cause = f"guest lied: {bounded(str(lie))}" if lie else bounded(str(failure))
+        trapped_again = previous is not None and blamed is not None and blamed == previous.blamed
+        if trapped_again:
+            cause = bounded(f"{previous.cause}; trapped again: {cause}")
+        return _record(appended=[_record(name=name, lines=lines) for name, lines in self.appended.items()],
+                       blamed=blamed, cause=cause, lied=lie is not None, trapped_again=trapped_again, keep=self.keep)
 
 
 _plugins: Dict[Tuple[str, Limits], Plugin] = {}
