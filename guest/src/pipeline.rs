@@ -282,19 +282,23 @@ pub fn recover<F: StorageFs>(fs: &F, x: &Interrupted, host: &mut impl Host) -> R
         let report = |kind, detail: String| StorageReport::new(name.clone(), kind, detail, events);
         let trapped_here = x.blamed.as_ref() == Some(&name) && !x.lied;
         host.begin_storage(&name);
+        let renamed = || fs.lstat(&name).is_err_and(|e| e.kind == crate::fs::FsErrorKind::NotFound);
         let report = if x.keep {
             report(OutcomeKind::Extracted, "kept (dry run)".to_owned())
+        } else if trapped_here && renamed() {
+            // Renamed into .deleting/ already: finish that (unless finishing
+            // it is what trapped: the next run's purge does it then).
+            let later = |why: &str| format!("deleted from the root; the next run finishes .deleting/: {why}");
+            if x.trapped_again {
+                report(OutcomeKind::Extracted, later(cause))
+            } else {
+                match extract::purge_deleting(fs) {
+                    Ok(_) => report(OutcomeKind::Extracted, "deleted".to_owned()),
+                    Err(e) => report(OutcomeKind::Extracted, later(&e)),
+                }
+            }
         } else if trapped_here && x.trapped_again {
             report(OutcomeKind::Failed, format!("events written but storage kept: {cause}"))
-        } else if trapped_here && fs.lstat(&name).is_err_and(|e| e.kind == crate::fs::FsErrorKind::NotFound) {
-            // Renamed into .deleting/ already: finish that.
-            match extract::purge_deleting(fs) {
-                Ok(_) => report(OutcomeKind::Extracted, "deleted".to_owned()),
-                Err(e) => report(
-                    OutcomeKind::Extracted,
-                    format!("deleted from the root; the next run finishes .deleting/: {e}"),
-                ),
-            }
         } else if trapped_here {
             match extract::quarantine_storage(fs, &name, QuarantineReason::SandboxTrap, None, cause) {
                 Ok(info) => report(OutcomeKind::Extracted, undeletable_detail(&info)),

@@ -82,7 +82,12 @@ fn run_collect(
         };
         match result {
             Ok(Ok(())) if interrupted.take().is_some() => {
-                // Recovered: the collect resumes without what was reported.
+                // Recovered: the collect resumes without what was reported,
+                // unless the run has used up its traps.
+                anyhow::ensure!(
+                    traps < MAX_TRAPS_PER_RUN,
+                    "stopped after {traps} sandbox traps; the storages not reported are left for the next run"
+                );
                 wit_options.done = run.reported.iter().cloned().collect();
                 wit_options.done_unnamed = run.unnamed_reported;
                 wit_options.purge_deleting = false;
@@ -93,13 +98,18 @@ fn run_collect(
                 return Err(anyhow::anyhow!(own.unwrap_or_else(|| check::bounded(&stopped))));
             }
             Err(failure) => {
+                // A recovery is always tried, even past the budget, so that
+                // storages whose lines are out get deleted; it makes progress
+                // (a storage whose recovery trapped is not tried again), but
+                // one that traps outside any storage is not retried.
                 traps += 1;
-                anyhow::ensure!(
-                    traps <= MAX_TRAPS_PER_RUN,
-                    "stopped after {MAX_TRAPS_PER_RUN} sandbox traps (the last: {failure}); the storages not \
-                     reported are left for the next run"
-                );
-                interrupted = Some(run.interrupted(&failure, interrupted.as_ref()));
+                let x = run.interrupted(&failure, interrupted.as_ref());
+                if let Some(previous) = interrupted.as_ref().filter(|_| x.blamed.is_none() && !x.lied) {
+                    let was = &previous.cause;
+                    anyhow::bail!("the recovery trapped outside any storage: {failure}; it was recovering from: {was}");
+                }
+                anyhow::ensure!(traps <= MAX_TRAPS_PER_RUN + run.batch_size, "stopped after {traps} sandbox traps");
+                interrupted = Some(x);
             }
         }
     }

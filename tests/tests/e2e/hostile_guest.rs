@@ -426,3 +426,46 @@ fn the_hostile_guest_behaves_normally_for_other_storages() {
     h.scene.assert_fate(&h.collected, "n-plain", &Fate::Extracted(3));
     assert_eq!(h.lines.len(), 3 + 3 * OTHERS.len() + 3);
 }
+
+#[test]
+fn a_run_stops_after_its_trap_budget_with_every_trap_recovered() {
+    // Expected: 20 storages that panic, beside 10 honest ones, batches of
+    // one. The run recovers 16 traps (each of those storages quarantined as
+    // sandbox-trap), then stops with an error; the 4 it did not reach stay
+    // in the root, untouched, and no honest storage is lost or extracted
+    // twice: each is either extracted (its lines once, deleted) or still
+    // there.
+    let plugin = hostile_plugin();
+    let root = StorageRoot::new();
+    let hostile: Vec<String> = (0..20).map(|i| format!("hostile-panic-{i:02}")).collect();
+    let honest: Vec<String> = (0..10).map(|i| format!("n-honest-{i:02}")).collect();
+    for name in hostile.iter().chain(&honest) {
+        root.valid_runner(name);
+    }
+    let mut options = CollectOptions::events("small");
+    options.batch_size = 1;
+    let mut sink = runner_metrics::MemorySink::default();
+    let mut reports = Vec::new();
+    let result = runner_metrics::collect(
+        plugin,
+        root.path(),
+        &options,
+        &mut runner_metrics::NoJobMetrics,
+        &mut sink,
+        &mut |r| reports.push(r.clone()),
+    );
+    let error = format!("{:#}", result.expect_err("the trap budget ends the run"));
+    assert!(error.contains("stopped after 16 sandbox traps"), "{error}");
+    let quarantined = reports.iter().filter(|r| r.kind == OutcomeKind::Quarantined).count();
+    assert_eq!(quarantined, 16, "{reports:#?}");
+    assert_eq!(hostile.iter().filter(|n| exists(&root.join(n))).count(), 4);
+    let extracted: Vec<&str> =
+        reports.iter().filter(|r| r.kind == OutcomeKind::Extracted).map(|r| r.name.as_str()).collect();
+    assert_eq!(sink.lines.len(), 3 * extracted.len());
+    for name in &honest {
+        assert_eq!(exists(&root.join(name)), !extracted.contains(&name.as_str()), "{name}");
+    }
+    for r in &reports {
+        assert_eq!(reports.iter().filter(|o| o.name == r.name).count(), 1, "{} reported twice", r.name);
+    }
+}
