@@ -324,15 +324,19 @@ export async function collect(storageRoot, flavor, options = {}) {
     sandbox.kill();
     if (run.stopped && !('trap' in result)) throw new CollectError(`a callback failed: ${run.stopped.message}`, summary, run.stopped);
     if ('ok' in result && !x) return summary;
-    if ('ok' in result) { // recovered: resume without what was reported
+    if ('ok' in result) { // recovered: resume without what was reported, within the budget
       x = null;
+      if (traps >= MAX_TRAPS_PER_RUN) throw new CollectError(`stopped after ${traps} sandbox traps; the storages not reported are left for the next run`, summary);
       Object.assign(wit, { done: [...run.reported], doneUnnamed: run.unnamed, purgeDeleting: false });
       continue;
     }
     if ('err' in result) throw new CollectError(run.appendError ?? bounded(result.err), summary); // for recover: a trap outside any storage
-    if (++traps > MAX_TRAPS_PER_RUN) throw new CollectError(`stopped after ${MAX_TRAPS_PER_RUN} sandbox traps; the storages not reported are left for the next run`, summary);
+    // A recovery is always tried, even past the budget, so that storages whose lines are out get
+    // deleted (a storage whose recovery trapped is not tried again); one that traps outside any storage is not retried.
+    traps += 1;
     const next = interrupted(run, result.trap, x);
-    if (x && x.blamed === undefined && !x.lied && next.blamed === undefined && !next.lied) { // its recovery cannot even start: no retry
+    if (traps > MAX_TRAPS_PER_RUN + batchSize) throw new CollectError(`stopped after ${traps} sandbox traps`, summary);
+    if (x && next.blamed === undefined && !next.lied) {
       throw new CollectError(run.stopped ? `a callback failed: ${run.stopped.message}` : `the recovery trapped outside any storage: ${next.cause}; it was recovering from: ${x.cause}`, summary, run.stopped ?? undefined);
     }
     x = next;

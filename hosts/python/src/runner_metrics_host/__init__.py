@@ -291,22 +291,26 @@ class _Run:
             if failure is None and stopped is None:
                 if interrupted is None:
                     return
-                interrupted = None  # recovered: resume without what was reported
+                interrupted = None  # recovered: resume without what was reported, within the budget
+                if traps >= MAX_TRAPS_PER_RUN:
+                    raise CollectError(f"stopped after {traps} sandbox traps; the storages not reported are left "
+                                       "for the next run", self.summary)
                 options.done = sorted(self.reported)
                 setattr(options, "done-unnamed", self.unnamed)
                 setattr(options, "purge-deleting", False)
                 continue
             if failure is None:  # collect had to stop, or recover found a trap outside any storage
                 raise CollectError(self.append_error or bounded(stopped), self.summary)
+            # A recovery is always tried, even past the budget, so that storages whose lines are out
+            # get deleted (a storage whose recovery trapped is not tried again); one that traps
+            # outside any storage is not retried.
             traps += 1
-            if traps > MAX_TRAPS_PER_RUN:
-                raise CollectError(f"stopped after {MAX_TRAPS_PER_RUN} sandbox traps; the storages not reported are "
-                                   "left for the next run", self.summary)
             previous, interrupted = interrupted, self.interrupted(failure, interrupted)
-            if previous is not None and previous.blamed is None and not previous.lied and interrupted.blamed is None \
-                    and not interrupted.lied:
+            if previous is not None and interrupted.blamed is None and not interrupted.lied:
                 raise CollectError(f"the recovery trapped outside any storage: {interrupted.cause}; it was recovering "
-                                   f"from: {previous.cause}", self.summary)  # it cannot even start: no retry
+                                   f"from: {previous.cause}", self.summary)
+            if traps > MAX_TRAPS_PER_RUN + self.batch_size:
+                raise CollectError(f"stopped after {traps} sandbox traps", self.summary)
 
     def _fresh(self) -> Sandbox:
         try:
