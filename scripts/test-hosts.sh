@@ -96,12 +96,22 @@ if [ "${SKIP_NODE:-0}" != 1 ]; then
     step "Node host: npm ci, jco transpile, node --test (hosts/node)"
     rc=0
     # (errexit does not apply inside `... || rc=$?`: chain with &&)
+    # One dot per test on the screen; the full TAP report (each test, each
+    # failure's details) goes to a file, whose counts and failures are shown.
+    node_tap=$(mktemp)
     (
         cd hosts/node &&
             npm ci --no-audit --no-fund &&
             node scripts/transpile.mjs "$component" &&
-            node --test test/
+            node --test --test-reporter=dot --test-reporter-destination=stdout \
+                --test-reporter=tap --test-reporter-destination="$node_tap" test/
     ) 2>&1 | tee -a "$log" || rc=$?
+    grep -E '^# (pass|fail) ' "$node_tap" | tee -a "$log" || true
+    if [ "$rc" -ne 0 ]; then
+        echo "Node failures (full report: the TAP lines below):"
+        grep -E -A30 '^\s*not ok ' "$node_tap" | head -200 || true
+    fi
+    rm -f "$node_tap"
     record "node" "$rc"
 fi
 
