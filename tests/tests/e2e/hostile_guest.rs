@@ -124,6 +124,26 @@ fn hostile(name: &str, build: impl FnOnce(&Runner), options: impl FnOnce(&mut Co
     Hostile { scene, collected, lines, log: text, took }
 }
 
+/// One collect into memory: its result, the lines written and the reports.
+fn collect_in_memory(
+    plugin: &Plugin,
+    root: &StorageRoot,
+    options: &CollectOptions,
+) -> (anyhow::Result<runner_metrics::Summary>, runner_metrics::MemorySink, Vec<runner_metrics::StorageReport>) {
+    let mut sink = runner_metrics::MemorySink::default();
+    let mut reports = Vec::new();
+    let mut on_report = |r: &runner_metrics::StorageReport| reports.push(r.clone());
+    let result = runner_metrics::collect(
+        plugin,
+        root.path(),
+        options,
+        &mut runner_metrics::NoJobMetrics,
+        &mut sink,
+        &mut on_report,
+    );
+    (result, sink, reports)
+}
+
 /// Asserts `name` was quarantined as a sandbox trap whose detail says `why`.
 fn assert_trapped(h: &Hostile, name: &str, why: &str) {
     h.scene.assert_fate(&h.collected, name, &Fate::Quarantined { reason: "sandbox-trap", file: None });
@@ -345,16 +365,7 @@ fn a_scan_that_traps_mid_run_stops_the_run_and_loses_nothing() {
     let mut options = CollectOptions::events("small");
     options.batch_size = 7;
     options.selection.exclude.push("hostile-scan-panic".to_owned());
-    let mut sink = runner_metrics::MemorySink::default();
-    let mut reports = Vec::new();
-    let result = runner_metrics::collect(
-        plugin,
-        root.path(),
-        &options,
-        &mut runner_metrics::NoJobMetrics,
-        &mut sink,
-        &mut |r| reports.push(r.clone()),
-    );
+    let (result, sink, reports) = collect_in_memory(plugin, &root, &options);
     let error = format!("{:#}", result.expect_err("the scan trapped"));
     assert!(error.contains("outside any storage") && error.contains("hostile scan panics"), "{error}");
     assert_eq!(reports.len(), 256 / 7 * 7, "one report for each storage appended before the trap");
@@ -444,16 +455,7 @@ fn a_run_stops_after_its_trap_budget_with_every_trap_recovered() {
     }
     let mut options = CollectOptions::events("small");
     options.batch_size = 1;
-    let mut sink = runner_metrics::MemorySink::default();
-    let mut reports = Vec::new();
-    let result = runner_metrics::collect(
-        plugin,
-        root.path(),
-        &options,
-        &mut runner_metrics::NoJobMetrics,
-        &mut sink,
-        &mut |r| reports.push(r.clone()),
-    );
+    let (result, sink, reports) = collect_in_memory(plugin, &root, &options);
     let error = format!("{:#}", result.expect_err("the trap budget ends the run"));
     assert!(error.contains("stopped after 16 sandbox traps"), "{error}");
     let quarantined = reports.iter().filter(|r| r.kind == OutcomeKind::Quarantined).count();
