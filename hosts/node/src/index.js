@@ -206,9 +206,22 @@ function report(run, { name, outcome, reason, file, detail, events }) {
     const count = run.appended[i]?.[1];
     const fits = i < 0 ? events === 0 && outcome !== 'extracted' : events === count && ['extracted', 'failed'].includes(outcome);
     if (!fits) lie(`reported ${q(name)} as ${outcome} with ${events} lines, but ${i < 0 ? 'none were' : `${count} lines were`} appended`, name);
+    if (!run.keep && ['extracted', 'no-data', 'quarantined'].includes(outcome)) gone(run.root, name, outcome, detail, lie);
     if (i >= 0) run.appended.splice(i, 1);
   }
   deliver(run, { name, outcome, detail: bounded(detail), events, reason, file: file === undefined ? undefined : bounded(file) });
+}
+
+/** A storage reported deleted or quarantined has left the root, for a location of its own under .quarantine/ (check.rs `gone`). */
+function gone(root, name, outcome, detail, lie) {
+  if (outcome === 'quarantined') {
+    const at = detail.lastIndexOf('moved to .quarantine/');
+    const location = at < 0 ? null : detail.slice(at + 'moved to .quarantine/'.length);
+    const plain = location !== null && !location.includes('/') && Buffer.byteLength(location) <= 255 && !location.startsWith('.');
+    if (!plain || !location.startsWith(name.slice(0, 200))) lie(`reported quarantine location ${q(location ?? '')} for ${q(name)}`, name);
+  }
+  try { lstatSync(join(root, name)); } catch (e) { if (e.code === 'ENOENT') return; }
+  lie(`reported ${q(name)} as ${outcome}, but it is still in the storage root`, name);
 }
 
 function deliver(run, report) {

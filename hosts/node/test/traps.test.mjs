@@ -117,8 +117,9 @@ describe('trap recovery with the hostile guest', { skip }, () => {
   });
 
   test('a guest that lies about a storage gets it kept, not quarantined', async () => {
-    const r = await run(['hostile-negative-e', 'hostile-othername-f', 'hostile-huge-g']);
-    for (const [name, said] of [['hostile-negative-e', /bad installed timestamp/], ['hostile-othername-f', /answered for "someone-else"/], ['hostile-huge-g', /workflow is longer/]]) {
+    const r = await run(['hostile-negative-e', 'hostile-othername-f', 'hostile-huge-g', 'hostile-location-h']);
+    for (const [name, said] of [['hostile-negative-e', /bad installed timestamp/], ['hostile-othername-f', /answered for "someone-else"/], ['hostile-huge-g', /workflow is longer/],
+      ['hostile-location-h', /reported quarantine location "\.\.\/\.\.\/etc"/]]) {
       assert.equal(r.byName[name].outcome, 'failed');
       assert.match(r.byName[name].detail, /^kept: guest lied: /);
       assert.match(r.byName[name].detail, said);
