@@ -1679,3 +1679,111 @@ fn quarantine_leaves_non_directories_alone() {
     }
     assert_eq!(snapshot(env.root()), before);
 }
+
+// --- pipeline::recover: the trap recovery every host runs -----------------
+
+/// A host that records what the pipeline tells it.
+#[derive(Default)]
+struct Recorder {
+    begun: Vec<String>,
+    reports: Vec<runner_metrics_guest::report::StorageReport>,
+}
+
+impl runner_metrics_guest::pipeline::Host for Recorder {
+    fn begin_storage(&mut self, name: &str) {
+        self.begun.push(name.to_owned());
+    }
+    fn end_storage(&mut self) {}
+    fn job_metrics(&mut self, _: &RunnerMetrics) -> Option<runner_metrics_guest::model::GithubJobMetrics> {
+        None
+    }
+    fn append(&mut self, _: &[runner_metrics_guest::pipeline::StorageLines]) -> Result<(), String> {
+        Ok(())
+    }
+    fn report(&mut self, report: runner_metrics_guest::report::StorageReport) {
+        self.reports.push(report);
+    }
+}
+
+fn interrupted(appended: &[(&str, usize)], blamed: Option<&str>) -> runner_metrics_guest::pipeline::Interrupted {
+    runner_metrics_guest::pipeline::Interrupted {
+        appended: appended.iter().map(|(n, l)| (n.to_string(), *l)).collect(),
+        blamed: blamed.map(str::to_owned),
+        cause: "guest collect trapped: boom".to_owned(),
+        lied: false,
+        trapped_again: false,
+        keep: false,
+    }
+}
+
+fn outcomes(host: &Recorder) -> Vec<(String, &'static str, usize, String)> {
+    host.reports.iter().map(|r| (r.name.clone(), r.kind.as_str(), r.events, r.detail.clone())).collect()
+}
+
+#[test]
+fn recover_deletes_what_is_durable_and_quarantines_the_storage_to_blame() {
+    use runner_metrics_guest::pipeline::recover;
+    let env = Env::new();
+    for name in ["durable", "blamed", "untouched"] {
+        env.storage(name, &valid_files());
+    }
+    let mut host = Recorder::default();
+    recover(&env.fs(), &interrupted(&[("durable", 3)], Some("blamed")), &mut host).unwrap();
+    let got = outcomes(&host);
+    assert_eq!(got[0], ("durable".to_owned(), "extracted", 3, "deleted".to_owned()));
+    assert_eq!((got[1].0.as_str(), got[1].1, got[1].2), ("blamed", "quarantined", 0));
+    assert!(got[1].3.starts_with("sandbox-trap: guest collect trapped: boom; moved to .quarantine/blamed."), "{got:?}");
+    assert_eq!(got.len(), 2);
+    assert_eq!(host.begun, ["durable", "blamed"]);
+    assert!(!env.path("durable").exists() && !env.path("blamed").exists());
+    assert!(env.path("untouched").is_dir(), "recover touches only what it is told about");
+    assert_eq!(fs::read_dir(env.quarantine()).unwrap().count(), 2, "the storage and its reason file");
+}
+
+#[test]
+fn recover_keeps_what_it_must_and_stops_outside_any_storage() {
+    use runner_metrics_guest::pipeline::recover;
+    let env = Env::new();
+    for name in ["durable", "blamed"] {
+        env.storage(name, &valid_files());
+    }
+    // Dry run: nothing changes; the durable one is reported as kept.
+    let mut host = Recorder::default();
+    let dry =
+        runner_metrics_guest::pipeline::Interrupted { keep: true, ..interrupted(&[("durable", 3)], Some("blamed")) };
+    recover(&env.fs(), &dry, &mut host).unwrap();
+    assert_eq!(outcomes(&host)[0].3, "kept (dry run)");
+    assert_eq!(outcomes(&host)[1].1, "failed");
+    // A lie, or a second trap on the same storage: kept, reported failed.
+    for x in [
+        runner_metrics_guest::pipeline::Interrupted { lied: true, ..interrupted(&[], Some("blamed")) },
+        runner_metrics_guest::pipeline::Interrupted { trapped_again: true, ..interrupted(&[], Some("blamed")) },
+    ] {
+        let mut host = Recorder::default();
+        recover(&env.fs(), &x, &mut host).unwrap();
+        assert_eq!(
+            outcomes(&host),
+            [("blamed".to_owned(), "failed", 0, "kept: guest collect trapped: boom".to_owned())]
+        );
+    }
+    assert!(env.path("durable").is_dir() && env.path("blamed").is_dir() && !env.quarantine().exists());
+    // A trap outside any storage: what is durable is still deleted, then the run stops.
+    let mut host = Recorder::default();
+    let err = recover(&env.fs(), &interrupted(&[("durable", 3)], None), &mut host).unwrap_err();
+    assert!(err.contains("outside any storage"), "{err}");
+    assert_eq!(outcomes(&host), [("durable".to_owned(), "extracted", 3, "deleted".to_owned())]);
+}
+
+#[test]
+fn recover_finishes_a_deletion_the_trap_cut_short() {
+    use runner_metrics_guest::pipeline::recover;
+    let env = Env::new();
+    env.storage("half", &valid_files());
+    fs::create_dir(env.path(".deleting")).unwrap();
+    fs::rename(env.path("half"), env.path(".deleting/half.1700000000.5")).unwrap();
+    // Trapped while deleting it (it is the storage to blame and durable).
+    let mut host = Recorder::default();
+    recover(&env.fs(), &interrupted(&[("half", 3)], Some("half")), &mut host).unwrap();
+    assert_eq!(outcomes(&host), [("half".to_owned(), "extracted", 3, "deleted".to_owned())]);
+    assert_eq!(fs::read_dir(env.path(".deleting")).unwrap().count(), 0);
+}
