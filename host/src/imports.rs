@@ -127,14 +127,14 @@ impl RunState<'_> {
     }
 }
 
-/// The [`RunState`] of the `collect` call in progress, lent to the store
-/// for exactly that call (`Sandbox::collect` sets it and clears it when
-/// the call returns). wasmtime's store data must be `'static`, the run
+/// The [`RunState`] of the `collect` (or `recover`) call in progress, lent
+/// to the store for exactly that call (`Sandbox::lend` sets it and clears
+/// it when the call returns). wasmtime's store data must be `'static`, the run
 /// borrows the caller's sink and callbacks: this pointer bridges the two.
 pub(crate) struct Lent(NonNull<RunState<'static>>);
 
 // SAFETY: the pointer is dereferenced only by the imports, which wasmtime
-// calls on the thread running `Sandbox::collect`, inside that call; the
+// calls on the thread running `Sandbox::lend`, inside that call; the
 // store is never sent to another thread while the call runs.
 unsafe impl Send for Lent {}
 
@@ -148,7 +148,7 @@ impl HostState {
     /// The run being served.
     fn run<'r>(&self) -> wasmtime::Result<&'r mut RunState<'static>> {
         let lent = self.lent.as_ref().ok_or_else(|| wasmtime::format_err!("host import called outside collect"))?;
-        // SAFETY: `lent` is set only for the duration of `Sandbox::collect`,
+        // SAFETY: `lent` is set only for the duration of `Sandbox::lend`,
         // from a `&mut RunState` that the caller holds for that whole call
         // and does not touch until it returns; this import runs inside it.
         // The reference is used only until the import returns.
