@@ -224,7 +224,7 @@ impl pipeline::Host for StdioHost<'_> {
     }
 
     /// The lines are out (written and flushed) before any storage goes.
-    fn append(&mut self, batch: &[StorageLines]) -> Result<(), String> {
+    fn append(&mut self, batch: Vec<StorageLines>) -> Result<(), String> {
         let mut text = String::new();
         for line in batch.iter().flat_map(|storage| &storage.lines) {
             text.push_str(line);

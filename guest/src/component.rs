@@ -157,8 +157,8 @@ mod plugin {
             host::job_metrics(&metrics_to_wit(metrics.clone())).map(job_from_wit)
         }
 
-        fn append(&mut self, batch: &[pipeline::StorageLines]) -> Result<(), String> {
-            let batch: Vec<wit::StorageLines> = batch.iter().cloned().map(lines_to_wit).collect();
+        fn append(&mut self, batch: Vec<pipeline::StorageLines>) -> Result<(), String> {
+            let batch: Vec<wit::StorageLines> = batch.into_iter().map(lines_to_wit).collect();
             host::append(&batch)
         }
 

@@ -30,7 +30,7 @@ pub trait Host {
     /// GitHub's view of the runner's job (spec 5), when the host knows it.
     fn job_metrics(&mut self, metrics: &RunnerMetrics) -> Option<GithubJobMetrics>;
     /// Appends the batch's lines; `Ok` only once they are durable.
-    fn append(&mut self, batch: &[StorageLines]) -> Result<(), String>;
+    fn append(&mut self, batch: Vec<StorageLines>) -> Result<(), String>;
     /// One root entry reached its outcome.
     fn report(&mut self, report: StorageReport);
 }
@@ -219,32 +219,21 @@ impl<F: StorageFs, H: Host> Run<'_, F, H> {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.pending);
-        if let Err(e) = self.host.append(&batch) {
-            for storage in batch {
+        let stored: Vec<(String, usize)> = batch.iter().map(|s| (s.runner_name.clone(), s.lines.len())).collect();
+        if let Err(e) = self.host.append(batch) {
+            for (name, _) in stored {
                 let detail = format!("kept: events not written: {e}");
-                self.host.report(StorageReport::new(storage.runner_name, OutcomeKind::Failed, detail, 0));
+                self.host.report(StorageReport::new(name, OutcomeKind::Failed, detail, 0));
             }
             return Err(format!("writing events: {e}"));
         }
-        for storage in batch {
-            let (name, events) = (storage.runner_name, storage.lines.len());
-            if self.options.keep {
-                self.host.report(StorageReport::new(name, OutcomeKind::Extracted, "kept (dry run)", events));
-                continue;
+        for (name, events) in stored {
+            if !self.options.keep {
+                self.host.begin_storage(&name);
+                #[cfg(feature = "hostile")]
+                crate::hostile::before_delete(&name);
             }
-            self.host.begin_storage(&name);
-            #[cfg(feature = "hostile")]
-            crate::hostile::before_delete(&name);
-            let report = match extract::delete_storage(self.fs, &name) {
-                Ok(None) => StorageReport::new(name, OutcomeKind::Extracted, "deleted", events),
-                Ok(Some(info)) => StorageReport::new(name, OutcomeKind::Extracted, undeletable_detail(&info), events),
-                Err(e) => StorageReport::new(
-                    name,
-                    OutcomeKind::Failed,
-                    format!("events written but storage kept: {e}"),
-                    events,
-                ),
-            };
+            let report = settle(self.fs, name, events, self.options.keep);
             self.host.report(report);
         }
         Ok(())
@@ -284,7 +273,7 @@ pub fn recover<F: StorageFs>(fs: &F, x: &Interrupted, host: &mut impl Host) -> R
         host.begin_storage(&name);
         let renamed = || fs.lstat(&name).is_err_and(|e| e.kind == crate::fs::FsErrorKind::NotFound);
         let report = if x.keep {
-            report(OutcomeKind::Extracted, "kept (dry run)".to_owned())
+            settle(fs, name.clone(), events, true)
         } else if trapped_here && renamed() {
             // Renamed into .deleting/ already: finish that (unless finishing
             // it is what trapped: the next run's purge does it then).
@@ -305,11 +294,7 @@ pub fn recover<F: StorageFs>(fs: &F, x: &Interrupted, host: &mut impl Host) -> R
                 Err(e) => report(OutcomeKind::Failed, format!("events written but storage kept: {cause}; {e}")),
             }
         } else {
-            match extract::delete_storage(fs, &name) {
-                Ok(None) => report(OutcomeKind::Extracted, "deleted".to_owned()),
-                Ok(Some(info)) => report(OutcomeKind::Extracted, undeletable_detail(&info)),
-                Err(e) => report(OutcomeKind::Failed, format!("events written but storage kept: {e}")),
-            }
+            settle(fs, name.clone(), events, false)
         };
         host.report(report);
     }
@@ -332,6 +317,22 @@ pub fn recover<F: StorageFs>(fs: &F, x: &Interrupted, host: &mut impl Host) -> R
     };
     host.report(report);
     Ok(())
+}
+
+/// The end of an extracted storage whose lines are durable: deleted (or,
+/// when it cannot be, quarantined as `undeletable`, so it is never
+/// extracted twice), or left as it is in a dry run; its report.
+fn settle<F: StorageFs>(fs: &F, name: String, events: usize, keep: bool) -> StorageReport {
+    if keep {
+        return StorageReport::new(name, OutcomeKind::Extracted, "kept (dry run)", events);
+    }
+    match extract::delete_storage(fs, &name) {
+        Ok(None) => StorageReport::new(name, OutcomeKind::Extracted, "deleted", events),
+        Ok(Some(info)) => StorageReport::new(name, OutcomeKind::Extracted, undeletable_detail(&info), events),
+        Err(e) => {
+            StorageReport::new(name, OutcomeKind::Failed, format!("events written but storage kept: {e}"), events)
+        }
+    }
 }
 
 /// One storage's outcome (a hostile build misbehaves for `hostile-*`).

@@ -1697,7 +1697,7 @@ impl runner_metrics_guest::pipeline::Host for Recorder {
     fn job_metrics(&mut self, _: &RunnerMetrics) -> Option<runner_metrics_guest::model::GithubJobMetrics> {
         None
     }
-    fn append(&mut self, _: &[runner_metrics_guest::pipeline::StorageLines]) -> Result<(), String> {
+    fn append(&mut self, _: Vec<runner_metrics_guest::pipeline::StorageLines>) -> Result<(), String> {
         Ok(())
     }
     fn report(&mut self, report: runner_metrics_guest::report::StorageReport) {

@@ -31,6 +31,12 @@ pub struct CollectOptions {
 }
 
 impl CollectOptions {
+    /// The batch size the guest is asked for and the host holds it to: at
+    /// least 1, at most what the WIT's `u32` carries.
+    pub(crate) fn batch(&self) -> usize {
+        self.batch_size.clamp(1, u32::MAX as usize)
+    }
+
     /// What the guest's `collect` is asked, for a fresh run.
     pub(crate) fn to_wit(&self) -> wit::CollectOptions {
         wit::CollectOptions {
@@ -40,7 +46,7 @@ impl CollectOptions {
                 Emit::Metrics => wit::Emit::Metrics,
             },
             keep: self.keep,
-            batch_size: self.batch_size.clamp(1, u32::MAX as usize) as u32,
+            batch_size: u32::try_from(self.batch()).unwrap_or(u32::MAX),
             purge_deleting: !self.keep,
             done: Vec::new(),
             done_unnamed: 0,

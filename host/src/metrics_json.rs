@@ -1,6 +1,7 @@
-//! `RunnerMetrics` as a JSON line, for `runner-metrics extract`. Keys and
-//! spellings follow the metrics files (spec 3), so the output reads like
-//! the input it came from.
+//! What a metrics line (`runner-metrics extract`, rendered by the guest's
+//! `render::render_metrics`) must hold for a `RunnerMetrics`, and the
+//! spellings the event-line check uses: the host's own statement of the
+//! format, against which the guest's lines are checked (`check.rs`).
 
 use serde_json::{json, Value};
 
@@ -46,8 +47,4 @@ pub fn to_value(m: &RunnerMetrics) -> Value {
             "status_info": p.status_info.as_ref().map(|i| json!({"code": i.code})),
         })),
     })
-}
-
-pub fn to_line(m: &RunnerMetrics) -> String {
-    to_value(m).to_string()
 }

@@ -62,8 +62,8 @@ impl pipeline::Host for NativeHost<'_> {
         None
     }
 
-    fn append(&mut self, batch: &[StorageLines]) -> Result<(), String> {
-        let lines: Vec<String> = batch.iter().flat_map(|s| s.lines.iter().cloned()).collect();
+    fn append(&mut self, batch: Vec<StorageLines>) -> Result<(), String> {
+        let lines: Vec<String> = batch.into_iter().flat_map(|s| s.lines).collect();
         self.sink.append(&lines).map_err(|e| e.to_string())
     }
 

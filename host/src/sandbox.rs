@@ -141,7 +141,8 @@ impl Sandbox {
         state.watch = storage.map(|name| state.stall_watch.begin(state.root.join(name), state.deadline));
         let result = f(&self.bindings, &mut self.store);
         let state = self.store.data_mut();
-        let broken = state.watch.take().is_some_and(|id| state.stall_watch.end(id));
+        // A watch the ticker broke, here or (in a collect) seen by an import.
+        let broken = state.watch.take().is_some_and(|id| state.stall_watch.end(id)) || state.stalled;
         if broken {
             return Err(self.stalled(what));
         }
@@ -172,23 +173,18 @@ impl Sandbox {
         self.lend(run, "recovery", |b, s| b.github_runner_metrics_collector().call_recover(s, x))
     }
 
+    /// [`Sandbox::call`] with `run` lent to the imports for the call's
+    /// duration (see [`Lent`]).
     fn lend(
         &mut self,
         run: &mut RunState<'_>,
         what: &str,
         f: impl FnOnce(&PluginBindings, &mut Store<HostState>) -> wasmtime::Result<Result<(), String>>,
     ) -> CallResult<Result<(), String>> {
-        let state = self.store.data_mut();
-        state.deadline = Instant::now() + state.call_timeout;
-        state.lent = Some(Lent::new(run));
-        let result = f(&self.bindings, &mut self.store);
-        let state = self.store.data_mut();
-        state.lent = None;
-        let broken = state.watch.take().is_some_and(|id| state.stall_watch.end(id)) || state.stalled;
-        if broken {
-            return Err(self.stalled(what));
-        }
-        result.map_err(|e| self.explain(what, e))
+        self.store.data_mut().lent = Some(Lent::new(run));
+        let result = self.call(what, None, f);
+        self.store.data_mut().lent = None;
+        result
     }
 
     fn explain(&self, what: &str, error: wasmtime::Error) -> GuestFailure {

@@ -186,16 +186,8 @@ fn a_guest_that_traps_while_deleting_a_storage_whose_lines_are_out_never_extract
     let q = quarantined(&h.scene.root, "hostile-delpanic-1");
     assert_eq!(q.reason["reason"], "sandbox-trap", "{}", q.reason);
     // (`hostile` checked the count: 3 lines for each storage, once.)
-    let mut again = runner_metrics::MemorySink::default();
-    let summary = runner_metrics::collect(
-        hostile_plugin(),
-        h.scene.root.path(),
-        &h.scene.options(),
-        &mut runner_metrics::NoJobMetrics,
-        &mut again,
-        &mut |_| {},
-    )
-    .expect("second run");
+    let (summary, again, _) = collect_in_memory(hostile_plugin(), &h.scene.root, &h.scene.options());
+    let summary = summary.expect("second run");
     assert!(again.lines.is_empty(), "{summary:?}: {:?}", again.lines);
 }
 
