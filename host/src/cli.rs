@@ -343,7 +343,9 @@ struct SandboxArgs {
     /// Memory one guest instance may use, in MiB.
     #[arg(long, global = true, value_name = "MIB", default_value_t = 64)]
     memory_limit: usize,
-    /// Time one guest call (one storage) may take, in seconds.
+    /// Time the guest may spend on one storage, in seconds (restarted at
+    /// every storage and every host call; also the budget of one call of the
+    /// fine-grained subcommands).
     #[arg(long, global = true, value_name = "SECONDS", default_value_t = 10.0)]
     timeout: f64,
     /// WASI handles (open files, directories, streams) one guest instance

@@ -18,7 +18,9 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub struct Limits {
     /// Linear memory one instance may grow to; growing past it traps.
     pub memory_bytes: usize,
-    /// Wall-clock budget of one guest call (one storage, one batch of scan).
+    /// Wall-clock budget of the guest on one storage: restarted whenever it
+    /// begins a storage or returns from a host call (and for each call of
+    /// the fine-grained exports).
     pub call_timeout: Duration,
     /// Captured guest stderr (panic messages) kept per instance.
     pub stderr_bytes: usize,
