@@ -1,15 +1,17 @@
-//! Builds the guest's two components for `wasm32-wasip2` so the host can
-//! embed them and `runner-metrics` stays one self-contained executable: the
-//! plugin (world `plugin`, which the host loads) and the command component
-//! (world `command`, feature `command`, which `runner-metrics component
-//! --kind command` writes for `wasmtime run`).
+//! Builds the three components for `wasm32-wasip2` so the host can embed
+//! them and `runner-metrics` stays one self-contained executable: the
+//! plugin (world `plugin`, which the host loads), the keeper (world
+//! `keeper`, crate `keeper/`, which the host runs beside the plugin) and the
+//! command component (world `command`, feature `command`, which
+//! `runner-metrics component --kind command` writes for `wasmtime run`).
 //!
 //! Each is built by a nested `cargo` with its own target directory
-//! (`target/guest-component`, `target/guest-command`), so it neither
-//! deadlocks on the outer build's lock nor inherits the host's flags, and
-//! the two feature sets do not rebuild each other. Set
-//! `RUNNER_METRICS_PREBUILT_COMPONENT` (and `..._PREBUILT_COMMAND`) to the
-//! paths of prebuilt components to skip the nested builds.
+//! (`target/guest-component`, `target/guest-keeper`, `target/guest-command`),
+//! so it neither deadlocks on the outer build's lock nor inherits the host's
+//! flags, and the feature sets do not rebuild each other. Set
+//! `RUNNER_METRICS_PREBUILT_COMPONENT`, `..._PREBUILT_KEEPER` and
+//! `..._PREBUILT_COMMAND` to the paths of prebuilt components to skip the
+//! nested builds.
 //!
 //! `rust-toolchain.toml` lists the `wasm32-wasip2` target, but rustup adds
 //! listed targets only when it installs the toolchain itself: a toolchain
@@ -26,6 +28,8 @@ use std::process::Command;
 
 const GUEST_PACKAGE: &str = "runner-metrics-guest";
 const GUEST_ARTIFACT: &str = "runner_metrics_guest.wasm";
+const KEEPER_PACKAGE: &str = "runner-metrics-keeper";
+const KEEPER_ARTIFACT: &str = "runner_metrics_keeper.wasm";
 const COMMAND_ARTIFACT: &str = "runner_metrics_command.wasm";
 const TARGET: &str = "wasm32-wasip2";
 
@@ -33,30 +37,28 @@ fn main() {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
     let workspace = manifest_dir.parent().expect("host/ lives inside the workspace").to_path_buf();
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
-    let embedded = out_dir.join(GUEST_ARTIFACT);
 
     println!("cargo:rerun-if-env-changed=RUNNER_METRICS_PREBUILT_COMPONENT");
+    println!("cargo:rerun-if-env-changed=RUNNER_METRICS_PREBUILT_KEEPER");
     println!("cargo:rerun-if-env-changed=RUNNER_METRICS_PREBUILT_COMMAND");
     println!("cargo:rerun-if-env-changed=RUSTUP_TOOLCHAIN");
-    for watched in ["guest/src", "guest/Cargo.toml", "wit", "Cargo.lock"] {
+    for watched in ["guest/src", "guest/Cargo.toml", "keeper/src", "keeper/Cargo.toml", "wit", "Cargo.lock"] {
         println!("cargo:rerun-if-changed={}", workspace.join(watched).display());
     }
 
     let prebuilt = |var: &str| env::var_os(var).map(PathBuf::from);
-    let (plugin, command) =
-        match (prebuilt("RUNNER_METRICS_PREBUILT_COMPONENT"), prebuilt("RUNNER_METRICS_PREBUILT_COMMAND")) {
-            (Some(plugin), Some(command)) => (plugin, command),
-            (plugin, command) => {
-                ensure_target_installed(&workspace);
-                (
-                    plugin.unwrap_or_else(|| build_guest(&workspace, "guest-component", None)),
-                    command.unwrap_or_else(|| build_guest(&workspace, "guest-command", Some("command"))),
-                )
-            }
-        };
-    for (built, name) in [(plugin, embedded), (command, out_dir.join(COMMAND_ARTIFACT))] {
-        std::fs::copy(&built, &name)
-            .unwrap_or_else(|e| panic!("cannot copy the guest component {}: {e}", built.display()));
+    let wanted = [
+        ("RUNNER_METRICS_PREBUILT_COMPONENT", GUEST_PACKAGE, "guest-component", None, GUEST_ARTIFACT),
+        ("RUNNER_METRICS_PREBUILT_KEEPER", KEEPER_PACKAGE, "keeper-component", None, KEEPER_ARTIFACT),
+        ("RUNNER_METRICS_PREBUILT_COMMAND", GUEST_PACKAGE, "guest-command", Some("command"), COMMAND_ARTIFACT),
+    ];
+    if wanted.iter().any(|(var, ..)| prebuilt(var).is_none()) {
+        ensure_target_installed(&workspace);
+    }
+    for (var, package, dir, features, artifact) in wanted {
+        let built = prebuilt(var).unwrap_or_else(|| build_component(&workspace, package, dir, features));
+        std::fs::copy(&built, out_dir.join(artifact))
+            .unwrap_or_else(|e| panic!("cannot copy the component {}: {e}", built.display()));
     }
 }
 
@@ -133,14 +135,14 @@ fn ensure_target_installed(workspace: &Path) {
     }
 }
 
-/// Builds the guest with `features` in `target/<dir>`; returns the component.
-fn build_guest(workspace: &Path, dir: &str, features: Option<&str>) -> PathBuf {
+/// Builds `package` with `features` in `target/<dir>`; returns the component.
+fn build_component(workspace: &Path, package: &str, dir: &str, features: Option<&str>) -> PathBuf {
     let target_dir = workspace.join("target").join(dir);
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut command = Command::new(cargo);
     command
         .current_dir(workspace)
-        .args(["build", "--profile", "component", "--package", GUEST_PACKAGE, "--target", TARGET, "--lib"])
+        .args(["build", "--profile", "component", "--package", package, "--target", TARGET, "--lib"])
         .arg("--target-dir")
         .arg(&target_dir);
     if let Some(features) = features {
@@ -168,12 +170,12 @@ fn build_guest(workspace: &Path, dir: &str, features: Option<&str>) -> PathBuf {
             command.env_remove(key);
         }
     }
-    let status = command.status().unwrap_or_else(|e| panic!("cannot run cargo to build the guest component: {e}"));
+    let status = command.status().unwrap_or_else(|e| panic!("cannot run cargo to build the component {package}: {e}"));
     if !status.success() {
         panic!(
-            "building the guest component failed ({status}); is the `{TARGET}` target installed? \
+            "building the component {package} failed ({status}); is the `{TARGET}` target installed? \
              (`rustup target add {TARGET}`; rust-toolchain.toml lists it)"
         );
     }
-    target_dir.join(TARGET).join("component").join(GUEST_ARTIFACT)
+    target_dir.join(TARGET).join("component").join(format!("{}.wasm", package.replace('-', "_")))
 }

@@ -18,9 +18,9 @@ pub mod render;
 pub mod report;
 pub mod walk;
 
-#[cfg(all(target_arch = "wasm32", feature = "command"))]
+#[cfg(all(target_arch = "wasm32", feature = "component", feature = "command"))]
 mod cli_run;
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", feature = "component"))]
 mod component;
 
 /// A metrics or timestamp file larger than this is corrupt (spec 2).

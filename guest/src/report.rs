@@ -167,3 +167,33 @@ impl Summary {
         OutcomeKind::ALL.iter().map(|&k| self.count(k)).sum()
     }
 }
+
+/// The longest message or detail a report keeps from the guest.
+pub const MAX_MESSAGE_BYTES: usize = 4096;
+
+/// Cuts a message to [`MAX_MESSAGE_BYTES`], on a char boundary, saying
+/// how much was cut: guest words are bounded before any host keeps them.
+pub fn bounded(message: &str) -> String {
+    if message.len() <= MAX_MESSAGE_BYTES {
+        return message.to_owned();
+    }
+    let mut end = MAX_MESSAGE_BYTES;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}... ({} bytes cut)", &message[..end], message.len() - end)
+}
+
+#[cfg(test)]
+mod bounded_tests {
+    use super::*;
+
+    #[test]
+    fn bounded_cuts_long_messages_on_char_boundaries() {
+        let long = "é".repeat(MAX_MESSAGE_BYTES);
+        let cut = bounded(&long);
+        assert!(cut.len() < long.len() && cut.len() <= MAX_MESSAGE_BYTES + 32);
+        assert!(cut.ends_with("bytes cut)"));
+        assert_eq!(bounded("short"), "short");
+    }
+}

@@ -125,14 +125,16 @@ enum Command {
     ///
     /// `--kind plugin` (the default) is what the Rust, Python and Node hosts
     /// load: the whole collect, calling back into the host for durable
-    /// appends, job metrics and reports. `--kind command` is for the plain
-    /// wasmtime CLI, which lends no host interface:
+    /// appends, job metrics and reports. `--kind keeper` is what they run
+    /// beside it, one instance per run: the books of the run and the
+    /// re-checks of everything the plugin claims. `--kind command` is for
+    /// the plain wasmtime CLI, which lends no host interface:
     /// `wasmtime run --dir ROOT::/storage runner_metrics_command.wasm collect --flavor F`.
     Component {
         /// Where to write the `.wasm` file.
         #[arg(long, short)]
         output: PathBuf,
-        /// Which component: `plugin` or `command`.
+        /// Which component: `plugin`, `keeper` or `command`.
         #[arg(long, value_enum, default_value_t = ComponentKind::Plugin)]
         kind: ComponentKind,
     },
@@ -420,6 +422,7 @@ fn run_command(cli: Cli) -> Result<ExitCode> {
         Command::Component { output, kind } => {
             let bytes = match kind {
                 ComponentKind::Plugin => runner_metrics::plugin::EMBEDDED_COMPONENT,
+                ComponentKind::Keeper => runner_metrics::plugin::EMBEDDED_KEEPER,
                 ComponentKind::Command => runner_metrics::plugin::EMBEDDED_COMMAND,
             };
             std::fs::write(&output, bytes).with_context(|| format!("writing the component to {}", output.display()))?;
@@ -429,11 +432,13 @@ fn run_command(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// The two components `runner-metrics component` can write.
+/// The three components `runner-metrics component` can write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum ComponentKind {
     /// World `plugin`: the Rust, Python and Node hosts load it.
     Plugin,
+    /// World `keeper`: every host runs it beside the plugin.
+    Keeper,
     /// World `command`: `wasmtime run` runs it.
     Command,
 }

@@ -1,11 +1,12 @@
 //! A collect run: the pipeline itself runs in the guest
 //! (`runner_metrics_guest::pipeline`, exported as `collector.collect`); this
 //! module lends it the run ([`RunState`], served by [`crate::imports`]) and
-//! recovers from traps. A trap drops the instance; the guest's own
-//! `collector.recover`, in a fresh one, finishes what the trap interrupted
-//! (deletes the storages whose lines are already durable, quarantines the
-//! one to blame with reason `sandbox-trap`), and the collect resumes
-//! without the storages already reported.
+//! makes the plugin calls the run's keeper ([`crate::keeper`]) asks for. A
+//! trap drops the instance; the guest's own `collector.recover`, in a fresh
+//! one, finishes what the trap interrupted (deletes the storages whose
+//! lines are already durable, quarantines the one to blame with reason
+//! `sandbox-trap`), and the collect resumes without the storages already
+//! reported. The keeper decides all of that, the same way in every host.
 
 use std::path::{Path, PathBuf};
 
@@ -13,17 +14,14 @@ use anyhow::{Context, Result};
 
 pub use crate::collect_options::{empty_selection, CollectOptions, Emit, JobMetricsSource, NoJobMetrics};
 
-use crate::bindings::Interrupted;
-use crate::check;
+pub use runner_metrics_keeper::books::MAX_TRAPS_PER_RUN;
+
 use crate::imports::RunState;
+use crate::keeper::{Ended, NextCall};
 use crate::lock::RootLock;
 use crate::log::EventSink;
 use crate::plugin::Plugin;
 use crate::summary::{StorageReport, Summary};
-
-/// Traps one run survives; after that the rest of the root is left for the
-/// next run, so a guest that traps on everything cannot churn through it.
-pub const MAX_TRAPS_PER_RUN: usize = 16;
 
 /// Runs one collect over `root`. Every storage seen gets exactly one report;
 /// `Err` only when the run could not start or had to stop (the root cannot
@@ -71,46 +69,22 @@ fn run_collect(
     sink: &mut dyn EventSink,
     on_report: &mut dyn FnMut(&StorageReport),
 ) -> Result<Summary> {
-    let mut run = RunState::new(root, options, jobs, sink, on_report);
-    let mut wit_options = options.to_wit();
-    let (mut interrupted, mut traps) = (None::<Interrupted>, 0);
+    let keeper = plugin.keeper(&root, &options.to_wit())?;
+    let mut run = RunState::new(root, keeper, jobs, sink, on_report);
+    let mut last = None;
     loop {
-        let mut sandbox = plugin.sandbox(&run.root)?;
-        let result = match &interrupted {
-            Some(x) => sandbox.recover(&mut run, x),
-            None => sandbox.collect(&mut run, &wit_options),
+        let result = match run.keeper.next(last.as_ref())? {
+            NextCall::Done => return Ok(run.summary),
+            NextCall::Stop(why) => anyhow::bail!(why),
+            NextCall::Collect(options) => plugin.sandbox(&run.root)?.collect(&mut run, &options),
+            NextCall::Recover(x) => plugin.sandbox(&run.root)?.recover(&mut run, &x),
         };
-        match result {
-            Ok(Ok(())) if interrupted.take().is_some() => {
-                // Recovered: the collect resumes without what was reported,
-                // unless the run has used up its traps.
-                anyhow::ensure!(
-                    traps < MAX_TRAPS_PER_RUN,
-                    "stopped after {traps} sandbox traps; the storages not reported are left for the next run"
-                );
-                wit_options.done = run.reported.iter().cloned().collect();
-                wit_options.done_unnamed = run.unnamed_reported;
-                wit_options.purge_deleting = false;
-            }
-            Ok(Ok(())) => return Ok(run.summary),
-            Ok(Err(stopped)) => {
-                let own = run.append_error.take();
-                return Err(anyhow::anyhow!(own.unwrap_or_else(|| check::bounded(&stopped))));
-            }
-            Err(failure) => {
-                // A recovery is always tried, even past the budget, so that
-                // storages whose lines are out get deleted; it makes progress
-                // (a storage whose recovery trapped is not tried again), but
-                // one that traps outside any storage is not retried.
-                traps += 1;
-                let x = run.interrupted(&failure, interrupted.as_ref());
-                if let Some(previous) = interrupted.as_ref().filter(|_| x.blamed.is_none() && !x.lied) {
-                    let was = &previous.cause;
-                    anyhow::bail!("the recovery trapped outside any storage: {failure}; it was recovering from: {was}");
-                }
-                anyhow::ensure!(traps <= MAX_TRAPS_PER_RUN + run.batch_size, "stopped after {traps} sandbox traps");
-                interrupted = Some(x);
-            }
+        if let Some(e) = run.keeper_error.take() {
+            return Err(e);
         }
+        last = Some(match result {
+            Ok(stopped) => Ended::Returned(stopped.err()),
+            Err(failure) => Ended::Trapped(failure.detail),
+        });
     }
 }

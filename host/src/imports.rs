@@ -1,128 +1,64 @@
-//! What the host lends the guest's collect: the four imports of the WIT
-//! `host` interface (`begin-storage`, `end-storage`, `job-metrics`,
-//! `append`, `report`).
+//! What the host lends the guest's collect: the imports of the WIT `host`
+//! interface (`begin-storage`, `end-storage`, `job-metrics`, `append`,
+//! `report`).
 //!
-//! Every argument is the guest's claim. Each import re-checks it
-//! ([`check`]) before acting on it; a lie stops the guest in the middle of
-//! its call (a trap), and the collect loop ([`crate::collect`]) then keeps
-//! the storage concerned and goes on with a fresh instance. Each import also
-//! moves the per-storage deadline: the guest's time runs only while wasm
-//! runs, and starts again after every import.
+//! Every argument is the guest's claim. Each import passes it to the run's
+//! keeper ([`crate::keeper`]), which re-checks it against the run's books,
+//! before acting on it; a lie stops the guest in the middle of its call (a
+//! trap), and the collect loop ([`crate::collect`]) asks the keeper what
+//! comes next. Each import also moves the per-storage deadline: the guest's
+//! time runs only while wasm runs, and starts again after every import.
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::ptr::NonNull;
 use std::time::Instant;
 
-use runner_metrics_guest::names::DELETING_DIR;
-use runner_metrics_guest::report::UNNAMED;
-
 use crate::bindings::github_runner::metrics::host::Host;
 use crate::bindings::{
-    AppendedStorage, GithubJobMetrics, Interrupted, RunnerMetrics, StorageLines, StorageReport as WitReport,
+    GithubJobMetrics, OutcomeKind as WitKind, RunnerMetrics, StorageLines, StorageReport as WitReport,
 };
-use crate::check;
-use crate::collect::{CollectOptions, Emit, JobMetricsSource};
+use crate::collect::JobMetricsSource;
+use crate::keeper::Keeper;
 use crate::log::EventSink;
-use crate::sandbox::GuestFailure;
 use crate::sandbox::HostState;
 use crate::summary::{OutcomeKind, StorageReport, Summary};
 
 /// One collect run as the host sees it, across every instance the run
-/// needs (a trap replaces the instance, not the run).
+/// needs (a trap replaces the instance, not the run): the caller's sink
+/// and callbacks, and the keeper that holds the books.
 pub struct RunState<'a> {
     pub(crate) root: PathBuf,
-    pub(crate) emit: Emit,
-    pub(crate) keep: bool,
-    pub(crate) batch_size: usize,
+    pub(crate) keeper: Keeper,
     pub(crate) jobs: &'a mut dyn JobMetricsSource,
     pub(crate) sink: &'a mut dyn EventSink,
     pub(crate) on_report: &'a mut dyn FnMut(&StorageReport),
-    /// The root entry the guest said it works on, until it is reported.
-    pub(crate) current: Option<String>,
-    /// Storages whose lines are durable but that are not reported yet, in
-    /// append order, with their line counts.
-    pub(crate) appended: Vec<(String, usize)>,
-    /// Root entries reported so far: each is reported once.
-    pub(crate) reported: HashSet<String>,
-    pub(crate) unnamed_reported: u32,
     pub(crate) summary: Summary,
-    /// A lie caught in an import: the storage it concerns, and what it was.
-    pub(crate) lie: Option<(Option<String>, String)>,
-    /// Why the sink refused an append (the host's own words).
-    pub(crate) append_error: Option<String>,
+    /// The keeper itself failed: the run stops with this.
+    pub(crate) keeper_error: Option<anyhow::Error>,
 }
 
 impl<'a> RunState<'a> {
     pub(crate) fn new(
         root: PathBuf,
-        options: &CollectOptions,
+        keeper: Keeper,
         jobs: &'a mut dyn JobMetricsSource,
         sink: &'a mut dyn EventSink,
         on_report: &'a mut dyn FnMut(&StorageReport),
     ) -> Self {
-        Self {
-            root,
-            emit: options.emit.clone(),
-            keep: options.keep,
-            batch_size: options.batch(),
-            jobs,
-            sink,
-            on_report,
-            current: None,
-            appended: Vec::new(),
-            reported: HashSet::new(),
-            unnamed_reported: 0,
-            summary: Summary::default(),
-            lie: None,
-            append_error: None,
-        }
+        Self { root, keeper, jobs, sink, on_report, summary: Summary::default(), keeper_error: None }
     }
 
-    /// Counts a report, remembers its entry as done, and hands it on.
-    pub(crate) fn deliver(&mut self, report: StorageReport) {
-        if report.name == UNNAMED {
-            self.unnamed_reported = self.unnamed_reported.saturating_add(1);
-        } else if report.name != DELETING_DIR {
-            self.reported.insert(report.name.clone());
-        }
-        if self.current.as_deref() == Some(report.name.as_str()) {
-            self.current = None;
-        }
-        self.summary.add(&report);
-        (self.on_report)(&report);
-    }
-}
-
-impl RunState<'_> {
-    /// What a trap (`failure`) interrupted, for the guest's `recover` in a
-    /// fresh instance: the storages durable but not reported, the storage
-    /// to blame (the one the guest lied about, or the one it was working
-    /// on), and whether that storage's recovery (`previous`) trapped too.
-    pub(crate) fn interrupted(&mut self, failure: &GuestFailure, previous: Option<&Interrupted>) -> Interrupted {
-        let lie = self.lie.take();
-        let current = self.current.take();
-        let lied = lie.is_some();
-        let (blamed, mut cause) = match lie {
-            Some((storage, what)) => (storage, format!("guest lied: {}", check::bounded(&what))),
-            None => (current, check::bounded(&failure.detail)),
-        };
-        let trapped_again = previous.is_some_and(|p| p.blamed.is_some() && p.blamed == blamed);
-        if let (true, Some(p)) = (trapped_again, previous) {
-            cause = check::bounded(&format!("{}; trapped again: {cause}", p.cause));
-        }
-        let lines = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
-        Interrupted {
-            appended: self
-                .appended
-                .iter()
-                .map(|(n, l)| AppendedStorage { name: n.clone(), lines: lines(*l) })
-                .collect(),
-            blamed,
-            cause,
-            lied,
-            trapped_again,
-            keep: self.keep,
+    /// The keeper's verdict on a claim: `Err` stops the guest, for a lie
+    /// (which the keeper has booked) or because the keeper failed.
+    fn checked<T>(&mut self, verdict: anyhow::Result<Result<T, String>>) -> wasmtime::Result<T> {
+        match verdict {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(lie)) => Err(wasmtime::format_err!("guest lied: {lie}")),
+            Err(e) => {
+                let error = wasmtime::format_err!("{e:#}");
+                self.keeper_error.get_or_insert(e);
+                Err(error)
+            }
         }
     }
 }
@@ -168,114 +104,81 @@ impl HostState {
         Ok(())
     }
 
-    /// The guest's time on its storage starts again.
-    fn resume(&mut self, current: Option<&str>) {
+    /// The guest's time on its storage (the one the keeper says it works
+    /// on) starts again.
+    fn resume(&mut self, run: &mut RunState<'_>) -> wasmtime::Result<()> {
+        let current = run.keeper.current();
+        let current = run.checked(current.map(Ok))?;
         self.deadline = Instant::now() + self.call_timeout;
         self.watch = current.map(|name| self.stall_watch.begin(self.root.join(name), self.deadline));
+        Ok(())
     }
-}
-
-/// Records a lie and stops the guest.
-fn lied(run: &mut RunState<'_>, storage: Option<String>, what: String) -> wasmtime::Error {
-    let error = wasmtime::format_err!("guest lied: {what}");
-    run.lie = Some((storage, what));
-    error
 }
 
 impl Host for HostState {
     fn begin_storage(&mut self, name: String) -> wasmtime::Result<()> {
         self.pause()?;
         let run = self.run()?;
-        if name != DELETING_DIR {
-            if let Err(lie) = check::storage_name(&name) {
-                // Reported under that name (when it can be), so that the
-                // resumed collect does not offer it again.
-                let storage = (name.len() <= 255).then(|| name.clone());
-                return Err(lied(run, storage, lie));
-            }
-            if run.reported.contains(&name) {
-                return Err(lied(run, None, format!("began work on {name:?}, which it had already reported")));
-            }
-        }
-        self.resume(Some(&name));
-        run.current = Some(name);
-        Ok(())
+        let verdict = run.keeper.begin_storage(&name);
+        run.checked(verdict)?;
+        self.resume(run)
     }
 
     fn end_storage(&mut self) -> wasmtime::Result<()> {
         self.pause()?;
-        self.run()?.current = None;
-        self.resume(None);
-        Ok(())
+        let run = self.run()?;
+        let done = run.keeper.end_storage().map(Ok);
+        run.checked(done)?;
+        self.resume(run)
     }
 
     fn job_metrics(&mut self, metrics: RunnerMetrics) -> wasmtime::Result<Option<GithubJobMetrics>> {
         self.pause()?;
         let run = self.run()?;
-        let Some(current) = run.current.clone() else {
-            return Err(lied(run, None, "asked for job metrics outside any storage".to_owned()));
-        };
-        if let Err(lie) = check::metrics(&current, &metrics) {
-            return Err(lied(run, Some(current), lie));
-        }
+        let verdict = run.keeper.job_metrics(&metrics);
+        run.checked(verdict)?;
         let answer = run.jobs.job_metrics(&metrics);
-        self.resume(Some(&current));
+        self.resume(run)?;
         Ok(answer)
     }
 
     fn append(&mut self, batch: Vec<StorageLines>) -> wasmtime::Result<Result<(), String>> {
         self.pause()?;
         let run = self.run()?;
-        if batch.len() > run.batch_size {
-            let lie = format!("appended {} storages at once; batches hold at most {}", batch.len(), run.batch_size);
-            return Err(lied(run, None, lie));
-        }
-        let mut names = HashSet::with_capacity(batch.len());
-        for storage in &batch {
-            let name = &storage.runner_name;
-            let again = run.reported.contains(name) || run.appended.iter().any(|(n, _)| n == name);
-            if again || !names.insert(name.as_str()) {
-                return Err(lied(run, None, format!("appended lines for {name:?} twice")));
-            }
-            if let Err(lie) = check::storage_lines(&run.root, storage, &run.emit) {
-                return Err(lied(run, Some(name.clone()), lie));
-            }
-        }
+        let verdict = run.keeper.append(&batch);
+        run.checked(verdict)?;
         // The lines move into one append, never copied (docs/benchmarks.md).
-        let stored: Vec<(String, usize)> = batch.iter().map(|s| (s.runner_name.clone(), s.lines.len())).collect();
         let lines: Vec<String> = batch.into_iter().flat_map(|s| s.lines).collect();
-        if let Err(e) = run.sink.append(&lines) {
-            run.append_error = Some(format!("writing events to {}: {e}", run.sink.describe()));
-            let current = run.current.clone();
-            self.resume(current.as_deref());
-            return Ok(Err(e.to_string()));
-        }
-        run.appended.extend(stored);
-        let current = run.current.clone();
-        self.resume(current.as_deref());
-        Ok(Ok(()))
+        let outcome =
+            run.sink.append(&lines).map_err(|e| (format!("writing events to {}: {e}", run.sink.describe()), e));
+        let booked = run.keeper.appended(outcome.as_ref().err().map(|(ours, _)| ours.as_str())).map(Ok);
+        run.checked(booked)?;
+        self.resume(run)?;
+        Ok(outcome.map_err(|(_, e)| e.to_string()))
     }
 
     fn report(&mut self, report: WitReport) -> wasmtime::Result<()> {
         self.pause()?;
         let run = self.run()?;
-        let report = match check::report(report, run) {
-            Ok(report) => report,
-            Err((storage, lie)) => return Err(lied(run, storage, lie)),
+        let verdict = run.keeper.report(&report);
+        let report = run.checked(verdict)?;
+        let report = StorageReport {
+            name: report.name,
+            kind: match report.outcome {
+                WitKind::Extracted => OutcomeKind::Extracted,
+                WitKind::NoData => OutcomeKind::NoData,
+                WitKind::Quarantined => OutcomeKind::Quarantined,
+                WitKind::Skipped => OutcomeKind::Skipped,
+                WitKind::Failed => OutcomeKind::Failed,
+            },
+            reason: report.reason,
+            file: report.file,
+            detail: report.detail,
+            events: report.events as usize,
         };
-        run.deliver(report);
-        let current = run.current.clone();
-        self.resume(current.as_deref());
-        Ok(())
-    }
-}
-
-/// Whether a report of `kind` may carry `events` lines for a storage whose
-/// durable lines number `appended` (`None`: nothing was appended for it).
-pub(crate) fn report_matches_appends(kind: OutcomeKind, events: usize, appended: Option<usize>) -> bool {
-    match appended {
-        Some(count) => events == count && matches!(kind, OutcomeKind::Extracted | OutcomeKind::Failed),
-        None => events == 0 && kind != OutcomeKind::Extracted,
+        run.summary.add(&report);
+        (run.on_report)(&report);
+        self.resume(run)
     }
 }
 

@@ -22,23 +22,22 @@
 //! Layout: [`plugin`] loads the component once; [`sandbox`] is one guest
 //! instance with its limits; [`collect`](mod@collect) lends a run to the
 //! guest's pipeline and recovers from traps; the imports the guest calls
-//! re-validate everything it hands over with [`check`]; [`log`] writes lines
-//! durably;
+//! pass everything it hands over to the run's [`keeper`], a component of
+//! its own that re-checks it; [`log`] writes lines durably;
 //! [`github`] finds job metrics on the GitHub API; [`prometheus`] writes a
 //! node_exporter textfile from the lines written; [`lock`] keeps runs over
 //! one storage root apart.
 
 pub mod bindings;
-pub mod check;
 pub mod collect;
 pub mod collect_options;
 pub mod github;
 pub mod hooks;
 mod imports;
+pub mod keeper;
 pub mod limits;
 pub mod lock;
 pub mod log;
-pub mod metrics_json;
 #[cfg(feature = "native-guest")]
 pub mod native;
 pub mod plugin;

@@ -1,7 +1,8 @@
 //! The loaded plugin: one engine, the compiled component and a linker that
 //! offers WASI and the narrow `host` interface ([`crate::imports`]),
 //! pre-instantiated once and shared by every sandbox (the pattern of
-//! wasmtime's `examples/wasip2-plugins`).
+//! wasmtime's `examples/wasip2-plugins`); and beside it the keeper
+//! component ([`crate::keeper`]), which keeps each run's books.
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -11,7 +12,8 @@ use anyhow::{Context, Result};
 use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine};
 
-use crate::bindings::{IntoAnyhow, Plugin as PluginWorld, PluginPre};
+use crate::bindings::{CollectOptions, IntoAnyhow, Plugin as PluginWorld, PluginPre};
+use crate::keeper::{Keeper, KeeperPre, KeeperState};
 use crate::limits::{EpochTicker, Limits, StallWatch};
 use crate::lock::kind_of;
 use crate::log::open_regular_file;
@@ -20,6 +22,10 @@ use crate::sandbox::{HostState, Sandbox};
 /// The guest component (world `plugin`), built by `build.rs` and embedded
 /// in the binary: the one this host loads.
 pub static EMBEDDED_COMPONENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/runner_metrics_guest.wasm"));
+
+/// The keeper component (world `keeper`): the books and re-checks of a
+/// run, which every host runs beside the plugin.
+pub static EMBEDDED_KEEPER: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/runner_metrics_keeper.wasm"));
 
 /// The command component (world `command`): the same pipeline behind
 /// `wasi:cli/run`, for `wasmtime run`. Embedded only to be written out.
@@ -62,6 +68,7 @@ pub enum CompiledFrom {
 pub struct Plugin {
     engine: Engine,
     pre: PluginPre<HostState>,
+    keeper: KeeperPre<KeeperState>,
     limits: Limits,
     stall_watch: Arc<StallWatch>,
     compiled_from: CompiledFrom,
@@ -79,6 +86,8 @@ impl Plugin {
     pub fn from_bytes(wasm: &[u8], options: &PluginOptions) -> Result<Self> {
         let engine = Engine::new(&engine_config()).anyhow().context("creating the wasmtime engine")?;
         let (component, compiled_from) = load_component(&engine, wasm, options.cache_dir.as_deref())?;
+        let (keeper, _) = load_component(&engine, EMBEDDED_KEEPER, options.cache_dir.as_deref())?;
+        let keeper = crate::keeper::link(&engine, &keeper)?;
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).anyhow().context("linking WASI")?;
         PluginWorld::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(&mut linker, |state| state)
@@ -94,12 +103,17 @@ impl Plugin {
         let stall_watch = Arc::new(StallWatch::default());
         let ticker =
             EpochTicker::start(&engine, Arc::clone(&stall_watch)).context("starting the epoch ticker thread")?;
-        Ok(Self { engine, pre, limits: options.limits, stall_watch, compiled_from, _ticker: ticker })
+        Ok(Self { engine, pre, keeper, limits: options.limits, stall_watch, compiled_from, _ticker: ticker })
     }
 
     /// A fresh sandbox that sees `storage_root` and nothing else.
     pub fn sandbox(&self, storage_root: &Path) -> Result<Sandbox> {
         Sandbox::new(&self.engine, &self.pre, &self.limits, Arc::clone(&self.stall_watch), storage_root)
+    }
+
+    /// The keeper of one run over `storage_root` (which it sees read-only).
+    pub(crate) fn keeper(&self, storage_root: &Path, options: &CollectOptions) -> Result<Keeper> {
+        Keeper::new(&self.engine, &self.keeper, storage_root, options)
     }
 
     pub fn limits(&self) -> &Limits {
@@ -174,7 +188,7 @@ fn read_cached(path: &Path) -> Option<Vec<u8>> {
 }
 
 fn compile(engine: &Engine, wasm: &[u8]) -> Result<Component> {
-    Component::new(engine, wasm).anyhow().context("compiling the runner-metrics component")
+    Component::new(engine, wasm).anyhow().context("compiling a runner-metrics component")
 }
 
 /// Writes atomically: a temporary file in the same directory, then rename.

@@ -12,8 +12,7 @@ use crate::plugin::Plugin;
 pub fn list(plugin: &Plugin, root: &Path) -> Result<Vec<QuarantinedStorage>> {
     let root = root.canonicalize().with_context(|| format!("storage root {}", root.display()))?;
     let mut sandbox = plugin.sandbox(&root)?;
-    sandbox
-        .list_quarantine()
-        .map_err(anyhow::Error::new)?
-        .map_err(|e| anyhow::anyhow!("listing {}/.quarantine: {}", root.display(), crate::check::bounded(&e)))
+    sandbox.list_quarantine().map_err(anyhow::Error::new)?.map_err(|e| {
+        anyhow::anyhow!("listing {}/.quarantine: {}", root.display(), runner_metrics_guest::report::bounded(&e))
+    })
 }

@@ -7,7 +7,7 @@
 //! runner. They still treat everything below the root as hostile, since a
 //! job may be writing into its storage while they run:
 //!
-//! * names are validated ([`check::is_valid_runner_name`]) before they are
+//! * names are validated ([`is_valid_runner_name`]) before they are
 //!   joined into a path; quarantine locations must be one plain component;
 //! * a root entry is only acted on when `lstat` says it is a plain
 //!   directory (a symlink is never followed, a file never touched);
@@ -37,7 +37,8 @@ use runner_metrics_guest::walk::{self, DirHandle};
 use serde::Serialize;
 
 use crate::bindings::QuarantineReason;
-use crate::check::{is_valid_runner_name, ENTRY_NAME_PREFIX};
+use runner_metrics_guest::extract::ENTRY_NAME_PREFIX;
+use runner_metrics_guest::names::is_valid_runner_name;
 
 /// Suffix of the reason file beside each quarantined storage.
 pub use runner_metrics_guest::extract::REASON_SUFFIX;

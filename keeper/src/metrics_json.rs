@@ -1,7 +1,7 @@
 //! What a metrics line (`runner-metrics extract`, rendered by the guest's
 //! `render::render_metrics`) must hold for a `RunnerMetrics`, and the
-//! spellings the event-line check uses: the host's own statement of the
-//! format, against which the guest's lines are checked (`check.rs`).
+//! spellings the event-line check uses: the keeper's own statement of the
+//! format, against which the plugin's lines are checked (`check.rs`).
 
 use serde_json::{json, Value};
 

@@ -1,45 +1,28 @@
-//! Re-validation of everything the guest returns. The guest parses hostile
-//! input, so the host treats its answers as claims: names must be valid and
-//! exist, numbers finite and non-negative, strings bounded, lines one line of
-//! JSON. A failed check is reported as a failure of that storage.
+//! Re-validation of everything the plugin hands over. The plugin parses
+//! hostile input, so its answers are claims: names must be valid and exist,
+//! numbers finite and non-negative, strings bounded, each line one line of
+//! JSON holding exactly the event it claims to be. A failed check is a lie:
+//! the plugin is stopped and the storage concerned kept.
 
 use std::path::Path;
 
 use runner_metrics_guest::names::DELETING_DIR;
-use runner_metrics_guest::report::UNNAMED;
+pub use runner_metrics_guest::report::{bounded, MAX_MESSAGE_BYTES, UNNAMED};
 
-use crate::bindings::{
-    Event, OutcomeKind, PreJobMetrics, Rendered, RunnerMetrics, StorageLines, StorageReport as WitReport,
-};
-use crate::collect::Emit;
-use crate::imports::{report_matches_appends, RunState};
-use crate::summary::{OutcomeKind as Kind, StorageReport};
+use crate::bindings::{Emit, Event, OutcomeKind, PreJobMetrics, Rendered, RunnerMetrics, StorageLines, StorageReport};
+use crate::books::Books;
 
 /// The longest string a metrics file can yield (the file size limit).
-pub const MAX_FIELD_BYTES: usize = 1024;
+pub const MAX_FIELD_BYTES: usize = runner_metrics_guest::FILE_SIZE_BYTES_LIMIT;
 /// How much of a runner name starts a quarantine location (the guest keeps
 /// entry names within the filesystem's 255-byte limit): the guest's own.
 pub use runner_metrics_guest::extract::ENTRY_NAME_PREFIX;
-/// The longest message or detail kept from the guest.
-pub const MAX_MESSAGE_BYTES: usize = 4096;
 /// The longest event line accepted from the guest.
 pub const MAX_LINE_BYTES: usize = 16 * 1024;
 
 /// A runner name as spec section 2 defines it: the guest's own check, so
-/// host and guest can never disagree on what a storage is.
+/// keeper and guest can never disagree on what a storage is.
 pub use runner_metrics_guest::names::is_valid_runner_name;
-
-/// Cuts a guest-provided message to a bounded length, on a char boundary.
-pub fn bounded(message: &str) -> String {
-    if message.len() <= MAX_MESSAGE_BYTES {
-        return message.to_owned();
-    }
-    let mut end = MAX_MESSAGE_BYTES;
-    while !message.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}... ({} bytes cut)", &message[..end], message.len() - end)
-}
 
 fn time(what: &str, value: f64) -> Result<(), String> {
     if value.is_finite() && value >= 0.0 {
@@ -232,7 +215,7 @@ pub fn storage_lines(root: &Path, storage: &StorageLines, emit: &Emit) -> Result
         _ => return Err(format!("appended lines for {name:?}, which is not a directory of the storage root")),
     }
     match (&storage.source, emit) {
-        (Rendered::Events(issued), Emit::Events { flavor }) => {
+        (Rendered::Events(issued), Emit::Events(flavor)) => {
             events(issued)?;
             if storage.lines.len() != issued.len() {
                 return Err(format!("rendered {} lines for {} events", storage.lines.len(), issued.len()));
@@ -247,7 +230,7 @@ pub fn storage_lines(root: &Path, storage: &StorageLines, emit: &Emit) -> Result
             }
         }
         (Rendered::Events(_), Emit::Metrics) => Err("rendered events when metrics were asked for".to_owned()),
-        (Rendered::Metrics(_), Emit::Events { .. }) => Err("rendered metrics when events were asked for".to_owned()),
+        (Rendered::Metrics(_), Emit::Events(_)) => Err("rendered metrics when events were asked for".to_owned()),
     }
 }
 
@@ -264,18 +247,12 @@ fn metrics_line(text: &str, m: &RunnerMetrics) -> Result<(), String> {
     Ok(())
 }
 
-/// A report from the guest, turned into the host's: strings bounded,
-/// reasons known, each root entry reported once, and the lines it claims
-/// for the storage equal to those appended for it. `Err`: the lie, and
-/// the storage it concerns.
-pub(crate) fn report(report: WitReport, run: &mut RunState<'_>) -> Result<StorageReport, (Option<String>, String)> {
-    let kind = match report.outcome {
-        OutcomeKind::Extracted => Kind::Extracted,
-        OutcomeKind::NoData => Kind::NoData,
-        OutcomeKind::Quarantined => Kind::Quarantined,
-        OutcomeKind::Skipped => Kind::Skipped,
-        OutcomeKind::Failed => Kind::Failed,
-    };
+/// A report from the guest, checked against the run's books: strings
+/// bounded, reasons known, each root entry reported once, and the lines it
+/// claims for the storage equal to those appended for it. `Err`: the lie,
+/// and the storage it concerns.
+pub(crate) fn report(report: StorageReport, books: &Books) -> Result<StorageReport, (Option<String>, String)> {
+    let kind = report.outcome;
     let name = report.name;
     let lie = |what: String| Err((None, what));
     if name.len() > 255 {
@@ -290,22 +267,21 @@ pub(crate) fn report(report: WitReport, run: &mut RunState<'_>) -> Result<Storag
     }
     let events = report.events as usize;
     if name == UNNAMED || name == DELETING_DIR {
-        let allowed = if name == UNNAMED { Kind::Skipped } else { Kind::Failed };
+        let allowed = if name == UNNAMED { OutcomeKind::Skipped } else { OutcomeKind::Failed };
         if kind != allowed || events != 0 {
-            return lie(format!("reported {name} as {} with {events} lines", kind.as_str()));
+            return lie(format!("reported {name} as {} with {events} lines", kind_name(kind)));
         }
     } else {
-        if run.reported.contains(&name) {
+        if books.was_reported(&name) {
             return lie(format!("reported {:?} twice", bounded(&name)));
         }
         // Only a report of what was done to a storage needs a storage's
         // name; any root entry can be skipped, and any name the guest
         // offered can have failed (a report changes nothing on disk).
-        if !matches!(kind, Kind::Skipped | Kind::Failed) {
+        if !matches!(kind, OutcomeKind::Skipped | OutcomeKind::Failed) {
             storage_name(&name).map_err(|e| (None, e))?;
         }
-        let position = run.appended.iter().position(|(n, _)| *n == name);
-        let appended = position.map(|i| run.appended[i].1);
+        let appended = books.appended_lines(&name);
         if !report_matches_appends(kind, events, appended) {
             let what = match appended {
                 Some(count) => format!("{count} lines were appended"),
@@ -313,30 +289,47 @@ pub(crate) fn report(report: WitReport, run: &mut RunState<'_>) -> Result<Storag
             };
             return Err((
                 Some(name.clone()),
-                format!("reported {name:?} as {} with {events} lines, but {what}", kind.as_str()),
+                format!("reported {name:?} as {} with {events} lines, but {what}", kind_name(kind)),
             ));
         }
-        if !run.keep && matches!(kind, Kind::Extracted | Kind::NoData | Kind::Quarantined) {
-            gone(&run.root, &name, kind, &report.detail).map_err(|lie| (Some(name.clone()), lie))?;
-        }
-        if let Some(i) = position {
-            run.appended.remove(i);
+        if !books.keep() && matches!(kind, OutcomeKind::Extracted | OutcomeKind::NoData | OutcomeKind::Quarantined) {
+            gone(books.root(), &name, kind, &report.detail).map_err(|lie| (Some(name.clone()), lie))?;
         }
     }
     Ok(StorageReport {
         name,
-        kind,
+        outcome: kind,
         reason: report.reason,
         file: report.file.map(|f| bounded(&f)),
         detail: bounded(&report.detail),
-        events,
+        events: report.events,
     })
+}
+
+/// Whether a report of `kind` may carry `events` lines for a storage whose
+/// durable lines number `appended` (`None`: nothing was appended for it).
+fn report_matches_appends(kind: OutcomeKind, events: usize, appended: Option<usize>) -> bool {
+    match appended {
+        Some(count) => events == count && matches!(kind, OutcomeKind::Extracted | OutcomeKind::Failed),
+        None => events == 0 && kind != OutcomeKind::Extracted,
+    }
+}
+
+/// The kebab-case word of an outcome (as reports and the summary say it).
+pub fn kind_name(kind: OutcomeKind) -> &'static str {
+    match kind {
+        OutcomeKind::Extracted => "extracted",
+        OutcomeKind::NoData => "no-data",
+        OutcomeKind::Quarantined => "quarantined",
+        OutcomeKind::Skipped => "skipped",
+        OutcomeKind::Failed => "failed",
+    }
 }
 
 /// A storage reported deleted or quarantined has left the root, and a
 /// quarantined one went to a location of its own under `.quarantine/`.
-fn gone(root: &Path, name: &str, kind: Kind, detail: &str) -> Result<(), String> {
-    if kind == Kind::Quarantined {
+fn gone(root: &Path, name: &str, kind: OutcomeKind, detail: &str) -> Result<(), String> {
+    if kind == OutcomeKind::Quarantined {
         let Some((_, location)) = detail.rsplit_once("moved to .quarantine/") else {
             return Err(format!("reported {name:?} as quarantined without saying where to"));
         };
@@ -348,7 +341,7 @@ fn gone(root: &Path, name: &str, kind: Kind, detail: &str) -> Result<(), String>
     }
     match std::fs::symlink_metadata(root.join(name)) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        _ => Err(format!("reported {name:?} as {}, but it is still in the storage root", kind.as_str())),
+        _ => Err(format!("reported {name:?} as {}, but it is still in the storage root", kind_name(kind))),
     }
 }
 
@@ -408,15 +401,6 @@ mod tests {
         for bad in ["or", "/r", "o/", "/", ""] {
             assert!(pre_job(&pre(bad)).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn bounded_cuts_long_messages_on_char_boundaries() {
-        let long = "é".repeat(MAX_MESSAGE_BYTES);
-        let cut = bounded(&long);
-        assert!(cut.len() < long.len());
-        assert!(cut.ends_with("bytes cut)"));
-        assert_eq!(bounded("short"), "short");
     }
 
     #[test]

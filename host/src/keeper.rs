@@ -1,0 +1,128 @@
+//! The keeper component (world `keeper`, crate `keeper/`): the books of a
+//! collect and the re-checks of everything the plugin claims, the same code
+//! the Python and Node hosts run. One instance per run, in a store of its
+//! own, seeing the storage root read-only as `/storage` (to check that a
+//! storage reported deleted is gone).
+//!
+//! The keeper is our code, but it parses what the plugin hands over: a
+//! trap in it stops the run (nothing is deleted on its word), it never
+//! takes a storage down with it.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use wasmtime::component::{ResourceAny, ResourceTable};
+use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
+
+use crate::bindings::{CollectOptions, IntoAnyhow, RunnerMetrics, StorageLines, StorageReport};
+use crate::sandbox::GUEST_ROOT;
+
+mod generated {
+    wasmtime::component::bindgen!({
+        path: "../wit/0.2.0",
+        world: "keeper",
+        // One set of types: the plugin's values pass through unconverted.
+        with: { "github-runner:metrics/types": crate::bindings::github_runner::metrics::types },
+    });
+}
+
+pub use generated::exports::github_runner::metrics::books::{Ended, NextCall};
+use generated::Keeper as KeeperWorld;
+pub(crate) use generated::KeeperPre;
+
+/// The keeper's memory: a batch of 64 storages of three 16 KiB lines is
+/// 3 MiB; the rest is headroom.
+const KEEPER_MEMORY_BYTES: usize = 64 << 20;
+
+pub struct KeeperState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+}
+
+impl WasiView for KeeperState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// One run's keeper: its instance and the run resource in it.
+pub struct Keeper {
+    store: Store<KeeperState>,
+    bindings: KeeperWorld,
+    run: ResourceAny,
+}
+
+impl Keeper {
+    pub(crate) fn new(
+        engine: &Engine,
+        pre: &KeeperPre<KeeperState>,
+        root: &Path,
+        options: &CollectOptions,
+    ) -> Result<Self> {
+        let mut wasi = WasiCtx::builder();
+        wasi.preopened_dir(root, GUEST_ROOT, FsPerms::ReadOnly)
+            .anyhow()
+            .with_context(|| format!("granting the keeper the storage root {}", root.display()))?;
+        let limits = StoreLimitsBuilder::new().memory_size(KEEPER_MEMORY_BYTES).trap_on_grow_failure(true).build();
+        let mut store = Store::new(engine, KeeperState { wasi: wasi.build(), table: ResourceTable::new(), limits });
+        store.limiter(|state| &mut state.limits);
+        // The engine counts epochs for the plugin's deadlines; the keeper's
+        // work is bounded by what it is handed, so it is never interrupted.
+        store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Continue(u64::MAX / 2)));
+        let bindings = pre.instantiate(&mut store).anyhow().context("instantiating the keeper component")?;
+        let run = bindings.github_runner_metrics_books().run().call_constructor(&mut store, options).anyhow();
+        let run = run.context("the keeper failed to start the run")?;
+        Ok(Self { store, bindings, run })
+    }
+
+    /// Calls the keeper: a trap in it is an error of the run.
+    fn call<T>(
+        &mut self,
+        what: &str,
+        f: impl FnOnce(&KeeperWorld, &mut Store<KeeperState>, ResourceAny) -> wasmtime::Result<T>,
+    ) -> Result<T> {
+        f(&self.bindings, &mut self.store, self.run).anyhow().with_context(|| format!("the keeper failed ({what})"))
+    }
+
+    pub fn next(&mut self, last: Option<&Ended>) -> Result<NextCall> {
+        self.call("next", |b, s, r| b.github_runner_metrics_books().run().call_next(s, r, last))
+    }
+
+    pub fn begin_storage(&mut self, name: &str) -> Result<Result<(), String>> {
+        self.call("begin-storage", |b, s, r| b.github_runner_metrics_books().run().call_begin_storage(s, r, name))
+    }
+
+    pub fn end_storage(&mut self) -> Result<()> {
+        self.call("end-storage", |b, s, r| b.github_runner_metrics_books().run().call_end_storage(s, r))
+    }
+
+    pub fn job_metrics(&mut self, metrics: &RunnerMetrics) -> Result<Result<(), String>> {
+        self.call("job-metrics", |b, s, r| b.github_runner_metrics_books().run().call_job_metrics(s, r, metrics))
+    }
+
+    pub fn append(&mut self, batch: &[StorageLines]) -> Result<Result<(), String>> {
+        self.call("append", |b, s, r| b.github_runner_metrics_books().run().call_append(s, r, batch))
+    }
+
+    pub fn appended(&mut self, error: Option<&str>) -> Result<()> {
+        self.call("appended", |b, s, r| b.github_runner_metrics_books().run().call_appended(s, r, error))
+    }
+
+    pub fn report(&mut self, report: &StorageReport) -> Result<Result<StorageReport, String>> {
+        self.call("report", |b, s, r| b.github_runner_metrics_books().run().call_report(s, r, report))
+    }
+
+    pub fn current(&mut self) -> Result<Option<String>> {
+        self.call("current", |b, s, r| b.github_runner_metrics_books().run().call_current(s, r))
+    }
+}
+
+/// Links the keeper: WASI only (its one preopen, read-only), nothing else.
+pub(crate) fn link(engine: &Engine, component: &wasmtime::component::Component) -> Result<KeeperPre<KeeperState>> {
+    let mut linker = wasmtime::component::Linker::<KeeperState>::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker).anyhow().context("linking WASI for the keeper")?;
+    let pre = linker.instantiate_pre(component).anyhow().context("the keeper imports something other than WASI")?;
+    KeeperPre::new(pre).anyhow().context("the keeper does not export the keeper world of github-runner:metrics@0.2.0")
+}

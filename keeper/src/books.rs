@@ -1,0 +1,425 @@
+//! The books of one collect run, across every plugin instance it needs (a
+//! trap replaces the instance, not the run): which root entry the plugin
+//! works on, which storages have durable lines but no report yet, which
+//! entries were reported, and the lie caught, if any. From them it checks
+//! each import call ([`crate::check`]) and says which plugin call comes
+//! next ([`Books::next`]): `collect`, `recover` after a trap, or the end.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use runner_metrics_guest::names::DELETING_DIR;
+use runner_metrics_guest::report::{bounded, UNNAMED};
+
+use crate::bindings::{
+    AppendedStorage, CollectOptions, Ended, Interrupted, NextCall, RunnerMetrics, StorageLines, StorageReport,
+};
+use crate::check;
+
+/// Traps one run survives; after that the rest of the root is left for the
+/// next run, so a guest that traps on everything cannot churn through it.
+pub const MAX_TRAPS_PER_RUN: usize = 16;
+
+/// A claim that does not hold: what it was, and the storage it concerns.
+type Lie = (Option<String>, String);
+
+pub struct Books {
+    options: CollectOptions,
+    root: PathBuf,
+    batch_size: usize,
+    /// The root entry the plugin said it works on, until it is reported.
+    current: Option<String>,
+    /// Storages whose lines are durable but that are not reported yet, in
+    /// append order, with their line counts.
+    appended: Vec<(String, usize)>,
+    /// The batch checked last, until the host says it is durable.
+    pending: Vec<(String, usize)>,
+    /// Root entries reported so far: each is reported once.
+    reported: HashSet<String>,
+    unnamed_reported: u32,
+    lie: Option<Lie>,
+    /// Why the host could not append (its own words): the run's stop.
+    append_error: Option<String>,
+    /// A callback of the host failed (its words): the run stops once what
+    /// was interrupted is recovered.
+    halted: Option<String>,
+    /// The recovery in progress, if any.
+    recovering: Option<Interrupted>,
+    traps: usize,
+    started: bool,
+}
+
+impl Books {
+    /// A run of `options` over `root` (`/storage` in the component).
+    pub fn new(options: CollectOptions, root: impl Into<PathBuf>) -> Self {
+        let batch_size = options.batch_size.max(1) as usize;
+        Self {
+            options,
+            root: root.into(),
+            batch_size,
+            current: None,
+            appended: Vec::new(),
+            pending: Vec::new(),
+            reported: HashSet::new(),
+            unnamed_reported: 0,
+            lie: None,
+            append_error: None,
+            halted: None,
+            recovering: None,
+            traps: 0,
+            started: false,
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn keep(&self) -> bool {
+        self.options.keep
+    }
+
+    pub fn current(&self) -> Option<String> {
+        self.current.clone()
+    }
+
+    pub fn was_reported(&self, name: &str) -> bool {
+        self.reported.contains(name)
+    }
+
+    /// The durable lines of a storage not reported yet (`None`: none).
+    pub fn appended_lines(&self, name: &str) -> Option<usize> {
+        self.appended.iter().find(|(n, _)| n == name).map(|(_, lines)| *lines)
+    }
+
+    /// Records a lie; its words are what the host stops the plugin with.
+    fn lied(&mut self, storage: Option<String>, what: String) -> Result<(), String> {
+        self.lie = Some((storage, what.clone()));
+        Err(what)
+    }
+
+    pub fn begin_storage(&mut self, name: String) -> Result<(), String> {
+        if name != DELETING_DIR {
+            if let Err(lie) = check::storage_name(&name) {
+                // Reported under that name (when it can be), so that the
+                // resumed collect does not offer it again.
+                let storage = (name.len() <= 255).then(|| name.clone());
+                return self.lied(storage, lie);
+            }
+            if self.reported.contains(&name) {
+                return self.lied(None, format!("began work on {name:?}, which it had already reported"));
+            }
+        }
+        self.current = Some(name);
+        Ok(())
+    }
+
+    /// Its lines wait for the next append: a trap from now on belongs to no
+    /// storage.
+    pub fn end_storage(&mut self) {
+        self.current = None;
+    }
+
+    pub fn job_metrics(&mut self, metrics: &RunnerMetrics) -> Result<(), String> {
+        let Some(current) = self.current.clone() else {
+            return self.lied(None, "asked for job metrics outside any storage".to_owned());
+        };
+        match check::metrics(&current, metrics) {
+            Ok(()) => Ok(()),
+            Err(lie) => self.lied(Some(current), lie),
+        }
+    }
+
+    pub fn append(&mut self, batch: &[StorageLines]) -> Result<(), String> {
+        if batch.len() > self.batch_size {
+            let lie = format!("appended {} storages at once; batches hold at most {}", batch.len(), self.batch_size);
+            return self.lied(None, lie);
+        }
+        let mut names = HashSet::with_capacity(batch.len());
+        for storage in batch {
+            let name = &storage.runner_name;
+            let again = self.reported.contains(name) || self.appended_lines(name).is_some();
+            if again || !names.insert(name.as_str()) {
+                return self.lied(None, format!("appended lines for {:?} twice", bounded(name)));
+            }
+            if let Err(lie) = check::storage_lines(&self.root, storage, &self.options.emit) {
+                return self.lied(Some(name.clone()), lie);
+            }
+        }
+        self.pending = batch.iter().map(|s| (s.runner_name.clone(), s.lines.len())).collect();
+        Ok(())
+    }
+
+    /// What the host's append of the batch checked last came to.
+    pub fn appended(&mut self, error: Option<String>) {
+        let batch = std::mem::take(&mut self.pending);
+        match error {
+            None => self.appended.extend(batch),
+            Some(error) => self.append_error = Some(error),
+        }
+    }
+
+    pub fn report(&mut self, report: StorageReport) -> Result<StorageReport, String> {
+        let report = match check::report(report, self) {
+            Ok(report) => report,
+            Err((storage, lie)) => {
+                self.lie = Some((storage, lie.clone()));
+                return Err(lie);
+            }
+        };
+        if report.name == UNNAMED {
+            self.unnamed_reported = self.unnamed_reported.saturating_add(1);
+        } else if report.name != DELETING_DIR {
+            self.appended.retain(|(n, _)| *n != report.name);
+            self.reported.insert(report.name.clone());
+        }
+        if self.current.as_deref() == Some(report.name.as_str()) {
+            self.current = None;
+        }
+        Ok(report)
+    }
+
+    /// The plugin call to make next, given how the last one ended.
+    pub fn next(&mut self, last: Option<Ended>) -> NextCall {
+        let Some(last) = last else {
+            if std::mem::replace(&mut self.started, true) {
+                return NextCall::Stop("the keeper was asked for the first call twice".to_owned());
+            }
+            return NextCall::Collect(self.options.clone());
+        };
+        match last {
+            Ended::Returned(None) => match (self.recovering.take(), self.halted.take()) {
+                (_, Some(halted)) => NextCall::Stop(halted),
+                (None, None) => NextCall::Done,
+                // Recovered: the collect resumes without what was reported,
+                // unless the run has used up its traps.
+                (Some(_), None) if self.traps >= MAX_TRAPS_PER_RUN => NextCall::Stop(format!(
+                    "stopped after {} sandbox traps; the storages not reported are left for the next run",
+                    self.traps
+                )),
+                (Some(_), None) => {
+                    let mut done: Vec<String> = self.reported.iter().cloned().collect();
+                    done.sort_unstable();
+                    self.options.done = done;
+                    self.options.done_unnamed = self.unnamed_reported;
+                    self.options.purge_deleting = false;
+                    NextCall::Collect(self.options.clone())
+                }
+            },
+            Ended::Returned(Some(stopped)) => NextCall::Stop(
+                self.halted.take().or_else(|| self.append_error.take()).unwrap_or_else(|| bounded(&stopped)),
+            ),
+            Ended::Trapped(cause) => self.interrupted(cause, false),
+            Ended::Halted(why) => {
+                self.halted.get_or_insert(why.clone());
+                self.interrupted(why, true)
+            }
+        }
+    }
+
+    /// What a trap interrupted, for the plugin's `recover` in a fresh
+    /// instance: the storages durable but not reported, the storage to
+    /// blame (the one the plugin lied about, or the one it was working on;
+    /// none when the host halted it), and whether that storage's recovery
+    /// trapped too. A recovery is always tried, even past the trap budget,
+    /// so that storages whose lines are out get deleted; it makes progress
+    /// (a storage whose recovery trapped is not tried again), but one that
+    /// traps outside any storage is not retried.
+    fn interrupted(&mut self, failure: String, halted: bool) -> NextCall {
+        self.traps += 1;
+        let previous = self.recovering.take();
+        let lie = self.lie.take();
+        let current = self.current.take();
+        let lied = lie.is_some();
+        let (blamed, mut cause) = match lie {
+            Some((storage, what)) => (storage, format!("guest lied: {}", bounded(&what))),
+            None => (current.filter(|_| !halted), bounded(&failure)),
+        };
+        let trapped_again = previous.as_ref().is_some_and(|p| p.blamed.is_some() && p.blamed == blamed);
+        if let (true, Some(p)) = (trapped_again, &previous) {
+            cause = bounded(&format!("{}; trapped again: {cause}", p.cause));
+        }
+        if let Some(previous) = previous.as_ref().filter(|_| blamed.is_none() && !lied) {
+            return NextCall::Stop(self.halted.take().unwrap_or_else(|| {
+                format!(
+                    "the recovery trapped outside any storage: {}; it was recovering from: {}",
+                    bounded(&failure),
+                    previous.cause
+                )
+            }));
+        }
+        if self.traps > MAX_TRAPS_PER_RUN + self.batch_size {
+            return NextCall::Stop(format!("stopped after {} sandbox traps", self.traps));
+        }
+        let lines = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+        let x = Interrupted {
+            appended: self
+                .appended
+                .iter()
+                .map(|(n, l)| AppendedStorage { name: n.clone(), lines: lines(*l) })
+                .collect(),
+            blamed,
+            cause,
+            lied,
+            trapped_again,
+            keep: self.options.keep,
+        };
+        self.recovering = Some(x.clone());
+        NextCall::Recover(x)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bindings::{Emit, OutcomeKind, Selection};
+
+    fn books(root: &Path) -> Books {
+        let selection = Selection { exclude: vec![], include: None, min_age_seconds: None };
+        let options = CollectOptions {
+            selection,
+            emit: Emit::Events("small".into()),
+            keep: false,
+            batch_size: 4,
+            purge_deleting: true,
+            done: vec![],
+            done_unnamed: 0,
+        };
+        Books::new(options, root)
+    }
+
+    fn report(name: &str, outcome: OutcomeKind, events: u32) -> StorageReport {
+        StorageReport { name: name.into(), outcome, reason: None, file: None, detail: "x".into(), events }
+    }
+
+    fn recover(call: NextCall) -> Interrupted {
+        match call {
+            NextCall::Recover(x) => x,
+            NextCall::Collect(_) => panic!("collect, not recover"),
+            NextCall::Done => panic!("done, not recover"),
+            NextCall::Stop(why) => panic!("stop, not recover: {why}"),
+        }
+    }
+
+    fn stop(call: NextCall) -> String {
+        match call {
+            NextCall::Stop(why) => why,
+            _ => panic!("the run goes on"),
+        }
+    }
+
+    #[test]
+    fn a_trap_is_recovered_then_the_collect_resumes_without_what_was_reported() {
+        let root = tempfile::tempdir().unwrap();
+        let mut books = books(root.path());
+        assert!(matches!(books.next(None), NextCall::Collect(o) if o.done.is_empty() && o.purge_deleting));
+        books.begin_storage("r1".into()).unwrap();
+        books.report(report("r1", OutcomeKind::NoData, 0)).unwrap();
+        books.begin_storage("r2".into()).unwrap();
+        let x = recover(books.next(Some(Ended::Trapped("boom".into()))));
+        assert_eq!(
+            (x.blamed.as_deref(), x.cause.as_str(), x.lied, x.trapped_again),
+            (Some("r2"), "boom", false, false)
+        );
+        books.report(report("r2", OutcomeKind::Quarantined, 0)).unwrap_err(); // names no quarantine location: a lie
+        let again = recover(books.next(Some(Ended::Trapped("trap in recovery".into()))));
+        assert!(again.lied && again.blamed.as_deref() == Some("r2"), "{}", again.cause);
+        books.report(report("r2", OutcomeKind::Failed, 0)).unwrap();
+        match books.next(Some(Ended::Returned(None))) {
+            NextCall::Collect(o) => assert!(o.done == ["r1", "r2"] && !o.purge_deleting),
+            _ => panic!("the collect must resume"),
+        }
+        assert!(matches!(books.next(Some(Ended::Returned(None))), NextCall::Done));
+    }
+
+    #[test]
+    fn lies_are_booked_against_the_storage_they_concern() {
+        let root = tempfile::tempdir().unwrap();
+        let mut books = books(root.path());
+        books.next(None);
+        assert!(books.begin_storage("../etc".into()).is_err());
+        let x = recover(books.next(Some(Ended::Trapped("stopped".into()))));
+        assert!(
+            x.lied && x.blamed.as_deref() == Some("../etc") && x.cause.starts_with("guest lied: named"),
+            "{}",
+            x.cause
+        );
+        // A report of a name never appended, claiming lines.
+        assert!(books.report(report("r3", OutcomeKind::Failed, 2)).is_err());
+        assert!(books
+            .job_metrics(&RunnerMetrics {
+                installation_start_timestamp: None,
+                installed_timestamp: 1.0,
+                pre_job: None,
+                post_job: None,
+                runner_name: "r3".into(),
+            })
+            .unwrap_err()
+            .contains("outside any storage"));
+    }
+
+    #[test]
+    fn lines_count_once_durable_and_a_failed_append_stops_the_run_in_the_hosts_words() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("r1")).unwrap();
+        let mut books = books(root.path());
+        books.next(None);
+        let batch = [StorageLines {
+            runner_name: "r1".into(),
+            source: crate::bindings::Rendered::Events(vec![]),
+            lines: vec![],
+        }];
+        books.append(&batch).unwrap();
+        books.appended(None);
+        assert_eq!(books.appended_lines("r1"), Some(0));
+        assert!(books.append(&batch).unwrap_err().contains("twice"));
+        books.lie = None;
+        let batch = [StorageLines {
+            runner_name: "r2".into(),
+            source: crate::bindings::Rendered::Events(vec![]),
+            lines: vec![],
+        }];
+        assert!(books.append(&batch).unwrap_err().contains("not a directory of the storage root"));
+        books.lie = None;
+        std::fs::create_dir(root.path().join("r2")).unwrap();
+        books.append(&batch).unwrap();
+        books.appended(Some("writing events to log: disk full".into()));
+        assert_eq!(books.appended_lines("r2"), None);
+        assert_eq!(
+            stop(books.next(Some(Ended::Returned(Some("append failed".into()))))),
+            "writing events to log: disk full"
+        );
+    }
+
+    #[test]
+    fn a_halted_run_recovers_blaming_no_storage_then_stops() {
+        let root = tempfile::tempdir().unwrap();
+        let mut books = books(root.path());
+        books.next(None);
+        books.begin_storage("r1".into()).unwrap();
+        let x = recover(books.next(Some(Ended::Halted("a callback failed: nope".into()))));
+        assert_eq!(x.blamed, None);
+        assert_eq!(stop(books.next(Some(Ended::Returned(None)))), "a callback failed: nope");
+    }
+
+    #[test]
+    fn traps_are_budgeted_and_a_recovery_trapping_outside_any_storage_stops_the_run() {
+        let root = tempfile::tempdir().unwrap();
+        let mut books = books(root.path());
+        books.next(None);
+        for trap in 1..=MAX_TRAPS_PER_RUN {
+            recover(books.next(Some(Ended::Trapped("trap".into()))));
+            let after = books.next(Some(Ended::Returned(None)));
+            if trap < MAX_TRAPS_PER_RUN {
+                assert!(matches!(after, NextCall::Collect(_)), "trap {trap}");
+            } else {
+                assert!(stop(after).starts_with("stopped after 16 sandbox traps"));
+            }
+        }
+        let mut books = self::books(root.path());
+        books.next(None);
+        recover(books.next(Some(Ended::Trapped("first".into()))));
+        let why = stop(books.next(Some(Ended::Trapped("second".into()))));
+        assert_eq!(why, "the recovery trapped outside any storage: second; it was recovering from: first");
+    }
+}

@@ -1,0 +1,59 @@
+//! The component's export: the `run` resource over [`Books`]. Conversions
+//! only; the books and checks are plain Rust in `books.rs` and `check.rs`.
+
+use std::cell::RefCell;
+
+use crate::bindings::exports::github_runner::metrics::books::{Guest, GuestRun};
+use crate::bindings::{CollectOptions, Ended, NextCall, RunnerMetrics, StorageLines, StorageReport};
+use crate::books::Books;
+
+/// Where the host preopens the storage root (read-only).
+const ROOT: &str = "/storage";
+
+struct Component;
+
+crate::bindings::export!(Component with_types_in crate::bindings);
+
+impl Guest for Component {
+    type Run = Run;
+}
+
+pub struct Run(RefCell<Books>);
+
+impl GuestRun for Run {
+    fn new(options: CollectOptions) -> Self {
+        Self(RefCell::new(Books::new(options, ROOT)))
+    }
+
+    fn next(&self, last: Option<Ended>) -> NextCall {
+        self.0.borrow_mut().next(last)
+    }
+
+    fn begin_storage(&self, name: String) -> Result<(), String> {
+        self.0.borrow_mut().begin_storage(name)
+    }
+
+    fn end_storage(&self) {
+        self.0.borrow_mut().end_storage()
+    }
+
+    fn job_metrics(&self, metrics: RunnerMetrics) -> Result<(), String> {
+        self.0.borrow_mut().job_metrics(&metrics)
+    }
+
+    fn append(&self, batch: Vec<StorageLines>) -> Result<(), String> {
+        self.0.borrow_mut().append(&batch)
+    }
+
+    fn appended(&self, error: Option<String>) {
+        self.0.borrow_mut().appended(error)
+    }
+
+    fn report(&self, report: StorageReport) -> Result<StorageReport, String> {
+        self.0.borrow_mut().report(report)
+    }
+
+    fn current(&self) -> Option<String> {
+        self.0.borrow().current()
+    }
+}
