@@ -30,13 +30,16 @@ pinned=$(sed -n 's/^wasmtime = { version = "=\([0-9.]*\)".*/\1/p' Cargo.toml)
 want=${WASMTIME_CLI_VERSION:-${pinned:-48.0.8}}
 export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 
-# The plugin (world `plugin`: Python, Node), the command component (world
-# `command`: the wasmtime CLI) and a deliberately hostile plugin (guest
-# feature `hostile`) for the trap-recovery tests of every host.
+# The plugin (world `plugin`: Python, Node), the keeper they run beside it
+# (world `keeper`), the command component (world `command`: the wasmtime
+# CLI) and a deliberately hostile plugin (guest feature `hostile`) for the
+# trap-recovery tests of every host.
 component="$repo/target/hosts/runner_metrics.wasm"
+keeper_component="$repo/target/hosts/runner_metrics_keeper.wasm"
 command_component="$repo/target/hosts/runner_metrics_command.wasm"
 hostile_component="$repo/target/hosts/runner_metrics_hostile.wasm"
 export RUNNER_METRICS_COMPONENT="$component"
+export RUNNER_METRICS_KEEPER_COMPONENT="$keeper_component"
 export RUNNER_METRICS_COMMAND_COMPONENT="$command_component"
 export RUNNER_METRICS_HOSTILE_COMPONENT="$hostile_component"
 
@@ -46,11 +49,12 @@ record() { # name, exit code
     if [ "$2" -eq 0 ]; then results+=("$1: passed"); else results+=("$1: FAILED"); status=1; fi
 }
 
-step "components: cargo build -p runner-metrics && runner-metrics component --kind plugin|command; the hostile plugin"
+step "components: cargo build -p runner-metrics && runner-metrics component --kind plugin|keeper|command; the hostile plugin"
 rustup target add wasm32-wasip2 >/dev/null
 cargo build -p runner-metrics
 mkdir -p "$(dirname "$component")"
 ./target/debug/runner-metrics component --kind plugin --output "$component"
+./target/debug/runner-metrics component --kind keeper --output "$keeper_component"
 ./target/debug/runner-metrics component --kind command --output "$command_component"
 # The same nested build as tests/tests/hostile_guest.rs (target/guest-hostile).
 cargo build --quiet --profile component -p runner-metrics-guest --features hostile \

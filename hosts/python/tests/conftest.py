@@ -14,6 +14,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO / "hosts" / "python" / "src"))
 sys.path.insert(0, str(REPO / "tests" / "conformance"))
+# The keeper every Plugin loads beside the plugin (written by scripts/test-hosts.sh).
+os.environ.setdefault("RUNNER_METRICS_KEEPER_COMPONENT", str(REPO / "target" / "hosts" / "runner_metrics_keeper.wasm"))
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,7 @@ import pytest
 import wasmtime.component as wc
 
 import conformance
-from runner_metrics_host import _checks
-from runner_metrics_host import CollectError, GithubJobMetrics, Limits, Plugin, collect
+from runner_metrics_host import CollectError, GithubJobMetrics, Keeper, Limits, Plugin, collect
 
 VALID = conformance.case_by_name("valid-without-job-metrics")
 LINES = VALID["expect"]["small-r-00000000000a"]["lines"]
@@ -185,9 +184,11 @@ def test_the_sandbox_sees_only_the_storage_root(tmp_path, plugin):
     assert (tmp_path / "outside" / "secret").read_text() == "keep"
 
 
-def test_a_missing_component_says_how_to_make_one(tmp_path):
-    with pytest.raises(FileNotFoundError, match="runner-metrics component --output"):
+def test_a_missing_component_says_how_to_make_one(tmp_path, component_path):
+    with pytest.raises(FileNotFoundError, match="runner-metrics component --kind plugin --output"):
         Plugin(tmp_path / "nope.wasm")
+    with pytest.raises(FileNotFoundError, match="runner-metrics component --kind keeper --output"):
+        Plugin(component_path, keeper=tmp_path / "nope.wasm")
 
 
 def _installed(flavor):
@@ -199,28 +200,47 @@ def _installed(flavor):
 GOOD = '{"timestamp": 2.0, "event": "runner_installed", "flavor": "small", "duration": 1.0}'
 
 
+def _lines(name, flavor, line):
+    storage = wc.Record()
+    setattr(storage, "runner-name", name)
+    storage.source, storage.lines = [_installed(flavor)], [line]  # `rendered`: events(list<event>)
+    return [storage]
+
+
 @pytest.mark.parametrize("line,why", [
-    ('{"timestamp": 2.0, "event": "runner_start", "flavor": "small", "duration": 1.0}', "'event' differs"),
-    ('{"timestamp": 2.5, "event": "runner_installed", "flavor": "small", "duration": 1.0}', "'timestamp' differs"),
-    ('{"timestamp": 2.0, "event": "runner_installed", "flavor": "large", "duration": 1.0}', "'flavor' differs"),
-    ('{"timestamp": 2.0, "event": "runner_installed", "flavor": "small", "duration": true}', "'duration' differs"),
-    ('{"timestamp": 2.0, "event": "runner_installed", "flavor": "small"}', "without 'duration'"),
+    ('{"timestamp": 2.0, "event": "runner_start", "flavor": "small", "duration": 1.0}', '"event" differs'),
+    ('{"timestamp": 2.5, "event": "runner_installed", "flavor": "small", "duration": 1.0}', '"timestamp" differs'),
+    ('{"timestamp": 2.0, "event": "runner_installed", "flavor": "large", "duration": 1.0}', '"flavor" differs'),
+    ('{"timestamp": 2.0, "event": "runner_installed", "flavor": "small", "duration": true}', '"duration" differs'),
+    ('{"timestamp": 2.0, "event": "runner_installed", "flavor": "small"}', 'without "duration"'),
     ('{"timestamp": 2.0, "event": "runner_installed", "flavor": "small", "duration": 1.0, "x": 1}',
-     "a key the event does not have: 'x'"),
+     'a key the event does not have: "x"'),
     ("[1]", "not a JSON object"),
     ("not json", "not JSON"),
     ("[" * 16000, "not JSON"),
     ('{"event": "runner_installed"}\n{}', "control"),
     ('{"event": "runner_installed", "x": "\u00e9"}', "non-ASCII"),
 ])
-def test_a_line_must_hold_exactly_the_event_it_was_rendered_from(line, why):
-    # The host's own check of each appended line (issue 9); end to end with
-    # a lying guest in test_traps.py.
-    _checks.line(GOOD, _installed("small"), "small")
-    with pytest.raises(_checks.Lie, match=re.escape(why)):
-        _checks.line(line, _installed("small"), "small")
-    with pytest.raises(_checks.Lie, match="flavor 'large', not 'small'"):
-        _checks.line(GOOD, _installed("large"), "small")
+def test_the_keeper_holds_a_line_to_exactly_the_event_it_was_rendered_from(tmp_path, plugin, line, why):
+    # The keeper component's check of each appended line, the same in every
+    # host (keeper/src/check.rs); end to end with a lying guest in test_traps.py.
+    (tmp_path / "runner-a").mkdir()
+    keeper = Keeper(plugin, tmp_path, conformance_options())
+    assert keeper.append(_lines("runner-a", "small", GOOD)) is None
+    assert why in keeper.append(_lines("runner-a", "small", line))
+    assert 'flavor "large", not "small"' in keeper.append(_lines("runner-a", "large", GOOD))
+    assert "not a directory of the storage root" in keeper.append(_lines("runner-b", "small", GOOD))
+
+
+def conformance_options(flavor="small"):
+    selection = wc.Record()
+    selection.exclude, selection.include = [], None
+    setattr(selection, "min-age-seconds", None)
+    options = wc.Record()
+    options.selection, options.emit, options.keep, options.done = selection, flavor, False, []
+    for key, value in (("batch-size", 64), ("purge-deleting", True), ("done-unnamed", 0)):
+        setattr(options, key, value)
+    return options
 
 
 def test_a_missing_root_or_log_directory_is_a_collect_error_naming_the_path(tmp_path, plugin):
