@@ -84,7 +84,7 @@ EOF
 fi
 
 if [ "${SKIP_NODE:-0}" != 1 ]; then
-    step "npm tarball $version (hosts/node + jco-transpiled component)"
+    step "npm tarball $version (hosts/node + jco-transpiled plugin and keeper)"
     stage="$build/node"
     mkdir -p "$stage"
     cp hosts/node/package.json hosts/node/package-lock.json hosts/node/README.md "$stage/"
@@ -98,9 +98,11 @@ if [ "${SKIP_NODE:-0}" != 1 ]; then
     )
     tarball="$dist/runner-metrics-node-host-$version.tgz"
     [ -f "$tarball" ] || { echo "npm pack did not write $tarball" >&2; ls "$dist" >&2; exit 1; }
-    # What ships: the host and the transpiled component, no tests or scripts.
+    # What ships: the host, the transpiled plugin and keeper (the keeper from
+    # $RUNNER_METRICS_KEEPER_COMPONENT), no tests or scripts.
     listing=$(tar -tzf "$tarball")
-    for want in package/package.json package/src/index.js package/generated/runner_metrics.js package/generated/runner_metrics.core.wasm; do
+    for want in package/package.json package/src/index.js package/generated/runner_metrics.js package/generated/runner_metrics.core.wasm \
+        package/generated-keeper/runner_metrics_keeper.js package/generated-keeper/runner_metrics_keeper.core.wasm; do
         grep -qx "$want" <<<"$listing" || { echo "$tarball lacks $want" >&2; exit 1; }
     done
     if grep -Eq '^package/(test|test-support|scripts|node_modules)/' <<<"$listing"; then

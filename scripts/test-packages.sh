@@ -172,6 +172,7 @@ const { collect } = await import('runner-metrics-node-host');
 const pkg = JSON.parse(readFileSync(join('node_modules', 'runner-metrics-node-host', 'package.json'), 'utf8'));
 assert.equal(pkg.version, version);
 assert.ok(existsSync(join('node_modules', 'runner-metrics-node-host', 'generated', 'runner_metrics.js')));
+assert.ok(existsSync(join('node_modules', 'runner-metrics-node-host', 'generated-keeper', 'runner_metrics_keeper.js')));
 
 const log = join(process.cwd(), 'metrics.log');
 const summary = await collect(root, 'small', { metricsLog: log });
@@ -182,7 +183,7 @@ console.log(`node: extracted ${summary.extracted}, quarantined ${summary.quarant
 EOF
     rc=0
     (cd "$tmp/node" && "${clean[@]}" node use.mjs "$version" "$tmp/expected.log") || rc=$?
-    check "node: \"import { collect } from 'runner-metrics-node-host'\" collects with the bundled component" "$rc"
+    check "node: \"import { collect } from 'runner-metrics-node-host'\" collects with the bundled plugin and keeper" "$rc"
 fi
 
 finish

@@ -1,14 +1,16 @@
 #!/usr/bin/env node
 // `npm pack` / `npm publish` guard (package.json "prepack"): the package
-// ships the transpiled component in generated/, so refuse to pack without it.
+// ships the transpiled plugin in generated/ and keeper in generated-keeper/,
+// so refuse to pack without them.
 // scripts/package.sh transpiles into a staging copy and packs that.
 import { existsSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const pkg = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const missing = ['runner_metrics.js', 'runner_metrics.core.wasm']
-  .map((f) => join(pkg, 'generated', f))
+const missing = ['generated/runner_metrics.js', 'generated/runner_metrics.core.wasm',
+  'generated-keeper/runner_metrics_keeper.js', 'generated-keeper/runner_metrics_keeper.core.wasm']
+  .map((f) => join(pkg, f))
   .filter((f) => !existsSync(f));
 if (missing.length) {
   console.error(`not packing: ${missing.join(', ')} missing; run \`node scripts/transpile.mjs COMPONENT.wasm\` first (or scripts/package.sh from the repository root)`);

@@ -1,7 +1,8 @@
-// The sandbox thread (started by src/index.js): one instance of the component,
+// The sandbox thread (started by src/index.js): one instance of the plugin,
 // WASI by preview2-shim with the storage root as its only preopen (/storage),
 // no environment, arguments or network. The `host` imports post their
-// arguments to the main thread and block until it answers.
+// arguments to the main thread, where the keeper checks them, and block
+// until it answers.
 import { parentPort, receiveMessageOnPort, workerData } from 'node:worker_threads';
 import { WASIShim } from '@bytecodealliance/preview2-shim/instantiation';
 import { types } from '@bytecodealliance/preview2-shim/filesystem';
@@ -17,9 +18,7 @@ process.stdout.write = process.stderr.write = (chunk, ...rest) => {
 // allows it): list "." opened relative to it instead (no symlink following).
 const readDirectory = types.Descriptor.prototype.readDirectory;
 types.Descriptor.prototype.readDirectory = function () {
-  try {
-    return readDirectory.call(this);
-  } catch (e) {
+  try { return readDirectory.call(this); } catch (e) {
     if (e !== 'bad-descriptor') throw e;
     return readDirectory.call(this.openAt({ symlinkFollow: false }, '.', { directory: true }, { read: true }));
   }
@@ -34,10 +33,9 @@ imports['github-runner:metrics/host'] = Object.fromEntries(['beginStorage', 'end
   return receiveMessageOnPort(port).message;
 }]));
 const { collector } = await (await import(glue)).instantiate((name) => modules[name], imports);
-const calls = { collect: collector.collect, recover: collector.recover };
-parentPort.on('message', ({ fn, args }) => {
+parentPort.on('message', ({ fn, args }) => { // fn: `collect` or `recover`, as the keeper asked
   try {
-    parentPort.postMessage({ ok: calls[fn](...args) });
+    parentPort.postMessage({ ok: collector[fn](...args) });
   } catch (e) {
     const said = printed.trim() ? `; guest stderr: ${printed.trim().slice(0, 4096)}` : '';
     parentPort.postMessage(e && Object.hasOwn(e, 'payload') ? { err: e.payload } : { trap: `trapped: ${e?.message ?? e}${said}` });

@@ -3,7 +3,8 @@
 import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 
 import { CollectError, Plugin, collect } from '../src/index.js';
@@ -12,6 +13,7 @@ import { buildCase, loadCases, snapshot } from '../test-support/conformance.mjs'
 const VALID = loadCases().find((c) => c.name === 'valid-without-job-metrics');
 const STORAGE = VALID.root['small-r-00000000000a'];
 const LINES = VALID.expect['small-r-00000000000a'].lines;
+const HOSTILE = join(dirname(fileURLToPath(import.meta.url)), '..', 'generated-hostile'); // see traps.test.mjs
 
 let plugin;
 const temps = [];
@@ -153,3 +155,18 @@ test('storages written but not yet reported when the guest is stopped are delete
   assert.deepEqual(readdirSync(root).filter((n) => n.startsWith('runner-')), []);
   assert.equal(readFileSync(log, 'utf8'), LINES.map((l) => `${l}\n`).join('').repeat(2));
 });
+
+test('a lie is caught by the keeper: a name out of the root is booked failed and the run goes on',
+  { skip: !existsSync(join(HOSTILE, 'runner_metrics.js')) && 'the hostile component is not transpiled' }, async () => {
+    // The hostile scan (exclude "hostile-scan") offers "../../etc" as a
+    // storage: the keeper refuses its begin-storage, the worker is killed,
+    // the recovery reports it failed (kept) and the collect resumes.
+    const { base, root } = build({ 'runner-a': STORAGE });
+    const summary = await collect(root, 'small', { plugin: await Plugin.load(HOSTILE), metricsLog: join(base, 'log'), exclude: ['hostile-scan'] });
+    const byName = Object.fromEntries(summary.reports.map((r) => [r.name, r]));
+    assert.equal(summary.reports.length, 2);
+    assert.equal(byName['../../etc'].outcome, 'failed');
+    assert.match(byName['../../etc'].detail, /^kept: guest lied: named "\.\.\/\.\.\/etc" as a storage, which is not a valid runner name/);
+    assert.deepEqual([byName['runner-a'].outcome, byName['runner-a'].events], ['extracted', LINES.length]);
+    assert.equal(readFileSync(join(base, 'log'), 'utf8'), LINES.map((l) => `${l}\n`).join(''));
+  });
