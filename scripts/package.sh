@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds the installable packages into dist/, from the repository's own files:
 #
-#   dist/runner_metrics_host-<version>-py3-none-any.whl   Python host + component + py.typed
-#   dist/runner-metrics-node-host-<version>.tgz           Node host + transpiled component (npm pack)
-#   dist/runner_metrics.wasm                              the component itself
+#   dist/runner_metrics_host-<version>-py3-none-any.whl   Python host + components + py.typed
+#   dist/runner-metrics-node-host-<version>.tgz           Node host + transpiled components (npm pack)
+#   dist/runner_metrics.wasm                              the plugin component itself
+#   dist/runner_metrics_keeper.wasm                       the keeper every host runs beside it
 #
 # <version> is the workspace version ([workspace.package] in Cargo.toml).
 # Both packages are built from staging copies under dist/.build/ (the working
@@ -11,11 +12,13 @@
 # `cargo build -p runner-metrics` (debug is enough: the component inside is
 # always built with the `component` profile).
 #
-# Needs Rust (rustup) unless RUNNER_METRICS_COMPONENT names a built .wasm,
+# Needs Rust (rustup) unless RUNNER_METRICS_COMPONENT and
+# RUNNER_METRICS_KEEPER_COMPONENT name built .wasm files,
 # Python >= 3.10 with venv (the wheel is built in a venv with pip, setuptools
 # from PyPI), Node >= 20 with npm (jco from hosts/node/package-lock.json).
 #
-# Environment: RUNNER_METRICS_COMPONENT (use this .wasm, skip cargo),
+# Environment: RUNNER_METRICS_COMPONENT, RUNNER_METRICS_KEEPER_COMPONENT
+# (use these .wasm files, skip cargo),
 # PYTHON (default python3), SKIP_PYTHON/SKIP_NODE=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,27 +37,34 @@ build="$dist/.build"
 rm -rf "$build"
 mkdir -p "$build"
 # Only this version's packages are left in dist/.
-rm -f "$dist"/runner_metrics_host-*.whl "$dist"/runner-metrics-node-host-*.tgz "$dist/runner_metrics.wasm"
+rm -f "$dist"/runner_metrics_host-*.whl "$dist"/runner-metrics-node-host-*.tgz "$dist"/runner_metrics*.wasm
 
+# The plugin and the keeper every host runs beside it.
 component="$dist/runner_metrics.wasm"
-if [ -n "${RUNNER_METRICS_COMPONENT:-}" ]; then
-    step "component: $RUNNER_METRICS_COMPONENT (RUNNER_METRICS_COMPONENT)"
+keeper="$dist/runner_metrics_keeper.wasm"
+if [ -n "${RUNNER_METRICS_COMPONENT:-}" ] && [ -n "${RUNNER_METRICS_KEEPER_COMPONENT:-}" ]; then
+    step "components: $RUNNER_METRICS_COMPONENT, $RUNNER_METRICS_KEEPER_COMPONENT (RUNNER_METRICS_*COMPONENT)"
     cp "$RUNNER_METRICS_COMPONENT" "$component"
+    cp "$RUNNER_METRICS_KEEPER_COMPONENT" "$keeper"
 else
-    step "component: cargo build -p runner-metrics && runner-metrics component --output $component"
+    step "components: cargo build -p runner-metrics && runner-metrics component --kind plugin|keeper --output ..."
     export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
     rustup target add wasm32-wasip2 >/dev/null
     cargo build -p runner-metrics
-    ./target/debug/runner-metrics component --output "$component"
+    ./target/debug/runner-metrics component --kind plugin --output "$component"
+    ./target/debug/runner-metrics component --kind keeper --output "$keeper"
 fi
-# The component is a WebAssembly binary (magic \0asm).
-if [ "$(head -c 4 "$component" | od -An -tx1 | tr -d ' \n')" != 0061736d ]; then
-    echo "$component is not a WebAssembly binary" >&2
-    exit 1
-fi
+export RUNNER_METRICS_KEEPER_COMPONENT="$keeper" # for the Node host's transpile
+# Each is a WebAssembly binary (magic \0asm).
+for wasm in "$component" "$keeper"; do
+    if [ "$(head -c 4 "$wasm" | od -An -tx1 | tr -d ' \n')" != 0061736d ]; then
+        echo "$wasm is not a WebAssembly binary" >&2
+        exit 1
+    fi
+done
 
 if [ "${SKIP_PYTHON:-0}" != 1 ]; then
-    step "Python wheel $version (hosts/python + component)"
+    step "Python wheel $version (hosts/python + components)"
     stage="$build/python"
     mkdir -p "$stage"
     cp hosts/python/pyproject.toml hosts/python/README.md "$stage/"
@@ -62,6 +72,7 @@ if [ "${SKIP_PYTHON:-0}" != 1 ]; then
     find "$stage/src" \( -name __pycache__ -o -name '*.egg-info' \) -prune -exec rm -rf {} +
     rm -f "$stage"/src/runner_metrics_host/*.wasm
     cp "$component" "$stage/src/runner_metrics_host/runner_metrics.wasm"
+    cp "$keeper" "$stage/src/runner_metrics_host/runner_metrics_keeper.wasm"
     # The project's version, not whatever pyproject.toml last said.
     sed -i "s/^version = \".*\"/version = \"$version\"/" "$stage/pyproject.toml"
     grep -q "^version = \"$version\"$" "$stage/pyproject.toml"
@@ -71,11 +82,12 @@ if [ "${SKIP_PYTHON:-0}" != 1 ]; then
         --wheel-dir "$dist" "$stage"
     wheel="$dist/runner_metrics_host-$version-py3-none-any.whl"
     [ -f "$wheel" ] || { echo "pip did not write $wheel" >&2; ls "$dist" >&2; exit 1; }
-    # What ships: the module, the component and the typing marker.
+    # What ships: the module, the components and the typing marker.
     "$build/venv/bin/python" - "$wheel" <<'EOF'
 import sys, zipfile
 names = set(zipfile.ZipFile(sys.argv[1]).namelist())
-want = {"runner_metrics_host/__init__.py", "runner_metrics_host/runner_metrics.wasm", "runner_metrics_host/py.typed"}
+want = {"runner_metrics_host/__init__.py", "runner_metrics_host/runner_metrics.wasm",
+        "runner_metrics_host/runner_metrics_keeper.wasm", "runner_metrics_host/py.typed"}
 missing = want - names
 if missing:
     sys.exit(f"{sys.argv[1]} lacks {sorted(missing)}")

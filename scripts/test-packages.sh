@@ -120,8 +120,8 @@ import runner_metrics_host
 
 package = pathlib.Path(runner_metrics_host.__file__).parent
 assert "site-packages" in package.parts, package
-assert (package / "runner_metrics.wasm").is_file() and (package / "py.typed").is_file()
-assert "RUNNER_METRICS_COMPONENT" not in os.environ
+assert all((package / f).is_file() for f in ("runner_metrics.wasm", "runner_metrics_keeper.wasm", "py.typed"))
+assert "RUNNER_METRICS_COMPONENT" not in os.environ and "RUNNER_METRICS_KEEPER_COMPONENT" not in os.environ
 assert importlib.metadata.version("runner-metrics-host") == sys.argv[1], importlib.metadata.version("runner-metrics-host")
 
 log = here / "metrics.log"
