@@ -15,16 +15,18 @@ use crate::{events, extract, model, render};
 wit_bindgen::generate!({
     path: "../wit/0.2.0",
     world: "plugin",
+    with: { "github-runner:metrics/types@0.2.0": crate::wit::generated::github_runner::metrics::types },
 });
 
 #[cfg(feature = "command")]
 wit_bindgen::generate!({
     path: "../wit/0.2.0",
     world: "command",
+    with: { "github-runner:metrics/types@0.2.0": crate::wit::generated::github_runner::metrics::types },
 });
 
+use crate::wit::{self, *};
 use exports::github_runner::metrics::extraction::{self, GuestScan};
-use github_runner::metrics::types as wit;
 
 struct Component;
 
@@ -206,222 +208,5 @@ mod plugin {
             detail: r.detail,
             events: u32::try_from(r.events).unwrap_or(u32::MAX),
         }
-    }
-}
-
-fn selection_from_wit(selection: wit::Selection) -> model::Selection {
-    model::Selection {
-        exclude: selection.exclude,
-        include: selection.include,
-        min_age_seconds: selection.min_age_seconds,
-    }
-}
-
-fn job_from_wit(job: wit::GithubJobMetrics) -> model::GithubJobMetrics {
-    model::GithubJobMetrics { queue_duration: job.queue_duration, conclusion: job.conclusion.map(conclusion_from_wit) }
-}
-
-fn skip_to_wit(reason: model::SkipReason) -> wit::SkipReason {
-    match reason {
-        model::SkipReason::Excluded => wit::SkipReason::Excluded,
-        model::SkipReason::NotIncluded => wit::SkipReason::NotIncluded,
-        model::SkipReason::TooYoung(age) => wit::SkipReason::TooYoung(age),
-        model::SkipReason::NotADirectory => wit::SkipReason::NotADirectory,
-        model::SkipReason::InvalidName => wit::SkipReason::InvalidName,
-        model::SkipReason::Vanished => wit::SkipReason::Vanished,
-    }
-}
-
-fn reason_to_wit(reason: model::QuarantineReason) -> wit::QuarantineReason {
-    use model::QuarantineReason as M;
-    use wit::QuarantineReason as W;
-    match reason {
-        M::Oversized => W::Oversized,
-        M::NotRegularFile => W::NotRegularFile,
-        M::InvalidUtf8 => W::InvalidUtf8,
-        M::InvalidJson => W::InvalidJson,
-        M::InvalidValue => W::InvalidValue,
-        M::InvalidTimestamp => W::InvalidTimestamp,
-        M::SandboxTrap => W::SandboxTrap,
-        M::Undeletable => W::Undeletable,
-    }
-}
-
-fn reason_from_wit(reason: wit::QuarantineReason) -> model::QuarantineReason {
-    use model::QuarantineReason as M;
-    use wit::QuarantineReason as W;
-    match reason {
-        W::Oversized => M::Oversized,
-        W::NotRegularFile => M::NotRegularFile,
-        W::InvalidUtf8 => M::InvalidUtf8,
-        W::InvalidJson => M::InvalidJson,
-        W::InvalidValue => M::InvalidValue,
-        W::InvalidTimestamp => M::InvalidTimestamp,
-        W::SandboxTrap => M::SandboxTrap,
-        W::Undeletable => M::Undeletable,
-    }
-}
-
-fn quarantine_to_wit(q: model::QuarantineInfo) -> wit::QuarantineInfo {
-    wit::QuarantineInfo { reason: reason_to_wit(q.reason), file: q.file, detail: q.detail, location: q.location }
-}
-
-fn outcome_to_wit(outcome: model::Outcome) -> wit::Outcome {
-    match outcome {
-        model::Outcome::Extracted(m) => wit::Outcome::Extracted(metrics_to_wit(m)),
-        model::Outcome::NoData => wit::Outcome::NoData,
-        model::Outcome::Quarantined(q) => wit::Outcome::Quarantined(quarantine_to_wit(q)),
-        model::Outcome::Skipped(reason) => wit::Outcome::Skipped(skip_to_wit(reason)),
-        model::Outcome::Failed(message) => wit::Outcome::Failed(message),
-    }
-}
-
-fn status_to_wit(status: model::PostJobStatus) -> wit::PostJobStatus {
-    use model::PostJobStatus as M;
-    use wit::PostJobStatus as W;
-    match status {
-        M::Normal => W::Normal,
-        M::Abnormal => W::Abnormal,
-        M::RepoPolicyCheckFailure => W::RepoPolicyCheckFailure,
-        M::ExternalContributorCheckFailure => W::ExternalContributorCheckFailure,
-    }
-}
-
-fn status_from_wit(status: wit::PostJobStatus) -> model::PostJobStatus {
-    use model::PostJobStatus as M;
-    use wit::PostJobStatus as W;
-    match status {
-        W::Normal => M::Normal,
-        W::Abnormal => M::Abnormal,
-        W::RepoPolicyCheckFailure => M::RepoPolicyCheckFailure,
-        W::ExternalContributorCheckFailure => M::ExternalContributorCheckFailure,
-    }
-}
-
-fn conclusion_to_wit(c: model::JobConclusion) -> wit::JobConclusion {
-    use model::JobConclusion as M;
-    use wit::JobConclusion as W;
-    match c {
-        M::ActionRequired => W::ActionRequired,
-        M::Cancelled => W::Cancelled,
-        M::Failure => W::Failure,
-        M::Neutral => W::Neutral,
-        M::Skipped => W::Skipped,
-        M::Success => W::Success,
-        M::TimedOut => W::TimedOut,
-    }
-}
-
-fn conclusion_from_wit(c: wit::JobConclusion) -> model::JobConclusion {
-    use model::JobConclusion as M;
-    use wit::JobConclusion as W;
-    match c {
-        W::ActionRequired => M::ActionRequired,
-        W::Cancelled => M::Cancelled,
-        W::Failure => M::Failure,
-        W::Neutral => M::Neutral,
-        W::Skipped => M::Skipped,
-        W::Success => M::Success,
-        W::TimedOut => M::TimedOut,
-    }
-}
-
-fn metrics_to_wit(m: model::RunnerMetrics) -> wit::RunnerMetrics {
-    wit::RunnerMetrics {
-        installation_start_timestamp: m.installation_start_timestamp,
-        installed_timestamp: m.installed_timestamp,
-        pre_job: m.pre_job.map(|p| wit::PreJobMetrics {
-            timestamp: p.timestamp,
-            workflow: p.workflow,
-            workflow_run_id: p.workflow_run_id,
-            repository: p.repository,
-            event: p.event,
-        }),
-        post_job: m.post_job.map(|p| wit::PostJobMetrics {
-            timestamp: p.timestamp,
-            status: status_to_wit(p.status),
-            status_info: p.status_code.map(|code| wit::CodeInformation { code }),
-        }),
-        runner_name: m.runner_name,
-    }
-}
-
-fn metrics_from_wit(m: wit::RunnerMetrics) -> model::RunnerMetrics {
-    model::RunnerMetrics {
-        installation_start_timestamp: m.installation_start_timestamp,
-        installed_timestamp: m.installed_timestamp,
-        pre_job: m.pre_job.map(|p| model::PreJobMetrics {
-            timestamp: p.timestamp,
-            workflow: p.workflow,
-            workflow_run_id: p.workflow_run_id,
-            repository: p.repository,
-            event: p.event,
-        }),
-        post_job: m.post_job.map(|p| model::PostJobMetrics {
-            timestamp: p.timestamp,
-            status: status_from_wit(p.status),
-            status_code: p.status_info.map(|info| info.code),
-        }),
-        runner_name: m.runner_name,
-    }
-}
-
-fn event_to_wit(event: model::Event) -> wit::Event {
-    match event {
-        model::Event::RunnerInstalled(e) => wit::Event::RunnerInstalled(wit::RunnerInstalled {
-            timestamp: e.timestamp,
-            flavor: e.flavor,
-            duration: e.duration,
-        }),
-        model::Event::RunnerStart(e) => wit::Event::RunnerStart(wit::RunnerStart {
-            timestamp: e.timestamp,
-            flavor: e.flavor,
-            workflow: e.workflow,
-            repo: e.repo,
-            github_event: e.github_event,
-            idle: e.idle,
-            queue_duration: e.queue_duration,
-        }),
-        model::Event::RunnerStop(e) => wit::Event::RunnerStop(wit::RunnerStop {
-            timestamp: e.timestamp,
-            flavor: e.flavor,
-            workflow: e.workflow,
-            repo: e.repo,
-            github_event: e.github_event,
-            status: status_to_wit(e.status),
-            status_info: e.status_code.map(|code| wit::CodeInformation { code }),
-            job_duration: e.job_duration,
-            job_conclusion: e.job_conclusion.map(conclusion_to_wit),
-        }),
-    }
-}
-
-fn event_from_wit(event: wit::Event) -> model::Event {
-    match event {
-        wit::Event::RunnerInstalled(e) => model::Event::RunnerInstalled(model::RunnerInstalled {
-            timestamp: e.timestamp,
-            flavor: e.flavor,
-            duration: e.duration,
-        }),
-        wit::Event::RunnerStart(e) => model::Event::RunnerStart(model::RunnerStart {
-            timestamp: e.timestamp,
-            flavor: e.flavor,
-            workflow: e.workflow,
-            repo: e.repo,
-            github_event: e.github_event,
-            idle: e.idle,
-            queue_duration: e.queue_duration,
-        }),
-        wit::Event::RunnerStop(e) => model::Event::RunnerStop(model::RunnerStop {
-            timestamp: e.timestamp,
-            flavor: e.flavor,
-            workflow: e.workflow,
-            repo: e.repo,
-            github_event: e.github_event,
-            status: status_from_wit(e.status),
-            status_code: e.status_info.map(|info| info.code),
-            job_duration: e.job_duration,
-            job_conclusion: e.job_conclusion.map(conclusion_from_wit),
-        }),
     }
 }

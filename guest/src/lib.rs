@@ -17,6 +17,7 @@ pub mod pipeline;
 pub mod render;
 pub mod report;
 pub mod walk;
+pub mod wit;
 
 #[cfg(all(target_arch = "wasm32", feature = "component", feature = "command"))]
 mod cli_run;

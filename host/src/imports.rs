@@ -104,13 +104,13 @@ impl HostState {
         Ok(())
     }
 
-    /// The guest's time on its storage (the one the keeper says it works
-    /// on) starts again.
-    fn resume(&mut self, run: &mut RunState<'_>) -> wasmtime::Result<()> {
-        let current = run.keeper.current();
-        let current = run.checked(current.map(Ok))?;
+    /// The guest's time on its storage starts again. `storage` is the one it
+    /// works on, as far as the watch is concerned: the keeper accepted it in
+    /// `begin-storage`, and it ends with `end-storage` or its report.
+    fn resume(&mut self, storage: Option<String>) -> wasmtime::Result<()> {
         self.deadline = Instant::now() + self.call_timeout;
-        self.watch = current.map(|name| self.stall_watch.begin(self.root.join(name), self.deadline));
+        self.watch = storage.as_ref().map(|name| self.stall_watch.begin(self.root.join(name), self.deadline));
+        self.storage = storage;
         Ok(())
     }
 }
@@ -121,7 +121,7 @@ impl Host for HostState {
         let run = self.run()?;
         let verdict = run.keeper.begin_storage(&name);
         run.checked(verdict)?;
-        self.resume(run)
+        self.resume(Some(name))
     }
 
     fn end_storage(&mut self) -> wasmtime::Result<()> {
@@ -129,7 +129,7 @@ impl Host for HostState {
         let run = self.run()?;
         let done = run.keeper.end_storage().map(Ok);
         run.checked(done)?;
-        self.resume(run)
+        self.resume(None)
     }
 
     fn job_metrics(&mut self, metrics: RunnerMetrics) -> wasmtime::Result<Option<GithubJobMetrics>> {
@@ -138,7 +138,8 @@ impl Host for HostState {
         let verdict = run.keeper.job_metrics(&metrics);
         run.checked(verdict)?;
         let answer = run.jobs.job_metrics(&metrics);
-        self.resume(run)?;
+        let storage = self.storage.take();
+        self.resume(storage)?;
         Ok(answer)
     }
 
@@ -153,7 +154,8 @@ impl Host for HostState {
             run.sink.append(&lines).map_err(|e| (format!("writing events to {}: {e}", run.sink.describe()), e));
         let booked = run.keeper.appended(outcome.as_ref().err().map(|(ours, _)| ours.as_str())).map(Ok);
         run.checked(booked)?;
-        self.resume(run)?;
+        let storage = self.storage.take();
+        self.resume(storage)?;
         Ok(outcome.map_err(|(_, e)| e.to_string()))
     }
 
@@ -178,7 +180,8 @@ impl Host for HostState {
         };
         run.summary.add(&report);
         (run.on_report)(&report);
-        self.resume(run)
+        let storage = self.storage.take().filter(|name| *name != report.name);
+        self.resume(storage)
     }
 }
 

@@ -62,7 +62,8 @@ impl Keeper {
         options: &CollectOptions,
     ) -> Result<Self> {
         let mut wasi = WasiCtx::builder();
-        wasi.preopened_dir(root, GUEST_ROOT, FsPerms::ReadOnly)
+        wasi.allow_blocking_current_thread(true)
+            .preopened_dir(root, GUEST_ROOT, FsPerms::ReadOnly)
             .anyhow()
             .with_context(|| format!("granting the keeper the storage root {}", root.display()))?;
         let limits = StoreLimitsBuilder::new().memory_size(KEEPER_MEMORY_BYTES).trap_on_grow_failure(true).build();

@@ -128,6 +128,11 @@ impl Plugin {
 fn engine_config() -> Config {
     let mut config = Config::new();
     config.epoch_interruption(true);
+    // For profiling the guest with `perf` (docs/benchmarks.md): wasmtime
+    // writes /tmp/perf-PID.map naming the compiled functions.
+    if std::env::var_os("RUNNER_METRICS_PERFMAP").is_some_and(|v| v == "1") {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
     config
 }
 

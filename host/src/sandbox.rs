@@ -38,6 +38,8 @@ pub struct HostState {
     pub(crate) stall_watch: Arc<StallWatch>,
     /// The watch on the storage being handled, between imports.
     pub(crate) watch: Option<u64>,
+    /// The storage that watch is on (see `imports.rs`).
+    pub(crate) storage: Option<String>,
     pub(crate) root: PathBuf,
     /// A storage's watch was broken: the guest sat in a blocked host call.
     pub(crate) stalled: bool,
@@ -108,6 +110,7 @@ impl Sandbox {
             call_timeout: limits.call_timeout,
             stall_watch,
             watch: None,
+            storage: None,
             root: storage_root.to_owned(),
             stalled: false,
             lent: None,

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use runner_metrics_guest::names::DELETING_DIR;
 pub use runner_metrics_guest::report::{bounded, MAX_MESSAGE_BYTES, UNNAMED};
+use runner_metrics_guest::{render, wit};
 
 use crate::bindings::{Emit, Event, OutcomeKind, PreJobMetrics, Rendered, RunnerMetrics, StorageLines, StorageReport};
 use crate::books::Books;
@@ -179,6 +180,12 @@ pub fn line(line: &str, event: &Event, flavor: &str) -> Result<(), String> {
     if flavor_of(event) != flavor {
         return Err(format!("guest issued a {kind} event of flavor {:?}, not {flavor:?}", bounded(flavor_of(event))));
     }
+    // The common case, and the strictest check: the very line the guest's
+    // renderer writes for this event (the one every host writes), byte for
+    // byte. Otherwise the checks below say what differs.
+    if line == render::render_event(&wit::event_from_wit(event.clone())) {
+        return Ok(());
+    }
     if line.len() > MAX_LINE_BYTES {
         return Err(format!("guest rendered a {}-byte line", line.len()));
     }
@@ -201,7 +208,7 @@ pub fn line(line: &str, event: &Event, flavor: &str) -> Result<(), String> {
     if let Some(extra) = object.keys().find(|k| !expected.iter().any(|(key, _)| key == k)) {
         return Err(format!("guest rendered a {kind} line with a key the event does not have: {:?}", bounded(extra)));
     }
-    Ok(())
+    Err(format!("guest rendered a {kind} line that holds the event but not as the renderer writes it (order, spacing, number format)"))
 }
 
 /// The lines of one extracted storage, before they are appended: a real
@@ -236,6 +243,9 @@ pub fn storage_lines(root: &Path, storage: &StorageLines, emit: &Emit) -> Result
 
 /// A metrics line: one line of JSON equal to the metrics it claims to be.
 fn metrics_line(text: &str, m: &RunnerMetrics) -> Result<(), String> {
+    if text == render::render_metrics(&wit::metrics_from_wit(m.clone())) {
+        return Ok(());
+    }
     if text.len() > MAX_LINE_BYTES || text.bytes().any(|b| b.is_ascii_control()) {
         return Err("rendered a metrics line that is too long or holds control characters".to_owned());
     }
@@ -244,7 +254,7 @@ fn metrics_line(text: &str, m: &RunnerMetrics) -> Result<(), String> {
     if value != crate::metrics_json::to_value(m) {
         return Err("rendered a metrics line that differs from the metrics".to_owned());
     }
-    Ok(())
+    Err("rendered a metrics line that holds the metrics but not as the renderer writes it".to_owned())
 }
 
 /// A report from the guest, checked against the run's books: strings
