@@ -7,6 +7,7 @@
 #   logrotate                 `logrotate -d` on contrib/logrotate (scripts/test-contrib.sh)
 #   systemd                   `systemd-analyze verify` on contrib/systemd (same script)
 #   strace                    the system calls collect makes vs SystemCallFilter= (same script)
+#   binutils, dpkg            objcopy and dpkg-deb for the Debian package (scripts/package-deb.sh)
 #
 # Only as root (CI runs as root) with apt-get; otherwise it prints one
 # "skip:" line per missing tool and the tests that need it skip visibly.
@@ -25,6 +26,8 @@ declare -A wanted=(
     [logrotate]=logrotate
     [systemd-analyze]=systemd
     [strace]=strace
+    [objcopy]=binutils
+    [dpkg-deb]=dpkg
 )
 
 missing_packages() {
@@ -58,7 +61,7 @@ if [ "${#packages[@]}" -gt 0 ]; then
 fi
 
 status=0
-for cmd in prometheus promtool prometheus-node-exporter logrotate systemd-analyze strace; do
+for cmd in prometheus promtool prometheus-node-exporter logrotate systemd-analyze strace objcopy dpkg-deb; do
     if path=$(command -v "$cmd"); then
         echo "have: $cmd ($path)"
     else

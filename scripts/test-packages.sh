@@ -9,7 +9,11 @@
 #           component path collects a one-runner storage root;
 #   node:   `npm install dist/runner-metrics-node-host-*.tgz` (preview2-shim
 #           from npm), then `import { collect } from 'runner-metrics-node-host'`
-#           does the same.
+#           does the same;
+#   debian: dist/runner-metrics_*.deb (scripts/package-deb.sh) installed by
+#           dpkg into a throwaway root (its own dpkg database), its
+#           /usr/bin/runner-metrics does the same, then it is removed
+#           (the logrotate conffile stays) and purged (nothing stays).
 #
 # Both must write exactly the three event lines the Rust host writes for that
 # root and delete the storage. Writes only inside the temp directory (and
@@ -17,6 +21,8 @@
 # python3 (with venv) and node/npm in /usr/bin or /bin (or PACKAGES_TEST_PATH).
 #
 # Environment: SKIP_BUILD=1 uses the packages already in dist/;
+# RUNNER_METRICS_BIN: the release binary for the .deb (else cargo builds it);
+# SKIP_DEB=1 (or no dpkg-deb) leaves the Debian package out;
 # PACKAGES_TEST_PATH (default /usr/bin:/bin) is the clean PATH; KEEP_TMP=1.
 # Prints "packages: N passed, N failed"; exits non-zero if anything failed.
 set -uo pipefail
@@ -56,6 +62,12 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
     ./scripts/package.sh || rc=$?
     check "scripts/package.sh builds dist/" "$rc"
     [ "$rc" -eq 0 ] || finish
+    if [ "${SKIP_DEB:-0}" != 1 ] && command -v dpkg-deb >/dev/null; then
+        step "build the Debian package (scripts/package-deb.sh: a release build)"
+        rc=0
+        ./scripts/package-deb.sh || rc=$?
+        check "scripts/package-deb.sh builds dist/runner-metrics_*.deb" "$rc"
+    fi
 fi
 
 version=$(sed -n '/^\[workspace\.package\]/,/^\[/s/^version *= *"\([^"]*\)".*/\1/p' Cargo.toml)
@@ -184,6 +196,58 @@ EOF
     rc=0
     (cd "$tmp/node" && "${clean[@]}" node use.mjs "$version" "$tmp/expected.log") || rc=$?
     check "node: \"import { collect } from 'runner-metrics-node-host'\" collects with the bundled plugin and keeper" "$rc"
+fi
+
+# ---------------------------------------------------------------- Debian
+deb=$(ls "$repo"/dist/runner-metrics_"$version"_*.deb 2>/dev/null | head -1)
+if [ "${SKIP_DEB:-0}" != 1 ] && command -v dpkg >/dev/null; then
+    step "Debian: dpkg -i $(basename "${deb:-runner-metrics_$version.deb}") into a throwaway root"
+    rc=0
+    [ -n "$deb" ] || { echo "no dist/runner-metrics_${version}_*.deb"; rc=1; }
+    droot="$tmp/deb-root"
+    if [ "$rc" -eq 0 ]; then
+        # An empty dpkg database of its own: nothing is installed on this system.
+        mkdir -p "$droot/var/lib/dpkg/updates" "$droot/var/lib/dpkg/info" && : >"$droot/var/lib/dpkg/status" &&
+            dpkg --root="$droot" --force-depends --force-not-root --force-script-chrootless -i "$deb" &&
+            dpkg --root="$droot" -s runner-metrics | grep -qx "Status: install ok installed" || rc=1
+        for f in usr/bin/runner-metrics lib/systemd/system/runner-metrics.service lib/systemd/system/runner-metrics.timer \
+            etc/logrotate.d/runner-metrics usr/share/man/man1/runner-metrics.1.gz \
+            usr/share/bash-completion/completions/runner-metrics usr/share/doc/runner-metrics/copyright; do
+            [ -e "$droot/$f" ] || { echo "the package did not install /$f"; rc=1; }
+        done
+        grep -q '^ExecStart=/usr/bin/runner-metrics collect' "$droot/lib/systemd/system/runner-metrics.service" ||
+            { echo "the packaged service does not run /usr/bin/runner-metrics"; rc=1; }
+        diff <(sed 's|/usr/local/bin/|/usr/bin/|' "$repo/contrib/systemd/runner-metrics.service") \
+            "$droot/lib/systemd/system/runner-metrics.service" || { echo "the packaged service differs from contrib/"; rc=1; }
+        dpkg-deb --field "$deb" Depends | grep -q 'libc6' || { echo "no Depends on libc6"; rc=1; }
+    fi
+    check "debian: dpkg installs the package: binary, units, logrotate conffile, man page, completions" "$rc"
+
+    if [ "$rc" -eq 0 ]; then
+        step "Debian: the installed runner-metrics collects a one-runner root"
+        rc=0
+        work="$tmp/deb-use"
+        runner="$work/root/runner-a"
+        mkdir -p "$runner"
+        printf '1700000000.5' >"$runner/runner-installation-start.timestamp"
+        printf '1700000060' >"$runner/runner-installed.timestamp"
+        printf '%s' '{"workflow": "ci", "repository": "owner/repo", "event": "push", "timestamp": 1700000100, "workflow_run_id": "123456"}' >"$runner/pre-job-metrics.json"
+        printf '%s' '{"timestamp": 1700000400, "status": "normal"}' >"$runner/post-job-metrics.json"
+        "${clean[@]}" "$droot/usr/bin/runner-metrics" --version | grep -qx "runner-metrics $version" || { echo "--version is not $version"; rc=1; }
+        "${clean[@]}" "$droot/usr/bin/runner-metrics" --cache-dir "$work/cache" collect --storage "$work/root" \
+            --flavor small --metrics-log "$work/metrics.log" || rc=1
+        cmp "$work/metrics.log" "$tmp/expected.log" || { echo "metrics log differs:"; cat "$work/metrics.log"; rc=1; }
+        [ ! -e "$runner" ] || { echo "runner-a was not deleted"; rc=1; }
+        check "debian: /usr/bin/runner-metrics from the package collects with its embedded components" "$rc"
+
+        step "Debian: remove keeps the logrotate conffile, purge removes it"
+        rc=0
+        dpkg --root="$droot" --force-not-root --force-script-chrootless -r runner-metrics || rc=1
+        [ ! -e "$droot/usr/bin/runner-metrics" ] && [ -e "$droot/etc/logrotate.d/runner-metrics" ] || rc=1
+        dpkg --root="$droot" --force-not-root --force-script-chrootless -P runner-metrics || rc=1
+        [ ! -e "$droot/etc/logrotate.d/runner-metrics" ] || rc=1
+        check "debian: dpkg -r keeps /etc/logrotate.d/runner-metrics, dpkg -P removes it" "$rc"
+    fi
 fi
 
 finish
