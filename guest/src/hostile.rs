@@ -77,10 +77,13 @@ pub fn render(flavor_hint: &str) -> Option<String> {
 }
 
 /// A flavor of `hostile-extrakey` makes `render-event` add a key the event
-/// does not have to an otherwise honest, well-formed line.
+/// does not have to an otherwise honest, well-formed line; `hostile-bigline`
+/// makes the `runner_installed` line 100 MiB long (for a plugin given the
+/// memory to hold it; under wasmtime's 128 MiB per host call).
 pub fn tamper(flavor: &str, line: String) -> String {
     match (flavor, line.strip_suffix('}')) {
         ("hostile-extrakey", Some(open)) => format!("{open}, \"injected\": true}}"),
+        ("hostile-bigline", _) if line.contains("runner_installed") => "x".repeat(100 << 20),
         _ => line,
     }
 }

@@ -107,11 +107,10 @@ impl HostState {
     /// The guest's time on its storage starts again. `storage` is the one it
     /// works on, as far as the watch is concerned: the keeper accepted it in
     /// `begin-storage`, and it ends with `end-storage` or its report.
-    fn resume(&mut self, storage: Option<String>) -> wasmtime::Result<()> {
+    fn resume(&mut self, storage: Option<String>) {
         self.deadline = Instant::now() + self.call_timeout;
         self.watch = storage.as_ref().map(|name| self.stall_watch.begin(self.root.join(name), self.deadline));
         self.storage = storage;
-        Ok(())
     }
 }
 
@@ -121,7 +120,8 @@ impl Host for HostState {
         let run = self.run()?;
         let verdict = run.keeper.begin_storage(&name);
         run.checked(verdict)?;
-        self.resume(Some(name))
+        self.resume(Some(name));
+        Ok(())
     }
 
     fn end_storage(&mut self) -> wasmtime::Result<()> {
@@ -129,7 +129,8 @@ impl Host for HostState {
         let run = self.run()?;
         let done = run.keeper.end_storage().map(Ok);
         run.checked(done)?;
-        self.resume(None)
+        self.resume(None);
+        Ok(())
     }
 
     fn job_metrics(&mut self, metrics: RunnerMetrics) -> wasmtime::Result<Option<GithubJobMetrics>> {
@@ -139,7 +140,7 @@ impl Host for HostState {
         run.checked(verdict)?;
         let answer = run.jobs.job_metrics(&metrics);
         let storage = self.storage.take();
-        self.resume(storage)?;
+        self.resume(storage);
         Ok(answer)
     }
 
@@ -155,7 +156,7 @@ impl Host for HostState {
         let booked = run.keeper.appended(outcome.as_ref().err().map(|(ours, _)| ours.as_str())).map(Ok);
         run.checked(booked)?;
         let storage = self.storage.take();
-        self.resume(storage)?;
+        self.resume(storage);
         Ok(outcome.map_err(|(_, e)| e.to_string()))
     }
 
@@ -181,7 +182,8 @@ impl Host for HostState {
         run.summary.add(&report);
         (run.on_report)(&report);
         let storage = self.storage.take().filter(|name| *name != report.name);
-        self.resume(storage)
+        self.resume(storage);
+        Ok(())
     }
 }
 

@@ -31,9 +31,12 @@ pub use generated::exports::github_runner::metrics::books::{Ended, NextCall};
 use generated::Keeper as KeeperWorld;
 pub(crate) use generated::KeeperPre;
 
-/// The keeper's memory: a batch of 64 storages of three 16 KiB lines is
-/// 3 MiB; the rest is headroom.
-const KEEPER_MEMORY_BYTES: usize = 64 << 20;
+/// The keeper's memory for a plugin capped at `plugin_memory`: twice what
+/// the plugin can hand over in one call, and room of its own, so that no
+/// argument of a lying plugin is too big to be checked (and refused).
+pub fn keeper_memory_bytes(plugin_memory: usize) -> usize {
+    plugin_memory.saturating_mul(2).saturating_add(32 << 20)
+}
 
 pub struct KeeperState {
     wasi: WasiCtx,
@@ -58,6 +61,7 @@ impl Keeper {
     pub(crate) fn new(
         engine: &Engine,
         pre: &KeeperPre<KeeperState>,
+        limits: &crate::limits::Limits,
         root: &Path,
         options: &CollectOptions,
     ) -> Result<Self> {
@@ -66,7 +70,10 @@ impl Keeper {
             .preopened_dir(root, GUEST_ROOT, FsPerms::ReadOnly)
             .anyhow()
             .with_context(|| format!("granting the keeper the storage root {}", root.display()))?;
-        let limits = StoreLimitsBuilder::new().memory_size(KEEPER_MEMORY_BYTES).trap_on_grow_failure(true).build();
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(keeper_memory_bytes(limits.memory_bytes))
+            .trap_on_grow_failure(true)
+            .build();
         let mut store = Store::new(engine, KeeperState { wasi: wasi.build(), table: ResourceTable::new(), limits });
         store.limiter(|state| &mut state.limits);
         // The engine counts epochs for the plugin's deadlines; the keeper's
@@ -113,10 +120,6 @@ impl Keeper {
 
     pub fn report(&mut self, report: &StorageReport) -> Result<Result<StorageReport, String>> {
         self.call("report", |b, s, r| b.github_runner_metrics_books().run().call_report(s, r, report))
-    }
-
-    pub fn current(&mut self) -> Result<Option<String>> {
-        self.call("current", |b, s, r| b.github_runner_metrics_books().run().call_current(s, r))
     }
 }
 

@@ -113,7 +113,7 @@ impl Plugin {
 
     /// The keeper of one run over `storage_root` (which it sees read-only).
     pub(crate) fn keeper(&self, storage_root: &Path, options: &CollectOptions) -> Result<Keeper> {
-        Keeper::new(&self.engine, &self.keeper, storage_root, options)
+        Keeper::new(&self.engine, &self.keeper, &self.limits, storage_root, options)
     }
 
     pub fn limits(&self) -> &Limits {

@@ -17,7 +17,7 @@ export const METRICS_LOG_ENV = 'METRICS_LOG_PATH';
 export const MAX_TRAPS_PER_RUN = 16;
 /** Per sandbox: the guest's linear memory, the worker's V8 heap, guest time between two imports. */
 export const DEFAULT_LIMITS = Object.freeze({ memoryBytes: 64 << 20, heapMb: 64, timeoutMs: 10_000 });
-const [PACKAGE, KEEPER_MEMORY_BYTES] = [join(dirname(fileURLToPath(import.meta.url)), '..'), 64 << 20]; // as host/src/keeper.rs
+const PACKAGE = join(dirname(fileURLToPath(import.meta.url)), '..');
 const CONCLUSIONS = ['action-required', 'cancelled', 'failure', 'neutral', 'skipped', 'success', 'timed-out'];
 const COUNTS = { extracted: 'extracted', 'no-data': 'noData', quarantined: 'quarantined', skipped: 'skipped', failed: 'failed' };
 const METRICS_FILES = ['runner-installation-start.timestamp', 'runner-installed.timestamp', 'pre-job-metrics.json', 'post-job-metrics.json'];
@@ -43,7 +43,7 @@ async function compile(dir, name, bytes) {
 export class Plugin {
   static async load(generatedDir = join(PACKAGE, 'generated'), limits = {}, keeperDir = join(PACKAGE, 'generated-keeper')) {
     const all = { ...DEFAULT_LIMITS, ...limits };
-    const [plugin, keeper] = [await compile(generatedDir, 'runner_metrics', all.memoryBytes), await compile(keeperDir, 'runner_metrics_keeper', KEEPER_MEMORY_BYTES)];
+    const [plugin, keeper] = [await compile(generatedDir, 'runner_metrics', all.memoryBytes), await compile(keeperDir, 'runner_metrics_keeper', 2 * all.memoryBytes + (32 << 20))]; // twice what the plugin can hand over (host/src/keeper.rs)
     return Object.assign(new Plugin(), { limits: all, ...plugin, keeper });
   }
 }

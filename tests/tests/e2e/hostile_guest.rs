@@ -422,6 +422,41 @@ fn a_guest_that_adds_a_key_to_a_line_is_rejected_and_nothing_is_written() {
 }
 
 #[test]
+fn a_line_as_big_as_the_plugin_can_make_is_refused_by_the_keeper_not_fatal_to_it() {
+    // Expected: a plugin given 256 MiB appends a 100 MiB line per storage
+    // (batches of one: wasmtime copies at most 128 MiB per host call). The
+    // keeper, sized at twice the plugin's memory, takes the batch in and
+    // refuses it (too long): each storage fails and is kept, nothing is
+    // written, and the run ends normally. (A keeper of a fixed 64 MiB
+    // trapped taking the batch in, and the whole run stopped, as would every
+    // later run.)
+    static PLUGIN: OnceLock<Plugin> = OnceLock::new();
+    let plugin = PLUGIN.get_or_init(|| {
+        let limits = Limits { call_timeout: CALL_TIMEOUT, memory_bytes: 256 << 20, ..Limits::default() };
+        Plugin::from_bytes(hostile_component(), &PluginOptions { limits, cache_dir: Some(cache_dir()) })
+            .expect("open the hostile component")
+    });
+    let root = StorageRoot::new();
+    root.valid_runner("r-big-1");
+    root.valid_runner("r-big-2");
+    let before = [snapshot(&root.join("r-big-1")), snapshot(&root.join("r-big-2"))];
+    let mut options = CollectOptions::events("hostile-bigline");
+    options.batch_size = 1;
+    let (collected, sink, _) =
+        run_within(plugin, root.path(), &options, runner_metrics::MemorySink::default(), RUN_DEADLINE);
+    assert!(collected.result.is_ok(), "the run must go on: {:?}", collected.result.as_ref().err());
+    for name in ["r-big-1", "r-big-2"] {
+        let report = collected.report(name);
+        assert_eq!(report.kind, OutcomeKind::Failed, "{report:?}");
+        assert!(report.detail.contains("-byte line"), "{report:?}");
+    }
+    assert_eq!(sink.lines, Vec::<String>::new(), "nothing may be written");
+    for (name, before) in ["r-big-1", "r-big-2"].into_iter().zip(&before) {
+        assert_eq!(diff(before, &snapshot(&root.join(name))), "", "{name} must be kept whole");
+    }
+}
+
+#[test]
 fn the_hostile_guest_behaves_normally_for_other_storages() {
     // Control: without a hostile storage, the hostile build extracts like the
     // real one (so the tests above isolate one misbehaviour each).

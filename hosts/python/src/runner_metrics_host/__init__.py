@@ -98,7 +98,9 @@ class Sandbox:
         wasi = wasmtime.WasiConfig()
         wasi.preopen_dir(str(root), GUEST_ROOT, not keeper)  # no arguments, environment, stdio or network
         self.store.set_wasi(wasi)
-        self.store.set_limits(memory_size=self.limits.memory_bytes, instances=16, tables=64, memories=4)
+        # The keeper can take twice what the plugin can hand over (host/src/keeper.rs).
+        memory = self.limits.memory_bytes * 2 + (32 << 20) if keeper else self.limits.memory_bytes
+        self.store.set_limits(memory_size=memory, instances=16, tables=64, memories=4)
         self.arm()
         try:
             self.instance = linker.instantiate(self.store, plugin.keeper if keeper else plugin.component)
