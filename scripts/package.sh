@@ -5,6 +5,8 @@
 #   dist/runner-metrics-node-host-<version>.tgz           Node host + transpiled components (npm pack)
 #   dist/runner_metrics.wasm                              the plugin component itself
 #   dist/runner_metrics_keeper.wasm                       the keeper every host runs beside it
+#   dist/runner-metrics_<version>_<arch>.deb              the command, units, logrotate, man page,
+#                                                         completions (scripts/package-deb.sh)
 #
 # <version> is the workspace version ([workspace.package] in Cargo.toml).
 # Both packages are built from staging copies under dist/.build/ (the working
@@ -19,7 +21,8 @@
 #
 # Environment: RUNNER_METRICS_COMPONENT, RUNNER_METRICS_KEEPER_COMPONENT
 # (use these .wasm files, skip cargo),
-# PYTHON (default python3), SKIP_PYTHON/SKIP_NODE=1.
+# PYTHON (default python3), SKIP_PYTHON/SKIP_NODE/SKIP_DEB=1,
+# RUNNER_METRICS_BIN (the release binary for the .deb, else cargo builds it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -122,6 +125,16 @@ if [ "${SKIP_NODE:-0}" != 1 ]; then
         exit 1
     fi
     echo "wrote $tarball"
+fi
+
+# The Debian package: the binary (a release build), the systemd units and
+# logrotate stanza of contrib/, the man page and completions.
+if [ "${SKIP_DEB:-0}" != 1 ]; then
+    if command -v dpkg-deb >/dev/null; then
+        ./scripts/package-deb.sh
+    else
+        echo "skip: no dpkg-deb here, so no Debian package (SKIP_DEB=1 to silence this)"
+    fi
 fi
 
 rm -rf "$build"

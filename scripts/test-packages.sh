@@ -62,12 +62,6 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
     ./scripts/package.sh || rc=$?
     check "scripts/package.sh builds dist/" "$rc"
     [ "$rc" -eq 0 ] || finish
-    if [ "${SKIP_DEB:-0}" != 1 ] && command -v dpkg-deb >/dev/null; then
-        step "build the Debian package (scripts/package-deb.sh: a release build)"
-        rc=0
-        ./scripts/package-deb.sh || rc=$?
-        check "scripts/package-deb.sh builds dist/runner-metrics_*.deb" "$rc"
-    fi
 fi
 
 version=$(sed -n '/^\[workspace\.package\]/,/^\[/s/^version *= *"\([^"]*\)".*/\1/p' Cargo.toml)
