@@ -30,7 +30,7 @@ pub fn check_metrics_file(data: &[u8]) {
                 assert_time("pre-job timestamp", pre.timestamp);
                 if let Some(repo) = &pre.repository {
                     // Some '/' with at least one character on each side
-                    // (the host re-checks the same rule: see host/src/check.rs).
+                    // (the keeper re-checks the same rule: see keeper/src/check.rs).
                     let ok = repo.char_indices().any(|(i, c)| c == '/' && i > 0 && i + 1 < repo.len());
                     assert!(ok, "accepted repository {repo:?}");
                 }

@@ -5,7 +5,7 @@
 //! loop forever, allocate without bound, open a FIFO without checking (so the
 //! host blocks inside open(2)), or lie about the outcome. The host must
 //! survive each, quarantine the storage (traps) or fail and keep it (lies:
-//! check.rs rejects them), go on with the others, and end the run in time.
+//! the keeper's check.rs rejects them), go on with the others, and end the run in time.
 //!
 //! The hostile component is built here, once per test binary, by a nested
 //! `cargo build` into its own target directory, and loaded with tight limits
@@ -270,7 +270,7 @@ fn a_guest_blocked_in_a_host_call_past_its_deadline_is_quarantined_as_a_trap() {
 
 #[test]
 fn a_guest_that_extracts_under_another_runners_name_is_rejected_and_the_storage_kept() {
-    // Expected: check.rs rejects metrics for "someone-else" when asked about
+    // Expected: the keeper (check.rs) rejects metrics for "someone-else" when asked about
     // hostile-othername-1: failed and kept whole, no line written for it.
     let h = hostile("hostile-othername-1", |_| {}, |_| {});
     assert_rejected(&h, "hostile-othername-1", "someone-else");
@@ -311,7 +311,7 @@ fn a_guest_that_reports_a_quarantine_location_outside_the_quarantine_is_rejected
 
 #[test]
 fn a_scan_that_offers_a_path_out_of_the_root_is_rejected_and_the_run_goes_on() {
-    // Expected: the scan offers "../../etc" as a candidate; check.rs
+    // Expected: the scan offers "../../etc" as a candidate; the keeper (check.rs)
     // rejects it (failed, not a runner name), nothing is asked about it, and
     // every real storage is handled normally.
     let passwd = fs::read("/etc/passwd").expect("read /etc/passwd");
@@ -373,7 +373,7 @@ fn a_scan_that_traps_mid_run_stops_the_run_and_loses_nothing() {
 #[test]
 fn a_guest_that_renders_two_lines_for_one_event_is_rejected_and_nothing_is_written() {
     // Expected: render-event returns a line with an injected second line;
-    // check.rs rejects it: the storage fails and is kept whole, the log
+    // the keeper (check.rs) rejects it: the storage fails and is kept whole, the log
     // stays empty.
     let plugin = hostile_plugin();
     let root = StorageRoot::new();
@@ -399,7 +399,7 @@ fn a_guest_that_renders_two_lines_for_one_event_is_rejected_and_nothing_is_writt
 #[test]
 fn a_guest_that_adds_a_key_to_a_line_is_rejected_and_nothing_is_written() {
     // Expected: render-event returns one well-formed ASCII JSON line of the
-    // right event, with one key the event does not have; check.rs holds
+    // right event, with one key the event does not have; the keeper (check.rs) holds
     // the line equal to the event and rejects it: the storage fails and is
     // kept whole, the log stays empty. (Before issue 9 only the `event` key
     // was checked, and the line was written.)
