@@ -113,55 +113,6 @@ pub fn events(events: &[Event]) -> Result<(), String> {
     Ok(())
 }
 
-/// The `event` key a line must carry for `event`.
-pub fn event_kind(event: &Event) -> &'static str {
-    match event {
-        Event::RunnerInstalled(_) => "runner_installed",
-        Event::RunnerStart(_) => "runner_start",
-        Event::RunnerStop(_) => "runner_stop",
-    }
-}
-
-/// What a line rendered from `event` must hold, key by key (spec 5): the
-/// event's own values, nothing else.
-pub fn expected_fields(event: &Event) -> Vec<(&'static str, serde_json::Value)> {
-    use crate::metrics_json::{conclusion_name, status_name};
-    use serde_json::json;
-    let mut fields = vec![("event", json!(event_kind(event)))];
-    match event {
-        Event::RunnerInstalled(e) => fields.extend([
-            ("timestamp", json!(e.timestamp)),
-            ("flavor", json!(e.flavor)),
-            ("duration", json!(e.duration)),
-        ]),
-        Event::RunnerStart(e) => {
-            fields.extend([
-                ("timestamp", json!(e.timestamp)),
-                ("flavor", json!(e.flavor)),
-                ("workflow", json!(e.workflow)),
-                ("repo", json!(e.repo)),
-                ("github_event", json!(e.github_event)),
-                ("idle", json!(e.idle)),
-            ]);
-            fields.extend(e.queue_duration.map(|q| ("queue_duration", json!(q))));
-        }
-        Event::RunnerStop(e) => {
-            fields.extend([
-                ("timestamp", json!(e.timestamp)),
-                ("flavor", json!(e.flavor)),
-                ("workflow", json!(e.workflow)),
-                ("repo", json!(e.repo)),
-                ("github_event", json!(e.github_event)),
-                ("status", json!(status_name(e.status))),
-                ("job_duration", json!(e.job_duration)),
-            ]);
-            fields.extend(e.status_info.as_ref().map(|i| ("status_info", json!({"code": i.code}))));
-            fields.extend(e.job_conclusion.map(|c| ("job_conclusion", json!(conclusion_name(c)))));
-        }
-    }
-    fields
-}
-
 /// The flavor an event carries.
 fn flavor_of(event: &Event) -> &str {
     match event {
@@ -176,14 +127,16 @@ fn flavor_of(event: &Event) -> &str {
 /// event is of the requested `flavor`. A guest that lies cannot put any
 /// other key or value into the log.
 pub fn line(line: &str, event: &Event, flavor: &str) -> Result<(), String> {
-    let kind = event_kind(event);
+    let event_model = wit::event_from_wit(event.clone());
+    let kind = event_model.kind();
     if flavor_of(event) != flavor {
         return Err(format!("guest issued a {kind} event of flavor {:?}, not {flavor:?}", bounded(flavor_of(event))));
     }
     // The common case, and the strictest check: the very line the guest's
     // renderer writes for this event (the one every host writes), byte for
     // byte. Otherwise the checks below say what differs.
-    if line == render::render_event(&wit::event_from_wit(event.clone())) {
+    let expected_line = render::render_event(&event_model);
+    if line == expected_line {
         return Ok(());
     }
     if line.len() > MAX_LINE_BYTES {
@@ -197,18 +150,27 @@ pub fn line(line: &str, event: &Event, flavor: &str) -> Result<(), String> {
     let Some(object) = value.as_object() else {
         return Err(format!("guest rendered a {kind} line that is not a JSON object"));
     };
-    let expected = expected_fields(event);
+    let expected = rendered_object(&expected_line)?;
     for (key, want) in &expected {
-        match object.get(*key) {
+        match object.get(key) {
             Some(got) if got == want => {}
             Some(_) => return Err(format!("guest rendered a {kind} line whose {key:?} differs from the event")),
             None => return Err(format!("guest rendered a {kind} line without {key:?}")),
         }
     }
-    if let Some(extra) = object.keys().find(|k| !expected.iter().any(|(key, _)| key == k)) {
+    if let Some(extra) = object.keys().find(|k| !expected.contains_key(*k)) {
         return Err(format!("guest rendered a {kind} line with a key the event does not have: {:?}", bounded(extra)));
     }
     Err(format!("guest rendered a {kind} line that holds the event but not as the renderer writes it (order, spacing, number format)"))
+}
+
+/// The keys and values of a line our own renderer wrote, to say which of
+/// them a guest's line gets wrong.
+fn rendered_object(expected_line: &str) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    match serde_json::from_str(expected_line) {
+        Ok(serde_json::Value::Object(object)) => Ok(object),
+        _ => Err(format!("the keeper's renderer wrote a line that is not a JSON object: {}", bounded(expected_line))),
+    }
 }
 
 /// The lines of one extracted storage, before they are appended: a real
@@ -243,7 +205,8 @@ pub fn storage_lines(root: &Path, storage: &StorageLines, emit: &Emit) -> Result
 
 /// A metrics line: one line of JSON equal to the metrics it claims to be.
 fn metrics_line(text: &str, m: &RunnerMetrics) -> Result<(), String> {
-    if text == render::render_metrics(&wit::metrics_from_wit(m.clone())) {
+    let expected_line = render::render_metrics(&wit::metrics_from_wit(m.clone()));
+    if text == expected_line {
         return Ok(());
     }
     if text.len() > MAX_LINE_BYTES || text.bytes().any(|b| b.is_ascii_control()) {
@@ -251,7 +214,7 @@ fn metrics_line(text: &str, m: &RunnerMetrics) -> Result<(), String> {
     }
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| format!("rendered a metrics line that is not JSON: {e}"))?;
-    if value != crate::metrics_json::to_value(m) {
+    if value != serde_json::Value::Object(rendered_object(&expected_line)?) {
         return Err("rendered a metrics line that differs from the metrics".to_owned());
     }
     Err("rendered a metrics line that holds the metrics but not as the renderer writes it".to_owned())

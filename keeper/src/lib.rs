@@ -13,7 +13,6 @@
 pub mod bindings;
 pub mod books;
 pub mod check;
-pub mod metrics_json;
 
 #[cfg(target_arch = "wasm32")]
 mod component;
