@@ -6,7 +6,7 @@
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context, Result};
 use wasmtime::component::{Component, Linker};
@@ -68,7 +68,10 @@ pub enum CompiledFrom {
 pub struct Plugin {
     engine: Engine,
     pre: PluginPre<HostState>,
-    keeper: KeeperPre<KeeperState>,
+    /// Compiled (or loaded from the cache) on the first collect: the
+    /// commands that run none (`quarantine list`, `storage ...`) skip it.
+    keeper: OnceLock<KeeperPre<KeeperState>>,
+    cache_dir: Option<PathBuf>,
     limits: Limits,
     stall_watch: Arc<StallWatch>,
     compiled_from: CompiledFrom,
@@ -86,8 +89,6 @@ impl Plugin {
     pub fn from_bytes(wasm: &[u8], options: &PluginOptions) -> Result<Self> {
         let engine = Engine::new(&engine_config()).anyhow().context("creating the wasmtime engine")?;
         let (component, compiled_from) = load_component(&engine, wasm, options.cache_dir.as_deref())?;
-        let (keeper, _) = load_component(&engine, EMBEDDED_KEEPER, options.cache_dir.as_deref())?;
-        let keeper = crate::keeper::link(&engine, &keeper)?;
         let mut linker = Linker::<HostState>::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).anyhow().context("linking WASI")?;
         PluginWorld::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(&mut linker, |state| state)
@@ -103,7 +104,16 @@ impl Plugin {
         let stall_watch = Arc::new(StallWatch::default());
         let ticker =
             EpochTicker::start(&engine, Arc::clone(&stall_watch)).context("starting the epoch ticker thread")?;
-        Ok(Self { engine, pre, keeper, limits: options.limits, stall_watch, compiled_from, _ticker: ticker })
+        Ok(Self {
+            engine,
+            pre,
+            keeper: OnceLock::new(),
+            cache_dir: options.cache_dir.clone(),
+            limits: options.limits,
+            stall_watch,
+            compiled_from,
+            _ticker: ticker,
+        })
     }
 
     /// A fresh sandbox that sees `storage_root` and nothing else.
@@ -113,7 +123,15 @@ impl Plugin {
 
     /// The keeper of one run over `storage_root` (which it sees read-only).
     pub(crate) fn keeper(&self, storage_root: &Path, options: &CollectOptions) -> Result<Keeper> {
-        Keeper::new(&self.engine, &self.keeper, &self.limits, storage_root, options)
+        let pre = match self.keeper.get() {
+            Some(pre) => pre,
+            None => {
+                let (component, _) = load_component(&self.engine, EMBEDDED_KEEPER, self.cache_dir.as_deref())?;
+                let pre = crate::keeper::link(&self.engine, &component)?;
+                self.keeper.get_or_init(|| pre)
+            }
+        };
+        Keeper::new(&self.engine, pre, &self.limits, storage_root, options)
     }
 
     pub fn limits(&self) -> &Limits {
