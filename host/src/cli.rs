@@ -379,7 +379,7 @@ impl SandboxArgs {
             ..Limits::default()
         };
         let cache_dir = if self.no_cache { None } else { self.cache_dir.clone().or_else(default_cache_dir) };
-        Plugin::open(&PluginOptions { limits, cache_dir })
+        Plugin::open(&PluginOptions { limits, cache_dir, ..Default::default() })
     }
 }
 

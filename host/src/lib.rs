@@ -31,6 +31,7 @@
 pub mod bindings;
 pub mod collect;
 pub mod collect_options;
+pub mod confined_fs;
 pub mod github;
 pub mod hooks;
 mod imports;

@@ -13,6 +13,7 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine};
 
 use crate::bindings::{CollectOptions, IntoAnyhow, Plugin as PluginWorld, PluginPre};
+use crate::confined_fs::{link_wasi, Layer};
 use crate::keeper::{Keeper, KeeperPre, KeeperState};
 use crate::limits::{EpochTicker, Limits, StallWatch};
 use crate::lock::kind_of;
@@ -37,12 +38,15 @@ pub struct PluginOptions {
     pub limits: Limits,
     /// Where compiled machine code is cached; `None` compiles on every start.
     pub cache_dir: Option<PathBuf>,
+    /// Who serves the guest's filesystem. `Auto` (the default) also reads
+    /// `RUNNER_METRICS_FILESYSTEM` (`confined`, `wasi` or `auto`).
+    pub filesystem: Layer,
 }
 
 impl PluginOptions {
     /// Options with the default limits and the per-user cache directory.
     pub fn with_default_cache() -> Self {
-        Self { limits: Limits::default(), cache_dir: default_cache_dir() }
+        Self { cache_dir: default_cache_dir(), ..Self::default() }
     }
 }
 
@@ -75,6 +79,10 @@ pub struct Plugin {
     limits: Limits,
     stall_watch: Arc<StallWatch>,
     compiled_from: CompiledFrom,
+    /// The guest's filesystem is [`crate::confined_fs`] (else wasmtime-wasi's).
+    confined: bool,
+    /// Why the fallback serves the filesystem, when it does on `Auto`.
+    fallback: Option<String>,
     // Last: stops the ticker thread when the plugin goes away.
     _ticker: EpochTicker,
 }
@@ -89,8 +97,10 @@ impl Plugin {
     pub fn from_bytes(wasm: &[u8], options: &PluginOptions) -> Result<Self> {
         let engine = Engine::new(&engine_config()).anyhow().context("creating the wasmtime engine")?;
         let (component, compiled_from) = load_component(&engine, wasm, options.cache_dir.as_deref())?;
+        let layer = if options.filesystem == Layer::Auto { Layer::from_env()? } else { options.filesystem };
+        let (confined, fallback) = layer.resolve()?;
         let mut linker = Linker::<HostState>::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).anyhow().context("linking WASI")?;
+        link_wasi(&mut linker, confined)?;
         PluginWorld::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(&mut linker, |state| state)
             .anyhow()
             .context("linking the host interface")?;
@@ -112,13 +122,15 @@ impl Plugin {
             limits: options.limits,
             stall_watch,
             compiled_from,
+            confined,
+            fallback,
             _ticker: ticker,
         })
     }
 
     /// A fresh sandbox that sees `storage_root` and nothing else.
     pub fn sandbox(&self, storage_root: &Path) -> Result<Sandbox> {
-        Sandbox::new(&self.engine, &self.pre, &self.limits, Arc::clone(&self.stall_watch), storage_root)
+        Sandbox::new(&self.engine, &self.pre, &self.limits, Arc::clone(&self.stall_watch), storage_root, self.confined)
     }
 
     /// The keeper of one run over `storage_root` (which it sees read-only).
@@ -140,6 +152,22 @@ impl Plugin {
 
     pub fn compiled_from(&self) -> CompiledFrom {
         self.compiled_from
+    }
+
+    /// Who serves the guest's filesystem: `"confined"` (the kernel confines
+    /// every lookup, see [`crate::confined_fs`]) or `"wasmtime-wasi"`.
+    pub fn filesystem(&self) -> &'static str {
+        if self.confined {
+            "confined"
+        } else {
+            "wasmtime-wasi"
+        }
+    }
+
+    /// Why the plugin fell back to wasmtime-wasi's filesystem on a kernel
+    /// without `openat2`: to be said once, where the operator sees it.
+    pub fn filesystem_fallback(&self) -> Option<&str> {
+        self.fallback.as_deref()
     }
 }
 

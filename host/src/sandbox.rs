@@ -18,6 +18,7 @@ use crate::bindings::{
     CollectOptions, Event, GithubJobMetrics, Interrupted, IntoAnyhow, Outcome, Plugin as PluginBindings, PluginPre,
     QuarantineInfo, QuarantineReason, QuarantinedStorage, RootEntry, RunnerMetrics, Selection,
 };
+use crate::confined_fs::{ConfinedFsCtx, ConfinedFsState, ConfinedFsView};
 use crate::imports::{Lent, RunState};
 use crate::limits::{Limits, StallWatch};
 
@@ -29,6 +30,9 @@ pub const GUEST_ROOT: &str = "/storage";
 /// reachable.
 pub struct HostState {
     wasi: WasiCtx,
+    /// The root as the confined filesystem grants it (unused when the
+    /// plugin falls back to wasmtime-wasi's, which has it preopened).
+    fs: ConfinedFsCtx,
     table: ResourceTable,
     limits: StoreLimits,
     /// When the guest's time on the current storage (or call) runs out;
@@ -50,6 +54,12 @@ pub struct HostState {
 impl WasiView for HostState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl ConfinedFsState for HostState {
+    fn confined_fs(&mut self) -> ConfinedFsView<'_> {
+        ConfinedFsView { ctx: &self.fs, table: &mut self.table }
     }
 }
 
@@ -86,18 +96,22 @@ impl Sandbox {
         limits: &Limits,
         stall_watch: Arc<StallWatch>,
         storage_root: &Path,
+        confined: bool,
     ) -> Result<Self> {
         let stderr = MemoryOutputPipe::new(limits.stderr_bytes);
         let mut wasi = WasiCtx::builder();
-        wasi.stderr(stderr.clone())
-            .allow_blocking_current_thread(true)
-            .preopened_dir(storage_root, GUEST_ROOT, FsPerms::ReadWrite)
-            .anyhow()
-            .with_context(|| format!("granting the storage root {}", storage_root.display()))?;
+        wasi.stderr(stderr.clone()).allow_blocking_current_thread(true);
+        if !confined {
+            wasi.preopened_dir(storage_root, GUEST_ROOT, FsPerms::ReadWrite)
+                .anyhow()
+                .with_context(|| format!("granting the storage root {}", storage_root.display()))?;
+        }
+        let fs = ConfinedFsCtx::new(storage_root, GUEST_ROOT, true)?;
         let mut table = ResourceTable::new();
         table.set_max_capacity(limits.max_handles);
         let state = HostState {
             wasi: wasi.build(),
+            fs,
             table,
             limits: StoreLimitsBuilder::new()
                 .memory_size(limits.memory_bytes)

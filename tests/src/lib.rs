@@ -378,8 +378,7 @@ pub fn cache_dir() -> PathBuf {
 pub fn plugin() -> &'static Plugin {
     static PLUGIN: OnceLock<Plugin> = OnceLock::new();
     PLUGIN.get_or_init(|| {
-        Plugin::open(&PluginOptions { limits: Limits::default(), cache_dir: Some(cache_dir()) })
-            .expect("open the plugin")
+        Plugin::open(&PluginOptions { cache_dir: Some(cache_dir()), ..Default::default() }).expect("open the plugin")
     })
 }
 

@@ -17,6 +17,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use runner_metrics::confined_fs::Layer;
 use runner_metrics::{CollectOptions, Limits, MetricsLog, OutcomeKind, Plugin, PluginOptions};
 use runner_metrics_e2e::*;
 
@@ -60,13 +61,19 @@ fn hostile_component() -> &'static [u8] {
     })
 }
 
-/// The hostile component as a plugin with tight limits, once per binary.
-fn hostile_plugin() -> &'static Plugin {
-    static PLUGIN: OnceLock<Plugin> = OnceLock::new();
-    PLUGIN.get_or_init(|| {
+/// The hostile component as a plugin with tight limits, once per binary
+/// and filesystem layer (`Auto` follows `RUNNER_METRICS_FILESYSTEM`).
+fn hostile_plugin(filesystem: Layer) -> &'static Plugin {
+    static PLUGINS: [OnceLock<Plugin>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    let slot = match filesystem {
+        Layer::Auto => 0,
+        Layer::Confined => 1,
+        Layer::Wasi => 2,
+    };
+    PLUGINS[slot].get_or_init(|| {
         let limits = Limits { call_timeout: CALL_TIMEOUT, memory_bytes: 32 << 20, ..Limits::default() };
-        Plugin::from_bytes(hostile_component(), &PluginOptions { limits, cache_dir: Some(cache_dir()) })
-            .expect("open the hostile component")
+        let options = PluginOptions { limits, cache_dir: Some(cache_dir()), filesystem };
+        Plugin::from_bytes(hostile_component(), &options).expect("open the hostile component")
     })
 }
 
@@ -89,7 +96,17 @@ struct Hostile {
 /// metrics log; asserts the run ended in time, the invariants, the others'
 /// lines, and that no line carries a lie.
 fn hostile(name: &str, build: impl FnOnce(&Runner), options: impl FnOnce(&mut CollectOptions)) -> Hostile {
-    let plugin = hostile_plugin();
+    hostile_on(Layer::Auto, name, build, options)
+}
+
+/// [`hostile`] with the guest's filesystem served by `filesystem`.
+fn hostile_on(
+    filesystem: Layer,
+    name: &str,
+    build: impl FnOnce(&Runner),
+    options: impl FnOnce(&mut CollectOptions),
+) -> Hostile {
+    let plugin = hostile_plugin(filesystem);
     let mut scene = Scene::new();
     build(&scene.root.valid_runner(name));
     for other in OTHERS {
@@ -186,7 +203,7 @@ fn a_guest_that_traps_while_deleting_a_storage_whose_lines_are_out_never_extract
     let q = quarantined(&h.scene.root, "hostile-delpanic-1");
     assert_eq!(q.reason["reason"], "sandbox-trap", "{}", q.reason);
     // (`hostile` checked the count: 3 lines for each storage, once.)
-    let (summary, again, _) = collect_in_memory(hostile_plugin(), &h.scene.root, &h.scene.options());
+    let (summary, again, _) = collect_in_memory(hostile_plugin(Layer::Auto), &h.scene.root, &h.scene.options());
     let summary = summary.expect("second run");
     assert!(again.lines.is_empty(), "{summary:?}: {:?}", again.lines);
 }
@@ -226,8 +243,9 @@ fn a_guest_that_allocates_without_bound_traps_at_its_memory_cap_and_is_quarantin
 
 /// The hostile FIFO case: the storage's pre-job file is a FIFO with no
 /// writer, which the hostile guest opens without looking.
-fn blind_fifo_open() -> Hostile {
-    hostile(
+fn blind_fifo_open(filesystem: Layer) -> Hostile {
+    hostile_on(
+        filesystem,
         "hostile-fifo-1",
         |r| {
             r.remove(PRE_JOB).fifo(PRE_JOB);
@@ -237,14 +255,27 @@ fn blind_fifo_open() -> Hostile {
 }
 
 #[test]
+fn a_guest_that_opens_a_fifo_blindly_on_the_confined_filesystem_does_not_block_at_all() {
+    // Expected: the confined filesystem opens everything O_NONBLOCK, so the
+    // open returns at once, the guest sees a FIFO and gives up: failed and
+    // kept whole, long before any deadline.
+    let h = blind_fifo_open(Layer::Confined);
+    let name = "hostile-fifo-1";
+    assert!(h.took < CALL_TIMEOUT, "the open blocked: {:?}", h.took);
+    h.scene.assert_fate(&h.collected, name, &Fate::Failed);
+    assert!(h.collected.report(name).detail.contains("opened a FIFO and came back"), "{:?}", h.collected.report(name));
+}
+
+#[test]
 fn a_guest_that_opens_a_fifo_blindly_does_not_hang_the_host() {
-    // Expected: the host call blocks in open(2) on a FIFO with no writer,
+    // Expected, on the fallback filesystem (wasmtime-wasi's, whose open
+    // blocks): the host call blocks in open(2) on a FIFO with no writer,
     // where no epoch deadline can reach it; the stall watch of
     // host/src/limits.rs wakes it at the call's deadline, so the run ends
     // soon after 1.5 s instead of never. The storage is not lost: quarantined
     // as a sandbox trap (the FIFO moved along) or, see the ignored test
     // below, failed and kept whole.
-    let h = blind_fifo_open();
+    let h = blind_fifo_open(Layer::Wasi);
     let name = "hostile-fifo-1";
     assert!(h.took >= CALL_TIMEOUT, "the open cannot have returned before the stall watch woke it: {:?}", h.took);
     assert!(h.took < 4 * CALL_TIMEOUT, "woken long after the call's deadline: {:?}", h.took);
@@ -264,7 +295,8 @@ fn a_guest_that_opens_a_fifo_blindly_does_not_hang_the_host() {
 fn a_guest_blocked_in_a_host_call_past_its_deadline_is_quarantined_as_a_trap() {
     // Expected: a call the stall watch had to break is a trap whatever the
     // guest answers afterwards: quarantined (sandbox-trap), FIFO moved along.
-    let h = blind_fifo_open();
+    // Only the fallback filesystem can block.
+    let h = blind_fifo_open(Layer::Wasi);
     assert_trapped(&h, "hostile-fifo-1", "deadline");
 }
 
@@ -348,7 +380,7 @@ fn a_scan_that_traps_mid_run_stops_the_run_and_loses_nothing() {
     // lines were appended before the trap (batches of 7) is deleted and
     // reported once; those still pending in the guest when it trapped, and
     // those the scan never served, are untouched for the next run.
-    let plugin = hostile_plugin();
+    let plugin = hostile_plugin(Layer::Auto);
     let root = StorageRoot::new();
     let names: Vec<String> = (0..300).map(|i| format!("scan-{i:03}")).collect();
     for name in &names {
@@ -375,7 +407,7 @@ fn a_guest_that_renders_two_lines_for_one_event_is_rejected_and_nothing_is_writt
     // Expected: render-event returns a line with an injected second line;
     // the keeper (check.rs) rejects it: the storage fails and is kept whole, the log
     // stays empty.
-    let plugin = hostile_plugin();
+    let plugin = hostile_plugin(Layer::Auto);
     let root = StorageRoot::new();
     root.valid_runner("r-render");
     let before = snapshot(&root.join("r-render"));
@@ -403,7 +435,7 @@ fn a_guest_that_adds_a_key_to_a_line_is_rejected_and_nothing_is_written() {
     // the line equal to the event and rejects it: the storage fails and is
     // kept whole, the log stays empty. (Before issue 9 only the `event` key
     // was checked, and the line was written.)
-    let plugin = hostile_plugin();
+    let plugin = hostile_plugin(Layer::Auto);
     let root = StorageRoot::new();
     root.valid_runner("r-extrakey");
     let before = snapshot(&root.join("r-extrakey"));
@@ -433,8 +465,11 @@ fn a_line_as_big_as_the_plugin_can_make_is_refused_by_the_keeper_not_fatal_to_it
     static PLUGIN: OnceLock<Plugin> = OnceLock::new();
     let plugin = PLUGIN.get_or_init(|| {
         let limits = Limits { call_timeout: CALL_TIMEOUT, memory_bytes: 256 << 20, ..Limits::default() };
-        Plugin::from_bytes(hostile_component(), &PluginOptions { limits, cache_dir: Some(cache_dir()) })
-            .expect("open the hostile component")
+        Plugin::from_bytes(
+            hostile_component(),
+            &PluginOptions { limits, cache_dir: Some(cache_dir()), ..Default::default() },
+        )
+        .expect("open the hostile component")
     });
     let root = StorageRoot::new();
     root.valid_runner("r-big-1");
@@ -473,7 +508,7 @@ fn a_run_stops_after_its_trap_budget_with_every_trap_recovered() {
     // in the root, untouched, and no honest storage is lost or extracted
     // twice: each is either extracted (its lines once, deleted) or still
     // there.
-    let plugin = hostile_plugin();
+    let plugin = hostile_plugin(Layer::Auto);
     let root = StorageRoot::new();
     let hostile: Vec<String> = (0..20).map(|i| format!("hostile-panic-{i:02}")).collect();
     let honest: Vec<String> = (0..10).map(|i| format!("n-honest-{i:02}")).collect();

@@ -645,7 +645,7 @@ fn the_deadline_is_per_storage_so_a_long_run_of_quick_storages_is_never_cut() {
     let limits = Limits { call_timeout: Duration::from_millis(150), ..Limits::default() };
     let plugin = Plugin::from_bytes(
         runner_metrics::plugin::EMBEDDED_COMPONENT,
-        &PluginOptions { limits, cache_dir: Some(cache_dir()) },
+        &PluginOptions { limits, cache_dir: Some(cache_dir()), ..Default::default() },
     )
     .expect("open the component");
     let root = StorageRoot::new();
