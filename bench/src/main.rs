@@ -108,6 +108,10 @@ struct RunArgs {
     /// Skip the cold-start and instance measurements.
     #[arg(long)]
     skip_startup: bool,
+    /// Storages in the root whose system calls are counted per contender
+    /// (with `strace -f -c`, on tmpfs); 0 skips the count.
+    #[arg(long, default_value_t = 2000)]
+    syscalls_n: usize,
 }
 
 fn main() -> Result<()> {
@@ -145,6 +149,9 @@ fn run(args: RunArgs) -> Result<()> {
     }
     if !args.skip_startup {
         startup(&collect_bin, &places[0].1, args.cold_runs)?;
+    }
+    if args.syscalls_n > 0 {
+        syscalls(&args, &collect_bin, &places[0].1)?;
     }
     let mut rows = Vec::new();
     for (label, dir) in &places {
@@ -399,6 +406,58 @@ fn sizes_on(args: &RunArgs, collect_bin: &Path, base: &Path, fs_name: &str, rows
         });
         rows.push(Row { filesystem: fs_name.to_owned(), n, cells });
     }
+    Ok(())
+}
+
+/// Counts every contender's system calls per storage on one generated root
+/// (`strace -f -c`, all threads): on these VMs they are where the time goes.
+fn syscalls(args: &RunArgs, collect_bin: &Path, dir: &Path) -> Result<()> {
+    println!("## System calls per storage (N = {}, tmpfs, `strace -f -c`)\n", args.syscalls_n);
+    if Command::new("strace").arg("-V").output().is_err() {
+        println!("strace is not installed: not counted.\n");
+        return Ok(());
+    }
+    let base = dir.join(format!("runner-metrics-syscalls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    std::fs::create_dir_all(&base)?;
+    let cache = base.join("cache");
+    let mut counts = Vec::new();
+    for contender in Contender::ALL {
+        let root = base.join("root");
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root)?;
+        generate::generate(&root, args.syscalls_n, args.seed)?;
+        if contender == Contender::Sandboxed {
+            // A warm cache, as in the timed runs.
+            let mut warm =
+                contenders::command(contender, collect_bin, &base.join("empty"), &base.join("w.log"), &cache)?;
+            std::fs::create_dir_all(base.join("empty"))?;
+            warm.output()?;
+        }
+        let out = base.join("strace.txt");
+        let inner = contenders::command(contender, collect_bin, &root, &base.join("metrics.log"), &cache)?;
+        let mut traced = Command::new("strace");
+        traced.args(["-f", "-c", "-o"]).arg(&out).arg(inner.get_program()).args(inner.get_args());
+        let status = traced.output()?.status;
+        ensure!(status.success() || contender != Contender::Floor, "strace of {} failed", contender.label());
+        let text = std::fs::read_to_string(&out)?;
+        // The last line: "100.00 <seconds> <usecs/call> <calls> [<errors>] total".
+        let calls = text
+            .lines()
+            .rev()
+            .find(|l| l.trim_end().ends_with("total"))
+            .and_then(|l| l.split_whitespace().nth(3).and_then(|w| w.parse::<u64>().ok()))
+            .context("no total line in the strace summary")?;
+        counts.push((contender, calls as f64 / args.syscalls_n as f64));
+        let _ = std::fs::remove_dir_all(&root);
+    }
+    let floor = counts.iter().find(|(c, _)| *c == Contender::Floor).map(|(_, n)| *n).unwrap_or(f64::NAN);
+    println!("| contender | syscalls per storage | / floor |\n| --- | ---: | ---: |");
+    for (contender, per) in &counts {
+        println!("| {} | {per:.1} | {:.2}x |", contender.label(), per / floor);
+    }
+    println!();
+    let _ = std::fs::remove_dir_all(&base);
     Ok(())
 }
 

@@ -238,7 +238,7 @@ pub fn extract_storage(fs: &impl StorageFs, name: &str, keep: bool) -> Outcome {
 /// it cannot be emptied it is quarantined as `undeletable`, so it is never
 /// extracted twice; `Err` only when it is still in place under its name.
 /// A storage that is already gone (another process removed it) is deleted.
-pub fn delete_storage(fs: &impl StorageFs, name: &str) -> Result<Option<QuarantineInfo>, String> {
+pub fn delete_storage<F: StorageFs>(fs: &F, name: &str) -> Result<Option<QuarantineInfo>, String> {
     if !is_valid_runner_name(name) {
         return Err(format!("refusing to delete {name:?}: not a valid runner name"));
     }
@@ -248,22 +248,69 @@ pub fn delete_storage(fs: &impl StorageFs, name: &str) -> Result<Option<Quaranti
         Err(e) if e.kind == FsErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.message),
     }
-    ensure_reserved_dir(fs, DELETING_DIR)?;
-    let doomed = free_name(fs, DELETING_DIR, &entry_base(name, fs.now()))?;
-    match fs.rename(name, &doomed) {
-        Ok(()) => {}
-        Err(e) if e.kind == FsErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.message),
-    }
+    // One handle on `.deleting/` for the move and the removal: single
+    // names relative to it, never a path resolved twice.
+    let deleting = open_reserved_dir(fs, DELETING_DIR)?;
+    let Some(leftover) = move_to_free_name(fs, name, &deleting, &entry_base(name, fs.now()))? else {
+        return Ok(None);
+    };
     #[cfg(feature = "hostile")]
     crate::hostile::after_rename(name);
-    let leftover = doomed.strip_prefix(&format!("{DELETING_DIR}/")).unwrap_or(&doomed);
-    match delete_in_deleting(fs, leftover) {
+    use crate::walk::DirHandle;
+    match walk::remove_tree(&deleting, &<F::Dir as DirHandle>::name_from(&leftover)) {
         Ok(()) => Ok(None),
-        Err(e) => quarantine_path(fs, &doomed, name, QuarantineReason::Undeletable, None, &e.message)
-            .map(Some)
-            .map_err(|q| format!("moved to {doomed} but could not delete it ({e}) nor quarantine it ({q})")),
+        Err(e) => {
+            let doomed = join(DELETING_DIR, &leftover);
+            quarantine_path(fs, &doomed, name, QuarantineReason::Undeletable, None, &e.message)
+                .map(Some)
+                .map_err(|q| format!("moved to {doomed} but could not delete it ({e}) nor quarantine it ({q})"))
+        }
     }
+}
+
+/// Opens a reserved directory of the root, creating it first if needed.
+fn open_reserved_dir<F: StorageFs>(fs: &F, dir: &str) -> Result<F::Dir, String> {
+    match fs.open_dir(dir) {
+        Ok(handle) => return Ok(handle),
+        Err(e) if e.kind == FsErrorKind::NotFound => {}
+        Err(e) => return Err(format!("{dir} is not a directory that can be opened: {e}")),
+    }
+    match fs.create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind == FsErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e.message),
+    }
+    fs.open_dir(dir).map_err(|e| e.message)
+}
+
+/// Moves the root's entry `name` into `dir` as `base` (or `base.1`,
+/// `base.2`... when taken); `None` when `name` is gone already. Tries the
+/// move itself rather than probing names first: one call in the usual case.
+fn move_to_free_name<F: StorageFs>(fs: &F, name: &str, dir: &F::Dir, base: &str) -> Result<Option<String>, String> {
+    for attempt in 0..100u32 {
+        let candidate = match attempt {
+            0 => base.to_owned(),
+            n => format!("{base}.{n}"),
+        };
+        match fs.move_into(name, dir, &candidate) {
+            Ok(()) => return Ok(Some(candidate)),
+            // Taken by a file or a directory that is not empty.
+            Err(e)
+                if matches!(
+                    e.kind,
+                    FsErrorKind::AlreadyExists | FsErrorKind::NotEmpty | FsErrorKind::NotADirectory
+                ) => {}
+            // The storage vanished, or the target directory did: which one?
+            Err(e) if e.kind == FsErrorKind::NotFound => {
+                return match fs.lstat(name) {
+                    Err(gone) if gone.kind == FsErrorKind::NotFound => Ok(None),
+                    _ => Err(e.message),
+                };
+            }
+            Err(e) => return Err(e.message),
+        }
+    }
+    Err(format!("no free name for {base:?} in {DELETING_DIR}"))
 }
 
 /// Removes the entry `leftover` of `.deleting/` (a tree, file or symlink)
@@ -323,22 +370,6 @@ pub const ENTRY_NAME_PREFIX: usize = 200;
 pub fn entry_base(runner: &str, now: f64) -> String {
     let prefix = runner.get(..runner.len().min(ENTRY_NAME_PREFIX)).unwrap_or(runner);
     format!("{prefix}.{now:.6}")
-}
-
-/// `base`, or `base.1`, `base.2`... : the first name not taken in `dir`.
-fn free_name(fs: &impl StorageFs, dir: &str, base: &str) -> Result<String, String> {
-    for attempt in 0..100u32 {
-        let candidate = match attempt {
-            0 => join(dir, base),
-            n => join(dir, &format!("{base}.{n}")),
-        };
-        match fs.lstat(&candidate) {
-            Err(e) if e.kind == FsErrorKind::NotFound => return Ok(candidate),
-            Err(e) => return Err(e.message),
-            Ok(_) => continue,
-        }
-    }
-    Err(format!("no free name for {base:?} in {dir}"))
 }
 
 /// The runner name inside a `<name>.<secs>.<micros>[.<n>]` entry name.

@@ -118,6 +118,10 @@ pub trait StorageFs {
     fn read_bounded(&self, path: &str, limit: usize) -> FsResult<BoundedRead>;
     /// Atomically renames within the root.
     fn rename(&self, from: &str, to: &str) -> FsResult<()>;
+    /// Atomically moves the root's entry `name` to `new_name` in the open
+    /// directory `dir`: one call on single names, no path resolved twice.
+    /// Replaces at most an empty directory.
+    fn move_into(&self, name: &str, dir: &Self::Dir, new_name: &str) -> FsResult<()>;
     fn create_dir(&self, path: &str) -> FsResult<()>;
     /// Creates a new file (fails if anything exists there), writes `bytes`
     /// and syncs it.
@@ -146,6 +150,9 @@ impl<T: StorageFs> StorageFs for &T {
     }
     fn rename(&self, from: &str, to: &str) -> FsResult<()> {
         (**self).rename(from, to)
+    }
+    fn move_into(&self, name: &str, dir: &Self::Dir, new_name: &str) -> FsResult<()> {
+        (**self).move_into(name, dir, new_name)
     }
     fn create_dir(&self, path: &str) -> FsResult<()> {
         (**self).create_dir(path)
@@ -305,6 +312,11 @@ mod native {
 
         fn rename(&self, from: &str, to: &str) -> FsResult<()> {
             fs::rename(self.path(from), self.path(to)).map_err(|e| error("rename", from, e))
+        }
+
+        fn move_into(&self, name: &str, dir: &NativeDir, new_name: &str) -> FsResult<()> {
+            let root = NativeDir::open(&self.root).map_err(|e| error("open", "", e))?;
+            root.rename_to(&NativeDir::name_from(name), dir, &NativeDir::name_from(new_name))
         }
 
         fn create_dir(&self, path: &str) -> FsResult<()> {
@@ -833,6 +845,11 @@ mod wasi_fs {
         fn rename(&self, from: &str, to: &str) -> FsResult<()> {
             self.forget_dir();
             self.root.rename_at(from, &self.root, to).map_err(|e| error("rename", from, e))
+        }
+
+        fn move_into(&self, name: &str, dir: &WasiDir, new_name: &str) -> FsResult<()> {
+            self.forget_dir();
+            self.root.rename_at(name, &dir.0, new_name).map_err(|e| error("move", name, e))
         }
 
         fn create_dir(&self, path: &str) -> FsResult<()> {

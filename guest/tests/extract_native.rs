@@ -1100,6 +1100,9 @@ impl StorageFs for LyingLstat {
     fn rename(&self, from: &str, to: &str) -> FsResult<()> {
         self.inner.rename(from, to)
     }
+    fn move_into(&self, name: &str, dir: &Self::Dir, new_name: &str) -> FsResult<()> {
+        self.inner.move_into(name, dir, new_name)
+    }
     fn create_dir(&self, path: &str) -> FsResult<()> {
         self.inner.create_dir(path)
     }
@@ -1461,6 +1464,9 @@ impl StorageFs for FixedClock {
     }
     fn rename(&self, from: &str, to: &str) -> FsResult<()> {
         self.inner.rename(from, to)
+    }
+    fn move_into(&self, name: &str, dir: &Self::Dir, new_name: &str) -> FsResult<()> {
+        self.inner.move_into(name, dir, new_name)
     }
     fn create_dir(&self, path: &str) -> FsResult<()> {
         self.inner.create_dir(path)

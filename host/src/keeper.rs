@@ -16,6 +16,7 @@ use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::{CollectOptions, IntoAnyhow, RunnerMetrics, StorageLines, StorageReport};
+use crate::confined_fs::{link_wasi, ConfinedFsCtx, ConfinedFsState, ConfinedFsView};
 use crate::sandbox::GUEST_ROOT;
 
 mod generated {
@@ -40,6 +41,9 @@ pub fn keeper_memory_bytes(plugin_memory: usize) -> usize {
 
 pub struct KeeperState {
     wasi: WasiCtx,
+    /// The root, read-only, as the confined filesystem grants it (unused
+    /// on the wasmtime-wasi fallback, which has it preopened).
+    fs: ConfinedFsCtx,
     table: ResourceTable,
     limits: StoreLimits,
 }
@@ -47,6 +51,12 @@ pub struct KeeperState {
 impl WasiView for KeeperState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl ConfinedFsState for KeeperState {
+    fn confined_fs(&mut self) -> ConfinedFsView<'_> {
+        ConfinedFsView { ctx: &self.fs, table: &mut self.table }
     }
 }
 
@@ -64,17 +74,21 @@ impl Keeper {
         limits: &crate::limits::Limits,
         root: &Path,
         options: &CollectOptions,
+        confined: bool,
     ) -> Result<Self> {
         let mut wasi = WasiCtx::builder();
-        wasi.allow_blocking_current_thread(true)
-            .preopened_dir(root, GUEST_ROOT, FsPerms::ReadOnly)
-            .anyhow()
-            .with_context(|| format!("granting the keeper the storage root {}", root.display()))?;
+        wasi.allow_blocking_current_thread(true);
+        if !confined {
+            wasi.preopened_dir(root, GUEST_ROOT, FsPerms::ReadOnly)
+                .anyhow()
+                .with_context(|| format!("granting the keeper the storage root {}", root.display()))?;
+        }
+        let fs = ConfinedFsCtx::new(root, GUEST_ROOT, false)?;
         let limits = StoreLimitsBuilder::new()
             .memory_size(keeper_memory_bytes(limits.memory_bytes))
             .trap_on_grow_failure(true)
             .build();
-        let mut store = Store::new(engine, KeeperState { wasi: wasi.build(), table: ResourceTable::new(), limits });
+        let mut store = Store::new(engine, KeeperState { wasi: wasi.build(), fs, table: ResourceTable::new(), limits });
         store.limiter(|state| &mut state.limits);
         // The engine counts epochs for the plugin's deadlines; the keeper's
         // work is bounded by what it is handed, so it is never interrupted.
@@ -123,10 +137,15 @@ impl Keeper {
     }
 }
 
-/// Links the keeper: WASI only (its one preopen, read-only), nothing else.
-pub(crate) fn link(engine: &Engine, component: &wasmtime::component::Component) -> Result<KeeperPre<KeeperState>> {
+/// Links the keeper: WASI only (its one preopen, read-only), nothing else;
+/// its filesystem served as the plugin's is (`confined`, or the fallback).
+pub(crate) fn link(
+    engine: &Engine,
+    component: &wasmtime::component::Component,
+    confined: bool,
+) -> Result<KeeperPre<KeeperState>> {
     let mut linker = wasmtime::component::Linker::<KeeperState>::new(engine);
-    wasmtime_wasi::p2::add_to_linker_sync(&mut linker).anyhow().context("linking WASI for the keeper")?;
+    link_wasi(&mut linker, confined).context("linking WASI for the keeper")?;
     let pre = linker.instantiate_pre(component).anyhow().context("the keeper imports something other than WASI")?;
     KeeperPre::new(pre).anyhow().context("the keeper does not export the keeper world of github-runner:metrics@0.2.0")
 }

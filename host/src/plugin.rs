@@ -139,11 +139,11 @@ impl Plugin {
             Some(pre) => pre,
             None => {
                 let (component, _) = load_component(&self.engine, EMBEDDED_KEEPER, self.cache_dir.as_deref())?;
-                let pre = crate::keeper::link(&self.engine, &component)?;
+                let pre = crate::keeper::link(&self.engine, &component, self.confined)?;
                 self.keeper.get_or_init(|| pre)
             }
         };
-        Keeper::new(&self.engine, pre, &self.limits, storage_root, options)
+        Keeper::new(&self.engine, pre, &self.limits, storage_root, options, self.confined)
     }
 
     pub fn limits(&self) -> &Limits {

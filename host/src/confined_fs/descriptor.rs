@@ -20,6 +20,7 @@ use super::bindings::wasi::filesystem::types::{
 };
 use super::bindings::wasi::filesystem::{preopens, types};
 use super::kernel::{self, code};
+use super::listing::Listing;
 use super::ConfinedFsView;
 use wasmtime_wasi::p2::bindings::io::streams::{Error as StreamErrorResource, InputStream, OutputStream};
 
@@ -33,11 +34,14 @@ pub struct Descriptor {
     flags: DescriptorFlags,
     /// Opened as a directory (or the preopen): its type needs no syscall.
     directory: bool,
+    /// A listing has read from this descriptor's own offset: the next one
+    /// needs an open file description of its own.
+    listed: bool,
 }
 
-/// A listing in progress: its own open file description of the directory.
+/// A listing in progress (see [`Listing`]).
 pub struct DirectoryEntryStream {
-    dir: rustix::fs::Dir,
+    listing: Listing,
 }
 
 type FsResult<T> = wasmtime::Result<Result<T, ErrorCode>>;
@@ -78,6 +82,20 @@ fn kind(file_type: FileType) -> DescriptorType {
         FileType::CharacterDevice => DescriptorType::CharacterDevice,
         FileType::BlockDevice => DescriptorType::BlockDevice,
         FileType::Unknown => DescriptorType::Unknown,
+    }
+}
+
+/// The kind `getdents64` gives in `d_type`.
+fn dirent_kind(d_type: u8) -> DescriptorType {
+    match d_type {
+        libc::DT_REG => DescriptorType::RegularFile,
+        libc::DT_DIR => DescriptorType::Directory,
+        libc::DT_LNK => DescriptorType::SymbolicLink,
+        libc::DT_FIFO => DescriptorType::Fifo,
+        libc::DT_SOCK => DescriptorType::Socket,
+        libc::DT_CHR => DescriptorType::CharacterDevice,
+        libc::DT_BLK => DescriptorType::BlockDevice,
+        _ => DescriptorType::Unknown,
     }
 }
 
@@ -187,14 +205,22 @@ impl types::HostDescriptor for ConfinedFsView<'_> {
     }
 
     fn read_directory(&mut self, fd: Resource<Descriptor>) -> FsResult<Resource<DirectoryEntryStream>> {
-        let opened = match self.with(&fd, DescriptorFlags::READ)? {
-            Ok(d) => kernel::reopen_dir(d.fd.as_fd()),
-            Err(e) => return Ok(Err(e)),
-        };
-        match opened.and_then(rustix::fs::Dir::new) {
-            Ok(dir) => Ok(Ok(self.table.push(DirectoryEntryStream { dir })?)),
-            Err(e) => Ok(Err(code(e))),
+        if let Err(e) = self.with(&fd, DescriptorFlags::READ)? {
+            return Ok(Err(e));
         }
+        let d = self.table.get_mut(&fd)?;
+        // The first listing of a directory the guest opened reads its own
+        // descriptor (offset 0): no open and close of a second one.
+        let listed = if d.directory && !d.listed && !Arc::ptr_eq(&d.fd, &self.ctx.root) {
+            d.listed = true;
+            Listing::new(Arc::clone(&d.fd))
+        } else {
+            match kernel::reopen_dir(d.fd.as_fd()) {
+                Ok(own) => Listing::new(Arc::new(own)),
+                Err(e) => return Ok(Err(code(e))),
+            }
+        };
+        Ok(Ok(self.table.push(DirectoryEntryStream { listing: listed })?))
     }
 
     fn sync(&mut self, fd: Resource<Descriptor>) -> FsResult<()> {
@@ -280,7 +306,9 @@ impl types::HostDescriptor for ConfinedFsView<'_> {
         }
         let follow = path_flags.contains(PathFlags::SYMLINK_FOLLOW);
         match kernel::open(parent.fd.as_fd(), &path, oflags, Mode::from_raw_mode(0o666), follow) {
-            Ok(opened) => Ok(Ok(self.table.push(Descriptor { fd: Arc::new(opened), flags, directory })?)),
+            Ok(opened) => {
+                Ok(Ok(self.table.push(Descriptor { fd: Arc::new(opened), flags, directory, listed: false })?))
+            }
             Err(e) => Ok(Err(code(e))),
         }
     }
@@ -348,34 +376,32 @@ impl types::HostDescriptor for ConfinedFsView<'_> {
 
 impl types::HostDirectoryEntryStream for ConfinedFsView<'_> {
     fn read_directory_entry(&mut self, stream: Resource<DirectoryEntryStream>) -> FsResult<Option<DirectoryEntry>> {
-        let stream = self.table.get_mut(&stream)?;
+        let listing = &mut self.table.get_mut(&stream)?.listing;
         loop {
-            let entry = match stream.dir.read() {
+            let (name, d_type) = match listing.next() {
                 None => return Ok(Ok(None)),
                 Some(Err(e)) => return Ok(Err(code(e))),
-                Some(Ok(entry)) => entry,
+                Some(Ok(entry)) => (entry.name.to_vec(), entry.d_type),
             };
-            let name = entry.file_name().to_bytes();
             if name == b"." || name == b".." {
                 continue;
             }
             // wasmtime-wasi's answer for a name WASI cannot carry; the
             // listing goes on after it.
-            let Ok(name) = std::str::from_utf8(name) else {
+            let Ok(name) = String::from_utf8(name) else {
                 return Ok(Err(ErrorCode::IllegalByteSequence));
             };
-            let type_ = match entry.file_type() {
+            let type_ = match dirent_kind(d_type) {
                 // Some filesystems leave `d_type` unset: ask for this one.
-                FileType::Unknown => {
-                    match rustix::fs::statat(stream.dir.fd()?, entry.file_name(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW)
-                    {
+                DescriptorType::Unknown => {
+                    match rustix::fs::statat(listing.fd(), name.as_str(), rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
                         Ok(st) => kind(FileType::from_raw_mode(st.st_mode as _)),
                         Err(e) => return Ok(Err(code(e))),
                     }
                 }
-                known => kind(known),
+                known => known,
             };
-            return Ok(Ok(Some(DirectoryEntry { type_, name: name.to_owned() })));
+            return Ok(Ok(Some(DirectoryEntry { type_, name })));
         }
     }
 
@@ -387,7 +413,7 @@ impl types::HostDirectoryEntryStream for ConfinedFsView<'_> {
 
 impl preopens::Host for ConfinedFsView<'_> {
     fn get_directories(&mut self) -> wasmtime::Result<Vec<(Resource<Descriptor>, String)>> {
-        let root = Descriptor { fd: Arc::clone(&self.ctx.root), flags: self.ctx.flags, directory: true };
+        let root = Descriptor { fd: Arc::clone(&self.ctx.root), flags: self.ctx.flags, directory: true, listed: false };
         Ok(vec![(self.table.push(root)?, self.ctx.guest_path.clone())])
     }
 }

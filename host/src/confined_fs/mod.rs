@@ -17,6 +17,7 @@
 
 mod descriptor;
 mod kernel;
+mod listing;
 
 use std::os::fd::OwnedFd;
 use std::path::Path;
