@@ -379,7 +379,11 @@ impl SandboxArgs {
             ..Limits::default()
         };
         let cache_dir = if self.no_cache { None } else { self.cache_dir.clone().or_else(default_cache_dir) };
-        Plugin::open(&PluginOptions { limits, cache_dir, ..Default::default() })
+        let plugin = Plugin::open(&PluginOptions { limits, cache_dir, ..Default::default() })?;
+        if let Some(why) = plugin.filesystem_fallback() {
+            eprintln!("runner-metrics: warning: {why}");
+        }
+        Ok(plugin)
     }
 }
 
