@@ -8,13 +8,21 @@ cd "$(dirname "$0")/.."
 seconds=${1:-600}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(metrics_files strict_json render_event)
+[ ${#targets[@]} -gt 0 ] || targets=(metrics_files strict_json render_event confined_fs)
 for target in "${targets[@]}"; do
+    # confined_fs drives the host's filesystem layer: it needs the host crate
+    # (a feature, so the other targets build without wasmtime), and a call
+    # that blocks (a FIFO) must show as a timeout, not a stalled run.
+    extra=()
+    [ "$target" != confined_fs ] || extra=(--features confined-fs)
+    limits=()
+    [ "$target" != confined_fs ] || limits=(-timeout=10)
     # Work on a copy so the committed seed corpus stays small and reviewed.
     work=$(mktemp -d)
     cp fuzz/corpus/"$target"/* "$work"/
     echo "==> fuzzing $target for ${seconds}s"
-    cargo +nightly fuzz run "$target" "$work" -- -max_total_time="$seconds" -max_len=2048 -print_final_stats=1 2>&1 \
+    cargo +nightly fuzz run ${extra[@]+"${extra[@]}"} "$target" "$work" -- -max_total_time="$seconds" -max_len=2048 \
+        ${limits[@]+"${limits[@]}"} -print_final_stats=1 2>&1 \
         | grep -E '^(#[0-9]+ *DONE|Done|stat::|==[0-9]+==|SUMMARY|thread|panicked|artifact_prefix|Test unit)' || true
     rm -rf "$work"
 done

@@ -1,0 +1,969 @@
+//! The threat suite: every attack the confined filesystem exists to refuse,
+//! made through the host functions a guest calls (`preopens` and
+//! `types::HostDescriptor` / `HostDirectoryEntryStream` on a
+//! [`ConfinedFsView`]), so what is tested is what a guest gets.
+//!
+//! Each test works in its own temporary directory: `<tmp>/root` is granted,
+//! `<tmp>/outside` is a sibling of sentinels (`secret`, `b`, `a/b`, `dir/`)
+//! laid out so that a path that escaped would name something real. Dropping
+//! the fixture asserts that `outside` is unchanged (names, kinds, contents,
+//! link targets, modes, link counts, modification and change times).
+//!
+//! Safety rule of this suite: no symlink or path ever points outside the
+//! temporary directory; the "absolute" targets are the absolute path of the
+//! test's own `outside`.
+//!
+//! Magic links (`/proc/self/fd/N`, `/proc/self/root`, ...) are refused by
+//! `RESOLVE_NO_MAGICLINKS` (which `RESOLVE_NO_SYMLINKS` implies as well).
+//! No test plants one: a magic link only exists under `/proc`, so reaching
+//! one from a temporary root would need a symlink pointing at `/proc`, which
+//! this suite's safety rule forbids. The symlink tests below cover the
+//! resolution step that would meet one.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{symlink, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Resource, ResourceTable};
+
+use super::bindings::wasi::clocks::wall_clock::Datetime;
+use super::bindings::wasi::filesystem::preopens::Host as _;
+use super::bindings::wasi::filesystem::types::{
+    DescriptorFlags, DescriptorStat, DescriptorType, DirectoryEntry, ErrorCode, HostDescriptor,
+    HostDirectoryEntryStream, NewTimestamp, OpenFlags, PathFlags,
+};
+use super::fuzzing::{snapshot, Snapshot};
+use super::{ConfinedFsCtx, ConfinedFsView, Descriptor};
+
+type R<T> = Result<T, ErrorCode>;
+type Fd = Resource<Descriptor>;
+
+const READ: DescriptorFlags = DescriptorFlags::READ;
+const FOLLOW: PathFlags = PathFlags::SYMLINK_FOLLOW;
+
+fn write_file(path: impl AsRef<Path>, content: &str) {
+    std::fs::write(path, content).expect("write");
+}
+
+fn c_path(path: &Path) -> CString {
+    CString::new(path.as_os_str().as_bytes()).expect("no NUL")
+}
+
+fn mkfifo(path: &Path) {
+    // SAFETY: a valid C string; mkfifo only creates the node.
+    assert_eq!(unsafe { libc::mkfifo(c_path(path).as_ptr(), 0o644) }, 0, "mkfifo {}", path.display());
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Runs `f` on another thread and fails if it has not returned in `secs`
+/// seconds: a call that blocks fails the test instead of hanging it.
+fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    let worker = std::thread::spawn(move || _ = tx.send(f()));
+    match rx.recv_timeout(Duration::from_secs(secs)) {
+        Ok(value) => value,
+        Err(mpsc::RecvTimeoutError::Timeout) => panic!("blocked for more than {secs} s"),
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            std::panic::resume_unwind(worker.join().expect_err("no value sent, so it panicked"))
+        }
+    }
+}
+
+/// A grant and its guest-side handles. Dropping it checks `outside`.
+struct Fx {
+    _tmp: tempfile::TempDir,
+    root: PathBuf,
+    outside: PathBuf,
+    outside_before: Snapshot,
+    ctx: ConfinedFsCtx,
+    table: ResourceTable,
+    preopen: u32,
+}
+
+impl Drop for Fx {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            assert_eq!(snapshot(&self.outside), self.outside_before, "outside changed");
+        }
+    }
+}
+
+impl Fx {
+    /// `root/` holds `file` ("inside\n"), the directories `a/b/` and
+    /// `inside/` (with `a/b`, `b` and `secret`, the targets of the links that
+    /// stay in the root).
+    fn new() -> Self {
+        Self::with(true)
+    }
+
+    fn read_only() -> Self {
+        Self::with(false)
+    }
+
+    fn with(writable: bool) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let (root, outside) = (tmp.path().join("root"), tmp.path().join("outside"));
+        for dir in [root.join("a/b"), root.join("inside/a"), outside.join("a"), outside.join("dir")] {
+            std::fs::create_dir_all(dir).expect("mkdir");
+        }
+        write_file(root.join("file"), "inside\n");
+        write_file(root.join("inside/a/b"), "inside a/b\n");
+        write_file(root.join("inside/b"), "inside b\n");
+        write_file(root.join("inside/secret"), "inside secret\n");
+        write_file(outside.join("secret"), "secret\n");
+        write_file(outside.join("b"), "outside b\n");
+        write_file(outside.join("a/b"), "outside a/b\n");
+        write_file(outside.join("dir/inner"), "outside dir/inner\n");
+        let outside_before = snapshot(&outside);
+        let ctx = ConfinedFsCtx::new(&root, "/storage", writable).expect("grant");
+        let mut fx = Self { _tmp: tmp, root, outside, outside_before, ctx, table: ResourceTable::new(), preopen: 0 };
+        let dirs = fx.view().get_directories().expect("preopens");
+        assert_eq!(dirs.len(), 1);
+        assert_eq!(dirs[0].1, "/storage");
+        fx.preopen = dirs[0].0.rep();
+        fx
+    }
+
+    fn view(&mut self) -> ConfinedFsView<'_> {
+        ConfinedFsView { ctx: &self.ctx, table: &mut self.table }
+    }
+
+    /// The preopened root, as the guest passes it (borrowed).
+    fn root(&self) -> Fd {
+        Resource::new_borrow(self.preopen)
+    }
+
+    fn open(&mut self, dir: &Fd, path: &str, pf: PathFlags, of: OpenFlags, df: DescriptorFlags) -> R<Fd> {
+        self.view().open_at(b(dir), pf, path.into(), of, df).expect("no trap")
+    }
+
+    fn open_file(&mut self, path: &str, df: DescriptorFlags) -> R<Fd> {
+        let root = self.root();
+        self.open(&root, path, PathFlags::empty(), OpenFlags::empty(), df)
+    }
+
+    fn open_dir(&mut self, dir: &Fd, path: &str, df: DescriptorFlags) -> R<Fd> {
+        self.open(dir, path, PathFlags::empty(), OpenFlags::DIRECTORY, df)
+    }
+
+    fn stat_at(&mut self, dir: &Fd, path: &str, pf: PathFlags) -> R<DescriptorStat> {
+        self.view().stat_at(b(dir), pf, path.into()).expect("no trap")
+    }
+
+    fn kind_at(&mut self, path: &str) -> R<DescriptorType> {
+        let root = self.root();
+        self.stat_at(&root, path, PathFlags::empty()).map(|st| st.type_)
+    }
+
+    fn read(&mut self, fd: &Fd, len: u64, offset: u64) -> R<(Vec<u8>, bool)> {
+        self.view().read(b(fd), len, offset).expect("no trap")
+    }
+
+    fn write(&mut self, fd: &Fd, data: &[u8], offset: u64) -> R<u64> {
+        self.view().write(b(fd), data.to_vec(), offset).expect("no trap")
+    }
+
+    fn mkdir(&mut self, dir: &Fd, path: &str) -> R<()> {
+        self.view().create_directory_at(b(dir), path.into()).expect("no trap")
+    }
+
+    fn rmdir(&mut self, dir: &Fd, path: &str) -> R<()> {
+        self.view().remove_directory_at(b(dir), path.into()).expect("no trap")
+    }
+
+    fn unlink(&mut self, dir: &Fd, path: &str) -> R<()> {
+        self.view().unlink_file_at(b(dir), path.into()).expect("no trap")
+    }
+
+    fn rename(&mut self, from_dir: &Fd, from: &str, to_dir: &Fd, to: &str) -> R<()> {
+        self.view().rename_at(b(from_dir), from.into(), b(to_dir), to.into()).expect("no trap")
+    }
+
+    fn readlink(&mut self, dir: &Fd, path: &str) -> R<String> {
+        self.view().readlink_at(b(dir), path.into()).expect("no trap")
+    }
+
+    /// Sets both times of `path` to 1970-01-01T00:00:01.
+    fn set_times(&mut self, dir: &Fd, path: &str, pf: PathFlags) -> R<()> {
+        let t = || NewTimestamp::Timestamp(Datetime { seconds: 1, nanoseconds: 0 });
+        self.view().set_times_at(b(dir), pf, path.into(), t(), t()).expect("no trap")
+    }
+
+    fn hash_at(&mut self, dir: &Fd, path: &str, pf: PathFlags) -> R<()> {
+        self.view().metadata_hash_at(b(dir), pf, path.into()).expect("no trap").map(drop)
+    }
+
+    /// A whole listing: the entries, and the errors met along the way.
+    fn list(&mut self, dir: &Fd) -> (Vec<DirectoryEntry>, Vec<ErrorCode>) {
+        let stream = self.view().read_directory(b(dir)).expect("no trap").expect("listing");
+        let (mut entries, mut errors) = (Vec::new(), Vec::new());
+        for _ in 0..1000 {
+            match self.view().read_directory_entry(Resource::new_borrow(stream.rep())).expect("no trap") {
+                Ok(Some(entry)) => entries.push(entry),
+                Ok(None) => break,
+                Err(e) => errors.push(e),
+            }
+        }
+        HostDirectoryEntryStream::drop(&mut self.view(), stream).expect("no trap");
+        entries.sort_by(|x, y| x.name.cmp(&y.name));
+        (entries, errors)
+    }
+
+    fn names(&mut self, dir: &Fd) -> Vec<String> {
+        self.list(dir).0.into_iter().map(|e| e.name).collect()
+    }
+
+    fn close(&mut self, fd: Fd) {
+        HostDescriptor::drop(&mut self.view(), fd).expect("no trap");
+    }
+}
+
+/// A borrow of a handle, as a guest passes one.
+fn b(fd: &Fd) -> Fd {
+    Resource::new_borrow(fd.rep())
+}
+
+fn err<T>(r: R<T>) -> Option<ErrorCode> {
+    r.err()
+}
+
+// ---------------------------------------------------------------------------
+// Symlinks at every position of a path.
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Pos {
+    First,
+    Middle,
+    Last,
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Target {
+    /// `../outside` (or `../../outside/secret`...): out by `..`.
+    Relative,
+    /// The absolute path of this test's `outside`.
+    Absolute,
+    /// `root/inside`: stays in the root, and is still refused.
+    Inside,
+}
+
+#[derive(Debug)]
+struct Case {
+    pos: Pos,
+    target: Target,
+    path: &'static str,
+    link: PathBuf,
+    link_target: PathBuf,
+}
+
+/// Plants a symlink at `pos` of the path it returns: `link/a/b`, `a/link/b`
+/// or `a/b/link`, pointing where `target` says (a directory for the first
+/// two positions, a file for the last, each existing so a followed link
+/// would name something real).
+fn plant(fx: &Fx, pos: Pos, target: Target) -> Case {
+    let (path, link, up, leaf) = match pos {
+        Pos::First => ("link/a/b", "link", "", ""),
+        Pos::Middle => ("a/link/b", "a/link", "../", ""),
+        Pos::Last => ("a/b/link", "a/b/link", "../../", "/secret"),
+    };
+    let link_target = PathBuf::from(match target {
+        Target::Relative => format!("{up}../outside{leaf}"),
+        Target::Absolute => format!("{}{leaf}", fx.outside.display()),
+        Target::Inside => format!("{up}inside{leaf}"),
+    });
+    let link = fx.root.join(link);
+    symlink(&link_target, &link).expect("symlink");
+    Case { pos, target, path, link, link_target }
+}
+
+/// Runs `check` on a fresh fixture for each position and target, then
+/// checks that the link's targets (outside, by the fixture's drop, and
+/// `root/inside`) are unchanged.
+fn each_link(mut check: impl FnMut(&mut Fx, &Case)) {
+    for pos in [Pos::First, Pos::Middle, Pos::Last] {
+        for target in [Target::Relative, Target::Absolute, Target::Inside] {
+            let mut fx = Fx::new();
+            let case = plant(&fx, pos, target);
+            let inside = snapshot(&fx.root.join("inside"));
+            check(&mut fx, &case);
+            assert_eq!(snapshot(&fx.root.join("inside")), inside, "{case:?}: root/inside changed");
+        }
+    }
+}
+
+/// The refusal of a call that acts on a last component (mkdir, unlink,
+/// rmdir, rename, readlink, set-times) when the link is not that component:
+/// such calls open the parent path `O_DIRECTORY | O_NOFOLLOW`, so a link
+/// that ends the parent path (`a/link` of `a/link/b`) is "not a directory",
+/// one further up (`link` of `link/a/b`) a symlink met on the way (`ELOOP`).
+fn parent_refusal(case: &Case) -> ErrorCode {
+    match case.pos {
+        Pos::Middle => ErrorCode::NotDirectory,
+        _ => ErrorCode::Loop,
+    }
+}
+
+#[test]
+fn planted_links_point_where_intended() {
+    // The matrix below is only as good as its links: check the targets.
+    each_link(|fx, case| {
+        let via = case.link.parent().unwrap().join(&case.link_target);
+        let resolved = std::fs::canonicalize(&via).expect("the planted link resolves");
+        let expected = match (case.target, case.pos) {
+            (Target::Inside, Pos::Last) => fx.root.join("inside/secret"),
+            (Target::Inside, _) => fx.root.join("inside"),
+            (_, Pos::Last) => fx.outside.join("secret"),
+            _ => fx.outside.clone(),
+        };
+        assert_eq!(resolved, std::fs::canonicalize(expected).unwrap(), "{case:?}");
+        assert!(std::fs::metadata(fx.root.join(case.path)).is_ok(), "{case:?}: the path through it exists");
+    });
+}
+
+#[test]
+fn symlink_in_path_open_at() {
+    each_link(|fx, case| {
+        let root = fx.root();
+        for pf in [PathFlags::empty(), FOLLOW] {
+            for of in [OpenFlags::empty(), OpenFlags::DIRECTORY] {
+                let expected = match (case.pos, pf == FOLLOW, of == OpenFlags::DIRECTORY) {
+                    (Pos::Last, false, true) => ErrorCode::NotDirectory,
+                    _ => ErrorCode::Loop,
+                };
+                let got = err(fx.open(&root, case.path, pf, of, READ));
+                assert_eq!(got, Some(expected), "{case:?} {pf:?} {of:?}");
+            }
+            // Writing through it: truncating, creating (the link's target
+            // exists, so a followed link would truncate or reuse it), or
+            // creating below it.
+            let rw = READ | DescriptorFlags::WRITE;
+            for of in [OpenFlags::TRUNCATE, OpenFlags::CREATE, OpenFlags::CREATE | OpenFlags::TRUNCATE] {
+                assert_eq!(err(fx.open(&root, case.path, pf, of, rw)), Some(ErrorCode::Loop), "{case:?} {of:?}");
+            }
+            let below = format!("{}/new", case.path);
+            let got = err(fx.open(&root, &below, pf, OpenFlags::CREATE, rw));
+            assert_eq!(got, Some(ErrorCode::Loop), "{case:?} {pf:?}");
+        }
+    });
+}
+
+#[test]
+fn symlink_in_path_stat_at() {
+    each_link(|fx, case| {
+        let root = fx.root();
+        let plain = fx.stat_at(&root, case.path, PathFlags::empty()).map(|st| st.type_);
+        let hash = fx.hash_at(&root, case.path, PathFlags::empty());
+        if case.pos == Pos::Last {
+            // The link itself, never its target.
+            assert_eq!(plain, Ok(DescriptorType::SymbolicLink), "{case:?}");
+            assert_eq!(hash, Ok(()), "{case:?}");
+        } else {
+            assert_eq!(plain, Err(ErrorCode::Loop), "{case:?}");
+            assert_eq!(hash, Err(ErrorCode::Loop), "{case:?}");
+        }
+        assert_eq!(err(fx.stat_at(&root, case.path, FOLLOW)), Some(ErrorCode::Loop), "{case:?}");
+        assert_eq!(fx.hash_at(&root, case.path, FOLLOW), Err(ErrorCode::Loop), "{case:?}");
+    });
+}
+
+#[test]
+fn symlink_in_path_create_directory_at() {
+    each_link(|fx, case| {
+        let root = fx.root();
+        let expected = if case.pos == Pos::Last { ErrorCode::Exist } else { parent_refusal(case) };
+        assert_eq!(fx.mkdir(&root, case.path), Err(expected), "{case:?}");
+        // One level down, the link is never the parent path's last component.
+        let below = format!("{}/new", case.path);
+        let expected = if case.pos == Pos::Last { ErrorCode::NotDirectory } else { ErrorCode::Loop };
+        assert_eq!(fx.mkdir(&root, &below), Err(expected), "{case:?}");
+    });
+}
+
+#[test]
+fn symlink_in_path_unlink_file_at() {
+    each_link(|fx, case| {
+        let root = fx.root();
+        if case.pos == Pos::Last {
+            // Removes the link itself; its target stays (checked by each_link).
+            assert_eq!(fx.unlink(&root, case.path), Ok(()), "{case:?}");
+            assert!(std::fs::symlink_metadata(&case.link).is_err(), "{case:?}: the link is gone");
+        } else {
+            assert_eq!(fx.unlink(&root, case.path), Err(parent_refusal(case)), "{case:?}");
+        }
+    });
+}
+
+#[test]
+fn symlink_in_path_remove_directory_at() {
+    each_link(|fx, case| {
+        let root = fx.root();
+        let expected = if case.pos == Pos::Last { ErrorCode::NotDirectory } else { parent_refusal(case) };
+        assert_eq!(fx.rmdir(&root, case.path), Err(expected), "{case:?}");
+        assert!(std::fs::symlink_metadata(&case.link).is_ok(), "{case:?}");
+    });
+}
+
+#[test]
+fn symlink_in_path_rename_at_source() {
+    each_link(|fx, case| {
+        let root = fx.root();
+        if case.pos == Pos::Last {
+            // Moves the link itself, never its target.
+            assert_eq!(fx.rename(&root, case.path, &root, "moved"), Ok(()), "{case:?}");
+            let moved = std::fs::read_link(fx.root.join("moved")).expect("the link moved");
+            assert_eq!(moved, case.link_target, "{case:?}");
+        } else {
+            assert_eq!(fx.rename(&root, case.path, &root, "moved"), Err(parent_refusal(case)), "{case:?}");
+            assert!(std::fs::symlink_metadata(fx.root.join("moved")).is_err(), "{case:?}");
+        }
+    });
+}
+
+#[test]
+fn symlink_in_path_rename_at_destination() {
+    each_link(|fx, case| {
+        let root = fx.root();
+        write_file(fx.root.join("src"), "planted\n");
+        if case.pos == Pos::Last {
+            // Replaces the link itself, never writes through it.
+            assert_eq!(fx.rename(&root, "src", &root, case.path), Ok(()), "{case:?}");
+            assert_eq!(std::fs::read_to_string(&case.link).unwrap(), "planted\n", "{case:?}");
+            assert!(std::fs::symlink_metadata(&case.link).unwrap().is_file(), "{case:?}");
+        } else {
+            assert_eq!(fx.rename(&root, "src", &root, case.path), Err(parent_refusal(case)), "{case:?}");
+            assert!(fx.root.join("src").is_file(), "{case:?}");
+        }
+    });
+}
+
+#[test]
+fn symlink_in_path_readlink_at() {
+    each_link(|fx, case| {
+        let root = fx.root();
+        let got = fx.readlink(&root, case.path);
+        if case.pos == Pos::Last {
+            // Reading a link's own text follows nothing.
+            assert_eq!(got, Ok(case.link_target.to_str().unwrap().to_owned()), "{case:?}");
+        } else {
+            assert_eq!(got, Err(parent_refusal(case)), "{case:?}");
+        }
+    });
+}
+
+#[test]
+fn symlink_in_path_set_times_at() {
+    each_link(|fx, case| {
+        let root = fx.root();
+        for pf in [PathFlags::empty(), FOLLOW] {
+            let got = fx.set_times(&root, case.path, pf);
+            if case.pos == Pos::Last {
+                // On the link itself even when asked to follow; the target's
+                // times are checked unchanged (outside and root/inside).
+                assert_eq!(got, Ok(()), "{case:?} {pf:?}");
+                assert_eq!(std::fs::symlink_metadata(&case.link).unwrap().mtime(), 1, "{case:?}");
+            } else {
+                assert_eq!(got, Err(parent_refusal(case)), "{case:?} {pf:?}");
+            }
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------
+// `..`, absolute paths.
+
+const ESCAPES: &[&str] =
+    &["..", "../", "../outside", "../outside/secret", "a/../../outside", "a/../../outside/secret", "a/b/../../../root"];
+
+#[test]
+fn dotdot_escapes_are_refused_for_lookups() {
+    let mut fx = Fx::new();
+    let root = fx.root();
+    for &path in ESCAPES {
+        for pf in [PathFlags::empty(), FOLLOW] {
+            for of in [OpenFlags::empty(), OpenFlags::DIRECTORY] {
+                assert_eq!(err(fx.open(&root, path, pf, of, READ)), Some(ErrorCode::NotPermitted), "{path} {of:?}");
+            }
+            assert_eq!(err(fx.stat_at(&root, path, pf)), Some(ErrorCode::NotPermitted), "{path} {pf:?}");
+            assert_eq!(fx.hash_at(&root, path, pf), Err(ErrorCode::NotPermitted), "{path} {pf:?}");
+        }
+    }
+}
+
+#[test]
+fn dotdot_escapes_are_refused_for_changes() {
+    let mut fx = Fx::new();
+    let root = fx.root();
+    let np = Err(ErrorCode::NotPermitted);
+    let create = OpenFlags::CREATE;
+    let rw = READ | DescriptorFlags::WRITE;
+    assert_eq!(err(fx.open(&root, "../outside/new", PathFlags::empty(), create, rw)), np.err());
+    assert_eq!(err(fx.open(&root, "../outside/secret", PathFlags::empty(), OpenFlags::TRUNCATE, rw)), np.err());
+    assert_eq!(fx.mkdir(&root, "../outside/new"), np);
+    assert_eq!(fx.mkdir(&root, "a/../../outside/new"), np);
+    assert_eq!(fx.unlink(&root, "../outside/secret"), np);
+    assert_eq!(fx.rmdir(&root, "../outside/dir"), np);
+    assert_eq!(fx.rename(&root, "../outside/secret", &root, "stolen"), np);
+    assert_eq!(fx.rename(&root, "file", &root, "../outside/planted"), np);
+    assert_eq!(fx.rename(&root, "file", &root, "a/../../outside/secret"), np);
+    assert_eq!(err(fx.readlink(&root, "../outside/secret")), np.err());
+    assert_eq!(fx.set_times(&root, "../outside/secret", PathFlags::empty()), np);
+    // `..` as the last component would act on the parent's parent.
+    assert_eq!(fx.mkdir(&root, ".."), Err(ErrorCode::Invalid));
+    assert_eq!(fx.rmdir(&root, "a/.."), Err(ErrorCode::Invalid));
+    assert_eq!(fx.unlink(&root, "a/b/.."), Err(ErrorCode::Invalid));
+    assert_eq!(fx.rename(&root, "a/..", &root, "x"), Err(ErrorCode::Invalid));
+    assert!(fx.root.join("file").is_file());
+}
+
+#[test]
+fn dotdot_that_stays_inside_is_allowed() {
+    let mut fx = Fx::new();
+    let root = fx.root();
+    let up = fx.open_dir(&root, "a/..", READ).expect("a/.. is the root");
+    assert!(fx.view().is_same_object(b(&up), b(&root)).unwrap());
+    assert_eq!(fx.kind_at("a/.."), Ok(DescriptorType::Directory));
+    assert_eq!(fx.kind_at("a/b/../../file"), Ok(DescriptorType::RegularFile));
+    let file = fx.open_file("a/../file", READ).expect("a/../file");
+    assert_eq!(fx.read(&file, 100, 0), Ok((b"inside\n".to_vec(), false)));
+    assert_eq!(fx.mkdir(&root, "a/../new"), Ok(()));
+    assert!(fx.root.join("new").is_dir());
+}
+
+#[test]
+fn a_held_descriptor_is_its_own_root() {
+    let mut fx = Fx::new();
+    let root = fx.root();
+    let a = fx.open_dir(&root, "a", READ | DescriptorFlags::MUTATE_DIRECTORY).unwrap();
+    for path in ["..", "../file", "b/../../file"] {
+        assert_eq!(err(fx.open_file_in(&a, path)), Some(ErrorCode::NotPermitted), "{path}");
+        assert_eq!(err(fx.stat_at(&a, path, PathFlags::empty())), Some(ErrorCode::NotPermitted), "{path}");
+    }
+    assert_eq!(fx.unlink(&a, "../file"), Err(ErrorCode::NotPermitted));
+    assert!(fx.root.join("file").is_file());
+}
+
+impl Fx {
+    fn open_file_in(&mut self, dir: &Fd, path: &str) -> R<Fd> {
+        self.open(dir, path, PathFlags::empty(), OpenFlags::empty(), READ)
+    }
+}
+
+#[test]
+fn absolute_paths_are_refused() {
+    let mut fx = Fx::new();
+    let root = fx.root();
+    let (outside, root_path) = (fx.outside.display().to_string(), fx.root.display().to_string());
+    let paths = ["/".to_owned(), "//".to_owned(), outside.clone(), format!("{outside}/secret"), root_path.clone()];
+    let np = Some(ErrorCode::NotPermitted);
+    for path in &paths {
+        assert_eq!(err(fx.open_file(path, READ)), np, "{path}");
+        assert_eq!(err(fx.open_dir(&root, path, READ)), np, "{path}");
+        assert_eq!(err(fx.stat_at(&root, path, PathFlags::empty())), np, "{path}");
+        assert_eq!(err(fx.mkdir(&root, &format!("{path}/new"))), np, "{path}");
+        assert_eq!(err(fx.unlink(&root, &format!("{path}/secret"))), np, "{path}");
+        assert_eq!(err(fx.rename(&root, "file", &root, &format!("{path}/planted"))), np, "{path}");
+        assert_eq!(err(fx.readlink(&root, path)), np, "{path}");
+    }
+    assert_eq!(err(fx.open_file(&format!("{root_path}/file"), READ)), np);
+}
+
+// ---------------------------------------------------------------------------
+// Special files: nothing blocks, nothing is opened that is not a file.
+
+#[test]
+fn fifo_without_writer_opens_at_once_and_reads_nothing() {
+    within(10, || {
+        let mut fx = Fx::new();
+        mkfifo(&fx.root.join("fifo"));
+        let start = Instant::now();
+        let fifo = fx.open_file("fifo", READ).expect("a FIFO opens for reading without a writer");
+        assert!(start.elapsed() < Duration::from_millis(500), "open took {:?}", start.elapsed());
+        assert_eq!(fx.view().get_type(b(&fifo)).unwrap(), Ok(DescriptorType::Fifo));
+        assert_eq!(fx.kind_at("fifo"), Ok(DescriptorType::Fifo));
+        let start = Instant::now();
+        // pread on a pipe: no data, no wait.
+        assert_eq!(fx.read(&fifo, 64, 0), Err(ErrorCode::InvalidSeek));
+        assert!(start.elapsed() < Duration::from_millis(500), "read took {:?}", start.elapsed());
+    });
+}
+
+#[test]
+fn fifo_without_reader_refuses_to_open_for_writing() {
+    within(10, || {
+        let mut fx = Fx::new();
+        mkfifo(&fx.root.join("fifo"));
+        let start = Instant::now();
+        let got = fx.open_file("fifo", DescriptorFlags::WRITE);
+        assert_eq!(err(got), Some(ErrorCode::NoSuchDevice));
+        assert!(start.elapsed() < Duration::from_millis(500), "open took {:?}", start.elapsed());
+    });
+}
+
+#[test]
+fn socket_lists_as_socket_and_cannot_be_opened() {
+    let mut fx = Fx::new();
+    let _listener = std::os::unix::net::UnixListener::bind(fx.root.join("sock")).expect("bind");
+    let root = fx.root();
+    let (entries, errors) = fx.list(&root);
+    assert!(errors.is_empty(), "{errors:?}");
+    let sock = entries.iter().find(|e| e.name == "sock").expect("listed");
+    assert_eq!(sock.type_, DescriptorType::Socket);
+    assert_eq!(fx.kind_at("sock"), Ok(DescriptorType::Socket));
+    assert_eq!(err(fx.open_file("sock", READ)), Some(ErrorCode::NoSuchDevice));
+}
+
+#[test]
+fn char_device_lists_and_stats_as_character_device() {
+    if !is_root() {
+        println!("skipped: mknod needs root");
+        return;
+    }
+    let mut fx = Fx::new();
+    let node = fx.root.join("null");
+    // The numbers of /dev/null, made inside the temporary root.
+    // SAFETY: a valid C string; mknod only creates the node.
+    let made = unsafe { libc::mknod(c_path(&node).as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(1, 3)) };
+    if made != 0 {
+        println!("skipped: mknod refused here ({})", std::io::Error::last_os_error());
+        return;
+    }
+    let root = fx.root();
+    let (entries, _) = fx.list(&root);
+    let null = entries.iter().find(|e| e.name == "null").expect("listed");
+    assert_eq!(null.type_, DescriptorType::CharacterDevice);
+    assert_eq!(fx.kind_at("null"), Ok(DescriptorType::CharacterDevice));
+}
+
+// ---------------------------------------------------------------------------
+// The tree changing under the guest.
+
+#[test]
+fn directory_swapped_for_symlink_between_calls() {
+    let mut fx = Fx::new();
+    let root = fx.root();
+    write_file(fx.root.join("a/file"), "real a/file\n");
+    write_file(fx.outside.join("file"), "outside file\n");
+    fx.outside_before = snapshot(&fx.outside);
+    let held = fx.open_dir(&root, "a", READ | DescriptorFlags::MUTATE_DIRECTORY).expect("a");
+    // Between two guest calls: `a` moves away, a link to outside takes its place.
+    std::fs::rename(fx.root.join("a"), fx.root.join("moved")).unwrap();
+    symlink("../outside", fx.root.join("a")).unwrap();
+
+    assert_eq!(err(fx.open_file("a/file", READ)), Some(ErrorCode::Loop));
+    assert_eq!(err(fx.open_dir(&root, "a", READ)), Some(ErrorCode::NotDirectory));
+    assert_eq!(err(fx.stat_at(&root, "a/file", PathFlags::empty())), Some(ErrorCode::Loop));
+    // (The calls on a last component open the parent `a` with O_NOFOLLOW.)
+    assert_eq!(fx.mkdir(&root, "a/new"), Err(ErrorCode::NotDirectory));
+    assert_eq!(fx.unlink(&root, "a/file"), Err(ErrorCode::NotDirectory));
+    assert_eq!(fx.rename(&root, "file", &root, "a/file"), Err(ErrorCode::NotDirectory));
+    assert_eq!(fx.mkdir(&root, "a/dir/new"), Err(ErrorCode::Loop));
+
+    // The descriptor held before keeps naming the real directory.
+    let file = fx.open_file_in(&held, "file").expect("the moved directory's file");
+    assert_eq!(fx.read(&file, 100, 0), Ok((b"real a/file\n".to_vec(), false)));
+    assert_eq!(fx.mkdir(&held, "new"), Ok(()));
+    assert!(fx.root.join("moved/new").is_dir());
+    assert_eq!(fx.unlink(&held, "file"), Ok(()));
+    assert!(!fx.root.join("moved/file").exists());
+    assert_eq!(fx.names(&held), ["b", "new"]);
+    assert_eq!(err(fx.open_file_in(&held, "../outside/file")), Some(ErrorCode::NotPermitted));
+}
+
+/// Unmounts on drop (lazily, so a failing test still cleans up).
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        // SAFETY: a valid C string; umount2 only detaches this mount.
+        unsafe { libc::umount2(c_path(&self.0).as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+#[test]
+fn paths_crossing_a_mount() {
+    if !is_root() {
+        println!("skipped: mounting a tmpfs needs root");
+        return;
+    }
+    let mut fx = Fx::new();
+    let mnt = fx.root.join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let (none, tmpfs) = (CString::new("none").unwrap(), CString::new("tmpfs").unwrap());
+    // SAFETY: valid C strings; a tmpfs mounted on a directory of our temp root.
+    let rc = unsafe { libc::mount(none.as_ptr(), c_path(&mnt).as_ptr(), tmpfs.as_ptr(), 0, std::ptr::null()) };
+    if rc != 0 {
+        println!("skipped: mount refused here ({})", std::io::Error::last_os_error());
+        return;
+    }
+    let _mounted = Mounted(mnt.clone());
+    let root = fx.root();
+    let rw = READ | DescriptorFlags::WRITE;
+    let f = fx.open(&root, "mnt/f", PathFlags::empty(), OpenFlags::CREATE, rw).expect("create across the mount");
+    assert_eq!(fx.write(&f, b"on tmpfs", 0), Ok(8));
+    assert_eq!(fx.read(&f, 100, 0), Ok((b"on tmpfs".to_vec(), false)));
+    assert_eq!(fx.kind_at("mnt/f"), Ok(DescriptorType::RegularFile));
+    assert_eq!(fx.mkdir(&root, "mnt/d"), Ok(()));
+    let m = fx.open_dir(&root, "mnt", READ | DescriptorFlags::MUTATE_DIRECTORY).unwrap();
+    assert_eq!(fx.names(&m), ["d", "f"]);
+    assert_eq!(fx.rename(&root, "mnt/f", &root, "f"), Err(ErrorCode::CrossDevice));
+    assert_eq!(fx.rename(&root, "file", &m, "file"), Err(ErrorCode::CrossDevice));
+    assert_eq!(err(fx.open_file_in(&m, "../file")), Some(ErrorCode::NotPermitted));
+    assert_eq!(fx.rmdir(&root, "mnt/d"), Ok(()));
+    assert_eq!(fx.unlink(&root, "mnt/f"), Ok(()));
+    assert!(fx.names(&m).is_empty());
+}
+
+// ---------------------------------------------------------------------------
+// Odd paths.
+
+#[test]
+fn name_longer_than_name_max_is_too_long() {
+    let mut fx = Fx::new();
+    let root = fx.root();
+    let long = "x".repeat(256);
+    let before = snapshot(&fx.root);
+    let too_long = Some(ErrorCode::NameTooLong);
+    for path in [long.clone(), format!("a/{long}"), format!("{long}/file")] {
+        assert_eq!(err(fx.open(&root, &path, PathFlags::empty(), OpenFlags::CREATE, READ)), too_long, "{path}");
+        assert_eq!(err(fx.stat_at(&root, &path, PathFlags::empty())), too_long, "{path}");
+        assert_eq!(err(fx.mkdir(&root, &path)), too_long, "{path}");
+        assert_eq!(err(fx.unlink(&root, &path)), too_long, "{path}");
+    }
+    assert_eq!(snapshot(&fx.root), before);
+}
+
+#[test]
+fn path_longer_than_path_max_is_refused() {
+    let mut fx = Fx::new();
+    let root = fx.root();
+    let path = format!("{}a", "a/".repeat(2048));
+    assert_eq!(path.len(), 4097);
+    let refused = |e: Option<ErrorCode>| matches!(e, Some(ErrorCode::NameTooLong | ErrorCode::NoEntry));
+    assert!(refused(err(fx.open_file(&path, READ))));
+    assert!(refused(err(fx.open(&root, &path, PathFlags::empty(), OpenFlags::CREATE, READ))));
+    assert!(refused(err(fx.stat_at(&root, &path, PathFlags::empty()))));
+    assert!(refused(err(fx.mkdir(&root, &path))));
+    assert!(refused(err(fx.unlink(&root, &path))));
+    assert!(refused(err(fx.rename(&root, "file", &root, &path))));
+}
+
+#[test]
+fn nul_byte_in_path_is_an_error() {
+    let mut fx = Fx::new();
+    let root = fx.root();
+    let before = snapshot(&fx.root);
+    for path in ["\0", "file\0", "a\0b", "a/\0/b", "fi\0le"] {
+        let create = OpenFlags::CREATE;
+        assert_eq!(err(fx.open(&root, path, PathFlags::empty(), create, READ)), Some(ErrorCode::Invalid), "{path:?}");
+        assert_eq!(err(fx.stat_at(&root, path, PathFlags::empty())), Some(ErrorCode::Invalid), "{path:?}");
+        assert_eq!(fx.mkdir(&root, path), Err(ErrorCode::Invalid), "{path:?}");
+        assert_eq!(fx.unlink(&root, path), Err(ErrorCode::Invalid), "{path:?}");
+        assert_eq!(fx.rename(&root, "file", &root, path), Err(ErrorCode::Invalid), "{path:?}");
+    }
+    assert_eq!(snapshot(&fx.root), before);
+}
+
+#[test]
+fn empty_path_names_nothing() {
+    let mut fx = Fx::new();
+    let root = fx.root();
+    let before = snapshot(&fx.root);
+    let none = Some(ErrorCode::NoEntry);
+    assert_eq!(err(fx.open_file("", READ)), none);
+    assert_eq!(err(fx.open(&root, "", PathFlags::empty(), OpenFlags::CREATE, READ)), none);
+    assert_eq!(err(fx.stat_at(&root, "", PathFlags::empty())), none);
+    assert_eq!(err(fx.stat_at(&root, "", FOLLOW)), none);
+    assert_eq!(err(fx.mkdir(&root, "")), none);
+    assert_eq!(err(fx.rmdir(&root, "")), none);
+    assert_eq!(err(fx.unlink(&root, "")), none);
+    assert_eq!(err(fx.rename(&root, "", &root, "x")), none);
+    assert_eq!(err(fx.rename(&root, "file", &root, "")), none);
+    assert_eq!(err(fx.readlink(&root, "")), none);
+    assert_eq!(snapshot(&fx.root), before);
+}
+
+// ---------------------------------------------------------------------------
+// Rights.
+
+#[test]
+fn read_only_grant_refuses_every_change() {
+    let mut fx = Fx::read_only();
+    let root = fx.root();
+    let before = snapshot(&fx.root);
+    let np = Some(ErrorCode::NotPermitted);
+    let w = DescriptorFlags::WRITE;
+    assert_eq!(fx.view().get_flags(b(&root)).unwrap(), Ok(READ));
+    assert_eq!(err(fx.open_file("file", w)), np);
+    assert_eq!(err(fx.open_file("file", READ | w)), np);
+    assert_eq!(err(fx.open(&root, "new", PathFlags::empty(), OpenFlags::CREATE, READ)), np);
+    assert_eq!(err(fx.open(&root, "file", PathFlags::empty(), OpenFlags::TRUNCATE, READ)), np);
+    assert_eq!(err(fx.open_dir(&root, "a", READ | DescriptorFlags::MUTATE_DIRECTORY)), np);
+    assert_eq!(err(fx.mkdir(&root, "new")), np);
+    assert_eq!(err(fx.unlink(&root, "file")), np);
+    assert_eq!(err(fx.rmdir(&root, "a/b")), np);
+    assert_eq!(err(fx.rename(&root, "file", &root, "renamed")), np);
+    assert_eq!(err(fx.set_times(&root, "file", PathFlags::empty())), np);
+    let file = fx.open_file("file", READ).expect("reading is granted");
+    assert_eq!(fx.read(&file, 100, 0), Ok((b"inside\n".to_vec(), false)));
+    assert_eq!(err(fx.write(&file, b"x", 0)), np);
+    assert_eq!(err(fx.view().set_size(b(&file), 0).unwrap()), np);
+    assert_eq!(snapshot(&fx.root), before);
+}
+
+#[test]
+fn descriptor_never_gets_more_than_its_parent() {
+    for writable in [false, true] {
+        let mut fx = Fx::with(writable);
+        let root = fx.root();
+        let before = snapshot(&fx.root);
+        let np = Some(ErrorCode::NotPermitted);
+        // Read-only either way: a read-only grant, or a read-only open.
+        let a = fx.open_dir(&root, "a", READ).expect("a");
+        assert_eq!(fx.view().get_flags(b(&a)).unwrap(), Ok(READ));
+        assert_eq!(err(fx.open_dir(&a, "b", READ | DescriptorFlags::MUTATE_DIRECTORY)), np);
+        assert_eq!(err(fx.open(&a, "new", PathFlags::empty(), OpenFlags::CREATE, READ | DescriptorFlags::WRITE)), np);
+        assert_eq!(err(fx.mkdir(&a, "new")), np);
+        assert_eq!(err(fx.rmdir(&a, "b")), np);
+        assert_eq!(err(fx.rename(&a, "b", &a, "c")), np);
+        assert_eq!(err(fx.rename(&root, "file", &a, "file")), np);
+        let b_dir = fx.open_dir(&a, "b", READ).expect("a/b");
+        assert_eq!(err(fx.mkdir(&b_dir, "new")), np);
+        assert_eq!(snapshot(&fx.root), before, "writable grant: {writable}");
+    }
+}
+
+#[test]
+fn symlink_at_and_link_at_are_refused() {
+    let mut fx = Fx::new();
+    let root = fx.root();
+    let before = snapshot(&fx.root);
+    let np = Err(ErrorCode::NotPermitted);
+    let abs = fx.outside.display().to_string();
+    for (target, name) in [("../outside/secret", "evil"), ("file", "alias"), (abs.as_str(), "abs")] {
+        let got = fx.view().symlink_at(b(&root), target.into(), name.into()).unwrap();
+        assert_eq!(got, np, "{target}");
+    }
+    for (pf, from) in [(PathFlags::empty(), "file"), (FOLLOW, "file"), (PathFlags::empty(), "../outside/secret")] {
+        let got = fx.view().link_at(b(&root), pf, from.into(), b(&root), "hard".into()).unwrap();
+        assert_eq!(got, np, "{from}");
+    }
+    assert_eq!(snapshot(&fx.root), before);
+}
+
+// ---------------------------------------------------------------------------
+// Listings and reads.
+
+#[test]
+fn listing_skips_dots_and_reports_non_utf8_names() {
+    let mut fx = Fx::new();
+    let list = fx.root.join("list");
+    std::fs::create_dir_all(list.join("z")).unwrap();
+    let good: Vec<String> = (0..12).map(|i| format!("f{i:02}")).collect();
+    for name in &good {
+        write_file(list.join(name), "");
+    }
+    // Three names WASI cannot carry, among the good ones (in whatever order
+    // the directory lists them): each is one error, and the listing goes on.
+    for bad in [&b"bad\xff"[..], b"\xc3\x28", b"\xed\xa0\x80"] {
+        write_file(list.join(std::ffi::OsStr::from_bytes(bad)), "");
+    }
+    let root = fx.root();
+    let dir = fx.open_dir(&root, "list", READ).unwrap();
+    let (entries, errors) = fx.list(&dir);
+    let mut expected: Vec<_> = good.iter().map(|n| (n.as_str(), DescriptorType::RegularFile)).collect();
+    expected.push(("z", DescriptorType::Directory));
+    let got: Vec<_> = entries.iter().map(|e| (e.name.as_str(), e.type_)).collect();
+    assert_eq!(got, expected, "every good name, no `.` or `..`");
+    assert_eq!(errors, [ErrorCode::IllegalByteSequence; 3]);
+}
+
+#[test]
+fn two_listings_of_one_descriptor_are_independent() {
+    let mut fx = Fx::new();
+    for name in ["p", "q", "r", "s"] {
+        write_file(fx.root.join("a").join(name), "");
+    }
+    let root = fx.root();
+    let a = fx.open_dir(&root, "a", READ).unwrap();
+    let first = fx.view().read_directory(b(&a)).unwrap().unwrap();
+    let next = |fx: &mut Fx| fx.view().read_directory_entry(Resource::new_borrow(first.rep())).unwrap();
+    let one = next(&mut fx).unwrap().expect("a first entry");
+    // A second listing in between starts from the beginning...
+    assert_eq!(fx.names(&a), ["b", "p", "q", "r", "s"]);
+    // ... and the first one goes on where it was.
+    let mut rest = vec![one.name];
+    while let Some(entry) = next(&mut fx).unwrap() {
+        rest.push(entry.name);
+    }
+    rest.sort();
+    assert_eq!(rest, ["b", "p", "q", "r", "s"]);
+}
+
+#[test]
+fn read_with_huge_len_returns_the_file_or_one_mib() {
+    let mut fx = Fx::new();
+    write_file(fx.root.join("big"), &"z".repeat(3 << 20));
+    let small = fx.open_file("file", READ).unwrap();
+    assert_eq!(fx.read(&small, u64::MAX, 0), Ok((b"inside\n".to_vec(), false)));
+    assert_eq!(fx.read(&small, u64::MAX, 3), Ok((b"ide\n".to_vec(), false)));
+    assert_eq!(fx.read(&small, u64::MAX, 7), Ok((Vec::new(), true)));
+    assert_eq!(fx.read(&small, u64::MAX, u64::MAX), Err(ErrorCode::Invalid));
+    let big = fx.open_file("big", READ).unwrap();
+    let (data, end) = fx.read(&big, u64::MAX, 0).unwrap();
+    assert_eq!((data.len(), end), (1 << 20, false));
+    fx.close(big);
+}
+
+// ---------------------------------------------------------------------------
+// The fuzz target's property, replayed on fixed inputs (CI has no nightly).
+
+/// xorshift64*: deterministic, so a failure reproduces.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+}
+
+/// The committed seed corpus of the `confined_fs` fuzz target: hand-written
+/// escapes (`../outside/secret`, through `link`, renames out, a FIFO opened
+/// every way, a read-only grant...).
+fn fuzz_seeds() -> Vec<Vec<u8>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/confined_fs");
+    let mut seeds: Vec<Vec<u8>> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("seed corpus {}: {e}", dir.display()))
+        .map(|entry| std::fs::read(entry.unwrap().path()).unwrap())
+        .collect();
+    seeds.sort();
+    assert!(seeds.len() >= 10, "the confined_fs corpus has only {} seeds", seeds.len());
+    seeds
+}
+
+#[test]
+fn fuzz_ops_never_touch_outside() {
+    within(300, || {
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        let seeds = fuzz_seeds();
+        for seed in &seeds {
+            super::fuzzing::check_ops(seed);
+        }
+        for i in 0..2000 {
+            // Half the inputs extend a seed, so they start from an escape.
+            let mut ops = if i % 2 == 0 { seeds[i / 2 % seeds.len()].clone() } else { Vec::new() };
+            let len = (rng.next() % 256) as usize;
+            ops.extend((0..len).map(|_| rng.next() as u8));
+            super::fuzzing::check_ops(&ops);
+        }
+    });
+}
