@@ -39,6 +39,9 @@ cargo fmt --all --check || { echo "formatting differs: run 'cargo fmt --all'"; s
 step "cargo test --workspace"
 cargo test --workspace --no-fail-fast 2>&1 | tee -a "$log" || status=$?
 
+step "the end-to-end suite again, on the fallback filesystem (RUNNER_METRICS_FILESYSTEM=wasi: wasmtime-wasi's)"
+RUNNER_METRICS_FILESYSTEM=wasi cargo test -p runner-metrics-e2e --test e2e --no-fail-fast 2>&1 | tee -a "$log" || status=$?
+
 step "other hosts: Rust CLI, wasmtime CLI, Python, Node on tests/conformance (scripts/test-hosts.sh)"
 ./scripts/test-hosts.sh 2>&1 | tee -a "$log" || status=1
 hosts_passed=$(sed -n 's/^hosts: \([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$log" | tail -1)

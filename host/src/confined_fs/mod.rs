@@ -254,7 +254,7 @@ pub mod fuzzing {
         }
 
         fn path_flags(&mut self) -> PathFlags {
-            if self.byte() % 2 == 0 {
+            if self.byte().is_multiple_of(2) {
                 PathFlags::empty()
             } else {
                 PathFlags::SYMLINK_FOLLOW
