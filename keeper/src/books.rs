@@ -34,7 +34,13 @@ pub struct Books {
     appended: Vec<(String, usize)>,
     /// The batch checked last, until the host says it is durable.
     pending: Vec<(String, usize)>,
-    /// Root entries reported so far: each is reported once.
+    /// Root entries reported so far that are still in the root (kept:
+    /// skipped, failed, or anything in a dry run): each is reported once.
+    /// A storage seen to have left the root is not kept here: beginning,
+    /// appending or reporting it again is caught by the checks that it is
+    /// a directory of the root, and it is in no listing any more. So the
+    /// books grow with the storages kept (live runners, failures), not
+    /// with the root.
     reported: HashSet<String>,
     unnamed_reported: u32,
     lie: Option<Lie>,
@@ -171,7 +177,9 @@ impl Books {
             self.unnamed_reported = self.unnamed_reported.saturating_add(1);
         } else if report.name != DELETING_DIR {
             self.appended.retain(|(n, _)| *n != report.name);
-            self.reported.insert(report.name.clone());
+            if !check::leaves_the_root(self.keep(), report.outcome) {
+                self.reported.insert(report.name.clone());
+            }
         }
         if self.current.as_deref() == Some(report.name.as_str()) {
             self.current = None;
@@ -325,11 +333,32 @@ mod tests {
         let again = recover(books.next(Some(Ended::Trapped("trap in recovery".into()))));
         assert!(again.lied && again.blamed.as_deref() == Some("r2"), "{}", again.cause);
         books.report(report("r2", OutcomeKind::Failed, 0)).unwrap();
+        // r1 was seen to leave the root (no data: deleted), so it is in no
+        // listing any more and not remembered; r2 failed and is still there.
+        assert!(!books.was_reported("r1") && books.was_reported("r2"));
         match books.next(Some(Ended::Returned(None))) {
-            NextCall::Collect(o) => assert!(o.done == ["r1", "r2"] && !o.purge_deleting),
+            NextCall::Collect(o) => assert!(o.done == ["r2"] && !o.purge_deleting, "{:?}", o.done),
             _ => panic!("the collect must resume"),
         }
         assert!(matches!(books.next(Some(Ended::Returned(None))), NextCall::Done));
+    }
+
+    #[test]
+    fn the_books_remember_only_the_storages_still_in_the_root() {
+        // A run over 10,000 storages that all leave the root keeps no name,
+        // so the keeper's memory does not grow with the root.
+        let root = tempfile::tempdir().unwrap();
+        let mut books = books(root.path());
+        books.next(None);
+        for i in 0..10_000 {
+            let name = format!("r{i}");
+            books.begin_storage(name.clone()).unwrap();
+            books.report(report(&name, OutcomeKind::NoData, 0)).unwrap();
+        }
+        books.begin_storage("kept".into()).unwrap();
+        books.report(report("kept", OutcomeKind::Failed, 0)).unwrap();
+        assert_eq!(books.reported.len(), 1);
+        assert!(books.report(report("kept", OutcomeKind::Failed, 0)).unwrap_err().contains("twice"));
     }
 
     #[test]

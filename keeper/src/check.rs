@@ -265,7 +265,7 @@ pub(crate) fn report(report: StorageReport, books: &Books) -> Result<StorageRepo
                 format!("reported {name:?} as {} with {events} lines, but {what}", kind_name(kind)),
             ));
         }
-        if !books.keep() && matches!(kind, OutcomeKind::Extracted | OutcomeKind::NoData | OutcomeKind::Quarantined) {
+        if leaves_the_root(books.keep(), kind) {
             gone(books.root(), &name, kind, &report.detail).map_err(|lie| (Some(name.clone()), lie))?;
         }
     }
@@ -277,6 +277,13 @@ pub(crate) fn report(report: StorageReport, books: &Books) -> Result<StorageRepo
         detail: bounded(&report.detail),
         events: report.events,
     })
+}
+
+/// Whether a storage reported as `kind` must have left the root (and is
+/// checked to have left it): deleted, quarantined, unless nothing on disk
+/// changes (`keep`).
+pub(crate) fn leaves_the_root(keep: bool, kind: OutcomeKind) -> bool {
+    !keep && matches!(kind, OutcomeKind::Extracted | OutcomeKind::NoData | OutcomeKind::Quarantined)
 }
 
 /// Whether a report of `kind` may carry `events` lines for a storage whose
