@@ -257,7 +257,7 @@ pub fn delete_storage<F: StorageFs>(fs: &F, name: &str) -> Result<Option<Quarant
     #[cfg(feature = "hostile")]
     crate::hostile::after_rename(name);
     use crate::walk::DirHandle;
-    match walk::remove_tree(&deleting, &<F::Dir as DirHandle>::name_from(&leftover)) {
+    match walk::remove_tree_expecting(&deleting, &<F::Dir as DirHandle>::name_from(&leftover), &files::ALL) {
         Ok(()) => Ok(None),
         Err(e) => {
             let doomed = join(DELETING_DIR, &leftover);

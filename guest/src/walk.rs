@@ -130,6 +130,25 @@ impl Budget {
     }
 }
 
+/// [`remove_tree`] for a directory that usually holds only the files named
+/// `expected`: those are unlinked by name and the directory removed, with
+/// no listing (a storage is three or four known files). Anything else in
+/// it, or anything that fails, and the whole walk of [`remove_tree`] runs.
+pub fn remove_tree_expecting<D: DirHandle>(top: &D, name: &D::Name, expected: &[&str]) -> FsResult<()> {
+    if let Ok(dir) = top.open_dir(name) {
+        for file in expected {
+            // A missing file, or one that is a directory now: the walk
+            // below deals with whatever is left.
+            let _ = dir.unlink(&D::name_from(file));
+        }
+        drop(dir);
+        if top.rmdir(name).is_ok() {
+            return Ok(());
+        }
+    }
+    remove_tree(top, name)
+}
+
 /// Removes the entry `name` of `top` (a file, a symlink or a whole tree)
 /// without following any symlink, by descriptor as the module explains.
 /// `top` must be a directory of ours (`.deleting/`): directories deeper

@@ -61,6 +61,24 @@ pub fn collect_holding(
     run_collect(plugin, lock.root().to_owned(), options, jobs, sink, on_report)
 }
 
+/// How many calls crossed each boundary in a run: printed on stderr as one
+/// JSON object when `RUNNER_METRICS_COUNT_CALLS=1` (the bench divides them
+/// by the storages). Filesystem calls are counted on the confined layer
+/// only (0 on the wasmtime-wasi fallback).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct CallCounts {
+    /// `collector.collect` and `collector.recover` calls of the plugin.
+    pub plugin_calls: u64,
+    /// The plugin's calls of the `host` imports.
+    pub host_imports: u64,
+    /// The plugin's `wasi:filesystem` calls.
+    pub plugin_fs_calls: u64,
+    /// Calls of the keeper (`books.run` methods).
+    pub keeper_calls: u64,
+    /// The keeper's `wasi:filesystem` calls.
+    pub keeper_fs_calls: u64,
+}
+
 fn run_collect(
     plugin: &Plugin,
     root: PathBuf,
@@ -71,14 +89,39 @@ fn run_collect(
 ) -> Result<Summary> {
     let keeper = plugin.keeper(&root, &options.to_wit())?;
     let mut run = RunState::new(root, keeper, jobs, sink, on_report);
+    let mut counts = CallCounts::default();
+    let counting = std::env::var_os("RUNNER_METRICS_COUNT_CALLS").is_some_and(|v| v == "1");
+    let said = |counts: &mut CallCounts, run: &RunState<'_>| {
+        if counting {
+            (counts.keeper_calls, counts.keeper_fs_calls) = run.keeper.counts();
+            eprintln!("{{\"calls\": {}}}", serde_json::to_string(counts).unwrap_or_default());
+        }
+    };
     let mut last = None;
     loop {
+        let mut sandbox;
         let result = match run.keeper.next(last.as_ref())? {
-            NextCall::Done => return Ok(run.summary),
-            NextCall::Stop(why) => anyhow::bail!(why),
-            NextCall::Collect(options) => plugin.sandbox(&run.root)?.collect(&mut run, &options),
-            NextCall::Recover(x) => plugin.sandbox(&run.root)?.recover(&mut run, &x),
+            NextCall::Done => {
+                said(&mut counts, &run);
+                return Ok(run.summary);
+            }
+            NextCall::Stop(why) => {
+                said(&mut counts, &run);
+                anyhow::bail!(why)
+            }
+            NextCall::Collect(options) => {
+                sandbox = plugin.sandbox(&run.root)?;
+                sandbox.collect(&mut run, &options)
+            }
+            NextCall::Recover(x) => {
+                sandbox = plugin.sandbox(&run.root)?;
+                sandbox.recover(&mut run, &x)
+            }
         };
+        let (imports, fs_calls) = sandbox.counts();
+        counts.plugin_calls += 1;
+        counts.host_imports += imports;
+        counts.plugin_fs_calls += fs_calls;
         if let Some(e) = run.keeper_error.take() {
             return Err(e);
         }

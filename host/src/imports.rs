@@ -95,6 +95,7 @@ impl HostState {
     /// storage while the import runs. A watch found broken means the guest
     /// sat in a blocked host call past its deadline: it is stopped.
     fn pause(&mut self) -> wasmtime::Result<()> {
+        self.imports += 1;
         if let Some(id) = self.watch.take() {
             if self.stall_watch.end(id) {
                 self.stalled = true;

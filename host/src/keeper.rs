@@ -44,6 +44,7 @@ pub struct KeeperState {
     /// The root, read-only, as the confined filesystem grants it (unused
     /// on the wasmtime-wasi fallback, which has it preopened).
     fs: ConfinedFsCtx,
+    fs_calls: u64,
     table: ResourceTable,
     limits: StoreLimits,
 }
@@ -56,6 +57,7 @@ impl WasiView for KeeperState {
 
 impl ConfinedFsState for KeeperState {
     fn confined_fs(&mut self) -> ConfinedFsView<'_> {
+        self.fs_calls += 1;
         ConfinedFsView { ctx: &self.fs, table: &mut self.table }
     }
 }
@@ -65,6 +67,7 @@ pub struct Keeper {
     store: Store<KeeperState>,
     bindings: KeeperWorld,
     run: ResourceAny,
+    calls: u64,
 }
 
 impl Keeper {
@@ -88,7 +91,10 @@ impl Keeper {
             .memory_size(keeper_memory_bytes(limits.memory_bytes))
             .trap_on_grow_failure(true)
             .build();
-        let mut store = Store::new(engine, KeeperState { wasi: wasi.build(), fs, table: ResourceTable::new(), limits });
+        let mut store = Store::new(
+            engine,
+            KeeperState { wasi: wasi.build(), fs, fs_calls: 0, table: ResourceTable::new(), limits },
+        );
         store.limiter(|state| &mut state.limits);
         // The engine counts epochs for the plugin's deadlines; the keeper's
         // work is bounded by what it is handed, so it is never interrupted.
@@ -96,7 +102,7 @@ impl Keeper {
         let bindings = pre.instantiate(&mut store).anyhow().context("instantiating the keeper component")?;
         let run = bindings.github_runner_metrics_books().run().call_constructor(&mut store, options).anyhow();
         let run = run.context("the keeper failed to start the run")?;
-        Ok(Self { store, bindings, run })
+        Ok(Self { store, bindings, run, calls: 0 })
     }
 
     /// Calls the keeper: a trap in it is an error of the run.
@@ -105,7 +111,13 @@ impl Keeper {
         what: &str,
         f: impl FnOnce(&KeeperWorld, &mut Store<KeeperState>, ResourceAny) -> wasmtime::Result<T>,
     ) -> Result<T> {
+        self.calls += 1;
         f(&self.bindings, &mut self.store, self.run).anyhow().with_context(|| format!("the keeper failed ({what})"))
+    }
+
+    /// How many calls the keeper got, and how many filesystem calls it made.
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        (self.calls, self.store.data().fs_calls)
     }
 
     pub fn next(&mut self, last: Option<&Ended>) -> Result<NextCall> {

@@ -49,6 +49,10 @@ pub struct HostState {
     pub(crate) stalled: bool,
     /// The run a `collect` call serves (see [`Lent`]).
     pub(crate) lent: Option<Lent>,
+    /// Calls of the `host` imports and of the confined filesystem, for
+    /// [`crate::collect::CallCounts`].
+    pub(crate) imports: u64,
+    pub(crate) fs_calls: u64,
 }
 
 impl WasiView for HostState {
@@ -59,6 +63,8 @@ impl WasiView for HostState {
 
 impl ConfinedFsState for HostState {
     fn confined_fs(&mut self) -> ConfinedFsView<'_> {
+        // wasmtime asks for the view once per host function call.
+        self.fs_calls += 1;
         ConfinedFsView { ctx: &self.fs, table: &mut self.table }
     }
 }
@@ -128,6 +134,8 @@ impl Sandbox {
             root: storage_root.to_owned(),
             stalled: false,
             lent: None,
+            imports: 0,
+            fs_calls: 0,
         };
         let mut store = Store::new(engine, state);
         store.limiter(|state| &mut state.limits);
@@ -202,6 +210,11 @@ impl Sandbox {
         let result = self.call(what, None, f);
         self.store.data_mut().lent = None;
         result
+    }
+
+    /// How many `host` imports and filesystem calls this instance made.
+    pub(crate) fn counts(&self) -> (u64, u64) {
+        (self.store.data().imports, self.store.data().fs_calls)
     }
 
     fn explain(&self, what: &str, error: wasmtime::Error) -> GuestFailure {
