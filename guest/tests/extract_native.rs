@@ -1793,3 +1793,36 @@ fn recover_finishes_a_deletion_the_trap_cut_short() {
     assert_eq!(outcomes(&host), [("half".to_owned(), "extracted", 3, "deleted".to_owned())]);
     assert_eq!(fs::read_dir(env.path(".deleting")).unwrap().count(), 0);
 }
+
+// ---------------------------------------------------------------------------
+// Emptying a storage by its known names (walk::remove_tree_expecting)
+// ---------------------------------------------------------------------------
+
+/// `top/name` holding `files` (name, is a directory) after
+/// `remove_tree_expecting`: gone either way, through the fast path or the walk.
+fn removed_expecting(files: &[(&str, bool)]) -> bool {
+    use runner_metrics_guest::fs::NativeDir;
+    use runner_metrics_guest::walk::{remove_tree_expecting, DirHandle};
+    let tmp = TempDir::new().unwrap();
+    let storage = tmp.path().join("s");
+    fs::create_dir(&storage).unwrap();
+    for (file, dir) in files {
+        if *dir {
+            fs::create_dir_all(storage.join(file).join("inner")).unwrap();
+        } else {
+            fs::write(storage.join(file), b"x").unwrap();
+        }
+    }
+    let top = NativeDir::open(tmp.path()).unwrap();
+    remove_tree_expecting(&top, &NativeDir::name_from("s"), &files::ALL).unwrap();
+    !storage.exists() && fs::read_dir(tmp.path()).unwrap().count() == 0
+}
+
+#[test]
+fn a_storage_of_known_files_is_emptied_by_name_and_anything_else_by_the_walk() {
+    assert!(removed_expecting(&[(files::INSTALLED, false), (files::PRE_JOB, false)]));
+    // An extra file, a known name that is a directory, an extra directory.
+    assert!(removed_expecting(&[(files::INSTALLED, false), ("extra", false)]));
+    assert!(removed_expecting(&[(files::PRE_JOB, true)]));
+    assert!(removed_expecting(&[("deep", true), (files::POST_JOB, false)]));
+}
