@@ -436,6 +436,12 @@ fn syscalls(args: &RunArgs, collect_bin: &Path, dir: &Path) -> Result<()> {
         }
         let out = base.join("strace.txt");
         let inner = contenders::command(contender, collect_bin, &root, &base.join("metrics.log"), &cache)?;
+        if contender == Contender::Sandboxed {
+            boundary_calls(&inner, args)?;
+            std::fs::remove_dir_all(&root)?;
+            std::fs::create_dir_all(&root)?;
+            generate::generate(&root, args.syscalls_n, args.seed)?;
+        }
         let mut traced = Command::new("strace");
         traced.args(["-f", "-c", "-o"]).arg(&out).arg(inner.get_program()).args(inner.get_args());
         let status = traced.output()?.status;
@@ -458,6 +464,26 @@ fn syscalls(args: &RunArgs, collect_bin: &Path, dir: &Path) -> Result<()> {
     }
     println!();
     let _ = std::fs::remove_dir_all(&base);
+    Ok(())
+}
+
+/// The calls across each boundary of the sandboxed collect, per storage
+/// (`RUNNER_METRICS_COUNT_CALLS=1`, host/src/collect.rs): one untraced run.
+fn boundary_calls(command: &Command, args: &RunArgs) -> Result<()> {
+    let mut counted = Command::new(command.get_program());
+    counted.args(command.get_args()).env("RUNNER_METRICS_COUNT_CALLS", "1");
+    let output = counted.output()?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let line = stderr.lines().find(|l| l.starts_with("{\"calls\"")).context("no call counts on stderr")?;
+    let value: serde_json::Value = serde_json::from_str(line)?;
+    let calls = value.get("calls").and_then(|c| c.as_object()).context("call counts are not an object")?;
+    println!("Calls across the boundaries of the sandboxed collect, per storage:\n");
+    println!("| boundary | calls per storage |\n| --- | ---: |");
+    for (key, count) in calls {
+        let count = count.as_f64().unwrap_or(f64::NAN);
+        println!("| {key} | {:.2} |", count / args.syscalls_n as f64);
+    }
+    println!();
     Ok(())
 }
 
