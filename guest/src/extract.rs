@@ -185,9 +185,13 @@ pub fn extract_storage(fs: &impl StorageFs, name: &str, keep: bool) -> Outcome {
     if !is_valid_runner_name(name) {
         return Outcome::Skipped(SkipReason::InvalidName);
     }
-    match fs.lstat(name) {
-        Ok(meta) if meta.kind == EntryKind::Directory => {}
-        Ok(_) => return Outcome::Skipped(SkipReason::NotADirectory),
+    // Opened (no symlink followed) rather than `lstat`ed: the reads below
+    // go through the open directory.
+    match fs.enter_dir(name) {
+        Ok(()) => {}
+        Err(e) if matches!(e.kind, FsErrorKind::Symlink | FsErrorKind::NotADirectory) => {
+            return Outcome::Skipped(SkipReason::NotADirectory)
+        }
         // Removed or moved by another process since the listing (spec 7).
         Err(e) if e.kind == FsErrorKind::NotFound => return Outcome::Skipped(SkipReason::Vanished),
         Err(e) => return Outcome::Failed(e.message),

@@ -109,6 +109,12 @@ pub trait StorageFs {
     /// symlink) for [`crate::walk`].
     fn open_dir(&self, name: &str) -> FsResult<Self::Dir>;
 
+    /// Opens the root's directory `name` (one component, no symlink
+    /// followed, directory only) for the reads of paths under it that
+    /// follow: one call where an `lstat` and then an open would be two.
+    /// A symlink is `Symlink`, anything else that is not a directory
+    /// `NotADirectory`.
+    fn enter_dir(&self, name: &str) -> FsResult<()>;
     /// Lists a directory (`""` is the root).
     fn list(&self, dir: &str) -> FsResult<Self::Listing>;
     /// `lstat`: metadata of the entry itself, never of a symlink's target.
@@ -139,6 +145,9 @@ impl<T: StorageFs> StorageFs for &T {
     fn open_dir(&self, name: &str) -> FsResult<Self::Dir> {
         (**self).open_dir(name)
     }
+    fn enter_dir(&self, name: &str) -> FsResult<()> {
+        (**self).enter_dir(name)
+    }
     fn list(&self, dir: &str) -> FsResult<Self::Listing> {
         (**self).list(dir)
     }
@@ -165,6 +174,16 @@ impl<T: StorageFs> StorageFs for &T {
     }
     fn now(&self) -> f64 {
         (**self).now()
+    }
+}
+
+/// What [`StorageFs::enter_dir`] says of an entry of kind `kind` where it
+/// checks rather than opens.
+pub fn directory_or_error(name: &str, kind: EntryKind) -> FsResult<()> {
+    match kind {
+        EntryKind::Directory => Ok(()),
+        EntryKind::Symlink => Err(FsError::new(FsErrorKind::Symlink, "open directory", name, "a symlink")),
+        other => Err(FsError::new(FsErrorKind::NotADirectory, "open directory", name, other.describe())),
     }
 }
 
@@ -284,6 +303,11 @@ mod native {
         fn open_dir(&self, name: &str) -> FsResult<NativeDir> {
             let root = NativeDir::open(&self.root).map_err(|e| error("open", "", e))?;
             root.open_dir(&NativeDir::name_from(name))
+        }
+
+        fn enter_dir(&self, name: &str) -> FsResult<()> {
+            // Paths are resolved whole natively: the check is all there is.
+            directory_or_error(name, self.lstat(name)?.kind)
         }
 
         fn list(&self, dir: &str) -> FsResult<Listing> {
@@ -761,6 +785,17 @@ mod wasi_fs {
 
         fn open_dir(&self, name: &str) -> FsResult<WasiDir> {
             open_dir_at(&self.root, name).map(WasiDir).map_err(|e| error("open directory", name, e))
+        }
+
+        fn enter_dir(&self, name: &str) -> FsResult<()> {
+            if !self.through_root_only.get() {
+                match self.with_dir(name, |_| Ok(())) {
+                    Err(ErrorCode::Unsupported) => self.give_up_dir_cache(),
+                    other => return other.map_err(|e| error("open directory", name, e)),
+                }
+            }
+            // No cached directories on this host: the check only.
+            directory_or_error(name, self.lstat(name)?.kind)
         }
 
         fn list(&self, dir: &str) -> FsResult<Listing> {

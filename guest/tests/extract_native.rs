@@ -1085,6 +1085,9 @@ impl StorageFs for LyingLstat {
     fn open_dir(&self, name: &str) -> FsResult<Self::Dir> {
         self.inner.open_dir(name)
     }
+    fn enter_dir(&self, name: &str) -> FsResult<()> {
+        self.inner.enter_dir(name)
+    }
     fn list(&self, dir: &str) -> FsResult<Self::Listing> {
         self.inner.list(dir)
     }
@@ -1452,6 +1455,9 @@ impl StorageFs for FixedClock {
     type Dir = <NativeFs as StorageFs>::Dir;
     fn open_dir(&self, name: &str) -> FsResult<Self::Dir> {
         self.inner.open_dir(name)
+    }
+    fn enter_dir(&self, name: &str) -> FsResult<()> {
+        self.inner.enter_dir(name)
     }
     fn list(&self, dir: &str) -> FsResult<Self::Listing> {
         self.inner.list(dir)
