@@ -895,3 +895,80 @@ fn the_man_page_is_roff_generated_from_the_flags() {
         assert!(check.status.success() && check.stderr.is_empty(), "{}", String::from_utf8_lossy(&check.stderr));
     }
 }
+
+/// A filter for the child about to `exec`: `openat2(2)` fails with `ENOSYS`,
+/// as on a kernel before Linux 5.6 (everything else is allowed).
+#[cfg(target_arch = "x86_64")]
+fn without_openat2(command: &mut std::process::Command) -> &mut std::process::Command {
+    use std::os::unix::process::CommandExt;
+    fn stmt(code: u32, k: u32) -> libc::sock_filter {
+        libc::sock_filter { code: code as u16, jt: 0, jf: 0, k }
+    }
+    fn jump(k: u32, jt: u8, jf: u8) -> libc::sock_filter {
+        libc::sock_filter { code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16, jt, jf, k }
+    }
+    const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
+    let program = [
+        stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 4), // seccomp_data.arch
+        jump(AUDIT_ARCH_X86_64, 1, 0),
+        stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
+        stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0), // seccomp_data.nr
+        jump(libc::SYS_openat2 as u32, 0, 1),
+        stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
+        stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
+    ];
+    // SAFETY: the closure runs in the child between fork and exec and only
+    // makes two prctl calls on data that lives in it.
+    unsafe {
+        command.pre_exec(move || {
+            let fprog = libc::sock_fprog { len: program.len() as u16, filter: program.as_ptr() as *mut _ };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &fprog as *const _) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn collect_on_a_kernel_without_openat2_falls_back_says_so_once_and_loses_nothing() {
+    // Expected: the confined filesystem cannot start, so the sandbox's
+    // filesystem is wasmtime-wasi's; the CLI says so once on stderr and the
+    // collect is the same as anywhere else.
+    let root = sample_root();
+    let log = root.outside().join("metrics.log");
+    let mut command = cli();
+    command.env_remove("RUNNER_METRICS_FILESYSTEM").args(["collect", "--flavor", "small", "--storage"]);
+    command.arg(root.path()).arg("--metrics-log").arg(&log);
+    let out = output(without_openat2(&mut command));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(out.stderr.matches("openat2(2) is unavailable").count(), 1, "{}", out.stderr);
+    assert!(out.stderr.contains("served by wasmtime-wasi"), "{}", out.stderr);
+    assert_eq!(fs::read_to_string(&log).unwrap(), format!("{}\n", F_LINES.join("\n")));
+    assert_counts(&out.stderr, SAMPLE_COUNTS);
+    assert_sample_cleaned(&root);
+
+    // Where openat2 works nothing is said.
+    let root = sample_root();
+    let mut command = cli();
+    command.env_remove("RUNNER_METRICS_FILESYSTEM").args(["collect", "--flavor", "small", "--storage"]);
+    let out = output(command.arg(root.path()).arg("--metrics-log").arg(root.outside().join("m.log")));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert!(!out.stderr.contains("openat2"), "{}", out.stderr);
+}
+
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn asking_for_the_confined_filesystem_on_a_kernel_without_openat2_is_an_error_that_says_why() {
+    let root = sample_root();
+    let before = snapshot(root.path());
+    let mut command = cli();
+    command.env("RUNNER_METRICS_FILESYSTEM", "confined").args(["collect", "--flavor", "small", "--storage"]);
+    let out = output(without_openat2(command.arg(root.path()).arg("--metrics-log").arg(root.outside().join("m.log"))));
+    assert_ne!(out.code, Some(0), "{}", out.stderr);
+    assert!(out.stderr.contains("needs openat2(2)"), "{}", out.stderr);
+    assert_eq!(diff(&before, &snapshot(root.path())), "", "nothing touched");
+}
