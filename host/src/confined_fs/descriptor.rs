@@ -39,7 +39,7 @@ pub struct Descriptor {
     listed: bool,
 }
 
-/// A listing in progress (see [`Listing`]).
+/// A listing in progress (`listing.rs`: streamed `getdents64`).
 pub struct DirectoryEntryStream {
     listing: Listing,
 }

@@ -4,7 +4,7 @@
 //!
 //! - **Confined by the kernel**: every guest path goes through `openat2`
 //!   with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS`
-//!   from a descriptor the guest holds ([`kernel`]): no symlink is followed
+//!   from a descriptor the guest holds (`kernel.rs`): no symlink is followed
 //!   at any position, nothing outside the root can be named.
 //! - **Nothing blocks**: every open is `O_NONBLOCK | O_NOFOLLOW`.
 //! - **One system call per guest call** where the call is one operation: no
