@@ -478,10 +478,10 @@ fn boundary_calls(command: &Command, args: &RunArgs) -> Result<()> {
     let value: serde_json::Value = serde_json::from_str(line)?;
     let calls = value.get("calls").and_then(|c| c.as_object()).context("call counts are not an object")?;
     println!("Calls across the boundaries of the sandboxed collect, per storage:\n");
-    println!("| boundary | calls per storage |\n| --- | ---: |");
+    println!("| boundary | calls in the run | per storage |\n| --- | ---: | ---: |");
     for (key, count) in calls {
         let count = count.as_f64().unwrap_or(f64::NAN);
-        println!("| {key} | {:.2} |", count / args.syscalls_n as f64);
+        println!("| {key} | {count} | {:.2} |", count / args.syscalls_n as f64);
     }
     println!();
     Ok(())
