@@ -58,9 +58,12 @@ impl Listing {
                 }
             }
         }
-        let record = self.buf.get(self.pos..self.len)?;
-        let reclen = usize::from(u16::from_ne_bytes([*record.get(16)?, *record.get(17)?]));
-        let d_type = *record.get(18)?;
+        let record = self.buf.get(self.pos..self.len).unwrap_or_default();
+        // `d_reclen` and `d_type`; a record shorter than a header is refused below.
+        let (reclen, d_type) = match record.get(16..HEADER) {
+            Some(&[lo, hi, d_type]) => (usize::from(u16::from_ne_bytes([lo, hi])), d_type),
+            _ => (0, 0),
+        };
         if reclen < HEADER || reclen > record.len() {
             // Not what the kernel writes: stop rather than misread.
             self.done = true;
