@@ -52,7 +52,9 @@ impl Limits {
 /// Guest calls in flight, watched for host calls that block (a FIFO
 /// swapped in between the guest's `lstat` and its `open`). Epoch deadlines
 /// only fire while wasm code runs; a host call stuck in `open(2)` would
-/// never return to wasm, so the ticker breaks such stalls itself.
+/// never return to wasm, so the ticker breaks such stalls itself. Only the
+/// wasmtime-wasi fallback can block so: the confined filesystem opens
+/// everything `O_NONBLOCK` (`crate::confined_fs`).
 #[derive(Default)]
 pub struct StallWatch {
     calls: Mutex<HashMap<u64, WatchedCall>>,
