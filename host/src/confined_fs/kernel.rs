@@ -98,19 +98,24 @@ pub fn parent<'a, 'p>(dir: BorrowedFd<'a>, path: &'p str) -> Result<(Parent<'a>,
             (Parent::Opened(open(dir, head, OFlags::PATH | OFlags::DIRECTORY, Mode::empty(), false)?), leaf)
         }
     };
-    match leaf {
-        // `..` would act outside the parent; `.` and "" on the parent itself.
-        "" | "." | ".." => Err(Errno::INVAL),
-        _ => Ok((parent, leaf)),
+    if plain_name(leaf) {
+        Ok((parent, leaf))
+    } else {
+        Err(Errno::INVAL)
     }
+}
+
+/// One component naming an entry of the directory it is resolved in: not
+/// empty, `.` (the directory itself) or `..` (outside it), and no `/`.
+fn plain_name(name: &str) -> bool {
+    !matches!(name, "" | "." | "..") && !name.contains('/')
 }
 
 /// `lstat` of a path beneath `dir`: one `fstatat` for a plain name, else an
 /// `O_PATH` open (which gives the symlink itself, never its target) and
 /// `fstat`.
 pub fn stat_at(dir: BorrowedFd<'_>, path: &str, follow: bool) -> Result<Stat, Errno> {
-    let plain = !path.is_empty() && !path.contains('/') && path != "." && path != "..";
-    if plain && !follow {
+    if plain_name(path) && !follow {
         return rustix::fs::statat(dir, path, AtFlags::SYMLINK_NOFOLLOW);
     }
     let fd = open(dir, path, OFlags::PATH, Mode::empty(), follow)?;
