@@ -14,6 +14,11 @@ pub const QUARANTINE_DIR: &str = ".quarantine";
 /// half-emptied storage under a runner name to be extracted again.
 pub const DELETING_DIR: &str = ".deleting";
 
+/// The reserved entry of the root holding the filesystem images of bounded
+/// storages (spec 8), each loop-mounted on its runner's directory. Only
+/// the host's storage commands act on it.
+pub const IMAGES_DIR: &str = ".images";
+
 /// The reserved entry of the root that the host locks so that one run at a
 /// time works on the root (spec 7).
 pub const LOCK_FILE: &str = ".lock";
@@ -29,7 +34,7 @@ pub fn is_valid_runner_name(name: &str) -> bool {
 
 /// Whether a root entry belongs to the project itself and is not reported.
 pub fn is_reserved(name: &str) -> bool {
-    name == QUARANTINE_DIR || name == DELETING_DIR || name == LOCK_FILE
+    name == QUARANTINE_DIR || name == DELETING_DIR || name == LOCK_FILE || name == IMAGES_DIR
 }
 
 #[cfg(test)]
@@ -57,6 +62,7 @@ mod tests {
     fn only_the_project_dirs_are_reserved() {
         assert!(is_reserved(".quarantine"));
         assert!(is_reserved(".deleting"));
+        assert!(is_reserved(".images"));
         assert!(!is_reserved(".other"));
         assert!(!is_reserved("quarantine"));
     }

@@ -18,12 +18,28 @@ pub enum StorageCommand {
     /// Create the storage of a new runner: `<DIR>/<NAME>/` holding
     /// `runner-installation-start.timestamp` (the current UNIX time).
     ///
+    /// With --size, the storage is bounded: an ext4 image of that size in
+    /// `<DIR>/.images/NAME.img`, loop-mounted on `<DIR>/NAME` with
+    /// nodev,nosuid,noexec, so the runner can fill only its image, never the
+    /// disk of the root, the log and the quarantine. That needs root (mount)
+    /// and mkfs.ext4. Without --size it is a plain directory.
+    ///
     /// Fails, changing nothing, if anything named NAME exists in DIR. Prints
     /// the new directory's path.
+    ///
+    /// Example: runner-metrics storage create --storage /srv/runner-fs --size 1M --owner ubuntu runner-7
     Create {
         /// The storage root (the directory holding one directory per runner).
         #[arg(long, value_name = "DIR")]
         storage: PathBuf,
+        /// Make a bounded storage of this size: bytes, or a number with a
+        /// unit K, M or G (binary), between 256K and 1T, e.g. 1M.
+        #[arg(long, value_name = "SIZE", value_parser = storage::bounded::parse_size)]
+        size: Option<u64>,
+        /// Who owns the bounded storage's root directory: the user the
+        /// runner writes as, USER[:GROUP] or UID[:GID] (default root).
+        #[arg(long, value_name = "USER", value_parser = storage::bounded::parse_owner, requires = "size")]
+        owner: Option<storage::bounded::Owner>,
         /// The runner's name: 1-255 bytes of [A-Za-z0-9._-], not starting
         /// with '.'.
         name: String,
@@ -31,11 +47,16 @@ pub enum StorageCommand {
     /// List the runner storages: entries of DIR with a valid runner name
     /// that are plain directories (symlinks, files, `.quarantine` and other
     /// names are left out), sorted.
+    ///
+    /// A bounded storage whose mount is gone (after a reboot) is mounted
+    /// again first; one that cannot be is still listed, with the reason on
+    /// stderr, and the exit status is 1.
     List {
         /// The storage root.
         #[arg(long, value_name = "DIR")]
         storage: PathBuf,
-        /// Print one JSON object per line (`name`, `path`).
+        /// Print one JSON object per line (`name`, `path`, `bounded`, and
+        /// `mount_error` when a bounded storage could not be mounted).
         #[arg(long)]
         json: bool,
     },
@@ -60,7 +81,9 @@ pub enum StorageCommand {
 #[derive(Debug, Subcommand)]
 pub enum QuarantineMore {
     /// Show one quarantined storage: its reason file and its top-level
-    /// entries (as lstat sees them; nothing is followed or read).
+    /// entries (as lstat sees them; nothing is followed or read). For a
+    /// bounded storage, the entries inside its image, mounted read-only
+    /// (nodev,nosuid,noexec) for the listing, which needs root.
     Show {
         /// The storage root.
         #[arg(long, value_name = "DIR")]
@@ -140,17 +163,27 @@ pub fn run_storage(command: StorageCommand) -> Result<ExitCode> {
     | StorageCommand::Delete { storage, .. }) = &command;
     check_root(storage)?;
     match command {
-        StorageCommand::Create { storage, name } => {
-            let created = storage::create(&storage, &name)?;
+        StorageCommand::Create { storage, name, size, owner } => {
+            let created = match size {
+                Some(size) => storage::bounded::create(&storage, &name, size, owner)?,
+                None => storage::create(&storage, &name)?,
+            };
             println!("{}", created.path.display());
         }
         StorageCommand::List { storage, json } => {
-            for s in storage::list(&storage)? {
+            let listed = storage::list(&storage)?;
+            for s in &listed {
                 if json {
-                    println!("{}", serde_json::to_string(&s)?);
+                    println!("{}", serde_json::to_string(s)?);
                 } else {
                     println!("{}", s.name);
                 }
+                if let Some(e) = &s.mount_error {
+                    eprintln!("runner-metrics: {}: not mounted: {}", s.path.display(), plain(e, Some(&storage)));
+                }
+            }
+            if listed.iter().any(|s| s.mount_error.is_some()) {
+                return Ok(ExitCode::from(EXIT_FAILED_STORAGES));
             }
         }
         StorageCommand::Delete { storage, name, wait } => {
@@ -235,9 +268,11 @@ where
 fn show(root: &Path, location: &str, json: bool) -> Result<ExitCode> {
     let entry = storage::show(root, location)?;
     let contents = if entry.present { storage::quarantined_contents(root, location)? } else { Vec::new() };
+    let bounded = storage::bounded::image_inside(&root.join(storage::QUARANTINE_DIR).join(location)).is_some();
     if json {
         let mut value = serde_json::to_value(&entry)?;
         value["contents"] = serde_json::to_value(&contents)?;
+        value["bounded"] = bounded.into();
         println!("{value}");
         return Ok(ExitCode::SUCCESS);
     }
@@ -249,6 +284,8 @@ fn show(root: &Path, location: &str, json: bool) -> Result<ExitCode> {
     println!("quarantined at: {} ({})", format_time(entry.quarantined_at), entry.quarantined_at);
     if !entry.present {
         println!("contents:       (gone: only the reason file is left)");
+    } else if bounded {
+        println!("contents:       (a bounded storage: the files of its image, mounted read-only to list them)");
     }
     for c in &contents {
         println!("  {}\t{}\t{} bytes", printable(&c.name), c.kind, c.size);

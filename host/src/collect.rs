@@ -21,7 +21,7 @@ use crate::keeper::{Ended, NextCall};
 use crate::lock::RootLock;
 use crate::log::EventSink;
 use crate::plugin::Plugin;
-use crate::summary::{StorageReport, Summary};
+use crate::summary::{OutcomeKind, StorageReport, Summary};
 
 /// Runs one collect over `root`. Every storage seen gets exactly one report;
 /// `Err` only when the run could not start or had to stop (the root cannot
@@ -79,6 +79,50 @@ pub struct CallCounts {
     pub keeper_fs_calls: u64,
 }
 
+/// Bounded storages (spec 8) whose mount is gone (a reboot, a crash) are
+/// mounted again before the plugin sees the root. One that cannot be (or,
+/// in a dry run, would have to be) is reported failed and kept here, and
+/// handed to the plugin as already reported: its directory is empty while
+/// its image is not mounted, and must not be taken for a storage without
+/// data. So is every bounded storage when the plugin is not on the
+/// confined filesystem (`confined`): only its hook moves a mount point, and
+/// a storage whose lines were appended but that cannot be deleted would be
+/// extracted again by every run.
+fn reattach_bounded(
+    root: &Path,
+    options: &CollectOptions,
+    confined: bool,
+) -> Result<(crate::bindings::CollectOptions, Vec<StorageReport>)> {
+    use crate::storage::bounded::{self, Reattached};
+    let mut wit = options.to_wit();
+    let (reattached, failed) = bounded::reattach_all(root, options.keep)?;
+    let mut unmounted: Vec<(String, String)> = failed.into_iter().map(|(name, e)| (name, e.to_string())).collect();
+    for (name, what) in reattached {
+        let why = match what {
+            Reattached::WouldRemount => "its image is not mounted (a dry run mounts nothing)",
+            Reattached::Mounted | Reattached::Remounted if !confined => {
+                "a bounded storage is moved only on the confined filesystem, and this kernel lacks openat2(2)"
+            }
+            _ => continue,
+        };
+        unmounted.push((name.clone(), format!("{}: {why}", root.join(&name).display())));
+    }
+    let selection = &wit.selection;
+    let selected = |name: &str| {
+        !selection.exclude.iter().any(|n| n == name)
+            && selection.include.as_ref().is_none_or(|i| i.iter().any(|n| n == name))
+    };
+    let reports: Vec<StorageReport> = unmounted
+        .into_iter()
+        .filter(|(name, _)| selected(name) && root.join(name).is_dir())
+        .map(|(name, detail)| {
+            StorageReport::new(name, OutcomeKind::Failed, format!("bounded storage: {detail}; kept"), 0)
+        })
+        .collect();
+    wit.done.extend(reports.iter().map(|r| r.name.clone()));
+    Ok((wit, reports))
+}
+
 fn run_collect(
     plugin: &Plugin,
     root: PathBuf,
@@ -87,8 +131,13 @@ fn run_collect(
     sink: &mut dyn EventSink,
     on_report: &mut dyn FnMut(&StorageReport),
 ) -> Result<Summary> {
-    let keeper = plugin.keeper(&root, &options.to_wit())?;
+    let (wit_options, unmounted) = reattach_bounded(&root, options, plugin.filesystem() == "confined")?;
+    let keeper = plugin.keeper(&root, &wit_options)?;
     let mut run = RunState::new(root, keeper, jobs, sink, on_report);
+    for report in &unmounted {
+        run.summary.add(report);
+        (run.on_report)(report);
+    }
     let mut counts = CallCounts::default();
     let counting = std::env::var_os("RUNNER_METRICS_COUNT_CALLS").is_some_and(|v| v == "1");
     let said = |counts: &mut CallCounts, run: &RunState<'_>| {

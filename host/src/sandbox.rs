@@ -112,7 +112,8 @@ impl Sandbox {
                 .anyhow()
                 .with_context(|| format!("granting the storage root {}", storage_root.display()))?;
         }
-        let fs = ConfinedFsCtx::new(storage_root, GUEST_ROOT, true)?;
+        let fs = ConfinedFsCtx::new(storage_root, GUEST_ROOT, true)?
+            .on_busy_rename(crate::storage::bounded::busy_rename_hook(storage_root.to_owned()));
         let mut table = ResourceTable::new();
         table.set_max_capacity(limits.max_handles);
         let state = HostState {

@@ -59,6 +59,9 @@ impl Books {
     /// A run of `options` over `root` (`/storage` in the component).
     pub fn new(options: CollectOptions, root: impl Into<PathBuf>) -> Self {
         let batch_size = options.batch_size.max(1) as usize;
+        // Names the host reported itself (a bounded storage it could not
+        // mount) count as reported from the start.
+        let reported = options.done.iter().cloned().collect();
         Self {
             options,
             root: root.into(),
@@ -66,7 +69,7 @@ impl Books {
             current: None,
             appended: Vec::new(),
             pending: Vec::new(),
-            reported: HashSet::new(),
+            reported,
             unnamed_reported: 0,
             lie: None,
             append_error: None,

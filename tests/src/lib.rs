@@ -35,7 +35,7 @@ pub mod github_server;
 /// A validator for `docs/schema/event-line.schema.json`.
 pub mod schema;
 use runner_metrics::{
-    collect, CollectOptions, EventSink, JobMetricsSource, Limits, MemorySink, OutcomeKind, Plugin, PluginOptions,
+    collect, CollectOptions, EventSink, JobMetricsSource, MemorySink, OutcomeKind, Plugin, PluginOptions,
     StorageReport, Summary,
 };
 

@@ -280,6 +280,15 @@ impl types::HostDescriptor for ConfinedFsView<'_> {
         if writes && !parent.flags.contains(DescriptorFlags::MUTATE_DIRECTORY) {
             return Ok(Err(ErrorCode::NotPermitted));
         }
+        // A file is written only by the open that creates it: nothing the
+        // guest did not make (a runner's file, a bounded storage's image,
+        // another run's reason file) can have its bytes changed, even by a
+        // compromised plugin. The guest's one writer (`write_new_file`)
+        // opens with CREATE | EXCLUSIVE.
+        let creates = open_flags.contains(OpenFlags::CREATE | OpenFlags::EXCLUSIVE);
+        if (flags.contains(DescriptorFlags::WRITE) && !creates) || open_flags.contains(OpenFlags::TRUNCATE) {
+            return Ok(Err(ErrorCode::NotPermitted));
+        }
         let directory = open_flags.contains(OpenFlags::DIRECTORY);
         if directory && flags.contains(DescriptorFlags::WRITE) {
             return Ok(Err(ErrorCode::IsDirectory));
@@ -336,7 +345,20 @@ impl types::HostDescriptor for ConfinedFsView<'_> {
             (Ok(from), Ok(to)) => (from, to),
             (Err(e), _) | (_, Err(e)) => return Ok(Err(e)),
         };
-        Ok(kernel::rename_at(from.fd.as_fd(), &old_path, to.fd.as_fd(), &new_path))
+        let mut rename = || kernel::rename_at(from.fd.as_fd(), &old_path, to.fd.as_fd(), &new_path);
+        let renamed = rename();
+        if renamed != Err(ErrorCode::Busy) {
+            return Ok(renamed);
+        }
+        // A mount point of the root: the host's hook may move it.
+        match &self.ctx.busy_rename {
+            Some(hook)
+                if kernel::plain_name(&old_path) && kernel::same_object(from.fd.as_fd(), self.ctx.root.as_fd()) =>
+            {
+                Ok(hook(&old_path, &mut rename).unwrap_or(renamed))
+            }
+            _ => Ok(renamed),
+        }
     }
 
     fn symlink_at(&mut self, _: Resource<Descriptor>, _: String, _: String) -> FsResult<()> {
@@ -348,8 +370,7 @@ impl types::HostDescriptor for ConfinedFsView<'_> {
     }
 
     fn is_same_object(&mut self, a: Resource<Descriptor>, b: Resource<Descriptor>) -> wasmtime::Result<bool> {
-        let (a, b) = (rustix::fs::fstat(self.get(&a)?.fd.as_fd()), rustix::fs::fstat(self.get(&b)?.fd.as_fd()));
-        Ok(matches!((a, b), (Ok(a), Ok(b)) if a.st_dev == b.st_dev && a.st_ino == b.st_ino))
+        Ok(kernel::same_object(self.get(&a)?.fd.as_fd(), self.get(&b)?.fd.as_fd()))
     }
 
     fn metadata_hash(&mut self, fd: Resource<Descriptor>) -> FsResult<MetadataHashValue> {

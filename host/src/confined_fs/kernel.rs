@@ -107,8 +107,13 @@ pub fn parent<'a, 'p>(dir: BorrowedFd<'a>, path: &'p str) -> Result<(Parent<'a>,
 
 /// One component naming an entry of the directory it is resolved in: not
 /// empty, `.` (the directory itself) or `..` (outside it), and no `/`.
-fn plain_name(name: &str) -> bool {
+pub fn plain_name(name: &str) -> bool {
     !matches!(name, "" | "." | "..") && !name.contains('/')
+}
+
+/// Whether two descriptors are the same file.
+pub fn same_object(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> bool {
+    matches!((rustix::fs::fstat(a), rustix::fs::fstat(b)), (Ok(a), Ok(b)) if a.st_dev == b.st_dev && a.st_ino == b.st_ino)
 }
 
 /// `lstat` of a path beneath `dir`: one `fstatat` for a plain name, else an

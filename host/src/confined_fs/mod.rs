@@ -29,6 +29,7 @@ use wasmtime_wasi::WasiView;
 
 use crate::bindings::IntoAnyhow;
 
+pub use bindings::wasi::filesystem::types::ErrorCode;
 pub use descriptor::{Descriptor, DirectoryEntryStream};
 
 mod bindings {
@@ -91,11 +92,18 @@ impl Layer {
     }
 }
 
+/// Moves a mount point of the root that the kernel refused to rename
+/// (`EBUSY`): given its name, and the rename to make once it is a plain
+/// directory. `None`: not one the hook knows; the guest gets `busy`.
+pub type BusyRename =
+    dyn Fn(&str, &mut dyn FnMut() -> Result<(), ErrorCode>) -> Option<Result<(), ErrorCode>> + Send + Sync;
+
 /// What the guest may reach: one preopened directory.
 pub struct ConfinedFsCtx {
     root: Arc<OwnedFd>,
     guest_path: String,
     flags: bindings::wasi::filesystem::types::DescriptorFlags,
+    busy_rename: Option<Arc<BusyRename>>,
 }
 
 impl ConfinedFsCtx {
@@ -111,7 +119,16 @@ impl ConfinedFsCtx {
         .with_context(|| format!("opening the storage root {}", root.display()))?;
         let flags =
             if writable { DescriptorFlags::READ | DescriptorFlags::MUTATE_DIRECTORY } else { DescriptorFlags::READ };
-        Ok(Self { root: Arc::new(fd), guest_path: guest_path.to_owned(), flags })
+        Ok(Self { root: Arc::new(fd), guest_path: guest_path.to_owned(), flags, busy_rename: None })
+    }
+
+    /// Lets `hook` move the root's mount points (bounded storages, which
+    /// the guest moves into `.deleting/` or `.quarantine/` like any
+    /// storage). Asked only when the kernel refused such a rename of a
+    /// plain name of the root with `EBUSY`: no cost for plain storages.
+    pub fn on_busy_rename(mut self, hook: Arc<BusyRename>) -> Self {
+        self.busy_rename = Some(hook);
+        self
     }
 }
 

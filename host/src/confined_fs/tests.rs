@@ -340,15 +340,16 @@ fn symlink_in_path_open_at() {
                 let got = err(fx.open(&root, case.path, pf, of, READ));
                 assert_eq!(got, Some(expected), "{case:?} {pf:?} {of:?}");
             }
-            // Writing through it: truncating, creating (the link's target
-            // exists, so a followed link would truncate or reuse it), or
-            // creating below it.
+            // Writing through it: truncating or reusing the link's target
+            // is refused before any lookup (a file is written only by the
+            // open that creates it); creating below it meets the link.
             let rw = READ | DescriptorFlags::WRITE;
             for of in [OpenFlags::TRUNCATE, OpenFlags::CREATE, OpenFlags::CREATE | OpenFlags::TRUNCATE] {
-                assert_eq!(err(fx.open(&root, case.path, pf, of, rw)), Some(ErrorCode::Loop), "{case:?} {of:?}");
+                let got = err(fx.open(&root, case.path, pf, of, rw));
+                assert_eq!(got, Some(ErrorCode::NotPermitted), "{case:?} {of:?}");
             }
             let below = format!("{}/new", case.path);
-            let got = err(fx.open(&root, &below, pf, OpenFlags::CREATE, rw));
+            let got = err(fx.open(&root, &below, pf, OpenFlags::CREATE | OpenFlags::EXCLUSIVE, rw));
             assert_eq!(got, Some(ErrorCode::Loop), "{case:?} {pf:?}");
         }
     });
@@ -501,7 +502,7 @@ fn dotdot_escapes_are_refused_for_changes() {
     let mut fx = Fx::new();
     let root = fx.root();
     let np = Err(ErrorCode::NotPermitted);
-    let create = OpenFlags::CREATE;
+    let create = OpenFlags::CREATE | OpenFlags::EXCLUSIVE;
     let rw = READ | DescriptorFlags::WRITE;
     assert_eq!(err(fx.open(&root, "../outside/new", PathFlags::empty(), create, rw)), np.err());
     assert_eq!(err(fx.open(&root, "../outside/secret", PathFlags::empty(), OpenFlags::TRUNCATE, rw)), np.err());
@@ -600,8 +601,12 @@ fn fifo_without_reader_refuses_to_open_for_writing() {
         let mut fx = Fx::new();
         mkfifo(&fx.root.join("fifo"));
         let start = Instant::now();
+        // Never opened: writing needs a new file.
         let got = fx.open_file("fifo", DescriptorFlags::WRITE);
-        assert_eq!(err(got), Some(ErrorCode::NoSuchDevice));
+        assert_eq!(err(got), Some(ErrorCode::NotPermitted));
+        let root = fx.root();
+        let got = fx.open(&root, "fifo", PathFlags::empty(), OpenFlags::CREATE | OpenFlags::EXCLUSIVE, DescriptorFlags::WRITE);
+        assert_eq!(err(got), Some(ErrorCode::Exist));
         assert!(start.elapsed() < Duration::from_millis(500), "open took {:?}", start.elapsed());
     });
 }
@@ -705,7 +710,8 @@ fn paths_crossing_a_mount() {
     let _mounted = Mounted(mnt.clone());
     let root = fx.root();
     let rw = READ | DescriptorFlags::WRITE;
-    let f = fx.open(&root, "mnt/f", PathFlags::empty(), OpenFlags::CREATE, rw).expect("create across the mount");
+    let create = OpenFlags::CREATE | OpenFlags::EXCLUSIVE;
+    let f = fx.open(&root, "mnt/f", PathFlags::empty(), create, rw).expect("create across the mount");
     assert_eq!(fx.write(&f, b"on tmpfs", 0), Ok(8));
     assert_eq!(fx.read(&f, 100, 0), Ok((b"on tmpfs".to_vec(), false)));
     assert_eq!(fx.kind_at("mnt/f"), Ok(DescriptorType::RegularFile));
@@ -815,6 +821,34 @@ fn read_only_grant_refuses_every_change() {
     assert_eq!(err(fx.write(&file, b"x", 0)), np);
     assert_eq!(err(fx.view().set_size(b(&file), 0).unwrap()), np);
     assert_eq!(snapshot(&fx.root), before);
+}
+
+#[test]
+fn files_are_written_only_by_the_open_that_creates_them() {
+    // What a compromised plugin would do to a runner's file, another
+    // storage's image or a reason file: write into it, truncate it.
+    let mut fx = Fx::new();
+    let root = fx.root();
+    let before = snapshot(&fx.root);
+    let np = Some(ErrorCode::NotPermitted);
+    let (w, rw) = (DescriptorFlags::WRITE, READ | DescriptorFlags::WRITE);
+    for df in [w, rw] {
+        assert_eq!(err(fx.open_file("file", df)), np, "{df:?}");
+        for of in [OpenFlags::empty(), OpenFlags::CREATE, OpenFlags::TRUNCATE, OpenFlags::CREATE | OpenFlags::TRUNCATE] {
+            assert_eq!(err(fx.open(&root, "file", PathFlags::empty(), of, df)), np, "{of:?} {df:?}");
+        }
+    }
+    assert_eq!(err(fx.open(&root, "file", PathFlags::empty(), OpenFlags::TRUNCATE, READ)), np);
+    let create = OpenFlags::CREATE | OpenFlags::EXCLUSIVE;
+    assert_eq!(err(fx.open(&root, "file", PathFlags::empty(), create, rw)), Some(ErrorCode::Exist));
+    let file = fx.open_file("file", READ).expect("reading is granted");
+    assert_eq!(err(fx.write(&file, b"x", 0)), np);
+    assert_eq!(err(fx.view().set_size(b(&file), 0).unwrap()), np);
+    assert_eq!(snapshot(&fx.root), before, "nothing changed");
+    // A new file is written by the open that made it.
+    let new = fx.open(&root, "new", PathFlags::empty(), create, w).expect("create");
+    assert_eq!(fx.write(&new, b"reason", 0), Ok(6));
+    assert_eq!(std::fs::read(fx.root.join("new")).unwrap(), b"reason");
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! `cargo test -p runner-metrics-e2e MODULE::` runs one module, e.g.
 //! `threats::` or `hostile_guest::`.
 
+mod bounded;
 mod cli;
 mod concurrency;
 mod crash;

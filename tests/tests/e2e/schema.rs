@@ -165,7 +165,7 @@ fn every_line_of_the_e2e_fixtures_validates_with_every_status_and_conclusion() {
     let mut n = 0usize;
     let mut jobs = |_: &RunnerMetrics| {
         n += 1;
-        (n % 8 != 0).then(|| GithubJobMetrics {
+        (!n.is_multiple_of(8)).then(|| GithubJobMetrics {
             queue_duration: n as f64 * 1.5,
             conclusion: Some(conclusion(CONCLUSIONS[n % 7])),
         })

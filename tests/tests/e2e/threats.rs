@@ -138,7 +138,7 @@ fn t1_a_file_that_grows_while_it_is_read_is_quarantined_as_oversized_or_read_who
             while !stop.load(Ordering::Relaxed) && appended < 1 << 20 {
                 file.write_all(b" ").unwrap();
                 appended += 1;
-                if appended % 8 == 0 {
+                if appended.is_multiple_of(8) {
                     std::thread::sleep(Duration::from_micros(20));
                 }
             }

@@ -22,6 +22,11 @@
 //!   on Linux).
 //!
 //! Every error names the path concerned and the reason.
+//!
+//! A storage is a plain directory or a bounded one (a mounted image,
+//! [`bounded`]); every function here handles both.
+
+pub mod bounded;
 
 use std::ffi::CString;
 use std::fmt;
@@ -103,6 +108,18 @@ fn io_error(path: &Path, what: &str, e: &io::Error) -> StorageError {
 pub struct Storage {
     pub name: String,
     pub path: PathBuf,
+    /// A mounted image ([`bounded`]) rather than a plain directory.
+    pub bounded: bool,
+    /// A bounded storage whose image could not be mounted, and why: its
+    /// directory is empty until it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mount_error: Option<String>,
+}
+
+impl Storage {
+    fn plain(name: &str, path: PathBuf) -> Self {
+        Self { name: name.to_owned(), path, bounded: false, mount_error: None }
+    }
 }
 
 /// The storage root must exist and be a directory (the root itself is the
@@ -184,7 +201,7 @@ pub fn create(root: &Path, name: &str) -> Result<Storage> {
         let _ = fs::remove_dir(&path);
         return Err(e);
     }
-    Ok(Storage { name: name.to_owned(), path })
+    Ok(Storage::plain(name, path))
 }
 
 /// Writes `dir/file` through a temporary file in `dir` (created new, never
@@ -212,9 +229,13 @@ fn write_atomically(dir: &Path, file: &str, content: &[u8]) -> Result<()> {
 
 /// The runner storages under `root`: entries with a valid runner name that
 /// are plain directories, sorted by name. Anything else (files, symlinks,
-/// invalid names, `.quarantine`, `.deleting`) is left out.
+/// invalid names, `.quarantine`, `.deleting`, `.images`) is left out.
+/// Bounded storages whose mount is gone (a reboot) are mounted again first
+/// ([`bounded::reattach_all`]); one that cannot be is listed with its
+/// `mount_error`.
 pub fn list(root: &Path) -> Result<Vec<Storage>> {
     require_root(root)?;
+    let (reattached, failed) = bounded::reattach_all(root, false)?;
     let mut found = Vec::new();
     for entry in fs::read_dir(root).map_err(|e| io_error(root, "cannot list the storage root", &e))? {
         let entry = entry.map_err(|e| io_error(root, "cannot list the storage root", &e))?;
@@ -224,18 +245,22 @@ pub fn list(root: &Path) -> Result<Vec<Storage>> {
         }
         let path = entry.path();
         if fs::symlink_metadata(&path).is_ok_and(|meta| meta.is_dir()) {
-            found.push(Storage { name, path });
+            let mount_error = failed.iter().find(|(n, _)| *n == name).map(|(_, e)| e.to_string());
+            let bounded = mount_error.is_some() || reattached.iter().any(|(n, _)| *n == name);
+            found.push(Storage { name, path, bounded, mount_error });
         }
     }
     found.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(found)
 }
 
-/// The storage `name`, if it exists as a plain directory.
+/// The storage `name`, if it exists as a plain directory (a bounded one is
+/// mounted again first if its mount is gone; `Err` if that fails).
 pub fn get(root: &Path, name: &str) -> Result<Storage> {
     let path = require_name(root, name)?;
+    let bounded = bounded::reattach(root, name, false)?.is_some();
     require_plain_dir(&path, "the storage")?;
-    Ok(Storage { name: name.to_owned(), path })
+    Ok(Storage { bounded, ..Storage::plain(name, path) })
 }
 
 /// What [`delete`] did.
@@ -259,7 +284,7 @@ pub fn delete(root: &Path, name: &str) -> Result<Deletion> {
     let deleting = ensure_reserved_dir(root, DELETING_DIR)?;
     let (_, stamp) = now();
     let base = entry_base(name, &stamp);
-    let doomed = move_to_free_name(&path, &deleting, &base)?;
+    let doomed = bounded::move_out(root, name, || move_to_free_name(&path, &deleting, &base))??;
     let doomed_path = deleting.join(&doomed);
     match remove_entry_at(&deleting, &doomed) {
         Ok(()) => Ok(Deletion::Deleted),
@@ -385,7 +410,7 @@ pub fn remove_entry_at(parent: &Path, name: &str) -> Result<()> {
 pub fn move_to_quarantine(root: &Path, name: &str, reason: QuarantineReason, detail: &str) -> Result<String> {
     let path = require_name(root, name)?;
     require_plain_dir(&path, "the storage")?;
-    quarantine_path(root, &path, name, reason, None, detail)
+    bounded::move_out(root, name, || quarantine_path(root, &path, name, reason, None, detail))?
 }
 
 fn quarantine_path(
@@ -557,13 +582,22 @@ pub struct ContentEntry {
 }
 
 /// The top-level entries of a quarantined storage, never following
-/// anything, sorted by name.
+/// anything, sorted by name. For a bounded storage, the entries of its
+/// image, mounted read-only for the listing.
 pub fn quarantined_contents(root: &Path, location: &str) -> Result<Vec<ContentEntry>> {
     let path = require_location(root, location)?;
     require_plain_dir(&path, "the quarantined storage")?;
+    match bounded::image_inside(&path) {
+        Some(image) => bounded::image_contents(root, &image),
+        None => list_entries(&path),
+    }
+}
+
+/// The entries of the directory `path`, as `lstat` sees them, sorted.
+fn list_entries(path: &Path) -> Result<Vec<ContentEntry>> {
     let mut found = Vec::new();
-    for entry in fs::read_dir(&path).map_err(|e| io_error(&path, "cannot list", &e))? {
-        let entry = entry.map_err(|e| io_error(&path, "cannot list", &e))?;
+    for entry in fs::read_dir(path).map_err(|e| io_error(path, "cannot list", &e))? {
+        let entry = entry.map_err(|e| io_error(path, "cannot list", &e))?;
         let (kind, size) = match fs::symlink_metadata(entry.path()) {
             Ok(meta) => (describe(&meta.file_type()), meta.len()),
             Err(_) => ("gone", 0),
@@ -611,7 +645,8 @@ pub fn quarantine_entries(root: &Path) -> Result<(Vec<QuarantineEntry>, Vec<Stor
 
 /// Puts the quarantined storage at `location` back under its runner name
 /// (from its reason file) and removes the reason file. Fails, touching
-/// nothing, if that name is taken.
+/// nothing, if that name is taken. A bounded storage's image is linked
+/// back into `.images/` first and mounted again after the move.
 pub fn restore(root: &Path, location: &str) -> Result<Storage> {
     let entry = show(root, location)?;
     let source = root.join(QUARANTINE_DIR).join(location);
@@ -623,18 +658,33 @@ pub fn restore(root: &Path, location: &str) -> Result<Storage> {
         ));
     }
     let target = require_name(root, &entry.runner_name)?;
-    rename_noreplace(&source, &target).map_err(|e| match e.kind() {
-        io::ErrorKind::AlreadyExists => error(
-            ErrorKind::AlreadyExists,
-            &target,
-            format!("cannot restore {location}: an entry named {:?} already exists", entry.runner_name),
-        ),
-        _ => io_error(&source, &format!("cannot move it back to {}", target.display()), &e),
+    let image = bounded::image_inside(&source);
+    if let Some(image) = &image {
+        bounded::link_back(root, image, &entry.runner_name)?;
+    }
+    rename_noreplace(&source, &target).map_err(|e| {
+        if image.is_some() {
+            bounded::unlink_back(root, &entry.runner_name);
+        }
+        match e.kind() {
+            io::ErrorKind::AlreadyExists => error(
+                ErrorKind::AlreadyExists,
+                &target,
+                format!("cannot restore {location}: an entry named {:?} already exists", entry.runner_name),
+            ),
+            _ => io_error(&source, &format!("cannot move it back to {}", target.display()), &e),
+        }
     })?;
     let reason_path = root.join(QUARANTINE_DIR).join(format!("{location}{REASON_SUFFIX}"));
     fs::remove_file(&reason_path)
         .map_err(|e| io_error(&reason_path, "the storage was restored but its reason file could not be removed", &e))?;
-    Ok(Storage { name: entry.runner_name, path: target })
+    if image.is_some() {
+        bounded::reattach(root, &entry.runner_name, false).map_err(|e| StorageError {
+            reason: format!("{}; the storage is restored, and the next collect or `storage list` mounts it", e.reason),
+            ..e
+        })?;
+    }
+    Ok(Storage { bounded: image.is_some(), ..Storage::plain(&entry.runner_name, target) })
 }
 
 /// What [`purge`] did.
