@@ -36,6 +36,13 @@ fi
 step "cargo fmt --check (rustfmt.toml)"
 cargo fmt --all --check || { echo "formatting differs: run 'cargo fmt --all'"; status=1; }
 
+step "bounded storages (tests/tests/e2e/bounded.rs): root, loop devices and mkfs.ext4"
+if [ "$(id -u)" = 0 ] && [ -e /dev/loop-control ] && command -v mkfs.ext4 >/dev/null; then
+    echo "available: the bounded-storage tests run"
+else
+    echo "skipped: the bounded-storage tests pass without testing (they need root, /dev/loop-control and mkfs.ext4)"
+fi
+
 step "cargo test --workspace"
 cargo test --workspace --no-fail-fast 2>&1 | tee -a "$log" || status=$?
 

@@ -97,12 +97,18 @@ fn reattach_bounded(
     let mut wit = options.to_wit();
     let (reattached, failed) = bounded::reattach_all(root, options.keep)?;
     let mut unmounted: Vec<(String, String)> = failed.into_iter().map(|(name, e)| (name, e.to_string())).collect();
+    // Why no bounded storage can be moved out by this run, if none can.
+    let stuck = if reattached.is_empty() || options.keep {
+        None
+    } else if !confined {
+        Some("a bounded storage is moved only on the confined filesystem, and this kernel lacks openat2(2)".to_owned())
+    } else {
+        bounded::cannot_move_mounts(root)
+    };
     for (name, what) in reattached {
-        let why = match what {
-            Reattached::WouldRemount => "its image is not mounted (a dry run mounts nothing)",
-            Reattached::Mounted | Reattached::Remounted if !confined => {
-                "a bounded storage is moved only on the confined filesystem, and this kernel lacks openat2(2)"
-            }
+        let why = match (what, &stuck) {
+            (Reattached::WouldRemount, _) => "its image is not mounted (a dry run mounts nothing)",
+            (Reattached::Mounted | Reattached::Remounted, Some(why)) => why.as_str(),
             _ => continue,
         };
         unmounted.push((name.clone(), format!("{}: {why}", root.join(&name).display())));

@@ -605,7 +605,13 @@ fn fifo_without_reader_refuses_to_open_for_writing() {
         let got = fx.open_file("fifo", DescriptorFlags::WRITE);
         assert_eq!(err(got), Some(ErrorCode::NotPermitted));
         let root = fx.root();
-        let got = fx.open(&root, "fifo", PathFlags::empty(), OpenFlags::CREATE | OpenFlags::EXCLUSIVE, DescriptorFlags::WRITE);
+        let got = fx.open(
+            &root,
+            "fifo",
+            PathFlags::empty(),
+            OpenFlags::CREATE | OpenFlags::EXCLUSIVE,
+            DescriptorFlags::WRITE,
+        );
         assert_eq!(err(got), Some(ErrorCode::Exist));
         assert!(start.elapsed() < Duration::from_millis(500), "open took {:?}", start.elapsed());
     });
@@ -834,7 +840,8 @@ fn files_are_written_only_by_the_open_that_creates_them() {
     let (w, rw) = (DescriptorFlags::WRITE, READ | DescriptorFlags::WRITE);
     for df in [w, rw] {
         assert_eq!(err(fx.open_file("file", df)), np, "{df:?}");
-        for of in [OpenFlags::empty(), OpenFlags::CREATE, OpenFlags::TRUNCATE, OpenFlags::CREATE | OpenFlags::TRUNCATE] {
+        for of in [OpenFlags::empty(), OpenFlags::CREATE, OpenFlags::TRUNCATE, OpenFlags::CREATE | OpenFlags::TRUNCATE]
+        {
             assert_eq!(err(fx.open(&root, "file", PathFlags::empty(), of, df)), np, "{of:?} {df:?}");
         }
     }

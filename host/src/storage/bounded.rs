@@ -314,6 +314,54 @@ fn unmount(dir: &Path) -> Result<()> {
     }
 }
 
+/// Why this process cannot move bounded storages out of the runner
+/// namespace, if it cannot: it lacks `CAP_SYS_ADMIN` (unmounting needs it),
+/// or it runs in a mount namespace of its own (a systemd unit's
+/// `ProtectSystem=`, `PrivateTmp=`...), where an unmount would not reach
+/// the runner's view and the image would be moved from under a live mount.
+/// The namespace is compared with init's when `/proc/1/ns/mnt` can be read,
+/// else told by the root's mount being a slave (`master:` without
+/// `shared:` in `/proc/self/mountinfo`); a private copy made some other way
+/// is not detected.
+pub fn cannot_move_mounts(root: &Path) -> Option<String> {
+    let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let effective = status.lines().find_map(|l| l.strip_prefix("CapEff:")).map(str::trim);
+    const CAP_SYS_ADMIN: u32 = 21;
+    match effective.and_then(|hex| u64::from_str_radix(hex, 16).ok()) {
+        Some(caps) if caps & (1 << CAP_SYS_ADMIN) != 0 => {}
+        _ => return Some("unmounting needs CAP_SYS_ADMIN, which this process lacks".into()),
+    }
+    if let (Ok(own), Ok(init)) = (fs::read_link("/proc/self/ns/mnt"), fs::read_link("/proc/1/ns/mnt")) {
+        if own != init {
+            return Some(NAMESPACE_OF_ITS_OWN.into());
+        }
+        return None;
+    }
+    let root = root.canonicalize().unwrap_or_else(|_| root.to_owned());
+    let table = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let holder = table
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            let point = Path::new(fields.get(4)?);
+            let tags: Vec<&str> = fields.get(6..)?.iter().copied().take_while(|f| *f != "-").collect();
+            root.starts_with(point).then_some((point.as_os_str().len(), tags))
+        })
+        .max_by_key(|(len, _)| *len);
+    match holder {
+        Some((_, tags))
+            if tags.iter().any(|t| t.starts_with("master:")) && !tags.iter().any(|t| t.starts_with("shared:")) =>
+        {
+            Some(NAMESPACE_OF_ITS_OWN.into())
+        }
+        _ => None,
+    }
+}
+
+const NAMESPACE_OF_ITS_OWN: &str = "this process runs in a mount namespace of its own (a systemd unit's \
+    ProtectSystem=, PrivateTmp=...), where an unmount would not reach the runner's mount; \
+    run it in the host's mount namespace (docs/deployment.md)";
+
 /// How `<root>/<name>` relates to its image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mount {
@@ -476,6 +524,9 @@ pub fn move_out<T, E>(
     }
     let dir = root.join(name);
     if mount_of(root, &dir, &image)? == Mount::Ours {
+        if let Some(why) = cannot_move_mounts(root) {
+            return Err(error(ErrorKind::Io, &dir, format!("a bounded storage cannot be moved: {why}")));
+        }
         unmount(&dir)?;
     }
     let inside = dir.join(IMAGE_IN_STORAGE);

@@ -411,3 +411,36 @@ fn the_cli_creates_lists_and_deletes_bounded_storages_and_needs_root_to_create()
     assert!(stderr.contains("needs root"), "{stderr}");
     assert_eq!(fs::read_dir(&shared).unwrap().count(), 0, "nothing was created");
 }
+
+#[test]
+fn a_collect_that_cannot_unmount_keeps_bounded_storages_and_writes_nothing_for_them() {
+    require_bounded!("a_collect_that_cannot_unmount_keeps_bounded_storages_and_writes_nothing_for_them");
+    if !Path::new("/usr/bin/setpriv").exists() {
+        println!("skipped: bounded::a_collect_that_cannot_unmount...: no setpriv");
+        return;
+    }
+    let root = Bounded::new();
+    let dir = root.create("r-stuck");
+    write_valid(&dir);
+    root.valid_runner("r-plain");
+    let log = root.outside().join("log");
+    // Root without CAP_SYS_ADMIN, as under a unit with an empty
+    // CapabilityBoundingSet: the storage could be read but not moved out.
+    let mut command = std::process::Command::new("setpriv");
+    command.args(["--bounding-set=-sys_admin", "--"]).arg(cli_binary());
+    command.arg("--cache-dir").arg(cache_dir()).env("RUNNER_METRICS_FILESYSTEM", "confined");
+    command.args(["collect", "--flavor", "small", "--storage"]).arg(root.path()).arg("--metrics-log").arg(&log);
+    let out = output(&mut command);
+    assert_eq!(out.code, Some(1), "failed storages: {out:?}");
+    assert!(out.stderr.contains("r-stuck") && out.stderr.contains("CAP_SYS_ADMIN"), "{}", out.stderr);
+    let lines = fs::read_to_string(&log).unwrap();
+    assert_eq!(lines.lines().count(), 3, "only the plain storage's lines: {lines}");
+    assert!(dir.join("pre-job-metrics.json").is_file(), "kept, still mounted");
+    assert!(!exists(&root.join("r-plain")));
+
+    // With the capability, the next run takes it.
+    let (run, lines) = collect_with(confined_plugin(), root.path(), &CollectOptions::events("small"));
+    assert_eq!(run.kind("r-stuck"), OutcomeKind::Extracted, "{:?}", run.reports);
+    assert_eq!(lines.len(), 3);
+    assert_eq!(root.mounts(), Vec::<PathBuf>::new());
+}
