@@ -34,7 +34,11 @@
 //! (that takes `CAP_SYS_ADMIN`), so the kernel never parses an image a job
 //! made.
 //!
-//! Mounting needs root: [`create`] says so before touching anything.
+//! Mounting needs root: [`create`] says so before touching anything. It
+//! mounts a new image before naming it in `.images/`, so no recovery pass
+//! finds it unmounted; the commands that do not otherwise lock the root
+//! (`storage list`, `get`) change mounts only under its lock, taken without
+//! waiting ([`reattach_all_if_free`]), so they never cross a collect's move.
 
 use std::ffi::CString;
 use std::fs;
@@ -192,17 +196,29 @@ pub fn create(root: &Path, name: &str, size: u64, owner: Option<Owner>) -> Resul
     }
     let undo = |e: StorageError| {
         let _ = unmount(&dir);
-        let _ = fs::remove_file(&image);
         let _ = fs::remove_file(&part);
         let _ = fs::remove_dir(&dir);
         e
     };
-    super::rename_noreplace(&part, &image).map_err(|e| undo(io_error(&image, "cannot put the image in place", &e)))?;
-    mount(&image, &dir, false).map_err(undo)?;
+    // Mounted before it gets its name in `.images/`: a collect or a
+    // listing that runs meanwhile never finds the image unmounted (and
+    // mounts it a second time).
+    mount(&part, &dir, false).map_err(undo)?;
     // mkfs makes lost+found; a storage starts empty, as a plain one does.
     let _ = fs::remove_dir(dir.join("lost+found"));
     let (_, stamp) = super::now();
     write_atomically(&dir, INSTALLATION_START_FILE, format!("{stamp}\n").as_bytes()).map_err(undo)?;
+    super::rename_noreplace(&part, &image).map_err(|e| {
+        undo(match e.kind() {
+            io::ErrorKind::AlreadyExists => error(
+                ErrorKind::AlreadyExists,
+                &image,
+                "an image with this name exists without its storage directory; the next collect or \
+                 `storage list` mounts it again",
+            ),
+            _ => io_error(&image, "cannot put the image in place", &e),
+        })
+    })?;
     Ok(Storage { name: name.to_owned(), path: dir, bounded: true, mount_error: None })
 }
 
@@ -426,9 +442,11 @@ pub fn reattach_all(root: &Path, dry_run: bool) -> Result<Reattachment> {
     for entry in listing {
         let entry = entry.map_err(|e| io_error(&images, "cannot list", &e))?;
         let file_name = entry.file_name();
-        let Some(name) = file_name.to_str().and_then(|n| n.strip_suffix(".img")) else { continue };
-        if is_valid_runner_name(name) {
+        let Some(file_name) = file_name.to_str() else { continue };
+        if let Some(name) = file_name.strip_suffix(".img").filter(|n| is_valid_runner_name(n)) {
             names.push(name.to_owned());
+        } else if !dry_run && file_name.starts_with('.') && file_name.contains(".img.part.") {
+            drop_stale_part(&entry.path());
         }
     }
     names.sort();
@@ -441,6 +459,68 @@ pub fn reattach_all(root: &Path, dry_run: bool) -> Result<Reattachment> {
         }
     }
     Ok((done, failed))
+}
+
+/// A `create` that died before its image got its name leaves
+/// `.NAME.img.part.PID`; once it is an hour old, and no longer mounted, it
+/// is removed (its storage directory, empty, is deleted by a collect as a
+/// storage without data).
+fn drop_stale_part(path: &Path) {
+    let old = fs::symlink_metadata(path)
+        .ok()
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age > Duration::from_secs(3600));
+    let canonical = path.canonicalize().unwrap_or_else(|_| path.to_owned());
+    let in_use = fs::read_dir("/sys/block").into_iter().flatten().flatten().any(|dev| {
+        fs::read(dev.path().join("loop/backing_file"))
+            .is_ok_and(|b| Path::new(std::ffi::OsStr::from_bytes(b.strip_suffix(b"\n").unwrap_or(&b))) == canonical)
+    });
+    if old && !in_use {
+        let _ = fs::remove_file(path);
+    }
+}
+
+/// [`reattach_all`] for commands that otherwise leave the root alone
+/// (`storage list`): a dry pass first, then the changes under the root's
+/// lock, taken without waiting, so they never cross a collect's moves.
+/// When a run holds the lock, what needs mounting is reported, unchanged.
+pub fn reattach_all_if_free(root: &Path) -> Result<Reattachment> {
+    let (seen, mut failed) = reattach_all(root, true)?;
+    if seen.iter().all(|(_, what)| *what == Reattached::Mounted) {
+        return Ok((seen, failed));
+    }
+    match crate::lock::RootLock::acquire(root, Duration::ZERO) {
+        Ok(lock) => {
+            let done = reattach_all(root, false);
+            drop(lock);
+            done
+        }
+        Err(busy) => {
+            let (mounted, stuck): (Vec<_>, Vec<_>) =
+                seen.into_iter().partition(|(_, what)| *what == Reattached::Mounted);
+            failed.extend(stuck.into_iter().map(|(name, _)| {
+                let e = error(ErrorKind::Io, &root.join(&name), format!("not mounted, and not mounted now: {busy}"));
+                (name, e)
+            }));
+            Ok((mounted, failed))
+        }
+    }
+}
+
+/// [`reattach`] for one name, as [`reattach_all_if_free`] does it.
+pub fn reattach_if_free(root: &Path, name: &str) -> Result<Option<Reattached>> {
+    match reattach(root, name, true)? {
+        Some(Reattached::WouldRemount | Reattached::Forgotten) => {
+            let lock = crate::lock::RootLock::acquire(root, Duration::ZERO).map_err(|busy| {
+                error(ErrorKind::Io, &root.join(name), format!("not mounted, and not mounted now: {busy}"))
+            })?;
+            let done = reattach(root, name, false);
+            drop(lock);
+            done
+        }
+        seen => Ok(seen),
+    }
 }
 
 /// The recovery rule for one name; `None` when `name` has no image (a

@@ -235,7 +235,7 @@ fn write_atomically(dir: &Path, file: &str, content: &[u8]) -> Result<()> {
 /// `mount_error`.
 pub fn list(root: &Path) -> Result<Vec<Storage>> {
     require_root(root)?;
-    let (reattached, failed) = bounded::reattach_all(root, false)?;
+    let (reattached, failed) = bounded::reattach_all_if_free(root)?;
     let mut found = Vec::new();
     for entry in fs::read_dir(root).map_err(|e| io_error(root, "cannot list the storage root", &e))? {
         let entry = entry.map_err(|e| io_error(root, "cannot list the storage root", &e))?;
@@ -258,7 +258,7 @@ pub fn list(root: &Path) -> Result<Vec<Storage>> {
 /// mounted again first if its mount is gone; `Err` if that fails).
 pub fn get(root: &Path, name: &str) -> Result<Storage> {
     let path = require_name(root, name)?;
-    let bounded = bounded::reattach(root, name, false)?.is_some();
+    let bounded = bounded::reattach_if_free(root, name)?.is_some();
     require_plain_dir(&path, "the storage")?;
     Ok(Storage { bounded, ..Storage::plain(name, path) })
 }

@@ -221,6 +221,37 @@ fn a_corrupt_bounded_storage_is_quarantined_with_its_image_shown_read_only_and_r
     assert_eq!(fs::read_to_string(dir.join("runner-installed.timestamp")).unwrap(), "garbage");
     assert!(!exists(&q.location) && !exists(&q.reason_file));
     assert!(bounded::image_path(root.path(), "r-bad").is_file());
+
+    // Quarantined again and purged: the image goes with it.
+    let reason = runner_metrics::bindings::QuarantineReason::InvalidTimestamp;
+    storage::move_to_quarantine(root.path(), "r-bad", reason, "again").unwrap();
+    let purged = storage::purge(root.path(), std::time::Duration::ZERO, false).unwrap();
+    assert_eq!(purged.purged.len(), 1, "{purged:?}");
+    assert_eq!(fs::read_dir(root.quarantine_dir()).unwrap().count(), 0);
+    assert_eq!(fs::read_dir(root.join(".images")).unwrap().count(), 0);
+    assert_eq!(root.mounts(), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn a_storage_still_in_use_is_detached_lazily_and_its_loop_device_freed_once_released() {
+    require_bounded!("a_storage_still_in_use_is_detached_lazily_and_its_loop_device_freed_once_released");
+    let root = Bounded::new();
+    let dir = root.create("r-busy");
+    write_valid(&dir);
+    // A process of the runner still holds a file of its storage open.
+    let held = fs::File::open(dir.join("pre-job-metrics.json")).unwrap();
+    let (run, lines) = collect_with(confined_plugin(), root.path(), &CollectOptions::events("small"));
+    assert_eq!(run.kind("r-busy"), OutcomeKind::Extracted, "{:?}", run.reports);
+    assert_eq!(lines.len(), 3);
+    assert_eq!(root.mounts(), Vec::<PathBuf>::new(), "detached from the tree at once");
+    assert!(!exists(&dir) && !exists(&bounded::image_path(root.path(), "r-busy")));
+    assert_eq!(loop_devices_under(root.path()).len(), 1, "the loop device lives while the file is open");
+    drop(held);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !loop_devices_under(root.path()).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(loop_devices_under(root.path()), Vec::<String>::new(), "freed once the last user went");
 }
 
 #[test]
@@ -443,4 +474,21 @@ fn a_collect_that_cannot_unmount_keeps_bounded_storages_and_writes_nothing_for_t
     assert_eq!(run.kind("r-stuck"), OutcomeKind::Extracted, "{:?}", run.reports);
     assert_eq!(lines.len(), 3);
     assert_eq!(root.mounts(), Vec::<PathBuf>::new());
+}
+
+#[test]
+fn list_mounts_nothing_while_a_run_holds_the_root() {
+    require_bounded!("list_mounts_nothing_while_a_run_holds_the_root");
+    let root = Bounded::new();
+    let dir = root.create("r-wait");
+    assert!(std::process::Command::new("umount").arg(&dir).status().unwrap().success());
+    let lock = runner_metrics::RootLock::acquire(root.path(), std::time::Duration::ZERO).unwrap();
+    let listed = storage::list(root.path()).unwrap();
+    let error = listed[0].mount_error.as_deref().unwrap_or_default();
+    assert!(error.contains("not mounted") && error.contains(".lock"), "{listed:?}");
+    assert_eq!(root.mounts(), Vec::<PathBuf>::new(), "a collect may be moving it: left alone");
+    drop(lock);
+    let listed = storage::list(root.path()).unwrap();
+    assert!(listed[0].bounded && listed[0].mount_error.is_none(), "{listed:?}");
+    assert_eq!(root.mounts(), vec![dir.canonicalize().unwrap()]);
 }
