@@ -68,6 +68,10 @@ pub const IMAGE_IN_STORAGE: &str = ".image";
 pub const MARK_XATTR: &str = "trusted.runner-metrics";
 const MARK_VALUE: &[u8] = b"bounded-storage-image";
 
+/// The longest name of a bounded storage: `.NAME.img.part.PID` must fit
+/// in a file name (255 bytes, with a pid of up to 7 digits).
+pub const MAX_NAME_LEN: usize = 255 - ".".len() - ".img.part.".len() - 7;
+
 /// Smallest and largest image sizes accepted (mkfs.ext4 needs some room;
 /// the upper bound only catches typos).
 pub const MIN_SIZE: u64 = 256 * 1024;
@@ -172,6 +176,13 @@ fn require_privileges(path: &Path) -> Result<()> {
 /// the directory and the image are removed again.
 pub fn create(root: &Path, name: &str, size: u64, owner: Option<Owner>) -> Result<Storage> {
     let dir = require_name(root, name)?;
+    if name.len() > MAX_NAME_LEN {
+        return Err(error(
+            ErrorKind::InvalidName,
+            &dir,
+            format!("a bounded storage's name is at most {MAX_NAME_LEN} bytes (its image's names add to it)"),
+        ));
+    }
     require_root(root)?;
     require_privileges(&dir)?;
     let images = super::ensure_reserved_dir(root, IMAGES_DIR)?;
@@ -397,10 +408,9 @@ fn mount_of(root: &Path, dir: &Path, image: &Path) -> Result<Mount> {
         return Ok(Mount::None);
     }
     let (major, minor) = (libc::major(meta.dev()), libc::minor(meta.dev()));
-    let backing = fs::read(format!("/sys/dev/block/{major}:{minor}/loop/backing_file")).unwrap_or_default();
-    let backing = Path::new(std::ffi::OsStr::from_bytes(backing.strip_suffix(b"\n").unwrap_or(&backing)));
+    let backing = backing_file(Path::new(&format!("/sys/dev/block/{major}:{minor}")));
     let image = image.canonicalize().unwrap_or_else(|_| image.to_owned());
-    if backing == image {
+    if backing.is_some_and(|b| b == image) {
         return Ok(Mount::Ours);
     }
     Err(error(
@@ -408,6 +418,13 @@ fn mount_of(root: &Path, dir: &Path, image: &Path) -> Result<Mount> {
         dir,
         format!("something else than {} is mounted here (device {major}:{minor}); left alone", image.display()),
     ))
+}
+
+/// The file behind a loop device, from its sysfs directory (`None`: not a
+/// loop device, or none attached).
+fn backing_file(device: &Path) -> Option<PathBuf> {
+    let bytes = fs::read(device.join("loop/backing_file")).ok()?;
+    Some(PathBuf::from(std::ffi::OsStr::from_bytes(bytes.strip_suffix(b"\n").unwrap_or(&bytes))))
 }
 
 /// What [`reattach_all`] found for one bounded storage.
@@ -472,10 +489,11 @@ fn drop_stale_part(path: &Path) {
         .and_then(|t| t.elapsed().ok())
         .is_some_and(|age| age > Duration::from_secs(3600));
     let canonical = path.canonicalize().unwrap_or_else(|_| path.to_owned());
-    let in_use = fs::read_dir("/sys/block").into_iter().flatten().flatten().any(|dev| {
-        fs::read(dev.path().join("loop/backing_file"))
-            .is_ok_and(|b| Path::new(std::ffi::OsStr::from_bytes(b.strip_suffix(b"\n").unwrap_or(&b))) == canonical)
-    });
+    let in_use = fs::read_dir("/sys/block")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|dev| backing_file(&dev.path()).is_some_and(|b| b == canonical));
     if old && !in_use {
         let _ = fs::remove_file(path);
     }
