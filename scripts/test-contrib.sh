@@ -8,7 +8,8 @@
 #              paths ExecStart writes, `systemd-analyze security --offline`
 #              exposure at most 2.0;
 #   syscalls   with strace: every system call a real `collect` (and the
-#              demo) makes is in SystemCallFilter=@system-service, and
+#              demo) makes is in the unit's SystemCallFilter= (@system-service
+#              and the four calls runner-metrics confines itself with), and
 #              wasmtime does mprotect(PROT_EXEC) (why MemoryDenyWriteExecute
 #              would break it);
 #   logrotate  `logrotate -d` on the stanza, then a real rotation of a copy
@@ -108,10 +109,19 @@ else
             >"$tmp/syscalls/demo.out" 2>&1 || traced=$?
     check "collect and demo run under strace (exit ${traced})" test "$traced" -eq 0 -a -s "$tmp/syscalls/metrics.log"
     cat "$tmp"/syscalls/*.trace | sed -n 's/^[0-9]* *\([a-z0-9_]*\)(.*/\1/p' | sort -u >"$tmp/syscalls/used"
-    expand_filter @system-service | sort -u >"$tmp/syscalls/allowed"
+    # Every SystemCallFilter= line of the unit: @system-service, and the
+    # calls runner-metrics confines itself with.
+    for filter in $(value_of SystemCallFilter); do
+        case $filter in
+        @*) expand_filter "$filter" ;;
+        *) echo "$filter" ;;
+        esac
+    done | sort -u >"$tmp/syscalls/allowed"
     outside=$(comm -23 "$tmp/syscalls/used" "$tmp/syscalls/allowed" | tr '\n' ' ')
     echo "   $(wc -l <"$tmp/syscalls/used") distinct system calls used"
-    check "every system call is in @system-service${outside:+ (not: $outside)}" test -z "$outside"
+    check "every system call is in the unit's SystemCallFilter=${outside:+ (not: $outside)}" test -z "$outside"
+    check "collect confines itself (Landlock and seccomp) under strace" \
+        grep -q 'os sandbox: landlock enforced.*seccomp enforced' "$tmp/syscalls/collect.out"
     check "wasmtime makes memory executable after writing it (mprotect PROT_EXEC)" \
         grep -q 'mprotect(.*PROT_EXEC' "$tmp/syscalls/collect.trace"
 fi

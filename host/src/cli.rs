@@ -13,6 +13,7 @@ use runner_metrics::collect::{collect, collect_holding, CollectOptions, Emit, Jo
 use runner_metrics::github::{read_token_file, GithubJobs, GithubOptions, DEFAULT_API_URL};
 use runner_metrics::lock::{LockError, RootLock};
 use runner_metrics::log::{EventSink, MetricsLog, StdoutSink, DEFAULT_METRICS_LOG, METRICS_LOG_ENV};
+use runner_metrics::os_sandbox::{Confinement, Grants, Layers};
 use runner_metrics::plugin::{default_cache_dir, Plugin, PluginOptions};
 use runner_metrics::prometheus::{ObservingSink, Recorder};
 use runner_metrics::summary::{OutcomeKind, StorageReport, Summary};
@@ -234,6 +235,8 @@ struct CollectArgs {
     selection: SelectionArgs,
     #[command(flatten)]
     wait: WaitArgs,
+    #[command(flatten)]
+    os_sandbox: OsSandboxArgs,
     /// The runners' flavor, written into every event.
     #[arg(long, value_name = "NAME", help_heading = "Output")]
     flavor: String,
@@ -324,6 +327,8 @@ impl GithubArgs {
 struct ExtractArgs {
     #[command(flatten)]
     selection: SelectionArgs,
+    #[command(flatten)]
+    os_sandbox: OsSandboxArgs,
     /// Change nothing on disk: no quarantine, no deletion (and no lock).
     #[arg(long, help_heading = "Output")]
     keep: bool,
@@ -336,6 +341,60 @@ struct DemoArgs {
     /// Keep the sample storage root and print where it is.
     #[arg(long)]
     keep_files: bool,
+}
+
+/// The second wall: the process confined by the kernel
+/// (`runner_metrics::os_sandbox`), for the subcommands that read runner
+/// files (`collect`, `extract`).
+#[derive(Debug, Args)]
+#[command(next_help_heading = "OS sandbox")]
+struct OsSandboxArgs {
+    /// Do not confine the process with Landlock and seccomp (for
+    /// debugging; the WebAssembly sandbox and the confined filesystem stay).
+    #[arg(long)]
+    no_os_sandbox: bool,
+    /// Leave Landlock out (as on a kernel without it); seccomp stays.
+    #[arg(long)]
+    no_landlock: bool,
+    /// Leave the seccomp filter out; Landlock stays.
+    #[arg(long)]
+    no_seccomp: bool,
+}
+
+impl OsSandboxArgs {
+    /// Confines the process for a run over `grants`, before any thread
+    /// starts, and says once on stderr which layers are active. Then, in
+    /// the test-only escape build, tries what an escaped guest would.
+    fn confine(&self, grants: Option<Grants>) -> Result<Confinement> {
+        let confinement = match grants {
+            Some(grants) if !self.no_os_sandbox => {
+                let layers = Layers { landlock: !self.no_landlock, seccomp: !self.no_seccomp };
+                runner_metrics::os_sandbox::confine(&grants, layers)?
+            }
+            _ => runner_metrics::os_sandbox::unconfined(),
+        };
+        eprintln!("runner-metrics: {confinement}");
+        #[cfg(feature = "escape-test")]
+        if let Some(attempts) = runner_metrics::os_sandbox::escape_test::run_from_env() {
+            eprintln!("{attempts}");
+        }
+        Ok(confinement)
+    }
+
+    /// The grants of a collect or extract over `storage` (see
+    /// `Grants::for_collect`), with the cache directory made first.
+    fn grants(&self, sandbox: &SandboxArgs, storage: &Path, keep: bool) -> Result<Option<Grants>> {
+        if self.no_os_sandbox {
+            return Ok(None);
+        }
+        let mut grants = Grants::for_collect(storage, keep)?;
+        if let Some(cache) = sandbox.cache_path() {
+            std::fs::create_dir_all(&cache)
+                .with_context(|| format!("creating the cache directory {}", cache.display()))?;
+            grants.write_dirs.push(cache);
+        }
+        Ok(Some(grants))
+    }
 }
 
 /// Sandbox settings shared by every subcommand.
@@ -364,6 +423,15 @@ struct SandboxArgs {
 }
 
 impl SandboxArgs {
+    /// Where compiled code is cached, if it is.
+    fn cache_path(&self) -> Option<PathBuf> {
+        if self.no_cache {
+            None
+        } else {
+            self.cache_dir.clone().or_else(default_cache_dir)
+        }
+    }
+
     fn plugin(&self) -> Result<Plugin> {
         anyhow::ensure!(
             self.timeout.is_finite() && self.timeout > 0.0 && self.timeout <= 86_400.0,
@@ -378,12 +446,38 @@ impl SandboxArgs {
             max_handles: self.max_handles,
             ..Limits::default()
         };
-        let cache_dir = if self.no_cache { None } else { self.cache_dir.clone().or_else(default_cache_dir) };
-        let plugin = Plugin::open(&PluginOptions { limits, cache_dir, ..Default::default() })?;
+        let plugin = Plugin::open(&PluginOptions { limits, cache_dir: self.cache_path(), ..Default::default() })?;
         if let Some(why) = plugin.filesystem_fallback() {
             eprintln!("runner-metrics: warning: {why}");
         }
         Ok(plugin)
+    }
+}
+
+/// The whole command: `main` of `runner-metrics` (and of the test-only
+/// `runner-metrics-escape-test`, `src/bin/escape_test.rs`).
+pub fn main() -> ExitCode {
+    quiet_library_backtraces();
+    let args = <Cli as clap::Parser>::parse();
+    match run(args) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("runner-metrics: error: {}", plain(&format!("{error:#}"), None));
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+/// With `RUST_BACKTRACE=1` set (common on developer machines), every error
+/// value wasmtime-wasi creates captures a full stack trace, and the guest's
+/// expected errors (a missing optional file, a free name probed) cost about
+/// 8% of a run's CPU time in stack unwinding. We never print those traces
+/// (`{:#}` omits them), so unless the user asked for library backtraces
+/// explicitly, turn them off; panics still honour `RUST_BACKTRACE`. Called
+/// first, before any thread exists, so changing the environment is sound.
+fn quiet_library_backtraces() {
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
     }
 }
 
@@ -470,6 +564,7 @@ fn open_sink(flag: Option<&Path>) -> Result<Box<dyn EventSink>> {
 }
 
 fn run_collect(sandbox: &SandboxArgs, args: CollectArgs) -> Result<ExitCode> {
+    let os = &args.os_sandbox;
     let selection = args.selection.selection()?;
     // Check the root before the log is created, so a typo leaves no trace.
     let storage = &args.selection.storage;
@@ -485,10 +580,22 @@ fn run_collect(sandbox: &SandboxArgs, args: CollectArgs) -> Result<ExitCode> {
     // Opening the log only checks it (and creates it if missing): a cut
     // last line is terminated at the first append, under the lock.
     let mut sink = open_sink(args.metrics_log.as_deref())?;
-    let plugin = sandbox.plugin()?;
     // Everything that can be refused has been: now the root's lock, held
     // until the textfile (which accumulates across runs) is written too.
     let lock = RootLock::acquire(storage, wait)?;
+    // The token is read and the log open: the process is confined before
+    // the plugin (and any thread) starts.
+    let grants = os.grants(sandbox, lock.root(), false)?.map(|mut grants| {
+        if let Some(dir) = args.prometheus_textfile.as_deref().map(runner_metrics::prometheus::textfile_dir) {
+            grants.write_dirs.push(dir.to_owned());
+        }
+        match &args.github.github_token_file {
+            Some(_) => grants.with_github(&args.github.github_api_url),
+            None => grants,
+        }
+    });
+    let confinement = os.confine(grants)?;
+    let plugin = sandbox.plugin()?;
     let options = CollectOptions {
         selection,
         emit: Emit::Events { flavor: args.flavor },
@@ -509,7 +616,7 @@ fn run_collect(sandbox: &SandboxArgs, args: CollectArgs) -> Result<ExitCode> {
     // Written even when the run stopped early: it counts what did happen.
     let textfile = args.prometheus_textfile.as_deref().map(|path| recorder.borrow_mut().write(path));
     drop(lock);
-    let code = finish(result, args.json)?;
+    let code = finish(result, args.json.then_some(&confinement))?;
     if let Some(Err(e)) = textfile {
         eprintln!("runner-metrics: error: {e:#}");
         return Ok(ExitCode::from(EXIT_ERROR));
@@ -518,25 +625,38 @@ fn run_collect(sandbox: &SandboxArgs, args: CollectArgs) -> Result<ExitCode> {
 }
 
 fn run_extract(sandbox: &SandboxArgs, args: ExtractArgs) -> Result<ExitCode> {
+    let os = &args.os_sandbox;
     let selection = args.selection.selection()?;
-    check_root(&args.selection.storage)?;
+    let storage = &args.selection.storage;
+    check_root(storage)?;
     let wait = args.wait.duration()?;
+    // The root's lock unless --keep (which changes nothing), then the
+    // process confined before the plugin starts.
+    let lock = if args.keep { None } else { Some(RootLock::acquire(storage, wait)?) };
+    let root = lock.as_ref().map_or_else(|| storage.canonicalize(), |l| Ok(l.root().to_owned()));
+    let root = root.with_context(|| format!("storage root {}", storage.display()))?;
+    os.confine(os.grants(sandbox, &root, args.keep)?)?;
     let plugin = sandbox.plugin()?;
     let options = CollectOptions { selection, emit: Emit::Metrics, keep: args.keep, batch_size: 64, lock_wait: wait };
-    let mut progress = Progress::new(false, &args.selection.storage);
-    // Takes the root's lock unless --keep (which changes nothing).
-    let result = collect(&plugin, &args.selection.storage, &options, &mut NoJobMetrics, &mut StdoutSink, &mut |r| {
-        progress.report(r)
-    });
+    let mut progress = Progress::new(false, storage);
+    let mut report = |r: &StorageReport| progress.report(r);
+    let result = match &lock {
+        Some(lock) => collect_holding(&plugin, lock, &options, &mut NoJobMetrics, &mut StdoutSink, &mut report),
+        None => collect(&plugin, storage, &options, &mut NoJobMetrics, &mut StdoutSink, &mut report),
+    };
+    drop(lock);
     progress.finish();
-    finish(result, false)
+    finish(result, None)
 }
 
-/// Prints the summary and picks the exit code.
-fn finish(result: Result<Summary>, json: bool) -> Result<ExitCode> {
+/// Prints the summary (as JSON, with the OS sandbox's layers, when they
+/// are given) and picks the exit code.
+fn finish(result: Result<Summary>, json: Option<&Confinement>) -> Result<ExitCode> {
     let summary = result?;
-    if json {
-        eprintln!("{}", serde_json::to_string(&summary)?);
+    if let Some(confinement) = json {
+        let mut value = serde_json::to_value(&summary)?;
+        value["os_sandbox"] = serde_json::to_value(confinement)?;
+        eprintln!("{value}");
     } else {
         for kind in OutcomeKind::ALL {
             eprintln!("{:>12}: {}", kind.as_str(), summary.count(kind));

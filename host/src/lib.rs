@@ -41,6 +41,7 @@ pub mod lock;
 pub mod log;
 #[cfg(feature = "native-guest")]
 pub mod native;
+pub mod os_sandbox;
 pub mod plugin;
 pub mod prometheus;
 pub mod quarantine;

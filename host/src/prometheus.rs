@@ -482,14 +482,19 @@ fn kind_of(file_type: std::fs::FileType) -> &'static str {
     }
 }
 
+/// The directory a textfile is written in (its temporary file too).
+pub fn textfile_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
 /// Checks, before a run, that `path` can be a textfile: its directory
 /// exists, and whatever is at `path` already is a regular file (not a
 /// symlink, FIFO, directory, device or socket). Nothing is read or created.
 pub fn check_textfile(path: &Path) -> anyhow::Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
+    let dir = textfile_dir(path);
     anyhow::ensure!(dir.is_dir(), "Prometheus textfile {}: {} is not a directory", path.display(), dir.display());
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_file() => Ok(()),
@@ -546,10 +551,7 @@ pub fn read_previous(path: &Path) -> anyhow::Result<Option<String>> {
 /// Writes `content` to a temporary file beside `path` (node_exporter ignores
 /// names not ending in `.prom`), syncs it, and renames it over `path`.
 pub fn write_atomically(path: &Path, content: &[u8]) -> io::Result<()> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
+    let dir = textfile_dir(path);
     let mut temp = tempfile::Builder::new().prefix(".runner-metrics.").suffix(".tmp").tempfile_in(dir)?;
     temp.write_all(content)?;
     std::fs::set_permissions(temp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o644))?;

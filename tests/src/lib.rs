@@ -500,40 +500,52 @@ pub fn exists(path: &Path) -> bool {
 /// the lock, it waits ("Blocking waiting for file lock").
 pub fn cli_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let profile_dir = profile_dir();
-        let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
-        let profile = profile_dir.file_name().and_then(|n| n.to_str()).expect("profile dir name").to_owned();
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf();
-        // `cargo test` runs tests with CARGO set to itself; the compile-time
-        // value is the same cargo, for test binaries started by hand.
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
-        let mut command = Command::new(cargo);
-        command
-            .current_dir(&workspace)
-            .args(["build", "--quiet", "--package", "runner-metrics", "--bin", "runner-metrics"])
-            .arg("--target-dir")
-            .arg(&target_dir);
-        match profile.as_str() {
-            "debug" => {}
-            "release" => {
-                command.arg("--release");
-            }
-            custom => {
-                command.args(["--profile", custom]);
-            }
+    BIN.get_or_init(|| build_binary("runner-metrics", &[]))
+}
+
+/// The test-only `runner-metrics-escape-test` binary: the CLI built with
+/// the `escape-test` feature, which tries escapes once confined.
+pub fn escape_test_binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| build_binary("runner-metrics-escape-test", &["--features", "escape-test"]))
+}
+
+/// Builds one binary of the `runner-metrics` package in the profile the
+/// tests run in, and returns its path.
+fn build_binary(name: &str, extra: &[&str]) -> PathBuf {
+    let profile_dir = profile_dir();
+    let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
+    let profile = profile_dir.file_name().and_then(|n| n.to_str()).expect("profile dir name").to_owned();
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf();
+    // `cargo test` runs tests with CARGO set to itself; the compile-time
+    // value is the same cargo, for test binaries started by hand.
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+    let mut command = Command::new(cargo);
+    command
+        .current_dir(&workspace)
+        .args(["build", "--quiet", "--package", "runner-metrics", "--bin", name])
+        .args(extra)
+        .arg("--target-dir")
+        .arg(&target_dir);
+    match profile.as_str() {
+        "debug" => {}
+        "release" => {
+            command.arg("--release");
         }
-        let output = command.output().expect("run cargo to build the runner-metrics binary");
-        assert!(
-            output.status.success(),
-            "building the runner-metrics binary failed ({}):\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let bin = profile_dir.join("runner-metrics");
-        assert!(bin.is_file(), "cargo built runner-metrics but {} is missing", bin.display());
-        bin
-    })
+        custom => {
+            command.args(["--profile", custom]);
+        }
+    }
+    let output = command.output().unwrap_or_else(|e| panic!("run cargo to build the {name} binary: {e}"));
+    assert!(
+        output.status.success(),
+        "building the {name} binary failed ({}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let bin = profile_dir.join(name);
+    assert!(bin.is_file(), "cargo built {name} but {} is missing", bin.display());
+    bin
 }
 
 /// A `runner-metrics` command with the suite's compiled-code cache, a cache
@@ -948,4 +960,43 @@ pub fn snapshot_besides_the_roots_mtime(root: &Path) -> BTreeMap<PathBuf, Node> 
     let mut tree = snapshot(root);
     tree.remove(Path::new(""));
     tree
+}
+
+/// Installs a seccomp filter in the child about to `exec` that fails each
+/// of `calls` with its errno (everything else is allowed): a kernel
+/// without a feature, or a systemd unit's `SystemCallFilter=`.
+#[cfg(target_arch = "x86_64")]
+pub fn with_refused_syscalls<'a>(command: &'a mut Command, calls: &[(libc::c_long, i32)]) -> &'a mut Command {
+    use std::os::unix::process::CommandExt;
+    fn stmt(code: u32, k: u32) -> libc::sock_filter {
+        libc::sock_filter { code: code as u16, jt: 0, jf: 0, k }
+    }
+    fn jump(k: u32, jt: u8, jf: u8) -> libc::sock_filter {
+        libc::sock_filter { code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16, jt, jf, k }
+    }
+    const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
+    let mut program = vec![
+        stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 4), // seccomp_data.arch
+        jump(AUDIT_ARCH_X86_64, 1, 0),
+        stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
+        stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0), // seccomp_data.nr
+    ];
+    for (nr, errno) in calls {
+        program.push(jump(*nr as u32, 0, 1));
+        program.push(stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ERRNO | *errno as u32));
+    }
+    program.push(stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW));
+    // SAFETY: the closure runs in the child between fork and exec and only
+    // makes two prctl calls on data that lives in it.
+    unsafe {
+        command.pre_exec(move || {
+            let fprog = libc::sock_fprog { len: program.len() as u16, filter: program.as_ptr() as *mut _ };
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+                || libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &fprog as *const _) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
 }

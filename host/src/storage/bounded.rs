@@ -625,7 +625,10 @@ pub fn move_out<T, E>(
         if let Some(why) = cannot_move_mounts(root) {
             return Err(error(ErrorKind::Io, &dir, format!("a bounded storage cannot be moved: {why}")));
         }
-        unmount(&dir)?;
+        match crate::os_sandbox::unmount_helper::unmount(name) {
+            Some(done) => done.map_err(|why| error(ErrorKind::Io, &dir, format!("cannot unmount: {why}")))?,
+            None => unmount(&dir)?,
+        }
     }
     let inside = dir.join(IMAGE_IN_STORAGE);
     match fs::hard_link(&image, &inside) {
@@ -648,6 +651,22 @@ pub fn move_out<T, E>(
             let _ = mount(&image, &dir, false);
             Ok(Err(e))
         }
+    }
+}
+
+/// Unmounts the bounded storage `name` of `root`, and nothing else: a
+/// valid runner name whose directory is the mount of its own image. What
+/// the unmount helper of a confined collect does for each request
+/// ([`crate::os_sandbox::unmount_helper`]).
+pub fn unmount_storage(root: &Path, name: &str) -> Result<()> {
+    let dir = require_name(root, name)?;
+    let image = image_path(root, name);
+    if !is_marked_image(&image) {
+        return Err(error(ErrorKind::Io, &image, "is not the image of a bounded storage; nothing unmounted"));
+    }
+    match mount_of(root, &dir, &image)? {
+        Mount::Ours => unmount(&dir),
+        Mount::None => Ok(()),
     }
 }
 

@@ -900,36 +900,7 @@ fn the_man_page_is_roff_generated_from_the_flags() {
 /// as on a kernel before Linux 5.6 (everything else is allowed).
 #[cfg(target_arch = "x86_64")]
 fn without_openat2(command: &mut std::process::Command) -> &mut std::process::Command {
-    use std::os::unix::process::CommandExt;
-    fn stmt(code: u32, k: u32) -> libc::sock_filter {
-        libc::sock_filter { code: code as u16, jt: 0, jf: 0, k }
-    }
-    fn jump(k: u32, jt: u8, jf: u8) -> libc::sock_filter {
-        libc::sock_filter { code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16, jt, jf, k }
-    }
-    const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
-    let program = [
-        stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 4), // seccomp_data.arch
-        jump(AUDIT_ARCH_X86_64, 1, 0),
-        stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
-        stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 0), // seccomp_data.nr
-        jump(libc::SYS_openat2 as u32, 0, 1),
-        stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
-        stmt(libc::BPF_RET | libc::BPF_K, libc::SECCOMP_RET_ALLOW),
-    ];
-    // SAFETY: the closure runs in the child between fork and exec and only
-    // makes two prctl calls on data that lives in it.
-    unsafe {
-        command.pre_exec(move || {
-            let fprog = libc::sock_fprog { len: program.len() as u16, filter: program.as_ptr() as *mut _ };
-            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
-                || libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &fprog as *const _) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        })
-    }
+    with_refused_syscalls(command, &[(libc::SYS_openat2, libc::ENOSYS)])
 }
 
 #[test]

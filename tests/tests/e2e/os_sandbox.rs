@@ -1,0 +1,213 @@
+//! The second wall (`runner_metrics::os_sandbox`, issue 14): the CLI
+//! confined by Landlock and seccomp. The test-only
+//! `runner-metrics-escape-test` binary (feature `escape-test`) confines
+//! itself exactly as `collect` does, then tries what an escaped guest
+//! would; the same run must still collect, write the log and the textfile,
+//! and look a job up on a local GitHub server. Every target is a file or a
+//! port of the test's own.
+
+use std::fs;
+use std::net::TcpListener;
+
+use runner_metrics_e2e::github_server::{job, jobs_page, jobs_target, Answer, GithubServer};
+use runner_metrics_e2e::*;
+
+const REPO: &str = "org/repo";
+const RUN: &str = "4242";
+const ATTEMPTS: [&str; 7] =
+    ["read_outside", "write_beside_log", "read_token", "execve", "tcp_connect", "netlink_socket", "unix_socket"];
+
+/// Whether this kernel has Landlock: `landlock_create_ruleset` asked for
+/// its ABI version (`LANDLOCK_CREATE_RULESET_VERSION`) answers one.
+fn kernel_has_landlock() -> bool {
+    const LANDLOCK_CREATE_RULESET_VERSION: libc::c_long = 1;
+    // SAFETY: a null attribute pointer and size 0 with the version flag
+    // only asks for the ABI version; nothing is created.
+    let abi = unsafe {
+        libc::syscall(libc::SYS_landlock_create_ruleset, std::ptr::null::<u8>(), 0, LANDLOCK_CREATE_RULESET_VERSION)
+    };
+    abi >= 1
+}
+
+struct Escape {
+    root: StorageRoot,
+    server: GithubServer,
+    _listener: TcpListener,
+    env: String,
+    log: std::path::PathBuf,
+    textfile: std::path::PathBuf,
+    token: std::path::PathBuf,
+}
+
+impl Escape {
+    fn new() -> Self {
+        let root = StorageRoot::new();
+        let pre_job = format!(
+            r#"{{"workflow": "ci", "repository": "{REPO}", "event": "push", "timestamp": 1700000100, "workflow_run_id": "{RUN}"}}"#
+        );
+        root.runner("r-escape")
+            .file(START, "1700000000")
+            .file(INSTALLED, "1700000060")
+            .file(PRE_JOB, pre_job)
+            .file(POST_JOB, r#"{"timestamp": 1700000400, "status": "normal"}"#);
+        let server = GithubServer::start();
+        let ours = job(7, "r-escape", "2024-01-01T00:00:00Z", "2024-01-01T00:02:05.5Z", Some("success"));
+        server.route(&jobs_target("", REPO, RUN, 1), vec![Answer::json(jobs_page(1, vec![ours]))]);
+        let outside = root.outside();
+        let (log_dir, text_dir) = (outside.join("log"), outside.join("textfile"));
+        for dir in [&log_dir, &text_dir] {
+            fs::create_dir(dir).unwrap();
+        }
+        fs::write(outside.join("secret"), "not for the sandbox").unwrap();
+        fs::write(outside.join("token"), "the-token\n").unwrap();
+        fs::write(outside.join("token-2"), "another token\n").unwrap();
+        let program = outside.join("program");
+        fs::copy(cli_binary(), &program).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let env = serde_json::json!({
+            "outside": outside.join("secret"),
+            "beside_log": log_dir.join("beside"),
+            "token": outside.join("token-2"),
+            "program": program,
+            "tcp_port": listener.local_addr().unwrap().port(),
+        })
+        .to_string();
+        Self {
+            log: log_dir.join("events.log"),
+            textfile: text_dir.join("runner-metrics.prom"),
+            token: outside.join("token"),
+            root,
+            server,
+            _listener: listener,
+            env,
+        }
+    }
+
+    fn run(&self, extra: &[&str]) -> (CliOutput, serde_json::Value, serde_json::Value) {
+        let mut command = std::process::Command::new(escape_test_binary());
+        command
+            .arg("--cache-dir")
+            .arg(cache_dir())
+            .args(["collect", "--flavor", "small", "--json", "--storage"])
+            .arg(self.root.path())
+            .arg("--metrics-log")
+            .arg(&self.log)
+            .arg("--prometheus-textfile")
+            .arg(&self.textfile)
+            .arg("--github-token-file")
+            .arg(&self.token)
+            .args(["--github-api-url", &self.server.url()])
+            .args(extra)
+            .env("RUNNER_METRICS_ESCAPE_TEST", &self.env)
+            .env("RUNNER_METRICS_FILESYSTEM", "confined")
+            .env_remove("HTTP_PROXY")
+            .env_remove("HTTPS_PROXY")
+            .env_remove("http_proxy")
+            .env_remove("https_proxy")
+            .env_remove("ALL_PROXY");
+        let out = output(&mut command);
+        let line = |key: &str| {
+            out.stderr
+                .lines()
+                .filter(|l| l.starts_with('{'))
+                .map(json)
+                .find(|v| v.get(key).is_some())
+                .unwrap_or_else(|| panic!("no {key} line: {out:?}"))
+        };
+        let (attempts, summary) = (line("escape_attempts")["escape_attempts"].clone(), line("extracted"));
+        (out, attempts, summary)
+    }
+}
+
+#[test]
+fn a_confined_collect_refuses_every_escape_and_still_does_its_work() {
+    if !kernel_has_landlock() {
+        println!("skipped: os_sandbox::a_confined_collect...: this kernel has no Landlock");
+        return;
+    }
+    let escape = Escape::new();
+    let before = snapshot(escape.root.outside());
+    let (out, attempts, summary) = escape.run(&[]);
+    println!("{attempts}");
+    assert_eq!(out.code, Some(0), "{out:?}");
+    for attempt in ATTEMPTS {
+        let verdict = attempts[attempt].as_str().unwrap_or_default();
+        assert!(verdict.starts_with("refused"), "{attempt}: {verdict}\n{attempts}");
+    }
+    assert_eq!(summary["os_sandbox"]["complete"], true, "{summary}");
+    assert!(out.stderr.contains("os sandbox: landlock enforced"), "{}", out.stderr);
+    // The run's own work: the job looked up over TCP, the log and the
+    // textfile written, the storage deleted.
+    assert_eq!(summary["extracted"], 1, "{summary}");
+    let lines: Vec<serde_json::Value> = fs::read_to_string(&escape.log).unwrap().lines().map(json).collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert_eq!(lines[1]["queue_duration"], 125.5, "looked up on the local GitHub server");
+    assert!(fs::read_to_string(&escape.textfile).unwrap().contains("runner_metrics_storages_total"));
+    assert!(!exists(&escape.root.join("r-escape")));
+    assert_eq!(escape.server.requests().len(), 1);
+    // Nothing beside the root changed but the log and the textfile.
+    let after = snapshot(escape.root.outside());
+    let changed: Vec<_> = after.keys().filter(|p| before.get(*p) != after.get(*p)).collect();
+    for path in &changed {
+        assert!(path.starts_with("log") || path.starts_with("textfile"), "{changed:?}");
+    }
+    assert!(!exists(&escape.log.with_file_name("beside")));
+}
+
+#[test]
+fn the_layers_say_when_one_is_off_and_the_escapes_it_stopped_get_through() {
+    // Without Landlock (as on a kernel without it): said in the log line
+    // and in --json, and the file escapes only Landlock stops succeed,
+    // which shows the first test can fail.
+    let escape = Escape::new();
+    let (out, attempts, summary) = escape.run(&["--no-landlock"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(summary["os_sandbox"]["complete"], false, "{summary}");
+    assert!(summary["os_sandbox"]["landlock"].as_str().unwrap().starts_with("off"), "{summary}");
+    assert!(summary["os_sandbox"]["seccomp"].as_str().unwrap().starts_with("enforced"), "{summary}");
+    assert!(out.stderr.contains("os sandbox: landlock off"), "{}", out.stderr);
+    assert_eq!(attempts["read_outside"], "ALLOWED", "{attempts}");
+    assert_eq!(attempts["read_token"], "ALLOWED", "{attempts}");
+    for still in ["execve", "netlink_socket", "unix_socket"] {
+        assert!(attempts[still].as_str().unwrap().starts_with("refused"), "{still}: {attempts}");
+    }
+    // Both off.
+    let escape = Escape::new();
+    let (out, attempts, summary) = escape.run(&["--no-os-sandbox"]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(summary["os_sandbox"]["seccomp"].as_str().unwrap().starts_with("off"), "{summary}");
+    for allowed in ["read_outside", "execve", "netlink_socket", "tcp_connect"] {
+        assert_eq!(attempts[allowed], "ALLOWED", "{allowed}: {attempts}");
+    }
+}
+
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn a_kernel_or_unit_that_refuses_the_layers_gets_a_run_that_says_so() {
+    // As under a systemd unit whose SystemCallFilter= leaves out the
+    // Landlock and seccomp calls: the run goes on and says which walls it
+    // lacks, on stderr and in --json.
+    let root = StorageRoot::new();
+    root.valid_runner("r-1");
+    let log = root.outside().join("events.log");
+    let mut command = cli();
+    command
+        .args(["collect", "--flavor", "small", "--json", "--storage"])
+        .arg(root.path())
+        .arg("--metrics-log")
+        .arg(&log);
+    let refused = [
+        (libc::SYS_landlock_create_ruleset, libc::EPERM),
+        (libc::SYS_landlock_restrict_self, libc::EPERM),
+        (libc::SYS_seccomp, libc::EPERM),
+    ];
+    let out = output(with_refused_syscalls(&mut command, &refused));
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let said: Vec<&str> = out.stderr.lines().filter(|l| l.contains("os sandbox:")).collect();
+    assert_eq!(said.len(), 1, "said once: {}", out.stderr);
+    assert!(said[0].contains("landlock unavailable") && said[0].contains("seccomp unavailable"), "{said:?}");
+    let summary = out.stderr.lines().filter(|l| l.starts_with('{')).map(json).next_back().expect("--json line");
+    assert_eq!(summary["os_sandbox"]["complete"], false, "{summary}");
+    assert_eq!(summary["extracted"], 1, "{summary}");
+    assert_eq!(fs::read_to_string(&log).unwrap().lines().count(), 3);
+}
