@@ -432,7 +432,8 @@ impl SandboxArgs {
         }
     }
 
-    fn plugin(&self) -> Result<Plugin> {
+    /// The plugin's options, checked (before anything is touched).
+    fn options(&self) -> Result<PluginOptions> {
         anyhow::ensure!(
             self.timeout.is_finite() && self.timeout > 0.0 && self.timeout <= 86_400.0,
             "--timeout must be a number of seconds in (0, 86400], got {}",
@@ -446,12 +447,24 @@ impl SandboxArgs {
             max_handles: self.max_handles,
             ..Limits::default()
         };
-        let plugin = Plugin::open(&PluginOptions { limits, cache_dir: self.cache_path(), ..Default::default() })?;
-        if let Some(why) = plugin.filesystem_fallback() {
-            eprintln!("runner-metrics: warning: {why}");
-        }
-        Ok(plugin)
+        let options = PluginOptions { limits, cache_dir: self.cache_path(), ..Default::default() };
+        options.check()?;
+        Ok(options)
     }
+
+    fn plugin(&self) -> Result<Plugin> {
+        open_plugin(&self.options()?)
+    }
+}
+
+/// Opens the plugin, saying once when it falls back to wasmtime-wasi's
+/// filesystem.
+fn open_plugin(options: &PluginOptions) -> Result<Plugin> {
+    let plugin = Plugin::open(options)?;
+    if let Some(why) = plugin.filesystem_fallback() {
+        eprintln!("runner-metrics: warning: {why}");
+    }
+    Ok(plugin)
 }
 
 /// The whole command: `main` of `runner-metrics` (and of the test-only
@@ -580,6 +593,7 @@ fn run_collect(sandbox: &SandboxArgs, args: CollectArgs) -> Result<ExitCode> {
     // Opening the log only checks it (and creates it if missing): a cut
     // last line is terminated at the first append, under the lock.
     let mut sink = open_sink(args.metrics_log.as_deref())?;
+    let plugin_options = sandbox.options()?;
     // Everything that can be refused has been: now the root's lock, held
     // until the textfile (which accumulates across runs) is written too.
     let lock = RootLock::acquire(storage, wait)?;
@@ -595,7 +609,7 @@ fn run_collect(sandbox: &SandboxArgs, args: CollectArgs) -> Result<ExitCode> {
         }
     });
     let confinement = os.confine(grants)?;
-    let plugin = sandbox.plugin()?;
+    let plugin = open_plugin(&plugin_options)?;
     let options = CollectOptions {
         selection,
         emit: Emit::Events { flavor: args.flavor },
@@ -630,13 +644,14 @@ fn run_extract(sandbox: &SandboxArgs, args: ExtractArgs) -> Result<ExitCode> {
     let storage = &args.selection.storage;
     check_root(storage)?;
     let wait = args.wait.duration()?;
+    let plugin_options = sandbox.options()?;
     // The root's lock unless --keep (which changes nothing), then the
     // process confined before the plugin starts.
     let lock = if args.keep { None } else { Some(RootLock::acquire(storage, wait)?) };
     let root = lock.as_ref().map_or_else(|| storage.canonicalize(), |l| Ok(l.root().to_owned()));
     let root = root.with_context(|| format!("storage root {}", storage.display()))?;
     os.confine(os.grants(sandbox, &root, args.keep)?)?;
-    let plugin = sandbox.plugin()?;
+    let plugin = open_plugin(&plugin_options)?;
     let options = CollectOptions { selection, emit: Emit::Metrics, keep: args.keep, batch_size: 64, lock_wait: wait };
     let mut progress = Progress::new(false, storage);
     let mut report = |r: &StorageReport| progress.report(r);

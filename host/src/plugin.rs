@@ -87,6 +87,28 @@ pub struct Plugin {
     _ticker: EpochTicker,
 }
 
+impl PluginOptions {
+    /// What [`Plugin::open`] would refuse about these options, found
+    /// without opening anything: a cache path that is not a directory, a
+    /// filesystem layer this kernel cannot give. The CLI asks before it
+    /// touches the storage root.
+    pub fn check(&self) -> Result<()> {
+        if let Some(dir) = &self.cache_dir {
+            check_cache_dir(dir)?;
+        }
+        self.layer()?.resolve().map(drop)
+    }
+
+    /// The filesystem layer asked for (`Auto` reads the environment).
+    fn layer(&self) -> Result<Layer> {
+        if self.filesystem == Layer::Auto {
+            Layer::from_env()
+        } else {
+            Ok(self.filesystem)
+        }
+    }
+}
+
 impl Plugin {
     /// Opens the embedded component.
     pub fn open(options: &PluginOptions) -> Result<Self> {
@@ -97,8 +119,7 @@ impl Plugin {
     pub fn from_bytes(wasm: &[u8], options: &PluginOptions) -> Result<Self> {
         let engine = Engine::new(&engine_config()).anyhow().context("creating the wasmtime engine")?;
         let (component, compiled_from) = load_component(&engine, wasm, options.cache_dir.as_deref())?;
-        let layer = if options.filesystem == Layer::Auto { Layer::from_env()? } else { options.filesystem };
-        let (confined, fallback) = layer.resolve()?;
+        let (confined, fallback) = options.layer()?.resolve()?;
         let mut linker = Linker::<HostState>::new(&engine);
         link_wasi(&mut linker, confined)?;
         PluginWorld::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(&mut linker, |state| state)
