@@ -344,11 +344,12 @@ struct DemoArgs {
 }
 
 /// The second wall: the process confined by the kernel
-/// (`runner_metrics::os_sandbox`), for the subcommands that read runner
-/// files (`collect`, `extract`).
+/// (`runner_metrics::os_sandbox`), for the subcommands that read or walk
+/// runner files (`collect`, `extract`, `storage delete`, `quarantine
+/// purge`).
 #[derive(Debug, Args)]
 #[command(next_help_heading = "OS sandbox")]
-struct OsSandboxArgs {
+pub struct OsSandboxArgs {
     /// Do not confine the process with Landlock and seccomp (for
     /// debugging; the WebAssembly sandbox and the confined filesystem stay).
     #[arg(long)]
@@ -365,7 +366,7 @@ impl OsSandboxArgs {
     /// Confines the process for a run over `grants`, before any thread
     /// starts, and says once on stderr which layers are active. Then, in
     /// the test-only escape build, tries what an escaped guest would.
-    fn confine(&self, grants: Option<Grants>) -> Result<Confinement> {
+    pub fn confine(&self, grants: Option<Grants>) -> Result<Confinement> {
         let confinement = match grants {
             Some(grants) if !self.no_os_sandbox => {
                 let layers = Layers { landlock: !self.no_landlock, seccomp: !self.no_seccomp };
@@ -379,6 +380,15 @@ impl OsSandboxArgs {
             eprintln!("{attempts}");
         }
         Ok(confinement)
+    }
+
+    /// The grants of a run that only walks `storage` (deletion, purge): the
+    /// root and nothing else. Call it holding the root's lock.
+    pub fn walk_grants(&self, storage: &Path) -> Result<Option<Grants>> {
+        if self.no_os_sandbox {
+            return Ok(None);
+        }
+        Ok(Some(Grants::for_collect(storage, false)?))
     }
 
     /// The grants of a collect or extract over `storage` (see

@@ -11,7 +11,7 @@ use clap::{Subcommand, ValueEnum};
 
 use runner_metrics::storage::{self, Deletion};
 
-use crate::cli::{check_root, format_time, plain, printable, WaitArgs, EXIT_FAILED_STORAGES};
+use crate::cli::{check_root, format_time, plain, printable, OsSandboxArgs, WaitArgs, EXIT_FAILED_STORAGES};
 
 #[derive(Debug, Subcommand)]
 pub enum StorageCommand {
@@ -75,6 +75,8 @@ pub enum StorageCommand {
         name: String,
         #[command(flatten)]
         wait: WaitArgs,
+        #[command(flatten)]
+        os_sandbox: OsSandboxArgs,
     },
 }
 
@@ -128,6 +130,8 @@ pub enum QuarantineMore {
         dry_run: bool,
         #[command(flatten)]
         wait: WaitArgs,
+        #[command(flatten)]
+        os_sandbox: OsSandboxArgs,
     },
 }
 
@@ -186,8 +190,14 @@ pub fn run_storage(command: StorageCommand) -> Result<ExitCode> {
                 return Ok(ExitCode::from(EXIT_FAILED_STORAGES));
             }
         }
-        StorageCommand::Delete { storage, name, wait } => {
-            match locked(&wait, &storage, || storage::delete(&storage, &name))? {
+        StorageCommand::Delete { storage, name, wait, os_sandbox } => {
+            // The walk runs on the host, over the runner's files: behind the
+            // second wall, like a collect.
+            let deleted = locked(&wait, &storage, || -> Result<Deletion> {
+                os_sandbox.confine(os_sandbox.walk_grants(&storage)?)?;
+                Ok(storage::delete(&storage, &name)?)
+            })?;
+            match deleted {
                 Deletion::Deleted => eprintln!("deleted {}", storage.join(&name).display()),
                 Deletion::Quarantined { location, detail } => {
                     eprintln!(
@@ -217,11 +227,14 @@ pub fn run_quarantine(command: QuarantineMore) -> Result<ExitCode> {
             println!("{}", restored.path.display());
             Ok(ExitCode::SUCCESS)
         }
-        QuarantineMore::Purge { storage, older_than, dry_run, wait } => {
+        QuarantineMore::Purge { storage, older_than, dry_run, wait, os_sandbox } => {
             let report = if dry_run {
                 storage::purge(&storage, older_than, dry_run)?
             } else {
-                locked(&wait, &storage, || storage::purge(&storage, older_than, dry_run))?
+                locked(&wait, &storage, || -> Result<storage::PurgeReport> {
+                    os_sandbox.confine(os_sandbox.walk_grants(&storage)?)?;
+                    Ok(storage::purge(&storage, older_than, dry_run)?)
+                })?
             };
             for location in &report.purged {
                 println!("{}{location}", if dry_run { "would purge " } else { "purged " });

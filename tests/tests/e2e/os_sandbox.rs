@@ -211,3 +211,28 @@ fn a_kernel_or_unit_that_refuses_the_layers_gets_a_run_that_says_so() {
     assert_eq!(summary["extracted"], 1, "{summary}");
     assert_eq!(fs::read_to_string(&log).unwrap().lines().count(), 3);
 }
+
+#[test]
+fn storage_delete_walks_a_runners_tree_behind_the_same_wall() {
+    if !kernel_has_landlock() {
+        println!("skipped: os_sandbox::storage_delete...: this kernel has no Landlock");
+        return;
+    }
+    let escape = Escape::new();
+    let mut command = std::process::Command::new(escape_test_binary());
+    command
+        .args(["storage", "delete", "--storage"])
+        .arg(escape.root.path())
+        .arg("r-escape")
+        .env("RUNNER_METRICS_ESCAPE_TEST", &escape.env);
+    let out = output(&mut command);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let attempts = out.stderr.lines().filter(|l| l.starts_with('{')).map(json).next().expect("attempts")
+        ["escape_attempts"]
+        .clone();
+    for attempt in ATTEMPTS {
+        let verdict = attempts[attempt].as_str().unwrap_or_default();
+        assert!(verdict.starts_with("refused"), "{attempt}: {verdict}\n{attempts}");
+    }
+    assert!(!exists(&escape.root.join("r-escape")), "deleted");
+}
