@@ -216,6 +216,10 @@ if [ "${SKIP_DEB:-0}" != 1 ] && command -v dpkg >/dev/null; then
         dpkg-deb --field "$deb" Depends | grep -q 'libc6' || { echo "no Depends on libc6"; rc=1; }
     fi
     check "debian: dpkg installs the package: binary, units, logrotate conffile, man page, completions" "$rc"
+    # The test-only escape attempts (feature escape-test) are not in it.
+    rc=0
+    if grep -q RUNNER_METRICS_ESCAPE_TEST "$droot/usr/bin/runner-metrics"; then rc=1; fi
+    check "debian: the packaged binary has no test-only escape code (feature escape-test)" "$rc"
 
     if [ "$rc" -eq 0 ]; then
         step "Debian: the installed runner-metrics collects a one-runner root"
