@@ -136,10 +136,18 @@ impl Grants {
     }
 
     /// Adds what GitHub lookups at `api_url` need: a TCP connection to its
-    /// port, and reading the resolver's and TLS's system files (the C
-    /// library's name service modules included).
+    /// port (and to a proxy's, from the environment), and reading the
+    /// resolver's and TLS's system files (the C library's name service
+    /// modules included).
     pub fn with_github(mut self, api_url: &str) -> Self {
         self.tcp_connect.push(url_port(api_url));
+        // The client goes through the proxy the environment names, if any
+        // (as `ureq::Proxy::try_from_env` reads it).
+        for var in ["ALL_PROXY", "all_proxy", "HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"] {
+            if let Some(proxy) = std::env::var(var).ok().filter(|v| !v.is_empty()) {
+                self.tcp_connect.push(url_port(&proxy));
+            }
+        }
         self.read_paths.extend(
             [
                 "/etc/resolv.conf",
