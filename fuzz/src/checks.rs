@@ -7,7 +7,7 @@
 //! reads back to the values it was rendered from.
 
 use runner_metrics_guest::model::{Event, JobConclusion, PostJobStatus, RunnerInstalled, RunnerStart, RunnerStop};
-use runner_metrics_guest::{json, parse, render, FILE_SIZE_BYTES_LIMIT};
+use runner_metrics_guest::{json, parse, render, tar, FILE_SIZE_BYTES_LIMIT};
 
 fn assert_time(what: &str, value: f64) {
     assert!(value.is_finite() && value >= 0.0, "{what} accepted as {value}");
@@ -143,5 +143,16 @@ pub fn check_render_event(data: &[u8]) {
         assert_eq!(value["workflow"].as_str(), Some(e.workflow.as_str()));
         assert_eq!(value["status"].as_str(), Some(e.status.as_str()));
         assert_eq!(value["status_info"]["code"].as_i64(), e.status_code);
+    }
+}
+
+/// A pulled tar stream (spec 9): never a panic; what is accepted is at most
+/// the file limit each, and bytes that were in the stream.
+pub fn check_tar_stream(data: &[u8]) {
+    if let Ok(files) = tar::read_metrics_tar(data, &tar::TarLimits::default()) {
+        for file in [&files.installed, &files.pre_job, &files.post_job].into_iter().flatten() {
+            assert!(file.len() <= FILE_SIZE_BYTES_LIMIT, "accepted a {}-byte file", file.len());
+            assert!(file.is_empty() || data.windows(file.len()).any(|w| w == file.as_slice()), "invented bytes");
+        }
     }
 }

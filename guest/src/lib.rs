@@ -16,6 +16,7 @@ pub mod parse;
 pub mod pipeline;
 pub mod render;
 pub mod report;
+pub mod tar;
 pub mod walk;
 pub mod wit;
 

@@ -113,3 +113,26 @@ fn strict_json_corpus_and_mutations() {
 fn render_event_corpus_and_mutations() {
     run("render_event", checks::check_render_event);
 }
+
+#[test]
+fn tar_stream_corpus_and_mutations() {
+    run("tar_stream", checks::check_tar_stream);
+}
+
+/// The tar seeds (made with Python's `tarfile` in GNU, ustar and pax
+/// formats) end as their names say: the valid streams (a pax-format stream
+/// that needs no extension header is plain ustar) and the bare or unknown
+/// names give their files; every other one is corrupt (`pax_header`: the
+/// extension header a non-ASCII name needs).
+#[test]
+fn tar_stream_seeds_end_as_their_names_say() {
+    use runner_metrics_guest::tar::{read_metrics_tar, TarLimits};
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/tar_stream");
+    let accepted = ["valid_gnu", "valid_ustar", "valid_pax", "bare_names", "unknown_files", "empty"];
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        let result = read_metrics_tar(&std::fs::read(&path).unwrap(), &TarLimits::default());
+        assert_eq!(result.is_ok(), accepted.contains(&name.as_str()), "{name}: {result:?}");
+    }
+}
