@@ -137,7 +137,7 @@ fn run_collect(
     sink: &mut dyn EventSink,
     on_report: &mut dyn FnMut(&StorageReport),
 ) -> Result<Summary> {
-    let (wit_options, unmounted) = reattach_bounded(&root, options, plugin.filesystem() == "confined")?;
+    let (wit_options, unmounted) = reattach_bounded(&root, options, plugin.is_confined())?;
     let keeper = plugin.keeper(&root, &wit_options)?;
     let mut run = RunState::new(root, keeper, jobs, sink, on_report);
     for report in &unmounted {

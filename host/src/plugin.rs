@@ -167,6 +167,12 @@ impl Plugin {
         Keeper::new(&self.engine, pre, &self.limits, storage_root, options, self.confined)
     }
 
+    /// Whether the guest's filesystem is the confined layer (whose hook
+    /// moves bounded storages), not wasmtime-wasi's fallback.
+    pub(crate) fn is_confined(&self) -> bool {
+        self.confined
+    }
+
     pub fn limits(&self) -> &Limits {
         &self.limits
     }

@@ -11,7 +11,7 @@
 //! so even a fully compromised collect can ask it for nothing else. It
 //! ends when the collect does (the socket closes, and `PR_SET_PDEATHSIG`).
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read as _, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
@@ -93,5 +93,3 @@ pub fn unmount(name: &str) -> Option<Result<(), String>> {
         Err(e) => Err(format!("the unmount helper cannot be reached: {e}")),
     })
 }
-
-use std::io::Read as _;
