@@ -1,7 +1,7 @@
 //! The component's exports: a thin layer from the WIT bindings to the plain
 //! Rust modules. Conversions only; no logic lives here.
 //!
-//! One crate, two worlds of `wit/0.2.0`: the plugin (default: the whole
+//! One crate, two worlds of `wit/0.3.0`: the plugin (default: the whole
 //! collect, driving the imported `host` interface) and, with the feature
 //! `command`, the command component for `wasmtime run` (`cli_run.rs`). Both
 //! export the fine-grained `extraction` and `events` interfaces.
@@ -13,16 +13,16 @@ use crate::{events, extract, model, render};
 
 #[cfg(not(feature = "command"))]
 wit_bindgen::generate!({
-    path: "../wit/0.2.0",
+    path: "../wit/0.3.0",
     world: "plugin",
-    with: { "github-runner:metrics/types@0.2.0": crate::wit::generated::github_runner::metrics::types },
+    with: { "github-runner:metrics/types@0.3.0": crate::wit::generated::github_runner::metrics::types },
 });
 
 #[cfg(feature = "command")]
 wit_bindgen::generate!({
-    path: "../wit/0.2.0",
+    path: "../wit/0.3.0",
     world: "command",
-    with: { "github-runner:metrics/types@0.2.0": crate::wit::generated::github_runner::metrics::types },
+    with: { "github-runner:metrics/types@0.3.0": crate::wit::generated::github_runner::metrics::types },
 });
 
 use crate::wit::{self, *};
@@ -181,6 +181,8 @@ mod plugin {
             purge_deleting: o.purge_deleting,
             done: o.done.into_iter().collect(),
             done_unnamed: o.done_unnamed as usize,
+            policy: policy_from_wit(o.policy),
+            pulled: o.pulled.map(pulled_from_wit),
         }
     }
 

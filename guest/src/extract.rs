@@ -6,8 +6,8 @@
 
 use crate::fs::{join, BoundedRead, EntryKind, FsError, FsErrorKind, StorageFs};
 use crate::model::{
-    Corruption, Outcome, QuarantineInfo, QuarantineReason, QuarantinedStorage, RootEntry, RunnerMetrics, Selection,
-    SkipReason,
+    Corruption, Outcome, Policy, QuarantineInfo, QuarantineReason, QuarantinedStorage, RootEntry, RunnerMetrics,
+    Selection, SkipReason,
 };
 use crate::names::{is_reserved, is_valid_runner_name, DELETING_DIR, QUARANTINE_DIR};
 use crate::{files, parse, walk, FILE_SIZE_BYTES_LIMIT};
@@ -146,34 +146,45 @@ enum Problem {
     Failed(FsError),
 }
 
+/// A corrupt file that the lenient policy counted as missing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dropped {
+    pub file: &'static str,
+    pub corruption: Corruption,
+}
+
 /// Reads and parses all four files. Corruption anywhere wins over I/O
-/// failures, since the storage is quarantined whole either way.
-fn read_storage(fs: &impl StorageFs, name: &str) -> Result<StorageFiles, Problem> {
+/// failures, since the storage is quarantined whole either way; under the
+/// lenient policy a corrupt file counts as missing instead, and is listed.
+fn read_storage(fs: &impl StorageFs, name: &str, policy: Policy) -> Result<(StorageFiles, Vec<Dropped>), Problem> {
     let mut parsed = StorageFiles::default();
     let mut failure = None;
+    let mut dropped = Vec::new();
     for file in files::ALL {
         let bytes = match read_storage_file(fs, &join(name, file)) {
             FileState::Missing => continue,
-            FileState::Present(bytes) => bytes,
-            FileState::Corrupt(corruption) => return Err(Problem::Corrupt { file, corruption }),
+            FileState::Present(bytes) => Ok(bytes),
+            FileState::Corrupt(corruption) => Err(corruption),
             FileState::Failed(e) => {
                 failure.get_or_insert(e);
                 continue;
             }
         };
-        let result = match file {
+        let result = bytes.and_then(|bytes| match file {
             files::INSTALLATION_START => parse::parse_timestamp(&bytes).map(|v| parsed.installation_start = v),
             files::INSTALLED => parse::parse_timestamp(&bytes).map(|v| parsed.installed = v),
             files::PRE_JOB => parse::parse_pre_job(&bytes).map(|v| parsed.pre_job = v),
             _ => parse::parse_post_job(&bytes).map(|v| parsed.post_job = v),
-        };
-        if let Err(corruption) = result {
-            return Err(Problem::Corrupt { file, corruption });
+        });
+        match (result, policy) {
+            (Ok(()), _) => {}
+            (Err(corruption), Policy::Lenient) => dropped.push(Dropped { file, corruption }),
+            (Err(corruption), Policy::Strict) => return Err(Problem::Corrupt { file, corruption }),
         }
     }
     match failure {
         Some(e) => Err(Problem::Failed(e)),
-        None => Ok(parsed),
+        None => Ok((parsed, dropped)),
     }
 }
 
@@ -182,6 +193,18 @@ fn read_storage(fs: &impl StorageFs, name: &str) -> Result<StorageFiles, Problem
 /// leave it for [`delete_storage`]. With `keep`, only decides: nothing on
 /// disk changes and a quarantine outcome has an empty location.
 pub fn extract_storage(fs: &impl StorageFs, name: &str, keep: bool) -> Outcome {
+    extract_storage_with(fs, name, keep, Policy::Strict).0
+}
+
+/// [`extract_storage`] under a policy: the lenient one extracts what is
+/// sound and lists the corrupt files it counted as missing.
+pub fn extract_storage_with(fs: &impl StorageFs, name: &str, keep: bool, policy: Policy) -> (Outcome, Vec<Dropped>) {
+    let mut dropped = Vec::new();
+    let outcome = decide_storage(fs, name, keep, policy, &mut dropped);
+    (outcome, dropped)
+}
+
+fn decide_storage(fs: &impl StorageFs, name: &str, keep: bool, policy: Policy, dropped: &mut Vec<Dropped>) -> Outcome {
     if !is_valid_runner_name(name) {
         return Outcome::Skipped(SkipReason::InvalidName);
     }
@@ -196,8 +219,11 @@ pub fn extract_storage(fs: &impl StorageFs, name: &str, keep: bool) -> Outcome {
         Err(e) if e.kind == FsErrorKind::NotFound => return Outcome::Skipped(SkipReason::Vanished),
         Err(e) => return Outcome::Failed(e.message),
     }
-    let parsed = match read_storage(fs, name) {
-        Ok(parsed) => parsed,
+    let parsed = match read_storage(fs, name, policy) {
+        Ok((parsed, lenient)) => {
+            *dropped = lenient;
+            parsed
+        }
         Err(Problem::Failed(e)) => return Outcome::Failed(e.message),
         Err(Problem::Corrupt { file, corruption }) if keep => {
             return Outcome::Quarantined(QuarantineInfo {

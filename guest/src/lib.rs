@@ -14,6 +14,7 @@ pub mod model;
 pub mod names;
 pub mod parse;
 pub mod pipeline;
+pub mod pulled;
 pub mod render;
 pub mod report;
 pub mod tar;

@@ -154,6 +154,8 @@ pub enum QuarantineReason {
     InvalidTimestamp,
     SandboxTrap,
     Undeletable,
+    /// A pulled tar stream that is not plainly the runner's metrics files.
+    InvalidArchive,
 }
 
 impl QuarantineReason {
@@ -168,6 +170,7 @@ impl QuarantineReason {
             Self::InvalidTimestamp => "invalid-timestamp",
             Self::SandboxTrap => "sandbox-trap",
             Self::Undeletable => "undeletable",
+            Self::InvalidArchive => "invalid-archive",
         }
     }
 
@@ -181,6 +184,7 @@ impl QuarantineReason {
             Self::InvalidTimestamp,
             Self::SandboxTrap,
             Self::Undeletable,
+            Self::InvalidArchive,
         ]
         .into_iter()
         .find(|reason| reason.as_str() == s)
@@ -256,4 +260,43 @@ pub struct QuarantinedStorage {
     pub file: Option<String>,
     pub detail: String,
     pub quarantined_at: f64,
+}
+
+/// What a corrupt metrics file does to its runner (spec 9).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Policy {
+    /// The whole runner is corrupt: quarantined, no events (ours).
+    #[default]
+    Strict,
+    /// The corrupt file counts as missing; the rest is issued and the
+    /// report says what was dropped (the later reference's).
+    Lenient,
+}
+
+/// The metrics files a manager read from a runner itself, as raw bytes
+/// (parsed later, by the same rules as files read from a storage).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PulledFiles {
+    pub installed: Option<Vec<u8>>,
+    pub pre_job: Option<Vec<u8>>,
+    pub post_job: Option<Vec<u8>>,
+}
+
+/// How the manager handed a runner's metrics over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PulledSource {
+    /// Files it read one by one.
+    Loose(PulledFiles),
+    /// The output of `tar -C DIR -cf - .` on the runner.
+    Tar(Vec<u8>),
+}
+
+/// Metrics pulled from a runner (spec 9): staged as the storage
+/// `<root>/<runner_name>`, then collected like any storage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PulledRunner {
+    pub runner_name: String,
+    /// The manager's installation start (the VM's creation time).
+    pub installation_start: Option<f64>,
+    pub files: PulledSource,
 }

@@ -8,13 +8,16 @@
 //! hosts), in the command component over WASI with stdout as the log (the
 //! `wasmtime` CLI), and natively for unit tests and the benchmark.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use crate::extract::{self, Scan};
 use crate::fs::StorageFs;
-use crate::model::{Event, GithubJobMetrics, Outcome, QuarantineReason, RootEntry, RunnerMetrics, Selection};
+use crate::model::{
+    Event, GithubJobMetrics, Outcome, Policy, PulledRunner, QuarantineReason, RootEntry, RunnerMetrics, Selection,
+};
 use crate::names::DELETING_DIR;
-use crate::report::{undeletable_detail, OutcomeKind, StorageReport, UNNAMED};
+use crate::pulled::{self, Staged};
+use crate::report::{undeletable_detail, with_dropped, OutcomeKind, StorageReport, UNNAMED};
 use crate::{events, render};
 
 /// What only the host can do. Every argument is the guest's claim: a host
@@ -61,6 +64,11 @@ pub struct CollectOptions {
     pub done: HashSet<String>,
     /// How many entries without a UTF-8 name were already reported.
     pub done_unnamed: usize,
+    /// What a corrupt metrics file does to its runner.
+    pub policy: Policy,
+    /// Collect only this pulled runner, staged first as a storage (unless
+    /// it is in `done`); the root is not scanned.
+    pub pulled: Option<PulledRunner>,
 }
 
 impl CollectOptions {
@@ -74,6 +82,8 @@ impl CollectOptions {
             purge_deleting: true,
             done: HashSet::new(),
             done_unnamed: 0,
+            policy: Policy::Strict,
+            pulled: None,
         }
     }
 }
@@ -100,9 +110,15 @@ const SCAN_BATCH: usize = 256;
 /// (the root cannot be listed, an append failed): every storage reported so
 /// far keeps its report, the rest are untouched.
 pub fn collect<F: StorageFs>(fs: &F, options: &CollectOptions, host: &mut impl Host) -> Result<(), String> {
-    let mut run = Run { fs, options, host, pending: Vec::new(), unnamed_seen: 0 };
+    let mut run = Run { fs, options, host, pending: Vec::new(), unnamed_seen: 0, dropped: HashMap::new() };
     if options.purge_deleting && !options.keep {
         run.purge_deleting();
+    }
+    if let Some(pulled) = &options.pulled {
+        if !options.done.contains(&pulled.runner_name) {
+            run.pulled(pulled)?;
+        }
+        return run.flush();
     }
     let mut scan = Scan::new(fs, options.selection.clone()).map_err(|e| format!("listing the storage root: {e}"))?;
     #[cfg(feature = "hostile")]
@@ -140,6 +156,9 @@ struct Run<'a, F: StorageFs, H: Host> {
     /// Extracted storages whose lines wait for the next append.
     pending: Vec<StorageLines>,
     unnamed_seen: usize,
+    /// What the lenient policy counted as missing, per pending storage, for
+    /// its report.
+    dropped: HashMap<String, String>,
 }
 
 impl<F: StorageFs, H: Host> Run<'_, F, H> {
@@ -175,19 +194,51 @@ impl<F: StorageFs, H: Host> Run<'_, F, H> {
         }
     }
 
+    /// Stages a pulled runner as a storage and collects it. A stream the
+    /// guest refuses is quarantined while staging; `Err` when nothing could
+    /// be staged (the run stops, the runner reported failed).
+    fn pulled(&mut self, pulled: &PulledRunner) -> Result<(), String> {
+        let name = pulled.runner_name.clone();
+        self.host.begin_storage(&name);
+        if self.options.keep {
+            let why = "a dry run stages nothing, so pulled metrics cannot be collected in one".to_owned();
+            self.host.report(StorageReport::new(name, OutcomeKind::Failed, format!("not staged: {why}"), 0));
+            return Err(why);
+        }
+        match pulled::stage(self.fs, pulled) {
+            Ok(Staged::Ready) => self.candidate(name),
+            Ok(Staged::Quarantined(info)) => {
+                self.host.report(StorageReport::quarantined(name, &info));
+                Ok(())
+            }
+            Err(e) => {
+                self.host.report(StorageReport::new(name, OutcomeKind::Failed, format!("not staged: {e}"), 0));
+                Err(e)
+            }
+        }
+    }
+
     fn candidate(&mut self, name: String) -> Result<(), String> {
         self.host.begin_storage(&name);
         let keep = self.options.keep;
-        match decide(self.fs, &name, keep) {
+        let (outcome, dropped) = decide(self.fs, &name, keep, self.options.policy);
+        match outcome {
             Outcome::Extracted(metrics) => {
-                let storage = self.render(name, metrics);
+                let storage = self.render(name.clone(), metrics);
                 self.host.end_storage();
+                if !dropped.is_empty() {
+                    self.dropped.insert(name, with_dropped("", &dropped));
+                }
                 self.pending.push(storage);
                 if self.pending.len() >= self.options.batch_size.max(1) {
                     self.flush()?;
                 }
             }
-            Outcome::NoData => self.host.report(StorageReport::no_data(name, keep)),
+            Outcome::NoData => {
+                let mut report = StorageReport::no_data(name, keep);
+                report.detail = with_dropped(&report.detail, &dropped);
+                self.host.report(report)
+            }
             Outcome::Quarantined(info) => self.host.report(StorageReport::quarantined(name, &info)),
             Outcome::Skipped(reason) => self.host.report(StorageReport::skipped(name, &reason)),
             Outcome::Failed(message) => {
@@ -233,7 +284,11 @@ impl<F: StorageFs, H: Host> Run<'_, F, H> {
                 #[cfg(feature = "hostile")]
                 crate::hostile::before_delete(&name);
             }
-            let report = settle(self.fs, name, events, self.options.keep);
+            let note = self.dropped.remove(&name);
+            let mut report = settle(self.fs, name, events, self.options.keep);
+            if let Some(note) = note {
+                report.detail = format!("{note}{}", report.detail);
+            }
             self.host.report(report);
         }
         Ok(())
@@ -335,13 +390,14 @@ fn settle<F: StorageFs>(fs: &F, name: String, events: usize, keep: bool) -> Stor
     }
 }
 
-/// One storage's outcome (a hostile build misbehaves for `hostile-*`).
-fn decide<F: StorageFs>(fs: &F, name: &str, keep: bool) -> Outcome {
+/// One storage's outcome, and what the lenient policy counted as missing
+/// (a hostile build misbehaves for `hostile-*`).
+fn decide<F: StorageFs>(fs: &F, name: &str, keep: bool, policy: Policy) -> (Outcome, Vec<extract::Dropped>) {
     #[cfg(feature = "hostile")]
     if let Some(outcome) = crate::hostile::extract(fs, name) {
-        return outcome;
+        return (outcome, Vec::new());
     }
-    extract::extract_storage(fs, name, keep)
+    extract::extract_storage_with(fs, name, keep, policy)
 }
 
 /// One event's line (a hostile build tampers with some).

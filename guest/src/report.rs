@@ -118,6 +118,20 @@ pub fn quarantine_detail(info: &QuarantineInfo) -> String {
     format!("{}:{file} {}; {place}", info.reason.as_str(), info.detail)
 }
 
+/// A report's detail with what the lenient policy counted as missing put
+/// in front of it: `counted as missing (lenient policy): FILE (REASON:
+/// DETAIL); ...; DETAIL`.
+pub fn with_dropped(detail: &str, dropped: &[crate::extract::Dropped]) -> String {
+    if dropped.is_empty() {
+        return detail.to_owned();
+    }
+    let files: Vec<String> = dropped
+        .iter()
+        .map(|d| format!("{} ({}: {})", d.file, d.corruption.reason.as_str(), d.corruption.detail))
+        .collect();
+    format!("counted as missing (lenient policy): {}; {detail}", files.join("; "))
+}
+
 /// An extracted storage whose events are written but that could not be
 /// deleted, and was quarantined instead so it is not extracted twice.
 pub fn undeletable_detail(info: &QuarantineInfo) -> String {

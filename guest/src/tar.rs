@@ -27,6 +27,7 @@
 //! Pure Rust over a byte slice: the same code natively and in the guest.
 
 use crate::files;
+use crate::model::{Corruption, PulledFiles, QuarantineReason};
 use crate::FILE_SIZE_BYTES_LIMIT;
 
 const BLOCK: usize = 512;
@@ -48,16 +49,12 @@ impl Default for TarLimits {
     }
 }
 
-/// The known files a stream held, as raw bytes (parsed later, by the same
-/// rules as files read from a storage).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PulledFiles {
-    pub installed: Option<Vec<u8>>,
-    pub pre_job: Option<Vec<u8>>,
-    pub post_job: Option<Vec<u8>>,
+/// The slot of a known file's bytes.
+trait Slots {
+    fn slot(&mut self, name: &str) -> Option<&mut Option<Vec<u8>>>;
 }
 
-impl PulledFiles {
+impl Slots for PulledFiles {
     fn slot(&mut self, name: &str) -> Option<&mut Option<Vec<u8>>> {
         match name {
             files::INSTALLED => Some(&mut self.installed),
@@ -69,30 +66,35 @@ impl PulledFiles {
 }
 
 /// Reads the known metrics files out of `stream`. `Err`: why the stream
-/// makes the runner corrupt (it names the entry when one is to blame).
-pub fn read_metrics_tar(stream: &[u8], limits: &TarLimits) -> Result<PulledFiles, String> {
+/// makes the runner corrupt (it names the entry when one is to blame):
+/// `oversized` past a bound, `not-regular-file` for an entry of another
+/// kind, `invalid-archive` for everything else.
+pub fn read_metrics_tar(stream: &[u8], limits: &TarLimits) -> Result<PulledFiles, Corruption> {
+    let archive = |detail: String| Corruption::new(QuarantineReason::InvalidArchive, detail);
+    let kind = |detail: String| Corruption::new(QuarantineReason::NotRegularFile, detail);
+    let oversized = |detail: String| Corruption::new(QuarantineReason::Oversized, detail);
     if stream.len() > limits.max_bytes {
-        return Err(format!("the tar stream is larger than {} bytes", limits.max_bytes));
+        return Err(oversized(format!("the tar stream is larger than {} bytes", limits.max_bytes)));
     }
     let mut found = PulledFiles::default();
     let mut seen: Vec<String> = Vec::new();
     let mut at = 0usize;
     loop {
         let Some(header) = at.checked_add(BLOCK).and_then(|end| stream.get(at..end)) else {
-            return Err(format!("the tar stream ends at byte {at} without its end-of-archive block"));
+            return Err(archive(format!("the tar stream ends at byte {at} without its end-of-archive block")));
         };
         if header.iter().all(|&b| b == 0) {
             // The end: whatever follows (GNU tar pads to a 10 KiB record)
             // must be zeros too.
             return match stream.get(at..).unwrap_or_default().iter().position(|&b| b != 0) {
                 None => Ok(found),
-                Some(offset) => Err(format!("the tar stream has data after its end, at byte {}", at + offset)),
+                Some(offset) => Err(archive(format!("the tar stream has data after its end, at byte {}", at + offset))),
             };
         }
         if seen.len() >= limits.max_entries {
-            return Err(format!("the tar stream has more than {} entries", limits.max_entries));
+            return Err(archive(format!("the tar stream has more than {} entries", limits.max_entries)));
         }
-        let entry = Header::parse(header).map_err(|why| format!("tar entry at byte {at}: {why}"))?;
+        let entry = Header::parse(header).map_err(|why| archive(format!("tar entry at byte {at}: {why}")))?;
         let data_start = at + BLOCK;
         let padded = entry.size.div_ceil(BLOCK as u64).saturating_mul(BLOCK as u64);
         let data_end = usize::try_from(entry.size)
@@ -100,27 +102,32 @@ pub fn read_metrics_tar(stream: &[u8], limits: &TarLimits) -> Result<PulledFiles
             .and_then(|size| data_start.checked_add(size))
             .filter(|end| *end <= stream.len())
             .ok_or_else(|| {
-                format!("tar entry {:?} claims {} bytes the stream does not hold", entry.name, entry.size)
+                archive(format!("tar entry {:?} claims {} bytes the stream does not hold", entry.name, entry.size))
             })?;
         let next = usize::try_from(padded).ok().and_then(|p| data_start.checked_add(p)).unwrap_or(usize::MAX);
-        let name = normalize(&entry.name)?;
+        let name = normalize(&entry.name).map_err(archive)?;
         if seen.contains(&name) {
-            return Err(format!("tar entry {:?} appears twice", entry.name));
+            return Err(archive(format!("tar entry {:?} appears twice", entry.name)));
         }
         seen.push(name.clone());
         match (entry.kind, found.slot(&name)) {
             (Kind::Regular, Some(slot)) => {
                 if entry.size > FILE_SIZE_BYTES_LIMIT as u64 {
-                    return Err(format!(
+                    return Err(oversized(format!(
                         "{name} is {} bytes, more than the {FILE_SIZE_BYTES_LIMIT}-byte limit",
                         entry.size
-                    ));
+                    )));
                 }
                 *slot = stream.get(data_start..data_end).map(<[u8]>::to_vec);
             }
             (Kind::Regular | Kind::Directory, None) => {}
-            (Kind::Directory, Some(_)) => return Err(format!("{name} is a directory, not a regular file")),
-            (kind, _) => return Err(format!("tar entry {:?} is {}, not a regular file", entry.name, kind.describe())),
+            (Kind::Directory, Some(_)) => return Err(kind(format!("{name} is a directory, not a regular file"))),
+            (Kind::Extension, _) => {
+                return Err(archive(format!("tar entry {:?} is {}", entry.name, Kind::Extension.describe())))
+            }
+            (other, _) => {
+                return Err(kind(format!("tar entry {:?} is {}, not a regular file", entry.name, other.describe())))
+            }
         }
         at = next;
     }
@@ -282,7 +289,11 @@ mod tests {
     }
 
     fn read(stream: &[u8]) -> Result<PulledFiles, String> {
-        read_metrics_tar(stream, &TarLimits::default())
+        read_metrics_tar(stream, &TarLimits::default()).map_err(|c| c.detail)
+    }
+
+    fn reason(stream: &[u8]) -> QuarantineReason {
+        read_metrics_tar(stream, &TarLimits::default()).expect_err("corrupt").reason
     }
 
     fn valid() -> Vec<u8> {
@@ -334,11 +345,18 @@ mod tests {
         for (what, stream, expected) in cases {
             let e = read(&stream).expect_err(what);
             assert!(e.contains(expected), "{what}: {e}");
+            // Entries of another kind blame a file; the rest, the stream.
+            let want = match what {
+                "symlink" | "hard link" | "char device" | "FIFO" => QuarantineReason::NotRegularFile,
+                _ => QuarantineReason::InvalidArchive,
+            };
+            assert_eq!(reason(&stream), want, "{what}");
         }
         // A known file over the limit, refused from its header.
         let mut s = Vec::new();
         entry(&mut s, "./pre-job-metrics.json", b'0', &[b' '; 1025]);
-        assert!(read(&end(s)).unwrap_err().contains("1024-byte limit"));
+        assert!(read(&end(s.clone())).unwrap_err().contains("1024-byte limit"));
+        assert_eq!(reason(&end(s)), QuarantineReason::Oversized);
         // A directory where a file is expected.
         let mut s = Vec::new();
         entry(&mut s, "./post-job-metrics.json/", b'5', b"");

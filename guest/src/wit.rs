@@ -1,4 +1,4 @@
-//! The WIT types of `wit/0.2.0` (`github-runner:metrics/types`), generated
+//! The WIT types of `wit/0.3.0` (`github-runner:metrics/types`), generated
 //! once for both crates that speak them: the guest's components
 //! (`component.rs`) and the keeper (`keeper/`) map their worlds' `types` to
 //! this module, so there is one set of types, and below is the one
@@ -10,8 +10,8 @@ use crate::model;
 /// wit-bindgen output for a world that only imports `types`.
 pub mod generated {
     wit_bindgen::generate!({
-        path: "../wit/0.2.0",
-        inline: "package github-runner:shared-types; world types { import github-runner:metrics/types@0.2.0; }",
+        path: "../wit/0.3.0",
+        inline: "package github-runner:shared-types; world types { import github-runner:metrics/types@0.3.0; }",
         world: "github-runner:shared-types/types",
         generate_all,
     });
@@ -25,6 +25,25 @@ pub fn selection_from_wit(selection: Selection) -> model::Selection {
         include: selection.include,
         min_age_seconds: selection.min_age_seconds,
     }
+}
+
+pub fn policy_from_wit(policy: Policy) -> model::Policy {
+    match policy {
+        Policy::Strict => model::Policy::Strict,
+        Policy::Lenient => model::Policy::Lenient,
+    }
+}
+
+pub fn pulled_from_wit(p: PulledRunner) -> model::PulledRunner {
+    let files = match p.files {
+        PulledFiles::Loose(l) => model::PulledSource::Loose(model::PulledFiles {
+            installed: l.installed,
+            pre_job: l.pre_job,
+            post_job: l.post_job,
+        }),
+        PulledFiles::Tar(stream) => model::PulledSource::Tar(stream),
+    };
+    model::PulledRunner { runner_name: p.runner_name, installation_start: p.installation_start, files }
 }
 
 pub fn job_from_wit(job: GithubJobMetrics) -> model::GithubJobMetrics {
@@ -54,6 +73,7 @@ pub fn reason_to_wit(reason: model::QuarantineReason) -> QuarantineReason {
         M::InvalidTimestamp => W::InvalidTimestamp,
         M::SandboxTrap => W::SandboxTrap,
         M::Undeletable => W::Undeletable,
+        M::InvalidArchive => W::InvalidArchive,
     }
 }
 
@@ -69,6 +89,7 @@ pub fn reason_from_wit(reason: QuarantineReason) -> model::QuarantineReason {
         W::InvalidTimestamp => M::InvalidTimestamp,
         W::SandboxTrap => M::SandboxTrap,
         W::Undeletable => M::Undeletable,
+        W::InvalidArchive => M::InvalidArchive,
     }
 }
 

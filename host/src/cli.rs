@@ -17,7 +17,7 @@ use runner_metrics::os_sandbox::{Confinement, Grants, Layers};
 use runner_metrics::plugin::{default_cache_dir, Plugin, PluginOptions};
 use runner_metrics::prometheus::{ObservingSink, Recorder};
 use runner_metrics::summary::{OutcomeKind, StorageReport, Summary};
-use runner_metrics::{Limits, Selection};
+use runner_metrics::{Limits, Policy, Selection};
 
 /// The examples at the end of `runner-metrics --help` (and the man page).
 const EXAMPLES: &str = "\
@@ -97,6 +97,21 @@ enum Command {
     /// longer than --wait (nothing touched).
     #[command(after_long_help = COLLECT_EXAMPLES)]
     Collect(CollectArgs),
+    /// Collect one runner's metrics that the manager pulled itself (over
+    /// SSH) instead of sharing a storage directory.
+    ///
+    /// The runner's files come as the tar stream of its metrics directory
+    /// on stdin (or --tar FILE), or as files given one by one (--installed,
+    /// --pre-job, --post-job). The stream is parsed inside the sandbox by a
+    /// bounded reader that accepts only regular files with the known names.
+    /// The runner is staged as a storage under --quarantine-dir and
+    /// collected like one: its events are appended and synced, then the
+    /// staged copy is deleted; a corrupt runner stays under
+    /// DIR/.quarantine/ with its reason (`quarantine list --storage DIR`).
+    /// Exit status as for `collect`: 0 done (quarantine included), 1 the
+    /// runner failed and was kept, 2 error, 3 another run held DIR's lock.
+    #[command(after_long_help = crate::cli_ingest::EXAMPLES)]
+    Ingest(crate::cli_ingest::IngestArgs),
     /// Print each extracted RunnerMetrics as one JSON line on stdout.
     ///
     /// Without --keep, storages are then treated as `collect` treats them
@@ -214,7 +229,7 @@ pub struct WaitArgs {
 }
 
 impl WaitArgs {
-    fn duration(&self) -> Result<Duration> {
+    pub(crate) fn duration(&self) -> Result<Duration> {
         anyhow::ensure!(
             self.wait.is_finite() && (0.0..=86_400.0).contains(&self.wait),
             "--wait must be a number of seconds in [0, 86400], got {}",
@@ -237,9 +252,45 @@ struct CollectArgs {
     wait: WaitArgs,
     #[command(flatten)]
     os_sandbox: OsSandboxArgs,
+    #[command(flatten)]
+    policy: PolicyArgs,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// What a corrupt metrics file does to its runner.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Storages")]
+pub(crate) struct PolicyArgs {
+    /// `strict`: a corrupt metrics file makes the whole runner corrupt: no
+    /// events, the storage quarantined with its reason. `lenient` (the
+    /// upstream manager's way with pulled metrics): the corrupt file counts
+    /// as missing, the rest is issued, and the report says what was dropped.
+    #[arg(long, value_enum, default_value_t = PolicyName::Strict)]
+    policy: PolicyName,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum PolicyName {
+    Strict,
+    Lenient,
+}
+
+impl PolicyArgs {
+    pub(crate) fn policy(&self) -> Policy {
+        match self.policy {
+            PolicyName::Strict => Policy::Strict,
+            PolicyName::Lenient => Policy::Lenient,
+        }
+    }
+}
+
+/// Where the lines, the summary and the counters of a run go.
+#[derive(Debug, Args)]
+pub(crate) struct OutputArgs {
     /// The runners' flavor, written into every event.
     #[arg(long, value_name = "NAME", help_heading = "Output")]
-    flavor: String,
+    pub(crate) flavor: String,
     /// Where events go: a file to append to, or `-` for stdout.
     /// [default: $METRICS_LOG_PATH, else /var/log/github-runner-metrics.log]
     #[arg(long, value_name = "PATH|-", help_heading = "Output")]
@@ -268,7 +319,7 @@ struct CollectArgs {
 /// Job metrics (queue duration, conclusion) from the GitHub API.
 #[derive(Debug, Args)]
 #[command(next_help_heading = "GitHub lookups")]
-struct GithubArgs {
+pub(crate) struct GithubArgs {
     /// Look up each runner's job on the GitHub API with the token in FILE
     /// (read and trimmed; never printed). Without it, events carry no
     /// queue_duration or job_conclusion.
@@ -393,7 +444,7 @@ impl OsSandboxArgs {
 
     /// The grants of a collect or extract over `storage` (see
     /// `Grants::for_collect`), with the cache directory made first.
-    fn grants(&self, sandbox: &SandboxArgs, storage: &Path, keep: bool) -> Result<Option<Grants>> {
+    pub(crate) fn grants(&self, sandbox: &SandboxArgs, storage: &Path, keep: bool) -> Result<Option<Grants>> {
         if self.no_os_sandbox {
             return Ok(None);
         }
@@ -410,7 +461,7 @@ impl OsSandboxArgs {
 /// Sandbox settings shared by every subcommand.
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Sandbox")]
-struct SandboxArgs {
+pub(crate) struct SandboxArgs {
     /// Memory one guest instance may use, in MiB.
     #[arg(long, global = true, value_name = "MIB", default_value_t = 64)]
     memory_limit: usize,
@@ -443,7 +494,7 @@ impl SandboxArgs {
     }
 
     /// The plugin's options, checked (before anything is touched).
-    fn options(&self) -> Result<PluginOptions> {
+    pub(crate) fn options(&self) -> Result<PluginOptions> {
         anyhow::ensure!(
             self.timeout.is_finite() && self.timeout > 0.0 && self.timeout <= 86_400.0,
             "--timeout must be a number of seconds in (0, 86400], got {}",
@@ -522,6 +573,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
 fn run_command(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Collect(args) => run_collect(&cli.sandbox, args),
+        Command::Ingest(args) => crate::cli_ingest::run(&cli.sandbox, args),
         Command::Extract(args) => run_extract(&cli.sandbox, args),
         Command::Quarantine(QuarantineCommand::List { storage, json }) => {
             run_quarantine_list(&cli.sandbox, &storage, json)
@@ -587,17 +639,51 @@ fn open_sink(flag: Option<&Path>) -> Result<Box<dyn EventSink>> {
 }
 
 fn run_collect(sandbox: &SandboxArgs, args: CollectArgs) -> Result<ExitCode> {
-    let os = &args.os_sandbox;
     let selection = args.selection.selection()?;
     // Check the root before the log is created, so a typo leaves no trace.
     let storage = &args.selection.storage;
     check_root(storage)?;
+    let options = CollectOptions {
+        selection,
+        emit: Emit::Events { flavor: args.output.flavor.clone() },
+        keep: false,
+        batch_size: 64,
+        lock_wait: args.wait.duration()?,
+        policy: args.policy.policy(),
+    };
+    let run = |plugin: &Plugin,
+               lock: &RootLock,
+               jobs: &mut dyn JobMetricsSource,
+               sink: &mut dyn EventSink,
+               on_report: &mut dyn FnMut(&StorageReport)| {
+        collect_holding(plugin, lock, &options, jobs, sink, on_report)
+    };
+    run_locked(sandbox, &args.os_sandbox, &args.output, storage, options.lock_wait, run)
+}
+
+/// What `collect` and `ingest` share around their run: the textfile
+/// checked, job lookups set up, the log opened, the root locked, the
+/// process confined, the plugin opened; then `run`, the progress and
+/// summary, and the Prometheus textfile.
+pub(crate) fn run_locked(
+    sandbox: &SandboxArgs,
+    os: &OsSandboxArgs,
+    args: &OutputArgs,
+    storage: &Path,
+    wait: Duration,
+    run: impl FnOnce(
+        &Plugin,
+        &RootLock,
+        &mut dyn JobMetricsSource,
+        &mut dyn EventSink,
+        &mut dyn FnMut(&StorageReport),
+    ) -> Result<Summary>,
+) -> Result<ExitCode> {
     // Before anything is touched: a FIFO, symlink or directory in place of
     // the textfile would otherwise only be refused after the run.
     if let Some(textfile) = &args.prometheus_textfile {
         runner_metrics::prometheus::check_textfile(textfile)?;
     }
-    let wait = args.wait.duration()?;
     let mut progress = Progress::new(args.verbose, storage);
     let mut jobs = args.github.source(progress.live)?;
     // Opening the log only checks it (and creates it if missing): a cut
@@ -620,19 +706,12 @@ fn run_collect(sandbox: &SandboxArgs, args: CollectArgs) -> Result<ExitCode> {
     });
     let confinement = os.confine(grants)?;
     let plugin = open_plugin(&plugin_options)?;
-    let options = CollectOptions {
-        selection,
-        emit: Emit::Events { flavor: args.flavor },
-        keep: false,
-        batch_size: 64,
-        lock_wait: wait,
-    };
     let recorder = RefCell::new(Recorder::with_max_repositories(args.prometheus_max_repositories));
     // Lines are read back for the histograms only when a textfile wants them
     // (a JSON parse per line: 7% of a collect's instructions).
     let mut observed = ObservingSink { inner: sink.as_mut(), recorder: &recorder };
     let sink: &mut dyn EventSink = if args.prometheus_textfile.is_some() { &mut observed } else { observed.inner };
-    let result = collect_holding(&plugin, &lock, &options, jobs.as_mut(), sink, &mut |r| {
+    let result = run(&plugin, &lock, jobs.as_mut(), sink, &mut |r| {
         recorder.borrow_mut().observe_report(r);
         progress.report(r)
     });
@@ -662,7 +741,14 @@ fn run_extract(sandbox: &SandboxArgs, args: ExtractArgs) -> Result<ExitCode> {
     let root = root.with_context(|| format!("storage root {}", storage.display()))?;
     os.confine(os.grants(sandbox, &root, args.keep)?)?;
     let plugin = open_plugin(&plugin_options)?;
-    let options = CollectOptions { selection, emit: Emit::Metrics, keep: args.keep, batch_size: 64, lock_wait: wait };
+    let options = CollectOptions {
+        selection,
+        emit: Emit::Metrics,
+        keep: args.keep,
+        batch_size: 64,
+        lock_wait: wait,
+        policy: Policy::Strict,
+    };
     let mut progress = Progress::new(false, storage);
     let mut report = |r: &StorageReport| progress.report(r);
     let result = match &lock {
@@ -676,7 +762,7 @@ fn run_extract(sandbox: &SandboxArgs, args: ExtractArgs) -> Result<ExitCode> {
 
 /// Prints the summary (as JSON, with the OS sandbox's layers, when they
 /// are given) and picks the exit code.
-fn finish(result: Result<Summary>, json: Option<&Confinement>) -> Result<ExitCode> {
+pub(crate) fn finish(result: Result<Summary>, json: Option<&Confinement>) -> Result<ExitCode> {
     let summary = result?;
     if let Some(confinement) = json {
         let mut value = serde_json::to_value(&summary)?;

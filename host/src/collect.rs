@@ -129,6 +129,22 @@ fn reattach_bounded(
     Ok((wit, reports))
 }
 
+/// A collect of one pulled runner ([`crate::ingest`]): the same run, with
+/// the runner handed to the guest to stage.
+pub(crate) fn run_pulled(
+    plugin: &Plugin,
+    root: PathBuf,
+    pulled: crate::bindings::PulledRunner,
+    options: &CollectOptions,
+    jobs: &mut dyn JobMetricsSource,
+    sink: &mut dyn EventSink,
+    on_report: &mut dyn FnMut(&StorageReport),
+) -> Result<Summary> {
+    let mut wit_options = options.to_wit();
+    wit_options.pulled = Some(pulled);
+    run_with(plugin, root, wit_options, Vec::new(), jobs, sink, on_report)
+}
+
 fn run_collect(
     plugin: &Plugin,
     root: PathBuf,
@@ -138,6 +154,21 @@ fn run_collect(
     on_report: &mut dyn FnMut(&StorageReport),
 ) -> Result<Summary> {
     let (wit_options, unmounted) = reattach_bounded(&root, options, plugin.is_confined())?;
+    run_with(plugin, root, wit_options, unmounted, jobs, sink, on_report)
+}
+
+/// The run itself: the plugin calls the keeper asks for, each on a fresh
+/// instance, until it says the run is done or must stop. `unmounted`: the
+/// reports the host made itself, delivered first.
+fn run_with(
+    plugin: &Plugin,
+    root: PathBuf,
+    wit_options: crate::bindings::CollectOptions,
+    unmounted: Vec<StorageReport>,
+    jobs: &mut dyn JobMetricsSource,
+    sink: &mut dyn EventSink,
+    on_report: &mut dyn FnMut(&StorageReport),
+) -> Result<Summary> {
     let keeper = plugin.keeper(&root, &wit_options)?;
     let mut run = RunState::new(root, keeper, jobs, sink, on_report);
     for report in &unmounted {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::bindings::{self as wit, GithubJobMetrics, RunnerMetrics, Selection};
+use crate::bindings::{self as wit, GithubJobMetrics, Policy, RunnerMetrics, Selection};
 
 /// What to write for each extracted storage.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +28,10 @@ pub struct CollectOptions {
     /// [`LockError::Busy`](crate::lock::LockError::Busy). Not used by
     /// [`collect_holding`], nor with `keep`.
     pub lock_wait: Duration,
+    /// What a corrupt metrics file does to its runner: [`Policy::Strict`]
+    /// quarantines the runner whole; [`Policy::Lenient`] counts the file as
+    /// missing, issues the rest and says so in the report (spec 9).
+    pub policy: Policy,
 }
 
 impl CollectOptions {
@@ -50,12 +54,21 @@ impl CollectOptions {
             purge_deleting: !self.keep,
             done: Vec::new(),
             done_unnamed: 0,
+            policy: self.policy,
+            pulled: None,
         }
     }
 
     pub fn events(flavor: impl Into<String>) -> Self {
         let emit = Emit::Events { flavor: flavor.into() };
-        Self { selection: empty_selection(), emit, keep: false, batch_size: 64, lock_wait: Duration::ZERO }
+        Self {
+            selection: empty_selection(),
+            emit,
+            keep: false,
+            batch_size: 64,
+            lock_wait: Duration::ZERO,
+            policy: Policy::Strict,
+        }
     }
 }
 

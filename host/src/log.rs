@@ -60,10 +60,19 @@ impl MetricsLog {
 /// cleared again on the regular file. The error does not name the path;
 /// callers add it.
 pub fn open_regular_file(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
-    let file = match options.custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(path) {
+    open_regular_file_with(path, options, 0)
+}
+
+/// [`open_regular_file`] with more open flags (`O_NOFOLLOW`: a symlink is
+/// an `InvalidInput` error saying so, not followed).
+pub fn open_regular_file_with(path: &Path, options: &mut OpenOptions, flags: libc::c_int) -> io::Result<File> {
+    let file = match options.custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC | flags).open(path) {
         Ok(file) => file,
         Err(e) if e.raw_os_error() == Some(libc::EISDIR) => {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "is a directory, not a regular file"))
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) && flags & libc::O_NOFOLLOW != 0 => {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "is a symlink, not a regular file (not followed)"))
         }
         Err(e) => return Err(e),
     };

@@ -1,6 +1,7 @@
 //! The `runner-metrics` command line.
 
 mod cli;
+mod cli_ingest;
 mod cli_lifecycle;
 mod demo;
 

@@ -283,7 +283,7 @@ impl Books {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bindings::{Emit, OutcomeKind, Selection};
+    use crate::bindings::{Emit, OutcomeKind, Policy, Selection};
 
     fn books(root: &Path) -> Books {
         let selection = Selection { exclude: vec![], include: None, min_age_seconds: None };
@@ -295,6 +295,8 @@ mod tests {
             purge_deleting: true,
             done: vec![],
             done_unnamed: 0,
+            policy: Policy::Strict,
+            pulled: None,
         };
         Books::new(options, root)
     }

@@ -5,6 +5,8 @@
 
 #[path = "../cli.rs"]
 mod cli;
+#[path = "../cli_ingest.rs"]
+mod cli_ingest;
 #[path = "../cli_lifecycle.rs"]
 mod cli_lifecycle;
 #[path = "../demo.rs"]
