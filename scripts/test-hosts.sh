@@ -42,6 +42,8 @@ export RUNNER_METRICS_COMPONENT="$component"
 export RUNNER_METRICS_KEEPER_COMPONENT="$keeper_component"
 export RUNNER_METRICS_COMMAND_COMPONENT="$command_component"
 export RUNNER_METRICS_HOSTILE_COMPONENT="$hostile_component"
+# The Python and Node hosts compare their ingest with the Rust CLI's.
+export RUNNER_METRICS_BIN="$repo/target/debug/runner-metrics"
 
 results=()
 status=0

@@ -45,7 +45,7 @@ pub struct IngestArgs {
     quarantine_dir: PathBuf,
     /// When the runner's installation started, in UNIX seconds (for example
     /// the VM's creation time); gives the `runner_installed` event.
-    #[arg(long, value_name = "TIMESTAMP", help_heading = "Runner")]
+    #[arg(long, value_name = "TIMESTAMP", help_heading = "Runner", allow_negative_numbers = true)]
     installation_start: Option<f64>,
     /// Read the tar stream of the runner's metrics directory from FILE
     /// (`-`: stdin, the default when no file is given one by one). At most

@@ -101,6 +101,14 @@ impl Books {
         self.appended.iter().find(|(n, _)| n == name).map(|(_, lines)| *lines)
     }
 
+    /// A name other than the pulled runner's, in a collect of one pulled
+    /// runner (`.deleting` aside): the plugin has no business with it.
+    fn beyond_pulled(&self, name: &str) -> Option<String> {
+        let pulled = self.options.pulled.as_ref()?;
+        (name != pulled.runner_name && name != DELETING_DIR)
+            .then(|| format!("touched {:?} while collecting the pulled runner {:?}", bounded(name), pulled.runner_name))
+    }
+
     /// Records a lie; its words are what the host stops the plugin with.
     fn lied(&mut self, storage: Option<String>, what: String) -> Result<(), String> {
         self.lie = Some((storage, what.clone()));
@@ -108,6 +116,9 @@ impl Books {
     }
 
     pub fn begin_storage(&mut self, name: String) -> Result<(), String> {
+        if let Some(lie) = self.beyond_pulled(&name) {
+            return self.lied(None, lie);
+        }
         if name != DELETING_DIR {
             if let Err(lie) = check::storage_name(&name) {
                 // Reported under that name (when it can be), so that the
@@ -147,6 +158,9 @@ impl Books {
         let mut names = HashSet::with_capacity(batch.len());
         for storage in batch {
             let name = &storage.runner_name;
+            if let Some(lie) = self.beyond_pulled(name) {
+                return self.lied(None, lie);
+            }
             let again = self.reported.contains(name) || self.appended_lines(name).is_some();
             if again || !names.insert(name.as_str()) {
                 return self.lied(None, format!("appended lines for {:?} twice", bounded(name)));
@@ -169,6 +183,10 @@ impl Books {
     }
 
     pub fn report(&mut self, report: StorageReport) -> Result<StorageReport, String> {
+        if let Some(lie) = self.beyond_pulled(&report.name) {
+            self.lie = Some((None, lie.clone()));
+            return Err(lie);
+        }
         let report = match check::report(report, self) {
             Ok(report) => report,
             Err((storage, lie)) => {
@@ -180,7 +198,10 @@ impl Books {
             self.unnamed_reported = self.unnamed_reported.saturating_add(1);
         } else if report.name != DELETING_DIR {
             self.appended.retain(|(n, _)| *n != report.name);
-            if !check::leaves_the_root(self.keep(), report.outcome) {
+            // A pulled runner stays reported even once it left the root:
+            // the resumed collect must not stage it again.
+            let pulled = self.options.pulled.as_ref().is_some_and(|p| p.runner_name == report.name);
+            if pulled || !check::leaves_the_root(self.keep(), report.outcome) {
                 self.reported.insert(report.name.clone());
             }
         }
@@ -318,6 +339,43 @@ mod tests {
         match call {
             NextCall::Stop(why) => why,
             _ => panic!("the run goes on"),
+        }
+    }
+
+    #[test]
+    fn a_collect_of_a_pulled_runner_may_touch_nothing_else() {
+        use crate::bindings::{PulledFiles, PulledRunner};
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = books(dir.path());
+        b.options.pulled =
+            Some(PulledRunner { runner_name: "p1".into(), installation_start: None, files: PulledFiles::Tar(vec![]) });
+        assert!(b.begin_storage("p1".into()).is_ok());
+        assert!(b.begin_storage(DELETING_DIR.into()).is_ok());
+        let lie = b.begin_storage("other".into()).unwrap_err();
+        assert!(lie.contains("while collecting the pulled runner"), "{lie}");
+        let lie = b.report(report("other", OutcomeKind::Failed, 0)).unwrap_err();
+        assert!(lie.contains("\"other\""), "{lie}");
+        assert!(b.report(report("p1", OutcomeKind::Failed, 0)).is_ok());
+    }
+
+    #[test]
+    fn a_pulled_runner_once_reported_is_done_even_when_it_left_the_root() {
+        use crate::bindings::{PulledFiles, PulledRunner};
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = books(dir.path());
+        b.options.pulled =
+            Some(PulledRunner { runner_name: "p1".into(), installation_start: None, files: PulledFiles::Tar(vec![]) });
+        assert!(matches!(b.next(None), NextCall::Collect(_)));
+        b.begin_storage("p1".into()).unwrap();
+        // It traps; the recovery quarantines it (it leaves the root).
+        let x = recover(b.next(Some(Ended::Trapped("boom".into()))));
+        assert_eq!(x.blamed.as_deref(), Some("p1"));
+        let mut quarantined = report("p1", OutcomeKind::Quarantined, 0);
+        quarantined.detail = "sandbox-trap: boom; moved to .quarantine/p1.1.000000".into();
+        b.report(quarantined).unwrap();
+        match b.next(Some(Ended::Returned(None))) {
+            NextCall::Collect(o) => assert_eq!(o.done, ["p1"], "staged again otherwise"),
+            other => panic!("{other:?}"),
         }
     }
 

@@ -170,7 +170,7 @@ def test_invoke_render_event(wasmtime, component):
 def test_invoke_with_the_full_export_name(wasmtime, component):
     # INTERFACE.FUNCTION@VERSION: WAVE puts the package version last.
     out = invoke(wasmtime, component,
-                 'github-runner:metrics/events.render-event@0.2.0(runner-stop({timestamp: 5.0, flavor: "small", '
+                 'github-runner:metrics/events.render-event@0.3.0(runner-stop({timestamp: 5.0, flavor: "small", '
                  'workflow: "ci", repo: "org/repo", github-event: "push", status: abnormal, '
                  'status-info: some({code: 1}), job-duration: 2.0, job-conclusion: some(failure)}))')
     line = json.loads(json.loads(out))

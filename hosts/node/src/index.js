@@ -1,11 +1,11 @@
-// Runs the runner-metrics plugin (WIT 0.2.0, world `plugin`) on Node, beside
+// Runs the runner-metrics plugin (WIT 0.3.0, world `plugin`) on Node, beside
 // the keeper (world `keeper`), as host/src/collect.rs does. The plugin runs
 // the whole collect in a worker thread (src/worker.js) whose memory, heap and
 // time are capped; its `host` imports block there (Atomics.wait) until this
 // thread answers. The keeper runs here, so it outlives the workers a trap
 // kills: it re-checks every claim, keeps the run's books and says which
 // plugin call comes next. This file only moves lines, counts and kills.
-import { closeSync, constants, fstatSync, fsyncSync, lstatSync, openSync, readdirSync, readFileSync, readSync, realpathSync, statSync, writeSync } from 'node:fs';
+import { closeSync, constants, fstatSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, realpathSync, statSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { MessageChannel, Worker } from 'node:worker_threads';
@@ -21,6 +21,15 @@ const PACKAGE = join(dirname(fileURLToPath(import.meta.url)), '..');
 const CONCLUSIONS = ['action-required', 'cancelled', 'failure', 'neutral', 'skipped', 'success', 'timed-out'];
 const COUNTS = { extracted: 'extracted', 'no-data': 'noData', quarantined: 'quarantined', skipped: 'skipped', failed: 'failed' };
 const METRICS_FILES = ['runner-installation-start.timestamp', 'runner-installed.timestamp', 'pre-job-metrics.json', 'post-job-metrics.json'];
+const POLICIES = ['strict', 'lenient'];
+/** The pulled files `ingest` takes, by name, and their fields in the WIT `loose-files`. */
+const PULLED_FILES = { 'runner-installed.timestamp': 'installed', 'pre-job-metrics.json': 'preJob', 'post-job-metrics.json': 'postJob' };
+const RUNNER_NAME = /^(?!\.)[A-Za-z0-9._-]{1,255}$/; // guest/src/names.rs
+
+/** The most bytes of one pulled file that cross into the guest: its 1024-byte limit plus one (a longer file is cut there, and found oversized). */
+export const MAX_LOOSE_BYTES = 1024 + 1;
+/** The most bytes of a pulled tar stream that cross into the guest: its reader's 64 KiB bound plus one (cut there likewise). */
+export const MAX_STREAM_BYTES = (64 << 10) + 1;
 
 /** The run could not start or had to stop; `summary` has the reports so far. */
 export class CollectError extends Error { constructor(message, summary, cause) { Object.assign(super(message, { cause }), { summary }); } }
@@ -126,7 +135,7 @@ class Sandbox {
   }
 }
 
-/** The `host` imports (WIT 0.2.0): each claim goes through the keeper first; its refusal (a Lie) stops the guest. */
+/** The `host` imports (WIT 0.3.0): each claim goes through the keeper first; its refusal (a Lie) stops the guest. */
 const IMPORTS = {
   beginStorage: (run, name) => run.check(() => run.keeper.beginStorage(name)),
   endStorage: (run) => run.check(() => run.keeper.endStorage()),
@@ -186,20 +195,90 @@ async function startKeeper({ keeper }, root, options) {
 
 let sharedPlugin;
 
+/** `policy` as the WIT enum: what a corrupt metrics file does to its runner ('strict' by default, or 'lenient'). */
+function policyOf(policy) {
+  if (policy == null) return 'strict';
+  if (typeof policy !== 'string') throw new TypeError(`policy must be 'strict' or 'lenient', not a ${typeof policy}`);
+  if (!POLICIES.includes(policy)) throw new RangeError(`policy ${JSON.stringify(policy)}: must be 'strict' or 'lenient'`);
+  return policy;
+}
+
+/** The WIT `collect-options` for `flavor` and the caller's `options` (no pulled runner). */
+function witOptions(flavor, options) {
+  const keep = Boolean(options.keep);
+  const batchSize = Math.min(Math.max(1, Math.floor(options.batchSize ?? 64)), 2 ** 32 - 1);
+  const selection = { exclude: [...(options.exclude ?? [])], include: options.include == null ? undefined : [...options.include],
+    minAgeSeconds: options.minAge == null ? undefined : Number(options.minAge) };
+  return { selection, emit: { tag: 'events', val: flavor }, keep, batchSize, purgeDeleting: !keep, done: [], doneUnnamed: 0,
+    policy: policyOf(options.policy), pulled: undefined };
+}
+
+/** `dir` resolved, once it is seen to be a directory: the storage root of a run. */
+function rootOf(dir) {
+  const root = realpathSync(dir);
+  if (!statSync(root).isDirectory()) throw new Error(`storage root ${root} is not a directory`);
+  return root;
+}
+
 /**
  * Collects `storageRoot` for runners of `flavor` (README.md "Use"). Resolves
  * to {extracted, noData, quarantined, skipped, failed, linesWritten,
  * reports}; rejects with CollectError when the run could not finish.
  */
 export async function collect(storageRoot, flavor, options = {}) {
+  const wit = witOptions(flavor, options);
+  return runWith(rootOf(storageRoot), wit, options);
+}
+
+/**
+ * Collects one runner whose metrics the manager pulled itself (README.md
+ * "Pulled metrics"): `files` is the tar stream of its metrics directory (a
+ * Uint8Array or Buffer) or an object of its files by name
+ * (`runner-installed.timestamp`, `pre-job-metrics.json`,
+ * `post-job-metrics.json`; each bytes, or null when missing). The guest
+ * stages it as the storage `<quarantineDir>/<runnerName>` (the directory is
+ * created if missing, one level) and collects that one storage as `collect`
+ * does; a corrupt runner stays under `<quarantineDir>/.quarantine/`. Resolves
+ * and rejects as `collect`; a runner of that name already in `quarantineDir`
+ * is reported failed and the run rejects with CollectError.
+ */
+export async function ingest(runnerName, files, quarantineDir, flavor, options = {}) {
+  if (typeof runnerName !== 'string') throw new TypeError(`runnerName must be a string, not a ${typeof runnerName}`);
+  if (!RUNNER_NAME.test(runnerName)) {
+    throw new RangeError(`runnerName ${JSON.stringify(runnerName)}: not a valid runner name (1 to 255 bytes of [A-Za-z0-9._-], not starting with '.')`);
+  }
+  const start = options.installationStart ?? undefined;
+  if (start !== undefined && typeof start !== 'number') throw new TypeError(`installationStart must be a number (UNIX seconds), not a ${typeof start}`);
+  if (start !== undefined && !(Number.isFinite(start) && start >= 0)) throw new RangeError(`installationStart must be a UNIX time >= 0, got ${start}`);
+  if (options.keep) throw new Error('pulled metrics are staged on disk, so they cannot be collected in a dry run (keep)');
+  // Only the pulled runner is looked at: no selection, and never a dry run.
+  const wit = { ...witOptions(flavor, { batchSize: options.batchSize, policy: options.policy }), pulled: { runnerName, installationStart: start, files: pulledFiles(files) } };
+  try { mkdirSync(quarantineDir); } catch (e) { if (e.code !== 'EEXIST') throw new Error(`creating ${quarantineDir}: ${e.message}`, { cause: e }); }
+  return runWith(rootOf(quarantineDir), wit, options);
+}
+
+/** `files` as the WIT `pulled-files`, each cut to what may cross into the guest (host/src/ingest.rs `bounded`). */
+function pulledFiles(files) {
+  if (files instanceof Uint8Array) return { tag: 'tar', val: files.subarray(0, MAX_STREAM_BYTES) };
+  const proto = files !== null && typeof files === 'object' ? Object.getPrototypeOf(files) : undefined;
+  if (proto !== Object.prototype && proto !== null) {
+    throw new TypeError(`files must be the tar stream of the runner's metrics directory (a Uint8Array or Buffer) or an object of its files by name, not ${files === null ? 'null' : proto?.constructor?.name ?? typeof files}`);
+  }
+  const loose = {};
+  for (const [name, bytes] of Object.entries(files)) {
+    if (!Object.hasOwn(PULLED_FILES, name)) {
+      throw new TypeError(`files: unknown file ${JSON.stringify(name)} (known: ${Object.keys(PULLED_FILES).join(', ')}${name === METRICS_FILES[0] ? '; give installationStart instead' : ''})`);
+    }
+    if (bytes == null) continue; // missing
+    if (!(bytes instanceof Uint8Array)) throw new TypeError(`files[${JSON.stringify(name)}] must be a Uint8Array, Buffer or null, not a ${typeof bytes}`);
+    loose[PULLED_FILES[name]] = bytes.subarray(0, MAX_LOOSE_BYTES);
+  }
+  return { tag: 'loose', val: loose };
+}
+
+/** One run over `root` with the WIT options `wit` (collect and ingest): the keeper's loop, each plugin call on a fresh worker. */
+async function runWith(root, wit, options) {
   const plugin = options.plugin ?? (sharedPlugin ??= await Plugin.load());
-  const root = realpathSync(storageRoot);
-  if (!statSync(root).isDirectory()) throw new Error(`storage root ${root} is not a directory`);
-  const keep = Boolean(options.keep);
-  const batchSize = Math.min(Math.max(1, Math.floor(options.batchSize ?? 64)), 2 ** 32 - 1);
-  const selection = { exclude: [...(options.exclude ?? [])], include: options.include == null ? undefined : [...options.include],
-    minAgeSeconds: options.minAge == null ? undefined : Number(options.minAge) };
-  const wit = { selection, emit: { tag: 'events', val: flavor }, keep, batchSize, purgeDeleting: !keep, done: [], doneUnnamed: 0 };
   const summary = { extracted: 0, noData: 0, quarantined: 0, skipped: 0, failed: 0, linesWritten: 0, reports: [] };
   // calling: the plugin call in progress (`collect` or `recover`); failed: a callback of the caller's that failed in it (the
   // call is halted); halted: the first such, the stop's cause; broken: the keeper failed, so the run stops at once.

@@ -170,3 +170,22 @@ test('a lie is caught by the keeper: a name out of the root is booked failed and
     assert.deepEqual([byName['runner-a'].outcome, byName['runner-a'].events], ['extracted', LINES.length]);
     assert.equal(readFileSync(join(base, 'log'), 'utf8'), LINES.map((l) => `${l}\n`).join(''));
   });
+
+test('policy: strict (the default) quarantines a corrupt runner; lenient counts the file as missing; anything else is refused', async () => {
+  const corrupt = { dir: { ...STORAGE.dir, 'pre-job-metrics.json': { text: '{"workflow": ' } } };
+  const outcomes = {};
+  for (const policy of [undefined, 'strict', 'lenient']) {
+    const { base, root } = build({ 'runner-a': corrupt });
+    const log = join(base, 'metrics.log');
+    const [report] = (await collect(root, 'small', { plugin, metricsLog: log, policy })).reports;
+    outcomes[policy] = [report.outcome, report.reason, existsSync(log) ? readFileSync(log, 'utf8') : ''];
+    if (policy === 'lenient') assert.match(report.detail, /^counted as missing \(lenient policy\): pre-job-metrics\.json/);
+  }
+  assert.deepEqual(outcomes[undefined], ['quarantined', 'invalid-json', '']);
+  assert.deepEqual(outcomes.strict, outcomes[undefined]);
+  assert.deepEqual(outcomes.lenient, ['extracted', undefined, `${LINES[0]}\n`]); // runner_installed only
+  const { root } = build({ 'runner-a': STORAGE });
+  await assert.rejects(collect(root, 'small', { plugin, metricsLog: { append() {} }, policy: 'Lenient' }), RangeError);
+  await assert.rejects(collect(root, 'small', { plugin, metricsLog: { append() {} }, policy: 1 }), TypeError);
+  assert.ok(existsSync(join(root, 'runner-a')));
+});

@@ -238,6 +238,7 @@ def conformance_options(flavor="small"):
     setattr(selection, "min-age-seconds", None)
     options = wc.Record()
     options.selection, options.emit, options.keep, options.done = selection, flavor, False, []
+    options.policy, options.pulled = "strict", None
     for key, value in (("batch-size", 64), ("purge-deleting", True), ("done-unnamed", 0)):
         setattr(options, key, value)
     return options

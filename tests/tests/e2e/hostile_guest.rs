@@ -533,3 +533,63 @@ fn a_run_stops_after_its_trap_budget_with_every_trap_recovered() {
         assert_eq!(reports.iter().filter(|o| o.name == r.name).count(), 1, "{} reported twice", r.name);
     }
 }
+
+/// A pulled runner (spec 9) whose extraction traps, for each way of
+/// trapping: the keeper blames it, the guest's recovery quarantines the
+/// staged storage as `sandbox-trap` with the pulled bytes in it (or keeps
+/// it where it was staged, after a lie), and the resumed collect does not
+/// stage it again (it once did, until the trap budget ran out). Nothing is
+/// written for it.
+#[test]
+fn a_pulled_runner_that_traps_is_quarantined_once_with_its_bytes() {
+    use runner_metrics::ingest::{ingest, PulledFiles, PulledRunner};
+    let plugin = hostile_plugin(Layer::Auto);
+    for behaviour in ["panic", "loop", "alloc", "othername"] {
+        let dir = tempfile::tempdir().unwrap();
+        let stream = {
+            let exchange = dir.path().join("exchange");
+            fs::create_dir(&exchange).unwrap();
+            fs::write(exchange.join(INSTALLED), "1700000060").unwrap();
+            let out = std::process::Command::new("tar").arg("-C").arg(&exchange).args(["-cf", "-", "."]).output();
+            out.unwrap().stdout
+        };
+        let name = format!("hostile-{behaviour}-pulled");
+        let pulled = PulledRunner {
+            runner_name: name.clone(),
+            installation_start: None,
+            files: PulledFiles::Tar(stream.clone()),
+        };
+        let root = dir.path().join("pulled");
+        let options = CollectOptions::events("small");
+        let (summary, reports, lines) = within(RUN_DEADLINE, "ingest of a trapping runner", move || {
+            let mut sink = runner_metrics::MemorySink::default();
+            let mut reports = Vec::new();
+            let summary =
+                ingest(plugin, &root, pulled, &options, &mut runner_metrics::NoJobMetrics, &mut sink, &mut |r| {
+                    reports.push(r.clone())
+                });
+            (summary.map_err(|e| format!("{e:#}")), reports, sink.lines)
+        });
+        let summary = summary.unwrap_or_else(|e| panic!("{behaviour}: {e}"));
+        assert!(lines.is_empty(), "{behaviour}: {lines:?}");
+        let [report] = reports.as_slice() else { panic!("{behaviour}: {reports:?}") };
+        let kept = if behaviour == "othername" {
+            // A lie: kept where it was staged and reported failed, as any
+            // storage the guest lied about (the next collect takes it).
+            assert_eq!((summary.failed, report.kind), (1, OutcomeKind::Failed), "{behaviour}: {report:?}");
+            assert!(report.detail.contains("guest lied"), "{behaviour}: {report:?}");
+            dir.path().join("pulled").join(&name)
+        } else {
+            assert_eq!(summary.quarantined, 1, "{behaviour}: {report:?}");
+            assert_eq!(report.reason.as_deref(), Some("sandbox-trap"), "{behaviour}: {report:?}");
+            let kept: Vec<_> = fs::read_dir(dir.path().join("pulled/.quarantine"))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.is_dir())
+                .collect();
+            let [kept] = kept.as_slice() else { panic!("{behaviour}: {kept:?}") };
+            kept.clone()
+        };
+        assert_eq!(fs::read(kept.join("pulled.tar")).unwrap(), stream, "{behaviour}");
+    }
+}

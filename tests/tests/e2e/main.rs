@@ -16,6 +16,7 @@ mod full_life;
 mod github;
 mod hooks;
 mod hostile_guest;
+mod ingest;
 mod os_sandbox;
 mod outcomes;
 mod prometheus;

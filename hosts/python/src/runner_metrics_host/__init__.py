@@ -1,4 +1,4 @@
-"""Run the runner-metrics WebAssembly components (WIT 0.2.0) from Python.
+"""Run the runner-metrics WebAssembly components (WIT 0.3.0) from Python.
 
 The whole collect runs in the plugin (``collector.collect``), and so does the
 recovery after a trap (``collector.recover``, in a fresh instance). The books
@@ -9,14 +9,22 @@ keeper before acting on it, and makes the calls the keeper asks for. Each
 plugin instance sees only the storage root, as ``/storage``, under a memory
 cap, with fuel and an epoch deadline re-armed at each import. Lines are
 fsync-ed before their storages are deleted.
+
+``collect`` handles the storages a root holds; ``ingest`` one runner's metrics
+the manager pulled itself (a tar stream or the files one by one): the plugin
+stages them as a storage of the quarantine directory and collects that one
+through the same run.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
 import os
+import re
 import stat
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
@@ -27,14 +35,28 @@ from . import _lock
 from ._types import (CollectError, GithubJobMetrics, GuestFailure, Limits, PostJobMetrics, PreJobMetrics,
                      RunnerMetrics, StorageReport, Summary)
 
-__all__ = ["collect", "Plugin", "Keeper", "Limits", "Summary", "StorageReport", "RunnerMetrics", "PreJobMetrics",
-           "PostJobMetrics", "GithubJobMetrics", "CollectError", "GuestFailure", "default_component_path",
-           "DEFAULT_METRICS_LOG", "METRICS_LOG_ENV"]
+__all__ = ["collect", "ingest", "Plugin", "Keeper", "Limits", "Summary", "StorageReport", "RunnerMetrics",
+           "PreJobMetrics", "PostJobMetrics", "GithubJobMetrics", "CollectError", "GuestFailure",
+           "default_component_path", "DEFAULT_METRICS_LOG", "METRICS_LOG_ENV", "MAX_LOOSE_BYTES",
+           "MAX_STREAM_BYTES", "PULLED_FILES", "POLICIES"]
 DEFAULT_METRICS_LOG, METRICS_LOG_ENV = "/var/log/github-runner-metrics.log", "METRICS_LOG_PATH"
 COMPONENT_ENV, KEEPER_ENV, GUEST_ROOT, _VERSION = ("RUNNER_METRICS_COMPONENT", "RUNNER_METRICS_KEEPER_COMPONENT",
-                                                   "/storage", "0.2.0")
+                                                   "/storage", "0.3.0")
 _COLLECTOR, _HOST, _BOOKS = (f"github-runner:metrics/{i}@{_VERSION}" for i in ("collector", "host", "books"))
 _CONCLUSIONS = ("action-required", "cancelled", "failure", "neutral", "skipped", "success", "timed-out")
+#: What a corrupt metrics file does to its runner (WIT ``policy``): ``strict`` quarantines the
+#: whole runner; ``lenient`` counts the file as missing and issues the rest.
+POLICIES = ("strict", "lenient")
+#: The most bytes of one pulled file (the 1024-byte limit plus one) and of a pulled tar stream
+#: (64 KiB plus one) that cross into the plugin: ``ingest`` cuts anything longer there, so the
+#: plugin sees it is oversized (and refuses a call that passes more).
+MAX_LOOSE_BYTES, MAX_STREAM_BYTES = 1024 + 1, 64 * 1024 + 1
+#: The file names ``ingest`` takes in a mapping, and their fields of WIT ``loose-files``.
+PULLED_FILES = {"runner-installed.timestamp": "installed", "pre-job-metrics.json": "pre_job",
+                "post-job-metrics.json": "post_job"}
+#: A runner name (guest/src/names.rs): 1 to 255 bytes of [A-Za-z0-9._-], not starting with ``.``
+#: (so never one of the root's own entries, ``.quarantine``, ``.deleting``, ``.lock``, ``.images``).
+_RUNNER_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,254}")
 
 
 def _bundled(env: str, name: str) -> Path:
@@ -293,46 +315,50 @@ _plugins: Dict[Tuple[str, Limits], Plugin] = {}
 _plugins_lock = threading.Lock()
 
 
-def collect(storage_root: Union[str, os.PathLike], flavor: str, exclude: Any = (), include: Any = None,
-            min_age: Optional[float] = None, job_metrics: Optional[Callable[[RunnerMetrics], Any]] = None,
-            metrics_log: Any = None, *, keep: bool = False, plugin: Optional[Plugin] = None,
-            component: Union[str, os.PathLike, None] = None, limits: Limits = Limits(),
-            on_report: Optional[Callable[[StorageReport], None]] = None, batch_size: int = 64,
-            wait: float = 0.0) -> Summary:
-    """Extracts every selected storage under ``storage_root``, appends the events of the
-    ``flavor`` runners to ``metrics_log`` durably, then deletes or quarantines the storages.
+def _shared_plugin(component: Union[str, os.PathLike, None], limits: Limits) -> Plugin:
+    """One Plugin per component path and limits, compiled on first use."""
+    key = (str(component if component is not None else default_component_path()), limits)
+    with _plugins_lock:
+        plugin = _plugins[key] = _plugins.get(key) or Plugin(key[0], limits)
+    return plugin
 
-    ``exclude``: names never touched; ``include``: when given, only these; ``min_age``:
-    storages modified less than this many seconds ago are skipped. ``job_metrics(metrics)``:
-    GitHub's job metrics for a runner, or None. ``metrics_log``: a path (default
-    ``$METRICS_LOG_PATH``, else ``/var/log/github-runner-metrics.log``) or an object whose
-    ``append(lines)`` returns once they are durable. ``keep``: dry run, nothing on disk
-    changes. Unless ``keep``, the root's lock (``<root>/.lock``, shared with the Rust host) is
-    held for the run, waiting at most ``wait`` seconds for another run. Returns a Summary with one StorageReport per root entry (also streamed to
-    ``on_report``); raises CollectError when the run could not start or had to stop. An
-    exception from ``job_metrics`` ends the run as is; the first from ``on_report`` is
-    raised once the run is over."""
+
+def _policy(policy: Any) -> str:
+    if not isinstance(policy, str) or policy not in POLICIES:
+        raise ValueError(f"policy {policy!r}: not one of {', '.join(map(repr, POLICIES))}")
+    return policy
+
+
+def _options(flavor: str, *, keep: bool = False, batch_size: int = 64, policy: str = "strict",
+             exclude: Any = (), include: Any = None, min_age: Optional[float] = None,
+             pulled: Optional[wc.Record] = None) -> wc.Record:
+    """The WIT ``collect-options`` of a run."""
+    selection = _record(exclude=[str(n) for n in exclude], include=None if include is None else [str(n) for n in include],
+                        min_age_seconds=None if min_age is None else float(min_age))
+    return _record(selection=selection, emit=str(flavor), keep=keep, batch_size=min(max(1, batch_size), 2**32 - 1),
+                   purge_deleting=not keep, done=[], done_unnamed=0, policy=_policy(policy), pulled=pulled)
+
+
+def _execute(root_arg: Union[str, os.PathLike], options: wc.Record, *, lock: bool, plugin: Optional[Plugin],
+             component: Union[str, os.PathLike, None], limits: Limits, job_metrics: Any, metrics_log: Any,
+             on_report: Any, wait: float) -> Summary:
+    """One run in ``root_arg`` (collect's and ingest's): the metrics log opened, the root's lock
+    held unless ``lock`` is false, the plugin calls the keeper asks for made (``_Run``)."""
     if plugin is None:
-        key = (str(component if component is not None else default_component_path()), limits)
-        with _plugins_lock:
-            plugin = _plugins[key] = _plugins.get(key) or Plugin(key[0], limits)
+        plugin = _shared_plugin(component, limits)
     try:
-        root = Path(storage_root).resolve(strict=True)
+        root = Path(root_arg).resolve(strict=True)
         if not root.is_dir():
             raise NotADirectoryError(0, "not a directory")
     except OSError as e:
-        raise CollectError(f"storage root {storage_root}: {e.strerror or e}", Summary()) from None
+        raise CollectError(f"storage root {root_arg}: {e.strerror or e}", Summary()) from None
     owned = metrics_log is None or isinstance(metrics_log, (str, bytes, os.PathLike))
     try:
         sink = MetricsLog(metrics_log or os.environ.get(METRICS_LOG_ENV) or DEFAULT_METRICS_LOG) if owned else metrics_log
     except OSError as e:
         raise CollectError(f"metrics log {e.filename or metrics_log}: {e.strerror or e}", Summary()) from None
-    selection = _record(exclude=[str(n) for n in exclude], include=None if include is None else [str(n) for n in include],
-                        min_age_seconds=None if min_age is None else float(min_age))
-    options = _record(selection=selection, emit=str(flavor), keep=keep, batch_size=min(max(1, batch_size), 2**32 - 1),
-                      purge_deleting=not keep, done=[], done_unnamed=0)
     try:
-        lock = None if keep else _lock.acquire(root, wait)
+        held = _lock.acquire(root, wait) if lock else None
     except (OSError, _lock.Busy) as e:
         if owned:
             sink.close()
@@ -347,10 +373,109 @@ def collect(storage_root: Union[str, os.PathLike], flavor: str, exclude: Any = (
         raise CollectError(f"the keeper failed: {e}", summary) from e
     finally:
         plugin._ticker(-1)
-        if lock is not None:
-            _lock.release(root, lock)
+        if held is not None:
+            _lock.release(root, held)
         if owned:
             sink.close()
     if run.report_error is not None:
         raise run.report_error
     return summary
+
+
+def collect(storage_root: Union[str, os.PathLike], flavor: str, exclude: Any = (), include: Any = None,
+            min_age: Optional[float] = None, job_metrics: Optional[Callable[[RunnerMetrics], Any]] = None,
+            metrics_log: Any = None, *, keep: bool = False, plugin: Optional[Plugin] = None,
+            component: Union[str, os.PathLike, None] = None, limits: Limits = Limits(),
+            on_report: Optional[Callable[[StorageReport], None]] = None, batch_size: int = 64,
+            wait: float = 0.0, policy: str = "strict") -> Summary:
+    """Extracts every selected storage under ``storage_root``, appends the events of the
+    ``flavor`` runners to ``metrics_log`` durably, then deletes or quarantines the storages.
+
+    ``exclude``: names never touched; ``include``: when given, only these; ``min_age``:
+    storages modified less than this many seconds ago are skipped. ``job_metrics(metrics)``:
+    GitHub's job metrics for a runner, or None. ``metrics_log``: a path (default
+    ``$METRICS_LOG_PATH``, else ``/var/log/github-runner-metrics.log``) or an object whose
+    ``append(lines)`` returns once they are durable. ``keep``: dry run, nothing on disk
+    changes. ``policy``: ``"strict"`` (default: a corrupt metrics file quarantines its whole
+    runner) or ``"lenient"`` (the file counts as missing, the rest is issued, the report says
+    what was dropped); anything else is a ValueError. Unless ``keep``, the root's lock
+    (``<root>/.lock``, shared with the Rust host) is held for the run, waiting at most ``wait``
+    seconds for another run. Returns a Summary with one StorageReport per root entry (also
+    streamed to ``on_report``); raises CollectError when the run could not start or had to
+    stop. An exception from ``job_metrics`` ends the run as is; the first from ``on_report`` is
+    raised once the run is over."""
+    options = _options(flavor, keep=keep, batch_size=batch_size, policy=policy, exclude=exclude, include=include,
+                       min_age=min_age)
+    return _execute(storage_root, options, lock=not keep, plugin=plugin, component=component, limits=limits,
+                    job_metrics=job_metrics, metrics_log=metrics_log, on_report=on_report, wait=wait)
+
+
+def _bounded(what: str, value: Any, limit: int) -> bytes:
+    """``value``'s first ``limit`` bytes: only that much crosses (a longer file or stream is
+    oversized either way, and the plugin sees it is)."""
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise TypeError(f"{what}: expected bytes, got {type(value).__name__}")
+    return bytes(memoryview(value).cast("B")[:limit])
+
+
+def _pulled_files(files: Any) -> Union[bytes, wc.Record]:
+    """WIT ``pulled-files``: ``tar(list<u8>)`` for bytes, ``loose(loose-files)`` for a mapping
+    (an untagged variant in wasmtime-py: its cases' Python types differ)."""
+    if isinstance(files, (bytes, bytearray, memoryview)):
+        return _bounded("the tar stream", files, MAX_STREAM_BYTES)
+    if not isinstance(files, Mapping):
+        raise TypeError(f"files: expected the tar stream (bytes) or a mapping of {', '.join(PULLED_FILES)} to "
+                        f"bytes or None, got {type(files).__name__}")
+    unknown = [key for key in files if key not in PULLED_FILES]
+    if unknown:
+        raise ValueError(f"files: {unknown[0]!r} is not a pulled metrics file (one of {', '.join(PULLED_FILES)})")
+    return _record(**{field: None if files.get(name) is None else _bounded(name, files[name], MAX_LOOSE_BYTES)
+                      for name, field in PULLED_FILES.items()})
+
+
+def ingest(runner_name: str, files: Any, quarantine_dir: Union[str, os.PathLike], flavor: str, *,
+           installation_start: Optional[float] = None, policy: str = "strict",
+           job_metrics: Optional[Callable[[RunnerMetrics], Any]] = None, metrics_log: Any = None,
+           plugin: Optional[Plugin] = None, component: Union[str, os.PathLike, None] = None,
+           limits: Limits = Limits(), on_report: Optional[Callable[[StorageReport], None]] = None,
+           wait: float = 0.0) -> Summary:
+    """Collects one runner's metrics that the manager pulled itself (over SSH, say) instead of
+    sharing a storage directory, like ``runner-metrics ingest``.
+
+    ``files``: the tar stream of the runner's metrics directory (``bytes``, e.g. the output of
+    ``tar -C /home/ubuntu/metrics-exchange -cf - .``; parsed in the sandbox by a bounded reader),
+    or a mapping of ``runner-installed.timestamp``, ``pre-job-metrics.json`` and
+    ``post-job-metrics.json`` to bytes, or None for a missing file (another key is a ValueError).
+    At most ``MAX_STREAM_BYTES`` of a stream and ``MAX_LOOSE_BYTES`` of each file are passed on:
+    a longer one is found oversized. ``installation_start``: the manager's installation start
+    (UNIX seconds, e.g. the VM's creation time), for the ``runner_installed`` event.
+
+    ``quarantine_dir``: a directory of its own for pulled runners, created if missing (one level)
+    and locked like a storage root (``<dir>/.lock``) for the run. The plugin stages the runner as
+    the storage ``<dir>/<runner_name>`` and collects just that one, as ``collect`` would: its
+    events appended to ``metrics_log``, then the staged copy deleted; a corrupt runner is kept
+    under ``<dir>/.quarantine/`` with a reason file (a tar stream the plugin refuses is kept
+    whole as ``pulled.tar``, under both policies). Never a dry run. ``policy``, ``job_metrics``,
+    ``metrics_log``, ``plugin``, ``component``, ``limits``, ``on_report`` and ``wait``: as for
+    ``collect``. Returns the Summary, with the runner's one report; raises CollectError when the
+    run could not start or had to stop (a runner of that name is already in the directory, the
+    log cannot be written), ValueError for an invalid argument (runner name, installation start,
+    policy, a key of ``files``) before anything on disk is touched."""
+    if not isinstance(runner_name, str) or not _RUNNER_NAME.fullmatch(runner_name):
+        raise ValueError(f"runner name {runner_name!r}: not a valid runner name (1 to 255 bytes of "
+                         "[A-Za-z0-9._-], not starting with '.')")
+    if installation_start is not None:
+        if isinstance(installation_start, bool) or not isinstance(installation_start, numbers.Real) \
+                or not math.isfinite(float(installation_start)) or float(installation_start) < 0:
+            raise ValueError(f"installation start {installation_start!r}: not a UNIX time >= 0")
+        installation_start = float(installation_start)
+    pulled = _record(runner_name=runner_name, installation_start=installation_start, files=_pulled_files(files))
+    options = _options(flavor, policy=policy, pulled=pulled)
+    try:
+        os.mkdir(quarantine_dir)  # one level: its parent must exist
+    except FileExistsError:
+        pass  # (a file of that name is refused as the root below)
+    except OSError as e:
+        raise CollectError(f"quarantine dir {quarantine_dir}: creating it: {e.strerror or e}", Summary()) from None
+    return _execute(quarantine_dir, options, lock=True, plugin=plugin, component=component, limits=limits,
+                    job_metrics=job_metrics, metrics_log=metrics_log, on_report=on_report, wait=wait)
