@@ -223,19 +223,26 @@ impl SelectionArgs {
 pub struct WaitArgs {
     /// If another run holds the storage root's lock (`<DIR>/.lock`), wait
     /// this many seconds for it to finish before giving up with exit status
-    /// 3. The default, 0, gives up at once.
-    #[arg(long, value_name = "SECONDS", default_value_t = 0.0)]
-    wait: f64,
+    /// 3. By default `ingest` waits 60 s (its runs are short, and a manager
+    /// may start many at once); everything else gives up at once.
+    #[arg(long, value_name = "SECONDS")]
+    wait: Option<f64>,
 }
 
 impl WaitArgs {
+    /// `--wait`, or no wait at all.
     pub(crate) fn duration(&self) -> Result<Duration> {
+        self.duration_or(Duration::ZERO)
+    }
+
+    /// `--wait`, or `default` when it is not given.
+    pub(crate) fn duration_or(&self, default: Duration) -> Result<Duration> {
+        let Some(wait) = self.wait else { return Ok(default) };
         anyhow::ensure!(
-            self.wait.is_finite() && (0.0..=86_400.0).contains(&self.wait),
-            "--wait must be a number of seconds in [0, 86400], got {}",
-            self.wait
+            wait.is_finite() && (0.0..=86_400.0).contains(&wait),
+            "--wait must be a number of seconds in [0, 86400], got {wait}"
         );
-        Ok(Duration::from_secs_f64(self.wait))
+        Ok(Duration::from_secs_f64(wait))
     }
 
     /// Takes the lock of `root`, waiting as asked.

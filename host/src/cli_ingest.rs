@@ -32,6 +32,10 @@ Examples:
   What a strict run kept, and why:
     runner-metrics quarantine list --storage /var/lib/runner-metrics/pulled";
 
+/// How long an ingest waits for the directory's lock unless `--wait` says:
+/// a manager may pull many runners at once, and each run is short.
+const DEFAULT_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 #[derive(Debug, Args)]
 pub struct IngestArgs {
     /// The runner's name (1 to 255 bytes of [A-Za-z0-9._-], not starting
@@ -86,7 +90,7 @@ pub fn run(sandbox: &SandboxArgs, args: IngestArgs) -> Result<ExitCode> {
             "--installation-start must be a UNIX time >= 0, got {start}"
         );
     }
-    let wait = args.wait.duration()?;
+    let wait = args.wait.duration_or(DEFAULT_WAIT)?;
     // Everything is read before the lock is taken, so a slow SSH session
     // never holds up another run.
     let files = read_pulled(&args)?;

@@ -408,3 +408,32 @@ fn the_library_call_takes_the_bytes_and_cuts_what_is_too_long() {
     let [(kept, _)] = p.quarantined().try_into().unwrap();
     assert_eq!(std::fs::metadata(kept.join(INSTALLED)).unwrap().len(), FILE_SIZE_LIMIT as u64 + 1);
 }
+
+/// A manager pulling several runners at once: each ingest waits for the
+/// directory's lock (60 s unless --wait says), so all of them land.
+#[test]
+fn ingests_started_together_wait_for_each_other() {
+    let p = std::sync::Arc::new(Pulled::new());
+    p.valid();
+    let stream = p.tar();
+    let _ = cli_binary();
+    let runs: Vec<_> = (0..4)
+        .map(|i| {
+            let (p, stream) = (p.clone(), stream.clone());
+            std::thread::spawn(move || ingest_cli(&p, &format!("together-{i}"), &["--installation-start", "1"], &stream))
+        })
+        .collect();
+    for run in runs {
+        let out = run.join().unwrap();
+        assert_eq!(out.code, Some(0), "{}", out.stderr);
+    }
+    let lines = log_lines(&p);
+    assert_eq!(lines.len(), 12, "{lines:?}");
+    assert!(entries_besides_deleting(&p.dir()).is_empty());
+    // With --wait 0, one that finds the lock held gives up with status 3.
+    let lock = runner_metrics::RootLock::acquire(&p.dir(), Duration::ZERO).unwrap();
+    let out = ingest_cli(&p, "late", &["--wait", "0"], &stream);
+    assert_eq!(out.code, Some(3), "{}", out.stderr);
+    drop(lock);
+    assert!(!p.dir().join("late").exists());
+}
