@@ -420,7 +420,9 @@ fn ingests_started_together_wait_for_each_other() {
     let runs: Vec<_> = (0..4)
         .map(|i| {
             let (p, stream) = (p.clone(), stream.clone());
-            std::thread::spawn(move || ingest_cli(&p, &format!("together-{i}"), &["--installation-start", "1"], &stream))
+            std::thread::spawn(move || {
+                ingest_cli(&p, &format!("together-{i}"), &["--installation-start", "1"], &stream)
+            })
         })
         .collect();
     for run in runs {
