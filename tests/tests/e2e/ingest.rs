@@ -131,12 +131,14 @@ fn the_readme_pipe_with_sh_standing_in_for_ssh() {
     // The README's command, with `ssh runner-7` replaced by `sh -c`.
     let pipe = format!(
         "sh -c 'tar -C {} -cf - .' | {} --cache-dir {} ingest --runner runner-7 --flavor small \
-         --quarantine-dir {} --installation-start 1700000000.5 --metrics-log {} --json",
+         --quarantine-dir {} --installation-start 1700000000.5 --metrics-log {} --json \
+         --prometheus-textfile {}",
         p.exchange().display(),
         cli_binary().display(),
         cache_dir().display(),
         p.dir().display(),
-        p.log().display()
+        p.log().display(),
+        p.temp.path().join("runner-metrics.prom").display()
     );
     let out = Command::new("sh").args(["-c", &pipe]).env_remove("METRICS_LOG_PATH").output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -148,7 +150,15 @@ fn the_readme_pipe_with_sh_standing_in_for_ssh() {
     // The summary, as for collect.
     let summary = json(stderr.lines().last().unwrap());
     assert_eq!((summary["extracted"].as_u64(), summary["lines_written"].as_u64()), (Some(1), Some(3)), "{summary}");
-    // The staged storage is gone; the directory keeps only its lock.
+    // The Prometheus counters, as for collect.
+    let prom = std::fs::read_to_string(p.temp.path().join("runner-metrics.prom")).unwrap();
+    for sample in [
+        "runner_metrics_storages_total{outcome=\"extracted\"} 1",
+        "runner_metrics_events_total{event=\"runner_stop\",flavor=\"small\"} 1",
+    ] {
+        assert!(prom.lines().any(|l| l == sample), "{sample} missing from:\n{prom}");
+    }
+    // The staged storage is gone, and so is the lock file.
     assert!(entries_besides_deleting(&p.dir()).is_empty(), "{:?}", entries_besides_deleting(&p.dir()));
 }
 
