@@ -28,6 +28,11 @@ Examples:
   Collect from the manager's storage root, leaving runners that may still be set up alone:
     runner-metrics collect --storage /var/lib/runner-metrics --flavor small --min-age 330
 
+  A manager without a shared directory: collect a runner's metrics pulled over SSH:
+    ssh runner-7 'tar -C /home/ubuntu/metrics-exchange -cf - .' \\
+      | runner-metrics ingest --runner runner-7 --flavor small \\
+          --quarantine-dir /var/lib/runner-metrics/pulled
+
   See what was quarantined and why, then put one storage back:
     runner-metrics quarantine list --storage /var/lib/runner-metrics
     runner-metrics quarantine restore --storage /var/lib/runner-metrics .quarantine/NAME.TS

@@ -812,7 +812,7 @@ fn help_groups_flags_by_purpose_and_ends_with_examples() {
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let help = &out.stdout;
     let groups: [(&str, &[&str]); 5] = [
-        ("Storages:", &["--storage", "--exclude", "--include", "--min-age"]),
+        ("Storages:", &["--storage", "--exclude", "--include", "--min-age", "--policy"]),
         ("Locking:", &["--wait"]),
         (
             "Output:",
@@ -837,6 +837,14 @@ fn help_groups_flags_by_purpose_and_ends_with_examples() {
     let examples = help.split_once("\nExamples:\n").expect("collect --help ends with examples").1;
     assert!(examples.contains("runner-metrics collect --storage"), "{examples}");
     assert!(examples.contains("--min-age 330"), "{examples}");
+
+    // ingest: the runner, the pulled files, and the pipe of the README.
+    let out = output(cli().args(["ingest", "--help"]));
+    assert_eq!(out.code, Some(0), "{}", out.stderr);
+    assert_eq!(flags_under(&out.stdout, "Runner:"), ["--runner", "--quarantine-dir", "--installation-start"]);
+    assert_eq!(flags_under(&out.stdout, "Pulled files:"), ["--tar", "--installed", "--pre-job", "--post-job"]);
+    let examples = out.stdout.split_once("\nExamples:\n").expect("ingest --help ends with examples").1;
+    assert!(examples.contains("ssh runner-7 'tar -C /home/ubuntu/metrics-exchange -cf - .'"), "{examples}");
 
     // The sandbox flags are grouped in every subcommand, and the top-level
     // help has examples of the first commands to run.
