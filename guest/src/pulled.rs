@@ -56,6 +56,11 @@ pub fn stage(fs: &impl StorageFs, pulled: &PulledRunner) -> Result<Staged, Strin
         return Err(format!("installation start {start} of {name} is not a finite time >= 0"));
     }
     check_bounds(name, &pulled.files)?;
+    if matches!(&pulled.files, PulledSource::Tar(stream) if stream.is_empty()) {
+        // Not even tar's end blocks: the pull itself failed (ssh could not
+        // connect, tar was missing), and there are no bytes to keep.
+        return Err(format!("the tar stream of {name} is empty (did the pull fail?): nothing to stage"));
+    }
     match fs.create_dir(name) {
         Ok(()) => {}
         Err(e) if e.kind == FsErrorKind::AlreadyExists => {
@@ -189,6 +194,7 @@ mod tests {
             (PulledRunner { installation_start: Some(f64::NAN), ..runner(PulledSource::Tar(vec![])) }, "finite"),
             (runner(PulledSource::Loose(long)), "at most 1025"),
             (runner(PulledSource::Tar(vec![0; max_stream_bytes() + 1])), "at most"),
+            (runner(PulledSource::Tar(vec![])), "is empty (did the pull fail?)"),
         ];
         for (pulled, expected) in cases {
             let e = stage(&fs, &pulled).unwrap_err();

@@ -370,6 +370,12 @@ fn bad_requests_are_refused_before_anything_is_touched() {
         assert!(out.stderr.contains(expected), "{runner} {args:?}: {}", out.stderr);
         assert!(!p.dir().exists(), "{runner} {args:?}: the directory was made");
     }
+    // An empty stream: the pull failed (ssh could not connect); there is
+    // nothing to keep, so nothing is staged and the manager hears of it.
+    let out = ingest_cli(&p, "empty-stream", &[], b"");
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("is empty (did the pull fail?)"), "{}", out.stderr);
+    assert!(!p.dir().join("empty-stream").exists());
     // A runner already staged there (a crash, or a second pull): refused,
     // and the storage there is untouched.
     let staged = p.dir().join("twice");
