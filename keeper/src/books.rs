@@ -217,6 +217,14 @@ impl Books {
             if std::mem::replace(&mut self.started, true) {
                 return NextCall::Stop("the keeper was asked for the first call twice".to_owned());
             }
+            // The host's request, not the plugin's claim: a pulled runner
+            // with a name no storage may have is refused before any call
+            // (the plugin would be caught lying about it, trap after trap).
+            if let Some(pulled) = &self.options.pulled {
+                if let Err(why) = check::storage_name(&pulled.runner_name) {
+                    return NextCall::Stop(format!("refusing to collect the pulled runner: {why}"));
+                }
+            }
             return NextCall::Collect(self.options.clone());
         };
         match last {
@@ -356,6 +364,22 @@ mod tests {
         let lie = b.report(report("other", OutcomeKind::Failed, 0)).unwrap_err();
         assert!(lie.contains("\"other\""), "{lie}");
         assert!(b.report(report("p1", OutcomeKind::Failed, 0)).is_ok());
+    }
+
+    #[test]
+    fn a_pulled_runner_with_a_name_no_storage_may_have_is_refused_before_any_call() {
+        use crate::bindings::{PulledFiles, PulledRunner};
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["../x", ".quarantine", "", &"x".repeat(256)] {
+            let mut b = books(dir.path());
+            b.options.pulled = Some(PulledRunner {
+                runner_name: name.into(),
+                installation_start: None,
+                files: PulledFiles::Tar(vec![]),
+            });
+            let why = stop(b.next(None));
+            assert!(why.starts_with("refusing to collect the pulled runner: "), "{name:?}: {why}");
+        }
     }
 
     #[test]

@@ -423,6 +423,23 @@ fn the_library_call_takes_the_bytes_and_cuts_what_is_too_long() {
     assert_eq!((reports[0].kind, reports[0].reason.as_deref()), (OutcomeKind::Quarantined, Some("oversized")));
     let [(kept, _)] = p.quarantined().try_into().unwrap();
     assert_eq!(std::fs::metadata(kept.join(INSTALLED)).unwrap().len(), FILE_SIZE_LIMIT as u64 + 1);
+    // A name no storage may have is refused by the keeper before any plugin
+    // call (it used to be a lie, trap after trap, for a long name).
+    for name in ["../x".to_owned(), "x".repeat(300)] {
+        let pulled = PulledRunner {
+            runner_name: name.clone(),
+            installation_start: None,
+            files: PulledFiles::Tar(vec![0; 1024]),
+        };
+        let mut reports = Vec::new();
+        let e = ingest(plugin(), &p.dir(), pulled, &options, &mut NoJobMetrics, &mut sink, &mut |r| {
+            reports.push(r.clone())
+        })
+        .unwrap_err();
+        assert!(format!("{e:#}").contains("refusing to collect the pulled runner"), "{e:#}");
+        assert!(reports.is_empty());
+    }
+    assert_eq!(p.quarantined().len(), 1);
 }
 
 /// A manager pulling several runners at once: each ingest waits for the
