@@ -16,7 +16,7 @@
 use crate::extract::{delete_storage, quarantine_storage};
 use crate::fs::{join, FsErrorKind, StorageFs};
 use crate::model::{PulledFiles, PulledRunner, PulledSource, QuarantineInfo};
-use crate::names::{is_reserved, is_valid_runner_name};
+use crate::names::is_valid_runner_name;
 use crate::tar::{read_metrics_tar, TarLimits};
 use crate::{files, FILE_SIZE_BYTES_LIMIT};
 
@@ -49,7 +49,7 @@ pub enum Staged {
 /// a storage of that name already in the root, or a write that failed.
 pub fn stage(fs: &impl StorageFs, pulled: &PulledRunner) -> Result<Staged, String> {
     let name = pulled.runner_name.as_str();
-    if !is_valid_runner_name(name) || is_reserved(name) {
+    if !is_valid_runner_name(name) {
         return Err(format!("refusing to stage pulled metrics as {name:?}: not a valid runner name"));
     }
     if let Some(start) = pulled.installation_start.filter(|t| !t.is_finite() || *t < 0.0) {

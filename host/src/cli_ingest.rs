@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use runner_metrics::collect::{CollectOptions, Emit, JobMetricsSource};
+use runner_metrics::collect::{CollectOptions, JobMetricsSource};
 use runner_metrics::ingest::{self, LooseFiles, PulledFiles, PulledRunner};
 use runner_metrics::log::EventSink;
 use runner_metrics::{Plugin, RootLock, StorageReport};
@@ -97,12 +97,8 @@ pub fn run(sandbox: &SandboxArgs, args: IngestArgs) -> Result<ExitCode> {
     ingest::ensure_root(&args.quarantine_dir)?;
     crate::cli::check_root(&args.quarantine_dir)?;
     let pulled = PulledRunner { runner_name: args.runner.clone(), installation_start: args.installation_start, files };
-    let options = CollectOptions {
-        emit: Emit::Events { flavor: args.output.flavor.clone() },
-        lock_wait: wait,
-        policy: args.policy.policy(),
-        ..CollectOptions::events("")
-    };
+    let options =
+        CollectOptions { lock_wait: wait, policy: args.policy.policy(), ..CollectOptions::events(&args.output.flavor) };
     let run = |plugin: &Plugin,
                lock: &RootLock,
                jobs: &mut dyn JobMetricsSource,

@@ -24,13 +24,10 @@ use crate::log::EventSink;
 use crate::plugin::Plugin;
 use crate::summary::{StorageReport, Summary};
 
-pub use runner_metrics_guest::pulled::MAX_LOOSE_BYTES;
-
-/// The most bytes of a tar stream read and handed to the guest: its
-/// reader's bound plus one (so a longer stream is seen to be too long).
-pub fn max_stream_bytes() -> usize {
-    runner_metrics_guest::pulled::max_stream_bytes()
-}
+/// The most bytes of one pulled file, and of a tar stream, read and handed
+/// to the guest: each bound plus one (so a longer one is seen to be too
+/// long). The guest's own constants: it refuses more.
+pub use runner_metrics_guest::pulled::{max_stream_bytes, MAX_LOOSE_BYTES};
 
 /// Collects one pulled runner in `root` (a directory of its own for pulled
 /// runners; created if missing), under the root's lock like [`collect`](crate::collect()).
