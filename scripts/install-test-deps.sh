@@ -2,7 +2,7 @@
 # Installs the Debian packages that the Prometheus and deployment tests use,
 # when they are missing:
 #
-#   prometheus                node_exporter's scraper and promtool (tests/tests/prometheus_server.rs)
+#   prometheus                node_exporter's scraper and promtool (tests/tests/e2e/prometheus_server.rs)
 #   prometheus-node-exporter  the textfile collector we write for (same test)
 #   logrotate                 `logrotate -d` on contrib/logrotate (scripts/test-contrib.sh)
 #   systemd                   `systemd-analyze verify` on contrib/systemd (same script)

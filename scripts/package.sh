@@ -11,8 +11,9 @@
 # <version> is the workspace version ([workspace.package] in Cargo.toml).
 # Both packages are built from staging copies under dist/.build/ (the working
 # tree's hosts/python and hosts/node are only read), the component from
-# `cargo build -p runner-metrics` (debug is enough: the component inside is
-# always built with the `component` profile).
+# `cargo build --release -p runner-metrics` (the one profile the tests and
+# the Debian package use too; the components inside are always built with
+# the `component` profile).
 #
 # Needs Rust (rustup) unless RUNNER_METRICS_COMPONENT and
 # RUNNER_METRICS_KEEPER_COMPONENT name built .wasm files,
@@ -50,12 +51,12 @@ if [ -n "${RUNNER_METRICS_COMPONENT:-}" ] && [ -n "${RUNNER_METRICS_KEEPER_COMPO
     cp "$RUNNER_METRICS_COMPONENT" "$component"
     cp "$RUNNER_METRICS_KEEPER_COMPONENT" "$keeper"
 else
-    step "components: cargo build -p runner-metrics && runner-metrics component --kind plugin|keeper --output ..."
+    step "components: cargo build --release -p runner-metrics && runner-metrics component --kind plugin|keeper --output ..."
     export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
     rustup target add wasm32-wasip2 >/dev/null
-    cargo build -p runner-metrics
-    ./target/debug/runner-metrics component --kind plugin --output "$component"
-    ./target/debug/runner-metrics component --kind keeper --output "$keeper"
+    cargo build --release -p runner-metrics
+    ./target/release/runner-metrics component --kind plugin --output "$component"
+    ./target/release/runner-metrics component --kind keeper --output "$keeper"
 fi
 export RUNNER_METRICS_KEEPER_COMPONENT="$keeper" # for the Node host's transpile
 # Each is a WebAssembly binary (magic \0asm).

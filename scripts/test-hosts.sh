@@ -14,7 +14,8 @@
 #
 # Environment: WASMTIME_CLI_VERSION (default: the host's wasmtime crate
 # version), PYTHON (default python3), SKIP_CLI/SKIP_PYTHON/SKIP_NODE=1.
-# Exits non-zero if anything failed; prints one "host: passed/failed" line each.
+# Exits non-zero if anything failed (or, under CI=true, was skipped); prints
+# one "host: passed/failed" line each and "hosts: N passed, N failed, N skipped".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -43,7 +44,7 @@ export RUNNER_METRICS_KEEPER_COMPONENT="$keeper_component"
 export RUNNER_METRICS_COMMAND_COMPONENT="$command_component"
 export RUNNER_METRICS_HOSTILE_COMPONENT="$hostile_component"
 # The Python and Node hosts compare their ingest with the Rust CLI's.
-export RUNNER_METRICS_BIN="$repo/target/debug/runner-metrics"
+export RUNNER_METRICS_BIN="$repo/target/release/runner-metrics"
 
 results=()
 status=0
@@ -51,14 +52,14 @@ record() { # name, exit code
     if [ "$2" -eq 0 ]; then results+=("$1: passed"); else results+=("$1: FAILED"); status=1; fi
 }
 
-step "components: cargo build -p runner-metrics && runner-metrics component --kind plugin|keeper|command; the hostile plugin"
+step "components: cargo build --release -p runner-metrics && runner-metrics component --kind plugin|keeper|command; the hostile plugin"
 rustup target add wasm32-wasip2 >/dev/null
-cargo build -p runner-metrics
+cargo build --release -p runner-metrics
 mkdir -p "$(dirname "$component")"
-./target/debug/runner-metrics component --kind plugin --output "$component"
-./target/debug/runner-metrics component --kind keeper --output "$keeper_component"
-./target/debug/runner-metrics component --kind command --output "$command_component"
-# The same nested build as tests/tests/hostile_guest.rs (target/guest-hostile).
+./target/release/runner-metrics component --kind plugin --output "$component"
+./target/release/runner-metrics component --kind keeper --output "$keeper_component"
+./target/release/runner-metrics component --kind command --output "$command_component"
+# The same nested build as tests/tests/e2e/hostile_guest.rs (target/guest-hostile).
 cargo build --quiet --profile component -p runner-metrics-guest --features hostile \
     --target wasm32-wasip2 --target-dir "$repo/target/guest-hostile"
 cp "$repo/target/guest-hostile/wasm32-wasip2/component/runner_metrics_guest.wasm" "$hostile_component"
@@ -74,7 +75,7 @@ pytest=("$venv/bin/python" -m pytest -p no:cacheprovider -q)
 
 step "Rust CLI on the conformance fixtures (tests/conformance/test_rust_cli.py)"
 rc=0
-RUNNER_METRICS_BIN="$repo/target/debug/runner-metrics" "${pytest[@]}" tests/conformance/test_rust_cli.py 2>&1 | tee -a "$log" || rc=$?
+RUNNER_METRICS_BIN="$repo/target/release/runner-metrics" "${pytest[@]}" tests/conformance/test_rust_cli.py 2>&1 | tee -a "$log" || rc=$?
 record "rust-cli" "$rc"
 
 if [ "${SKIP_CLI:-0}" != 1 ]; then
@@ -112,7 +113,7 @@ if [ "${SKIP_NODE:-0}" != 1 ]; then
             node --test --test-reporter=dot --test-reporter-destination=stdout \
                 --test-reporter=tap --test-reporter-destination="$node_tap" test/
     ) 2>&1 | tee -a "$log" || rc=$?
-    grep -E '^# (pass|fail) ' "$node_tap" | tee -a "$log" || true
+    grep -E '^# (pass|fail|skipped|todo) ' "$node_tap" | tee -a "$log" || true
     if [ "$rc" -ne 0 ]; then
         echo "Node failures (full report: the TAP lines below):"
         grep -E -A30 '^\s*not ok ' "$node_tap" | head -200 || true
@@ -126,8 +127,15 @@ passed=$({ grep -Eo '^(=+ )?[0-9]+ passed' "$log" || true; } | { grep -Eo '[0-9]
 failed=$({ grep -Eo '[0-9]+ failed' "$log" || true; } | { grep -Eo '[0-9]+' || true; } | awk '{s+=$1} END {print s+0}')
 passed=$((passed + $(awk '/^# pass /{s+=$3} END {print s+0}' "$log")))
 failed=$((failed + $(awk '/^# fail /{s+=$3} END {print s+0}' "$log")))
+# pytest: "N skipped"; node --test: "# skipped N" (and "# todo N").
+skipped=$({ grep -Eo '[0-9]+ skipped' "$log" || true; } | { grep -Eo '[0-9]+' || true; } | awk '{s+=$1} END {print s+0}')
+skipped=$((skipped + $(awk '/^# (skipped|todo) /{s+=$3} END {print s+0}' "$log")))
+if [ "$skipped" -gt 0 ] && [ "${CI:-}" = true ]; then
+    echo "CI must run every host test: ${skipped} skipped"
+    status=1
+fi
 
 echo
 for line in "${results[@]}"; do echo "$line"; done
-echo "hosts: ${passed} passed, ${failed} failed"
+echo "hosts: ${passed} passed, ${failed} failed, ${skipped} skipped"
 exit "$status"

@@ -1,4 +1,4 @@
-//! Plain Rust mirrors of the WIT types (`wit/runner-metrics.wit`).
+//! Plain Rust mirrors of the WIT types (`wit/0.3.0/runner-metrics.wit`).
 //!
 //! The guest logic works on these so that it compiles and is tested natively;
 //! `component.rs` converts them to and from the generated bindings.

@@ -1427,7 +1427,7 @@ fn a_tree_5000_levels_deep_is_deleted_whole_with_few_descriptors() {
 #[test]
 fn no_data_storage_with_a_non_utf8_name_is_deleted_natively() {
     // Natively names are bytes, so a non-UTF-8 name is removed like any
-    // other (in WASI it cannot be named: tests/tests/outcomes.rs checks that
+    // other (in WASI it cannot be named: tests/tests/e2e/outcomes.rs checks that
     // the component quarantines such a storage as `undeletable` instead).
     let env = Env::new();
     let dir = env.storage(NAME, &[(PRE_JOB, PRE_JOB_TEXT)]);

@@ -30,8 +30,9 @@ import time
 FILES = {
     "runner-installation-start.timestamp": "1700000000\n",
     "runner-installed.timestamp": "1700000060\n",
-    "pre-job-metrics.json": json.dumps({"workflow": "ci", "repository": "o/r", "event": "push",
-                                        "timestamp": 1700000100, "workflow_run_id": "1"}),
+    "pre-job-metrics.json": json.dumps(
+        {"workflow": "ci", "repository": "o/r", "event": "push", "timestamp": 1700000100, "workflow_run_id": "1"}
+    ),
     "post-job-metrics.json": json.dumps({"timestamp": 1700000400, "status": "normal"}),
 }
 
@@ -93,8 +94,16 @@ def round_(binary, child, n):
         with open(os.path.join(quarantine, "old.1700000000.000000", "pre-job-metrics.json"), "w") as f:
             f.write("evidence")
         with open(os.path.join(quarantine, "old.1700000000.000000.reason.json"), "w") as f:
-            json.dump({"runner_name": "old", "reason": "invalid-json", "file": None, "detail": "kept",
-                       "quarantined_at": 1700000000.0}, f)
+            json.dump(
+                {
+                    "runner_name": "old",
+                    "reason": "invalid-json",
+                    "file": None,
+                    "detail": "kept",
+                    "quarantined_at": 1700000000.0,
+                },
+                f,
+            )
         evil = os.path.join(root, "evil")
         storage(evil)
         os.makedirs(os.path.join(evil, "sub", child))
@@ -109,17 +118,36 @@ def round_(binary, child, n):
         if pid == 0:
             attacker(evil, "../..", child)
         log = os.path.join(tmp, "metrics.log")
-        run = subprocess.run([binary, "--no-cache", "collect", "--storage", root, "--flavor", "small",
-                              "--exclude", "victim", "--metrics-log", log],
-                             capture_output=True, text=True, timeout=300)
+        run = subprocess.run(
+            [
+                binary,
+                "--no-cache",
+                "collect",
+                "--storage",
+                root,
+                "--flavor",
+                "small",
+                "--exclude",
+                "victim",
+                "--metrics-log",
+                log,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         _, status = os.waitpid(pid, 0)
         swapped = os.waitstatus_to_exitcode(status) == 0
-        after = {"victim": tree(os.path.join(root, "victim")) if os.path.isdir(os.path.join(root, "victim")) else None,
-                 ".quarantine": tree(quarantine) if os.path.isdir(quarantine) else None}
+        after = {
+            "victim": tree(os.path.join(root, "victim")) if os.path.isdir(os.path.join(root, "victim")) else None,
+            ".quarantine": tree(quarantine) if os.path.isdir(quarantine) else None,
+        }
         damaged = [name for name in before if before[name] != after[name]]
         gone = not os.path.exists(evil)
-        print(f"round {n} child={child!r}: swap {'fired' if swapped else 'did not fire'}, exit {run.returncode}, "
-              f"evil {'deleted' if gone else 'kept'}, damaged: {damaged or 'nothing'}")
+        print(
+            f"round {n} child={child!r}: swap {'fired' if swapped else 'did not fire'}, exit {run.returncode}, "
+            f"evil {'deleted' if gone else 'kept'}, damaged: {damaged or 'nothing'}"
+        )
         if damaged:
             print(run.stderr[-2000:])
         return not damaged, swapped

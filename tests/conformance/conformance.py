@@ -4,7 +4,7 @@
 module builds a case's storage root on disk, snapshots it, and checks what a
 host did against the case's expectations. The Python host's pytest suite and
 the wasmtime CLI suite use it; the Node suite has its own port
-(`hosts/node/test/conformance.mjs`) of the same rules.
+(`hosts/node/test-support/conformance.mjs`) of the same rules.
 
 Command line, to look at a case by hand:
 
@@ -21,7 +21,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 MANIFEST = HERE / "cases.json"
@@ -29,14 +29,14 @@ MANIFEST = HERE / "cases.json"
 OUTCOMES = ("extracted", "no-data", "quarantined", "skipped", "failed")
 
 
-def load_cases() -> List[Dict[str, Any]]:
+def load_cases() -> list[dict[str, Any]]:
     manifest = json.loads(MANIFEST.read_text(encoding="utf-8"))
     if manifest.get("format") != 1:
         raise ValueError(f"{MANIFEST}: unsupported format {manifest.get('format')!r}")
     return manifest["cases"]
 
 
-def case_by_name(name: str) -> Dict[str, Any]:
+def case_by_name(name: str) -> dict[str, Any]:
     for case in load_cases():
         if case["name"] == name:
             return case
@@ -47,7 +47,8 @@ def case_by_name(name: str) -> Dict[str, Any]:
 # Building a case on disk
 # ---------------------------------------------------------------------------
 
-def _file_bytes(node: Dict[str, Any]) -> bytes:
+
+def _file_bytes(node: dict[str, Any]) -> bytes:
     if "text" in node:
         data = node["text"].encode("utf-8")
     elif "hex" in node:
@@ -64,7 +65,7 @@ def _file_bytes(node: Dict[str, Any]) -> bytes:
     return data
 
 
-def build_node(path: Path, node: Dict[str, Any], now: float) -> None:
+def build_node(path: Path, node: dict[str, Any], now: float) -> None:
     """Creates one entry (and, for a directory, its children)."""
     if "dir" in node:
         path.mkdir()
@@ -82,7 +83,7 @@ def build_node(path: Path, node: Dict[str, Any], now: float) -> None:
         os.utime(path, (now - age, now - age), follow_symlinks=False)
 
 
-def build_case(case: Dict[str, Any], base: Path) -> Path:
+def build_case(case: dict[str, Any], base: Path) -> Path:
     """Builds `base/runner-fs` (the storage root) and `base/outside` (symlink
     targets a runner must never reach). Returns the root."""
     now = time.time()
@@ -92,10 +93,10 @@ def build_case(case: Dict[str, Any], base: Path) -> Path:
     return root
 
 
-def snapshot(path: Path) -> Dict[str, Any]:
+def snapshot(path: Path) -> dict[str, Any]:
     """Every entry under `path`: type, content or target, size. Never follows
     symlinks and never opens FIFOs."""
-    found: Dict[str, Any] = {}
+    found: dict[str, Any] = {}
 
     def walk(p: Path, rel: str) -> None:
         st = os.lstat(p)
@@ -118,29 +119,31 @@ def snapshot(path: Path) -> Dict[str, Any]:
 # Checking what a host did
 # ---------------------------------------------------------------------------
 
+
 @dataclass
 class Report:
     """What a host said about one root entry."""
+
     name: str
     outcome: str
     #: quarantine reason or skip reason (kebab-case), when the host knows it
-    reason: Optional[str] = None
+    reason: str | None = None
     #: the file to blame, for a quarantine
-    file: Optional[str] = None
+    file: str | None = None
     #: lines written for this storage, when the host knows it
-    events: Optional[int] = None
+    events: int | None = None
     detail: str = ""
 
 
 @dataclass
 class Run:
-    reports: List[Report]
+    reports: list[Report]
     #: everything the host wrote to its metrics log, as bytes
     log: bytes
-    problems: List[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
 
 
-def expected_log(case: Dict[str, Any], reports: List[Report]) -> bytes:
+def expected_log(case: dict[str, Any], reports: list[Report]) -> bytes:
     """The log a host must have written: each extracted storage's lines, in
     the order the host reported the storages (directory order is the
     filesystem's, so it is taken from the host)."""
@@ -152,12 +155,12 @@ def expected_log(case: Dict[str, Any], reports: List[Report]) -> bytes:
     return "".join(out).encode("ascii")
 
 
-def check_run(case: Dict[str, Any], base: Path, before: Dict[str, Any], run: Run) -> List[str]:
+def check_run(case: dict[str, Any], base: Path, before: dict[str, Any], run: Run) -> list[str]:
     """Everything wrong with one run of `case` built under `base`; empty when
     the host conforms. `before` is `snapshot(base)` taken right after building."""
-    problems: List[str] = []
+    problems: list[str] = []
     root = base / "runner-fs"
-    seen: Dict[str, Report] = {}
+    seen: dict[str, Report] = {}
     for report in run.reports:
         if report.name in seen:
             problems.append(f"{report.name}: reported twice")
@@ -186,8 +189,12 @@ def check_run(case: Dict[str, Any], base: Path, before: Dict[str, Any], run: Run
             problems.append(f"{rel}: still there after the run")
     want_log = expected_log(case, run.reports)
     if run.log != want_log:
-        problems.append("log differs:\n--- expected\n" + want_log.decode("ascii", "replace")
-                        + "--- got\n" + run.log.decode("utf-8", "replace"))
+        problems.append(
+            "log differs:\n--- expected\n"
+            + want_log.decode("ascii", "replace")
+            + "--- got\n"
+            + run.log.decode("utf-8", "replace")
+        )
     # Nothing outside the root may change.
     outside_before = {k: v for k, v in before.items() if k == "outside" or k.startswith("outside/")}
     outside_after = {k: v for k, v in snapshot(base).items() if k == "outside" or k.startswith("outside/")}
@@ -196,7 +203,7 @@ def check_run(case: Dict[str, Any], base: Path, before: Dict[str, Any], run: Run
     return problems
 
 
-def _check_disk(name: str, expect: Dict[str, Any], root: Path, before: Dict[str, Any]) -> List[str]:
+def _check_disk(name: str, expect: dict[str, Any], root: Path, before: dict[str, Any]) -> list[str]:
     path = root / name
     outcome = expect["outcome"]
     exists = os.path.lexists(path)
@@ -215,26 +222,34 @@ def _check_disk(name: str, expect: Dict[str, Any], root: Path, before: Dict[str,
         problems.append(f"{name}: still in the root although quarantined")
     qdir = root / ".quarantine"
     reasons = sorted(qdir.glob(f"{name}.*.reason.json")) if qdir.is_dir() else []
-    reasons = [r for r in reasons if r.name[len(name) + 1:].split(".")[0].isdigit()]
+    reasons = [r for r in reasons if r.name[len(name) + 1 :].split(".")[0].isdigit()]
     if len(reasons) != 1:
         return problems + [f"{name}: {len(reasons)} reason files in .quarantine, expected 1"]
     record = json.loads(reasons[0].read_text(encoding="utf-8"))
-    if record.get("runner_name") != name or record.get("reason") != expect["reason"] or record.get("file") != expect["file"]:
+    if (
+        record.get("runner_name") != name
+        or record.get("reason") != expect["reason"]
+        or record.get("file") != expect["file"]
+    ):
         problems.append(f"{name}: reason file {record}, expected reason {expect['reason']} file {expect['file']}")
     moved = qdir / reasons[0].name[: -len(".reason.json")]
     if not moved.is_dir() or moved.is_symlink():
         problems.append(f"{name}: quarantined storage {moved.name} missing")
     else:
         prefix = f"runner-fs/{name}"
-        was = {k[len(prefix):]: v for k, v in before.items() if k == prefix or k.startswith(prefix + "/")}
+        was = {k[len(prefix) :]: v for k, v in before.items() if k == prefix or k.startswith(prefix + "/")}
         mprefix = f"runner-fs/.quarantine/{moved.name}"
-        now = {k[len(mprefix):]: v for k, v in snapshot(root.parent).items() if k == mprefix or k.startswith(mprefix + "/")}
+        now = {
+            k[len(mprefix) :]: v
+            for k, v in snapshot(root.parent).items()
+            if k == mprefix or k.startswith(mprefix + "/")
+        }
         if was != now:
             problems.append(f"{name}: the quarantined copy differs from the storage")
     return problems
 
 
-def main(argv: List[str]) -> int:
+def main(argv: list[str]) -> int:
     if argv[:1] == ["list"]:
         for case in load_cases():
             print(f"{case['name']}: {case['description']}")

@@ -19,9 +19,14 @@ import conformance  # noqa: E402
 
 CASES = conformance.load_cases()
 REPORT = re.compile(r"^(extracted|no-data|quarantined|skipped|failed): (.*?): (.*)$")
-SKIPS = {"excluded": "excluded", "not included": "not-included", "not a plain directory": "not-a-directory",
-         "not a valid runner name": "invalid-name", "too young": "too-young",
-         "gone before it was handled": "vanished"}
+SKIPS = {
+    "excluded": "excluded",
+    "not included": "not-included",
+    "not a plain directory": "not-a-directory",
+    "not a valid runner name": "invalid-name",
+    "too young": "too-young",
+    "gone before it was handled": "vanished",
+}
 
 
 @pytest.fixture(scope="session")
@@ -54,8 +59,19 @@ def test_conformance_case(case, tmp_path, binary):
         pytest.skip("the Rust CLI has no job-metrics input")
     root = conformance.build_case(case, tmp_path)
     before = conformance.snapshot(tmp_path)
-    cmd = [str(binary), "collect", "--storage", str(root), "--flavor", case["flavor"], "--metrics-log", "-",
-           "--verbose", "--cache-dir", str(REPO / "target" / "hosts" / "cache")]
+    cmd = [
+        str(binary),
+        "collect",
+        "--storage",
+        str(root),
+        "--flavor",
+        case["flavor"],
+        "--metrics-log",
+        "-",
+        "--verbose",
+        "--cache-dir",
+        str(REPO / "target" / "hosts" / "cache"),
+    ]
     selection = case["selection"]
     for name in selection.get("exclude", []):
         cmd += ["--exclude", name]

@@ -84,8 +84,16 @@ def parse_stderr(stderr):
         if "summary" in value:
             summary = value["summary"]
         else:
-            reports.append(conformance.Report(name=value["name"], outcome=value["outcome"], reason=value["reason"],
-                                              file=value["file"], events=value["events"], detail=value["detail"]))
+            reports.append(
+                conformance.Report(
+                    name=value["name"],
+                    outcome=value["outcome"],
+                    reason=value["reason"],
+                    file=value["file"],
+                    events=value["events"],
+                    detail=value["detail"],
+                )
+            )
     return reports, summary
 
 
@@ -121,8 +129,14 @@ def test_keep_changes_nothing(tmp_path, wasmtime, component):
 
 
 def test_usage_errors_exit_1_and_print_usage(tmp_path, wasmtime, component):
-    for args in (["collect"], ["collect", "--flavor"], ["frobnicate"], ["collect", "--flavor", "x", "--min-age", "-1"],
-                 ["collect", "--flavor", "x", "--job", "r=abc"], ["collect", "--flavor", "x", "--bogus"]):
+    for args in (
+        ["collect"],
+        ["collect", "--flavor"],
+        ["frobnicate"],
+        ["collect", "--flavor", "x", "--min-age", "-1"],
+        ["collect", "--flavor", "x", "--job", "r=abc"],
+        ["collect", "--flavor", "x", "--bogus"],
+    ):
         done = run(wasmtime, component, tmp_path, *args, check_rc=False)
         assert done.returncode == 1, (args, done)
         assert b"usage: wasmtime run" in done.stderr, args
@@ -139,8 +153,9 @@ def test_a_trap_stops_the_run_and_loses_nothing(tmp_path, wasmtime, component):
     case = conformance.case_by_name("valid-without-job-metrics")
     root = conformance.build_case(case, tmp_path)
     before = conformance.snapshot(tmp_path)
-    done = run(wasmtime, component, root, "collect", "--flavor", "small",
-               wasmtime_args=["-W", "fuel=20000"], check_rc=False)
+    done = run(
+        wasmtime, component, root, "collect", "--flavor", "small", wasmtime_args=["-W", "fuel=20000"], check_rc=False
+    )
     assert done.returncode != 0
     assert b"fuel" in done.stderr
     assert conformance.snapshot(tmp_path) == before, "nothing may be deleted before its lines are out"
@@ -149,12 +164,20 @@ def test_a_trap_stops_the_run_and_loses_nothing(tmp_path, wasmtime, component):
 def test_limits_can_be_set_on_the_command_line(tmp_path, wasmtime, component):
     case = conformance.case_by_name("valid-without-job-metrics")
     root = conformance.build_case(case, tmp_path)
-    done = run(wasmtime, component, root, "collect", "--flavor", "small",
-               wasmtime_args=["-W", "max-memory-size=67108864", "-W", "timeout=10s", "-W", "fuel=10000000000"])
+    done = run(
+        wasmtime,
+        component,
+        root,
+        "collect",
+        "--flavor",
+        "small",
+        wasmtime_args=["-W", "max-memory-size=67108864", "-W", "timeout=10s", "-W", "fuel=10000000000"],
+    )
     assert done.stdout.decode().splitlines() == case["expect"]["small-r-00000000000a"]["lines"]
 
 
 # --- wasmtime run --invoke -------------------------------------------------
+
 
 def invoke(wasmtime, component, call, root=None):
     done = run(wasmtime, component, root, wasmtime_args=["--invoke", call])
@@ -162,25 +185,33 @@ def invoke(wasmtime, component, call, root=None):
 
 
 def test_invoke_render_event(wasmtime, component):
-    out = invoke(wasmtime, component, 'render-event(runner-installed({timestamp: 2.0, flavor: "small", duration: 1.0}))')
+    out = invoke(
+        wasmtime, component, 'render-event(runner-installed({timestamp: 2.0, flavor: "small", duration: 1.0}))'
+    )
     # The result is printed as a WAVE string literal.
     assert out == r'"{\"timestamp\": 2.0, \"event\": \"runner_installed\", \"flavor\": \"small\", \"duration\": 1.0}"'
 
 
 def test_invoke_with_the_full_export_name(wasmtime, component):
     # INTERFACE.FUNCTION@VERSION: WAVE puts the package version last.
-    out = invoke(wasmtime, component,
-                 'github-runner:metrics/events.render-event@0.3.0(runner-stop({timestamp: 5.0, flavor: "small", '
-                 'workflow: "ci", repo: "org/repo", github-event: "push", status: abnormal, '
-                 'status-info: some({code: 1}), job-duration: 2.0, job-conclusion: some(failure)}))')
+    out = invoke(
+        wasmtime,
+        component,
+        'github-runner:metrics/events.render-event@0.3.0(runner-stop({timestamp: 5.0, flavor: "small", '
+        'workflow: "ci", repo: "org/repo", github-event: "push", status: abnormal, '
+        "status-info: some({code: 1}), job-duration: 2.0, job-conclusion: some(failure)}))",
+    )
     line = json.loads(json.loads(out))
     assert line["status_info"] == {"code": 1} and line["job_conclusion"] == "failure"
 
 
 def test_invoke_issue_events(wasmtime, component):
-    out = invoke(wasmtime, component,
-                 'issue-events({installation-start-timestamp: some(1.0), installed-timestamp: 2.0, '
-                 'pre-job: none, post-job: none, runner-name: "r"}, "small", none)')
+    out = invoke(
+        wasmtime,
+        component,
+        "issue-events({installation-start-timestamp: some(1.0), installed-timestamp: 2.0, "
+        'pre-job: none, post-job: none, runner-name: "r"}, "small", none)',
+    )
     # WAVE prints floats in their shortest form: 2.0 is `2`.
     assert out == '[runner-installed({timestamp: 2, flavor: "small", duration: 1})]'
 

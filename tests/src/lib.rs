@@ -631,7 +631,7 @@ pub fn ran_as_nobody_instead(test: &str) -> bool {
             out.stdout,
             out.stderr
         ),
-        None => eprintln!("skipped: running as root, and cannot run the test as nobody here"),
+        None => runner_metrics_test_skip::skip(test, "running as root, and cannot run the test as nobody here"),
     }
     true
 }

@@ -633,7 +633,7 @@ fn socket_lists_as_socket_and_cannot_be_opened() {
 #[test]
 fn char_device_lists_and_stats_as_character_device() {
     if !is_root() {
-        println!("skipped: mknod needs root");
+        runner_metrics_test_skip::skip("char_device_lists_and_stats_as_character_device", "mknod needs root");
         return;
     }
     let mut fx = Fx::new();
@@ -642,7 +642,10 @@ fn char_device_lists_and_stats_as_character_device() {
     // SAFETY: a valid C string; mknod only creates the node.
     let made = unsafe { libc::mknod(c_path(&node).as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(1, 3)) };
     if made != 0 {
-        println!("skipped: mknod refused here ({})", std::io::Error::last_os_error());
+        runner_metrics_test_skip::skip(
+            "char_device_lists_and_stats_as_character_device",
+            &format!("mknod refused here ({})", std::io::Error::last_os_error()),
+        );
         return;
     }
     let root = fx.root();
@@ -700,7 +703,7 @@ impl Drop for Mounted {
 #[test]
 fn paths_crossing_a_mount() {
     if !is_root() {
-        println!("skipped: mounting a tmpfs needs root");
+        runner_metrics_test_skip::skip("paths_crossing_a_mount", "mounting a tmpfs needs root");
         return;
     }
     let mut fx = Fx::new();
@@ -710,7 +713,10 @@ fn paths_crossing_a_mount() {
     // SAFETY: valid C strings; a tmpfs mounted on a directory of our temp root.
     let rc = unsafe { libc::mount(none.as_ptr(), c_path(&mnt).as_ptr(), tmpfs.as_ptr(), 0, std::ptr::null()) };
     if rc != 0 {
-        println!("skipped: mount refused here ({})", std::io::Error::last_os_error());
+        runner_metrics_test_skip::skip(
+            "paths_crossing_a_mount",
+            &format!("mount refused here ({})", std::io::Error::last_os_error()),
+        );
         return;
     }
     let _mounted = Mounted(mnt.clone());

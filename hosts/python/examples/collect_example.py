@@ -40,18 +40,31 @@ def write_storage(root: Path, name: str, files: dict) -> None:
 with tempfile.TemporaryDirectory() as tmp:
     root, log = Path(tmp) / "runner-fs", Path(tmp) / "metrics.log"
     root.mkdir()
-    pre_job = {"workflow": "ci", "repository": "canonical/example", "event": "push",
-               "timestamp": 1700000100, "workflow_run_id": "123456"}
-    write_storage(root, "small-runner-a", {  # ran a job
-        "runner-installation-start.timestamp": "1700000000",
-        "runner-installed.timestamp": "1700000060",
-        "pre-job-metrics.json": json.dumps(pre_job),
-        "post-job-metrics.json": json.dumps({"timestamp": 1700000400, "status": "normal"}),
-    })
-    write_storage(root, "small-runner-b", {  # came up, never got a job
-        "runner-installation-start.timestamp": "1700000500",
-        "runner-installed.timestamp": "1700000530",
-    })
+    pre_job = {
+        "workflow": "ci",
+        "repository": "canonical/example",
+        "event": "push",
+        "timestamp": 1700000100,
+        "workflow_run_id": "123456",
+    }
+    write_storage(
+        root,
+        "small-runner-a",
+        {  # ran a job
+            "runner-installation-start.timestamp": "1700000000",
+            "runner-installed.timestamp": "1700000060",
+            "pre-job-metrics.json": json.dumps(pre_job),
+            "post-job-metrics.json": json.dumps({"timestamp": 1700000400, "status": "normal"}),
+        },
+    )
+    write_storage(
+        root,
+        "small-runner-b",
+        {  # came up, never got a job
+            "runner-installation-start.timestamp": "1700000500",
+            "runner-installed.timestamp": "1700000530",
+        },
+    )
     summary = collect(root, "small", job_metrics=job_metrics, metrics_log=log)
     for report in sorted(summary.reports, key=lambda r: r.name):
         print(f"{report.name}: {report.outcome}, {report.detail}, {report.events} lines")

@@ -22,14 +22,17 @@ os.environ.setdefault("RUNNER_METRICS_KEEPER_COMPONENT", str(REPO / "target" / "
 def component_path() -> Path:
     path = Path(os.environ.get("RUNNER_METRICS_COMPONENT") or REPO / "target" / "hosts" / "runner_metrics.wasm")
     if not path.is_file():
-        pytest.fail(f"no component at {path}: run `cargo build -p runner-metrics && "
-                    f"./target/debug/runner-metrics component --output {path}` (scripts/test-hosts.sh does)")
+        pytest.fail(
+            f"no component at {path}: run `cargo build -p runner-metrics && "
+            f"./target/debug/runner-metrics component --output {path}` (scripts/test-hosts.sh does)"
+        )
     return path
 
 
 @pytest.fixture(scope="session")
 def plugin(component_path):
     from runner_metrics_host import Plugin
+
     return Plugin(component_path)
 
 
@@ -37,15 +40,19 @@ def plugin(component_path):
 def hostile_component() -> Path:
     """The deliberately hostile build (guest/src/hostile.rs): `$RUNNER_METRICS_HOSTILE_COMPONENT`,
     else `<repo>/target/hosts/runner_metrics_hostile.wasm`."""
-    path = Path(os.environ.get("RUNNER_METRICS_HOSTILE_COMPONENT")
-                or REPO / "target" / "hosts" / "runner_metrics_hostile.wasm")
+    path = Path(
+        os.environ.get("RUNNER_METRICS_HOSTILE_COMPONENT") or REPO / "target" / "hosts" / "runner_metrics_hostile.wasm"
+    )
     if not path.is_file():
-        pytest.skip(f"no hostile component at {path}: the trap-recovery tests need the guest built with "
-                    "`--features hostile` (guest/src/hostile.rs); set $RUNNER_METRICS_HOSTILE_COMPONENT")
+        pytest.skip(
+            f"no hostile component at {path}: the trap-recovery tests need the guest built with "
+            "`--features hostile` (guest/src/hostile.rs); set $RUNNER_METRICS_HOSTILE_COMPONENT"
+        )
     return path
 
 
 @pytest.fixture(scope="session")
 def hostile(hostile_component):
     from runner_metrics_host import Plugin
+
     return Plugin(hostile_component)

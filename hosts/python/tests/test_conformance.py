@@ -23,11 +23,25 @@ def test_conformance_case(case, tmp_path, plugin):
         return None if job is None else GithubJobMetrics(job["queue_duration"], job.get("conclusion"))
 
     selection = case["selection"]
-    summary = collect(root, case["flavor"], exclude=selection.get("exclude", ()), include=selection.get("include"),
-                      min_age=selection.get("min_age"), job_metrics=job_metrics, metrics_log=log, plugin=plugin)
-    reports = [conformance.Report(name=r.name, outcome=r.outcome, reason=r.reason, file=r.file, events=r.events,
-                                  detail=r.detail) for r in summary.reports]
-    problems = conformance.check_run(case, tmp_path, before, conformance.Run(reports, log.read_bytes() if log.exists() else b""))
+    summary = collect(
+        root,
+        case["flavor"],
+        exclude=selection.get("exclude", ()),
+        include=selection.get("include"),
+        min_age=selection.get("min_age"),
+        job_metrics=job_metrics,
+        metrics_log=log,
+        plugin=plugin,
+    )
+    reports = [
+        conformance.Report(
+            name=r.name, outcome=r.outcome, reason=r.reason, file=r.file, events=r.events, detail=r.detail
+        )
+        for r in summary.reports
+    ]
+    problems = conformance.check_run(
+        case, tmp_path, before, conformance.Run(reports, log.read_bytes() if log.exists() else b"")
+    )
     assert not problems, "\n".join(problems)
     assert summary.total == len(case["expect"])
     assert summary.failed == 0

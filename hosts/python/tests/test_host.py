@@ -2,7 +2,6 @@
 
 import json
 import os
-import re
 
 import pytest
 import wasmtime.component as wc
@@ -29,7 +28,9 @@ def test_a_trap_while_deleting_never_extracts_a_storage_twice_and_the_run_goes_o
     # fresh instance deletes the rest of the batch, the trapped storage is
     # never extracted again, and the run goes on.
     spec = {f"runner-fine-{i}": valid_storage() for i in range(5)}
-    spec["runner-big"] = {"dir": {**valid_storage()["dir"], "junk": {"dir": {f"f{i}": {"text": ""} for i in range(3000)}}}}
+    spec["runner-big"] = {
+        "dir": {**valid_storage()["dir"], "junk": {"dir": {f"f{i}": {"text": ""} for i in range(3000)}}}
+    }
     root = build(tmp_path, spec)
     log = tmp_path / "metrics.log"
     summary = collect(root, "small", metrics_log=log, plugin=Plugin(component_path, Limits(fuel=300_000)))
@@ -134,10 +135,17 @@ def test_keep_changes_nothing_on_disk(tmp_path, plugin):
     assert {r.name: r.detail for r in summary.reports}["runner-good"] == "kept (dry run)"
 
 
-@pytest.mark.parametrize("conclusion,rendered", [
-    ("timed_out", "timed_out"), ("timed-out", "timed_out"), ("action_required", "action_required"),
-    ("SUCCESS", "success"), ("something-new", None), (None, None),
-])
+@pytest.mark.parametrize(
+    "conclusion,rendered",
+    [
+        ("timed_out", "timed_out"),
+        ("timed-out", "timed_out"),
+        ("action_required", "action_required"),
+        ("SUCCESS", "success"),
+        ("something-new", None),
+        (None, None),
+    ],
+)
 def test_job_conclusions_in_github_spelling(tmp_path, plugin, conclusion, rendered):
     root = build(tmp_path, {"runner-a": valid_storage()})
     log = tmp_path / "metrics.log"
@@ -162,7 +170,9 @@ def test_job_metrics_may_be_a_tuple_or_a_dict(tmp_path, plugin):
     log = tmp_path / "metrics.log"
     answers = {"runner-a": (1.0, "success"), "runner-b": {"queue_duration": 2, "conclusion": "failure"}}
     collect(root, "small", job_metrics=lambda m: answers[m.runner_name], metrics_log=log, plugin=plugin)
-    queues = sorted(json.loads(l)["queue_duration"] for l in log.read_text().splitlines() if "runner_start" in l)
+    queues = sorted(
+        json.loads(line)["queue_duration"] for line in log.read_text().splitlines() if "runner_start" in line
+    )
     assert queues == [1.0, 2.0]
 
 
@@ -171,14 +181,22 @@ def test_reports_are_streamed(tmp_path, plugin):
     streamed = []
     summary = collect(root, "small", metrics_log=tmp_path / "log", plugin=plugin, on_report=streamed.append)
     assert streamed == summary.reports and len(streamed) == 2
-    assert summary.counts() == {"extracted": 1, "no_data": 0, "quarantined": 0, "skipped": 1, "failed": 0,
-                                "lines_written": 3}
+    assert summary.counts() == {
+        "extracted": 1,
+        "no_data": 0,
+        "quarantined": 0,
+        "skipped": 1,
+        "failed": 0,
+        "lines_written": 3,
+    }
 
 
 def test_the_sandbox_sees_only_the_storage_root(tmp_path, plugin):
     # A runner that symlinks its way out gets quarantined; the target is untouched.
     outside = {"secret": {"text": "keep"}}
-    root = build(tmp_path, {"runner-a": {"dir": {"runner-installed.timestamp": {"symlink": "../../outside/secret"}}}}, outside)
+    root = build(
+        tmp_path, {"runner-a": {"dir": {"runner-installed.timestamp": {"symlink": "../../outside/secret"}}}}, outside
+    )
     summary = collect(root, "small", metrics_log=tmp_path / "log", plugin=plugin)
     assert [(r.outcome, r.reason) for r in summary.reports] == [("quarantined", "not-regular-file")]
     assert (tmp_path / "outside" / "secret").read_text() == "keep"
@@ -207,20 +225,25 @@ def _lines(name, flavor, line):
     return [storage]
 
 
-@pytest.mark.parametrize("line,why", [
-    ('{"timestamp": 2.0, "event": "runner_start", "flavor": "small", "duration": 1.0}', '"event" differs'),
-    ('{"timestamp": 2.5, "event": "runner_installed", "flavor": "small", "duration": 1.0}', '"timestamp" differs'),
-    ('{"timestamp": 2.0, "event": "runner_installed", "flavor": "large", "duration": 1.0}', '"flavor" differs'),
-    ('{"timestamp": 2.0, "event": "runner_installed", "flavor": "small", "duration": true}', '"duration" differs'),
-    ('{"timestamp": 2.0, "event": "runner_installed", "flavor": "small"}', 'without "duration"'),
-    ('{"timestamp": 2.0, "event": "runner_installed", "flavor": "small", "duration": 1.0, "x": 1}',
-     'a key the event does not have: "x"'),
-    ("[1]", "not a JSON object"),
-    ("not json", "not JSON"),
-    ("[" * 16000, "not JSON"),
-    ('{"event": "runner_installed"}\n{}', "control"),
-    ('{"event": "runner_installed", "x": "\u00e9"}', "non-ASCII"),
-])
+@pytest.mark.parametrize(
+    "line,why",
+    [
+        ('{"timestamp": 2.0, "event": "runner_start", "flavor": "small", "duration": 1.0}', '"event" differs'),
+        ('{"timestamp": 2.5, "event": "runner_installed", "flavor": "small", "duration": 1.0}', '"timestamp" differs'),
+        ('{"timestamp": 2.0, "event": "runner_installed", "flavor": "large", "duration": 1.0}', '"flavor" differs'),
+        ('{"timestamp": 2.0, "event": "runner_installed", "flavor": "small", "duration": true}', '"duration" differs'),
+        ('{"timestamp": 2.0, "event": "runner_installed", "flavor": "small"}', 'without "duration"'),
+        (
+            '{"timestamp": 2.0, "event": "runner_installed", "flavor": "small", "duration": 1.0, "x": 1}',
+            'a key the event does not have: "x"',
+        ),
+        ("[1]", "not a JSON object"),
+        ("not json", "not JSON"),
+        ("[" * 16000, "not JSON"),
+        ('{"event": "runner_installed"}\n{}', "control"),
+        ('{"event": "runner_installed", "x": "\u00e9"}', "non-ASCII"),
+    ],
+)
 def test_the_keeper_holds_a_line_to_exactly_the_event_it_was_rendered_from(tmp_path, plugin, line, why):
     # The keeper component's check of each appended line, the same in every
     # host (keeper/src/check.rs); end to end with a lying guest in test_traps.py.
@@ -296,6 +319,7 @@ def test_an_exception_from_on_report_is_raised_after_the_run(tmp_path, plugin):
 def test_a_second_run_on_a_locked_root_is_refused_and_touches_nothing(tmp_path, component_path):
     # The same lock as the Rust host's: <root>/.lock, flock'ed, holding the pid.
     import fcntl
+
     root = build(tmp_path, {"runner-a": valid_storage()})
     before = conformance.snapshot(tmp_path)
     fd = os.open(root / ".lock", os.O_RDWR | os.O_CREAT, 0o600)

@@ -19,8 +19,9 @@ from runner_metrics_host import MAX_LOOSE_BYTES, MAX_STREAM_BYTES, CollectError,
 
 REPO = Path(__file__).resolve().parents[3]
 INSTALLED = b"1700000060"
-PRE = json.dumps({"workflow": "ci", "repository": "o/r", "event": "push", "timestamp": 1700000100,
-                  "workflow_run_id": "1"}).encode()
+PRE = json.dumps(
+    {"workflow": "ci", "repository": "o/r", "event": "push", "timestamp": 1700000100, "workflow_run_id": "1"}
+).encode()
 POST = json.dumps({"timestamp": 1700000400, "status": "normal"}).encode()
 VALID = {"runner-installed.timestamp": INSTALLED, "pre-job-metrics.json": PRE, "post-job-metrics.json": POST}
 CORRUPT = {**VALID, "pre-job-metrics.json": b'{"workflow": "ci", '}  # cut short: invalid JSON
@@ -67,8 +68,16 @@ def nothing_staged(root):
 def test_a_tar_stream_of_valid_files_gives_the_three_events_and_leaves_nothing_staged(tmp_path, plugin):
     stream = tar_stream(metrics_dir(tmp_path, VALID))
     root, log, seen = tmp_path / "pulled", tmp_path / "metrics.log", []
-    summary = ingest("runner-7", stream, root, "small", installation_start=1700000000, metrics_log=log,
-                     plugin=plugin, on_report=seen.append)
+    summary = ingest(
+        "runner-7",
+        stream,
+        root,
+        "small",
+        installation_start=1700000000,
+        metrics_log=log,
+        plugin=plugin,
+        on_report=seen.append,
+    )
     [report] = summary.reports
     assert (report.name, report.outcome, report.events, report.detail) == ("runner-7", "extracted", 3, "deleted")
     assert seen == [report] and summary.counts()["lines_written"] == 3
@@ -91,14 +100,41 @@ def binary():
 @pytest.mark.parametrize("policy,files,lines", [("strict", VALID, 3), ("lenient", CORRUPT, 1)])
 def test_the_lines_are_byte_identical_to_the_rust_cli_ingest(tmp_path, plugin, binary, policy, files, lines):
     stream = tar_stream(metrics_dir(tmp_path, files))
-    cli = subprocess.run([str(binary), "ingest", "--runner", "runner-7", "--flavor", "small", "--quarantine-dir",
-                          str(tmp_path / "cli"), "--installation-start", "1700000000.5", "--policy", policy,
-                          "--metrics-log", "-", "--cache-dir", str(REPO / "target" / "hosts" / "cache")],
-                         input=stream, capture_output=True, timeout=300)
+    cli = subprocess.run(
+        [
+            str(binary),
+            "ingest",
+            "--runner",
+            "runner-7",
+            "--flavor",
+            "small",
+            "--quarantine-dir",
+            str(tmp_path / "cli"),
+            "--installation-start",
+            "1700000000.5",
+            "--policy",
+            policy,
+            "--metrics-log",
+            "-",
+            "--cache-dir",
+            str(REPO / "target" / "hosts" / "cache"),
+        ],
+        input=stream,
+        capture_output=True,
+        timeout=300,
+    )
     assert cli.returncode == 0, cli.stderr.decode()
     log = tmp_path / "python.log"
-    summary = ingest("runner-7", stream, tmp_path / "python", "small", installation_start=1700000000.5,
-                     policy=policy, metrics_log=log, plugin=plugin)
+    summary = ingest(
+        "runner-7",
+        stream,
+        tmp_path / "python",
+        "small",
+        installation_start=1700000000.5,
+        policy=policy,
+        metrics_log=log,
+        plugin=plugin,
+    )
     assert summary.extracted == 1 and cli.stdout.count(b"\n") == summary.lines_written == lines
     assert log.read_bytes() == cli.stdout
 
@@ -106,11 +142,14 @@ def test_the_lines_are_byte_identical_to_the_rust_cli_ingest(tmp_path, plugin, b
 def test_strict_a_corrupt_pre_job_file_quarantines_the_runner_with_its_bytes(tmp_path, plugin):
     stream = tar_stream(metrics_dir(tmp_path, CORRUPT))
     root, log = tmp_path / "pulled", tmp_path / "metrics.log"
-    summary = ingest("runner-7", stream, root, "small", installation_start=1700000000, metrics_log=log,
-                     plugin=plugin)
+    summary = ingest("runner-7", stream, root, "small", installation_start=1700000000, metrics_log=log, plugin=plugin)
     [report] = summary.reports
-    assert (report.outcome, report.reason, report.file, report.events) == \
-        ("quarantined", "invalid-json", "pre-job-metrics.json", 0)
+    assert (report.outcome, report.reason, report.file, report.events) == (
+        "quarantined",
+        "invalid-json",
+        "pre-job-metrics.json",
+        0,
+    )
     assert events(log) == [] and summary.lines_written == 0
     record, moved = quarantined(root, report)
     assert "pre-job-metrics.json" in report.detail and record["detail"] in report.detail
@@ -124,8 +163,16 @@ def test_strict_a_corrupt_pre_job_file_quarantines_the_runner_with_its_bytes(tmp
 def test_lenient_the_corrupt_file_counts_as_missing_and_the_rest_is_issued(tmp_path, plugin):
     stream = tar_stream(metrics_dir(tmp_path, CORRUPT))
     root, log = tmp_path / "pulled", tmp_path / "metrics.log"
-    summary = ingest("runner-7", stream, root, "small", installation_start=1700000000, policy="lenient",
-                     metrics_log=log, plugin=plugin)
+    summary = ingest(
+        "runner-7",
+        stream,
+        root,
+        "small",
+        installation_start=1700000000,
+        policy="lenient",
+        metrics_log=log,
+        plugin=plugin,
+    )
     [report] = summary.reports
     assert (report.outcome, report.events, report.reason) == ("extracted", 1, None), report
     assert report.detail.startswith("counted as missing (lenient policy): pre-job-metrics.json (invalid-json")
@@ -136,8 +183,9 @@ def test_lenient_the_corrupt_file_counts_as_missing_and_the_rest_is_issued(tmp_p
 
 def test_loose_files_in_a_mapping(tmp_path, plugin):
     root, log = tmp_path / "pulled", tmp_path / "metrics.log"
-    summary = ingest("runner-a", dict(VALID), root, "small", installation_start=1700000000, metrics_log=log,
-                     plugin=plugin)
+    summary = ingest(
+        "runner-a", dict(VALID), root, "small", installation_start=1700000000, metrics_log=log, plugin=plugin
+    )
     assert [(r.outcome, r.events) for r in summary.reports] == [("extracted", 3)]
     assert events(log) == EVENTS
     # Without an installation start there is no runner_installed (spec 5).
@@ -145,9 +193,19 @@ def test_loose_files_in_a_mapping(tmp_path, plugin):
     assert [(r.outcome, r.events) for r in summary.reports] == [("extracted", 2)]
     assert events(log) == EVENTS + EVENTS[1:]
     # Missing (None or absent) files count as missing; bytearray and memoryview are bytes too.
-    summary = ingest("runner-b", {"runner-installed.timestamp": bytearray(INSTALLED), "pre-job-metrics.json": None,
-                                  "post-job-metrics.json": memoryview(POST)},
-                     root, "small", installation_start=1700000000, metrics_log=log, plugin=plugin)
+    summary = ingest(
+        "runner-b",
+        {
+            "runner-installed.timestamp": bytearray(INSTALLED),
+            "pre-job-metrics.json": None,
+            "post-job-metrics.json": memoryview(POST),
+        },
+        root,
+        "small",
+        installation_start=1700000000,
+        metrics_log=log,
+        plugin=plugin,
+    )
     assert [(r.name, r.outcome, r.events) for r in summary.reports] == [("runner-b", "extracted", 1)]
     assert events(log) == EVENTS + EVENTS[1:] + ["runner_installed"]
     summary = ingest("runner-c", {}, root, "small", metrics_log=log, plugin=plugin)
@@ -158,8 +216,9 @@ def test_loose_files_in_a_mapping(tmp_path, plugin):
 def test_an_oversized_loose_file_is_cut_to_the_bound_and_quarantined(tmp_path, plugin):
     big = bytes(range(256)) * 20  # 5120 bytes, each position telling where it was cut
     root, log = tmp_path / "pulled", tmp_path / "metrics.log"
-    summary = ingest("runner-a", {**VALID, "pre-job-metrics.json": big[:5000]}, root, "small", metrics_log=log,
-                     plugin=plugin)
+    summary = ingest(
+        "runner-a", {**VALID, "pre-job-metrics.json": big[:5000]}, root, "small", metrics_log=log, plugin=plugin
+    )
     [report] = summary.reports
     assert (report.outcome, report.reason, report.file) == ("quarantined", "oversized", "pre-job-metrics.json")
     _, moved = quarantined(root, report)
@@ -207,23 +266,32 @@ def test_a_tar_stream_that_is_not_one_is_quarantined_as_an_invalid_archive(tmp_p
     assert (moved / "pulled.tar").read_bytes() == b"not a tar stream" * 64
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(files={**VALID, "runner-installation-start.timestamp": b"1"}), "'runner-installation-start.timestamp'"),
-    (dict(files={"pre-job-metrics.json": b"{}", "../etc/passwd": b""}), "'../etc/passwd'"),
-    (dict(runner_name="../x"), "not a valid runner name"),
-    (dict(runner_name=".quarantine"), "not a valid runner name"),
-    (dict(runner_name="r" * 256), "not a valid runner name"),
-    (dict(runner_name=b"runner-a"), "not a valid runner name"),
-    (dict(installation_start=float("nan")), "installation start"),
-    (dict(installation_start=float("inf")), "installation start"),
-    (dict(installation_start=-1), "installation start"),
-    (dict(installation_start="1700000000"), "installation start"),
-    (dict(policy="relaxed"), "policy 'relaxed'"),
-    (dict(policy=None), "policy None"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(files={**VALID, "runner-installation-start.timestamp": b"1"}), "'runner-installation-start.timestamp'"),
+        (dict(files={"pre-job-metrics.json": b"{}", "../etc/passwd": b""}), "'../etc/passwd'"),
+        (dict(runner_name="../x"), "not a valid runner name"),
+        (dict(runner_name=".quarantine"), "not a valid runner name"),
+        (dict(runner_name="r" * 256), "not a valid runner name"),
+        (dict(runner_name=b"runner-a"), "not a valid runner name"),
+        (dict(installation_start=float("nan")), "installation start"),
+        (dict(installation_start=float("inf")), "installation start"),
+        (dict(installation_start=-1), "installation start"),
+        (dict(installation_start="1700000000"), "installation start"),
+        (dict(policy="relaxed"), "policy 'relaxed'"),
+        (dict(policy=None), "policy None"),
+    ],
+)
 def test_invalid_arguments_are_value_errors_before_anything_is_touched(tmp_path, plugin, kwargs, match):
-    args = dict(runner_name="runner-a", files=dict(VALID), quarantine_dir=tmp_path / "pulled", flavor="small",
-                metrics_log=tmp_path / "log", plugin=plugin)
+    args = dict(
+        runner_name="runner-a",
+        files=dict(VALID),
+        quarantine_dir=tmp_path / "pulled",
+        flavor="small",
+        metrics_log=tmp_path / "log",
+        plugin=plugin,
+    )
     with pytest.raises(ValueError, match=match):
         ingest(**{**args, **kwargs})
     assert sorted(p.name for p in tmp_path.iterdir()) == []
@@ -255,8 +323,14 @@ def test_a_runner_already_in_the_directory_stops_the_run_and_is_left_untouched(t
 
 def test_the_quarantine_dir_is_created_one_level_and_locked_like_a_root(tmp_path, plugin):
     with pytest.raises(CollectError, match="creating it"):
-        ingest("runner-a", dict(VALID), tmp_path / "no-such-parent" / "pulled", "small",
-               metrics_log=tmp_path / "log", plugin=plugin)
+        ingest(
+            "runner-a",
+            dict(VALID),
+            tmp_path / "no-such-parent" / "pulled",
+            "small",
+            metrics_log=tmp_path / "log",
+            plugin=plugin,
+        )
     assert not (tmp_path / "no-such-parent").exists()
     (tmp_path / "a-file").write_bytes(b"")
     with pytest.raises(CollectError, match="not a directory"):
@@ -281,11 +355,13 @@ def test_collect_takes_the_policy_too(tmp_path, plugin):
         for file, data in CORRUPT.items():
             (root / "runner-a" / file).write_bytes(data)
         return root
+
     log = tmp_path / "log"
     [strict] = collect(root_with_a_corrupt_runner("strict"), "small", metrics_log=log, plugin=plugin).reports
     assert (strict.outcome, strict.reason) == ("quarantined", "invalid-json")
-    [lenient] = collect(root_with_a_corrupt_runner("lenient"), "small", metrics_log=log, plugin=plugin,
-                        policy="lenient").reports
+    [lenient] = collect(
+        root_with_a_corrupt_runner("lenient"), "small", metrics_log=log, plugin=plugin, policy="lenient"
+    ).reports
     assert lenient.outcome == "extracted" and lenient.detail.startswith("counted as missing (lenient policy): ")
     assert events(log) == []  # no installation start in the storage: no runner_installed either
     with pytest.raises(ValueError, match="policy 'LENIENT'"):
@@ -296,8 +372,16 @@ def test_a_trap_on_a_pulled_runner_is_recovered_through_the_keeper(tmp_path, hos
     # guest/src/hostile.rs: the plugin panics extracting a storage named `hostile-panic-...`.
     stream = tar_stream(metrics_dir(tmp_path, VALID))
     root, log, seen = tmp_path / "pulled", tmp_path / "metrics.log", []
-    summary = ingest("hostile-panic-1", stream, root, "small", installation_start=1700000000, metrics_log=log,
-                     plugin=hostile, on_report=seen.append)
+    summary = ingest(
+        "hostile-panic-1",
+        stream,
+        root,
+        "small",
+        installation_start=1700000000,
+        metrics_log=log,
+        plugin=hostile,
+        on_report=seen.append,
+    )
     # The trap was recovered through the keeper, and the runner not staged again.
     first = seen[0]
     assert (first.name, first.outcome, first.reason) == ("hostile-panic-1", "quarantined", "sandbox-trap")

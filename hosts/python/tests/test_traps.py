@@ -17,12 +17,15 @@ EVENTS = ("runner_installed", "runner_start", "runner_stop")
 def storage(i):
     """A valid storage whose three lines all say `i`: in the installed timestamp
     (runner_installed) and in the workflow name (runner_start, runner_stop)."""
-    pre = {"workflow": f"ci-{i}", "repository": "o/r", "event": "push", "timestamp": 1700000100,
-           "workflow_run_id": "1"}
-    return {"dir": {"runner-installation-start.timestamp": {"text": "1700000000"},
-                    "runner-installed.timestamp": {"text": str(1700000060 + i)},
-                    "pre-job-metrics.json": {"text": json.dumps(pre)},
-                    "post-job-metrics.json": {"text": json.dumps({"timestamp": 1700000400, "status": "normal"})}}}
+    pre = {"workflow": f"ci-{i}", "repository": "o/r", "event": "push", "timestamp": 1700000100, "workflow_run_id": "1"}
+    return {
+        "dir": {
+            "runner-installation-start.timestamp": {"text": "1700000000"},
+            "runner-installed.timestamp": {"text": str(1700000060 + i)},
+            "pre-job-metrics.json": {"text": json.dumps(pre)},
+            "post-job-metrics.json": {"text": json.dumps({"timestamp": 1700000400, "status": "normal"})},
+        }
+    }
 
 
 def logged(log):
@@ -39,8 +42,14 @@ def run(tmp_path, plugin, hostile_name, **options):
     """Collects `hostile_name` beside runner-1..3, a no-data storage and a stray
     file; checks every entry is reported once and runner-1..3's lines are
     logged exactly once (in a dry run too)."""
-    root_spec = {"runner-1": storage(1), hostile_name: storage(9), "runner-2": storage(2),
-                 "runner-3": storage(3), "runner-empty": {"dir": {}}, "stray": {"text": "x"}}
+    root_spec = {
+        "runner-1": storage(1),
+        hostile_name: storage(9),
+        "runner-2": storage(2),
+        "runner-3": storage(3),
+        "runner-empty": {"dir": {}},
+        "stray": {"text": "x"},
+    }
     root = conformance.build_case({"root": root_spec}, tmp_path)
     before = conformance.snapshot(tmp_path)
     log = tmp_path / "metrics.log"
@@ -54,7 +63,7 @@ def run(tmp_path, plugin, hostile_name, **options):
 
 
 def subtree(snapshot, prefix):
-    return {k[len(prefix):]: v for k, v in snapshot.items() if k == prefix or k.startswith(prefix + "/")}
+    return {k[len(prefix) :]: v for k, v in snapshot.items() if k == prefix or k.startswith(prefix + "/")}
 
 
 def assert_quarantined_as_trap(root, before, report, why):
@@ -77,8 +86,13 @@ def test_a_panic_quarantines_that_storage_and_the_others_are_extracted_once(tmp_
     assert by_name["runner-empty"].outcome == "no-data" and by_name["stray"].outcome == "skipped"
 
 
-@pytest.mark.parametrize("limits,why", [(Limits(timeout=0.5, fuel=None), "exceeded its 0.5s deadline"),
-                                        (Limits(fuel=50_000_000), "ran out of fuel (50000000 units)")])
+@pytest.mark.parametrize(
+    "limits,why",
+    [
+        (Limits(timeout=0.5, fuel=None), "exceeded its 0.5s deadline"),
+        (Limits(fuel=50_000_000), "ran out of fuel (50000000 units)"),
+    ],
+)
 def test_a_loop_is_stopped_by_the_deadline_or_the_fuel_and_quarantined(tmp_path, hostile_component, limits, why):
     root, before, by_name = run(tmp_path, Plugin(hostile_component, limits), "hostile-loop-b")
     assert_quarantined_as_trap(root, before, by_name["hostile-loop-b"], why)
@@ -107,8 +121,7 @@ def test_a_trap_outside_any_storage_stops_the_run_with_an_error(tmp_path, hostil
     # successful purge, so the first trap would be blamed on `.deleting`.)
     root = conformance.build_case({"root": {"stray": {"text": "x"}}}, tmp_path)
     with pytest.raises(CollectError, match="outside any storage: guest collect trapped") as raised:
-        collect(root, "small", exclude=["hostile-scan-panic"], metrics_log=tmp_path / "log", plugin=hostile,
-                keep=True)
+        collect(root, "small", exclude=["hostile-scan-panic"], metrics_log=tmp_path / "log", plugin=hostile, keep=True)
     assert [(r.name, r.outcome) for r in raised.value.summary.reports] == [("stray", "skipped")]
 
 
@@ -121,22 +134,27 @@ def test_the_run_stops_after_16_traps_and_leaves_the_rest(tmp_path, hostile):
     assert len([p for p in root.iterdir() if p.name.startswith("hostile-")]) == 1
 
 
-@pytest.mark.parametrize("name,flavor,why", [
-    ("runner-liar", "hostile-extrakey", 'a key the event does not have: "injected"'),
-    ("runner-liar", "hostile-render", "control or non-ASCII characters"),
-    ("hostile-othername-x", "small", 'guest answered for "someone-else" when asked about "hostile-othername-x"'),
-    ("hostile-negative-x", "small", "installed timestamp is -5, not a finite number >= 0"),
-    ("hostile-nan-x", "small", "installed timestamp is NaN"),
-    ("hostile-huge-x", "small", "more than a metrics file can hold"),
-    ("hostile-location-x", "small", 'reported quarantine location "../../etc"'),
-])
+@pytest.mark.parametrize(
+    "name,flavor,why",
+    [
+        ("runner-liar", "hostile-extrakey", 'a key the event does not have: "injected"'),
+        ("runner-liar", "hostile-render", "control or non-ASCII characters"),
+        ("hostile-othername-x", "small", 'guest answered for "someone-else" when asked about "hostile-othername-x"'),
+        ("hostile-negative-x", "small", "installed timestamp is -5, not a finite number >= 0"),
+        ("hostile-nan-x", "small", "installed timestamp is NaN"),
+        ("hostile-huge-x", "small", "more than a metrics file can hold"),
+        ("hostile-location-x", "small", 'reported quarantine location "../../etc"'),
+    ],
+)
 def test_a_lie_keeps_the_storage_whole_and_writes_nothing_for_it(tmp_path, hostile, name, flavor, why):
     root = conformance.build_case({"root": {name: storage(7)}}, tmp_path)
     before = conformance.snapshot(root)
     log = tmp_path / "metrics.log"
     summary = collect(root, flavor, metrics_log=log, plugin=hostile)
     [report] = summary.reports
-    assert report.outcome == "failed" and report.detail.startswith("kept: guest lied: ") and why in report.detail, report
+    assert report.outcome == "failed" and report.detail.startswith("kept: guest lied: ") and why in report.detail, (
+        report
+    )
     assert log.read_text() == "" and conformance.snapshot(root) == before
 
 

@@ -36,8 +36,7 @@ fn unsupported() -> Option<String> {
 macro_rules! require_bounded {
     ($test:literal) => {
         if let Some(why) = unsupported() {
-            println!("skipped: bounded::{}: {why}", $test);
-            eprintln!("skipped: bounded::{}: {why}", $test);
+            runner_metrics_test_skip::skip(concat!("bounded::", $test), &why);
             return;
         }
     };
@@ -417,7 +416,7 @@ fn the_cli_creates_lists_and_deletes_bounded_storages_and_needs_root_to_create()
 
     // Without root: a clear error, nothing touched.
     let Some(_) = Path::new("/usr/bin/setpriv").exists().then_some(()) else {
-        println!("skipped: the unprivileged half (no setpriv)");
+        runner_metrics_test_skip::skip("bounded::storage create: the unprivileged half", "no setpriv");
         return;
     };
     let open = tempfile::Builder::new().prefix("runner-metrics-e2e-").tempdir().unwrap();
@@ -447,7 +446,10 @@ fn the_cli_creates_lists_and_deletes_bounded_storages_and_needs_root_to_create()
 fn a_collect_that_cannot_unmount_keeps_bounded_storages_and_writes_nothing_for_them() {
     require_bounded!("a_collect_that_cannot_unmount_keeps_bounded_storages_and_writes_nothing_for_them");
     if !Path::new("/usr/bin/setpriv").exists() {
-        println!("skipped: bounded::a_collect_that_cannot_unmount...: no setpriv");
+        runner_metrics_test_skip::skip(
+            "bounded::a_collect_that_cannot_unmount_keeps_bounded_storages_and_writes_nothing_for_them",
+            "no setpriv",
+        );
         return;
     }
     let root = Bounded::new();

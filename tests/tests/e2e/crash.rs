@@ -112,17 +112,17 @@ fn sigkill_at_many_points_loses_nothing_and_breaks_no_line() {
     let corrupt = build(&root);
     let log = root.outside().join("metrics.log");
 
-    // Kill ever later, 4 ms more each time, until a run gets to finish on
-    // its own (or 60 kills): the kills land all over start-up, scanning,
+    // Kill ever later, 2 ms more each time, until a run gets to finish on
+    // its own (or 120 kills): the kills land all over start-up, scanning,
     // extraction, log writes, syncs and deletions.
     let mut kills = 0u32;
-    let mut delay = Duration::from_millis(4);
-    while kills < 60 {
+    let mut delay = Duration::from_millis(2);
+    while kills < 120 {
         if run_killed_after(root.path(), &log, Some(delay)) {
             break;
         }
         kills += 1;
-        delay += Duration::from_millis(4);
+        delay += Duration::from_millis(2);
     }
     assert!(kills >= 8, "too few kills landed mid-run ({kills}); the test proves nothing");
     run_killed_after(root.path(), &log, None);

@@ -122,7 +122,10 @@ impl Escape {
 #[test]
 fn a_confined_collect_refuses_every_escape_and_still_does_its_work() {
     if !kernel_has_landlock() {
-        println!("skipped: os_sandbox::a_confined_collect...: this kernel has no Landlock");
+        runner_metrics_test_skip::skip(
+            "os_sandbox::a_confined_collect_refuses_every_escape_and_still_does_its_work",
+            "this kernel has no Landlock",
+        );
         return;
     }
     let escape = Escape::new();
@@ -215,7 +218,10 @@ fn a_kernel_or_unit_that_refuses_the_layers_gets_a_run_that_says_so() {
 #[test]
 fn storage_delete_walks_a_runners_tree_behind_the_same_wall() {
     if !kernel_has_landlock() {
-        println!("skipped: os_sandbox::storage_delete...: this kernel has no Landlock");
+        runner_metrics_test_skip::skip(
+            "os_sandbox::storage_delete_walks_a_runners_tree_behind_the_same_wall",
+            "this kernel has no Landlock",
+        );
         return;
     }
     let escape = Escape::new();

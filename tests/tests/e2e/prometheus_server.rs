@@ -174,8 +174,10 @@ fn node_exporter_serves_the_textfile_and_prometheus_answers_queries_about_it() {
         let message = "prometheus, promtool or prometheus-node-exporter is not installed \
                        (scripts/install-test-deps.sh installs them as root)";
         assert!(std::env::var_os("RUNNER_METRICS_REQUIRE_PROMETHEUS").is_none_or(|v| v != "1"), "{message}");
-        eprintln!("skipped: {message}");
-        println!("skipped: {message}");
+        runner_metrics_test_skip::skip(
+            "prometheus_server::node_exporter_serves_the_textfile_and_prometheus_answers_queries_about_it",
+            message,
+        );
         return;
     };
 

@@ -24,24 +24,55 @@ import os
 import re
 import stat
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any
 
 import wasmtime
 import wasmtime.component as wc
 
 from . import _lock
-from ._types import (CollectError, GithubJobMetrics, GuestFailure, Limits, PostJobMetrics, PreJobMetrics,
-                     RunnerMetrics, StorageReport, Summary)
+from ._types import (
+    CollectError,
+    GithubJobMetrics,
+    GuestFailure,
+    Limits,
+    PostJobMetrics,
+    PreJobMetrics,
+    RunnerMetrics,
+    StorageReport,
+    Summary,
+)
 
-__all__ = ["collect", "ingest", "Plugin", "Keeper", "Limits", "Summary", "StorageReport", "RunnerMetrics",
-           "PreJobMetrics", "PostJobMetrics", "GithubJobMetrics", "CollectError", "GuestFailure",
-           "default_component_path", "DEFAULT_METRICS_LOG", "METRICS_LOG_ENV", "MAX_LOOSE_BYTES",
-           "MAX_STREAM_BYTES", "PULLED_FILES", "POLICIES"]
+__all__ = [
+    "collect",
+    "ingest",
+    "Plugin",
+    "Keeper",
+    "Limits",
+    "Summary",
+    "StorageReport",
+    "RunnerMetrics",
+    "PreJobMetrics",
+    "PostJobMetrics",
+    "GithubJobMetrics",
+    "CollectError",
+    "GuestFailure",
+    "default_component_path",
+    "DEFAULT_METRICS_LOG",
+    "METRICS_LOG_ENV",
+    "MAX_LOOSE_BYTES",
+    "MAX_STREAM_BYTES",
+    "PULLED_FILES",
+    "POLICIES",
+]
 DEFAULT_METRICS_LOG, METRICS_LOG_ENV = "/var/log/github-runner-metrics.log", "METRICS_LOG_PATH"
-COMPONENT_ENV, KEEPER_ENV, GUEST_ROOT, _VERSION = ("RUNNER_METRICS_COMPONENT", "RUNNER_METRICS_KEEPER_COMPONENT",
-                                                   "/storage", "0.3.0")
+COMPONENT_ENV, KEEPER_ENV, GUEST_ROOT, _VERSION = (
+    "RUNNER_METRICS_COMPONENT",
+    "RUNNER_METRICS_KEEPER_COMPONENT",
+    "/storage",
+    "0.3.0",
+)
 _COLLECTOR, _HOST, _BOOKS = (f"github-runner:metrics/{i}@{_VERSION}" for i in ("collector", "host", "books"))
 _CONCLUSIONS = ("action-required", "cancelled", "failure", "neutral", "skipped", "success", "timed-out")
 #: What a corrupt metrics file does to its runner (WIT ``policy``): ``strict`` quarantines the
@@ -52,8 +83,11 @@ POLICIES = ("strict", "lenient")
 #: plugin sees it is oversized (and refuses a call that passes more).
 MAX_LOOSE_BYTES, MAX_STREAM_BYTES = 1024 + 1, 64 * 1024 + 1
 #: The file names ``ingest`` takes in a mapping, and their fields of WIT ``loose-files``.
-PULLED_FILES = {"runner-installed.timestamp": "installed", "pre-job-metrics.json": "pre_job",
-                "post-job-metrics.json": "post_job"}
+PULLED_FILES = {
+    "runner-installed.timestamp": "installed",
+    "pre-job-metrics.json": "pre_job",
+    "post-job-metrics.json": "post_job",
+}
 #: A runner name (guest/src/names.rs): 1 to 255 bytes of [A-Za-z0-9._-], not starting with ``.``
 #: (so never one of the root's own entries, ``.quarantine``, ``.deleting``, ``.lock``, ``.images``).
 _RUNNER_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,254}")
@@ -75,23 +109,31 @@ def default_keeper_path() -> Path:
 
 def _load(engine: wasmtime.Engine, path: Path, kind: str, env: str) -> wc.Component:
     if not path.is_file():
-        raise FileNotFoundError(f"runner-metrics {kind} component not found at {path}; write it with "
-                                f"`runner-metrics component --kind {kind} --output {path}` or set ${env}")
+        raise FileNotFoundError(
+            f"runner-metrics {kind} component not found at {path}; write it with "
+            f"`runner-metrics component --kind {kind} --output {path}` or set ${env}"
+        )
     return wc.Component.from_file(engine, str(path))
 
 
 class Plugin:
     """The plugin and keeper components compiled once, and the epoch ticker of the runs using them."""
 
-    def __init__(self, component: Union[str, os.PathLike, None] = None, limits: Limits = Limits(),
-                 keeper: Union[str, os.PathLike, None] = None):
+    def __init__(
+        self,
+        component: str | os.PathLike | None = None,
+        limits: Limits = Limits(),
+        keeper: str | os.PathLike | None = None,
+    ):
         config = wasmtime.Config()
         config.epoch_interruption, config.consume_fuel = True, limits.fuel is not None
         self.limits, self.engine = limits, wasmtime.Engine(config)
-        self.component = _load(self.engine, Path(component) if component is not None else default_component_path(),
-                               "plugin", COMPONENT_ENV)
-        self.keeper = _load(self.engine, Path(keeper) if keeper is not None else default_keeper_path(),
-                            "keeper", KEEPER_ENV)
+        self.component = _load(
+            self.engine, Path(component) if component is not None else default_component_path(), "plugin", COMPONENT_ENV
+        )
+        self.keeper = _load(
+            self.engine, Path(keeper) if keeper is not None else default_keeper_path(), "keeper", KEEPER_ENV
+        )
         self._lock, self._runs, self._stop = threading.Lock(), 0, threading.Event()
         self._keeper_linker = wc.Linker(self.engine)
         self._keeper_linker.add_wasip2()
@@ -108,6 +150,7 @@ class Plugin:
                 def tick() -> None:
                     while not stop.wait(self.limits.tick):
                         self.engine.increment_epoch()
+
                 threading.Thread(target=tick, name="runner-metrics-epoch", daemon=True).start()
 
 
@@ -132,7 +175,9 @@ class Sandbox:
     def arm(self) -> None:
         """The plugin's time and fuel start again (a zero timeout interrupts at once); the
         keeper, our own code bounded by what it is handed, is not timed."""
-        self.store.set_epoch_deadline(2**62 if self.keeper else max(0, math.ceil(self.limits.timeout / self.limits.tick)))
+        self.store.set_epoch_deadline(
+            2**62 if self.keeper else max(0, math.ceil(self.limits.timeout / self.limits.tick))
+        )
         if self.limits.fuel is not None:
             self.store.set_fuel(2**62 if self.keeper else self.limits.fuel)
 
@@ -174,9 +219,11 @@ class Keeper:
 class MetricsLog:
     """Append-only JSON-lines log; ``append`` returns once the lines are on disk."""
 
-    def __init__(self, path: Union[str, os.PathLike]):
+    def __init__(self, path: str | os.PathLike):
         self.path = Path(path)  # non-blocking: a FIFO in its place is refused, never waited on
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY, 0o644)
+        fd = os.open(
+            self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY, 0o644
+        )
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise OSError(0, "not a regular file", str(self.path))
@@ -189,10 +236,10 @@ class MetricsLog:
             raise
         self.fd = fd
 
-    def append(self, lines: List[str]) -> None:
+    def append(self, lines: list[str]) -> None:
         view = memoryview("".join(line + "\n" for line in lines).encode("ascii"))
         while view:
-            view = view[os.write(self.fd, view):]
+            view = view[os.write(self.fd, view) :]
         os.fdatasync(self.fd)
 
     def close(self) -> None:
@@ -213,12 +260,15 @@ def _metrics(m: Any) -> RunnerMetrics:
     pre, post = getattr(m, "pre-job"), getattr(m, "post-job")
     info = post and getattr(post, "status-info")
     return RunnerMetrics(
-        getattr(m, "installation-start-timestamp"), getattr(m, "installed-timestamp"),
+        getattr(m, "installation-start-timestamp"),
+        getattr(m, "installed-timestamp"),
         pre and PreJobMetrics(pre.timestamp, pre.workflow, getattr(pre, "workflow-run-id"), pre.repository, pre.event),
-        post and PostJobMetrics(post.timestamp, post.status, info and info.code), getattr(m, "runner-name"))
+        post and PostJobMetrics(post.timestamp, post.status, info and info.code),
+        getattr(m, "runner-name"),
+    )
 
 
-def _job(job: Any) -> Optional[wc.Record]:
+def _job(job: Any) -> wc.Record | None:
     """``job_metrics``'s answer: a GithubJobMetrics, a (queue, conclusion) tuple, a dict, or None."""
     if job is None:
         return None
@@ -234,12 +284,13 @@ class _Run:
     """One collect as this host sees it: the caller's sink and callbacks, the
     keeper's books, and the plugin instance the imports serve."""
 
-    def __init__(self, plugin: Plugin, root: Path, options: wc.Record, jobs: Any, sink: Any, on_report: Any,
-                 summary: Summary):
+    def __init__(
+        self, plugin: Plugin, root: Path, options: wc.Record, jobs: Any, sink: Any, on_report: Any, summary: Summary
+    ):
         self.plugin, self.root, self.jobs, self.sink, self.on_report = plugin, root, jobs, sink, on_report
         self.keeper, self.summary = Keeper(plugin, root, options), summary
-        self.report_error: Optional[Exception] = None
-        self.sandbox: Optional[Sandbox] = None
+        self.report_error: Exception | None = None
+        self.sandbox: Sandbox | None = None
         self.linker = wc.Linker(plugin.engine)
         self.linker.add_wasip2()  # `types` has nothing to provide: left undefined
         with self.linker.root() as linker_root, linker_root.add_instance(_HOST) as host:
@@ -253,6 +304,7 @@ class _Run:
             result = method(*args)
             self.sandbox.arm()  # the guest's time on its storage starts again
             return result
+
         return imported
 
     @staticmethod
@@ -268,11 +320,11 @@ class _Run:
     def end_storage(self) -> None:
         self.keeper.end_storage()
 
-    def job_metrics(self, metrics: Any) -> Optional[wc.Record]:
+    def job_metrics(self, metrics: Any) -> wc.Record | None:
         self.checked(self.keeper.job_metrics(metrics))
         return _job(self.jobs(_metrics(metrics))) if self.jobs is not None else None
 
-    def append(self, batch: List[Any]) -> Optional[str]:
+    def append(self, batch: list[Any]) -> str | None:
         self.checked(self.keeper.append(batch))
         try:
             self.sink.append([line for storage in batch for line in storage.lines])
@@ -311,11 +363,11 @@ class _Run:
                 self.sandbox = None  # the imports serve this call only
 
 
-_plugins: Dict[Tuple[str, Limits], Plugin] = {}
+_plugins: dict[tuple[str, Limits], Plugin] = {}
 _plugins_lock = threading.Lock()
 
 
-def _shared_plugin(component: Union[str, os.PathLike, None], limits: Limits) -> Plugin:
+def _shared_plugin(component: str | os.PathLike | None, limits: Limits) -> Plugin:
     """One Plugin per component path and limits, compiled on first use."""
     key = (str(component if component is not None else default_component_path()), limits)
     with _plugins_lock:
@@ -329,19 +381,49 @@ def _policy(policy: Any) -> str:
     return policy
 
 
-def _options(flavor: str, *, keep: bool = False, batch_size: int = 64, policy: str = "strict",
-             exclude: Any = (), include: Any = None, min_age: Optional[float] = None,
-             pulled: Optional[wc.Record] = None) -> wc.Record:
+def _options(
+    flavor: str,
+    *,
+    keep: bool = False,
+    batch_size: int = 64,
+    policy: str = "strict",
+    exclude: Any = (),
+    include: Any = None,
+    min_age: float | None = None,
+    pulled: wc.Record | None = None,
+) -> wc.Record:
     """The WIT ``collect-options`` of a run."""
-    selection = _record(exclude=[str(n) for n in exclude], include=None if include is None else [str(n) for n in include],
-                        min_age_seconds=None if min_age is None else float(min_age))
-    return _record(selection=selection, emit=str(flavor), keep=keep, batch_size=min(max(1, batch_size), 2**32 - 1),
-                   purge_deleting=not keep, done=[], done_unnamed=0, policy=_policy(policy), pulled=pulled)
+    selection = _record(
+        exclude=[str(n) for n in exclude],
+        include=None if include is None else [str(n) for n in include],
+        min_age_seconds=None if min_age is None else float(min_age),
+    )
+    return _record(
+        selection=selection,
+        emit=str(flavor),
+        keep=keep,
+        batch_size=min(max(1, batch_size), 2**32 - 1),
+        purge_deleting=not keep,
+        done=[],
+        done_unnamed=0,
+        policy=_policy(policy),
+        pulled=pulled,
+    )
 
 
-def _execute(root_arg: Union[str, os.PathLike], options: wc.Record, *, lock: bool, plugin: Optional[Plugin],
-             component: Union[str, os.PathLike, None], limits: Limits, job_metrics: Any, metrics_log: Any,
-             on_report: Any, wait: float) -> Summary:
+def _execute(
+    root_arg: str | os.PathLike,
+    options: wc.Record,
+    *,
+    lock: bool,
+    plugin: Plugin | None,
+    component: str | os.PathLike | None,
+    limits: Limits,
+    job_metrics: Any,
+    metrics_log: Any,
+    on_report: Any,
+    wait: float,
+) -> Summary:
     """One run in ``root_arg`` (collect's and ingest's): the metrics log opened, the root's lock
     held unless ``lock`` is false, the plugin calls the keeper asks for made (``_Run``)."""
     if plugin is None:
@@ -354,7 +436,9 @@ def _execute(root_arg: Union[str, os.PathLike], options: wc.Record, *, lock: boo
         raise CollectError(f"storage root {root_arg}: {e.strerror or e}", Summary()) from None
     owned = metrics_log is None or isinstance(metrics_log, (str, bytes, os.PathLike))
     try:
-        sink = MetricsLog(metrics_log or os.environ.get(METRICS_LOG_ENV) or DEFAULT_METRICS_LOG) if owned else metrics_log
+        sink = (
+            MetricsLog(metrics_log or os.environ.get(METRICS_LOG_ENV) or DEFAULT_METRICS_LOG) if owned else metrics_log
+        )
     except OSError as e:
         raise CollectError(f"metrics log {e.filename or metrics_log}: {e.strerror or e}", Summary()) from None
     try:
@@ -362,8 +446,12 @@ def _execute(root_arg: Union[str, os.PathLike], options: wc.Record, *, lock: boo
     except (OSError, _lock.Busy) as e:
         if owned:
             sink.close()
-        raise CollectError(f"storage root {root} is busy: {e}" if isinstance(e, _lock.Busy)
-                           else f"lock file {e.filename}: {e.strerror or e}", Summary()) from None
+        raise CollectError(
+            f"storage root {root} is busy: {e}"
+            if isinstance(e, _lock.Busy)
+            else f"lock file {e.filename}: {e.strerror or e}",
+            Summary(),
+        ) from None
     summary = Summary()
     plugin._ticker(+1)
     try:
@@ -382,12 +470,24 @@ def _execute(root_arg: Union[str, os.PathLike], options: wc.Record, *, lock: boo
     return summary
 
 
-def collect(storage_root: Union[str, os.PathLike], flavor: str, exclude: Any = (), include: Any = None,
-            min_age: Optional[float] = None, job_metrics: Optional[Callable[[RunnerMetrics], Any]] = None,
-            metrics_log: Any = None, *, keep: bool = False, plugin: Optional[Plugin] = None,
-            component: Union[str, os.PathLike, None] = None, limits: Limits = Limits(),
-            on_report: Optional[Callable[[StorageReport], None]] = None, batch_size: int = 64,
-            wait: float = 0.0, policy: str = "strict") -> Summary:
+def collect(
+    storage_root: str | os.PathLike,
+    flavor: str,
+    exclude: Any = (),
+    include: Any = None,
+    min_age: float | None = None,
+    job_metrics: Callable[[RunnerMetrics], Any] | None = None,
+    metrics_log: Any = None,
+    *,
+    keep: bool = False,
+    plugin: Plugin | None = None,
+    component: str | os.PathLike | None = None,
+    limits: Limits = Limits(),
+    on_report: Callable[[StorageReport], None] | None = None,
+    batch_size: int = 64,
+    wait: float = 0.0,
+    policy: str = "strict",
+) -> Summary:
     """Extracts every selected storage under ``storage_root``, appends the events of the
     ``flavor`` runners to ``metrics_log`` durably, then deletes or quarantines the storages.
 
@@ -404,10 +504,21 @@ def collect(storage_root: Union[str, os.PathLike], flavor: str, exclude: Any = (
     streamed to ``on_report``); raises CollectError when the run could not start or had to
     stop. An exception from ``job_metrics`` ends the run as is; the first from ``on_report`` is
     raised once the run is over."""
-    options = _options(flavor, keep=keep, batch_size=batch_size, policy=policy, exclude=exclude, include=include,
-                       min_age=min_age)
-    return _execute(storage_root, options, lock=not keep, plugin=plugin, component=component, limits=limits,
-                    job_metrics=job_metrics, metrics_log=metrics_log, on_report=on_report, wait=wait)
+    options = _options(
+        flavor, keep=keep, batch_size=batch_size, policy=policy, exclude=exclude, include=include, min_age=min_age
+    )
+    return _execute(
+        storage_root,
+        options,
+        lock=not keep,
+        plugin=plugin,
+        component=component,
+        limits=limits,
+        job_metrics=job_metrics,
+        metrics_log=metrics_log,
+        on_report=on_report,
+        wait=wait,
+    )
 
 
 def _bounded(what: str, value: Any, limit: int) -> bytes:
@@ -418,27 +529,43 @@ def _bounded(what: str, value: Any, limit: int) -> bytes:
     return bytes(memoryview(value).cast("B")[:limit])
 
 
-def _pulled_files(files: Any) -> Union[bytes, wc.Record]:
+def _pulled_files(files: Any) -> bytes | wc.Record:
     """WIT ``pulled-files``: ``tar(list<u8>)`` for bytes, ``loose(loose-files)`` for a mapping
     (an untagged variant in wasmtime-py: its cases' Python types differ)."""
     if isinstance(files, (bytes, bytearray, memoryview)):
         return _bounded("the tar stream", files, MAX_STREAM_BYTES)
     if not isinstance(files, Mapping):
-        raise TypeError(f"files: expected the tar stream (bytes) or a mapping of {', '.join(PULLED_FILES)} to "
-                        f"bytes or None, got {type(files).__name__}")
+        raise TypeError(
+            f"files: expected the tar stream (bytes) or a mapping of {', '.join(PULLED_FILES)} to "
+            f"bytes or None, got {type(files).__name__}"
+        )
     unknown = [key for key in files if key not in PULLED_FILES]
     if unknown:
         raise ValueError(f"files: {unknown[0]!r} is not a pulled metrics file (one of {', '.join(PULLED_FILES)})")
-    return _record(**{field: None if files.get(name) is None else _bounded(name, files[name], MAX_LOOSE_BYTES)
-                      for name, field in PULLED_FILES.items()})
+    return _record(
+        **{
+            field: None if files.get(name) is None else _bounded(name, files[name], MAX_LOOSE_BYTES)
+            for name, field in PULLED_FILES.items()
+        }
+    )
 
 
-def ingest(runner_name: str, files: Any, quarantine_dir: Union[str, os.PathLike], flavor: str, *,
-           installation_start: Optional[float] = None, policy: str = "strict",
-           job_metrics: Optional[Callable[[RunnerMetrics], Any]] = None, metrics_log: Any = None,
-           plugin: Optional[Plugin] = None, component: Union[str, os.PathLike, None] = None,
-           limits: Limits = Limits(), on_report: Optional[Callable[[StorageReport], None]] = None,
-           wait: float = 0.0) -> Summary:
+def ingest(
+    runner_name: str,
+    files: Any,
+    quarantine_dir: str | os.PathLike,
+    flavor: str,
+    *,
+    installation_start: float | None = None,
+    policy: str = "strict",
+    job_metrics: Callable[[RunnerMetrics], Any] | None = None,
+    metrics_log: Any = None,
+    plugin: Plugin | None = None,
+    component: str | os.PathLike | None = None,
+    limits: Limits = Limits(),
+    on_report: Callable[[StorageReport], None] | None = None,
+    wait: float = 0.0,
+) -> Summary:
     """Collects one runner's metrics that the manager pulled itself (over SSH, say) instead of
     sharing a storage directory, like ``runner-metrics ingest``.
 
@@ -462,11 +589,17 @@ def ingest(runner_name: str, files: Any, quarantine_dir: Union[str, os.PathLike]
     log cannot be written), ValueError for an invalid argument (runner name, installation start,
     policy, a key of ``files``) before anything on disk is touched."""
     if not isinstance(runner_name, str) or not _RUNNER_NAME.fullmatch(runner_name):
-        raise ValueError(f"runner name {runner_name!r}: not a valid runner name (1 to 255 bytes of "
-                         "[A-Za-z0-9._-], not starting with '.')")
+        raise ValueError(
+            f"runner name {runner_name!r}: not a valid runner name (1 to 255 bytes of "
+            "[A-Za-z0-9._-], not starting with '.')"
+        )
     if installation_start is not None:
-        if isinstance(installation_start, bool) or not isinstance(installation_start, numbers.Real) \
-                or not math.isfinite(float(installation_start)) or float(installation_start) < 0:
+        if (
+            isinstance(installation_start, bool)
+            or not isinstance(installation_start, numbers.Real)
+            or not math.isfinite(float(installation_start))
+            or float(installation_start) < 0
+        ):
             raise ValueError(f"installation start {installation_start!r}: not a UNIX time >= 0")
         installation_start = float(installation_start)
     pulled = _record(runner_name=runner_name, installation_start=installation_start, files=_pulled_files(files))
@@ -477,5 +610,15 @@ def ingest(runner_name: str, files: Any, quarantine_dir: Union[str, os.PathLike]
         pass  # (a file of that name is refused as the root below)
     except OSError as e:
         raise CollectError(f"quarantine dir {quarantine_dir}: creating it: {e.strerror or e}", Summary()) from None
-    return _execute(quarantine_dir, options, lock=True, plugin=plugin, component=component, limits=limits,
-                    job_metrics=job_metrics, metrics_log=metrics_log, on_report=on_report, wait=wait)
+    return _execute(
+        quarantine_dir,
+        options,
+        lock=True,
+        plugin=plugin,
+        component=component,
+        limits=limits,
+        job_metrics=job_metrics,
+        metrics_log=metrics_log,
+        on_report=on_report,
+        wait=wait,
+    )

@@ -9,7 +9,6 @@ import os
 import stat
 import time
 from pathlib import Path
-from typing import Optional
 
 LOCK_FILE = ".lock"
 POLL_INTERVAL = 0.05
@@ -61,5 +60,5 @@ def release(root: Path, fd: int) -> None:
 
 
 def _holder(fd: int) -> str:
-    text: Optional[str] = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or None
+    text: str | None = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or None
     return f"pid {text}" if text and text.isdigit() else "another run"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
 
 
 @dataclass(frozen=True)
@@ -11,7 +10,7 @@ class PreJobMetrics:
     timestamp: float
     workflow: str
     workflow_run_id: str
-    repository: Optional[str]
+    repository: str | None
     event: str
 
 
@@ -19,47 +18,51 @@ class PreJobMetrics:
 class PostJobMetrics:
     timestamp: float
     status: str  #: ``normal``, ``abnormal``, ``repo-policy-check-failure``, ...
-    status_code: Optional[int]  #: ``status_info.code``, when known
+    status_code: int | None  #: ``status_info.code``, when known
 
 
 @dataclass(frozen=True)
 class RunnerMetrics:
     """What one runner's storage held (spec section 4)."""
-    installation_start_timestamp: Optional[float]
+
+    installation_start_timestamp: float | None
     installed_timestamp: float
-    pre_job: Optional[PreJobMetrics]
-    post_job: Optional[PostJobMetrics]
+    pre_job: PreJobMetrics | None
+    post_job: PostJobMetrics | None
     runner_name: str
 
 
 @dataclass(frozen=True)
 class GithubJobMetrics:
     """The job as GitHub saw it (spec 5); ``conclusion`` spelt ``timed_out`` or ``timed-out``."""
+
     queue_duration: float
-    conclusion: Optional[str] = None
+    conclusion: str | None = None
 
 
 @dataclass(frozen=True)
 class StorageReport:
     """What happened to one root entry, and the lines written for it."""
+
     name: str
     outcome: str  #: ``extracted``, ``no-data``, ``quarantined``, ``skipped`` or ``failed``
     detail: str  #: why, and what was done (deleted, moved where, kept)
     events: int = 0
-    reason: Optional[str] = None  #: the quarantine or skip reason (kebab-case)
-    file: Optional[str] = None  #: the file to blame for a quarantine
+    reason: str | None = None  #: the quarantine or skip reason (kebab-case)
+    file: str | None = None  #: the file to blame for a quarantine
 
 
 @dataclass
 class Summary:
     """Counts for a whole run, and every report in order."""
+
     extracted: int = 0
     no_data: int = 0
     quarantined: int = 0
     skipped: int = 0
     failed: int = 0
     lines_written: int = 0
-    reports: List[StorageReport] = field(default_factory=list)
+    reports: list[StorageReport] = field(default_factory=list)
 
     def add(self, report: StorageReport) -> None:
         attr = report.outcome.replace("-", "_")
@@ -71,8 +74,10 @@ class Summary:
     def total(self) -> int:
         return self.extracted + self.no_data + self.quarantined + self.skipped + self.failed
 
-    def counts(self) -> Dict[str, int]:
-        return {k: getattr(self, k) for k in ("extracted", "no_data", "quarantined", "skipped", "failed", "lines_written")}
+    def counts(self) -> dict[str, int]:
+        return {
+            k: getattr(self, k) for k in ("extracted", "no_data", "quarantined", "skipped", "failed", "lines_written")
+        }
 
 
 class CollectError(RuntimeError):
@@ -90,7 +95,8 @@ class GuestFailure(RuntimeError):
 @dataclass(frozen=True)
 class Limits:
     """What one sandbox may use: memory per instance, time and fuel per storage."""
+
     memory_bytes: int = 64 * 1024 * 1024
     timeout: float = 10.0  #: seconds, re-armed at each host call (epoch interruption)
-    fuel: Optional[int] = 10_000_000_000  #: re-armed at each host call; None: unlimited
+    fuel: int | None = 10_000_000_000  #: re-armed at each host call; None: unlimited
     tick: float = 0.01  #: epoch tick, seconds
