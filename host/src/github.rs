@@ -55,8 +55,10 @@ pub struct GithubOptions {
     /// waits); once spent, no more lookups in the run. A request never gets
     /// more time than is left of it.
     pub budget: Duration,
-    /// Pages of 100 jobs looked at per workflow run (a run with a matrix can
-    /// have hundreds of jobs; more than this many pages is not worth it).
+    /// Pages of 100 jobs looked at per workflow run, at most (a run with a
+    /// matrix can have hundreds of jobs; the run id comes from the job
+    /// itself, so a hostile job could name a huge run and spend the run's
+    /// lookup budget on it). 3, as the reference manager reads.
     pub max_pages: u32,
     /// The largest response body read; a page of 100 jobs with their steps
     /// is typically a few hundred KiB.
@@ -69,7 +71,7 @@ pub struct GithubOptions {
 
 impl GithubOptions {
     /// Defaults: 10 s timeouts, 60 s of rate-limit waiting and 60 s of
-    /// lookups in all per run, 10 pages, 8 MiB bodies.
+    /// lookups in all per run, 3 pages per workflow run, 8 MiB bodies.
     pub fn new(api_url: impl Into<String>, token: impl Into<String>) -> Self {
         Self {
             api_url: api_url.into(),
@@ -77,7 +79,7 @@ impl GithubOptions {
             timeout: Duration::from_secs(10),
             max_rate_limit_wait: Duration::from_secs(60),
             budget: Duration::from_secs(60),
-            max_pages: 10,
+            max_pages: 3,
             max_body_bytes: 8 << 20,
             proxy_from_env: true,
         }
@@ -171,10 +173,9 @@ impl GithubJobs {
             .timeout_recv_response(Some(options.timeout))
             .timeout_recv_body(Some(options.timeout))
             .timeout_global(Some(options.timeout.saturating_mul(3)))
-            // GitHub redirects a renamed repository within the same host;
-            // the token never goes to another host.
-            .redirect_auth_headers(ureq::config::RedirectAuthHeaders::SameHost)
-            .max_redirects(3)
+            // Redirects are followed by `get`, which checks the origin:
+            // ureq's `SameHost` would send the token to another port.
+            .max_redirects(0)
             .build()
             .new_agent();
         Ok(Self {
@@ -288,7 +289,10 @@ impl GithubJobs {
     /// retries, taking no longer than `left` from `started` on.
     fn get(&mut self, url: &str, started: Instant, left: Duration) -> Reply {
         const ATTEMPTS: u32 = 4;
+        // Where the request goes now: `url`, or where the API redirected it.
+        let mut target = url.to_owned();
         for _ in 0..ATTEMPTS {
+            let url = target.as_str();
             let remaining = left.saturating_sub(started.elapsed());
             if remaining.is_zero() {
                 return Reply::Stop(format!(
@@ -369,6 +373,26 @@ impl GithubJobs {
                         }
                     }
                 }
+                301 | 302 | 303 | 307 | 308 => {
+                    // GitHub redirects a renamed repository within the API.
+                    // The token goes only to the API's own origin (scheme,
+                    // host and port); a redirect elsewhere is not followed.
+                    let location = header("location").unwrap_or_default();
+                    match Origin::resolve(url, location) {
+                        Some(next) if Origin::of(&next) == Origin::of(&self.base) => {
+                            target = next;
+                            continue;
+                        }
+                        _ => {
+                            return Reply::Skip(format!(
+                                "GET {url}: {status} redirect to {:?}, outside the API's origin {}: not followed \
+                                 (the token goes to the API only)",
+                                location.escape_debug().to_string(),
+                                self.base
+                            ))
+                        }
+                    }
+                }
                 404 => return Reply::Skip(format!("GET {url}: 404 Not Found")),
                 other => return Reply::Skip(format!("GET {url}: HTTP status {other}")),
             }
@@ -383,7 +407,7 @@ impl GithubJobs {
                 Err(e) => Reply::Skip(format!("GET {url}: reading the answer: {e}")),
             };
         }
-        Reply::Skip(format!("GET {url}: still rate limited after {ATTEMPTS} attempts"))
+        Reply::Skip(format!("GET {url}: still rate limited or redirected after {ATTEMPTS} attempts"))
     }
 }
 
@@ -393,6 +417,59 @@ impl JobMetricsSource for GithubJobs {
         let pre_job = metrics.pre_job.as_ref()?;
         let repository = pre_job.repository.as_deref()?;
         self.find(repository, &pre_job.workflow_run_id, &metrics.runner_name)
+    }
+}
+
+/// The origin of an `http(s)://` URL: scheme, host and port, as a browser
+/// compares them (lower case, the scheme's default port filled in). The
+/// token goes to one origin only; the second wall opens the API's port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub scheme: String,
+    pub host: String,
+    pub port: u16,
+}
+
+impl Origin {
+    /// `None` for anything but `http://` or `https://` with a host (a
+    /// missing scheme counts as `https://`, as for a proxy named bare).
+    pub fn of(url: &str) -> Option<Self> {
+        let (scheme, rest) = match url.split_once("://") {
+            Some((scheme, rest)) => (scheme.to_ascii_lowercase(), rest),
+            None => ("https".to_owned(), url),
+        };
+        let default = match scheme.as_str() {
+            "http" => 80,
+            "https" => 443,
+            _ => return None,
+        };
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        // `[::1]:8080` or `host:8080`; a bare IPv6 literal has no port.
+        let (host, port) = match host_port.rsplit_once(':') {
+            Some((host, port)) if !host.ends_with(':') && (!host.starts_with('[') || host.ends_with(']')) => {
+                (host, port.parse().ok()?)
+            }
+            _ => (host_port, default),
+        };
+        (!host.is_empty()).then(|| Self { scheme, host: host.to_ascii_lowercase(), port })
+    }
+
+    /// The URL a `Location` header names, relative to `from`: absolute,
+    /// scheme-relative (`//host/...`) or absolute-path (`/...`) references.
+    pub fn resolve(from: &str, location: &str) -> Option<String> {
+        if location.contains("://") {
+            return Some(location.to_owned());
+        }
+        let (scheme, rest) = from.split_once("://")?;
+        if let Some(after) = location.strip_prefix("//") {
+            return Some(format!("{scheme}://{after}"));
+        }
+        if location.starts_with('/') {
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+            return Some(format!("{scheme}://{authority}{location}"));
+        }
+        None
     }
 }
 
@@ -570,6 +647,33 @@ mod tests {
         assert_eq!(rate_limit_wait(None, Some("5"), Some("0")), None);
         assert_eq!(rate_limit_wait(None, None, None), None);
         assert_eq!(rate_limit_wait(None, Some("0"), Some("0")), Some(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn origins_and_redirect_targets() {
+        let o = |url: &str| Origin::of(url).map(|o| (o.scheme, o.host, o.port));
+        let https = |host: &str, port| Some(("https".to_owned(), host.to_owned(), port));
+        assert_eq!(o("https://api.github.com"), https("api.github.com", 443));
+        assert_eq!(o("HTTPS://API.GitHub.com:443/x"), https("api.github.com", 443));
+        assert_eq!(o("https://ghe.example.com/api/v3"), https("ghe.example.com", 443));
+        assert_eq!(o("http://127.0.0.1:8123/"), Some(("http".to_owned(), "127.0.0.1".to_owned(), 8123)));
+        assert_eq!(o("http://localhost/x").map(|o| o.2), Some(80));
+        assert_eq!(o("https://[::1]:9443/api"), https("[::1]", 9443));
+        assert_eq!(o("https://[::1]/api"), https("[::1]", 443));
+        assert_eq!(o("https://user@host:444"), https("host", 444));
+        assert_eq!(o("proxy.local:3128"), https("proxy.local", 3128));
+        for bad in ["ftp://host/", "https://", "https://host:99999/", "https://host:x/"] {
+            assert_eq!(o(bad), None, "{bad:?}");
+        }
+        let from = "http://127.0.0.1:8123/repos/a/b/actions/runs/1/jobs?page=1";
+        assert_eq!(
+            Origin::resolve(from, "/repositories/9/x").as_deref(),
+            Some("http://127.0.0.1:8123/repositories/9/x")
+        );
+        assert_eq!(Origin::resolve(from, "//127.0.0.1:9/x").as_deref(), Some("http://127.0.0.1:9/x"));
+        assert_eq!(Origin::resolve(from, "https://elsewhere/x").as_deref(), Some("https://elsewhere/x"));
+        assert_eq!(Origin::resolve(from, "relative/x"), None);
+        assert_ne!(Origin::of("http://127.0.0.1:8123/a"), Origin::of("http://127.0.0.1:8124/a"));
     }
 
     #[test]

@@ -169,37 +169,8 @@ impl Grants {
     }
 }
 
-/// The TCP port of an `http(s)://host[:port]/...` URL.
+/// The TCP port of an `http(s)://host[:port]/...` URL (443 when it cannot
+/// be read: the client would refuse such a URL anyway).
 fn url_port(url: &str) -> u16 {
-    let (default, rest) = match url.split_once("://") {
-        Some(("http", rest)) => (80, rest),
-        Some((_, rest)) => (443, rest),
-        None => (443, url),
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    // `[::1]:8080` or `host:8080`; a bare IPv6 literal has no port.
-    let port = match host_port.rsplit_once(':') {
-        Some((host, port)) if !host.ends_with(':') && (!host.starts_with('[') || host.ends_with(']')) => {
-            port.parse().ok()
-        }
-        _ => None,
-    };
-    port.unwrap_or(default)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::url_port;
-
-    #[test]
-    fn ports_of_api_urls() {
-        assert_eq!(url_port("https://api.github.com"), 443);
-        assert_eq!(url_port("https://ghe.example.com/api/v3"), 443);
-        assert_eq!(url_port("http://127.0.0.1:8123/"), 8123);
-        assert_eq!(url_port("http://localhost/x"), 80);
-        assert_eq!(url_port("https://[::1]:9443/api"), 9443);
-        assert_eq!(url_port("https://[::1]/api"), 443);
-        assert_eq!(url_port("https://user@host:444"), 444);
-    }
+    crate::github::Origin::of(url).map_or(443, |origin| origin.port)
 }

@@ -441,3 +441,62 @@ fn collect_against_a_black_hole_api_ends_in_seconds_and_every_storage_gets_its_e
     }
     assert_eq!(entries_besides_deleting(root.path()), Vec::<String>::new());
 }
+
+#[test]
+fn a_redirect_to_another_port_of_the_same_host_never_sees_the_token() {
+    // Issue 24 (5): ureq's `SameHost` sent the token to any port of the host.
+    let api = GithubServer::start();
+    let elsewhere = GithubServer::start();
+    let ours = job(7, "r-moved", "2024-01-01T00:00:00Z", "2024-01-01T00:00:05Z", Some("success"));
+    elsewhere.route(&jobs_target("", REPO, RUN, 1), vec![Answer::json(jobs_page(1, vec![ours]))]);
+    let moved_to = format!("{}{}", elsewhere.url(), jobs_target("", REPO, RUN, 1));
+    api.route(&jobs_target("", REPO, RUN, 1), vec![Answer::status(301).header("Location", &moved_to)]);
+    let (mut jobs, warnings) = client(&api, "");
+
+    assert!(jobs.find(REPO, RUN, "r-moved").is_none(), "the redirect elsewhere is not followed");
+    assert!(elsewhere.requests().is_empty(), "{:?}", elsewhere.requests());
+    assert_eq!(api.requests().len(), 1);
+    let warnings = warnings.borrow();
+    assert!(
+        warnings.iter().any(|w| w.contains("outside the API's origin") && w.contains("not followed")),
+        "{warnings:?}"
+    );
+    assert!(!warnings.iter().any(|w| w.contains(TOKEN)), "{warnings:?}");
+}
+
+#[test]
+fn a_redirect_within_the_api_is_followed_with_the_token() {
+    // GitHub answers a renamed repository with a 301 to its new path.
+    let server = GithubServer::start();
+    let ours = job(7, "r-renamed", "2024-01-01T00:00:00Z", "2024-01-01T00:00:05Z", Some("success"));
+    let new_target = jobs_target("", "canonical/renamed", RUN, 1);
+    server.route(&new_target, vec![Answer::json(jobs_page(1, vec![ours]))]);
+    server.route(&jobs_target("", REPO, RUN, 1), vec![Answer::status(301).header("Location", &new_target)]);
+    let (mut jobs, warnings) = client(&server, "");
+
+    let found = jobs.find(REPO, RUN, "r-renamed").expect("found after the redirect");
+    assert_eq!(found.queue_duration, 5.0);
+    assert!(warnings.borrow().is_empty(), "{:?}", warnings.borrow());
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2);
+    for request in &requests {
+        assert_eq!(request.header("authorization"), Some(format!("Bearer {TOKEN}").as_str()));
+    }
+}
+
+#[test]
+fn a_run_with_many_jobs_costs_at_most_three_pages() {
+    // Issue 24 (10): the run id comes from the job; a huge run must not
+    // spend the run's lookup budget (the reference manager reads 3 pages).
+    let server = GithubServer::start();
+    for page in 1..=5 {
+        server.route(
+            &jobs_target("", REPO, RUN, page),
+            vec![Answer::json(jobs_page(1000, full_page(u64::from(page) * 100)))],
+        );
+    }
+    let (mut jobs, warnings) = client(&server, "");
+    assert!(jobs.find(REPO, RUN, "r-not-there").is_none());
+    assert_eq!(server.requests().len(), 3, "{:?}", server.requests());
+    assert!(warnings.borrow().iter().any(|w| w.contains("first 3 pages")), "{:?}", warnings.borrow());
+}
