@@ -19,6 +19,11 @@ pub const DELETING_DIR: &str = ".deleting";
 /// the host's storage commands act on it.
 pub const IMAGES_DIR: &str = ".images";
 
+/// The reserved entry of a directory of pulled runners (spec 9) that
+/// remembers which runners it ingested, so a retry logs nothing twice.
+/// Only the host's ingest acts on it.
+pub const INGESTED_DIR: &str = ".ingested";
+
 /// The reserved entry of the root that the host locks so that one run at a
 /// time works on the root (spec 7).
 pub const LOCK_FILE: &str = ".lock";
@@ -34,7 +39,7 @@ pub fn is_valid_runner_name(name: &str) -> bool {
 
 /// Whether a root entry belongs to the project itself and is not reported.
 pub fn is_reserved(name: &str) -> bool {
-    name == QUARANTINE_DIR || name == DELETING_DIR || name == LOCK_FILE || name == IMAGES_DIR
+    name == QUARANTINE_DIR || name == DELETING_DIR || name == LOCK_FILE || name == IMAGES_DIR || name == INGESTED_DIR
 }
 
 #[cfg(test)]
@@ -63,6 +68,7 @@ mod tests {
         assert!(is_reserved(".quarantine"));
         assert!(is_reserved(".deleting"));
         assert!(is_reserved(".images"));
+        assert!(is_reserved(".ingested"));
         assert!(!is_reserved(".other"));
         assert!(!is_reserved("quarantine"));
     }

@@ -11,6 +11,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use runner_metrics::collect::{collect, collect_holding, CollectOptions, Emit, JobMetricsSource, NoJobMetrics};
 use runner_metrics::github::{read_token_file, GithubJobs, GithubOptions, DEFAULT_API_URL};
+use runner_metrics::ingest::ledger::AlreadyIngested;
 use runner_metrics::lock::{LockError, RootLock};
 use runner_metrics::log::{EventSink, MetricsLog, StdoutSink, DEFAULT_METRICS_LOG, METRICS_LOG_ENV};
 use runner_metrics::os_sandbox::{Confinement, Grants, Layers};
@@ -42,7 +43,8 @@ Examples:
     runner-metrics man > /usr/local/share/man/man1/runner-metrics.1
 
 Exit status: 0 done, 1 storages left failed (kept for the next run), 2 error, 3 another run
-holds the storage root's lock (`<DIR>/.lock`) past --wait.";
+holds the storage root's lock (`<DIR>/.lock`) past --wait, 4 (ingest) the runner was already
+ingested: nothing logged again.";
 
 /// The examples at the end of `runner-metrics collect --help`.
 const COLLECT_EXAMPLES: &str = "\
@@ -70,6 +72,10 @@ pub const EXIT_ERROR: u8 = 2;
 /// Exit code when another run held the storage root's lock for longer than
 /// `--wait` (nothing was touched).
 pub const EXIT_BUSY: u8 = 3;
+/// Exit code of an ingest of a runner that its directory already ingested
+/// within `--remember` (nothing was staged or logged): a manager's retry
+/// counts it as done.
+pub const EXIT_ALREADY_INGESTED: u8 = 4;
 
 /// Extract GitHub self-hosted runner metrics inside a WebAssembly sandbox.
 ///
@@ -114,7 +120,9 @@ enum Command {
     /// staged copy is deleted; a corrupt runner stays under
     /// DIR/.quarantine/ with its reason (`quarantine list --storage DIR`).
     /// Exit status as for `collect`: 0 done (quarantine included), 1 the
-    /// runner failed and was kept, 2 error, 3 another run held DIR's lock.
+    /// runner failed and was kept, 2 error, 3 another run held DIR's lock;
+    /// and 4: DIR already ingested this runner (within --remember), so
+    /// nothing was logged again.
     #[command(after_long_help = crate::cli_ingest::EXAMPLES)]
     Ingest(crate::cli_ingest::IngestArgs),
     /// Print each extracted RunnerMetrics as one JSON line on stdout.
@@ -576,7 +584,13 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 eprintln!("runner-metrics: {busy} (--wait SECONDS waits longer)");
                 Ok(ExitCode::from(EXIT_BUSY))
             }
-            _ => Err(error),
+            _ => match error.downcast_ref::<AlreadyIngested>() {
+                Some(already) => {
+                    eprintln!("runner-metrics: {already}");
+                    Ok(ExitCode::from(EXIT_ALREADY_INGESTED))
+                }
+                None => Err(error),
+            },
         },
         done => done,
     }
@@ -662,6 +676,7 @@ fn run_collect(sandbox: &SandboxArgs, args: CollectArgs) -> Result<ExitCode> {
         batch_size: 64,
         lock_wait: args.wait.duration()?,
         policy: args.policy.policy(),
+        ..CollectOptions::events(&args.output.flavor)
     };
     let run = |plugin: &Plugin,
                lock: &RootLock,
@@ -759,7 +774,7 @@ fn run_extract(sandbox: &SandboxArgs, args: ExtractArgs) -> Result<ExitCode> {
         keep: args.keep,
         batch_size: 64,
         lock_wait: wait,
-        policy: Policy::Strict,
+        ..CollectOptions::events("")
     };
     let mut progress = Progress::new(false, storage);
     let mut report = |r: &StorageReport| progress.report(r);

@@ -29,6 +29,11 @@ Examples:
       --installed ./runner-installed.timestamp --pre-job ./pre-job-metrics.json \\
       --post-job ./post-job-metrics.json
 
+  A retry after a timeout: exit status 4 says the first try got through (nothing logged twice):
+    ssh runner-7 'tar -C /home/ubuntu/metrics-exchange -cf - .' \\
+      | runner-metrics ingest --runner runner-7 --flavor small --quarantine-dir /var/lib/runner-metrics/pulled
+    status=$?; [ \"$status\" -eq 0 ] || [ \"$status\" -eq 4 ]
+
   What a strict run kept, and why:
     runner-metrics quarantine list --storage /var/lib/runner-metrics/pulled";
 
@@ -51,6 +56,13 @@ pub struct IngestArgs {
     /// the VM's creation time); gives the `runner_installed` event.
     #[arg(long, value_name = "TIMESTAMP", help_heading = "Runner", allow_negative_numbers = true)]
     installation_start: Option<f64>,
+    /// How long DIR remembers each runner it ingested (DIR/.ingested/), so
+    /// that the same runner ingested again (two at once, or a retry after a
+    /// timeout) logs nothing and exits with status 4: seconds, or a number
+    /// with a unit s, m, h, d or w. 0 remembers nothing.
+    #[arg(long, value_name = "AGE", help_heading = "Runner", default_value = "7d",
+          value_parser = runner_metrics::storage::parse_age)]
+    remember: std::time::Duration,
     /// Read the tar stream of the runner's metrics directory from FILE
     /// (`-`: stdin, the default when no file is given one by one). At most
     /// 64 KiB are read.
@@ -97,8 +109,12 @@ pub fn run(sandbox: &SandboxArgs, args: IngestArgs) -> Result<ExitCode> {
     ingest::ensure_root(&args.quarantine_dir)?;
     crate::cli::check_root(&args.quarantine_dir)?;
     let pulled = PulledRunner { runner_name: args.runner.clone(), installation_start: args.installation_start, files };
-    let options =
-        CollectOptions { lock_wait: wait, policy: args.policy.policy(), ..CollectOptions::events(&args.output.flavor) };
+    let options = CollectOptions {
+        lock_wait: wait,
+        policy: args.policy.policy(),
+        remember_ingested: args.remember,
+        ..CollectOptions::events(&args.output.flavor)
+    };
     let run = |plugin: &Plugin,
                lock: &RootLock,
                jobs: &mut dyn JobMetricsSource,

@@ -32,6 +32,11 @@ pub struct CollectOptions {
     /// quarantines the runner whole; [`Policy::Lenient`] counts the file as
     /// missing, issues the rest and says so in the report (spec 9).
     pub policy: Policy,
+    /// How long an ingest remembers a runner it ingested (the ledger of
+    /// `<dir>/.ingested/`, [`crate::ingest::ledger`]), so that the same
+    /// runner ingested again in that time logs nothing; zero turns the
+    /// ledger off. Not used by collect.
+    pub remember_ingested: Duration,
 }
 
 impl CollectOptions {
@@ -68,6 +73,7 @@ impl CollectOptions {
             batch_size: 64,
             lock_wait: Duration::ZERO,
             policy: Policy::Strict,
+            remember_ingested: crate::ingest::ledger::DEFAULT_RETENTION,
         }
     }
 }

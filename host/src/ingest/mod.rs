@@ -8,6 +8,10 @@
 //! corrupt one stays under `<root>/.quarantine/` with its reason, where
 //! `quarantine list` finds it.
 //!
+//! A runner's events reach the log once: the directory's ledger
+//! ([`ledger`]) remembers each runner ingested, and an ingest of a runner
+//! it remembers logs nothing and ends in [`ledger::AlreadyIngested`].
+//!
 //! At most the limit plus one byte of each file (and of a tar stream)
 //! crosses into the guest: [`bounded`] cuts the rest, [`read_stream`] and
 //! [`read_file`] never read it.
@@ -22,7 +26,9 @@ use crate::collect::{self, CollectOptions, JobMetricsSource};
 use crate::lock::RootLock;
 use crate::log::EventSink;
 use crate::plugin::Plugin;
-use crate::summary::{StorageReport, Summary};
+use crate::summary::{OutcomeKind, StorageReport, Summary};
+
+pub mod ledger;
 
 /// The most bytes of one pulled file, and of a tar stream, read and handed
 /// to the guest: each bound plus one (so a longer one is seen to be too
@@ -34,7 +40,9 @@ pub use runner_metrics_guest::pulled::{max_stream_bytes, MAX_LOOSE_BYTES};
 /// `options.selection` is not used: only the pulled runner is looked at.
 /// `Err` when the run could not start or had to stop (a runner of that name
 /// already in the root, the log cannot be written), with its report
-/// delivered when there is one.
+/// delivered when there is one; [`ledger::AlreadyIngested`] when the root
+/// ingested this runner within `options.remember_ingested` (nothing is
+/// staged or logged then).
 pub fn ingest(
     plugin: &Plugin,
     root: &Path,
@@ -60,7 +68,23 @@ pub fn ingest_holding(
     on_report: &mut dyn FnMut(&StorageReport),
 ) -> Result<Summary> {
     anyhow::ensure!(!options.keep, "pulled metrics are staged on disk, so they cannot be collected in a dry run");
-    collect::run_pulled(plugin, lock.root().to_owned(), bounded(pulled), options, jobs, sink, on_report)
+    let ledger = ledger::Ledger::new(lock.root(), options.remember_ingested);
+    ledger.check(&pulled.runner_name)?;
+    let runner = pulled.runner_name.clone();
+    // Remembered once its report is final and its events are synced (the
+    // report comes after the append): extracted, no data or quarantined.
+    // A failed runner stays staged, for `collect` to take.
+    let mut done = false;
+    let mut report = |r: &StorageReport| {
+        done |= r.name == runner
+            && matches!(r.kind, OutcomeKind::Extracted | OutcomeKind::NoData | OutcomeKind::Quarantined);
+        on_report(r)
+    };
+    let result = collect::run_pulled(plugin, lock.root().to_owned(), bounded(pulled), options, jobs, sink, &mut report);
+    if done {
+        ledger.record(&runner).context("the runner's events are in the log, but a retry would log them again")?;
+    }
+    result
 }
 
 /// Makes the directory for pulled runners if it is missing (one level:

@@ -592,10 +592,13 @@ fn wrong_kinds(dir: &Path, directory_is_right: bool) -> Vec<(&'static str, std::
         if made == 0 {
             kinds.push(("character device", device, "a character device"));
         } else {
-            eprintln!("skipped the device case: mknod failed: {}", std::io::Error::last_os_error());
+            runner_metrics_test_skip::skip(
+                "cli: the character-device case",
+                &format!("mknod failed: {}", std::io::Error::last_os_error()),
+            );
         }
     } else {
-        eprintln!("skipped the device case: not root, cannot mknod");
+        runner_metrics_test_skip::skip("cli: the character-device case", "not root, cannot mknod");
     }
     kinds
 }
@@ -763,7 +766,10 @@ fn a_failure_line_names_the_full_path_in_plain_words() {
     // (inside this test's temp directory only) that nobody owns.
     let mut command = if is_root() {
         if std::process::Command::new("setpriv").arg("--version").output().is_err() {
-            eprintln!("skipped: running as root, and setpriv(1) is missing");
+            runner_metrics_test_skip::skip(
+                "cli::a_failure_line_names_the_full_path_in_plain_words",
+                "running as root, and setpriv(1) is missing",
+            );
             return;
         }
         let temp = root.path().parent().expect("the root's temp dir");
@@ -841,7 +847,10 @@ fn help_groups_flags_by_purpose_and_ends_with_examples() {
     // ingest: the runner, the pulled files, and the pipe of the README.
     let out = output(cli().args(["ingest", "--help"]));
     assert_eq!(out.code, Some(0), "{}", out.stderr);
-    assert_eq!(flags_under(&out.stdout, "Runner:"), ["--runner", "--quarantine-dir", "--installation-start"]);
+    assert_eq!(
+        flags_under(&out.stdout, "Runner:"),
+        ["--runner", "--quarantine-dir", "--installation-start", "--remember"]
+    );
     assert_eq!(flags_under(&out.stdout, "Pulled files:"), ["--tar", "--installed", "--pre-job", "--post-job"]);
     let examples = out.stdout.split_once("\nExamples:\n").expect("ingest --help ends with examples").1;
     assert!(examples.contains("ssh runner-7 'tar -C /home/ubuntu/metrics-exchange -cf - .'"), "{examples}");

@@ -111,6 +111,14 @@ fn ingest_cli(p: &Pulled, name: &str, args: &[&str], stdin: &[u8]) -> CliOutput 
     }
 }
 
+/// What DIR holds besides `.deleting/` (checked empty) and the ledger of
+/// ingested runners (`.ingested/`).
+fn staged_or_kept(p: &Pulled) -> Vec<String> {
+    let mut names = entries_besides_deleting(&p.dir());
+    names.retain(|n| n != runner_metrics::ingest::ledger::INGESTED_DIR);
+    names
+}
+
 fn log_lines(p: &Pulled) -> Vec<serde_json::Value> {
     match std::fs::read_to_string(p.log()) {
         Ok(text) => text.lines().map(json).collect(),
@@ -159,7 +167,7 @@ fn the_readme_pipe_with_sh_standing_in_for_ssh() {
         assert!(prom.lines().any(|l| l == sample), "{sample} missing from:\n{prom}");
     }
     // The staged storage is gone, and so is the lock file.
-    assert!(entries_besides_deleting(&p.dir()).is_empty(), "{:?}", entries_besides_deleting(&p.dir()));
+    assert!(staged_or_kept(&p).is_empty(), "{:?}", staged_or_kept(&p));
 }
 
 #[test]
@@ -262,7 +270,7 @@ fn every_hostile_stream_is_quarantined_with_its_reason_and_its_bytes() {
         let [(kept, record)] = p.quarantined().try_into().unwrap_or_else(|q| panic!("{what}: {q:?}"));
         assert_eq!(record["reason"].as_str(), Some(reason), "{what}: {record}");
         assert_eq!(std::fs::read(kept.join("pulled.tar")).unwrap(), stream, "{what}: the stream is kept as it came");
-        assert_eq!(entries_besides_deleting(&p.dir()), [".quarantine"], "{what}");
+        assert_eq!(staged_or_kept(&p), [".quarantine"], "{what}");
     }
 }
 
@@ -464,11 +472,50 @@ fn ingests_started_together_wait_for_each_other() {
     }
     let lines = log_lines(&p);
     assert_eq!(lines.len(), 12, "{lines:?}");
-    assert!(entries_besides_deleting(&p.dir()).is_empty());
+    assert!(staged_or_kept(&p).is_empty());
     // With --wait 0, one that finds the lock held gives up with status 3.
     let lock = runner_metrics::RootLock::acquire(&p.dir(), Duration::ZERO).unwrap();
     let out = ingest_cli(&p, "late", &["--wait", "0"], &stream);
     assert_eq!(out.code, Some(3), "{}", out.stderr);
     drop(lock);
     assert!(!p.dir().join("late").exists());
+}
+
+/// Issue 24 (6): two ingests of one runner at once both exited 0 and the
+/// log held its events twice; so did a retry after the first one landed.
+#[test]
+fn one_runner_ingested_twice_at_once_or_again_later_is_logged_once() {
+    let p = std::sync::Arc::new(Pulled::new());
+    p.valid();
+    let stream = p.tar();
+    let _ = cli_binary();
+    let runs: Vec<_> = (0..2)
+        .map(|_| {
+            let (p, stream) = (p.clone(), stream.clone());
+            std::thread::spawn(move || ingest_cli(&p, "r-twice", &["--installation-start", "1"], &stream))
+        })
+        .collect();
+    let mut codes: Vec<Option<i32>> = runs.into_iter().map(|run| run.join().unwrap()).map(|out| out.code).collect();
+    codes.sort();
+    assert_eq!(codes, [Some(0), Some(4)], "one logs, the other finds it ingested");
+    assert_eq!(events(&log_lines(&p)), ["runner_installed", "runner_start", "runner_stop"]);
+
+    // The manager's retry after a timeout: refused, said, nothing logged.
+    let retry = ingest_cli(&p, "r-twice", &["--installation-start", "1"], &stream);
+    assert_eq!(retry.code, Some(4), "{}", retry.stderr);
+    assert!(retry.stderr.contains("r-twice was already ingested into"), "{}", retry.stderr);
+    assert_eq!(log_lines(&p).len(), 3);
+    assert!(staged_or_kept(&p).is_empty(), "{:?}", staged_or_kept(&p));
+
+    // A runner quarantined is remembered too (its bytes are kept once).
+    let corrupt = ingest_cli(&p, "r-corrupt", &[], b"not a tar stream at all, but long enough to be read");
+    assert_eq!(corrupt.code, Some(0), "{}", corrupt.stderr);
+    let again = ingest_cli(&p, "r-corrupt", &[], b"not a tar stream at all, but long enough to be read");
+    assert_eq!(again.code, Some(4), "{}", again.stderr);
+    assert_eq!(p.quarantined().len(), 1);
+
+    // --remember 0 turns the ledger off: the same runner is logged again.
+    let forgetful = ingest_cli(&p, "r-twice", &["--installation-start", "1", "--remember", "0"], &stream);
+    assert_eq!(forgetful.code, Some(0), "{}", forgetful.stderr);
+    assert_eq!(log_lines(&p).len(), 6);
 }
