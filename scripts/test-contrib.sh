@@ -116,12 +116,21 @@ else
     cat "$tmp"/syscalls/*.trace | sed -n 's/^[0-9]* *\([a-z0-9_]*\)(.*/\1/p' | sort -u >"$tmp/syscalls/used"
     # Every SystemCallFilter= line of the unit: @system-service, and the
     # calls runner-metrics confines itself with.
-    for filter in $(value_of SystemCallFilter); do
-        case $filter in
-        @*) expand_filter "$filter" ;;
-        *) echo "$filter" ;;
-        esac
-    done | sort -u >"$tmp/syscalls/allowed"
+    # A line starting with ~ denies its calls (io_uring) from what the
+    # others allow.
+    value_of SystemCallFilter | while read -r line; do
+        case $line in "~"*) continue ;; esac
+        for filter in $line; do
+            case $filter in
+            @*) expand_filter "$filter" ;;
+            *) echo "$filter" ;;
+            esac
+        done
+    done | sort -u >"$tmp/syscalls/allowed_all"
+    value_of SystemCallFilter | sed -n 's/^~//p' | tr ' ' '\n' | sed '/^$/d' | sort -u >"$tmp/syscalls/denied"
+    comm -23 "$tmp/syscalls/allowed_all" "$tmp/syscalls/denied" >"$tmp/syscalls/allowed"
+    check "the unit denies io_uring (IORING_OP_SOCKET makes sockets past a socket() rule)" \
+        test "$(tr '\n' ' ' <"$tmp/syscalls/denied")" = "io_uring_enter io_uring_register io_uring_setup "
     outside=$(comm -23 "$tmp/syscalls/used" "$tmp/syscalls/allowed" | tr '\n' ' ')
     echo "   $(wc -l <"$tmp/syscalls/used") distinct system calls used"
     check "every system call is in the unit's SystemCallFilter=${outside:+ (not: $outside)}" test -z "$outside"

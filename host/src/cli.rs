@@ -15,7 +15,7 @@ use runner_metrics::ingest::ledger::AlreadyIngested;
 use runner_metrics::lock::{LockError, RootLock};
 use runner_metrics::log::{EventSink, MetricsLog, StdoutSink, DEFAULT_METRICS_LOG, METRICS_LOG_ENV};
 use runner_metrics::os_sandbox::{Confinement, Grants, Layers};
-use runner_metrics::plugin::{default_cache_dir, Plugin, PluginOptions};
+use runner_metrics::plugin::{default_cache_dir, Plugin, PluginOptions, Precompiled, EMBEDDED_COMPONENT};
 use runner_metrics::prometheus::{ObservingSink, Recorder};
 use runner_metrics::summary::{OutcomeKind, StorageReport, Summary};
 use runner_metrics::{Limits, Policy, Selection};
@@ -463,18 +463,15 @@ impl OsSandboxArgs {
     }
 
     /// The grants of a collect or extract over `storage` (see
-    /// `Grants::for_collect`), with the cache directory made first.
-    pub(crate) fn grants(&self, sandbox: &SandboxArgs, storage: &Path, keep: bool) -> Result<Option<Grants>> {
+    /// `Grants::for_collect`). The compiled-code cache is not among them:
+    /// both components are read from it (or compiled into it) before the
+    /// process is confined ([`precompile`]), so a confined run can neither
+    /// read its key nor write an entry that a later run would execute.
+    pub(crate) fn grants(&self, storage: &Path, keep: bool) -> Result<Option<Grants>> {
         if self.no_os_sandbox {
             return Ok(None);
         }
-        let mut grants = Grants::for_collect(storage, keep)?;
-        if let Some(cache) = sandbox.cache_path() {
-            std::fs::create_dir_all(&cache)
-                .with_context(|| format!("creating the cache directory {}", cache.display()))?;
-            grants.write_dirs.push(cache);
-        }
-        Ok(Some(grants))
+        Ok(Some(Grants::for_collect(storage, keep)?))
     }
 }
 
@@ -539,11 +536,40 @@ impl SandboxArgs {
 }
 
 /// Opens the plugin, saying once when it falls back to wasmtime-wasi's
-/// filesystem.
+/// filesystem or the cache refused something.
 fn open_plugin(options: &PluginOptions) -> Result<Plugin> {
-    let plugin = Plugin::open(options)?;
+    open_precompiled(options, Plugin::precompile(EMBEDDED_COMPONENT, options, true)?)
+}
+
+/// The plugin's and keeper's code, checked against the cache's MAC or
+/// compiled into it, without starting a thread: call it before confining
+/// the process, then [`open_precompiled`]. Refuses a cache directory that
+/// a confined run may write (`writable`: the directories it is granted).
+pub(crate) fn precompile(options: &PluginOptions, writable: &[&Path]) -> Result<Precompiled> {
+    if let Some(cache) = &options.cache_dir {
+        let canonical = |p: &Path| p.canonicalize().unwrap_or_else(|_| p.to_owned());
+        let cache = canonical(cache);
+        if let Some(dir) = writable.iter().map(|d| canonical(d)).find(|d| cache.starts_with(d) || d.starts_with(&cache))
+        {
+            anyhow::bail!(
+                "cache directory {}: overlaps {}, which a confined run may write; its compiled code would then \
+                 be trusted by later runs: choose another --cache-dir",
+                cache.display(),
+                dir.display()
+            );
+        }
+    }
+    Plugin::precompile(EMBEDDED_COMPONENT, options, false)
+}
+
+/// Opens the plugin from what [`precompile`] prepared.
+pub(crate) fn open_precompiled(options: &PluginOptions, precompiled: Precompiled) -> Result<Plugin> {
+    let plugin = Plugin::open_precompiled(EMBEDDED_COMPONENT, options, precompiled)?;
     if let Some(why) = plugin.filesystem_fallback() {
         eprintln!("runner-metrics: warning: {why}");
+    }
+    for note in plugin.cache_notes() {
+        eprintln!("runner-metrics: warning: {note}");
     }
     Ok(plugin)
 }
@@ -722,17 +748,18 @@ pub(crate) fn run_locked(
     let lock = RootLock::acquire(storage, wait)?;
     // The token is read and the log open: the process is confined before
     // the plugin (and any thread) starts.
-    let grants = os.grants(sandbox, lock.root(), false)?.map(|mut grants| {
-        if let Some(dir) = args.prometheus_textfile.as_deref().map(runner_metrics::prometheus::textfile_dir) {
-            grants.write_dirs.push(dir.to_owned());
-        }
+    let textfile_dir = args.prometheus_textfile.as_deref().map(runner_metrics::prometheus::textfile_dir);
+    let grants = os.grants(lock.root(), false)?.map(|mut grants| {
+        grants.write_dirs.extend(textfile_dir.map(Path::to_owned));
         match &args.github.github_token_file {
             Some(_) => grants.with_github(&args.github.github_api_url),
             None => grants,
         }
     });
+    let writable: Vec<&Path> = [Some(lock.root()), textfile_dir].into_iter().flatten().collect();
+    let precompiled = precompile(&plugin_options, &writable)?;
     let confinement = os.confine(grants)?;
-    let plugin = open_plugin(&plugin_options)?;
+    let plugin = open_precompiled(&plugin_options, precompiled)?;
     let recorder = RefCell::new(Recorder::with_max_repositories(args.prometheus_max_repositories));
     // Lines are read back for the histograms only when a textfile wants them
     // (a JSON parse per line: 7% of a collect's instructions).
@@ -766,8 +793,9 @@ fn run_extract(sandbox: &SandboxArgs, args: ExtractArgs) -> Result<ExitCode> {
     let lock = if args.keep { None } else { Some(RootLock::acquire(storage, wait)?) };
     let root = lock.as_ref().map_or_else(|| storage.canonicalize(), |l| Ok(l.root().to_owned()));
     let root = root.with_context(|| format!("storage root {}", storage.display()))?;
-    os.confine(os.grants(sandbox, &root, args.keep)?)?;
-    let plugin = open_plugin(&plugin_options)?;
+    let precompiled = precompile(&plugin_options, &[&root])?;
+    os.confine(os.grants(&root, args.keep)?)?;
+    let plugin = open_precompiled(&plugin_options, precompiled)?;
     let options = CollectOptions {
         selection,
         emit: Emit::Metrics,

@@ -503,6 +503,42 @@ pub fn cli_binary() -> &'static Path {
     BIN.get_or_init(|| build_binary("runner-metrics", &[]))
 }
 
+/// The deliberately malicious guest (guest feature `hostile`: storages
+/// named `hostile-<behaviour>-...` make it panic, loop, lie...). Built once
+/// per test binary with `--features hostile` (like host/build.rs builds the
+/// real one: own target directory, none of the outer cargo's settings).
+pub fn hostile_component() -> &'static [u8] {
+    static WASM: OnceLock<Vec<u8>> = OnceLock::new();
+    WASM.get_or_init(|| {
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf();
+        let target_dir = profile_dir().parent().expect("target dir").join("guest-hostile");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+        let mut command = Command::new(cargo);
+        command
+            .current_dir(&workspace)
+            .args(["build", "--quiet", "--profile", "component", "-p", "runner-metrics-guest", "--features", "hostile"])
+            .args(["--target", "wasm32-wasip2", "--lib", "--target-dir"])
+            .arg(&target_dir);
+        for (key, _) in std::env::vars_os() {
+            let Some(key) = key.to_str() else { continue };
+            let inherited = key.starts_with("CARGO_")
+                && !matches!(key, "CARGO_HOME" | "CARGO_NET_OFFLINE" | "CARGO_REGISTRIES_CRATES_IO_PROTOCOL");
+            if inherited || matches!(key, "RUSTFLAGS" | "RUSTC_WORKSPACE_WRAPPER") {
+                command.env_remove(key);
+            }
+        }
+        let output = command.output().expect("run cargo to build the hostile guest");
+        assert!(
+            output.status.success(),
+            "building the hostile guest failed ({}):\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let wasm = target_dir.join("wasm32-wasip2").join("component").join("runner_metrics_guest.wasm");
+        fs::read(&wasm).unwrap_or_else(|e| panic!("read {}: {e}", wasm.display()))
+    })
+}
+
 /// The test-only `runner-metrics-escape-test` binary: the CLI built with
 /// the `escape-test` feature, which tries escapes once confined.
 pub fn escape_test_binary() -> &'static Path {

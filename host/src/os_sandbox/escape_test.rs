@@ -23,6 +23,8 @@ struct Targets {
     program: PathBuf,
     /// A TCP port on 127.0.0.1 the test listens on.
     tcp_port: u16,
+    /// The compiled-code cache the run loaded its components from.
+    cache_dir: PathBuf,
 }
 
 /// Runs the attempts when the environment asks for them.
@@ -46,7 +48,62 @@ pub fn run_from_env() -> Option<serde_json::Value> {
         unsafe { libc::close(fd) };
         Ok(())
     };
+    let syscall = |result: libc::c_long| {
+        if result < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    };
+    // Every entry of the cache opened for writing, a new file made there
+    // and renamed over one, the key read: each would hand a later run code
+    // of the attacker's choosing.
+    let entries: Vec<PathBuf> = fs::read_dir(&targets.cache_dir)
+        .map(|dir| {
+            dir.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
+                .collect()
+        })
+        .unwrap_or_default();
+    let write_entries = || -> std::io::Result<()> {
+        let first = entries.first().ok_or_else(|| std::io::Error::other("no cache entry to try (none listed)"))?;
+        for entry in &entries {
+            fs::OpenOptions::new().append(true).open(entry)?;
+        }
+        fs::OpenOptions::new().append(true).open(first).map(drop)
+    };
+    let replace_entry = || -> std::io::Result<()> {
+        let first = entries.first().ok_or_else(|| std::io::Error::other("no cache entry to try (none listed)"))?;
+        let planted = targets.cache_dir.join("planted.tmp");
+        fs::write(&planted, b"planted code")?;
+        fs::rename(&planted, first)
+    };
     let attempts = serde_json::json!({
+        "io_uring_setup": verdict(syscall({
+            let mut params = [0u8; 120];
+            // SAFETY: io_uring_setup(4, params): a zeroed params block of its size.
+            unsafe { libc::syscall(libc::SYS_io_uring_setup, 4, params.as_mut_ptr()) }
+        })),
+        // SAFETY: getpid through its x32 number (bit 30); no arguments.
+        "x32_call": verdict(syscall(unsafe { libc::syscall(0x4000_0000 | libc::SYS_getpid) })),
+        // SAFETY: personality(0xffffffff) only asks; not on the allowlist.
+        "outside_allowlist": verdict(syscall(unsafe { libc::syscall(libc::SYS_personality, 0xffff_ffffu64) })),
+        "fork": verdict({
+            // SAFETY: a child, should one be made, ends at once.
+            match unsafe { libc::fork() } {
+                0 => unsafe { libc::_exit(0) },
+                pid if pid > 0 => {
+                    // SAFETY: reaping the child just made.
+                    unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+                    Ok(())
+                }
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        }),
+        "write_cache_entry": verdict(write_entries()),
+        "replace_cache_entry": verdict(replace_entry()),
+        "read_cache_key": verdict(fs::read(targets.cache_dir.join(crate::plugin::cache::KEY_FILE)).map(drop)),
         "read_outside": verdict(fs::read(&targets.outside).map(drop)),
         "write_beside_log": verdict(
             fs::OpenOptions::new().write(true).create_new(true).open(&targets.beside_log).and_then(|mut f| f.write_all(b"x"))

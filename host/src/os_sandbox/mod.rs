@@ -7,14 +7,17 @@
 //!
 //! * **Landlock** ([`landlock`](self::landlock)): reading and writing only
 //!   beneath the storage root, the directories given (the Prometheus
-//!   textfile's, the compiled-code cache), and reading the few system files
-//!   a GitHub lookup needs; no execution of any file; no TCP connect but to
-//!   the GitHub API's port, no TCP bind; no abstract UNIX socket or signal
-//!   outside the process.
-//! * **seccomp** ([`seccomp`](self::seccomp)): a filter that refuses what
-//!   no collect needs: `execve`, `ptrace`, mounting, `bpf`, module and
-//!   `kexec` calls, keyrings, and every socket but IPv4/IPv6 (none at all
-//!   without GitHub lookups).
+//!   textfile's), and reading the few system files a GitHub lookup needs;
+//!   no execution of any file; no TCP connect but to the GitHub API's port,
+//!   no TCP bind; no abstract UNIX socket or signal outside the process.
+//!   Not the compiled-code cache: both components are loaded from it (their
+//!   MACs checked) or compiled into it before (`plugin::cache`), so nothing
+//!   a confined run writes is ever run by a later one.
+//! * **seccomp** ([`seccomp`](self::seccomp)): an allowlist of the calls a
+//!   run makes; everything else (`execve`, a new process, `io_uring`,
+//!   mounting, `bpf`, x32 numbers, whatever the next kernel adds) is
+//!   refused, and every socket but IPv4/IPv6 (none at all without GitHub
+//!   lookups).
 //!
 //! Files the run needs and nothing else may touch (the metrics log, the
 //! token file, the root's lock) are opened before: an open descriptor
@@ -44,7 +47,7 @@ pub struct Grants {
     /// socket or symlink made.
     pub storage_root: PathBuf,
     /// Directories whose files are read, created, written and replaced
-    /// (the Prometheus textfile's directory, the compiled-code cache).
+    /// (the Prometheus textfile's directory).
     pub write_dirs: Vec<PathBuf>,
     /// Files and directories only read (those that do not exist are left
     /// out).
@@ -91,7 +94,12 @@ pub fn confine(grants: &Grants, layers: Layers) -> anyhow::Result<Confinement> {
     // A layer the kernel (or a seccomp filter around us, such as a systemd
     // unit's SystemCallFilter=) refuses is reported, not fatal: the run
     // goes on with the walls it has, and says so.
-    let (landlock, landlock_full) = if layers.landlock {
+    // Landlock confines the calling thread and those it starts later, not
+    // threads already running: refuse to pretend otherwise.
+    let threads = std::fs::read_dir("/proc/self/task").map_or(1, Iterator::count);
+    let (landlock, landlock_full) = if layers.landlock && threads > 1 {
+        (format!("not applied ({threads} threads already run; it would confine only this one)"), false)
+    } else if layers.landlock {
         landlock::restrict(grants).unwrap_or_else(|e| (format!("unavailable ({e:#})"), false))
     } else {
         ("off (turned off by an option)".to_owned(), false)

@@ -558,9 +558,14 @@ fn the_cli_uses_the_given_cache_dir() {
             .arg(root.path()),
     );
     assert_eq!(out.code, Some(0), "{}", out.stderr);
-    let cached: Vec<_> = fs::read_dir(&cache).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-    // The plugin only: the keeper is compiled by the first collect.
-    assert!(cached.len() == 1 && cached[0].ends_with(".cwasm"), "{cached:?}");
+    let mut cached: Vec<_> =
+        fs::read_dir(&cache).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    cached.sort();
+    // Both components' code (checked or compiled before any confinement)
+    // and the key of their MACs.
+    assert_eq!(cached.len(), 3, "{cached:?}");
+    assert!(cached[0].ends_with(".cwasm") && cached[1].ends_with(".cwasm"), "{cached:?}");
+    assert_eq!(cached[2], runner_metrics::plugin::cache::KEY_FILE, "{cached:?}");
     assert!(!exists(&tmp.path().join("xdg")) && !exists(&tmp.path().join("home")), "nothing else was written");
 }
 

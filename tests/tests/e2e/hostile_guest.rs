@@ -12,8 +12,7 @@
 //! (1.5 s per call, 32 MiB of memory) so the traps fire quickly.
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -26,40 +25,6 @@ const CALL_TIMEOUT: Duration = Duration::from_millis(1500);
 /// A whole run with one hostile storage must end well within this, even
 /// for the endless loop and the blocking FIFO.
 const RUN_DEADLINE: Duration = Duration::from_secs(20);
-
-/// Builds the guest with `--features hostile` (like host/build.rs builds the
-/// real one: own target directory, none of the outer cargo's settings).
-fn hostile_component() -> &'static [u8] {
-    static WASM: OnceLock<Vec<u8>> = OnceLock::new();
-    WASM.get_or_init(|| {
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf();
-        let target_dir = profile_dir().parent().expect("target dir").join("guest-hostile");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
-        let mut command = Command::new(cargo);
-        command
-            .current_dir(&workspace)
-            .args(["build", "--quiet", "--profile", "component", "-p", "runner-metrics-guest", "--features", "hostile"])
-            .args(["--target", "wasm32-wasip2", "--lib", "--target-dir"])
-            .arg(&target_dir);
-        for (key, _) in std::env::vars_os() {
-            let Some(key) = key.to_str() else { continue };
-            let inherited = key.starts_with("CARGO_")
-                && !matches!(key, "CARGO_HOME" | "CARGO_NET_OFFLINE" | "CARGO_REGISTRIES_CRATES_IO_PROTOCOL");
-            if inherited || matches!(key, "RUSTFLAGS" | "RUSTC_WORKSPACE_WRAPPER") {
-                command.env_remove(key);
-            }
-        }
-        let output = command.output().expect("run cargo to build the hostile guest");
-        assert!(
-            output.status.success(),
-            "building the hostile guest failed ({}):\n{}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let wasm = target_dir.join("wasm32-wasip2").join("component").join("runner_metrics_guest.wasm");
-        fs::read(&wasm).unwrap_or_else(|e| panic!("read {}: {e}", wasm.display()))
-    })
-}
 
 /// The hostile component as a plugin with tight limits, once per binary
 /// and filesystem layer (`Auto` follows `RUNNER_METRICS_FILESYSTEM`).

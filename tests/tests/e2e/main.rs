@@ -8,6 +8,7 @@
 
 mod bounded;
 mod cli;
+mod code_cache;
 mod concurrency;
 mod crash;
 mod durability;

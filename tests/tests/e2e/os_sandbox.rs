@@ -14,8 +14,24 @@ use runner_metrics_e2e::*;
 
 const REPO: &str = "org/repo";
 const RUN: &str = "4242";
-const ATTEMPTS: [&str; 7] =
-    ["read_outside", "write_beside_log", "read_token", "execve", "tcp_connect", "netlink_socket", "unix_socket"];
+const ATTEMPTS: [&str; 14] = [
+    "read_outside",
+    "write_beside_log",
+    "read_token",
+    "execve",
+    "tcp_connect",
+    "netlink_socket",
+    "unix_socket",
+    // Issue 24: io_uring made sockets past the socket rule; the filter was
+    // a list of refusals; a confined run could write the code cache.
+    "io_uring_setup",
+    "x32_call",
+    "outside_allowlist",
+    "fork",
+    "write_cache_entry",
+    "replace_cache_entry",
+    "read_cache_key",
+];
 
 /// Whether this kernel has Landlock: `landlock_create_ruleset` asked for
 /// its ABI version (`LANDLOCK_CREATE_RULESET_VERSION`) answers one.
@@ -37,6 +53,9 @@ struct Escape {
     log: std::path::PathBuf,
     textfile: std::path::PathBuf,
     token: std::path::PathBuf,
+    /// A code cache of this test's own: the escapes try to replace its
+    /// entries.
+    cache: tempfile::TempDir,
 }
 
 impl Escape {
@@ -64,12 +83,14 @@ impl Escape {
         let program = outside.join("program");
         fs::copy(cli_binary(), &program).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let cache = tempfile::Builder::new().prefix("runner-metrics-escape-cache-").tempdir().unwrap();
         let env = serde_json::json!({
             "outside": outside.join("secret"),
             "beside_log": log_dir.join("beside"),
             "token": outside.join("token-2"),
             "program": program,
             "tcp_port": listener.local_addr().unwrap().port(),
+            "cache_dir": cache.path(),
         })
         .to_string();
         Self {
@@ -80,6 +101,7 @@ impl Escape {
             server,
             _listener: listener,
             env,
+            cache,
         }
     }
 
@@ -87,7 +109,7 @@ impl Escape {
         let mut command = std::process::Command::new(escape_test_binary());
         command
             .arg("--cache-dir")
-            .arg(cache_dir())
+            .arg(self.cache.path())
             .args(["collect", "--flavor", "small", "--json", "--storage"])
             .arg(self.root.path())
             .arg("--metrics-log")
@@ -171,9 +193,19 @@ fn the_layers_say_when_one_is_off_and_the_escapes_it_stopped_get_through() {
     assert!(out.stderr.contains("os sandbox: landlock off"), "{}", out.stderr);
     assert_eq!(attempts["read_outside"], "ALLOWED", "{attempts}");
     assert_eq!(attempts["read_token"], "ALLOWED", "{attempts}");
-    for still in ["execve", "netlink_socket", "unix_socket"] {
+    for still in ["execve", "netlink_socket", "unix_socket", "io_uring_setup", "x32_call", "outside_allowlist", "fork"]
+    {
         assert!(attempts[still].as_str().unwrap().starts_with("refused"), "{still}: {attempts}");
     }
+    // Without Landlock the cache can be written: the MAC is what is left.
+    // The entry just replaced is refused by the next run, compiled again,
+    // and that run still does its work.
+    assert_eq!(attempts["replace_cache_entry"], "ALLOWED", "{attempts}");
+    escape.root.valid_runner("r-next");
+    let (out, _, summary) = escape.run(&[]);
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stderr.contains("refused a cache entry, compiled it again"), "{}", out.stderr);
+    assert_eq!(summary["extracted"], 1, "{summary}");
     // Both off.
     let escape = Escape::new();
     let (out, attempts, summary) = escape.run(&["--no-os-sandbox"]);

@@ -4,7 +4,6 @@
 //! wasmtime's `examples/wasip2-plugins`); and beside it the keeper
 //! component ([`crate::keeper`]), which keeps each run's books.
 
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
@@ -17,8 +16,11 @@ use crate::confined_fs::{link_wasi, Layer};
 use crate::keeper::{Keeper, KeeperPre, KeeperState};
 use crate::limits::{EpochTicker, Limits, StallWatch};
 use crate::lock::kind_of;
-use crate::log::open_regular_file;
 use crate::sandbox::{HostState, Sandbox};
+
+pub mod cache;
+
+pub use cache::Precompiled;
 
 /// The guest component (world `plugin`), built by `build.rs` and embedded
 /// in the binary: the one this host loads.
@@ -75,10 +77,15 @@ pub struct Plugin {
     /// Compiled (or loaded from the cache) on the first collect: the
     /// commands that run none (`quarantine list`, `storage ...`) skip it.
     keeper: OnceLock<KeeperPre<KeeperState>>,
-    cache_dir: Option<PathBuf>,
+    /// The keeper's code, checked against the cache's MAC (or compiled)
+    /// before the process was confined; `None`: compile it when needed.
+    keeper_code: Option<Vec<u8>>,
     limits: Limits,
     stall_watch: Arc<StallWatch>,
     compiled_from: CompiledFrom,
+    /// Cache entries refused (and compiled again), or why the cache was
+    /// not used: for the caller to say once.
+    cache_notes: Vec<String>,
     /// The guest's filesystem is [`crate::confined_fs`] (else wasmtime-wasi's).
     confined: bool,
     /// Why the fallback serves the filesystem, when it does on `Auto`.
@@ -110,15 +117,55 @@ impl PluginOptions {
 }
 
 impl Plugin {
-    /// Opens the embedded component.
+    /// Opens the embedded component (its code and the keeper's from the
+    /// cache when their MACs match, else compiled and cached).
     pub fn open(options: &PluginOptions) -> Result<Self> {
         Self::from_bytes(EMBEDDED_COMPONENT, options)
     }
 
     /// Opens a component from bytes (tests use deliberately broken guests).
     pub fn from_bytes(wasm: &[u8], options: &PluginOptions) -> Result<Self> {
+        let precompiled = Self::precompile(wasm, options, true)?;
+        Self::open_precompiled(wasm, options, precompiled)
+    }
+
+    /// The plugin's and the keeper's code from the cache (checked against
+    /// its MAC) or compiled and written there; nothing without a cache.
+    /// `threads: false` compiles on this thread and starts none, for a
+    /// process that confines itself afterwards (see [`cache`]).
+    pub fn precompile(wasm: &[u8], options: &PluginOptions, threads: bool) -> Result<Precompiled> {
+        let Some(dir) = &options.cache_dir else { return Ok(Precompiled::none()) };
+        check_cache_dir(dir)?;
+        let mut config = engine_config();
+        config.parallel_compilation(threads);
+        let engine = Engine::new(&config).anyhow().context("creating the wasmtime engine")?;
+        Ok(Precompiled::prepare(&engine, dir, [wasm, EMBEDDED_KEEPER]))
+    }
+
+    /// Where the cache in `options` keeps the code of `wasm` (the plugin's
+    /// or the keeper's), if there is a cache: for diagnostics and tests.
+    pub fn cache_entry(wasm: &[u8], options: &PluginOptions) -> Result<Option<PathBuf>> {
+        let Some(dir) = &options.cache_dir else { return Ok(None) };
         let engine = Engine::new(&engine_config()).anyhow().context("creating the wasmtime engine")?;
-        let (component, compiled_from) = load_component(&engine, wasm, options.cache_dir.as_deref())?;
+        Ok(Some(cache::CodeCache::open(dir)?.entry(&engine, wasm)))
+    }
+
+    /// Opens the component `wasm` with the code [`Plugin::precompile`]
+    /// prepared for it (compiling what it has not).
+    pub fn open_precompiled(wasm: &[u8], options: &PluginOptions, precompiled: Precompiled) -> Result<Self> {
+        let engine = Engine::new(&engine_config()).anyhow().context("creating the wasmtime engine")?;
+        let (component, compiled_from) = match &precompiled.plugin {
+            // SAFETY: these bytes are what this program serialized: their
+            // MAC, under a key that only this user can read, was checked
+            // (or they were compiled just now), and their name covers the
+            // engine's configuration.
+            Some(code) => match unsafe { Component::deserialize(&engine, code) } {
+                Ok(component) if precompiled.plugin_from_cache => (component, CompiledFrom::Cache),
+                Ok(component) => (component, CompiledFrom::Compiled),
+                Err(_) => (compile(&engine, wasm)?, CompiledFrom::Compiled),
+            },
+            None => (compile(&engine, wasm)?, CompiledFrom::Compiled),
+        };
         let (confined, fallback) = options.layer()?.resolve()?;
         let mut linker = Linker::<HostState>::new(&engine);
         link_wasi(&mut linker, confined)?;
@@ -139,7 +186,8 @@ impl Plugin {
             engine,
             pre,
             keeper: OnceLock::new(),
-            cache_dir: options.cache_dir.clone(),
+            keeper_code: precompiled.keeper,
+            cache_notes: precompiled.notes,
             limits: options.limits,
             stall_watch,
             compiled_from,
@@ -159,7 +207,15 @@ impl Plugin {
         let pre = match self.keeper.get() {
             Some(pre) => pre,
             None => {
-                let (component, _) = load_component(&self.engine, EMBEDDED_KEEPER, self.cache_dir.as_deref())?;
+                // SAFETY: as for the plugin's code in `open_precompiled`.
+                let cached = self
+                    .keeper_code
+                    .as_ref()
+                    .and_then(|code| unsafe { Component::deserialize(&self.engine, code) }.ok());
+                let component = match cached {
+                    Some(component) => component,
+                    None => compile(&self.engine, EMBEDDED_KEEPER)?,
+                };
                 let pre = crate::keeper::link(&self.engine, &component, self.confined)?;
                 self.keeper.get_or_init(|| pre)
             }
@@ -179,6 +235,12 @@ impl Plugin {
 
     pub fn compiled_from(&self) -> CompiledFrom {
         self.compiled_from
+    }
+
+    /// What the cache refused (an entry whose MAC did not match, compiled
+    /// again and never run) or why it could not be used.
+    pub fn cache_notes(&self) -> &[String] {
+        &self.cache_notes
     }
 
     /// Who serves the guest's filesystem: `"confined"` (the kernel confines
@@ -209,42 +271,6 @@ fn engine_config() -> Config {
     config
 }
 
-/// Compiles the component, or loads its machine code from the cache. The
-/// cache key covers the component bytes and everything in the engine that
-/// affects compiled code, so a stale entry is never used.
-///
-/// The cache directory is the operator's (`--cache-dir`): if something
-/// other than a directory is there, that is an error naming it and what it
-/// is, rather than a silent recompile on every run. A cached entry is opened
-/// non-blocking and read only if it is a regular file (a FIFO there would
-/// otherwise block the open); anything else is a cache miss, and the fresh
-/// entry replaces it.
-fn load_component(engine: &Engine, wasm: &[u8], cache_dir: Option<&Path>) -> Result<(Component, CompiledFrom)> {
-    let Some(cache_dir) = cache_dir else {
-        return Ok((compile(engine, wasm)?, CompiledFrom::Compiled));
-    };
-    check_cache_dir(cache_dir)?;
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    wasm.hash(&mut hasher);
-    engine.precompile_compatibility_hash().hash(&mut hasher);
-    env!("CARGO_PKG_VERSION").hash(&mut hasher);
-    let cached = cache_dir.join(format!("runner-metrics-{:016x}.cwasm", hasher.finish()));
-    if let Some(bytes) = read_cached(&cached) {
-        // SAFETY: the file is in the user's own cache directory, written by
-        // `Component::serialize` below under a key that covers the engine
-        // configuration; whoever can write there already runs as this user.
-        // A corrupt or incompatible file makes deserialize fail, and we
-        // recompile.
-        if let Ok(component) = unsafe { Component::deserialize(engine, &bytes) } {
-            return Ok((component, CompiledFrom::Cache));
-        }
-    }
-    let component = compile(engine, wasm)?;
-    // The cache is an optimisation: failing to write it is not an error.
-    let _ = write_cache(&component, cache_dir, &cached);
-    Ok((component, CompiledFrom::Compiled))
-}
-
 /// The cache directory must be a directory, or not exist yet (it is created
 /// when the first entry is written).
 fn check_cache_dir(dir: &Path) -> Result<()> {
@@ -256,25 +282,6 @@ fn check_cache_dir(dir: &Path) -> Result<()> {
     }
 }
 
-/// The bytes of a cache entry, if it is a regular file that can be read.
-fn read_cached(path: &Path) -> Option<Vec<u8>> {
-    use std::io::Read;
-    let mut file = open_regular_file(path, std::fs::OpenOptions::new().read(true)).ok()?;
-    let mut bytes = Vec::new();
-    file.read_to_end(&mut bytes).ok()?;
-    Some(bytes)
-}
-
 fn compile(engine: &Engine, wasm: &[u8]) -> Result<Component> {
     Component::new(engine, wasm).anyhow().context("compiling a runner-metrics component")
-}
-
-/// Writes atomically: a temporary file in the same directory, then rename.
-fn write_cache(component: &Component, dir: &Path, path: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir)?;
-    let bytes = component.serialize().anyhow()?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    std::io::Write::write_all(&mut tmp, &bytes)?;
-    tmp.persist(path)?;
-    Ok(())
 }

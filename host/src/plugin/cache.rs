@@ -1,0 +1,289 @@
+//! The compiled-code cache, trusted only as far as its MAC.
+//!
+//! wasmtime runs serialized code as it is (`Component::deserialize` is
+//! `unsafe` for that reason): whoever can write a cache entry owns every
+//! later run that loads it, confined or not. So:
+//!
+//! * each entry carries an HMAC-SHA256 of its name and bytes, under a key
+//!   kept beside the entries (`runner-metrics.key`, 32 random bytes, mode
+//!   0600, made once, atomically). An entry whose MAC does not match (changed,
+//!   planted, written by another version or renamed from another entry) is
+//!   never deserialized: it is compiled again, rewritten, and reported;
+//! * the CLI reads, checks and (on a miss) compiles and writes both
+//!   components *before* it confines itself ([`Precompiled`]), and the
+//!   confined process is granted nothing of the cache: it can neither read
+//!   the key nor write an entry, so nothing a confined run could write is
+//!   ever run by a later one.
+//!
+//! An entry is `MAGIC`, the 32-byte tag, then wasmtime's serialized code.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use ring::hmac;
+use wasmtime::component::Component;
+use wasmtime::Engine;
+
+use crate::bindings::IntoAnyhow;
+use crate::lock::kind_of;
+use crate::log::open_regular_file_with;
+
+/// The key's file name in the cache directory.
+pub const KEY_FILE: &str = "runner-metrics.key";
+const KEY_LEN: usize = 32;
+/// The first bytes of an entry: this format, version 1.
+const MAGIC: &[u8; 8] = b"RMCODE1\n";
+const TAG_LEN: usize = 32;
+
+/// A cache directory and its key.
+pub struct CodeCache {
+    dir: PathBuf,
+    key: hmac::Key,
+}
+
+/// What became of one cache entry.
+pub enum Loaded {
+    /// Its MAC matched: the serialized code, to deserialize.
+    Verified(Vec<u8>),
+    /// There is none (or it cannot be read).
+    Missing,
+    /// It is there but its MAC does not match: never to be run.
+    Refused(String),
+}
+
+impl CodeCache {
+    /// Opens `dir` (made if missing) and its key (made if missing).
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating the cache directory {}", dir.display()))?;
+        let meta = std::fs::symlink_metadata(dir).with_context(|| format!("cache directory {}", dir.display()))?;
+        anyhow::ensure!(meta.is_dir(), "cache directory {}: is {}, not a directory", dir.display(), kind_of(&meta));
+        let key = read_or_make_key(dir)?;
+        Ok(Self { dir: dir.to_owned(), key: hmac::Key::new(hmac::HMAC_SHA256, &key) })
+    }
+
+    /// The entry of `wasm` as `engine` compiles it: the name covers the
+    /// component's bytes, everything in the engine that changes the code,
+    /// and this version.
+    pub fn entry(&self, engine: &Engine, wasm: &[u8]) -> PathBuf {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        wasm.hash(&mut hasher);
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        env!("CARGO_PKG_VERSION").hash(&mut hasher);
+        self.dir.join(format!("runner-metrics-{:016x}.cwasm", hasher.finish()))
+    }
+
+    /// Reads `entry` and checks its MAC.
+    pub fn load(&self, entry: &Path) -> Loaded {
+        let Some(bytes) = read_entry(entry) else { return Loaded::Missing };
+        let (Some(header), Some(code)) = (bytes.get(..MAGIC.len() + TAG_LEN), bytes.get(MAGIC.len() + TAG_LEN..))
+        else {
+            return Loaded::Refused(format!("{}: too short to be a cache entry", entry.display()));
+        };
+        let (magic, tag) = header.split_at(MAGIC.len());
+        if magic != MAGIC {
+            return Loaded::Refused(format!("{}: not a cache entry of this format", entry.display()));
+        }
+        match hmac::verify(&self.key, &signed(entry, code), tag) {
+            Ok(()) => Loaded::Verified(code.to_vec()),
+            Err(_) => Loaded::Refused(format!(
+                "{}: its MAC does not match (changed since this program wrote it, or written by something else)",
+                entry.display()
+            )),
+        }
+    }
+
+    /// Writes `code` as `entry`, with its MAC, atomically (a temporary
+    /// file, then rename).
+    pub fn store(&self, entry: &Path, code: &[u8]) -> Result<()> {
+        let tag = hmac::sign(&self.key, &signed(entry, code));
+        let mut tmp = tempfile::Builder::new().prefix(".tmp").tempfile_in(&self.dir)?;
+        tmp.write_all(MAGIC)?;
+        tmp.write_all(tag.as_ref())?;
+        tmp.write_all(code)?;
+        tmp.persist(entry)?;
+        Ok(())
+    }
+}
+
+/// What the MAC covers: the entry's file name, a NUL, the code. So an
+/// entry renamed to another's name is refused too.
+fn signed(entry: &Path, code: &[u8]) -> Vec<u8> {
+    let name = entry.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default();
+    let mut data = Vec::with_capacity(name.len() + 1 + code.len());
+    data.extend_from_slice(name);
+    data.push(0);
+    data.extend_from_slice(code);
+    data
+}
+
+/// The bytes of an entry, if it is a regular file that can be read
+/// (opened without following a symlink, never blocking on a FIFO).
+fn read_entry(path: &Path) -> Option<Vec<u8>> {
+    let mut file = open_regular_file_with(path, std::fs::OpenOptions::new().read(true), libc::O_NOFOLLOW).ok()?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).ok()?;
+    Some(bytes)
+}
+
+/// The key: read, or made and put in place with `link(2)`, which never
+/// replaces one another process made first.
+fn read_or_make_key(dir: &Path) -> Result<[u8; KEY_LEN]> {
+    let path = dir.join(KEY_FILE);
+    if let Some(key) = read_key(&path)? {
+        return Ok(key);
+    }
+    let mut key = [0u8; KEY_LEN];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key)
+        .map_err(|_| anyhow::anyhow!("no random bytes for the cache key"))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".key")
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .tempfile_in(dir)
+        .with_context(|| format!("making the cache key in {}", dir.display()))?;
+    tmp.write_all(&key)?;
+    tmp.as_file().sync_all()?;
+    match std::fs::hard_link(tmp.path(), &path) {
+        Ok(()) => Ok(key),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            read_key(&path)?.with_context(|| format!("the cache key {} vanished", path.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("putting the cache key in place at {}", path.display())),
+    }
+}
+
+/// The key at `path`; `None` if there is none. A key anyone else could
+/// read or write is refused: the MAC would prove nothing.
+fn read_key(path: &Path) -> Result<Option<[u8; KEY_LEN]>> {
+    let mut file = match open_regular_file_with(path, std::fs::OpenOptions::new().read(true), libc::O_NOFOLLOW) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cache key {}", path.display())),
+    };
+    let meta = file.metadata()?;
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    anyhow::ensure!(
+        meta.uid() == euid && meta.mode() & 0o077 == 0,
+        "cache key {}: owned by uid {} with mode {:o}; it must be this user's (uid {euid}) and mode 0600",
+        path.display(),
+        meta.uid(),
+        meta.mode() & 0o7777
+    );
+    let mut key = [0u8; KEY_LEN];
+    let mut extra = [0u8; 1];
+    file.read_exact(&mut key).with_context(|| format!("cache key {}: shorter than {KEY_LEN} bytes", path.display()))?;
+    anyhow::ensure!(file.read(&mut extra)? == 0, "cache key {}: longer than {KEY_LEN} bytes", path.display());
+    Ok(Some(key))
+}
+
+/// Both components' code, read and checked (or compiled and written)
+/// before the process confines itself; see the module's doc.
+#[derive(Default)]
+pub struct Precompiled {
+    pub(crate) plugin: Option<Vec<u8>>,
+    pub(crate) keeper: Option<Vec<u8>>,
+    /// Whether the plugin's code came from the cache.
+    pub(crate) plugin_from_cache: bool,
+    /// Entries refused and compiled again, or a cache that could not be
+    /// used: to be said once.
+    pub notes: Vec<String>,
+}
+
+impl Precompiled {
+    /// Nothing precompiled: both components are compiled when needed.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Reads and checks both entries in `cache_dir`; compiles and writes
+    /// the ones missing or refused. `engine` must be configured as the
+    /// plugin's will be; with `parallel_compilation(false)` it starts no
+    /// thread, so a process can still confine itself afterwards.
+    pub fn prepare(engine: &Engine, cache_dir: &Path, wasm: [&[u8]; 2]) -> Self {
+        let mut done = Self::default();
+        let cache = match CodeCache::open(cache_dir) {
+            Ok(cache) => cache,
+            Err(e) => {
+                done.notes.push(format!("the code cache is not used: {e:#}"));
+                return done;
+            }
+        };
+        let [plugin, keeper] = wasm.map(|wasm| {
+            let entry = cache.entry(engine, wasm);
+            match cache.load(&entry) {
+                Loaded::Verified(code) => return Some((code, true)),
+                Loaded::Missing => {}
+                Loaded::Refused(why) => done.notes.push(format!("refused a cache entry, compiled it again: {why}")),
+            }
+            let code = Component::new(engine, wasm).anyhow().and_then(|c| c.serialize().anyhow());
+            match code {
+                Ok(code) => {
+                    if let Err(e) = cache.store(&entry, &code) {
+                        done.notes.push(format!("could not write the cache entry {}: {e:#}", entry.display()));
+                    }
+                    Some((code, false))
+                }
+                // Compiled again where it is used, where the error says more.
+                Err(_) => None,
+            }
+        });
+        done.plugin_from_cache = plugin.as_ref().is_some_and(|(_, cached)| *cached);
+        done.plugin = plugin.map(|(code, _)| code);
+        done.keeper = keeper.map(|(code, _)| code);
+        done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_is_trusted_only_with_its_mac_under_its_own_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CodeCache::open(dir.path()).unwrap();
+        let (a, b) = (dir.path().join("a.cwasm"), dir.path().join("b.cwasm"));
+        cache.store(&a, b"code of a").unwrap();
+        assert!(matches!(cache.load(&a), Loaded::Verified(code) if code == b"code of a"));
+        assert!(matches!(cache.load(&b), Loaded::Missing));
+
+        // Renamed to another entry's name: refused.
+        std::fs::copy(&a, &b).unwrap();
+        assert!(matches!(cache.load(&b), Loaded::Refused(why) if why.contains("MAC")));
+        // One byte changed: refused.
+        let mut bytes = std::fs::read(&a).unwrap();
+        *bytes.last_mut().unwrap() ^= 1;
+        std::fs::write(&a, &bytes).unwrap();
+        assert!(matches!(cache.load(&a), Loaded::Refused(_)));
+        // Raw wasmtime code without our header, or a short file: refused.
+        std::fs::write(&a, b"\x7fELF plus machine code").unwrap();
+        assert!(matches!(cache.load(&a), Loaded::Refused(_)));
+
+        // The key is kept: a second open checks what the first wrote.
+        cache.store(&a, b"again").unwrap();
+        let reopened = CodeCache::open(dir.path()).unwrap();
+        assert!(matches!(reopened.load(&a), Loaded::Verified(code) if code == b"again"));
+        // A new key (another cache, another version's) refuses it.
+        std::fs::remove_file(dir.path().join(KEY_FILE)).unwrap();
+        let rekeyed = CodeCache::open(dir.path()).unwrap();
+        assert!(matches!(rekeyed.load(&a), Loaded::Refused(_)));
+    }
+
+    #[test]
+    fn a_key_others_could_read_or_that_is_not_a_file_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        CodeCache::open(dir.path()).unwrap();
+        let key = dir.path().join(KEY_FILE);
+        assert_eq!(std::fs::metadata(&key).unwrap().mode() & 0o777, 0o600);
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = format!("{:#}", CodeCache::open(dir.path()).err().unwrap());
+        assert!(e.contains("mode 0600"), "{e}");
+        std::fs::remove_file(&key).unwrap();
+        std::os::unix::fs::symlink("elsewhere", &key).unwrap();
+        assert!(CodeCache::open(dir.path()).is_err());
+    }
+}
