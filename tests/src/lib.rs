@@ -512,21 +512,12 @@ pub fn hostile_component() -> &'static [u8] {
     WASM.get_or_init(|| {
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf();
         let target_dir = profile_dir().parent().expect("target dir").join("guest-hostile");
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
-        let mut command = Command::new(cargo);
+        let mut command = nested_cargo();
         command
             .current_dir(&workspace)
             .args(["build", "--quiet", "--profile", "component", "-p", "runner-metrics-guest", "--features", "hostile"])
             .args(["--target", "wasm32-wasip2", "--lib", "--target-dir"])
             .arg(&target_dir);
-        for (key, _) in std::env::vars_os() {
-            let Some(key) = key.to_str() else { continue };
-            let inherited = key.starts_with("CARGO_")
-                && !matches!(key, "CARGO_HOME" | "CARGO_NET_OFFLINE" | "CARGO_REGISTRIES_CRATES_IO_PROTOCOL");
-            if inherited || matches!(key, "RUSTFLAGS" | "RUSTC_WORKSPACE_WRAPPER") {
-                command.env_remove(key);
-            }
-        }
         let output = command.output().expect("run cargo to build the hostile guest");
         assert!(
             output.status.success(),
@@ -548,15 +539,34 @@ pub fn escape_test_binary() -> &'static Path {
 
 /// Builds one binary of the `runner-metrics` package in the profile the
 /// tests run in, and returns its path.
+/// `cargo`, as the test was built with, for a nested build: without the
+/// outer cargo's per-package variables (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`
+/// ...) and flags. A build script that watches one of them (ring's watches
+/// `CARGO_MANIFEST_DIR`) would otherwise see a change, and everything above
+/// it would be compiled again by every nested build and by the next
+/// ordinary one (a minute each in release).
+fn nested_cargo() -> Command {
+    // `cargo test` runs tests with CARGO set to itself; the compile-time
+    // value is the same cargo, for test binaries started by hand.
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
+    let mut command = Command::new(cargo);
+    for (key, _) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        let inherited = key.starts_with("CARGO_")
+            && !matches!(key, "CARGO_HOME" | "CARGO_NET_OFFLINE" | "CARGO_REGISTRIES_CRATES_IO_PROTOCOL");
+        if inherited || matches!(key, "RUSTFLAGS" | "RUSTC_WORKSPACE_WRAPPER") {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
 fn build_binary(name: &str, extra: &[&str]) -> PathBuf {
     let profile_dir = profile_dir();
     let target_dir = profile_dir.parent().expect("target dir").to_path_buf();
     let profile = profile_dir.file_name().and_then(|n| n.to_str()).expect("profile dir name").to_owned();
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace").to_path_buf();
-    // `cargo test` runs tests with CARGO set to itself; the compile-time
-    // value is the same cargo, for test binaries started by hand.
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| env!("CARGO").into());
-    let mut command = Command::new(cargo);
+    let mut command = nested_cargo();
     command
         .current_dir(&workspace)
         .args(["build", "--quiet", "--package", "runner-metrics", "--bin", name])
