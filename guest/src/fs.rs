@@ -396,6 +396,34 @@ mod native {
         e
     }
 
+    /// Which mount an open file is on: its mount id (`statx`, Linux 5.8),
+    /// else its device (a bind mount of the same filesystem then looks the
+    /// same: older kernels only).
+    fn mount_of(fd: &OwnedFd) -> Option<(u64, u64)> {
+        // SAFETY: an all-zero statx is a valid value for the kernel to fill.
+        let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+        let empty = c"";
+        // SAFETY: a valid descriptor, an empty NUL-terminated path with
+        // AT_EMPTY_PATH, and a buffer of the right type.
+        let rc = unsafe {
+            libc::statx(
+                fd.as_raw_fd(),
+                empty.as_ptr(),
+                libc::AT_EMPTY_PATH | libc::AT_SYMLINK_NOFOLLOW,
+                libc::STATX_MNT_ID,
+                &mut stx,
+            )
+        };
+        if rc != 0 {
+            return None;
+        }
+        if stx.stx_mask & libc::STATX_MNT_ID != 0 {
+            Some((0, stx.stx_mnt_id))
+        } else {
+            Some((u64::from(stx.stx_dev_major) << 32 | u64::from(stx.stx_dev_minor), 1))
+        }
+    }
+
     impl NativeDir {
         /// Opens a directory the caller trusts (the storage root, or one
         /// of its reserved directories), following symlinks as the
@@ -511,6 +539,14 @@ mod native {
             // SAFETY: `name` is NUL-terminated.
             check(unsafe { libc::unlinkat(self.fd.as_raw_fd(), name.as_ptr(), libc::AT_REMOVEDIR) })
                 .map_err(|e| at_error("remove directory", name, e))
+        }
+
+        fn same_mount(&self, child: &Self) -> bool {
+            match (mount_of(&self.fd), mount_of(&child.fd)) {
+                (Some(parent), Some(child)) => parent == child,
+                // No answer from the kernel: not the same, so not entered.
+                _ => false,
+            }
         }
 
         fn rename_to(&self, name: &CString, to: &Self, to_name: &CString) -> FsResult<()> {

@@ -83,6 +83,25 @@ pub trait DirHandle: Sized {
     /// Renames `name` of this directory to `to_name` in `to`, replacing at
     /// most an empty directory.
     fn rename_to(&self, name: &Self::Name, to: &Self, to_name: &Self::Name) -> FsResult<()>;
+    /// Whether `child`, just opened from this directory, is on the same
+    /// mount: the walk never crosses into another (a bind mount inside a
+    /// storage would lead it out of the root). `true` where the handle
+    /// cannot tell; the Rust host's confined filesystem refuses such an
+    /// open itself (`RESOLVE_NO_XDEV`).
+    fn same_mount(&self, _child: &Self) -> bool {
+        true
+    }
+}
+
+/// The error of a directory that is another mount: not entered, not
+/// emptied; the walk stops there and says where.
+fn another_mount(path: &str) -> FsError {
+    FsError::new(
+        FsErrorKind::PermissionDenied,
+        "open directory",
+        path,
+        "another filesystem is mounted there: not entered, nothing in it removed",
+    )
 }
 
 /// One directory being emptied.
@@ -182,6 +201,7 @@ fn remove_one<D: DirHandle>(
     // what is not a directory is unlinked.
     let dir = loop {
         match top.open_dir(&name) {
+            Ok(dir) if !top.same_mount(&dir) => return Err(another_mount(&shown())),
             Ok(dir) => break dir,
             Err(e) if e.kind == FsErrorKind::NotFound => return Ok(()),
             Err(e) if matches!(e.kind, FsErrorKind::Symlink | FsErrorKind::NotADirectory) => match top.unlink(&name) {
@@ -234,6 +254,7 @@ fn remove_one<D: DirHandle>(
                 continue;
             }
             match frame.dir.open_dir(&child) {
+                Ok(dir) if !frame.dir.same_mount(&dir) => return Err(another_mount(&here(&stack, Some(&child)))),
                 Ok(dir) => {
                     let pending = list(&dir, &|| here(&stack, Some(&child)))?;
                     let more = pending.len() >= LISTING_BATCH;

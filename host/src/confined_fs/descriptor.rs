@@ -314,7 +314,10 @@ impl types::HostDescriptor for ConfinedFsView<'_> {
             oflags |= OFlags::DSYNC;
         }
         let follow = path_flags.contains(PathFlags::SYMLINK_FOLLOW);
-        match kernel::open(parent.fd.as_fd(), &path, oflags, Mode::from_raw_mode(0o666), follow) {
+        // Only from the root may an open enter another mount (a bounded
+        // storage); below a storage, a mount is never entered.
+        let cross_mounts = Arc::ptr_eq(&parent.fd, &self.ctx.root);
+        match kernel::open(parent.fd.as_fd(), &path, oflags, Mode::from_raw_mode(0o666), follow, cross_mounts) {
             Ok(opened) => {
                 Ok(Ok(self.table.push(Descriptor { fd: Arc::new(opened), flags, directory, listed: false })?))
             }

@@ -37,8 +37,19 @@ pub fn probe() -> Result<(), Errno> {
 
 /// Opens `path` beneath `dir` (see the module docs). `follow` asks to follow
 /// a symlink in the last component, which the kernel refuses too (`ELOOP`):
-/// this layer follows none.
-pub fn open(dir: BorrowedFd<'_>, path: &str, flags: OFlags, mode: Mode, follow: bool) -> Result<OwnedFd, Errno> {
+/// this layer follows none. Without `cross_mounts` the path may not enter
+/// another mount (`RESOLVE_NO_XDEV`: `EXDEV`, the guest's `not-permitted`):
+/// a storage may be a mount of its own (a bounded one, entered from the
+/// root), but nothing below it is, and a walk that met a bind mount there
+/// would leave the root.
+pub fn open(
+    dir: BorrowedFd<'_>,
+    path: &str,
+    flags: OFlags,
+    mode: Mode,
+    follow: bool,
+    cross_mounts: bool,
+) -> Result<OwnedFd, Errno> {
     check_path(path)?;
     let mut flags = flags | ALWAYS;
     if follow {
@@ -52,7 +63,8 @@ pub fn open(dir: BorrowedFd<'_>, path: &str, flags: OFlags, mode: Mode, follow: 
     let mode = if flags.contains(OFlags::CREATE) { mode } else { Mode::empty() };
     let mut tries = 0;
     loop {
-        match rustix::fs::openat2(dir, path, flags, mode, RESOLVE) {
+        let resolve = if cross_mounts { RESOLVE } else { RESOLVE | ResolveFlags::NO_XDEV };
+        match rustix::fs::openat2(dir, path, flags, mode, resolve) {
             Err(Errno::AGAIN | Errno::INTR) if tries < EAGAIN_RETRIES => tries += 1,
             other => return other,
         }
@@ -95,7 +107,7 @@ pub fn parent<'a, 'p>(dir: BorrowedFd<'a>, path: &'p str) -> Result<(Parent<'a>,
         None => (Parent::Held(dir), path),
         Some((head, leaf)) => {
             let head = if head.is_empty() { "." } else { head };
-            (Parent::Opened(open(dir, head, OFlags::PATH | OFlags::DIRECTORY, Mode::empty(), false)?), leaf)
+            (Parent::Opened(open(dir, head, OFlags::PATH | OFlags::DIRECTORY, Mode::empty(), false, true)?), leaf)
         }
     };
     if plain_name(leaf) {
@@ -123,7 +135,7 @@ pub fn stat_at(dir: BorrowedFd<'_>, path: &str, follow: bool) -> Result<Stat, Er
     if plain_name(path) && !follow {
         return rustix::fs::statat(dir, path, AtFlags::SYMLINK_NOFOLLOW);
     }
-    let fd = open(dir, path, OFlags::PATH, Mode::empty(), follow)?;
+    let fd = open(dir, path, OFlags::PATH, Mode::empty(), follow, true)?;
     rustix::fs::fstat(&fd)
 }
 

@@ -18,6 +18,7 @@ mod github;
 mod hooks;
 mod hostile_guest;
 mod ingest;
+mod mounts;
 mod os_sandbox;
 mod outcomes;
 mod prometheus;
