@@ -5,8 +5,9 @@
 //! one's entry and log nothing.
 //!
 //! One small file per runner, holding the UNIX time it was ingested at;
-//! entries older than the retention are removed at each record, so the
-//! ledger holds at most the runners of one retention window. Written only
+//! entries older than the retention are removed by a record at most once
+//! an hour, so the ledger holds about the runners of one retention window
+//! and an ingest does not read all of it. Written only
 //! after the runner's report is final (extracted, no data or quarantined)
 //! and its events are synced: a crash between the two can at worst let a
 //! retry log the runner again, never lose it. A failed (kept) runner gets
@@ -33,6 +34,13 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The most bytes of an entry read: a UNIX time in seconds.
 const MAX_ENTRY_BYTES: u64 = 32;
+
+/// The ledger's own stamp (not a runner name: names starting with `.` are
+/// never runners'), touched at each expiry: old entries are looked for at
+/// most once per [`EXPIRE_EVERY`], so an ingest does not read the whole
+/// ledger of a large fleet every time.
+const EXPIRED_STAMP: &str = ".expired";
+const EXPIRE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Returned (as the error of an ingest) when the runner is in the ledger.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,7 +104,8 @@ impl Ledger {
     }
 
     /// Records `runner` as ingested now, durably (the entry's data, then
-    /// the directory), and removes the entries past the retention.
+    /// the directory), and, once an hour, removes the entries past the
+    /// retention.
     pub fn record(&self, runner: &str) -> Result<()> {
         if self.retention.is_zero() {
             return Ok(());
@@ -104,7 +113,9 @@ impl Ledger {
         anyhow::ensure!(is_valid_runner_name(runner), "{runner:?} is not a valid runner name");
         let path = self.dir_path();
         let dir = self.open_dir(true)?.with_context(|| format!("creating {}", path.display()))?;
-        self.expire(&dir).with_context(|| format!("removing old entries of {}", path.display()))?;
+        if self.expiry_due(&dir) {
+            self.expire(&dir).with_context(|| format!("removing old entries of {}", path.display()))?;
+        }
         let at = now();
         let write = || -> rustix::io::Result<()> {
             // Replaced whole: the entry of an earlier ingest past the
@@ -147,6 +158,21 @@ impl Ledger {
         }
     }
 
+    /// Whether the last expiry is older than [`EXPIRE_EVERY`] (or there
+    /// was none); if so the stamp is set to now.
+    fn expiry_due(&self, dir: &OwnedFd) -> bool {
+        let last = rustix::fs::statat(dir, EXPIRED_STAMP, AtFlags::SYMLINK_NOFOLLOW)
+            .ok()
+            .and_then(|stat| u64::try_from(stat.st_mtime).ok());
+        if last.is_some_and(|last| now().saturating_sub(last) < EXPIRE_EVERY.as_secs()) {
+            return false;
+        }
+        let _ = rustix::fs::unlinkat(dir, EXPIRED_STAMP, AtFlags::empty());
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let _ = rustix::fs::openat(dir, EXPIRED_STAMP, flags, Mode::from_raw_mode(0o644));
+        true
+    }
+
     /// Removes the entries older than the retention (and any entry that
     /// is not a runner name's regular file with a time in it).
     fn expire(&self, dir: &OwnedFd) -> Result<()> {
@@ -156,7 +182,7 @@ impl Ledger {
         for entry in listing {
             let entry = entry?;
             let Ok(name) = entry.file_name().to_str() else { continue };
-            if name == "." || name == ".." {
+            if name == "." || name == ".." || name == EXPIRED_STAMP {
                 continue;
             }
             let keep = is_valid_runner_name(name) && matches!(read_entry(dir, name), Ok(Some(at)) if at >= oldest);
@@ -215,12 +241,19 @@ mod tests {
         ledger.check("r-2").expect("another runner");
 
         // Past the retention: an old entry no longer counts, and the next
-        // record removes it.
+        // expiry removes it (at most one an hour: the first record made
+        // one, so the stamp is set back to let the next one run).
         std::fs::write(dir.path().join(INGESTED_DIR).join("r-old"), "1000").unwrap();
         ledger.check("r-old").expect("ingested long ago");
         ledger.record("r-2").unwrap();
+        assert!(dir.path().join(INGESTED_DIR).join("r-old").exists(), "the last expiry was just now");
+        let stamp =
+            std::fs::File::options().write(true).open(dir.path().join(INGESTED_DIR).join(EXPIRED_STAMP)).unwrap();
+        stamp.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(1000)).unwrap();
+        ledger.record("r-3").unwrap();
         assert!(!dir.path().join(INGESTED_DIR).join("r-old").exists());
         assert!(dir.path().join(INGESTED_DIR).join("r-1").exists());
+        assert!(dir.path().join(INGESTED_DIR).join(EXPIRED_STAMP).exists(), "the stamp is never expired");
 
         // Retention zero: off.
         let off = Ledger::new(dir.path(), Duration::ZERO);
