@@ -56,9 +56,8 @@ pub enum Loaded {
 impl CodeCache {
     /// Opens `dir` (made if missing) and its key (made if missing).
     pub fn open(dir: &Path) -> Result<Self> {
+        check_dir(dir)?;
         std::fs::create_dir_all(dir).with_context(|| format!("creating the cache directory {}", dir.display()))?;
-        let meta = std::fs::symlink_metadata(dir).with_context(|| format!("cache directory {}", dir.display()))?;
-        anyhow::ensure!(meta.is_dir(), "cache directory {}: is {}, not a directory", dir.display(), kind_of(&meta));
         let key = read_or_make_key(dir)?;
         Ok(Self { dir: dir.to_owned(), key: hmac::Key::new(hmac::HMAC_SHA256, &key) })
     }
@@ -105,6 +104,18 @@ impl CodeCache {
         tmp.write_all(code)?;
         tmp.persist(entry)?;
         Ok(())
+    }
+}
+
+/// The cache directory must be a directory, or not exist yet (it is made
+/// when the first entry is written). The operator names it, so a symlink
+/// to a directory is followed; the entries and the key in it never are.
+pub fn check_dir(dir: &Path) -> Result<()> {
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(meta) => anyhow::bail!("cache directory {}: is {}, not a directory", dir.display(), kind_of(&meta)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("cache directory {}", dir.display()))),
     }
 }
 
@@ -270,6 +281,22 @@ mod tests {
         std::fs::remove_file(dir.path().join(KEY_FILE)).unwrap();
         let rekeyed = CodeCache::open(dir.path()).unwrap();
         assert!(matches!(rekeyed.load(&a), Loaded::Refused(_)));
+    }
+
+    #[test]
+    fn a_cache_directory_named_through_a_symlink_is_used() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let cache = CodeCache::open(&link).unwrap();
+        let entry = link.join("e.cwasm");
+        cache.store(&entry, b"code").unwrap();
+        assert!(matches!(cache.load(&entry), Loaded::Verified(code) if code == b"code"));
+        assert!(real.join(KEY_FILE).exists());
+        std::fs::write(dir.path().join("file"), "").unwrap();
+        assert!(format!("{:#}", CodeCache::open(&dir.path().join("file")).err().unwrap()).contains("not a directory"));
     }
 
     #[test]

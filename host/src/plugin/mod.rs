@@ -15,7 +15,6 @@ use crate::bindings::{CollectOptions, IntoAnyhow, Plugin as PluginWorld, PluginP
 use crate::confined_fs::{link_wasi, Layer};
 use crate::keeper::{Keeper, KeeperPre, KeeperState};
 use crate::limits::{EpochTicker, Limits, StallWatch};
-use crate::lock::kind_of;
 use crate::sandbox::{HostState, Sandbox};
 
 pub mod cache;
@@ -101,7 +100,7 @@ impl PluginOptions {
     /// touches the storage root.
     pub fn check(&self) -> Result<()> {
         if let Some(dir) = &self.cache_dir {
-            check_cache_dir(dir)?;
+            cache::check_dir(dir)?;
         }
         self.layer()?.resolve().map(drop)
     }
@@ -135,7 +134,7 @@ impl Plugin {
     /// process that confines itself afterwards (see [`cache`]).
     pub fn precompile(wasm: &[u8], options: &PluginOptions, threads: bool) -> Result<Precompiled> {
         let Some(dir) = &options.cache_dir else { return Ok(Precompiled::none()) };
-        check_cache_dir(dir)?;
+        cache::check_dir(dir)?;
         let mut config = engine_config();
         config.parallel_compilation(threads);
         let engine = Engine::new(&config).anyhow().context("creating the wasmtime engine")?;
@@ -269,17 +268,6 @@ fn engine_config() -> Config {
         config.profiler(wasmtime::ProfilingStrategy::PerfMap);
     }
     config
-}
-
-/// The cache directory must be a directory, or not exist yet (it is created
-/// when the first entry is written).
-fn check_cache_dir(dir: &Path) -> Result<()> {
-    match std::fs::metadata(dir) {
-        Ok(meta) if meta.is_dir() => Ok(()),
-        Ok(meta) => anyhow::bail!("cache directory {}: is {}, not a directory", dir.display(), kind_of(&meta)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(anyhow::Error::new(e).context(format!("cache directory {}", dir.display()))),
-    }
 }
 
 fn compile(engine: &Engine, wasm: &[u8]) -> Result<Component> {
