@@ -23,8 +23,11 @@ struct Targets {
     program: PathBuf,
     /// A TCP port on 127.0.0.1 the test listens on.
     tcp_port: u16,
-    /// The compiled-code cache the run loaded its components from.
+    /// The compiled-code cache the run loaded its components from, and
+    /// its entries (named by the test, which filled the cache: a listing
+    /// from inside the walls would find nothing to try).
     cache_dir: PathBuf,
+    cache_entries: Vec<PathBuf>,
 }
 
 /// Runs the attempts when the environment asks for them.
@@ -58,23 +61,19 @@ pub fn run_from_env() -> Option<serde_json::Value> {
     // Every entry of the cache opened for writing, a new file made there
     // and renamed over one, the key read: each would hand a later run code
     // of the attacker's choosing.
-    let entries: Vec<PathBuf> = fs::read_dir(&targets.cache_dir)
-        .map(|dir| {
-            dir.filter_map(|e| e.ok())
-                .map(|e| e.path())
-                .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
-                .collect()
-        })
-        .unwrap_or_default();
+    let entries = &targets.cache_entries;
+    let no_entry = || std::io::Error::other("the test named no cache entry to try");
     let write_entries = || -> std::io::Result<()> {
-        let first = entries.first().ok_or_else(|| std::io::Error::other("no cache entry to try (none listed)"))?;
-        for entry in &entries {
+        if entries.is_empty() {
+            return Err(no_entry());
+        }
+        for entry in entries {
             fs::OpenOptions::new().append(true).open(entry)?;
         }
-        fs::OpenOptions::new().append(true).open(first).map(drop)
+        Ok(())
     };
     let replace_entry = || -> std::io::Result<()> {
-        let first = entries.first().ok_or_else(|| std::io::Error::other("no cache entry to try (none listed)"))?;
+        let first = entries.first().ok_or_else(no_entry)?;
         let planted = targets.cache_dir.join("planted.tmp");
         fs::write(&planted, b"planted code")?;
         fs::rename(&planted, first)

@@ -9,6 +9,7 @@
 use std::fs;
 use std::net::TcpListener;
 
+use runner_metrics::plugin::{Plugin, PluginOptions, EMBEDDED_COMPONENT, EMBEDDED_KEEPER};
 use runner_metrics_e2e::github_server::{job, jobs_page, jobs_target, Answer, GithubServer};
 use runner_metrics_e2e::*;
 
@@ -84,6 +85,24 @@ impl Escape {
         fs::copy(cli_binary(), &program).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let cache = tempfile::Builder::new().prefix("runner-metrics-escape-cache-").tempdir().unwrap();
+        // The cache filled as a run fills it (before it confines itself),
+        // so the escapes have real entries to try, named here.
+        let empty = outside.join("empty-root");
+        fs::create_dir(&empty).unwrap();
+        let warm = output(
+            std::process::Command::new(cli_binary())
+                .arg("--cache-dir")
+                .arg(cache.path())
+                .args(["quarantine", "list", "--storage"])
+                .arg(&empty),
+        );
+        assert_eq!(warm.code, Some(0), "{warm:?}");
+        let options = PluginOptions { cache_dir: Some(cache.path().to_owned()), ..Default::default() };
+        let entries: Vec<_> = [EMBEDDED_COMPONENT, EMBEDDED_KEEPER]
+            .map(|wasm| Plugin::cache_entry(wasm, &options).unwrap().expect("a cache entry"))
+            .into_iter()
+            .inspect(|entry| assert!(entry.is_file(), "{} was not written", entry.display()))
+            .collect();
         let env = serde_json::json!({
             "outside": outside.join("secret"),
             "beside_log": log_dir.join("beside"),
@@ -91,6 +110,7 @@ impl Escape {
             "program": program,
             "tcp_port": listener.local_addr().unwrap().port(),
             "cache_dir": cache.path(),
+            "cache_entries": entries,
         })
         .to_string();
         Self {
@@ -200,6 +220,7 @@ fn the_layers_say_when_one_is_off_and_the_escapes_it_stopped_get_through() {
     // Without Landlock the cache can be written: the MAC is what is left.
     // The entry just replaced is refused by the next run, compiled again,
     // and that run still does its work.
+    assert_eq!(attempts["write_cache_entry"], "ALLOWED", "{attempts}");
     assert_eq!(attempts["replace_cache_entry"], "ALLOWED", "{attempts}");
     escape.root.valid_runner("r-next");
     let (out, _, summary) = escape.run(&[]);
