@@ -378,8 +378,9 @@ impl GithubJobs {
                     // The token goes only to the API's own origin (scheme,
                     // host and port); a redirect elsewhere is not followed.
                     let location = header("location").unwrap_or_default();
+                    let api = Origin::of(&self.base);
                     match Origin::resolve(url, location) {
-                        Some(next) if Origin::of(&next) == Origin::of(&self.base) => {
+                        Some(next) if api.is_some_and(|api| api.holds(&next)) => {
                             target = next;
                             continue;
                         }
@@ -434,15 +435,19 @@ impl Origin {
     /// `None` for anything but `http://` or `https://` with a host (a
     /// missing scheme counts as `https://`, as for a proxy named bare).
     pub fn of(url: &str) -> Option<Self> {
+        let origin = Self::parse(url)?;
+        matches!(origin.scheme.as_str(), "http" | "https").then_some(origin)
+    }
+
+    /// Scheme, host and port of a URL of any scheme (a proxy may be
+    /// `socks5://`); the port defaults to 80 for `http`, else 443. `None`
+    /// without a host or with a port that is not one.
+    pub fn parse(url: &str) -> Option<Self> {
         let (scheme, rest) = match url.split_once("://") {
             Some((scheme, rest)) => (scheme.to_ascii_lowercase(), rest),
             None => ("https".to_owned(), url),
         };
-        let default = match scheme.as_str() {
-            "http" => 80,
-            "https" => 443,
-            _ => return None,
-        };
+        let default = if scheme == "http" { 80 } else { 443 };
         let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
         let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
         // `[::1]:8080` or `host:8080`; a bare IPv6 literal has no port.
@@ -453,6 +458,11 @@ impl Origin {
             _ => (host_port, default),
         };
         (!host.is_empty()).then(|| Self { scheme, host: host.to_ascii_lowercase(), port })
+    }
+
+    /// Whether `url` is of this origin (never when either is not a URL).
+    pub fn holds(&self, url: &str) -> bool {
+        Self::of(url).is_some_and(|other| other == *self)
     }
 
     /// The URL a `Location` header names, relative to `from`: absolute,

@@ -177,8 +177,27 @@ impl Grants {
     }
 }
 
-/// The TCP port of an `http(s)://host[:port]/...` URL (443 when it cannot
-/// be read: the client would refuse such a URL anyway).
+/// The TCP port of a `scheme://host[:port]/...` URL (the API's, or a
+/// proxy's of any scheme; 443 when it cannot be read: the client would
+/// refuse such a URL anyway).
 fn url_port(url: &str) -> u16 {
-    crate::github::Origin::of(url).map_or(443, |origin| origin.port)
+    crate::github::Origin::parse(url).map_or(443, |origin| origin.port)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::url_port;
+
+    #[test]
+    fn ports_of_api_urls() {
+        assert_eq!(url_port("https://api.github.com"), 443);
+        assert_eq!(url_port("https://ghe.example.com/api/v3"), 443);
+        assert_eq!(url_port("http://127.0.0.1:8123/"), 8123);
+        assert_eq!(url_port("http://localhost/x"), 80);
+        assert_eq!(url_port("https://[::1]:9443/api"), 9443);
+        assert_eq!(url_port("https://[::1]/api"), 443);
+        assert_eq!(url_port("https://user@host:444"), 444);
+        // A proxy of another scheme keeps its port.
+        assert_eq!(url_port("socks5://proxy.local:1080"), 1080);
+    }
 }
