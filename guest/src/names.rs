@@ -24,6 +24,12 @@ pub const IMAGES_DIR: &str = ".images";
 /// Only the host's ingest acts on it.
 pub const INGESTED_DIR: &str = ".ingested";
 
+/// The reserved entry of the root under which a confined run makes its new
+/// files (a directory of its own per run, the one place beneath the root
+/// where the kernel lets it open a file for writing) before moving each to
+/// its name. Only the host acts on it.
+pub const WRITING_DIR: &str = ".writing";
+
 /// The reserved entry of the root that the host locks so that one run at a
 /// time works on the root (spec 7).
 pub const LOCK_FILE: &str = ".lock";
@@ -39,7 +45,12 @@ pub fn is_valid_runner_name(name: &str) -> bool {
 
 /// Whether a root entry belongs to the project itself and is not reported.
 pub fn is_reserved(name: &str) -> bool {
-    name == QUARANTINE_DIR || name == DELETING_DIR || name == LOCK_FILE || name == IMAGES_DIR || name == INGESTED_DIR
+    name == QUARANTINE_DIR
+        || name == DELETING_DIR
+        || name == LOCK_FILE
+        || name == IMAGES_DIR
+        || name == INGESTED_DIR
+        || name == WRITING_DIR
 }
 
 #[cfg(test)]

@@ -437,7 +437,8 @@ impl OsSandboxArgs {
     /// Confines the process for a run over `grants`, before any thread
     /// starts, and says once on stderr which layers are active. Then, in
     /// the test-only escape build, tries what an escaped guest would.
-    pub fn confine(&self, grants: Option<Grants>) -> Result<Confinement> {
+    pub fn confine(&self, grants: Option<Grants>) -> Result<Confined> {
+        let staging = grants.as_ref().and_then(|grants| grants.staging.clone());
         let confinement = match grants {
             Some(grants) if !self.no_os_sandbox => {
                 let layers = Layers { landlock: !self.no_landlock, seccomp: !self.no_seccomp };
@@ -450,7 +451,7 @@ impl OsSandboxArgs {
         if let Some(attempts) = runner_metrics::os_sandbox::escape_test::run_from_env() {
             eprintln!("{attempts}");
         }
-        Ok(confinement)
+        Ok(Confined { confinement, _staging: staging })
     }
 
     /// The grants of a run that only walks `storage` (deletion, purge): the
@@ -459,7 +460,7 @@ impl OsSandboxArgs {
         if self.no_os_sandbox {
             return Ok(None);
         }
-        Ok(Some(Grants::for_collect(storage, false)?))
+        Ok(Some(Grants::for_walk(storage, false)?))
     }
 
     /// The grants of a collect or extract over `storage` (see
@@ -467,12 +468,20 @@ impl OsSandboxArgs {
     /// both components are read from it (or compiled into it) before the
     /// process is confined ([`precompile`]), so a confined run can neither
     /// read its key nor write an entry that a later run would execute.
-    pub(crate) fn grants(&self, storage: &Path, keep: bool) -> Result<Option<Grants>> {
+    pub(crate) fn grants(&self, storage: &Path, keep: bool, plugin: &PluginOptions) -> Result<Option<Grants>> {
         if self.no_os_sandbox {
             return Ok(None);
         }
-        Ok(Some(Grants::for_collect(storage, keep)?))
+        Ok(Some(Grants::for_collect(storage, keep, plugin.confined_fs()?)?))
     }
+}
+
+/// A confined process's layers, and what the run keeps while it works:
+/// its staging directory, removed when this is dropped.
+#[must_use = "the run's staging directory is removed when this is dropped"]
+pub struct Confined {
+    pub confinement: Confinement,
+    _staging: Option<std::sync::Arc<runner_metrics::confined_fs::staging::Staging>>,
 }
 
 /// Sandbox settings shared by every subcommand.
@@ -749,7 +758,7 @@ pub(crate) fn run_locked(
     // The token is read and the log open: the process is confined before
     // the plugin (and any thread) starts.
     let textfile_dir = args.prometheus_textfile.as_deref().map(runner_metrics::prometheus::textfile_dir);
-    let grants = os.grants(lock.root(), false)?.map(|mut grants| {
+    let grants = os.grants(lock.root(), false, &plugin_options)?.map(|mut grants| {
         grants.write_dirs.extend(textfile_dir.map(Path::to_owned));
         match &args.github.github_token_file {
             Some(_) => grants.with_github(&args.github.github_api_url),
@@ -758,7 +767,7 @@ pub(crate) fn run_locked(
     });
     let writable: Vec<&Path> = [Some(lock.root()), textfile_dir].into_iter().flatten().collect();
     let precompiled = precompile(&plugin_options, &writable)?;
-    let confinement = os.confine(grants)?;
+    let confined = os.confine(grants)?;
     let plugin = open_precompiled(&plugin_options, precompiled)?;
     let recorder = RefCell::new(Recorder::with_max_repositories(args.prometheus_max_repositories));
     // Lines are read back for the histograms only when a textfile wants them
@@ -773,7 +782,7 @@ pub(crate) fn run_locked(
     // Written even when the run stopped early: it counts what did happen.
     let textfile = args.prometheus_textfile.as_deref().map(|path| recorder.borrow_mut().write(path));
     drop(lock);
-    let code = finish(result, args.json.then_some(&confinement))?;
+    let code = finish(result, args.json.then_some(&confined.confinement))?;
     if let Some(Err(e)) = textfile {
         eprintln!("runner-metrics: error: {e:#}");
         return Ok(ExitCode::from(EXIT_ERROR));
@@ -794,7 +803,7 @@ fn run_extract(sandbox: &SandboxArgs, args: ExtractArgs) -> Result<ExitCode> {
     let root = lock.as_ref().map_or_else(|| storage.canonicalize(), |l| Ok(l.root().to_owned()));
     let root = root.with_context(|| format!("storage root {}", storage.display()))?;
     let precompiled = precompile(&plugin_options, &[&root])?;
-    os.confine(os.grants(&root, args.keep)?)?;
+    let _confined = os.confine(os.grants(&root, args.keep, &plugin_options)?)?;
     let plugin = open_precompiled(&plugin_options, precompiled)?;
     let options = CollectOptions {
         selection,

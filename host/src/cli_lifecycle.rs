@@ -194,7 +194,7 @@ pub fn run_storage(command: StorageCommand) -> Result<ExitCode> {
             // The walk runs on the host, over the runner's files: behind the
             // second wall, like a collect.
             let deleted = locked(&wait, &storage, || -> Result<Deletion> {
-                os_sandbox.confine(os_sandbox.walk_grants(&storage)?)?;
+                let _confined = os_sandbox.confine(os_sandbox.walk_grants(&storage)?)?;
                 Ok(storage::delete(&storage, &name)?)
             })?;
             match deleted {
@@ -232,7 +232,7 @@ pub fn run_quarantine(command: QuarantineMore) -> Result<ExitCode> {
                 storage::purge(&storage, older_than, dry_run)?
             } else {
                 locked(&wait, &storage, || -> Result<storage::PurgeReport> {
-                    os_sandbox.confine(os_sandbox.walk_grants(&storage)?)?;
+                    let _confined = os_sandbox.confine(os_sandbox.walk_grants(&storage)?)?;
                     Ok(storage::purge(&storage, older_than, dry_run)?)
                 })?
             };

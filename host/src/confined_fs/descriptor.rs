@@ -317,7 +317,14 @@ impl types::HostDescriptor for ConfinedFsView<'_> {
         // Only from the root may an open enter another mount (a bounded
         // storage); below a storage, a mount is never entered.
         let cross_mounts = Arc::ptr_eq(&parent.fd, &self.ctx.root);
-        match kernel::open(parent.fd.as_fd(), &path, oflags, Mode::from_raw_mode(0o666), follow, cross_mounts) {
+        let mode = Mode::from_raw_mode(0o666);
+        let opened = match &self.ctx.staging {
+            // A confined run may write only in its staging directory: the
+            // new file is made there and moved to its name.
+            Some(staging) if creates => staging.create_at(parent.fd.as_fd(), &path, oflags, mode),
+            _ => kernel::open(parent.fd.as_fd(), &path, oflags, mode, follow, cross_mounts),
+        };
+        match opened {
             Ok(opened) => {
                 Ok(Ok(self.table.push(Descriptor { fd: Arc::new(opened), flags, directory, listed: false })?))
             }

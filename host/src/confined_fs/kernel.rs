@@ -19,7 +19,7 @@ const RESOLVE: ResolveFlags = ResolveFlags::BENEATH.union(ResolveFlags::NO_SYMLI
 
 /// Flags added to every open: never follow, never block (a FIFO swapped in
 /// at any moment cannot stall the host), never leak into a child.
-const ALWAYS: OFlags = OFlags::NOFOLLOW.union(OFlags::NONBLOCK).union(OFlags::CLOEXEC);
+pub(super) const ALWAYS: OFlags = OFlags::NOFOLLOW.union(OFlags::NONBLOCK).union(OFlags::CLOEXEC);
 
 /// `openat2` may answer `EAGAIN` when a concurrent rename raced a `..`
 /// lookup; a few retries, then the error.

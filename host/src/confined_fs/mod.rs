@@ -18,8 +18,9 @@
 mod descriptor;
 mod kernel;
 mod listing;
+pub mod staging;
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -104,6 +105,9 @@ pub struct ConfinedFsCtx {
     guest_path: String,
     flags: bindings::wasi::filesystem::types::DescriptorFlags,
     busy_rename: Option<Arc<BusyRename>>,
+    /// Where new files are made, when the process installed a staging
+    /// directory for this root (a confined run: `staging.rs`).
+    staging: Option<Arc<staging::Staging>>,
 }
 
 impl ConfinedFsCtx {
@@ -119,7 +123,8 @@ impl ConfinedFsCtx {
         .with_context(|| format!("opening the storage root {}", root.display()))?;
         let flags =
             if writable { DescriptorFlags::READ | DescriptorFlags::MUTATE_DIRECTORY } else { DescriptorFlags::READ };
-        Ok(Self { root: Arc::new(fd), guest_path: guest_path.to_owned(), flags, busy_rename: None })
+        let staging = if writable { staging::for_root(fd.as_fd()) } else { None };
+        Ok(Self { root: Arc::new(fd), guest_path: guest_path.to_owned(), flags, busy_rename: None, staging })
     }
 
     /// Lets `hook` move the root's mount points (bounded storages, which

@@ -4,7 +4,9 @@
 //! after the other) or a manager's retry after a timeout find the first
 //! one's entry and log nothing.
 //!
-//! One small file per runner, holding the UNIX time it was ingested at;
+//! One empty file per runner, whose modification time is when it was
+//! ingested (made without being opened for writing: a confined ingest may
+//! write no file beneath the root but in its staging directory);
 //! entries older than the retention are removed by a record at most once
 //! an hour, so the ledger holds about the runners of one retention window
 //! and an ingest does not read all of it. Written only
@@ -17,7 +19,6 @@
 //! open is relative to the ledger directory's descriptor, never follows a
 //! symlink and never blocks on a FIFO.
 
-use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -31,9 +32,6 @@ pub use runner_metrics_guest::names::INGESTED_DIR;
 
 /// How long an ingested runner is remembered unless the caller says.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
-
-/// The most bytes of an entry read: a UNIX time in seconds.
-const MAX_ENTRY_BYTES: u64 = 32;
 
 /// The ledger's own stamp (not a runner name: names starting with `.` are
 /// never runners'), touched at each expiry: old entries are looked for at
@@ -116,20 +114,11 @@ impl Ledger {
         if self.expiry_due(&dir) {
             self.expire(&dir).with_context(|| format!("removing old entries of {}", path.display()))?;
         }
-        let at = now();
         let write = || -> rustix::io::Result<()> {
-            // Replaced whole: the entry of an earlier ingest past the
-            // retention is overwritten, never appended to.
+            // Made anew: the entry of an earlier ingest past the retention
+            // is replaced, so its time is now.
             let _ = rustix::fs::unlinkat(&dir, runner, AtFlags::empty());
-            let fd = rustix::fs::openat(
-                &dir,
-                runner,
-                OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::from_raw_mode(0o644),
-            )?;
-            let mut file = std::fs::File::from(fd);
-            file.write_all(at.to_string().as_bytes()).map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::IO))?;
-            rustix::fs::fdatasync(&file)?;
+            rustix::fs::openat(&dir, runner, NEW_ENTRY, Mode::from_raw_mode(0o644))?;
             rustix::fs::fsync(&dir)
         };
         write().with_context(|| format!("recording {} as ingested", path.join(runner).display()))
@@ -168,8 +157,7 @@ impl Ledger {
             return false;
         }
         let _ = rustix::fs::unlinkat(dir, EXPIRED_STAMP, AtFlags::empty());
-        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let _ = rustix::fs::openat(dir, EXPIRED_STAMP, flags, Mode::from_raw_mode(0o644));
+        let _ = rustix::fs::openat(dir, EXPIRED_STAMP, NEW_ENTRY, Mode::from_raw_mode(0o644));
         true
     }
 
@@ -202,23 +190,23 @@ impl Ledger {
     }
 }
 
-/// The time in an entry; `None` when there is none, or it is not a regular
-/// file holding a number (such an entry does not count).
+/// How an entry (or the stamp) is made: a new empty file, opened only to
+/// create it.
+const NEW_ENTRY: OFlags =
+    OFlags::RDONLY.union(OFlags::CREATE).union(OFlags::EXCL).union(OFlags::NOFOLLOW).union(OFlags::CLOEXEC);
+
+/// When an entry was made (its modification time); `None` when there is
+/// none, or it is not a regular file (such an entry does not count).
 fn read_entry(dir: &OwnedFd, runner: &str) -> std::io::Result<Option<u64>> {
-    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
-    let fd = match rustix::fs::openat(dir, runner, flags, Mode::empty()) {
-        Ok(fd) => fd,
-        Err(Errno::NOENT | Errno::LOOP) => return Ok(None),
+    let stat = match rustix::fs::statat(dir, runner, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(stat) => stat,
+        Err(Errno::NOENT) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    if !rustix::fs::FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode).is_file() {
+    if !rustix::fs::FileType::from_raw_mode(stat.st_mode).is_file() {
         return Ok(None);
     }
-    let mut text = String::new();
-    if std::fs::File::from(fd).take(MAX_ENTRY_BYTES).read_to_string(&mut text).is_err() {
-        return Ok(None);
-    }
-    Ok(text.trim().parse().ok())
+    Ok(u64::try_from(stat.st_mtime).ok())
 }
 
 fn now() -> u64 {
@@ -243,7 +231,8 @@ mod tests {
         // Past the retention: an old entry no longer counts, and the next
         // expiry removes it (at most one an hour: the first record made
         // one, so the stamp is set back to let the next one run).
-        std::fs::write(dir.path().join(INGESTED_DIR).join("r-old"), "1000").unwrap();
+        let old = std::fs::File::create(dir.path().join(INGESTED_DIR).join("r-old")).unwrap();
+        old.set_modified(SystemTime::UNIX_EPOCH + Duration::from_secs(1000)).unwrap();
         ledger.check("r-old").expect("ingested long ago");
         ledger.record("r-2").unwrap();
         assert!(dir.path().join(INGESTED_DIR).join("r-old").exists(), "the last expiry was just now");
@@ -266,12 +255,13 @@ mod tests {
         let ledger = Ledger::new(dir.path(), DEFAULT_RETENTION);
         let entries = dir.path().join(INGESTED_DIR);
         std::fs::create_dir(&entries).unwrap();
-        std::fs::write(entries.join("r-garbage"), "not a time").unwrap();
-        std::os::unix::fs::symlink("r-garbage", entries.join("r-link")).unwrap();
+        std::fs::write(entries.join("r-file"), "").unwrap();
+        std::fs::create_dir(entries.join("r-dir")).unwrap();
+        std::os::unix::fs::symlink("r-file", entries.join("r-link")).unwrap();
         let fifo = std::ffi::CString::new(entries.join("r-fifo").into_os_string().into_encoded_bytes()).unwrap();
         // SAFETY: mkfifo on a NUL-terminated path inside the temp dir.
         assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
-        for name in ["r-garbage", "r-link", "r-fifo"] {
+        for name in ["r-dir", "r-link", "r-fifo"] {
             ledger.check(name).unwrap_or_else(|e| panic!("{name}: {e:#}"));
         }
         ledger.check("../x").expect("never in the ledger: the keeper refuses such a name");

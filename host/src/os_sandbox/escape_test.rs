@@ -28,6 +28,15 @@ struct Targets {
     /// from inside the walls would find nothing to try).
     cache_dir: PathBuf,
     cache_entries: Vec<PathBuf>,
+    /// Files beneath the storage root that others trust, to open for
+    /// writing: a runner's metrics file, the image of a quarantined
+    /// bounded storage, an entry of the ingest ledger.
+    runner_file: PathBuf,
+    image: PathBuf,
+    ledger_entry: PathBuf,
+    /// The root's `.writing/`, where the run's staging directory is: the
+    /// image is moved into it, to be written there.
+    writing_dir: PathBuf,
 }
 
 /// Runs the attempts when the environment asks for them.
@@ -78,6 +87,15 @@ pub fn run_from_env() -> Option<serde_json::Value> {
         fs::write(&planted, b"planted code")?;
         fs::rename(&planted, first)
     };
+    let open_for_writing = |path: &PathBuf| fs::OpenOptions::new().append(true).open(path).map(drop);
+    let image_into_staging = || -> std::io::Result<()> {
+        let staging = fs::read_dir(&targets.writing_dir)?
+            .next()
+            .ok_or_else(|| std::io::Error::other("no staging directory to move the image into"))??;
+        let moved = staging.path().join("image");
+        fs::rename(&targets.image, &moved)?;
+        open_for_writing(&moved)
+    };
     let attempts = serde_json::json!({
         "io_uring_setup": verdict(syscall({
             let mut params = [0u8; 120];
@@ -103,6 +121,10 @@ pub fn run_from_env() -> Option<serde_json::Value> {
         "write_cache_entry": verdict(write_entries()),
         "replace_cache_entry": verdict(replace_entry()),
         "read_cache_key": verdict(fs::read(targets.cache_dir.join(crate::plugin::cache::KEY_FILE)).map(drop)),
+        "write_runner_file": verdict(open_for_writing(&targets.runner_file)),
+        "write_image": verdict(open_for_writing(&targets.image)),
+        "write_ledger_entry": verdict(open_for_writing(&targets.ledger_entry)),
+        "image_into_staging": verdict(image_into_staging()),
         "read_outside": verdict(fs::read(&targets.outside).map(drop)),
         "write_beside_log": verdict(
             fs::OpenOptions::new().write(true).create_new(true).open(&targets.beside_log).and_then(|mut f| f.write_all(b"x"))

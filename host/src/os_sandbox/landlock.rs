@@ -44,9 +44,19 @@ pub fn restrict(grants: &Grants) -> Result<(String, bool)> {
         .context("preparing the Landlock ruleset")?
         .create()
         .context("creating the Landlock ruleset")?;
+    // Beneath the root a file is opened for writing only in the run's
+    // staging directory (`confined_fs::staging`): no runner's file, image
+    // or ledger entry can be rewritten by code that escaped the guest.
+    let in_root =
+        if grants.root_files_writable { storage } else { storage & !(AccessFs::WriteFile | AccessFs::Truncate) };
     let root = PathFd::new(&grants.storage_root)
         .with_context(|| format!("opening the storage root {} for Landlock", grants.storage_root.display()))?;
-    ruleset = ruleset.add_rule(PathBeneath::new(root, storage)).context("granting the storage root")?;
+    ruleset = ruleset.add_rule(PathBeneath::new(root, in_root)).context("granting the storage root")?;
+    if let Some(staging) = &grants.staging {
+        ruleset = ruleset
+            .add_rule(PathBeneath::new(staging.dir(), write_dir))
+            .with_context(|| format!("granting {}", staging.path().display()))?;
+    }
     for dir in &grants.write_dirs {
         let fd = PathFd::new(dir).with_context(|| format!("opening {} for Landlock", dir.display()))?;
         ruleset =
@@ -69,6 +79,11 @@ pub fn restrict(grants: &Grants) -> Result<(String, bool)> {
         LandlockStatus::Available { effective_abi, .. } => format!("ABI {}", effective_abi as i32),
         LandlockStatus::NotEnabled => "not enabled in this kernel".to_owned(),
         LandlockStatus::NotImplemented => "not built into this kernel".to_owned(),
+    };
+    let abi = if grants.root_files_writable {
+        format!("{abi}; files beneath the root writable: the fallback filesystem makes new files in place")
+    } else {
+        abi
     };
     Ok(match status.ruleset {
         RulesetStatus::FullyEnforced => (format!("enforced ({abi})"), true),

@@ -5,8 +5,12 @@
 //! [`confine`] applies, to the calling thread and every thread started
 //! after it (call it before any other thread exists):
 //!
-//! * **Landlock** ([`landlock`](self::landlock)): reading and writing only
-//!   beneath the storage root, the directories given (the Prometheus
+//! * **Landlock** ([`landlock`](self::landlock)): beneath the storage root,
+//!   reading, making and removing files and directories and moving them,
+//!   but opening for writing only the run's fresh staging directory
+//!   (`confined_fs::staging`, where the guest's new files are made): no
+//!   runner's file, no image of a bounded storage, no ledger entry can be
+//!   rewritten; writing in the directories given (the Prometheus
 //!   textfile's), and reading the few system files a GitHub lookup needs;
 //!   no execution of any file; no TCP connect but to the GitHub API's port,
 //!   no TCP bind; no abstract UNIX socket or signal outside the process.
@@ -36,16 +40,26 @@ pub mod unmount_helper;
 pub mod escape_test;
 
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::confined_fs::staging::Staging;
 
 use serde::Serialize;
 
 /// What a confined run may still do.
 #[derive(Debug, Clone, Default)]
 pub struct Grants {
-    /// The storage root: read, write, create and remove files and
-    /// directories, rename across them; no execution, no device, FIFO,
-    /// socket or symlink made.
+    /// The storage root: read, create and remove files and directories,
+    /// rename across them; no execution, no device, FIFO, socket or
+    /// symlink made, and no file opened for writing (but in `staging`).
     pub storage_root: PathBuf,
+    /// The run's staging directory beneath the root: the one place there
+    /// where a file may be opened for writing.
+    pub staging: Option<Arc<Staging>>,
+    /// Files beneath the root may be opened for writing: only where the
+    /// guest's filesystem is wasmtime-wasi's fallback, which makes new
+    /// files in place and cannot use a staging directory.
+    pub root_files_writable: bool,
     /// Directories whose files are read, created, written and replaced
     /// (the Prometheus textfile's directory).
     pub write_dirs: Vec<PathBuf>,
@@ -122,13 +136,16 @@ pub fn unconfined() -> Confinement {
 }
 
 impl Grants {
-    /// What a collect (or extract) over `storage_root` needs. Bounded
-    /// storages are mounted again first (under the root's lock, which the
-    /// caller holds unless `keep`), and, if the root has any, the unmount
-    /// helper is forked and the system files the mount checks read are
-    /// granted: so call it while the process has one thread, before
-    /// [`confine`].
-    pub fn for_collect(storage_root: &std::path::Path, keep: bool) -> anyhow::Result<Self> {
+    /// What a walk over `storage_root` needs (`storage delete`,
+    /// `quarantine purge`): deleting and moving beneath it, and a fresh
+    /// staging directory (`confined_fs::staging`, installed for the run)
+    /// for the files it makes (the reason file of a storage quarantined as
+    /// undeletable). Bounded storages are mounted again first (under the
+    /// root's lock, which the caller holds unless `keep`, a dry run that
+    /// writes nothing), and, if the root has any, the unmount helper is
+    /// forked and the system files the mount checks read are granted: so
+    /// call it while the process has one thread, before [`confine`].
+    pub fn for_walk(storage_root: &std::path::Path, keep: bool) -> anyhow::Result<Self> {
         use crate::storage::bounded;
         let mut grants = Self { storage_root: storage_root.to_owned(), ..Self::default() };
         let (found, failed) = bounded::reattach_all(storage_root, keep)?;
@@ -140,6 +157,21 @@ impl Grants {
             // table, and the loop devices' backing files.
             grants.read_paths.extend(["/proc/self", "/sys/devices/virtual/block"].map(PathBuf::from));
         }
+        if !keep {
+            grants.staging = Some(Staging::create(storage_root)?.install());
+        }
+        Ok(grants)
+    }
+
+    /// What a collect, extract or ingest over `storage_root` needs: a
+    /// walk's grants, the guest's new files (reason files, pulled runners'
+    /// files) made in the staging directory by the confined filesystem.
+    /// wasmtime-wasi's fallback (`confined_fs == false`) makes them in
+    /// place, so there every file beneath the root stays writable (said in
+    /// the Landlock status).
+    pub fn for_collect(storage_root: &std::path::Path, keep: bool, confined_fs: bool) -> anyhow::Result<Self> {
+        let mut grants = Self::for_walk(storage_root, keep)?;
+        grants.root_files_writable = !keep && !confined_fs;
         Ok(grants)
     }
 

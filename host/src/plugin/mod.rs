@@ -105,6 +105,12 @@ impl PluginOptions {
         self.layer()?.resolve().map(drop)
     }
 
+    /// Whether the guest's filesystem will be the confined one (else
+    /// wasmtime-wasi's fallback).
+    pub fn confined_fs(&self) -> Result<bool> {
+        Ok(self.layer()?.resolve()?.0)
+    }
+
     /// The filesystem layer asked for (`Auto` reads the environment).
     fn layer(&self) -> Result<Layer> {
         if self.filesystem == Layer::Auto {

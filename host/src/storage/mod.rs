@@ -442,12 +442,7 @@ fn quarantine_path(
         if fs::symlink_metadata(&target).is_ok() {
             continue;
         }
-        let created = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&reason_path);
+        let created = crate::confined_fs::staging::create_new_file(&dir, &format!("{location}{REASON_SUFFIX}"));
         let mut out = match created {
             Ok(out) => out,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,

@@ -15,7 +15,7 @@ use runner_metrics_e2e::*;
 
 const REPO: &str = "org/repo";
 const RUN: &str = "4242";
-const ATTEMPTS: [&str; 14] = [
+const ATTEMPTS: [&str; 18] = [
     "read_outside",
     "write_beside_log",
     "read_token",
@@ -32,6 +32,12 @@ const ATTEMPTS: [&str; 14] = [
     "write_cache_entry",
     "replace_cache_entry",
     "read_cache_key",
+    // Issue 24: files beneath the root that others trust could be opened
+    // for writing (an image the kernel later mounts as root).
+    "write_runner_file",
+    "write_image",
+    "write_ledger_entry",
+    "image_into_staging",
 ];
 
 /// Whether this kernel has Landlock: `landlock_create_ruleset` asked for
@@ -70,6 +76,18 @@ impl Escape {
             .file(INSTALLED, "1700000060")
             .file(PRE_JOB, pre_job)
             .file(POST_JOB, r#"{"timestamp": 1700000400, "status": "normal"}"#);
+        // What others trust beneath the root: the image of a quarantined
+        // bounded storage (as `move_out` leaves it) and a ledger entry.
+        let quarantined = root.join(".quarantine").join("r-old.1700000000.000000");
+        fs::create_dir_all(&quarantined).unwrap();
+        fs::write(quarantined.join(".image"), "ext4 bytes").unwrap();
+        fs::write(
+            root.join(".quarantine").join("r-old.1700000000.000000.reason.json"),
+            r#"{"runner_name": "r-old", "reason": "invalid-json", "file": null, "detail": "", "quarantined_at": 1}"#,
+        )
+        .unwrap();
+        fs::create_dir(root.join(".ingested")).unwrap();
+        fs::write(root.join(".ingested").join("r-old"), "").unwrap();
         let server = GithubServer::start();
         let ours = job(7, "r-escape", "2024-01-01T00:00:00Z", "2024-01-01T00:02:05.5Z", Some("success"));
         server.route(&jobs_target("", REPO, RUN, 1), vec![Answer::json(jobs_page(1, vec![ours]))]);
@@ -111,6 +129,10 @@ impl Escape {
             "tcp_port": listener.local_addr().unwrap().port(),
             "cache_dir": cache.path(),
             "cache_entries": entries,
+            "runner_file": root.join("r-escape").join(PRE_JOB),
+            "image": quarantined.join(".image"),
+            "ledger_entry": root.join(".ingested").join("r-old"),
+            "writing_dir": root.join(".writing"),
         })
         .to_string();
         Self {
@@ -197,6 +219,9 @@ fn a_confined_collect_refuses_every_escape_and_still_does_its_work() {
         assert!(path.starts_with("log") || path.starts_with("textfile"), "{changed:?}");
     }
     assert!(!exists(&escape.log.with_file_name("beside")));
+    // What others trust beneath the root is where it was, unchanged.
+    let image = escape.root.join(".quarantine").join("r-old.1700000000.000000").join(".image");
+    assert_eq!(fs::read_to_string(image).unwrap(), "ext4 bytes");
 }
 
 #[test]
