@@ -309,6 +309,7 @@ fn mount(image: &Path, dir: &Path, read_only: bool) -> Result<()> {
     if !is_marked_image(image) {
         return Err(error(ErrorKind::Io, image, "is not an image made by `storage create --size`; not mounted"));
     }
+    require_released(image)?;
     let options = if read_only { format!("{MOUNT_OPTIONS},ro,noload") } else { MOUNT_OPTIONS.to_owned() };
     run(Command::new("mount").args(["-t", "ext4", "-o", &options]).arg(image).arg(dir), dir, "mount")
 }
@@ -420,6 +421,73 @@ fn mount_of(root: &Path, dir: &Path, image: &Path) -> Result<Mount> {
     ))
 }
 
+/// The loop device `image` is attached to (`loopN`), if any: a bounded
+/// storage detached lazily while its job still held a file keeps it until
+/// the last one is closed. Compared by device and inode (the kernel's own
+/// record, `LOOP_GET_STATUS64`): the path it was attached under is gone
+/// once the image moved to quarantine.
+fn loop_device_of(image: &Path) -> Option<String> {
+    let meta = fs::metadata(image).ok()?;
+    let wanted = (meta.dev(), meta.ino());
+    fs::read_dir("/sys/block")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|dev| dev.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("loop"))
+        .find(|name| loop_backing_inode(name) == Some(wanted))
+}
+
+/// `(st_dev, st_ino)` of the file attached to `/dev/<name>`, if any.
+fn loop_backing_inode(name: &str) -> Option<(u64, u64)> {
+    /// `struct loop_info64` of `<linux/loop.h>` (all of it: the kernel
+    /// writes the whole struct; two fields are read).
+    #[allow(dead_code)]
+    #[repr(C)]
+    struct LoopInfo64 {
+        lo_device: u64,
+        lo_inode: u64,
+        lo_rdevice: u64,
+        lo_offset: u64,
+        lo_sizelimit: u64,
+        lo_number: u32,
+        lo_encrypt_type: u32,
+        lo_encrypt_key_size: u32,
+        lo_flags: u32,
+        lo_file_name: [u8; 64],
+        lo_crypt_name: [u8; 64],
+        lo_encrypt_key: [u8; 32],
+        lo_init: [u64; 2],
+    }
+    const LOOP_GET_STATUS64: libc::c_ulong = 0x4C05;
+    use std::os::fd::AsRawFd;
+    let device = fs::File::open(Path::new("/dev").join(name)).ok()?;
+    // SAFETY: all-zero bytes are a valid LoopInfo64 (integers and arrays).
+    let mut info: LoopInfo64 = unsafe { std::mem::zeroed() };
+    // SAFETY: LOOP_GET_STATUS64 fills a struct loop_info64, which `info`
+    // is, on an open descriptor; it fails (ENXIO) when nothing is attached.
+    let rc = unsafe { libc::ioctl(device.as_raw_fd(), LOOP_GET_STATUS64 as _, &mut info as *mut LoopInfo64) };
+    (rc == 0).then_some((info.lo_device, info.lo_inode))
+}
+
+/// Refuses to mount `image` while it is still attached from its lazily
+/// detached mount: `mount` would reuse that loop device, whose superblock
+/// is mounted writable (a read-only mount is refused, a writable one
+/// shares it and then never matches the image's path again).
+fn require_released(image: &Path) -> Result<()> {
+    match loop_device_of(image) {
+        None => Ok(()),
+        Some(device) => Err(error(
+            ErrorKind::Io,
+            image,
+            format!(
+                "is still in use: a process of its job holds a file of it (its mount was detached lazily and \
+                 /dev/{device} stays attached until that file is closed); try again once the job is gone"
+            ),
+        )),
+    }
+}
+
 /// The file behind a loop device, from its sysfs directory (`None`: not a
 /// loop device, or none attached).
 fn backing_file(device: &Path) -> Option<PathBuf> {
@@ -488,13 +556,7 @@ fn drop_stale_part(path: &Path) {
         .and_then(|m| m.modified().ok())
         .and_then(|t| t.elapsed().ok())
         .is_some_and(|age| age > Duration::from_secs(3600));
-    let canonical = path.canonicalize().unwrap_or_else(|_| path.to_owned());
-    let in_use = fs::read_dir("/sys/block")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .any(|dev| backing_file(&dev.path()).is_some_and(|b| b == canonical));
-    if old && !in_use {
+    if old && loop_device_of(path).is_none() {
         let _ = fs::remove_file(path);
     }
 }

@@ -494,3 +494,50 @@ fn list_mounts_nothing_while_a_run_holds_the_root() {
     assert!(listed[0].bounded && listed[0].mount_error.is_none(), "{listed:?}");
     assert_eq!(root.mounts(), vec![dir.canonicalize().unwrap()]);
 }
+
+#[test]
+fn a_busy_storage_quarantined_and_restored_is_collected_once_the_job_is_gone() {
+    // Issue 24: quarantined while a process of its job still holds a file
+    // (the mount detached lazily, the loop device alive), shown, restored:
+    // it must not stay failed once the job is gone.
+    require_bounded!("a_busy_storage_quarantined_and_restored_is_collected_once_the_job_is_gone");
+    let root = Bounded::new();
+    let dir = root.create("r-held");
+    write_valid(&dir);
+    fs::write(dir.join("runner-installed.timestamp"), "garbage").unwrap();
+    let held = fs::File::open(dir.join("pre-job-metrics.json")).unwrap();
+    let (run, _) = collect_with(confined_plugin(), root.path(), &CollectOptions::events("small"));
+    assert_eq!(run.kind("r-held"), OutcomeKind::Quarantined, "{:?}", run.reports);
+    let q = quarantined(&root, "r-held");
+    let location = q.location.file_name().unwrap().to_str().unwrap().to_owned();
+
+    // Shown while the job holds it: refused, saying why (mount(8) would
+    // reuse the lingering loop device, mounted writable).
+    let shown = output(cli().args(["quarantine", "show", "--json", "--storage"]).arg(root.path()).arg(&location));
+    assert_eq!(shown.code, Some(2), "{shown:?}");
+    assert!(shown.stderr.contains("still in use") && shown.stderr.contains("once the job is gone"), "{shown:?}");
+
+    // Restored while held: back under its name, not mounted yet, and said.
+    let restored = storage::restore(root.path(), &location).unwrap_err();
+    assert!(restored.reason.contains("still in use") && restored.reason.contains("the storage is restored"));
+    assert!(exists(&dir) && !exists(&q.location));
+    assert_eq!(root.mounts(), Vec::<PathBuf>::new());
+
+    // The job goes: the lazily detached mount and its loop device with it.
+    drop(held);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !loop_devices_under(root.path()).is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // `storage list` mounts it (a fresh loop device), the file is fixed, and
+    // a collect extracts and removes it like any other.
+    let listed = output(cli().args(["storage", "list", "--storage"]).arg(root.path()));
+    assert_eq!(listed.code, Some(0), "{listed:?}");
+    assert_eq!(root.mounts(), vec![dir.canonicalize().unwrap()]);
+    fs::write(dir.join("runner-installed.timestamp"), "1700000060").unwrap();
+    let (run, lines) = collect_with(confined_plugin(), root.path(), &CollectOptions::events("small"));
+    assert_eq!(run.kind("r-held"), OutcomeKind::Extracted, "{:?}", run.reports);
+    assert_eq!(lines.len(), 3);
+    assert!(!exists(&dir));
+    assert_eq!(root.mounts(), Vec::<PathBuf>::new());
+}
