@@ -197,7 +197,7 @@ pub fn join(dir: &str, name: &str) -> String {
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-pub use native::{NativeDir, NativeFs};
+pub use native::{mount_of, NativeDir, NativeFs};
 
 #[cfg(target_arch = "wasm32")]
 pub use wasi_fs::{WasiDir, WasiFs};
@@ -399,7 +399,7 @@ mod native {
     /// Which mount an open file is on: its mount id (`statx`, Linux 5.8),
     /// else its device (a bind mount of the same filesystem then looks the
     /// same: older kernels only).
-    fn mount_of(fd: &OwnedFd) -> Option<(u64, u64)> {
+    pub fn mount_of(fd: &OwnedFd) -> Option<(u64, u64)> {
         // SAFETY: an all-zero statx is a valid value for the kernel to fill.
         let mut stx: libc::statx = unsafe { std::mem::zeroed() };
         let empty = c"";

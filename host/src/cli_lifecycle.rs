@@ -185,8 +185,11 @@ pub fn run_storage(command: StorageCommand) -> Result<ExitCode> {
                 if let Some(e) = &s.mount_error {
                     eprintln!("runner-metrics: {}: not mounted: {}", s.path.display(), plain(e, Some(&storage)));
                 }
+                if s.foreign_mount {
+                    eprintln!("runner-metrics: {}: {}", s.path.display(), storage::FOREIGN_MOUNT);
+                }
             }
-            if listed.iter().any(|s| s.mount_error.is_some()) {
+            if listed.iter().any(|s| s.mount_error.is_some() || s.foreign_mount) {
                 return Ok(ExitCode::from(EXIT_FAILED_STORAGES));
             }
         }

@@ -87,7 +87,8 @@ pub struct CallCounts {
 /// data. So is every bounded storage when the plugin is not on the
 /// confined filesystem (`confined`): only its hook moves a mount point, and
 /// a storage whose lines were appended but that cannot be deleted would be
-/// extracted again by every run.
+/// extracted again by every run; and so, there, is every storage that is a
+/// mount we did not make.
 fn reattach_bounded(
     root: &Path,
     options: &CollectOptions,
@@ -118,13 +119,22 @@ fn reattach_bounded(
         !selection.exclude.iter().any(|n| n == name)
             && selection.include.as_ref().is_none_or(|i| i.iter().any(|n| n == name))
     };
-    let reports: Vec<StorageReport> = unmounted
+    let mut reports: Vec<StorageReport> = unmounted
         .into_iter()
         .filter(|(name, _)| selected(name) && root.join(name).is_dir())
         .map(|(name, detail)| {
             StorageReport::new(name, OutcomeKind::Failed, format!("bounded storage: {detail}; kept"), 0)
         })
         .collect();
+    // The fallback filesystem enters any mount: a storage that is a mount
+    // we did not make is reported here and never handed to the plugin (the
+    // confined filesystem refuses to enter one, and the report says so).
+    if !confined {
+        let foreign = crate::storage::foreign_mounts(root)?;
+        reports.extend(foreign.into_iter().filter(|name| selected(name)).map(|name| {
+            StorageReport::new(name, OutcomeKind::Failed, format!("{}; kept", crate::storage::FOREIGN_MOUNT), 0)
+        }));
+    }
     wit.done.extend(reports.iter().map(|r| r.name.clone()));
     Ok((wit, reports))
 }

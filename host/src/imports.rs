@@ -166,6 +166,12 @@ impl Host for HostState {
         let run = self.run()?;
         let verdict = run.keeper.report(&report);
         let report = run.checked(verdict)?;
+        // A storage the confined filesystem would not enter: said why.
+        let detail = if report.outcome == WitKind::Failed && crate::storage::is_foreign_mount(&run.root, &report.name) {
+            format!("{}: {}", crate::storage::FOREIGN_MOUNT, report.detail)
+        } else {
+            report.detail
+        };
         let report = StorageReport {
             name: report.name,
             kind: match report.outcome {
@@ -177,7 +183,7 @@ impl Host for HostState {
             },
             reason: report.reason,
             file: report.file,
-            detail: report.detail,
+            detail,
             events: report.events as usize,
         };
         run.summary.add(&report);

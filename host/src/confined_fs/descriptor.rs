@@ -51,6 +51,16 @@ impl ConfinedFsView<'_> {
         Ok(self.table.get(fd)?)
     }
 
+    /// The mounts a lookup from `d` may enter: from the root, a bounded
+    /// storage of ours; below it, none.
+    fn mounts(&self, d: &Descriptor) -> kernel::Mounts<'_> {
+        if Arc::ptr_eq(&d.fd, &self.ctx.root) {
+            kernel::Mounts::OwnStorages(&*self.ctx.own_mount)
+        } else {
+            kernel::Mounts::Stay
+        }
+    }
+
     /// The descriptor, if the guest was granted `needed` on it.
     fn with(
         &self,
@@ -228,7 +238,7 @@ impl types::HostDescriptor for ConfinedFsView<'_> {
     }
 
     fn create_directory_at(&mut self, fd: Resource<Descriptor>, path: String) -> FsResult<()> {
-        on!(self, fd, DescriptorFlags::MUTATE_DIRECTORY, |d| kernel::mkdir_at(d.fd.as_fd(), &path))
+        on!(self, fd, DescriptorFlags::MUTATE_DIRECTORY, |d| kernel::mkdir_at(d.fd.as_fd(), &path, self.mounts(d)))
     }
 
     fn stat(&mut self, fd: Resource<Descriptor>) -> FsResult<DescriptorStat> {
@@ -238,7 +248,7 @@ impl types::HostDescriptor for ConfinedFsView<'_> {
 
     fn stat_at(&mut self, fd: Resource<Descriptor>, flags: PathFlags, path: String) -> FsResult<DescriptorStat> {
         let follow = flags.contains(PathFlags::SYMLINK_FOLLOW);
-        on!(self, fd, DescriptorFlags::empty(), |d| kernel::stat_at(d.fd.as_fd(), &path, follow)
+        on!(self, fd, DescriptorFlags::empty(), |d| kernel::stat_at(d.fd.as_fd(), &path, follow, self.mounts(d))
             .map(|st| descriptor_stat(&st)))
     }
 
@@ -251,7 +261,12 @@ impl types::HostDescriptor for ConfinedFsView<'_> {
         mtim: NewTimestamp,
     ) -> FsResult<()> {
         let times = Timestamps { last_access: timestamp(atim), last_modification: timestamp(mtim) };
-        on!(self, fd, DescriptorFlags::MUTATE_DIRECTORY, |d| kernel::set_times_at(d.fd.as_fd(), &path, &times))
+        on!(self, fd, DescriptorFlags::MUTATE_DIRECTORY, |d| kernel::set_times_at(
+            d.fd.as_fd(),
+            &path,
+            &times,
+            self.mounts(d)
+        ))
     }
 
     fn link_at(
@@ -314,15 +329,13 @@ impl types::HostDescriptor for ConfinedFsView<'_> {
             oflags |= OFlags::DSYNC;
         }
         let follow = path_flags.contains(PathFlags::SYMLINK_FOLLOW);
-        // Only from the root may an open enter another mount (a bounded
-        // storage); below a storage, a mount is never entered.
-        let cross_mounts = Arc::ptr_eq(&parent.fd, &self.ctx.root);
+        let mounts = self.mounts(parent);
         let mode = Mode::from_raw_mode(0o666);
         let opened = match &self.ctx.staging {
             // A confined run may write only in its staging directory: the
             // new file is made there and moved to its name.
-            Some(staging) if creates => staging.create_at(parent.fd.as_fd(), &path, oflags, mode),
-            _ => kernel::open(parent.fd.as_fd(), &path, oflags, mode, follow, cross_mounts),
+            Some(staging) if creates => staging.create_at(parent.fd.as_fd(), &path, oflags, mode, mounts),
+            _ => kernel::open(parent.fd.as_fd(), &path, oflags, mode, follow, mounts),
         };
         match opened {
             Ok(opened) => {
@@ -333,12 +346,17 @@ impl types::HostDescriptor for ConfinedFsView<'_> {
     }
 
     fn readlink_at(&mut self, fd: Resource<Descriptor>, path: String) -> FsResult<String> {
-        on!(self, fd, DescriptorFlags::READ, |d| kernel::readlink_at(d.fd.as_fd(), &path)
+        on!(self, fd, DescriptorFlags::READ, |d| kernel::readlink_at(d.fd.as_fd(), &path, self.mounts(d))
             .and_then(|target| String::from_utf8(target).map_err(|_| Errno::ILSEQ)))
     }
 
     fn remove_directory_at(&mut self, fd: Resource<Descriptor>, path: String) -> FsResult<()> {
-        on!(self, fd, DescriptorFlags::MUTATE_DIRECTORY, |d| kernel::unlink_at(d.fd.as_fd(), &path, true))
+        on!(self, fd, DescriptorFlags::MUTATE_DIRECTORY, |d| kernel::unlink_at(
+            d.fd.as_fd(),
+            &path,
+            true,
+            self.mounts(d)
+        ))
     }
 
     fn rename_at(
@@ -355,7 +373,9 @@ impl types::HostDescriptor for ConfinedFsView<'_> {
             (Ok(from), Ok(to)) => (from, to),
             (Err(e), _) | (_, Err(e)) => return Ok(Err(e)),
         };
-        let mut rename = || kernel::rename_at(from.fd.as_fd(), &old_path, to.fd.as_fd(), &new_path);
+        let (from_mounts, to_mounts) = (self.mounts(from), self.mounts(to));
+        let mut rename =
+            || kernel::rename_at((from.fd.as_fd(), &old_path, from_mounts), (to.fd.as_fd(), &new_path, to_mounts));
         let renamed = rename();
         if renamed != Err(ErrorCode::Busy) {
             return Ok(renamed);
@@ -376,7 +396,12 @@ impl types::HostDescriptor for ConfinedFsView<'_> {
     }
 
     fn unlink_file_at(&mut self, fd: Resource<Descriptor>, path: String) -> FsResult<()> {
-        on!(self, fd, DescriptorFlags::MUTATE_DIRECTORY, |d| kernel::unlink_at(d.fd.as_fd(), &path, false))
+        on!(self, fd, DescriptorFlags::MUTATE_DIRECTORY, |d| kernel::unlink_at(
+            d.fd.as_fd(),
+            &path,
+            false,
+            self.mounts(d)
+        ))
     }
 
     fn is_same_object(&mut self, a: Resource<Descriptor>, b: Resource<Descriptor>) -> wasmtime::Result<bool> {
@@ -395,7 +420,7 @@ impl types::HostDescriptor for ConfinedFsView<'_> {
         path: String,
     ) -> FsResult<MetadataHashValue> {
         let follow = flags.contains(PathFlags::SYMLINK_FOLLOW);
-        on!(self, fd, DescriptorFlags::empty(), |d| kernel::stat_at(d.fd.as_fd(), &path, follow)
+        on!(self, fd, DescriptorFlags::empty(), |d| kernel::stat_at(d.fd.as_fd(), &path, follow, self.mounts(d))
             .map(|st| metadata_hash(&st)))
     }
 

@@ -35,20 +35,30 @@ pub fn probe() -> Result<(), Errno> {
     }
 }
 
+/// Which mounts a lookup may enter. Below a storage none: a walk that met
+/// a bind mount there would leave the root. From the root, only a storage
+/// that is a bounded storage of ours (asked by name, and only once the
+/// kernel said `EXDEV`, so plain storages pay nothing): a tmpfs, a bind of
+/// another storage or of a directory outside, mounted on a storage by
+/// someone else, is never entered, so it is never extracted (and logged)
+/// on every run.
+#[derive(Clone, Copy)]
+pub enum Mounts<'a> {
+    Stay,
+    OwnStorages(&'a dyn Fn(&str) -> bool),
+}
+
 /// Opens `path` beneath `dir` (see the module docs). `follow` asks to follow
 /// a symlink in the last component, which the kernel refuses too (`ELOOP`):
-/// this layer follows none. Without `cross_mounts` the path may not enter
-/// another mount (`RESOLVE_NO_XDEV`: `EXDEV`, the guest's `not-permitted`):
-/// a storage may be a mount of its own (a bounded one, entered from the
-/// root), but nothing below it is, and a walk that met a bind mount there
-/// would leave the root.
+/// this layer follows none. A mount is entered only as `mounts` allows
+/// (`RESOLVE_NO_XDEV` otherwise: `EXDEV`, the guest's `not-permitted`).
 pub fn open(
     dir: BorrowedFd<'_>,
     path: &str,
     flags: OFlags,
     mode: Mode,
     follow: bool,
-    cross_mounts: bool,
+    mounts: Mounts<'_>,
 ) -> Result<OwnedFd, Errno> {
     check_path(path)?;
     let mut flags = flags | ALWAYS;
@@ -61,9 +71,34 @@ pub fn open(
     }
     // ... and a mode without O_CREAT.
     let mode = if flags.contains(OFlags::CREATE) { mode } else { Mode::empty() };
+    match openat2(dir, path, flags, mode, RESOLVE | ResolveFlags::NO_XDEV) {
+        Err(Errno::XDEV) => {}
+        other => return other,
+    }
+    // A mount on the way: entered only if it is the first component's own.
+    let Mounts::OwnStorages(own) = mounts else { return Err(Errno::XDEV) };
+    let (first, rest) = path.split_once('/').map_or((path, ""), |(first, rest)| (first, rest.trim_start_matches('/')));
+    if !plain_name(first) || !own(first) {
+        return Err(Errno::XDEV);
+    }
+    if rest.is_empty() {
+        return openat2(dir, first, flags, mode, RESOLVE);
+    }
+    let storage = openat2(dir, first, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty(), RESOLVE)?;
+    openat2(storage.as_fd(), rest, flags, mode, RESOLVE | ResolveFlags::NO_XDEV)
+}
+
+/// `openat2`, retried a few times on `EAGAIN` (a concurrent rename raced a
+/// `..` lookup).
+fn openat2(
+    dir: BorrowedFd<'_>,
+    path: &str,
+    flags: OFlags,
+    mode: Mode,
+    resolve: ResolveFlags,
+) -> Result<OwnedFd, Errno> {
     let mut tries = 0;
     loop {
-        let resolve = if cross_mounts { RESOLVE } else { RESOLVE | ResolveFlags::NO_XDEV };
         match rustix::fs::openat2(dir, path, flags, mode, resolve) {
             Err(Errno::AGAIN | Errno::INTR) if tries < EAGAIN_RETRIES => tries += 1,
             other => return other,
@@ -100,14 +135,14 @@ impl AsFd for Parent<'_> {
 
 /// Splits `path` into the directory it is in and a last component that is a
 /// plain name (not empty, `.` or `..`), for the calls that act on one.
-pub fn parent<'a, 'p>(dir: BorrowedFd<'a>, path: &'p str) -> Result<(Parent<'a>, &'p str), Errno> {
+pub fn parent<'a, 'p>(dir: BorrowedFd<'a>, path: &'p str, mounts: Mounts<'_>) -> Result<(Parent<'a>, &'p str), Errno> {
     check_path(path)?;
     let path = path.trim_end_matches('/');
     let (parent, leaf) = match path.rsplit_once('/') {
         None => (Parent::Held(dir), path),
         Some((head, leaf)) => {
             let head = if head.is_empty() { "." } else { head };
-            (Parent::Opened(open(dir, head, OFlags::PATH | OFlags::DIRECTORY, Mode::empty(), false, true)?), leaf)
+            (Parent::Opened(open(dir, head, OFlags::PATH | OFlags::DIRECTORY, Mode::empty(), false, mounts)?), leaf)
         }
     };
     if plain_name(leaf) {
@@ -131,11 +166,11 @@ pub fn same_object(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> bool {
 /// `lstat` of a path beneath `dir`: one `fstatat` for a plain name, else an
 /// `O_PATH` open (which gives the symlink itself, never its target) and
 /// `fstat`.
-pub fn stat_at(dir: BorrowedFd<'_>, path: &str, follow: bool) -> Result<Stat, Errno> {
+pub fn stat_at(dir: BorrowedFd<'_>, path: &str, follow: bool, mounts: Mounts<'_>) -> Result<Stat, Errno> {
     if plain_name(path) && !follow {
         return rustix::fs::statat(dir, path, AtFlags::SYMLINK_NOFOLLOW);
     }
-    let fd = open(dir, path, OFlags::PATH, Mode::empty(), follow, true)?;
+    let fd = open(dir, path, OFlags::PATH, Mode::empty(), follow, mounts)?;
     rustix::fs::fstat(&fd)
 }
 
@@ -145,35 +180,43 @@ pub fn reopen_dir(dir: BorrowedFd<'_>) -> Result<OwnedFd, Errno> {
     rustix::fs::openat(dir, ".", OFlags::RDONLY | OFlags::DIRECTORY | ALWAYS, Mode::empty())
 }
 
-pub fn mkdir_at(dir: BorrowedFd<'_>, path: &str) -> Result<(), Errno> {
-    let (parent, leaf) = parent(dir, path)?;
+pub fn mkdir_at(dir: BorrowedFd<'_>, path: &str, mounts: Mounts<'_>) -> Result<(), Errno> {
+    let (parent, leaf) = parent(dir, path, mounts)?;
     rustix::fs::mkdirat(parent, leaf, Mode::from_raw_mode(0o777))
 }
 
-pub fn unlink_at(dir: BorrowedFd<'_>, path: &str, directory: bool) -> Result<(), Errno> {
-    let (parent, leaf) = parent(dir, path)?;
+pub fn unlink_at(dir: BorrowedFd<'_>, path: &str, directory: bool, mounts: Mounts<'_>) -> Result<(), Errno> {
+    let (parent, leaf) = parent(dir, path, mounts)?;
     rustix::fs::unlinkat(parent, leaf, if directory { AtFlags::REMOVEDIR } else { AtFlags::empty() })
 }
 
 /// Renames within the root. Here `EXDEV` from the rename itself is a mount
 /// boundary (a storage may be a mounted image), not an escape.
-pub fn rename_at(from_dir: BorrowedFd<'_>, from: &str, to_dir: BorrowedFd<'_>, to: &str) -> Result<(), ErrorCode> {
-    let (from_parent, from_leaf) = parent(from_dir, from).map_err(code)?;
-    let (to_parent, to_leaf) = parent(to_dir, to).map_err(code)?;
+pub fn rename_at(
+    (from_dir, from, from_mounts): (BorrowedFd<'_>, &str, Mounts<'_>),
+    (to_dir, to, to_mounts): (BorrowedFd<'_>, &str, Mounts<'_>),
+) -> Result<(), ErrorCode> {
+    let (from_parent, from_leaf) = parent(from_dir, from, from_mounts).map_err(code)?;
+    let (to_parent, to_leaf) = parent(to_dir, to, to_mounts).map_err(code)?;
     rustix::fs::renameat(from_parent, from_leaf, to_parent, to_leaf).map_err(|e| match e {
         Errno::XDEV => ErrorCode::CrossDevice,
         other => code(other),
     })
 }
 
-pub fn readlink_at(dir: BorrowedFd<'_>, path: &str) -> Result<Vec<u8>, Errno> {
-    let (parent, leaf) = parent(dir, path)?;
+pub fn readlink_at(dir: BorrowedFd<'_>, path: &str, mounts: Mounts<'_>) -> Result<Vec<u8>, Errno> {
+    let (parent, leaf) = parent(dir, path, mounts)?;
     rustix::fs::readlinkat(parent, leaf, Vec::new()).map(|target| target.into_bytes())
 }
 
 /// Sets times on a path's last component itself (never a symlink's target).
-pub fn set_times_at(dir: BorrowedFd<'_>, path: &str, times: &rustix::fs::Timestamps) -> Result<(), Errno> {
-    let (parent, leaf) = parent(dir, path)?;
+pub fn set_times_at(
+    dir: BorrowedFd<'_>,
+    path: &str,
+    times: &rustix::fs::Timestamps,
+    mounts: Mounts<'_>,
+) -> Result<(), Errno> {
+    let (parent, leaf) = parent(dir, path, mounts)?;
     rustix::fs::utimensat(parent, leaf, times, AtFlags::SYMLINK_NOFOLLOW)
 }
 

@@ -105,6 +105,10 @@ pub struct ConfinedFsCtx {
     guest_path: String,
     flags: bindings::wasi::filesystem::types::DescriptorFlags,
     busy_rename: Option<Arc<BusyRename>>,
+    /// Whether a name of the root is a bounded storage of ours, mounted:
+    /// the one kind of mount a lookup from the root enters
+    /// (`kernel::Mounts`).
+    own_mount: Box<dyn Fn(&str) -> bool + Send + Sync>,
     /// Where new files are made, when the process installed a staging
     /// directory for this root (a confined run: `staging.rs`).
     staging: Option<Arc<staging::Staging>>,
@@ -124,7 +128,9 @@ impl ConfinedFsCtx {
         let flags =
             if writable { DescriptorFlags::READ | DescriptorFlags::MUTATE_DIRECTORY } else { DescriptorFlags::READ };
         let staging = if writable { staging::for_root(fd.as_fd()) } else { None };
-        Ok(Self { root: Arc::new(fd), guest_path: guest_path.to_owned(), flags, busy_rename: None, staging })
+        let root_path = root.to_owned();
+        let own_mount = Box::new(move |name: &str| crate::storage::bounded::is_own_mount(&root_path, name));
+        Ok(Self { root: Arc::new(fd), guest_path: guest_path.to_owned(), flags, busy_rename: None, own_mount, staging })
     }
 
     /// Lets `hook` move the root's mount points (bounded storages, which

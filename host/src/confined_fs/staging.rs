@@ -112,8 +112,9 @@ impl Staging {
         path: &str,
         flags: OFlags,
         mode: Mode,
+        mounts: kernel::Mounts<'_>,
     ) -> Result<OwnedFd, Errno> {
-        let (parent, leaf) = kernel::parent(dir, path)?;
+        let (parent, leaf) = kernel::parent(dir, path, mounts)?;
         let temporary = format!("{}", self.next.fetch_add(1, Ordering::Relaxed));
         let fd = rustix::fs::openat(&self.dir, temporary.as_str(), flags | kernel::ALWAYS, mode)?;
         match rustix::fs::renameat_with(&self.dir, temporary.as_str(), &parent, leaf, RenameFlags::NOREPLACE) {
@@ -155,7 +156,7 @@ pub fn create_new_file(dir: &Path, name: &str) -> std::io::Result<std::fs::File>
     let mode = Mode::from_raw_mode(0o644);
     let installed = INSTALLED.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).upgrade();
     let fd = match installed {
-        Some(staging) => staging.create_at(dir.as_fd(), name, flags, mode)?,
+        Some(staging) => staging.create_at(dir.as_fd(), name, flags, mode, kernel::Mounts::Stay)?,
         None => rustix::fs::openat(&dir, name, flags, mode)?,
     };
     Ok(fd.into())
@@ -197,6 +198,12 @@ fn remove_empty_dirs(writing: &OwnedFd) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl Staging {
+        fn create_at_root(&self, dir: BorrowedFd<'_>, path: &str, flags: OFlags, mode: Mode) -> Result<OwnedFd, Errno> {
+            self.create_at(dir, path, flags, mode, kernel::Mounts::Stay)
+        }
+    }
 
     #[test]
     fn each_run_gets_a_fresh_directory_and_old_empty_ones_go() {
@@ -243,16 +250,16 @@ mod tests {
         let staging = Staging::create(root.path()).unwrap();
         let root_fd = rustix::fs::open(root.path(), OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
         let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL;
-        let fd = staging.create_at(root_fd.as_fd(), "r-1/reason.json", flags, Mode::from_raw_mode(0o644)).unwrap();
+        let fd = staging.create_at_root(root_fd.as_fd(), "r-1/reason.json", flags, Mode::from_raw_mode(0o644)).unwrap();
         rustix::io::write(&fd, b"{}").unwrap();
         assert_eq!(std::fs::read(root.path().join("r-1/reason.json")).unwrap(), b"{}");
-        let again = staging.create_at(root_fd.as_fd(), "r-1/reason.json", flags, Mode::from_raw_mode(0o644));
+        let again = staging.create_at_root(root_fd.as_fd(), "r-1/reason.json", flags, Mode::from_raw_mode(0o644));
         assert_eq!(again.unwrap_err(), Errno::EXIST);
         assert_eq!(std::fs::read(root.path().join("r-1/reason.json")).unwrap(), b"{}");
         assert_eq!(std::fs::read_dir(staging.path()).unwrap().count(), 0, "nothing stays behind");
         // Through a symlink: refused, as every guest path is.
         std::os::unix::fs::symlink("r-1", root.path().join("link")).unwrap();
-        assert!(staging.create_at(root_fd.as_fd(), "link/x", flags, Mode::from_raw_mode(0o644)).is_err());
+        assert!(staging.create_at_root(root_fd.as_fd(), "link/x", flags, Mode::from_raw_mode(0o644)).is_err());
         assert!(!root.path().join("r-1/x").exists());
     }
 }

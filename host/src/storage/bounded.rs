@@ -230,7 +230,7 @@ pub fn create(root: &Path, name: &str, size: u64, owner: Option<Owner>) -> Resul
             _ => io_error(&image, "cannot put the image in place", &e),
         })
     })?;
-    Ok(Storage { name: name.to_owned(), path: dir, bounded: true, mount_error: None })
+    Ok(Storage { name: name.to_owned(), path: dir, bounded: true, mount_error: None, foreign_mount: false })
 }
 
 /// Writes a formatted, marked image of `size` bytes at `path` (new).
@@ -714,6 +714,18 @@ pub fn move_out<T, E>(
             Ok(Err(e))
         }
     }
+}
+
+/// Whether `<root>/<name>` is a bounded storage of ours, mounted: a valid
+/// runner name, its image in `.images/`, mounted there. The confined
+/// filesystem enters no other mount from the root.
+pub fn is_own_mount(root: &Path, name: &str) -> bool {
+    if !is_valid_runner_name(name) {
+        return false;
+    }
+    let image = image_path(root, name);
+    fs::symlink_metadata(&image).is_ok_and(|meta| meta.is_file())
+        && matches!(mount_of(root, &root.join(name), &image), Ok(Mount::Ours))
 }
 
 /// Unmounts the bounded storage `name` of `root`, and nothing else: a

@@ -114,11 +114,15 @@ pub struct Storage {
     /// directory is empty until it is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mount_error: Option<String>,
+    /// Another filesystem is mounted on it, not by `runner-metrics` (see
+    /// [`foreign_mount`]): never read or moved by a run.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub foreign_mount: bool,
 }
 
 impl Storage {
     fn plain(name: &str, path: PathBuf) -> Self {
-        Self { name: name.to_owned(), path, bounded: false, mount_error: None }
+        Self { name: name.to_owned(), path, bounded: false, mount_error: None, foreign_mount: false }
     }
 }
 
@@ -247,10 +251,45 @@ pub fn list(root: &Path) -> Result<Vec<Storage>> {
         if fs::symlink_metadata(&path).is_ok_and(|meta| meta.is_dir()) {
             let mount_error = failed.iter().find(|(n, _)| *n == name).map(|(_, e)| e.to_string());
             let bounded = mount_error.is_some() || reattached.iter().any(|(n, _)| *n == name);
-            found.push(Storage { name, path, bounded, mount_error });
+            let foreign_mount = !bounded && is_foreign_mount(root, &name);
+            found.push(Storage { name, path, bounded, mount_error, foreign_mount });
         }
     }
     found.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(found)
+}
+
+/// What a run says of a storage that is a mount it did not make.
+pub const FOREIGN_MOUNT: &str = "another filesystem is mounted on this storage, not by runner-metrics (a tmpfs, a bind \
+    mount, an image mounted by hand): never read, moved or deleted, so never logged twice; left in place for the operator \
+    to unmount";
+
+/// Whether the root entry `name` is a mount that `runner-metrics` did not
+/// make: on another mount than the root (by mount id: a bind mount of the
+/// same filesystem counts) and not a bounded storage of ours. The confined
+/// filesystem never enters one, so a run reports it failed and keeps it.
+pub fn is_foreign_mount(root: &Path, name: &str) -> bool {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let (Ok(root_fd), true) = (rustix::fs::open(root, flags, Mode::empty()), is_valid_runner_name(name)) else {
+        return false;
+    };
+    let Ok(dir) = rustix::fs::openat(&root_fd, name, flags | OFlags::NOFOLLOW, Mode::empty()) else { return false };
+    let mounts = (runner_metrics_guest::fs::mount_of(&root_fd), runner_metrics_guest::fs::mount_of(&dir));
+    matches!(mounts, (Some(a), Some(b)) if a != b) && !bounded::is_own_mount(root, name)
+}
+
+/// The root entries that are mounts `runner-metrics` did not make
+/// ([`is_foreign_mount`]).
+pub fn foreign_mounts(root: &Path) -> Result<Vec<String>> {
+    let listing = fs::read_dir(root).map_err(|e| io_error(root, "cannot list the storage root", &e))?;
+    let mut found = Vec::new();
+    for entry in listing {
+        let entry = entry.map_err(|e| io_error(root, "cannot list the storage root", &e))?;
+        if let Some(name) = entry.file_name().to_str().filter(|name| is_foreign_mount(root, name)) {
+            found.push(name.to_owned());
+        }
+    }
     Ok(found)
 }
 

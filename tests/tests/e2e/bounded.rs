@@ -541,3 +541,49 @@ fn a_busy_storage_quarantined_and_restored_is_collected_once_the_job_is_gone() {
     assert!(!exists(&dir));
     assert_eq!(root.mounts(), Vec::<PathBuf>::new());
 }
+
+#[test]
+fn a_bounded_storage_bound_or_mounted_again_under_another_name_is_logged_once() {
+    // Issue 24: a bind of a bounded storage, or its image mounted a second
+    // time, on another runner's directory: one runner's files under two
+    // names. Only its own name is extracted (once); the other is a mount
+    // runner-metrics did not make, reported failed and never read.
+    require_bounded!("a_bounded_storage_bound_or_mounted_again_under_another_name_is_logged_once");
+    let root = Bounded::new();
+    let own = root.create("r-own");
+    write_valid(&own);
+    let (bound, again) = (root.join("r-bound"), root.join("r-again"));
+    fs::create_dir(&bound).unwrap();
+    fs::create_dir(&again).unwrap();
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: NUL-terminated paths inside the test's root; undone by Bounded.
+    let rc =
+        unsafe { libc::mount(c(&own).as_ptr(), c(&bound).as_ptr(), std::ptr::null(), libc::MS_BIND, std::ptr::null()) };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    let image = bounded::image_path(root.path(), "r-own");
+    let mounted =
+        std::process::Command::new("mount").args(["-o", "nodev,nosuid,noexec"]).arg(&image).arg(&again).status();
+    assert!(mounted.unwrap().success());
+    let log = root.outside().join("events.log");
+    let runs: Vec<CliOutput> = (0..3)
+        .map(|_| {
+            output(
+                cli()
+                    .args(["collect", "--flavor", "small", "--verbose", "--storage"])
+                    .arg(root.path())
+                    .arg("--metrics-log")
+                    .arg(&log)
+                    .env("RUNNER_METRICS_FILESYSTEM", "confined"),
+            )
+        })
+        .collect();
+    let lines = fs::read_to_string(&log).unwrap().lines().count();
+    assert_eq!(lines, 3, "r-own's events, once: {runs:#?}");
+    for run in &runs {
+        for name in ["r-bound", "r-again"] {
+            let said = run.stderr.lines().find(|l| l.starts_with(&format!("failed: {name}: "))).unwrap_or_default();
+            assert!(said.contains("not by runner-metrics"), "{name}: {run:?}");
+        }
+    }
+    assert!(runs[0].stderr.contains("extracted: r-own"), "{:?}", runs[0]);
+}

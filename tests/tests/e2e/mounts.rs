@@ -136,3 +136,98 @@ fn storage_delete_and_quarantine_purge_never_walk_into_a_mount() {
     intact(&victim);
     assert!(out.stderr.contains("another filesystem is mounted there"), "{out:?}");
 }
+
+/// `fstype` (a tmpfs) mounted on `target`.
+fn mount_fs(fstype: &str, target: &Path) {
+    let (kind, t) = (CString::new(fstype).unwrap(), CString::new(target.as_os_str().as_encoded_bytes()).unwrap());
+    // SAFETY: NUL-terminated strings; the target is under the test's directory.
+    let rc = unsafe { libc::mount(kind.as_ptr(), t.as_ptr(), kind.as_ptr(), 0, std::ptr::null()) };
+    assert_eq!(rc, 0, "mount {fstype} on {}: {}", target.display(), std::io::Error::last_os_error());
+}
+
+/// Collects `root` three times with the CLI; returns the log's lines and
+/// what each run said on stderr.
+fn collect_thrice(root: &StorageRoot, filesystem: &str) -> (Vec<String>, Vec<CliOutput>) {
+    let log = root.outside().join(format!("events-{filesystem}.log"));
+    let runs = (0..3)
+        .map(|_| {
+            output(
+                cli()
+                    .args(["collect", "--flavor", "small", "--verbose", "--storage"])
+                    .arg(root.path())
+                    .arg("--metrics-log")
+                    .arg(&log)
+                    .env("RUNNER_METRICS_FILESYSTEM", filesystem),
+            )
+        })
+        .collect();
+    let lines = fs::read_to_string(&log).unwrap_or_default().lines().map(str::to_owned).collect();
+    (lines, runs)
+}
+
+#[test]
+fn a_storage_that_is_a_mount_we_did_not_make_is_never_extracted_nor_walked() {
+    if unsupported("mounts::a_storage_that_is_a_mount_we_did_not_make_is_never_extracted_nor_walked") {
+        return;
+    }
+    let root = StorageRoot::new();
+    let _unmounts = Unmounts { under: root.path().parent().unwrap().to_owned() };
+    let victim = victim(&root);
+    // A tmpfs on a storage, with a valid runner's files in it.
+    let tmpfs = root.runner("r-tmpfs");
+    mount_fs("tmpfs", &tmpfs.path);
+    for (file, content) in valid_files() {
+        tmpfs.file(file, content);
+    }
+    // Another runner's storage bind-mounted as a storage (as a bind of a
+    // bounded storage, or an image mounted twice, would be): one runner's
+    // files under two names.
+    let own = root.valid_runner("r-own");
+    let twin = root.runner("r-twin");
+    bind(&own.path, &twin.path);
+    // The whole root reached again through a storage, and a directory
+    // outside the root bound as a storage.
+    let again = root.runner("r-root-again");
+    bind(root.path(), &again.path);
+    let outside = root.runner("r-outside");
+    bind(&victim, &outside.path);
+
+    // Both filesystems: the confined one refuses to enter such a mount, the
+    // fallback is kept from it by the host.
+    for filesystem in ["confined", "wasi"] {
+        let root_has_own = exists(&own.path);
+        let (lines, runs) = collect_thrice(&root, filesystem);
+        assert_eq!(lines.len(), if root_has_own { 3 } else { 0 }, "{filesystem}: {lines:#?}");
+        check_foreign_mounts(&root, &tmpfs.path, &runs);
+    }
+    intact(&victim);
+    // `storage list` says what each is.
+    let listed = output(cli().args(["storage", "list", "--json", "--storage"]).arg(root.path()));
+    assert_eq!(listed.code, Some(1), "{listed:?}");
+    let foreign: Vec<String> = listed
+        .stdout
+        .lines()
+        .map(json)
+        .filter(|s| s["foreign_mount"] == true)
+        .map(|s| s["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(foreign, ["r-outside", "r-root-again", "r-tmpfs", "r-twin"], "{listed:?}");
+    assert!(listed.stderr.contains("r-tmpfs: another filesystem is mounted on this storage"), "{listed:?}");
+}
+
+/// Each mount of [`a_storage_that_is_a_mount_we_did_not_make_is_never_extracted_nor_walked`]:
+/// reported failed on every run, saying what it is, and left in place, its
+/// files untouched.
+fn check_foreign_mounts(root: &StorageRoot, tmpfs: &Path, runs: &[CliOutput]) {
+    for run in runs {
+        assert_eq!(run.code, Some(1), "{run:?}");
+    }
+    for name in ["r-tmpfs", "r-twin", "r-root-again", "r-outside"] {
+        assert!(exists(&root.join(name)), "{name} left in place");
+        for run in runs {
+            let said = run.stderr.lines().find(|l| l.starts_with(&format!("failed: {name}: "))).unwrap_or_default();
+            assert!(said.contains("not by runner-metrics"), "{name}: {}", run.stderr);
+        }
+    }
+    assert_eq!(fs::read_dir(tmpfs).unwrap().count(), 4, "the tmpfs untouched");
+}
