@@ -15,9 +15,10 @@
 //!
 //! The directory is made fresh by each run (`mkdir`, before confinement,
 //! under the root's lock), never reused: an entry an escaped guest renamed
-//! to `.writing/...` is never granted anything. Empty directories of
-//! earlier runs are removed; anything else there is left alone (the guest
-//! treats `.writing` as reserved, never as a storage).
+//! to `.writing/...` is never granted anything. The directories of earlier
+//! runs are removed, with the files a killed run left in them; anything
+//! else there is left alone (the guest treats `.writing` as reserved,
+//! never as a storage).
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
@@ -69,7 +70,7 @@ impl Staging {
         }
         let writing = open_dir(&root_fd, WRITING_DIR)
             .with_context(|| format!("opening {} (it must be a directory, not a symlink)", writing_path.display()))?;
-        remove_empty_dirs(&writing);
+        remove_earlier_runs(&writing);
         let pid = std::process::id();
         for attempt in 0..100u32 {
             let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
@@ -181,18 +182,36 @@ fn open_dir(dir: &OwnedFd, name: &str) -> rustix::io::Result<OwnedFd> {
     )
 }
 
-/// Removes the empty directories in `writing` (those of earlier runs);
-/// `rmdir` removes nothing else.
-fn remove_empty_dirs(writing: &OwnedFd) {
-    let Ok(listing) = rustix::fs::Dir::read_from(writing) else { return };
-    let names: Vec<_> = listing
+/// Removes the directories of earlier runs in `writing`, with the files a
+/// run killed between making a file and moving it left behind. Only
+/// regular files are removed (never through a symlink: each directory is
+/// opened with `O_NOFOLLOW`), and only directories that are then empty: an
+/// entry holding anything else stays. (What could be moved in here, only a
+/// process that may already remove any file beneath the root could move.)
+fn remove_earlier_runs(writing: &OwnedFd) {
+    for name in entries(writing) {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        if let Ok(dir) = rustix::fs::openat(writing, name.as_c_str(), flags, Mode::empty()) {
+            for file in entries(&dir) {
+                let is_file = rustix::fs::statat(&dir, file.as_c_str(), AtFlags::SYMLINK_NOFOLLOW)
+                    .is_ok_and(|stat| rustix::fs::FileType::from_raw_mode(stat.st_mode).is_file());
+                if is_file {
+                    let _ = rustix::fs::unlinkat(&dir, file.as_c_str(), AtFlags::empty());
+                }
+            }
+        }
+        let _ = rustix::fs::unlinkat(writing, name.as_c_str(), AtFlags::REMOVEDIR);
+    }
+}
+
+/// The names in a directory but `.` and `..`.
+fn entries(dir: &OwnedFd) -> Vec<std::ffi::CString> {
+    let Ok(listing) = rustix::fs::Dir::read_from(dir) else { return Vec::new() };
+    listing
         .filter_map(Result::ok)
         .map(|entry| entry.file_name().to_owned())
         .filter(|name| name.to_bytes() != b"." && name.to_bytes() != b"..")
-        .collect();
-    for name in names {
-        let _ = rustix::fs::unlinkat(writing, name.as_c_str(), AtFlags::REMOVEDIR);
-    }
+        .collect()
 }
 
 #[cfg(test)]
@@ -212,13 +231,18 @@ mod tests {
         let second = Staging::create(root.path()).unwrap();
         assert_ne!(first.path(), second.path());
         assert!(!first.path().exists(), "the first run's empty directory was removed");
-        // A directory someone put there with something in it stays, and
+        // A run killed between making a file and moving it: its file and
+        // directory go with the next run.
+        let killed = root.path().join(WRITING_DIR).join("1.2.0");
+        std::fs::create_dir(&killed).unwrap();
+        std::fs::write(killed.join("0"), "").unwrap();
+        // A directory someone put there with a directory in it stays, and
         // is never the one handed out.
         let planted = root.path().join(WRITING_DIR).join("planted");
-        std::fs::create_dir(&planted).unwrap();
-        std::fs::write(planted.join("image.img"), "bytes").unwrap();
+        std::fs::create_dir_all(planted.join("inner")).unwrap();
         let third = Staging::create(root.path()).unwrap();
-        assert!(planted.join("image.img").exists());
+        assert!(!killed.exists());
+        assert!(planted.join("inner").exists());
         assert_ne!(third.path(), planted);
         assert_eq!(std::fs::read_dir(third.path()).unwrap().count(), 0);
         // Done: its directory goes; `.writing` stays while it holds the
