@@ -61,7 +61,7 @@ pub fn measure(command: Command, stderr_file: &Path) -> Result<Measured> {
     let mut wrapper = Command::new(std::env::current_exe()?);
     wrapper.arg("measured").arg("--stderr").arg(stderr_file).arg("--").arg(command.get_program());
     wrapper.args(command.get_args());
-    // Errors must not capture stack traces (see host/src/main.rs): the
+    // Errors must not capture stack traces (see cli/src/dispatch.rs): the
     // same environment for every contender, whatever the caller's shell has.
     wrapper.env_remove("RUST_BACKTRACE").env_remove("RUST_LIB_BACKTRACE");
     let output = wrapper.stderr(Stdio::inherit()).output()?;

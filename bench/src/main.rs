@@ -468,7 +468,7 @@ fn syscalls(args: &RunArgs, collect_bin: &Path, dir: &Path) -> Result<()> {
 }
 
 /// The calls across each boundary of the sandboxed collect, per storage
-/// (`RUNNER_METRICS_COUNT_CALLS=1`, host/src/collect.rs): one untraced run.
+/// (`RUNNER_METRICS_COUNT_CALLS=1`, host/src/run/collect.rs): one untraced run.
 fn boundary_calls(command: &Command, args: &RunArgs) -> Result<()> {
     let mut counted = Command::new(command.get_program());
     counted.args(command.get_args()).env("RUNNER_METRICS_COUNT_CALLS", "1");

@@ -19,36 +19,31 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Layout: [`plugin`] loads the component once; [`sandbox`] is one guest
-//! instance with its limits; [`collect`](mod@collect) lends a run to the
-//! guest's pipeline and recovers from traps; the imports the guest calls
-//! pass everything it hands over to the run's [`keeper`], a component of
-//! its own that re-checks it; [`log`] writes lines durably;
-//! [`github`] finds job metrics on the GitHub API; [`prometheus`] writes a
-//! node_exporter textfile from the lines written; [`lock`] keeps runs over
-//! one storage root apart.
+//! Layout, in floors, each using only those beneath it:
+//!
+//! - [`sinks`] (the metrics log, the Prometheus textfile) and [`storage`]
+//!   (storages, bounded ones and their mounts, the root's lock);
+//! - [`engine`]: the WebAssembly runtime (plugin, instance, imports,
+//!   keeper, limits, confined filesystem, bindings);
+//! - [`run`]: one collect or ingest over one root, and its job lookups.
+//!
+//! [`os_sandbox`], the second wall, confines the process around a run.
+//! The modules are also named at the crate root (`runner_metrics::collect`,
+//! `runner_metrics::log`...), the paths embedders use.
 
-pub mod bindings;
-pub mod collect;
-pub mod collect_options;
-pub mod confined_fs;
-pub mod github;
-pub mod hooks;
-mod imports;
-pub mod ingest;
-pub mod keeper;
-pub mod limits;
-pub mod lock;
-pub mod log;
-#[cfg(feature = "native-guest")]
-pub mod native;
+pub mod engine;
 pub mod os_sandbox;
-pub mod plugin;
-pub mod prometheus;
-pub mod quarantine;
-pub mod sandbox;
+pub mod run;
+pub mod sinks;
 pub mod storage;
-pub mod summary;
+
+pub(crate) use engine::imports;
+pub use engine::{bindings, confined_fs, keeper, limits, plugin, sandbox};
+#[cfg(feature = "native-guest")]
+pub use run::native;
+pub use run::{collect, collect_options, github, hooks, ingest, quarantine};
+pub use sinks::{log, prometheus, summary};
+pub use storage::lock;
 
 pub use bindings::{GithubJobMetrics, JobConclusion, RunnerMetrics, Selection};
 pub use collect::{collect, collect_holding, empty_selection, CollectOptions, Emit, JobMetricsSource, NoJobMetrics};

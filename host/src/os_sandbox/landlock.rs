@@ -45,7 +45,7 @@ pub fn restrict(grants: &Grants) -> Result<(String, bool)> {
         .create()
         .context("creating the Landlock ruleset")?;
     // Beneath the root a file is opened for writing only in the run's
-    // staging directory (`confined_fs::staging`): no runner's file, image
+    // staging directory (`storage::staging`): no runner's file, image
     // or ledger entry can be rewritten by code that escaped the guest.
     let in_root =
         if grants.root_files_writable { storage } else { storage & !(AccessFs::WriteFile | AccessFs::Truncate) };

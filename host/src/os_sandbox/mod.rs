@@ -8,7 +8,7 @@
 //! * **Landlock** ([`landlock`](self::landlock)): beneath the storage root,
 //!   reading, making and removing files and directories and moving them,
 //!   but opening for writing only the run's fresh staging directory
-//!   (`confined_fs::staging`, where the guest's new files are made): no
+//!   (`storage::staging`, where the guest's new files are made): no
 //!   runner's file, no image of a bounded storage, no ledger entry can be
 //!   rewritten; writing in the directories given (the Prometheus
 //!   textfile's), and reading the few system files a GitHub lookup needs;
@@ -34,7 +34,7 @@
 
 pub mod landlock;
 pub mod seccomp;
-pub mod unmount_helper;
+pub use crate::storage::unmount_helper;
 
 #[cfg(feature = "escape-test")]
 pub mod escape_test;
@@ -42,7 +42,7 @@ pub mod escape_test;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::confined_fs::staging::Staging;
+use crate::storage::staging::Staging;
 
 use serde::Serialize;
 
@@ -138,7 +138,7 @@ pub fn unconfined() -> Confinement {
 impl Grants {
     /// What a walk over `storage_root` needs (`storage delete`,
     /// `quarantine purge`): deleting and moving beneath it, and a fresh
-    /// staging directory (`confined_fs::staging`, installed for the run)
+    /// staging directory (`storage::staging`, installed for the run)
     /// for the files it makes (the reason file of a storage quarantined as
     /// undeletable). Bounded storages are mounted again first (under the
     /// root's lock, which the caller holds unless `keep`, a dry run that

@@ -687,7 +687,7 @@ pub fn move_out<T, E>(
         if let Some(why) = cannot_move_mounts(root) {
             return Err(error(ErrorKind::Io, &dir, format!("a bounded storage cannot be moved: {why}")));
         }
-        match crate::os_sandbox::unmount_helper::unmount(name) {
+        match crate::storage::unmount_helper::unmount(name) {
             Some(done) => done.map_err(|why| error(ErrorKind::Io, &dir, format!("cannot unmount: {why}")))?,
             None => unmount(&dir)?,
         }
@@ -731,7 +731,7 @@ pub fn is_own_mount(root: &Path, name: &str) -> bool {
 /// Unmounts the bounded storage `name` of `root`, and nothing else: a
 /// valid runner name whose directory is the mount of its own image. What
 /// the unmount helper of a confined collect does for each request
-/// ([`crate::os_sandbox::unmount_helper`]).
+/// ([`crate::storage::unmount_helper`]).
 pub fn unmount_storage(root: &Path, name: &str) -> Result<()> {
     let dir = require_name(root, name)?;
     let image = image_path(root, name);
@@ -789,18 +789,4 @@ pub fn image_contents(root: &Path, image: &Path) -> Result<Vec<ContentEntry>> {
     let listed = listed?;
     unmounted?;
     Ok(listed)
-}
-
-/// The confined filesystem's hook ([`crate::confined_fs::BusyRename`]) for
-/// the root `root`: a rename the kernel refused because the storage is
-/// mounted goes through [`move_out`], so the guest moves bounded storages
-/// exactly as it moves plain ones. Names without an image are not ours.
-pub fn busy_rename_hook(root: PathBuf) -> std::sync::Arc<crate::confined_fs::BusyRename> {
-    use crate::confined_fs::ErrorCode;
-    std::sync::Arc::new(move |name: &str, rename: &mut dyn FnMut() -> std::result::Result<(), ErrorCode>| {
-        if !is_valid_runner_name(name) || fs::symlink_metadata(image_path(&root, name)).is_err() {
-            return None;
-        }
-        Some(move_out(&root, name, rename).unwrap_or(Err(ErrorCode::Busy)))
-    })
 }

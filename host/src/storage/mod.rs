@@ -27,6 +27,9 @@
 //! [`bounded`]); every function here handles both.
 
 pub mod bounded;
+pub mod lock;
+pub mod staging;
+pub mod unmount_helper;
 
 use std::ffi::CString;
 use std::fmt;
@@ -481,7 +484,7 @@ fn quarantine_path(
         if fs::symlink_metadata(&target).is_ok() {
             continue;
         }
-        let created = crate::confined_fs::staging::create_new_file(&dir, &format!("{location}{REASON_SUFFIX}"));
+        let created = crate::storage::staging::create_new_file(&dir, &format!("{location}{REASON_SUFFIX}"));
         let mut out = match created {
             Ok(out) => out,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,

@@ -236,7 +236,7 @@ fn a_guest_that_opens_a_fifo_blindly_does_not_hang_the_host() {
     // Expected, on the fallback filesystem (wasmtime-wasi's, whose open
     // blocks): the host call blocks in open(2) on a FIFO with no writer,
     // where no epoch deadline can reach it; the stall watch of
-    // host/src/limits.rs wakes it at the call's deadline, so the run ends
+    // host/src/engine/limits.rs wakes it at the call's deadline, so the run ends
     // soon after 1.5 s instead of never. The storage is not lost: quarantined
     // as a sandbox trap (the FIFO moved along) or, see the ignored test
     // below, failed and kept whole.

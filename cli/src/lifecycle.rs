@@ -11,7 +11,8 @@ use clap::{Subcommand, ValueEnum};
 
 use runner_metrics::storage::{self, Deletion};
 
-use crate::cli::{check_root, format_time, plain, printable, OsSandboxArgs, WaitArgs, EXIT_FAILED_STORAGES};
+use crate::args::{OsSandboxArgs, WaitArgs, EXIT_FAILED_STORAGES};
+use crate::messages::{check_root, format_time, plain, printable};
 
 #[derive(Debug, Subcommand)]
 pub enum StorageCommand {
@@ -271,7 +272,7 @@ pub fn location_arg(location: &str) -> &str {
 
 /// Runs `change` holding the lock of `root` (taken only once the root is
 /// known to be a directory, so a mistyped root is reported as such).
-fn locked<T, E>(wait: &WaitArgs, root: &Path, change: impl FnOnce() -> Result<T, E>) -> Result<T>
+pub(crate) fn locked<T, E>(wait: &WaitArgs, root: &Path, change: impl FnOnce() -> Result<T, E>) -> Result<T>
 where
     anyhow::Error: From<E>,
 {
@@ -281,7 +282,7 @@ where
     Ok(result)
 }
 
-fn show(root: &Path, location: &str, json: bool) -> Result<ExitCode> {
+pub(crate) fn show(root: &Path, location: &str, json: bool) -> Result<ExitCode> {
     let entry = storage::show(root, location)?;
     let contents = if entry.present { storage::quarantined_contents(root, location)? } else { Vec::new() };
     let bounded = storage::bounded::image_inside(&root.join(storage::QUARANTINE_DIR).join(location)).is_some();

@@ -3,15 +3,6 @@
 //! confined, it tries what an escaped guest would. Tests only; never
 //! shipped (the release build does not enable the feature).
 
-#[path = "../cli.rs"]
-mod cli;
-#[path = "../cli_ingest.rs"]
-mod cli_ingest;
-#[path = "../cli_lifecycle.rs"]
-mod cli_lifecycle;
-#[path = "../demo.rs"]
-mod demo;
-
 fn main() -> std::process::ExitCode {
-    cli::main()
+    runner_metrics_cli::main()
 }

@@ -31,8 +31,6 @@ use rustix::io::Errno;
 
 pub use runner_metrics_guest::names::WRITING_DIR;
 
-use super::kernel;
-
 /// The staging directory of this process's run while its owner keeps it.
 static INSTALLED: Mutex<Weak<Staging>> = Mutex::new(Weak::new());
 
@@ -103,22 +101,15 @@ impl Staging {
         &self.path
     }
 
-    /// Makes the new file `path` beneath `dir`: opened here with `flags`
-    /// (which hold `CREATE | EXCL`), then moved to its name, never over an
-    /// existing entry (`EEXIST`, as `O_EXCL` says). The descriptor keeps
-    /// the access it was opened with.
-    pub(super) fn create_at(
-        &self,
-        dir: BorrowedFd<'_>,
-        path: &str,
-        flags: OFlags,
-        mode: Mode,
-        mounts: kernel::Mounts<'_>,
-    ) -> Result<OwnedFd, Errno> {
-        let (parent, leaf) = kernel::parent(dir, path, mounts)?;
+    /// Makes the new file `leaf` (one plain name) in the directory
+    /// `parent`: opened here with `flags` (which hold `CREATE | EXCL`),
+    /// then moved to its name, never over an existing entry (`EEXIST`, as
+    /// `O_EXCL` says). The descriptor keeps the access it was opened with.
+    pub fn create_in(&self, parent: BorrowedFd<'_>, leaf: &str, flags: OFlags, mode: Mode) -> Result<OwnedFd, Errno> {
         let temporary = format!("{}", self.next.fetch_add(1, Ordering::Relaxed));
-        let fd = rustix::fs::openat(&self.dir, temporary.as_str(), flags | kernel::ALWAYS, mode)?;
-        match rustix::fs::renameat_with(&self.dir, temporary.as_str(), &parent, leaf, RenameFlags::NOREPLACE) {
+        let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(&self.dir, temporary.as_str(), flags, mode)?;
+        match rustix::fs::renameat_with(&self.dir, temporary.as_str(), parent, leaf, RenameFlags::NOREPLACE) {
             Ok(()) => Ok(fd),
             Err(e) => {
                 let _ = rustix::fs::unlinkat(&self.dir, temporary.as_str(), AtFlags::empty());
@@ -128,7 +119,7 @@ impl Staging {
     }
 
     /// Makes this the staging directory of the guest filesystems that
-    /// [`super::ConfinedFsCtx::new`] opens over its root from now on, for
+    /// [`crate::confined_fs::ConfinedFsCtx::new`] opens over its root from now on, for
     /// as long as the returned handle (or a filesystem using it) lives.
     pub fn install(self) -> Arc<Self> {
         let staging = Arc::new(self);
@@ -157,14 +148,14 @@ pub fn create_new_file(dir: &Path, name: &str) -> std::io::Result<std::fs::File>
     let mode = Mode::from_raw_mode(0o644);
     let installed = INSTALLED.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).upgrade();
     let fd = match installed {
-        Some(staging) => staging.create_at(dir.as_fd(), name, flags, mode, kernel::Mounts::Stay)?,
+        Some(staging) => staging.create_in(dir.as_fd(), name, flags, mode)?,
         None => rustix::fs::openat(&dir, name, flags, mode)?,
     };
     Ok(fd.into())
 }
 
 /// The installed staging directory, if it belongs to the root `root`.
-pub(super) fn for_root(root: BorrowedFd<'_>) -> Option<Arc<Staging>> {
+pub(crate) fn for_root(root: BorrowedFd<'_>) -> Option<Arc<Staging>> {
     let installed = INSTALLED.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).upgrade()?;
     let stat = rustix::fs::fstat(root).ok()?;
     #[allow(clippy::useless_conversion, clippy::unnecessary_cast)]
@@ -218,12 +209,6 @@ fn entries(dir: &OwnedFd) -> Vec<std::ffi::CString> {
 mod tests {
     use super::*;
 
-    impl Staging {
-        fn create_at_root(&self, dir: BorrowedFd<'_>, path: &str, flags: OFlags, mode: Mode) -> Result<OwnedFd, Errno> {
-            self.create_at(dir, path, flags, mode, kernel::Mounts::Stay)
-        }
-    }
-
     #[test]
     fn each_run_gets_a_fresh_directory_and_old_empty_ones_go() {
         let root = tempfile::tempdir().unwrap();
@@ -272,18 +257,20 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir(root.path().join("r-1")).unwrap();
         let staging = Staging::create(root.path()).unwrap();
-        let root_fd = rustix::fs::open(root.path(), OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        let dir = rustix::fs::open(root.path().join("r-1"), OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty()).unwrap();
         let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL;
-        let fd = staging.create_at_root(root_fd.as_fd(), "r-1/reason.json", flags, Mode::from_raw_mode(0o644)).unwrap();
+        let fd = staging.create_in(dir.as_fd(), "reason.json", flags, Mode::from_raw_mode(0o644)).unwrap();
         rustix::io::write(&fd, b"{}").unwrap();
         assert_eq!(std::fs::read(root.path().join("r-1/reason.json")).unwrap(), b"{}");
-        let again = staging.create_at_root(root_fd.as_fd(), "r-1/reason.json", flags, Mode::from_raw_mode(0o644));
+        let again = staging.create_in(dir.as_fd(), "reason.json", flags, Mode::from_raw_mode(0o644));
         assert_eq!(again.unwrap_err(), Errno::EXIST);
         assert_eq!(std::fs::read(root.path().join("r-1/reason.json")).unwrap(), b"{}");
+        // Not over a symlink either (it is an entry).
+        std::os::unix::fs::symlink("reason.json", root.path().join("r-1/link")).unwrap();
+        assert_eq!(
+            staging.create_in(dir.as_fd(), "link", flags, Mode::from_raw_mode(0o644)).unwrap_err(),
+            Errno::EXIST
+        );
         assert_eq!(std::fs::read_dir(staging.path()).unwrap().count(), 0, "nothing stays behind");
-        // Through a symlink: refused, as every guest path is.
-        std::os::unix::fs::symlink("r-1", root.path().join("link")).unwrap();
-        assert!(staging.create_at_root(root_fd.as_fd(), "link/x", flags, Mode::from_raw_mode(0o644)).is_err());
-        assert!(!root.path().join("r-1/x").exists());
     }
 }

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::bindings::{self as wit, GithubJobMetrics, Policy, RunnerMetrics, Selection};
+use crate::bindings::{self as wit, Policy, Selection};
 
 /// What to write for each extracted storage.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,22 +83,4 @@ pub fn empty_selection() -> Selection {
     Selection { exclude: Vec::new(), include: None, min_age_seconds: None }
 }
 
-/// Finds GitHub job metrics for a runner (spec 5); `None` when unknown.
-pub trait JobMetricsSource {
-    fn job_metrics(&mut self, metrics: &RunnerMetrics) -> Option<GithubJobMetrics>;
-}
-
-/// No job metrics for anyone.
-pub struct NoJobMetrics;
-
-impl JobMetricsSource for NoJobMetrics {
-    fn job_metrics(&mut self, _: &RunnerMetrics) -> Option<GithubJobMetrics> {
-        None
-    }
-}
-
-impl<F: FnMut(&RunnerMetrics) -> Option<GithubJobMetrics>> JobMetricsSource for F {
-    fn job_metrics(&mut self, metrics: &RunnerMetrics) -> Option<GithubJobMetrics> {
-        self(metrics)
-    }
-}
+pub use crate::engine::jobs::{JobMetricsSource, NoJobMetrics};

@@ -334,7 +334,8 @@ impl types::HostDescriptor for ConfinedFsView<'_> {
         let opened = match &self.ctx.staging {
             // A confined run may write only in its staging directory: the
             // new file is made there and moved to its name.
-            Some(staging) if creates => staging.create_at(parent.fd.as_fd(), &path, oflags, mode, mounts),
+            Some(staging) if creates => kernel::parent(parent.fd.as_fd(), &path, mounts)
+                .and_then(|(dir, leaf)| staging.create_in(dir.as_fd(), leaf, oflags | kernel::ALWAYS, mode)),
             _ => kernel::open(parent.fd.as_fd(), &path, oflags, mode, follow, mounts),
         };
         match opened {

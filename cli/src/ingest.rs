@@ -13,7 +13,8 @@ use runner_metrics::ingest::{self, LooseFiles, PulledFiles, PulledRunner};
 use runner_metrics::log::EventSink;
 use runner_metrics::{Plugin, RootLock, StorageReport};
 
-use crate::cli::{run_locked, OsSandboxArgs, OutputArgs, PolicyArgs, SandboxArgs, WaitArgs};
+use crate::args::{OsSandboxArgs, OutputArgs, PolicyArgs, SandboxArgs, WaitArgs};
+use crate::run::run_locked;
 
 /// The examples at the end of `runner-metrics ingest --help`.
 pub const EXAMPLES: &str = "\
@@ -39,62 +40,62 @@ Examples:
 
 /// How long an ingest waits for the directory's lock unless `--wait` says:
 /// a manager may pull many runners at once, and each run is short.
-const DEFAULT_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+pub(crate) const DEFAULT_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 #[derive(Debug, Args)]
 pub struct IngestArgs {
     /// The runner's name (1 to 255 bytes of [A-Za-z0-9._-], not starting
     /// with `.`).
     #[arg(long, value_name = "NAME", help_heading = "Runner")]
-    runner: String,
+    pub(crate) runner: String,
     /// A directory of its own for pulled runners, created if missing: each
     /// is staged there while it is collected, and a corrupt one stays under
     /// DIR/.quarantine/ with a reason file, so nothing is lost.
     #[arg(long, value_name = "DIR", help_heading = "Runner")]
-    quarantine_dir: PathBuf,
+    pub(crate) quarantine_dir: PathBuf,
     /// When the runner's installation started, in UNIX seconds (for example
     /// the VM's creation time); gives the `runner_installed` event.
     #[arg(long, value_name = "TIMESTAMP", help_heading = "Runner", allow_negative_numbers = true)]
-    installation_start: Option<f64>,
+    pub(crate) installation_start: Option<f64>,
     /// How long DIR remembers each runner it ingested (DIR/.ingested/), so
     /// that the same runner ingested again (two at once, or a retry after a
     /// timeout) logs nothing and exits with status 4: seconds, or a number
     /// with a unit s, m, h, d or w. 0 remembers nothing.
     #[arg(long, value_name = "AGE", help_heading = "Runner", default_value = "7d",
           value_parser = runner_metrics::storage::parse_age)]
-    remember: std::time::Duration,
+    pub(crate) remember: std::time::Duration,
     /// Read the tar stream of the runner's metrics directory from FILE
     /// (`-`: stdin, the default when no file is given one by one). At most
     /// 64 KiB are read.
     #[arg(long, value_name = "FILE|-", help_heading = "Pulled files",
           conflicts_with_all = ["installed", "pre_job", "post_job"])]
-    tar: Option<PathBuf>,
+    pub(crate) tar: Option<PathBuf>,
     /// The runner's `runner-installed.timestamp`, saved by the manager
     /// (read without following a symlink, at most 1 KiB and a byte; a
     /// missing file counts as missing).
     #[arg(long, value_name = "FILE", help_heading = "Pulled files")]
-    installed: Option<PathBuf>,
+    pub(crate) installed: Option<PathBuf>,
     /// The runner's `pre-job-metrics.json`, saved by the manager.
     #[arg(long, value_name = "FILE", help_heading = "Pulled files")]
-    pre_job: Option<PathBuf>,
+    pub(crate) pre_job: Option<PathBuf>,
     /// The runner's `post-job-metrics.json`, saved by the manager.
     #[arg(long, value_name = "FILE", help_heading = "Pulled files")]
-    post_job: Option<PathBuf>,
+    pub(crate) post_job: Option<PathBuf>,
     #[command(flatten)]
-    policy: PolicyArgs,
+    pub(crate) policy: PolicyArgs,
     #[command(flatten)]
-    wait: WaitArgs,
+    pub(crate) wait: WaitArgs,
     #[command(flatten)]
-    os_sandbox: OsSandboxArgs,
+    pub(crate) os_sandbox: OsSandboxArgs,
     #[command(flatten)]
-    output: OutputArgs,
+    pub(crate) output: OutputArgs,
 }
 
 pub fn run(sandbox: &SandboxArgs, args: IngestArgs) -> Result<ExitCode> {
     anyhow::ensure!(
         runner_metrics_guest::names::is_valid_runner_name(&args.runner),
         "--runner {:?}: not a valid runner name (1 to 255 bytes of [A-Za-z0-9._-], not starting with '.')",
-        crate::cli::printable(&args.runner)
+        crate::messages::printable(&args.runner)
     );
     if let Some(start) = args.installation_start {
         anyhow::ensure!(
@@ -107,7 +108,7 @@ pub fn run(sandbox: &SandboxArgs, args: IngestArgs) -> Result<ExitCode> {
     // never holds up another run.
     let files = read_pulled(&args)?;
     ingest::ensure_root(&args.quarantine_dir)?;
-    crate::cli::check_root(&args.quarantine_dir)?;
+    crate::messages::check_root(&args.quarantine_dir)?;
     let pulled = PulledRunner { runner_name: args.runner.clone(), installation_start: args.installation_start, files };
     let options = CollectOptions {
         lock_wait: wait,
@@ -127,7 +128,7 @@ pub fn run(sandbox: &SandboxArgs, args: IngestArgs) -> Result<ExitCode> {
 
 /// The pulled files: given one by one, or the tar stream (stdin unless
 /// `--tar FILE`), each read only as far as its bound.
-fn read_pulled(args: &IngestArgs) -> Result<PulledFiles> {
+pub(crate) fn read_pulled(args: &IngestArgs) -> Result<PulledFiles> {
     let loose = [&args.installed, &args.pre_job, &args.post_job];
     if loose.iter().any(|f| f.is_some()) {
         let read = |path: &Option<PathBuf>| path.as_deref().map(ingest::read_file).transpose().map(Option::flatten);
@@ -149,7 +150,7 @@ fn read_pulled(args: &IngestArgs) -> Result<PulledFiles> {
     Ok(PulledFiles::Tar(stream))
 }
 
-fn read_stdin() -> Result<Vec<u8>> {
+pub(crate) fn read_stdin() -> Result<Vec<u8>> {
     anyhow::ensure!(
         !std::io::IsTerminal::is_terminal(&std::io::stdin()),
         "no pulled files: pipe the runner's tar stream into stdin (see --help), or give --tar, --installed, \

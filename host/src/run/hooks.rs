@@ -16,12 +16,12 @@ pub const DEFAULT_DIR: &str = "/metrics-exchange";
 /// `ACTIONS_RUNNER_HOOK_JOB_STARTED`: writes `pre-job-metrics.json` from
 /// `GITHUB_WORKFLOW`, `GITHUB_REPOSITORY`, `GITHUB_EVENT_NAME`,
 /// `GITHUB_RUN_ID` and the current time.
-pub const PRE_JOB: &str = include_str!("../hooks/pre-job.sh");
+pub const PRE_JOB: &str = include_str!("../../hooks/pre-job.sh");
 /// `post-job.sh EXIT_CODE` (or `--status STATUS CODE`): writes
 /// `post-job-metrics.json` unless one exists already.
-pub const POST_JOB: &str = include_str!("../hooks/post-job.sh");
+pub const POST_JOB: &str = include_str!("../../hooks/post-job.sh");
 /// Writes `runner-installed.timestamp`.
-pub const INSTALLED: &str = include_str!("../hooks/installed.sh");
+pub const INSTALLED: &str = include_str!("../../hooks/installed.sh");
 
 /// `(name, script)` for every hook, as `hooks print` names them.
 pub const ALL: [(&str, &str); 3] = [("pre-job", PRE_JOB), ("post-job", POST_JOB), ("installed", INSTALLED)];

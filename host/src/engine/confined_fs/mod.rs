@@ -18,7 +18,6 @@
 mod descriptor;
 mod kernel;
 mod listing;
-pub mod staging;
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
@@ -111,7 +110,7 @@ pub struct ConfinedFsCtx {
     own_mount: Box<dyn Fn(&str) -> bool + Send + Sync>,
     /// Where new files are made, when the process installed a staging
     /// directory for this root (a confined run: `staging.rs`).
-    staging: Option<Arc<staging::Staging>>,
+    staging: Option<Arc<crate::storage::staging::Staging>>,
 }
 
 impl ConfinedFsCtx {
@@ -127,7 +126,7 @@ impl ConfinedFsCtx {
         .with_context(|| format!("opening the storage root {}", root.display()))?;
         let flags =
             if writable { DescriptorFlags::READ | DescriptorFlags::MUTATE_DIRECTORY } else { DescriptorFlags::READ };
-        let staging = if writable { staging::for_root(fd.as_fd()) } else { None };
+        let staging = if writable { crate::storage::staging::for_root(fd.as_fd()) } else { None };
         let root_path = root.to_owned();
         let own_mount = Box::new(move |name: &str| crate::storage::bounded::is_own_mount(&root_path, name));
         Ok(Self { root: Arc::new(fd), guest_path: guest_path.to_owned(), flags, busy_rename: None, own_mount, staging })

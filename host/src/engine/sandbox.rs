@@ -113,7 +113,7 @@ impl Sandbox {
                 .with_context(|| format!("granting the storage root {}", storage_root.display()))?;
         }
         let fs = ConfinedFsCtx::new(storage_root, GUEST_ROOT, true)?
-            .on_busy_rename(crate::storage::bounded::busy_rename_hook(storage_root.to_owned()));
+            .on_busy_rename(busy_rename_hook(storage_root.to_owned()));
         let mut table = ResourceTable::new();
         table.set_max_capacity(limits.max_handles);
         let state = HostState {
@@ -290,4 +290,21 @@ impl Sandbox {
     pub fn render_event(&mut self, event: &Event) -> CallResult<String> {
         self.call("rendering", None, |b, s| b.github_runner_metrics_events().call_render_event(s, event))
     }
+}
+
+/// The confined filesystem's hook ([`crate::confined_fs::BusyRename`]) for
+/// the root `root`: a rename the kernel refused because the storage is
+/// mounted goes through [`crate::storage::bounded::move_out`], so the guest moves bounded storages
+/// exactly as it moves plain ones. Names without an image are not ours.
+fn busy_rename_hook(root: PathBuf) -> std::sync::Arc<crate::confined_fs::BusyRename> {
+    use crate::confined_fs::ErrorCode;
+    use crate::storage::bounded;
+    std::sync::Arc::new(move |name: &str, rename: &mut dyn FnMut() -> std::result::Result<(), ErrorCode>| {
+        if !runner_metrics_guest::names::is_valid_runner_name(name)
+            || std::fs::symlink_metadata(bounded::image_path(&root, name)).is_err()
+        {
+            return None;
+        }
+        Some(bounded::move_out(&root, name, rename).unwrap_or(Err(ErrorCode::Busy)))
+    })
 }

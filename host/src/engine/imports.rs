@@ -17,7 +17,7 @@ use crate::bindings::github_runner::metrics::host::Host;
 use crate::bindings::{
     GithubJobMetrics, OutcomeKind as WitKind, RunnerMetrics, StorageLines, StorageReport as WitReport,
 };
-use crate::collect::JobMetricsSource;
+use crate::engine::jobs::JobMetricsSource;
 use crate::keeper::Keeper;
 use crate::log::EventSink;
 use crate::sandbox::HostState;
