@@ -11,16 +11,22 @@
 
 use std::path::PathBuf;
 use std::ptr::NonNull;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::ResourceTable;
+use wasmtime::StoreLimits;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::github_runner::metrics::host::Host;
 use crate::bindings::{
     GithubJobMetrics, OutcomeKind as WitKind, RunnerMetrics, StorageLines, StorageReport as WitReport,
 };
+use crate::confined_fs::{ConfinedFsCtx, ConfinedFsState, ConfinedFsView};
 use crate::engine::jobs::JobMetricsSource;
 use crate::keeper::Keeper;
+use crate::limits::StallWatch;
 use crate::log::EventSink;
-use crate::sandbox::HostState;
 use crate::summary::{OutcomeKind, StorageReport, Summary};
 
 /// One collect run as the host sees it, across every instance the run
@@ -196,3 +202,47 @@ impl Host for HostState {
 
 /// `types` has no functions: nothing to lend.
 impl crate::bindings::github_runner::metrics::types::Host for HostState {}
+
+/// The store's data: WASI state, the limiter, the per-storage deadline and,
+/// while a collect runs, the run that the imports serve. Nothing else is
+/// reachable.
+pub struct HostState {
+    pub(crate) wasi: WasiCtx,
+    /// The root as the confined filesystem grants it (unused when the
+    /// plugin falls back to wasmtime-wasi's, which has it preopened).
+    pub(crate) fs: ConfinedFsCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) limits: StoreLimits,
+    /// When the guest's time on the current storage (or call) runs out;
+    /// checked at every epoch tick while wasm runs.
+    pub(crate) deadline: Instant,
+    pub(crate) call_timeout: Duration,
+    pub(crate) stall_watch: Arc<StallWatch>,
+    /// The watch on the storage being handled, between imports.
+    pub(crate) watch: Option<u64>,
+    /// The storage that watch is on (see `imports.rs`).
+    pub(crate) storage: Option<String>,
+    pub(crate) root: PathBuf,
+    /// A storage's watch was broken: the guest sat in a blocked host call.
+    pub(crate) stalled: bool,
+    /// The run a `collect` call serves (see [`Lent`]).
+    pub(crate) lent: Option<Lent>,
+    /// Calls of the `host` imports and of the confined filesystem, for
+    /// [`crate::collect::CallCounts`].
+    pub(crate) imports: u64,
+    pub(crate) fs_calls: u64,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl ConfinedFsState for HostState {
+    fn confined_fs(&mut self) -> ConfinedFsView<'_> {
+        // wasmtime asks for the view once per host function call.
+        self.fs_calls += 1;
+        ConfinedFsView { ctx: &self.fs, table: &mut self.table }
+    }
+}

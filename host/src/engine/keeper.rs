@@ -16,8 +16,8 @@ use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::{CollectOptions, IntoAnyhow, RunnerMetrics, StorageLines, StorageReport};
+use crate::confined_fs::GUEST_ROOT;
 use crate::confined_fs::{link_wasi, ConfinedFsCtx, ConfinedFsState, ConfinedFsView};
-use crate::sandbox::GUEST_ROOT;
 
 mod generated {
     wasmtime::component::bindgen!({

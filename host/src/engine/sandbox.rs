@@ -6,68 +6,24 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use wasmtime::component::{ResourceAny, ResourceTable};
-use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, Trap, UpdateDeadline};
+use wasmtime::{Engine, Store, StoreLimitsBuilder, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx};
 
 use crate::bindings::{
     CollectOptions, Event, GithubJobMetrics, Interrupted, IntoAnyhow, Outcome, Plugin as PluginBindings, PluginPre,
     QuarantineInfo, QuarantineReason, QuarantinedStorage, RootEntry, RunnerMetrics, Selection,
 };
-use crate::confined_fs::{ConfinedFsCtx, ConfinedFsState, ConfinedFsView};
+use crate::confined_fs::ConfinedFsCtx;
 use crate::imports::{Lent, RunState};
 use crate::limits::{Limits, StallWatch};
 
-/// Where the storage root appears inside the sandbox.
-pub const GUEST_ROOT: &str = "/storage";
-
-/// The store's data: WASI state, the limiter, the per-storage deadline and,
-/// while a collect runs, the run that the imports serve. Nothing else is
-/// reachable.
-pub struct HostState {
-    wasi: WasiCtx,
-    /// The root as the confined filesystem grants it (unused when the
-    /// plugin falls back to wasmtime-wasi's, which has it preopened).
-    fs: ConfinedFsCtx,
-    table: ResourceTable,
-    limits: StoreLimits,
-    /// When the guest's time on the current storage (or call) runs out;
-    /// checked at every epoch tick while wasm runs.
-    pub(crate) deadline: Instant,
-    pub(crate) call_timeout: Duration,
-    pub(crate) stall_watch: Arc<StallWatch>,
-    /// The watch on the storage being handled, between imports.
-    pub(crate) watch: Option<u64>,
-    /// The storage that watch is on (see `imports.rs`).
-    pub(crate) storage: Option<String>,
-    pub(crate) root: PathBuf,
-    /// A storage's watch was broken: the guest sat in a blocked host call.
-    pub(crate) stalled: bool,
-    /// The run a `collect` call serves (see [`Lent`]).
-    pub(crate) lent: Option<Lent>,
-    /// Calls of the `host` imports and of the confined filesystem, for
-    /// [`crate::collect::CallCounts`].
-    pub(crate) imports: u64,
-    pub(crate) fs_calls: u64,
-}
-
-impl WasiView for HostState {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
-    }
-}
-
-impl ConfinedFsState for HostState {
-    fn confined_fs(&mut self) -> ConfinedFsView<'_> {
-        // wasmtime asks for the view once per host function call.
-        self.fs_calls += 1;
-        ConfinedFsView { ctx: &self.fs, table: &mut self.table }
-    }
-}
+pub use crate::confined_fs::GUEST_ROOT;
+pub use crate::imports::HostState;
 
 /// A guest call that did not return: a trap (panic, deadline, memory) or a
 /// host-side failure. `detail` includes what the guest printed on stderr.

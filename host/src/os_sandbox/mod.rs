@@ -34,7 +34,7 @@
 
 pub mod landlock;
 pub mod seccomp;
-pub use crate::storage::unmount_helper;
+pub use crate::storage::bounded::unmount_helper;
 
 #[cfg(feature = "escape-test")]
 pub mod escape_test;

@@ -73,7 +73,7 @@ impl CollectOptions {
             batch_size: 64,
             lock_wait: Duration::ZERO,
             policy: Policy::Strict,
-            remember_ingested: crate::ingest::ledger::DEFAULT_RETENTION,
+            remember_ingested: DEFAULT_RETENTION,
         }
     }
 }
@@ -84,3 +84,7 @@ pub fn empty_selection() -> Selection {
 }
 
 pub use crate::engine::jobs::{JobMetricsSource, NoJobMetrics};
+
+/// How long `ingest` remembers a runner it ingested unless the caller says
+/// (`ingest::ledger`).
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);

@@ -30,7 +30,6 @@ pub mod bounded;
 pub mod lock;
 mod quarantine;
 pub mod staging;
-pub mod unmount_helper;
 
 pub use quarantine::*;
 

@@ -47,6 +47,9 @@ mod bindings {
     });
 }
 
+/// Where the storage root appears inside the sandbox.
+pub const GUEST_ROOT: &str = "/storage";
+
 /// Which implementation serves the guest's `wasi:filesystem`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Layer {

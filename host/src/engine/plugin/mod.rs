@@ -13,9 +13,10 @@ use wasmtime::{Config, Engine};
 
 use crate::bindings::{CollectOptions, IntoAnyhow, Plugin as PluginWorld, PluginPre};
 use crate::confined_fs::{link_wasi, Layer};
+use crate::imports::HostState;
 use crate::keeper::{Keeper, KeeperPre, KeeperState};
 use crate::limits::{EpochTicker, Limits, StallWatch};
-use crate::sandbox::{HostState, Sandbox};
+use crate::sandbox::Sandbox;
 
 pub mod cache;
 

@@ -30,8 +30,7 @@ use rustix::io::Errno;
 use runner_metrics_guest::names::is_valid_runner_name;
 pub use runner_metrics_guest::names::INGESTED_DIR;
 
-/// How long an ingested runner is remembered unless the caller says.
-pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+pub use crate::collect_options::DEFAULT_RETENTION;
 
 /// The ledger's own stamp (not a runner name: names starting with `.` are
 /// never runners'), touched at each expiry: old entries are looked for at

@@ -40,6 +40,8 @@
 //! (`storage list`, `get`) change mounts only under its lock, taken without
 //! waiting ([`reattach_all_if_free`]), so they never cross a collect's move.
 
+pub mod unmount_helper;
+
 use std::ffi::CString;
 use std::fs;
 use std::io;
@@ -687,7 +689,7 @@ pub fn move_out<T, E>(
         if let Some(why) = cannot_move_mounts(root) {
             return Err(error(ErrorKind::Io, &dir, format!("a bounded storage cannot be moved: {why}")));
         }
-        match crate::storage::unmount_helper::unmount(name) {
+        match unmount_helper::unmount(name) {
             Some(done) => done.map_err(|why| error(ErrorKind::Io, &dir, format!("cannot unmount: {why}")))?,
             None => unmount(&dir)?,
         }
@@ -731,7 +733,7 @@ pub fn is_own_mount(root: &Path, name: &str) -> bool {
 /// Unmounts the bounded storage `name` of `root`, and nothing else: a
 /// valid runner name whose directory is the mount of its own image. What
 /// the unmount helper of a confined collect does for each request
-/// ([`crate::storage::unmount_helper`]).
+/// ([`unmount_helper`]).
 pub fn unmount_storage(root: &Path, name: &str) -> Result<()> {
     let dir = require_name(root, name)?;
     let image = image_path(root, name);
