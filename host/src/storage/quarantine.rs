@@ -90,14 +90,11 @@ pub struct QuarantineEntry {
     pub present: bool,
 }
 
-/// A quarantine location: one plain entry name, not a reason file.
+/// A quarantine location: one plain entry name, not a reason file. Its
+/// name (`<runner>.<secs>.<micros>[.<n>]`) follows the runner-name rule.
 pub(super) fn require_location(root: &Path, location: &str) -> Result<PathBuf> {
     let path = root.join(QUARANTINE_DIR).join(location);
-    let ok = !location.is_empty()
-        && location.len() <= 255
-        && !location.starts_with('.')
-        && !location.ends_with(REASON_SUFFIX)
-        && location.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    let ok = is_valid_runner_name(location) && !location.ends_with(REASON_SUFFIX);
     if !ok {
         return Err(error(
             ErrorKind::InvalidName,
