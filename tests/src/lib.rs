@@ -1046,3 +1046,24 @@ pub fn with_refused_syscalls<'a>(command: &'a mut Command, calls: &[(libc::c_lon
         })
     }
 }
+
+/// Collects `root` three times with the CLI (`--verbose`, the filesystem
+/// layer `filesystem`), into a log of its own beside the root; returns the
+/// log's lines and what each run said. A storage logged twice shows.
+pub fn collect_thrice(root: &StorageRoot, filesystem: &str) -> (Vec<String>, Vec<CliOutput>) {
+    let log = root.outside().join(format!("events-{filesystem}.log"));
+    let runs = (0..3)
+        .map(|_| {
+            output(
+                cli()
+                    .args(["collect", "--flavor", "small", "--verbose", "--storage"])
+                    .arg(root.path())
+                    .arg("--metrics-log")
+                    .arg(&log)
+                    .env("RUNNER_METRICS_FILESYSTEM", filesystem),
+            )
+        })
+        .collect();
+    let lines = fs::read_to_string(&log).unwrap_or_default().lines().map(str::to_owned).collect();
+    (lines, runs)
+}

@@ -564,20 +564,8 @@ fn a_bounded_storage_bound_or_mounted_again_under_another_name_is_logged_once() 
     let mounted =
         std::process::Command::new("mount").args(["-o", "nodev,nosuid,noexec"]).arg(&image).arg(&again).status();
     assert!(mounted.unwrap().success());
-    let log = root.outside().join("events.log");
-    let runs: Vec<CliOutput> = (0..3)
-        .map(|_| {
-            output(
-                cli()
-                    .args(["collect", "--flavor", "small", "--verbose", "--storage"])
-                    .arg(root.path())
-                    .arg("--metrics-log")
-                    .arg(&log)
-                    .env("RUNNER_METRICS_FILESYSTEM", "confined"),
-            )
-        })
-        .collect();
-    let lines = fs::read_to_string(&log).unwrap().lines().count();
+    let (lines, runs) = collect_thrice(&root, "confined");
+    let lines = lines.len();
     assert_eq!(lines, 3, "r-own's events, once: {runs:#?}");
     for run in &runs {
         for name in ["r-bound", "r-again"] {

@@ -145,26 +145,6 @@ fn mount_fs(fstype: &str, target: &Path) {
     assert_eq!(rc, 0, "mount {fstype} on {}: {}", target.display(), std::io::Error::last_os_error());
 }
 
-/// Collects `root` three times with the CLI; returns the log's lines and
-/// what each run said on stderr.
-fn collect_thrice(root: &StorageRoot, filesystem: &str) -> (Vec<String>, Vec<CliOutput>) {
-    let log = root.outside().join(format!("events-{filesystem}.log"));
-    let runs = (0..3)
-        .map(|_| {
-            output(
-                cli()
-                    .args(["collect", "--flavor", "small", "--verbose", "--storage"])
-                    .arg(root.path())
-                    .arg("--metrics-log")
-                    .arg(&log)
-                    .env("RUNNER_METRICS_FILESYSTEM", filesystem),
-            )
-        })
-        .collect();
-    let lines = fs::read_to_string(&log).unwrap_or_default().lines().map(str::to_owned).collect();
-    (lines, runs)
-}
-
 #[test]
 fn a_storage_that_is_a_mount_we_did_not_make_is_never_extracted_nor_walked() {
     if unsupported("mounts::a_storage_that_is_a_mount_we_did_not_make_is_never_extracted_nor_walked") {
