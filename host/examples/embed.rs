@@ -1,5 +1,5 @@
 //! Embedding runner-metrics in a Rust runner manager, a screen long:
-//! `cargo run -p runner-metrics --example embed`.
+//! `cargo run -p runner-metrics-host --example embed`.
 //!
 //! It builds a storage root with one finished runner and one that never
 //! came up, collects it in the sandbox with a job-metrics lookup, and
