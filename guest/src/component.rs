@@ -126,7 +126,12 @@ mod plugin {
     impl exports::github_runner::metrics::collector::Guest for Component {
         fn collect(options: wit::CollectOptions) -> Result<(), String> {
             let fs = WasiFs::open().map_err(|e| e.message)?;
-            pipeline::collect(&fs, &options_from_wit(options), &mut ImportedHost)
+            let options = options_from_wit(options);
+            #[cfg(not(feature = "hostile"))]
+            let mut conduct = pipeline::Honest;
+            #[cfg(feature = "hostile")]
+            let mut conduct = crate::hostile::Hostile::new(&options.selection);
+            pipeline::collect_with(&fs, &options, &mut ImportedHost, &mut conduct)
         }
 
         fn recover(x: wit::Interrupted) -> Result<(), String> {

@@ -5,9 +5,66 @@
 //! every other storage is handled normally, so tests can check that the
 //! others are unaffected.
 
+use crate::extract;
 use crate::fs::StorageFs;
-use crate::model::{Outcome, PreJobMetrics, QuarantineInfo, QuarantineReason, RunnerMetrics};
-use crate::{files, FILE_SIZE_BYTES_LIMIT};
+use crate::model::{
+    Event, Outcome, Policy, PreJobMetrics, QuarantineInfo, QuarantineReason, RootEntry, RunnerMetrics, Selection,
+};
+use crate::pipeline::Conduct;
+use crate::{files, render, FILE_SIZE_BYTES_LIMIT};
+
+/// The hostile plugin's conduct: honest but for the storages, flavors and
+/// exclude entries named `hostile-*` (the functions below).
+pub struct Hostile {
+    candidate: Option<String>,
+    panics: bool,
+    batches: u32,
+}
+
+impl Hostile {
+    pub fn new(selection: &Selection) -> Self {
+        Self { candidate: scan(&selection.exclude), panics: scan_panics(&selection.exclude), batches: 0 }
+    }
+}
+
+impl Conduct for Hostile {
+    fn injected(&mut self) -> Option<RootEntry> {
+        self.candidate.take().map(|name| RootEntry { name: Some(name), skipped: None })
+    }
+
+    /// Panics before the second batch, after the first was acted on.
+    fn next_batch(&mut self) {
+        self.batches += 1;
+        assert!(!(self.panics && self.batches > 1), "hostile scan panics on its second batch");
+    }
+
+    fn decide<F: StorageFs>(
+        &mut self,
+        fs: &F,
+        name: &str,
+        keep: bool,
+        policy: Policy,
+    ) -> (Outcome, Vec<extract::Dropped>) {
+        match extract(fs, name) {
+            Some(outcome) => (outcome, Vec::new()),
+            None => extract::extract_storage_with(fs, name, keep, policy),
+        }
+    }
+
+    fn render(&mut self, event: &Event) -> String {
+        if let Event::RunnerInstalled(e) = event {
+            if let Some(line) = render(&e.flavor) {
+                return line;
+            }
+            return tamper(&e.flavor, render::render_event(event));
+        }
+        render::render_event(event)
+    }
+
+    fn before_delete(&mut self, name: &str) {
+        before_delete(name);
+    }
+}
 
 /// Misbehaves for `hostile-*` storages; `None` means behave normally.
 pub fn extract(fs: &impl StorageFs, name: &str) -> Option<Outcome> {

@@ -110,7 +110,51 @@ const SCAN_BATCH: usize = 256;
 /// (the root cannot be listed, an append failed): every storage reported so
 /// far keeps its report, the rest are untouched.
 pub fn collect<F: StorageFs>(fs: &F, options: &CollectOptions, host: &mut impl Host) -> Result<(), String> {
-    let mut run = Run { fs, options, host, pending: Vec::new(), unnamed_seen: 0, dropped: HashMap::new() };
+    collect_with(fs, options, host, &mut Honest)
+}
+
+/// The decisions a collect takes at its few points of judgement, honest by
+/// default ([`Honest`]). The test-only hostile plugin (`hostile.rs`,
+/// feature `hostile`) is another conduct, so the pipeline itself carries no
+/// test code.
+pub trait Conduct {
+    /// A root entry to handle before the next batch of the real listing.
+    fn injected(&mut self) -> Option<RootEntry> {
+        None
+    }
+    /// A batch of the real listing is about to be read.
+    fn next_batch(&mut self) {}
+    /// One storage's outcome, and what the lenient policy counted as missing.
+    fn decide<F: StorageFs>(
+        &mut self,
+        fs: &F,
+        name: &str,
+        keep: bool,
+        policy: Policy,
+    ) -> (Outcome, Vec<extract::Dropped>) {
+        extract::extract_storage_with(fs, name, keep, policy)
+    }
+    /// One event's line.
+    fn render(&mut self, event: &Event) -> String {
+        render::render_event(event)
+    }
+    /// The storage `name` is about to be deleted, its lines durable.
+    fn before_delete(&mut self, _name: &str) {}
+}
+
+/// The plugin's one conduct in every shipped build.
+pub struct Honest;
+
+impl Conduct for Honest {}
+
+/// [`collect`] with a conduct of the caller's.
+pub fn collect_with<F: StorageFs, C: Conduct>(
+    fs: &F,
+    options: &CollectOptions,
+    host: &mut impl Host,
+    conduct: &mut C,
+) -> Result<(), String> {
+    let mut run = Run { fs, options, host, conduct, pending: Vec::new(), unnamed_seen: 0, dropped: HashMap::new() };
     if options.purge_deleting && !options.keep {
         run.purge_deleting();
     }
@@ -121,16 +165,12 @@ pub fn collect<F: StorageFs>(fs: &F, options: &CollectOptions, host: &mut impl H
         return run.flush();
     }
     let mut scan = Scan::new(fs, options.selection.clone()).map_err(|e| format!("listing the storage root: {e}"))?;
-    #[cfg(feature = "hostile")]
-    let mut hostile = HostileScan::new(&options.selection);
     loop {
-        #[cfg(feature = "hostile")]
-        if let Some(entry) = hostile.next() {
+        if let Some(entry) = run.conduct.injected() {
             run.entry(entry)?;
             continue;
         }
-        #[cfg(feature = "hostile")]
-        hostile.before_batch();
+        run.conduct.next_batch();
         let batch = match scan.next_batch(SCAN_BATCH) {
             Ok(batch) => batch,
             Err(e) => {
@@ -149,10 +189,11 @@ pub fn collect<F: StorageFs>(fs: &F, options: &CollectOptions, host: &mut impl H
     run.flush()
 }
 
-struct Run<'a, F: StorageFs, H: Host> {
+struct Run<'a, F: StorageFs, H: Host, C: Conduct> {
     fs: &'a F,
     options: &'a CollectOptions,
     host: &'a mut H,
+    conduct: &'a mut C,
     /// Extracted storages whose lines wait for the next append.
     pending: Vec<StorageLines>,
     unnamed_seen: usize,
@@ -161,7 +202,7 @@ struct Run<'a, F: StorageFs, H: Host> {
     dropped: HashMap<String, String>,
 }
 
-impl<F: StorageFs, H: Host> Run<'_, F, H> {
+impl<F: StorageFs, H: Host, C: Conduct> Run<'_, F, H, C> {
     fn entry(&mut self, entry: RootEntry) -> Result<(), String> {
         let Some(name) = entry.name else {
             self.unnamed_seen += 1;
@@ -221,7 +262,7 @@ impl<F: StorageFs, H: Host> Run<'_, F, H> {
     fn candidate(&mut self, name: String) -> Result<(), String> {
         self.host.begin_storage(&name);
         let keep = self.options.keep;
-        let (outcome, dropped) = decide(self.fs, &name, keep, self.options.policy);
+        let (outcome, dropped) = self.conduct.decide(self.fs, &name, keep, self.options.policy);
         match outcome {
             Outcome::Extracted(metrics) => {
                 let storage = self.render(name.clone(), metrics);
@@ -258,7 +299,7 @@ impl<F: StorageFs, H: Host> Run<'_, F, H> {
             Emit::Events { flavor } => {
                 let job = self.host.job_metrics(&metrics);
                 let events = events::issue_events(&metrics, flavor, job.as_ref());
-                let lines = events.iter().map(render_line).collect();
+                let lines = events.iter().map(|event| self.conduct.render(event)).collect();
                 StorageLines { runner_name: name, source: Rendered::Events(events), lines }
             }
         }
@@ -281,8 +322,7 @@ impl<F: StorageFs, H: Host> Run<'_, F, H> {
         for (name, events) in stored {
             if !self.options.keep {
                 self.host.begin_storage(&name);
-                #[cfg(feature = "hostile")]
-                crate::hostile::before_delete(&name);
+                self.conduct.before_delete(&name);
             }
             let note = self.dropped.remove(&name);
             let mut report = settle(self.fs, name, events, self.options.keep);
@@ -387,59 +427,5 @@ fn settle<F: StorageFs>(fs: &F, name: String, events: usize, keep: bool) -> Stor
         Err(e) => {
             StorageReport::new(name, OutcomeKind::Failed, format!("events written but storage kept: {e}"), events)
         }
-    }
-}
-
-/// One storage's outcome, and what the lenient policy counted as missing
-/// (a hostile build misbehaves for `hostile-*`).
-fn decide<F: StorageFs>(fs: &F, name: &str, keep: bool, policy: Policy) -> (Outcome, Vec<extract::Dropped>) {
-    #[cfg(feature = "hostile")]
-    if let Some(outcome) = crate::hostile::extract(fs, name) {
-        return (outcome, Vec::new());
-    }
-    extract::extract_storage_with(fs, name, keep, policy)
-}
-
-/// One event's line (a hostile build tampers with some).
-fn render_line(event: &Event) -> String {
-    #[cfg(feature = "hostile")]
-    if let Event::RunnerInstalled(e) = event {
-        if let Some(line) = crate::hostile::render(&e.flavor) {
-            return line;
-        }
-        return crate::hostile::tamper(&e.flavor, render::render_event(event));
-    }
-    render::render_event(event)
-}
-
-/// The hostile build's scan misbehaviours, ahead of the real listing.
-#[cfg(feature = "hostile")]
-struct HostileScan {
-    candidate: Option<String>,
-    panics: bool,
-    batches: u32,
-}
-
-#[cfg(feature = "hostile")]
-impl HostileScan {
-    fn new(selection: &Selection) -> Self {
-        Self {
-            candidate: crate::hostile::scan(&selection.exclude),
-            panics: crate::hostile::scan_panics(&selection.exclude),
-            batches: 0,
-        }
-    }
-
-    /// Panics before the second batch, after the first was acted on.
-    fn before_batch(&mut self) {
-        self.batches += 1;
-        assert!(!(self.panics && self.batches > 1), "hostile scan panics on its second batch");
-    }
-
-    fn next(&mut self) -> Option<RootEntry> {
-        if let Some(name) = self.candidate.take() {
-            return Some(RootEntry { name: Some(name), skipped: None });
-        }
-        None
     }
 }
