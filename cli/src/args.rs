@@ -479,7 +479,7 @@ impl OsSandboxArgs {
 #[must_use = "the run's staging directory is removed when this is dropped"]
 pub struct Confined {
     pub confinement: Confinement,
-    pub(crate) _staging: Option<std::sync::Arc<runner_metrics::storage::staging::Staging>>,
+    _staging: Option<std::sync::Arc<runner_metrics::storage::staging::Staging>>,
 }
 
 /// Sandbox settings shared by every subcommand.

@@ -10,8 +10,8 @@ use crate::fs::StorageFs;
 use crate::model::{
     Event, Outcome, Policy, PreJobMetrics, QuarantineInfo, QuarantineReason, RootEntry, RunnerMetrics, Selection,
 };
-use crate::pipeline::Conduct;
-use crate::{files, render, FILE_SIZE_BYTES_LIMIT};
+use crate::pipeline::{Conduct, Honest};
+use crate::{files, FILE_SIZE_BYTES_LIMIT};
 
 /// The hostile plugin's conduct: honest but for the storages, flavors and
 /// exclude entries named `hostile-*` (the functions below).
@@ -47,7 +47,7 @@ impl Conduct for Hostile {
     ) -> (Outcome, Vec<extract::Dropped>) {
         match extract(fs, name) {
             Some(outcome) => (outcome, Vec::new()),
-            None => extract::extract_storage_with(fs, name, keep, policy),
+            None => Honest.decide(fs, name, keep, policy),
         }
     }
 
@@ -56,9 +56,9 @@ impl Conduct for Hostile {
             if let Some(line) = render(&e.flavor) {
                 return line;
             }
-            return tamper(&e.flavor, render::render_event(event));
+            return tamper(&e.flavor, Honest.render(event));
         }
-        render::render_event(event)
+        Honest.render(event)
     }
 
     fn before_delete(&mut self, name: &str) {
