@@ -173,9 +173,9 @@ pub fn native_collect(storage: &Path, flavor: &str, metrics_log: &Path) -> Resul
     let options = CollectOptions::events(flavor);
     // As the CLI does: one unbuffered write per reported line.
     let mut on_report = |r: &StorageReport| {
-        if matches!(r.kind, OutcomeKind::Quarantined | OutcomeKind::Failed) {
+        if matches!(r.outcome, OutcomeKind::Quarantined | OutcomeKind::Failed) {
             use std::io::Write;
-            let line = format!("{}: {}: {}\n", r.kind.as_str(), r.name.escape_debug(), r.detail.escape_debug());
+            let line = format!("{}: {}: {}\n", r.outcome.as_str(), r.name.escape_debug(), r.detail.escape_debug());
             let _ = std::io::stderr().lock().write_all(line.as_bytes());
         }
     };

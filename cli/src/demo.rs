@@ -109,7 +109,7 @@ pub fn run(plugin: &Plugin, keep_files: bool) -> Result<ExitCode> {
     println!();
     println!("Outcomes:");
     let summary = collect(plugin, &root, &CollectOptions::events("small"), &mut NoJobMetrics, &mut log, &mut |r| {
-        println!("  {:<12} {:<22} {}", r.kind.as_str(), r.name, r.detail);
+        println!("  {:<12} {:<22} {}", r.outcome.as_str(), r.name, r.detail);
     })?;
     println!();
     let kept_note = if keep_files { "" } else { " (deleted on exit; --keep-files keeps it)" };
@@ -120,7 +120,7 @@ pub fn run(plugin: &Plugin, keep_files: bool) -> Result<ExitCode> {
     }
     println!();
     println!("Summary:");
-    for kind in OutcomeKind::ALL {
+    for &kind in OutcomeKind::ALL {
         println!("  {:<12} {}", kind.as_str(), summary.count(kind));
     }
     println!();

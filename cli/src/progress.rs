@@ -45,14 +45,14 @@ impl Progress {
 
     pub fn report(&mut self, report: &StorageReport) {
         self.seen += 1;
-        let notable = matches!(report.kind, OutcomeKind::Quarantined | OutcomeKind::Failed);
+        let notable = matches!(report.outcome, OutcomeKind::Quarantined | OutcomeKind::Failed);
         if self.verbose || notable {
             // Formatted first and written at once: stderr is unbuffered, and
             // `escape_debug` through `eprintln!` wrote one byte per syscall.
             let clear = if self.on_screen { "\r\x1b[K" } else { "" };
             let line = format!(
                 "{clear}{}: {}: {}\n",
-                report.kind.as_str(),
+                report.outcome.as_str(),
                 printable(&report.name),
                 plain(&report.detail, self.root.as_deref())
             );

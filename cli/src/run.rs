@@ -170,7 +170,7 @@ pub(crate) fn finish(result: Result<Summary>, json: Option<&Confinement>) -> Res
         value["os_sandbox"] = serde_json::to_value(confinement)?;
         eprintln!("{value}");
     } else {
-        for kind in OutcomeKind::ALL {
+        for &kind in OutcomeKind::ALL {
             eprintln!("{:>12}: {}", kind.as_str(), summary.count(kind));
         }
         eprintln!("{:>12}: {}", "lines", summary.lines_written);

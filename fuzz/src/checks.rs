@@ -6,7 +6,9 @@
 //! spec's rules, and every rendered line must be one line of ASCII JSON that
 //! reads back to the values it was rendered from.
 
-use runner_metrics_guest::model::{Event, JobConclusion, PostJobStatus, RunnerInstalled, RunnerStart, RunnerStop};
+use runner_metrics_guest::model::{
+    CodeInformation, Event, JobConclusion, PostJobStatus, RunnerInstalled, RunnerStart, RunnerStop,
+};
 use runner_metrics_guest::{json, parse, render, tar, FILE_SIZE_BYTES_LIMIT};
 
 fn assert_time(what: &str, value: f64) {
@@ -121,8 +123,17 @@ pub fn check_render_event(data: &[u8]) {
             repo: b.string(),
             github_event: b.string(),
             status: statuses[usize::from(b.byte() % 4)],
-            status_code: (b.byte() % 2 == 0).then(|| {
-                i64::from_le_bytes([b.byte(), b.byte(), b.byte(), b.byte(), b.byte(), b.byte(), b.byte(), b.byte()])
+            status_info: (b.byte() % 2 == 0).then(|| CodeInformation {
+                code: i64::from_le_bytes([
+                    b.byte(),
+                    b.byte(),
+                    b.byte(),
+                    b.byte(),
+                    b.byte(),
+                    b.byte(),
+                    b.byte(),
+                    b.byte(),
+                ]),
             }),
             job_duration: b.time(),
             job_conclusion: (b.byte() % 2 == 0).then_some(JobConclusion::TimedOut),
@@ -142,7 +153,7 @@ pub fn check_render_event(data: &[u8]) {
     if let Event::RunnerStop(e) = &event {
         assert_eq!(value["workflow"].as_str(), Some(e.workflow.as_str()));
         assert_eq!(value["status"].as_str(), Some(e.status.as_str()));
-        assert_eq!(value["status_info"]["code"].as_i64(), e.status_code);
+        assert_eq!(value["status_info"]["code"].as_i64(), e.status_info.map(|i| i.code));
     }
 }
 

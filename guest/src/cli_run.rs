@@ -27,8 +27,8 @@ use std::io::Write;
 use wasi::io::streams::OutputStream;
 
 use crate::fs::WasiFs;
-use crate::model::{GithubJobMetrics, JobConclusion, RunnerMetrics, Selection};
-use crate::pipeline::{self, CollectOptions, StorageLines};
+use crate::model::{CollectOptions, GithubJobMetrics, JobConclusion, RunnerMetrics, Selection, StorageLines};
+use crate::pipeline;
 use crate::report::{OutcomeKind, StorageReport, Summary};
 
 struct CliRun;
@@ -235,11 +235,12 @@ impl pipeline::Host for StdioHost<'_> {
 
     fn report(&mut self, report: StorageReport) {
         self.summary.add(&report);
-        let notable = matches!(report.kind, OutcomeKind::Quarantined | OutcomeKind::Failed);
+        let notable = matches!(report.outcome, OutcomeKind::Quarantined | OutcomeKind::Failed);
         if self.options.json {
             self.err.line(&serde_json::to_string(&report).unwrap_or_default());
         } else if self.options.verbose || notable {
-            let (kind, name, detail) = (report.kind.as_str(), report.name.escape_debug(), report.detail.escape_debug());
+            let (kind, name, detail) =
+                (report.outcome.as_str(), report.name.escape_debug(), report.detail.escape_debug());
             self.err.line(&format!("{kind}: {name}: {detail}"));
         }
     }

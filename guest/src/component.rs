@@ -1,5 +1,6 @@
 //! The component's exports: a thin layer from the WIT bindings to the plain
-//! Rust modules. Conversions only; no logic lives here.
+//! Rust modules, which speak the same generated types (`model.rs`). No
+//! logic and no conversions live here.
 //!
 //! One crate, two worlds of `wit/0.3.0`: the plugin (default: the whole
 //! collect, driving the imported `host` interface) and, with the feature
@@ -9,23 +10,23 @@
 use std::cell::RefCell;
 
 use crate::fs::WasiFs;
-use crate::{events, extract, model, render};
+use crate::model::*;
+use crate::{events, extract, render};
 
 #[cfg(not(feature = "command"))]
 wit_bindgen::generate!({
     path: "../wit/0.3.0",
     world: "plugin",
-    with: { "github-runner:metrics/types@0.3.0": crate::wit::generated::github_runner::metrics::types },
+    with: { "github-runner:metrics/types@0.3.0": crate::model::generated::github_runner::metrics::types },
 });
 
 #[cfg(feature = "command")]
 wit_bindgen::generate!({
     path: "../wit/0.3.0",
     world: "command",
-    with: { "github-runner:metrics/types@0.3.0": crate::wit::generated::github_runner::metrics::types },
+    with: { "github-runner:metrics/types@0.3.0": crate::model::generated::github_runner::metrics::types },
 });
 
-use crate::wit::{self, *};
 use exports::github_runner::metrics::extraction::{self, GuestScan};
 
 struct Component;
@@ -38,36 +39,31 @@ pub struct ScanResource {
 }
 
 impl GuestScan for ScanResource {
-    fn new(selection: wit::Selection) -> Self {
-        let inner =
-            WasiFs::open().and_then(|fs| extract::Scan::new(fs, selection_from_wit(selection))).map_err(|e| e.message);
+    fn new(selection: Selection) -> Self {
+        let inner = WasiFs::open().and_then(|fs| extract::Scan::new(fs, selection)).map_err(|e| e.message);
         Self { inner: RefCell::new(inner) }
     }
 
-    fn next_batch(&self, max: u32) -> Result<Vec<wit::RootEntry>, String> {
+    fn next_batch(&self, max: u32) -> Result<Vec<RootEntry>, String> {
         let mut inner = self.inner.borrow_mut();
         let scan = inner.as_mut().map_err(|e| e.clone())?;
-        let batch = scan.next_batch(max as usize).map_err(|e| e.message)?;
-        Ok(batch
-            .into_iter()
-            .map(|entry| wit::RootEntry { name: entry.name, skipped: entry.skipped.map(skip_to_wit) })
-            .collect())
+        scan.next_batch(max as usize).map_err(|e| e.message)
     }
 }
 
 impl extraction::Guest for Component {
     type Scan = ScanResource;
 
-    fn extract_storage(runner_name: String, keep: bool) -> wit::Outcome {
+    fn extract_storage(runner_name: String, keep: bool) -> Outcome {
         match WasiFs::open() {
-            Ok(fs) => outcome_to_wit(extract::extract_storage(&fs, &runner_name, keep)),
-            Err(e) => wit::Outcome::Failed(e.message),
+            Ok(fs) => extract::extract_storage(&fs, &runner_name, keep),
+            Err(e) => Outcome::Failed(e.message),
         }
     }
 
-    fn delete_storage(runner_name: String) -> Result<Option<wit::QuarantineInfo>, String> {
+    fn delete_storage(runner_name: String) -> Result<Option<QuarantineInfo>, String> {
         let fs = WasiFs::open().map_err(|e| e.message)?;
-        extract::delete_storage(&fs, &runner_name).map(|q| q.map(quarantine_to_wit))
+        extract::delete_storage(&fs, &runner_name)
     }
 
     fn purge_deleting() -> Result<u32, String> {
@@ -77,41 +73,26 @@ impl extraction::Guest for Component {
 
     fn quarantine_storage(
         runner_name: String,
-        reason: wit::QuarantineReason,
+        reason: QuarantineReason,
         detail: String,
-    ) -> Result<wit::QuarantineInfo, String> {
+    ) -> Result<QuarantineInfo, String> {
         let fs = WasiFs::open().map_err(|e| e.message)?;
-        extract::quarantine_storage(&fs, &runner_name, reason_from_wit(reason), None, &detail).map(quarantine_to_wit)
+        extract::quarantine_storage(&fs, &runner_name, reason, None, &detail)
     }
 
-    fn list_quarantine() -> Result<Vec<wit::QuarantinedStorage>, String> {
+    fn list_quarantine() -> Result<Vec<QuarantinedStorage>, String> {
         let fs = WasiFs::open().map_err(|e| e.message)?;
-        Ok(extract::list_quarantine(&fs)?
-            .into_iter()
-            .map(|q| wit::QuarantinedStorage {
-                location: q.location,
-                runner_name: q.runner_name,
-                reason: reason_to_wit(q.reason),
-                file: q.file,
-                detail: q.detail,
-                quarantined_at: q.quarantined_at,
-            })
-            .collect())
+        extract::list_quarantine(&fs)
     }
 }
 
 impl exports::github_runner::metrics::events::Guest for Component {
-    fn issue_events(
-        metrics: wit::RunnerMetrics,
-        flavor: String,
-        job_metrics: Option<wit::GithubJobMetrics>,
-    ) -> Vec<wit::Event> {
-        let job = job_metrics.map(job_from_wit);
-        events::issue_events(&metrics_from_wit(metrics), &flavor, job.as_ref()).into_iter().map(event_to_wit).collect()
+    fn issue_events(metrics: RunnerMetrics, flavor: String, job_metrics: Option<GithubJobMetrics>) -> Vec<Event> {
+        events::issue_events(&metrics, &flavor, job_metrics.as_ref())
     }
 
-    fn render_event(event: wit::Event) -> String {
-        render::render_event(&event_from_wit(event))
+    fn render_event(event: Event) -> String {
+        render::render_event(&event)
     }
 }
 
@@ -120,13 +101,11 @@ impl exports::github_runner::metrics::events::Guest for Component {
 mod plugin {
     use super::*;
     use crate::pipeline;
-    use crate::report::StorageReport;
     use github_runner::metrics::host;
 
     impl exports::github_runner::metrics::collector::Guest for Component {
-        fn collect(options: wit::CollectOptions) -> Result<(), String> {
+        fn collect(options: CollectOptions) -> Result<(), String> {
             let fs = WasiFs::open().map_err(|e| e.message)?;
-            let options = options_from_wit(options);
             #[cfg(not(feature = "hostile"))]
             let mut conduct = pipeline::Honest;
             #[cfg(feature = "hostile")]
@@ -134,17 +113,9 @@ mod plugin {
             pipeline::collect_with(&fs, &options, &mut ImportedHost, &mut conduct)
         }
 
-        fn recover(x: wit::Interrupted) -> Result<(), String> {
+        fn recover(interrupted: Interrupted) -> Result<(), String> {
             let fs = WasiFs::open().map_err(|e| e.message)?;
-            let x = pipeline::Interrupted {
-                appended: x.appended.into_iter().map(|a| (a.name, a.lines as usize)).collect(),
-                blamed: x.blamed,
-                cause: x.cause,
-                lied: x.lied,
-                trapped_again: x.trapped_again,
-                keep: x.keep,
-            };
-            pipeline::recover(&fs, &x, &mut ImportedHost)
+            pipeline::recover(&fs, &interrupted, &mut ImportedHost)
         }
     }
 
@@ -160,60 +131,16 @@ mod plugin {
             host::end_storage()
         }
 
-        fn job_metrics(&mut self, metrics: &model::RunnerMetrics) -> Option<model::GithubJobMetrics> {
-            host::job_metrics(&metrics_to_wit(metrics.clone())).map(job_from_wit)
+        fn job_metrics(&mut self, metrics: &RunnerMetrics) -> Option<GithubJobMetrics> {
+            host::job_metrics(metrics)
         }
 
-        fn append(&mut self, batch: Vec<pipeline::StorageLines>) -> Result<(), String> {
-            let batch: Vec<wit::StorageLines> = batch.into_iter().map(lines_to_wit).collect();
+        fn append(&mut self, batch: Vec<StorageLines>) -> Result<(), String> {
             host::append(&batch)
         }
 
         fn report(&mut self, report: StorageReport) {
-            host::report(&report_to_wit(report))
-        }
-    }
-
-    fn options_from_wit(o: wit::CollectOptions) -> pipeline::CollectOptions {
-        pipeline::CollectOptions {
-            selection: selection_from_wit(o.selection),
-            emit: match o.emit {
-                wit::Emit::Events(flavor) => pipeline::Emit::Events { flavor },
-                wit::Emit::Metrics => pipeline::Emit::Metrics,
-            },
-            keep: o.keep,
-            batch_size: o.batch_size as usize,
-            purge_deleting: o.purge_deleting,
-            done: o.done.into_iter().collect(),
-            done_unnamed: o.done_unnamed as usize,
-            policy: policy_from_wit(o.policy),
-            pulled: o.pulled.map(pulled_from_wit),
-        }
-    }
-
-    fn lines_to_wit(s: pipeline::StorageLines) -> wit::StorageLines {
-        let source = match s.source {
-            pipeline::Rendered::Events(events) => wit::Rendered::Events(events.into_iter().map(event_to_wit).collect()),
-            pipeline::Rendered::Metrics(m) => wit::Rendered::Metrics(metrics_to_wit(m)),
-        };
-        wit::StorageLines { runner_name: s.runner_name, source, lines: s.lines }
-    }
-
-    fn report_to_wit(r: StorageReport) -> wit::StorageReport {
-        use crate::report::OutcomeKind as K;
-        wit::StorageReport {
-            name: r.name,
-            outcome: match r.kind {
-                K::Extracted => wit::OutcomeKind::Extracted,
-                K::NoData => wit::OutcomeKind::NoData,
-                K::Quarantined => wit::OutcomeKind::Quarantined,
-                K::Skipped => wit::OutcomeKind::Skipped,
-                K::Failed => wit::OutcomeKind::Failed,
-            },
-            reason: r.reason,
-            file: r.file,
-            detail: r.detail,
-            events: u32::try_from(r.events).unwrap_or(u32::MAX),
+            host::report(&report)
         }
     }
 }

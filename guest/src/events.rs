@@ -71,7 +71,7 @@ fn runner_stop(start: &RunnerStart, post_job: &PostJobMetrics, job: Option<&Gith
         repo: start.repo.clone(),
         github_event: start.github_event.clone(),
         status: post_job.status,
-        status_code: post_job.status_code,
+        status_info: post_job.status_info,
         job_duration: non_negative(post_job.timestamp - start.timestamp),
         job_conclusion: job.and_then(|job| job.conclusion),
     }
@@ -89,7 +89,7 @@ fn non_negative(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{JobConclusion, PostJobStatus};
+    use crate::model::{CodeInformation, JobConclusion, PostJobStatus};
 
     const FLAVOR: &str = "small";
 
@@ -105,7 +105,7 @@ mod tests {
                 repository: Some("org1/repository1".into()),
                 event: "push".into(),
             }),
-            post_job: Some(PostJobMetrics { timestamp: 3.0, status: PostJobStatus::Normal, status_code: None }),
+            post_job: Some(PostJobMetrics { timestamp: 3.0, status: PostJobStatus::Normal, status_info: None }),
             runner_name: "runner-n-0123456789ab".into(),
         }
     }
@@ -153,7 +153,7 @@ mod tests {
                     repo: "org1/repository1".into(),
                     github_event: "push".into(),
                     status: PostJobStatus::Normal,
-                    status_code: None,
+                    status_info: None,
                     job_duration: 0.0,
                     job_conclusion: Some(JobConclusion::Success),
                 }),
@@ -291,12 +291,12 @@ mod tests {
         metrics.post_job = Some(PostJobMetrics {
             timestamp: 65.5,
             status: PostJobStatus::RepoPolicyCheckFailure,
-            status_code: Some(403),
+            status_info: Some(CodeInformation { code: 403 }),
         });
         let events = issue_events(&metrics, "large", Some(&fixture_job()));
         let stop = stop_of(&events);
         assert_eq!(stop.status, PostJobStatus::RepoPolicyCheckFailure);
-        assert_eq!(stop.status_code, Some(403));
+        assert_eq!(stop.status_info.map(|i| i.code), Some(403));
         assert_eq!(stop.job_duration, 62.5);
         assert_eq!(stop.flavor, "large");
         assert_eq!(stop.workflow, "workflow1");

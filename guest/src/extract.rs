@@ -6,10 +6,11 @@
 
 use crate::fs::{join, BoundedRead, EntryKind, FsError, FsErrorKind, StorageFs};
 use crate::model::{
-    Corruption, Outcome, Policy, QuarantineInfo, QuarantineReason, QuarantinedStorage, RootEntry, RunnerMetrics,
-    Selection, SkipReason,
+    Outcome, Policy, QuarantineInfo, QuarantineReason, QuarantinedStorage, RootEntry, RunnerMetrics, Selection,
+    SkipReason,
 };
 use crate::names::{is_reserved, is_valid_runner_name, DELETING_DIR, QUARANTINE_DIR};
+use crate::parse::Corruption;
 use crate::{files, parse, walk, FILE_SIZE_BYTES_LIMIT};
 
 /// Suffix of the reason file written beside each quarantined storage.

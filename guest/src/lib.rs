@@ -19,7 +19,6 @@ pub mod render;
 pub mod report;
 pub mod tar;
 pub mod walk;
-pub mod wit;
 
 #[cfg(all(target_arch = "wasm32", feature = "component", feature = "command"))]
 mod cli_run;

@@ -1,136 +1,91 @@
-//! Plain Rust mirrors of the WIT types (`wit/0.3.0/runner-metrics.wit`).
+//! The model: the WIT types of `wit/0.3.0` (`github-runner:metrics/types`),
+//! as wit-bindgen generates them, used as they are by the extraction, the
+//! events, the renderer, the reports and the pipeline. Nothing mirrors
+//! them: adding a case to a WIT enum touches the WIT and its uses only.
 //!
-//! The guest logic works on these so that it compiles and is tested natively;
-//! `component.rs` converts them to and from the generated bindings.
+//! Generated once for every crate that speaks them: the guest's components
+//! (`component.rs`) and the keeper (`keeper/`) map their worlds' `types` to
+//! this module. Types only: this compiles natively too. Below are the few
+//! spellings and defaults the WIT cannot say.
 
-/// `pre-job-metrics.json` (spec 3.1).
-#[derive(Debug, Clone, PartialEq)]
-pub struct PreJobMetrics {
-    pub timestamp: f64,
-    pub workflow: String,
-    pub workflow_run_id: String,
-    pub repository: Option<String>,
-    pub event: String,
+/// wit-bindgen output for a world that only imports `types`.
+pub mod generated {
+    wit_bindgen::generate!({
+        path: "../wit/0.3.0",
+        inline: "package github-runner:shared-types; world types { import github-runner:metrics/types@0.3.0; }",
+        world: "github-runner:shared-types/types",
+        generate_all,
+        additional_derives: [PartialEq],
+        // The command component writes its reports as JSON lines.
+        additional_type_attributes: {
+            "github-runner:metrics/types@0.3.0/storage-report": [#[derive(serde::Serialize)]],
+            "github-runner:metrics/types@0.3.0/outcome-kind": [#[derive(serde::Serialize)] #[serde(rename_all = "kebab-case")]],
+        },
+    });
 }
 
-/// The four statuses a post-job file may carry (spec 3.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PostJobStatus {
-    Normal,
-    Abnormal,
-    RepoPolicyCheckFailure,
-    ExternalContributorCheckFailure,
-}
+pub use generated::github_runner::metrics::types::*;
 
-impl PostJobStatus {
-    /// The exact spelling used in files and event lines.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Normal => "normal",
-            Self::Abnormal => "abnormal",
-            Self::RepoPolicyCheckFailure => "repo-policy-check-failure",
-            Self::ExternalContributorCheckFailure => "external-contributor-check-failure",
+/// Every case of an enum, in WIT order, and its kebab-case spelling: the
+/// one table each spelling is read from and written by.
+macro_rules! spelled {
+    ($ty:ident { $($case:ident => $text:literal,)* }) => {
+        impl $ty {
+            /// Every case, in WIT order.
+            pub const ALL: &'static [$ty] = &[$($ty::$case),*];
+
+            /// The spelling used in files, event lines, reports and the WIT.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$case => $text,)*
+                }
+            }
+
+            /// The case spelled exactly `s`.
+            pub fn from_str_exact(s: &str) -> Option<Self> {
+                Self::ALL.iter().copied().find(|case| case.as_str() == s)
+            }
         }
-    }
-
-    pub fn from_str_exact(s: &str) -> Option<Self> {
-        [Self::Normal, Self::Abnormal, Self::RepoPolicyCheckFailure, Self::ExternalContributorCheckFailure]
-            .into_iter()
-            .find(|status| status.as_str() == s)
-    }
+    };
 }
 
-/// `post-job-metrics.json` (spec 3.2).
-#[derive(Debug, Clone, PartialEq)]
-pub struct PostJobMetrics {
-    pub timestamp: f64,
-    pub status: PostJobStatus,
-    /// `status_info.code`, when the file had a `status_info` object.
-    pub status_code: Option<i64>,
-}
+spelled!(PostJobStatus {
+    Normal => "normal",
+    Abnormal => "abnormal",
+    RepoPolicyCheckFailure => "repo-policy-check-failure",
+    ExternalContributorCheckFailure => "external-contributor-check-failure",
+});
 
-/// Everything extracted from one runner's storage (spec 4).
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunnerMetrics {
-    pub installation_start_timestamp: Option<f64>,
-    pub installed_timestamp: f64,
-    pub pre_job: Option<PreJobMetrics>,
-    pub post_job: Option<PostJobMetrics>,
-    pub runner_name: String,
-}
+// GitHub's spelling (snake case), as event lines carry it.
+spelled!(JobConclusion {
+    ActionRequired => "action_required",
+    Cancelled => "cancelled",
+    Failure => "failure",
+    Neutral => "neutral",
+    Skipped => "skipped",
+    Success => "success",
+    TimedOut => "timed_out",
+});
 
-/// GitHub's conclusion of a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobConclusion {
-    ActionRequired,
-    Cancelled,
-    Failure,
-    Neutral,
-    Skipped,
-    Success,
-    TimedOut,
-}
+spelled!(QuarantineReason {
+    Oversized => "oversized",
+    NotRegularFile => "not-regular-file",
+    InvalidUtf8 => "invalid-utf8",
+    InvalidJson => "invalid-json",
+    InvalidValue => "invalid-value",
+    InvalidTimestamp => "invalid-timestamp",
+    SandboxTrap => "sandbox-trap",
+    Undeletable => "undeletable",
+    InvalidArchive => "invalid-archive",
+});
 
-impl JobConclusion {
-    /// GitHub's spelling, used in event lines.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::ActionRequired => "action_required",
-            Self::Cancelled => "cancelled",
-            Self::Failure => "failure",
-            Self::Neutral => "neutral",
-            Self::Skipped => "skipped",
-            Self::Success => "success",
-            Self::TimedOut => "timed_out",
-        }
-    }
-}
-
-/// Job metrics found by the manager through the GitHub API (spec 5).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct GithubJobMetrics {
-    pub queue_duration: f64,
-    pub conclusion: Option<JobConclusion>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunnerInstalled {
-    pub timestamp: f64,
-    pub flavor: String,
-    pub duration: f64,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunnerStart {
-    pub timestamp: f64,
-    pub flavor: String,
-    pub workflow: String,
-    pub repo: String,
-    pub github_event: String,
-    pub idle: f64,
-    pub queue_duration: Option<f64>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct RunnerStop {
-    pub timestamp: f64,
-    pub flavor: String,
-    pub workflow: String,
-    pub repo: String,
-    pub github_event: String,
-    pub status: PostJobStatus,
-    pub status_code: Option<i64>,
-    pub job_duration: f64,
-    pub job_conclusion: Option<JobConclusion>,
-}
-
-/// One lifecycle event (spec 5).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Event {
-    RunnerInstalled(RunnerInstalled),
-    RunnerStart(RunnerStart),
-    RunnerStop(RunnerStop),
-}
+spelled!(OutcomeKind {
+    Extracted => "extracted",
+    NoData => "no-data",
+    Quarantined => "quarantined",
+    Skipped => "skipped",
+    Failed => "failed",
+});
 
 impl Event {
     /// The `event` key of the JSON line.
@@ -141,162 +96,91 @@ impl Event {
             Self::RunnerStop(_) => "runner_stop",
         }
     }
-}
 
-/// Why a storage is quarantined (machine-readable).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QuarantineReason {
-    Oversized,
-    NotRegularFile,
-    InvalidUtf8,
-    InvalidJson,
-    InvalidValue,
-    InvalidTimestamp,
-    SandboxTrap,
-    Undeletable,
-    /// A pulled tar stream that is not plainly the runner's metrics files.
-    InvalidArchive,
-}
-
-impl QuarantineReason {
-    /// The kebab-case spelling used in reason files and summaries.
-    pub fn as_str(self) -> &'static str {
+    /// The flavor the event was issued for.
+    pub fn flavor(&self) -> &str {
         match self {
-            Self::Oversized => "oversized",
-            Self::NotRegularFile => "not-regular-file",
-            Self::InvalidUtf8 => "invalid-utf8",
-            Self::InvalidJson => "invalid-json",
-            Self::InvalidValue => "invalid-value",
-            Self::InvalidTimestamp => "invalid-timestamp",
-            Self::SandboxTrap => "sandbox-trap",
-            Self::Undeletable => "undeletable",
-            Self::InvalidArchive => "invalid-archive",
+            Self::RunnerInstalled(e) => &e.flavor,
+            Self::RunnerStart(e) => &e.flavor,
+            Self::RunnerStop(e) => &e.flavor,
+        }
+    }
+}
+
+impl SkipReason {
+    /// The kebab-case name of the case, as the WIT spells it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Excluded => "excluded",
+            Self::NotIncluded => "not-included",
+            Self::TooYoung(_) => "too-young",
+            Self::NotADirectory => "not-a-directory",
+            Self::InvalidName => "invalid-name",
+            Self::Vanished => "vanished",
         }
     }
 
-    pub fn from_str_exact(s: &str) -> Option<Self> {
-        [
-            Self::Oversized,
-            Self::NotRegularFile,
-            Self::InvalidUtf8,
-            Self::InvalidJson,
-            Self::InvalidValue,
-            Self::InvalidTimestamp,
-            Self::SandboxTrap,
-            Self::Undeletable,
-            Self::InvalidArchive,
-        ]
-        .into_iter()
-        .find(|reason| reason.as_str() == s)
+    /// Every case's name, as [`SkipReason::as_str`] spells them.
+    pub const NAMES: [&'static str; 6] =
+        ["excluded", "not-included", "too-young", "not-a-directory", "invalid-name", "vanished"];
+}
+
+impl PostJobMetrics {
+    /// `status_info.code`, when the file had a `status_info` object.
+    pub fn status_code(&self) -> Option<i64> {
+        self.status_info.map(|info| info.code)
     }
 }
 
-/// Why one metrics file makes its storage corrupt: what the parsers return.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Corruption {
-    pub reason: QuarantineReason,
-    pub detail: String,
-}
-
-impl Corruption {
-    pub fn new(reason: QuarantineReason, detail: impl Into<String>) -> Self {
-        Self { reason, detail: detail.into() }
+/// Every storage, no minimum age.
+impl Default for Selection {
+    fn default() -> Self {
+        Self { exclude: Vec::new(), include: None, min_age_seconds: None }
     }
 }
 
-/// Where and why a storage was quarantined.
-#[derive(Debug, Clone, PartialEq)]
-pub struct QuarantineInfo {
-    pub reason: QuarantineReason,
-    pub file: Option<String>,
-    pub detail: String,
-    pub location: String,
+/// This project's default: a corrupt file makes its whole runner corrupt.
+impl Default for Policy {
+    fn default() -> Self {
+        Self::Strict
+    }
 }
 
-/// Why a root entry was left untouched.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SkipReason {
-    Excluded,
-    NotIncluded,
-    TooYoung(f64),
-    NotADirectory,
-    InvalidName,
-    /// Gone between listing and handling (spec 7).
-    Vanished,
+/// No file pulled.
+impl Default for LooseFiles {
+    fn default() -> Self {
+        Self { installed: None, pre_job: None, post_job: None }
+    }
 }
 
-/// What happened to one storage (spec 4).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    Extracted(RunnerMetrics),
-    NoData,
-    Quarantined(QuarantineInfo),
-    Skipped(SkipReason),
-    Failed(String),
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Which storages a run looks at (spec 4).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Selection {
-    pub exclude: Vec<String>,
-    pub include: Option<Vec<String>>,
-    pub min_age_seconds: Option<f64>,
-}
+    #[test]
+    fn every_spelling_reads_back_as_its_case() {
+        for &status in PostJobStatus::ALL {
+            assert_eq!(PostJobStatus::from_str_exact(status.as_str()), Some(status));
+        }
+        for &reason in QuarantineReason::ALL {
+            assert_eq!(QuarantineReason::from_str_exact(reason.as_str()), Some(reason));
+        }
+        assert_eq!(QuarantineReason::ALL.len(), 9, "a new case needs its spelling above");
+        assert_eq!(QuarantineReason::from_str_exact("Oversized"), None, "exact, not case-blind");
+        assert_eq!(JobConclusion::TimedOut.as_str(), "timed_out", "GitHub's spelling");
+        assert_eq!(OutcomeKind::from_str_exact("no-data"), Some(OutcomeKind::NoData));
+    }
 
-/// One root entry as the scan saw it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RootEntry {
-    /// `None` when the name is not valid UTF-8.
-    pub name: Option<String>,
-    pub skipped: Option<SkipReason>,
-}
-
-/// One storage in `<root>/.quarantine/`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct QuarantinedStorage {
-    pub location: String,
-    pub runner_name: String,
-    pub reason: QuarantineReason,
-    pub file: Option<String>,
-    pub detail: String,
-    pub quarantined_at: f64,
-}
-
-/// What a corrupt metrics file does to its runner (spec 9).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Policy {
-    /// The whole runner is corrupt: quarantined, no events (ours).
-    #[default]
-    Strict,
-    /// The corrupt file counts as missing; the rest is issued and the
-    /// report says what was dropped (the later reference's).
-    Lenient,
-}
-
-/// The metrics files a manager read from a runner itself, as raw bytes
-/// (parsed later, by the same rules as files read from a storage).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PulledFiles {
-    pub installed: Option<Vec<u8>>,
-    pub pre_job: Option<Vec<u8>>,
-    pub post_job: Option<Vec<u8>>,
-}
-
-/// How the manager handed a runner's metrics over.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PulledSource {
-    /// Files it read one by one.
-    Loose(PulledFiles),
-    /// The output of `tar -C DIR -cf - .` on the runner.
-    Tar(Vec<u8>),
-}
-
-/// Metrics pulled from a runner (spec 9): staged as the storage
-/// `<root>/<runner_name>`, then collected like any storage.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PulledRunner {
-    pub runner_name: String,
-    /// The manager's installation start (the VM's creation time).
-    pub installation_start: Option<f64>,
-    pub files: PulledSource,
+    #[test]
+    fn skip_reason_names_are_the_spellings_of_its_cases() {
+        let cases = [
+            SkipReason::Excluded,
+            SkipReason::NotIncluded,
+            SkipReason::TooYoung(1.0),
+            SkipReason::NotADirectory,
+            SkipReason::InvalidName,
+            SkipReason::Vanished,
+        ];
+        assert_eq!(cases.map(|case| case.as_str()), SkipReason::NAMES);
+    }
 }

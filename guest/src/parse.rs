@@ -5,7 +5,7 @@
 //! quarantine and, in its detail, the key and the problem.
 
 use crate::json::{parse_strict, Json};
-use crate::model::{Corruption, PostJobMetrics, PostJobStatus, PreJobMetrics, QuarantineReason};
+use crate::model::{CodeInformation, PostJobMetrics, PostJobStatus, PreJobMetrics, QuarantineReason};
 use crate::render::python_float_repr;
 use crate::FILE_SIZE_BYTES_LIMIT;
 
@@ -13,6 +13,19 @@ use crate::FILE_SIZE_BYTES_LIMIT;
 const QUOTE_LIMIT: usize = 64;
 
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Why one metrics file makes its storage corrupt: what the parsers return.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Corruption {
+    pub reason: QuarantineReason,
+    pub detail: String,
+}
+
+impl Corruption {
+    pub fn new(reason: QuarantineReason, detail: impl Into<String>) -> Self {
+        Self { reason, detail: detail.into() }
+    }
+}
 
 /// Parses a `*.timestamp` file (spec 3.3): decimal text of a finite,
 /// non-negative number with optional surrounding ASCII whitespace. Empty or whitespace-only
@@ -47,7 +60,7 @@ pub fn parse_post_job(bytes: &[u8]) -> Result<Option<PostJobMetrics>, Corruption
     Ok(Some(PostJobMetrics {
         timestamp: number(&object, "timestamp")?,
         status: status(&object)?,
-        status_code: status_code(&object)?,
+        status_info: status_code(&object)?.map(|code| CodeInformation { code }),
     }))
 }
 
@@ -651,19 +664,30 @@ mod tests {
         let normal = parse_post_job(br#"{"timestamp": 1700000100, "status": "normal"}"#).unwrap().unwrap();
         assert_eq!(
             normal,
-            PostJobMetrics { timestamp: 1_700_000_100.0, status: PostJobStatus::Normal, status_code: None }
+            PostJobMetrics { timestamp: 1_700_000_100.0, status: PostJobStatus::Normal, status_info: None }
         );
         let abnormal = parse_post_job(br#"{"timestamp": 5.5, "status": "abnormal", "status_info": {"code": 1}}"#)
             .unwrap()
             .unwrap();
-        assert_eq!(abnormal, PostJobMetrics { timestamp: 5.5, status: PostJobStatus::Abnormal, status_code: Some(1) });
+        assert_eq!(
+            abnormal,
+            PostJobMetrics {
+                timestamp: 5.5,
+                status: PostJobStatus::Abnormal,
+                status_info: Some(CodeInformation { code: 1 })
+            }
+        );
         let policy =
             parse_post_job(br#"{"timestamp": 0, "status": "repo-policy-check-failure", "status_info": {"code": 403}}"#)
                 .unwrap()
                 .unwrap();
         assert_eq!(
             policy,
-            PostJobMetrics { timestamp: 0.0, status: PostJobStatus::RepoPolicyCheckFailure, status_code: Some(403) }
+            PostJobMetrics {
+                timestamp: 0.0,
+                status: PostJobStatus::RepoPolicyCheckFailure,
+                status_info: Some(CodeInformation { code: 403 })
+            }
         );
     }
 
@@ -730,7 +754,7 @@ mod tests {
     #[test]
     fn post_job_status_info_is_optional() {
         for value in ["null", "<absent>"] {
-            assert_eq!(post_job_with("status_info", value).unwrap().unwrap().status_code, None, "{value}");
+            assert_eq!(post_job_with("status_info", value).unwrap().unwrap().status_code(), None, "{value}");
         }
     }
 
@@ -745,7 +769,7 @@ mod tests {
             (r#"{"code": -9223372036854775808}"#, i64::MIN),
         ];
         for &(value, expected) in cases {
-            assert_eq!(post_job_with("status_info", value).unwrap().unwrap().status_code, Some(expected), "{value}");
+            assert_eq!(post_job_with("status_info", value).unwrap().unwrap().status_code(), Some(expected), "{value}");
         }
     }
 

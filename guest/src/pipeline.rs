@@ -13,11 +13,12 @@ use std::collections::{HashMap, HashSet};
 use crate::extract::{self, Scan};
 use crate::fs::StorageFs;
 use crate::model::{
-    Event, GithubJobMetrics, Outcome, Policy, PulledRunner, QuarantineReason, RootEntry, RunnerMetrics, Selection,
+    CollectOptions, Emit, Event, GithubJobMetrics, Interrupted, Outcome, OutcomeKind, Policy, PulledRunner,
+    QuarantineReason, Rendered, RootEntry, RunnerMetrics, Selection, SkipReason, StorageLines, StorageReport,
 };
 use crate::names::DELETING_DIR;
 use crate::pulled::{self, Staged};
-use crate::report::{undeletable_detail, with_dropped, OutcomeKind, StorageReport, UNNAMED};
+use crate::report::{undeletable_detail, with_dropped, UNNAMED};
 use crate::{events, render};
 
 /// What only the host can do. Every argument is the guest's claim: a host
@@ -38,69 +39,21 @@ pub trait Host {
     fn report(&mut self, report: StorageReport);
 }
 
-/// What to write for each extracted storage.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Emit {
-    /// The lifecycle events of spec 5, for runners of this flavor.
-    Events { flavor: String },
-    /// The extracted metrics as one JSON line.
-    Metrics,
-}
-
-/// How one collect run behaves.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CollectOptions {
-    pub selection: Selection,
-    pub emit: Emit,
-    /// Dry run: nothing on disk changes.
-    pub keep: bool,
-    /// Extracted storages appended together (one durable write) before any
-    /// of them is deleted.
-    pub batch_size: usize,
-    /// Finish the deletions a crash cut short (`.deleting/`) first.
-    pub purge_deleting: bool,
-    /// Root entries already reported by this run (before a trap): neither
-    /// handled nor reported again.
-    pub done: HashSet<String>,
-    /// How many entries without a UTF-8 name were already reported.
-    pub done_unnamed: usize,
-    /// What a corrupt metrics file does to its runner.
-    pub policy: Policy,
-    /// Collect only this pulled runner, staged first as a storage (unless
-    /// it is in `done`); the root is not scanned.
-    pub pulled: Option<PulledRunner>,
-}
-
 impl CollectOptions {
     /// Every storage, lifecycle events of `flavor`, batches of 64.
     pub fn events(flavor: impl Into<String>) -> Self {
         Self {
             selection: Selection::default(),
-            emit: Emit::Events { flavor: flavor.into() },
+            emit: Emit::Events(flavor.into()),
             keep: false,
             batch_size: 64,
             purge_deleting: true,
-            done: HashSet::new(),
+            done: Vec::new(),
             done_unnamed: 0,
             policy: Policy::Strict,
             pulled: None,
         }
     }
-}
-
-/// What a storage's lines were rendered from.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Rendered {
-    Events(Vec<Event>),
-    Metrics(RunnerMetrics),
-}
-
-/// The lines of one extracted storage, waiting to be appended.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StorageLines {
-    pub runner_name: String,
-    pub source: Rendered,
-    pub lines: Vec<String>,
 }
 
 /// Root entries listed per step of the scan.
@@ -154,12 +107,14 @@ pub fn collect_with<F: StorageFs, C: Conduct>(
     host: &mut impl Host,
     conduct: &mut C,
 ) -> Result<(), String> {
-    let mut run = Run { fs, options, host, conduct, pending: Vec::new(), unnamed_seen: 0, dropped: HashMap::new() };
+    let done = options.done.iter().map(String::as_str).collect();
+    let mut run =
+        Run { fs, options, done, host, conduct, pending: Vec::new(), unnamed_seen: 0, dropped: HashMap::new() };
     if options.purge_deleting && !options.keep {
         run.purge_deleting();
     }
     if let Some(pulled) = &options.pulled {
-        if !options.done.contains(&pulled.runner_name) {
+        if !run.done.contains(pulled.runner_name.as_str()) {
             run.pulled(pulled)?;
         }
         return run.flush();
@@ -192,11 +147,13 @@ pub fn collect_with<F: StorageFs, C: Conduct>(
 struct Run<'a, F: StorageFs, H: Host, C: Conduct> {
     fs: &'a F,
     options: &'a CollectOptions,
+    /// `options.done`, for lookups.
+    done: HashSet<&'a str>,
     host: &'a mut H,
     conduct: &'a mut C,
     /// Extracted storages whose lines wait for the next append.
     pending: Vec<StorageLines>,
-    unnamed_seen: usize,
+    unnamed_seen: u32,
     /// What the lenient policy counted as missing, per pending storage, for
     /// its report.
     dropped: HashMap<String, String>,
@@ -207,12 +164,12 @@ impl<F: StorageFs, H: Host, C: Conduct> Run<'_, F, H, C> {
         let Some(name) = entry.name else {
             self.unnamed_seen += 1;
             if self.unnamed_seen > self.options.done_unnamed {
-                let reason = entry.skipped.unwrap_or(crate::model::SkipReason::InvalidName);
+                let reason = entry.skipped.unwrap_or(SkipReason::InvalidName);
                 self.host.report(StorageReport::skipped(UNNAMED, &reason));
             }
             return Ok(());
         };
-        if self.options.done.contains(&name) {
+        if self.done.contains(name.as_str()) {
             return Ok(());
         }
         match entry.skipped {
@@ -271,7 +228,7 @@ impl<F: StorageFs, H: Host, C: Conduct> Run<'_, F, H, C> {
                     self.dropped.insert(name, with_dropped("", &dropped));
                 }
                 self.pending.push(storage);
-                if self.pending.len() >= self.options.batch_size.max(1) {
+                if self.pending.len() >= usize::try_from(self.options.batch_size).unwrap_or(usize::MAX).max(1) {
                     self.flush()?;
                 }
             }
@@ -296,7 +253,7 @@ impl<F: StorageFs, H: Host, C: Conduct> Run<'_, F, H, C> {
                 let lines = vec![render::render_metrics(&metrics)];
                 StorageLines { runner_name: name, source: Rendered::Metrics(metrics), lines }
             }
-            Emit::Events { flavor } => {
+            Emit::Events(flavor) => {
                 let job = self.host.job_metrics(&metrics);
                 let events = events::issue_events(&metrics, flavor, job.as_ref());
                 let lines = events.iter().map(|event| self.conduct.render(event)).collect();
@@ -311,7 +268,7 @@ impl<F: StorageFs, H: Host, C: Conduct> Run<'_, F, H, C> {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.pending);
-        let stored: Vec<(String, usize)> = batch.iter().map(|s| (s.runner_name.clone(), s.lines.len())).collect();
+        let stored: Vec<(String, u32)> = batch.iter().map(|s| (s.runner_name.clone(), line_count(&s.lines))).collect();
         if let Err(e) = self.host.append(batch) {
             for (name, _) in stored {
                 let detail = format!("kept: events not written: {e}");
@@ -335,23 +292,6 @@ impl<F: StorageFs, H: Host, C: Conduct> Run<'_, F, H, C> {
     }
 }
 
-/// What a trap interrupted, as the host saw it (WIT `interrupted`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Interrupted {
-    /// Storages whose lines are durable but not reported, in append order,
-    /// with their line counts.
-    pub appended: Vec<(String, usize)>,
-    /// The root entry the trap belongs to; `None`: outside any storage.
-    pub blamed: Option<String>,
-    /// The trap's detail, or the lie the host caught.
-    pub cause: String,
-    /// The guest lied about `blamed`: keep it.
-    pub lied: bool,
-    /// The recovery of `blamed` trapped too: try nothing more on it.
-    pub trapped_again: bool,
-    pub keep: bool,
-}
-
 /// After a trap, in a fresh instance: finishes what the trapped one left,
 /// reporting each storage through `host`. Every storage whose lines are
 /// durable is deleted, so it is never extracted twice (the one being deleted
@@ -361,8 +301,8 @@ pub struct Interrupted {
 /// trapped too. `Err` when the trap belongs to no storage: the run stops.
 pub fn recover<F: StorageFs>(fs: &F, x: &Interrupted, host: &mut impl Host) -> Result<(), String> {
     let cause = &x.cause;
-    for (name, events) in &x.appended {
-        let (name, events) = (name.clone(), *events);
+    for appended in &x.appended {
+        let (name, events) = (appended.name.clone(), appended.lines);
         let report = |kind, detail: String| StorageReport::new(name.clone(), kind, detail, events);
         let trapped_here = x.blamed.as_ref() == Some(&name) && !x.lied;
         host.begin_storage(&name);
@@ -396,7 +336,7 @@ pub fn recover<F: StorageFs>(fs: &F, x: &Interrupted, host: &mut impl Host) -> R
     let Some(name) = x.blamed.clone() else {
         return if x.lied { Ok(()) } else { Err(format!("the sandbox failed outside any storage: {cause}")) };
     };
-    if x.appended.iter().any(|(appended, _)| *appended == name) {
+    if x.appended.iter().any(|appended| appended.name == name) {
         return Ok(()); // it trapped deleting a storage handled above
     }
     let report = if name == DELETING_DIR {
@@ -417,7 +357,7 @@ pub fn recover<F: StorageFs>(fs: &F, x: &Interrupted, host: &mut impl Host) -> R
 /// The end of an extracted storage whose lines are durable: deleted (or,
 /// when it cannot be, quarantined as `undeletable`, so it is never
 /// extracted twice), or left as it is in a dry run; its report.
-fn settle<F: StorageFs>(fs: &F, name: String, events: usize, keep: bool) -> StorageReport {
+fn settle<F: StorageFs>(fs: &F, name: String, events: u32, keep: bool) -> StorageReport {
     if keep {
         return StorageReport::new(name, OutcomeKind::Extracted, "kept (dry run)", events);
     }
@@ -428,4 +368,9 @@ fn settle<F: StorageFs>(fs: &F, name: String, events: usize, keep: bool) -> Stor
             StorageReport::new(name, OutcomeKind::Failed, format!("events written but storage kept: {e}"), events)
         }
     }
+}
+
+/// How many lines a storage has, as a report counts them.
+fn line_count(lines: &[String]) -> u32 {
+    u32::try_from(lines.len()).unwrap_or(u32::MAX)
 }

@@ -15,7 +15,7 @@
 
 use crate::extract::{delete_storage, quarantine_storage};
 use crate::fs::{join, FsErrorKind, StorageFs};
-use crate::model::{PulledFiles, PulledRunner, PulledSource, QuarantineInfo};
+use crate::model::{LooseFiles, PulledFiles, PulledRunner, QuarantineInfo};
 use crate::names::is_valid_runner_name;
 use crate::tar::{read_metrics_tar, TarLimits};
 use crate::{files, FILE_SIZE_BYTES_LIMIT};
@@ -56,7 +56,7 @@ pub fn stage(fs: &impl StorageFs, pulled: &PulledRunner) -> Result<Staged, Strin
         return Err(format!("installation start {start} of {name} is not a finite time >= 0"));
     }
     check_bounds(name, &pulled.files)?;
-    if matches!(&pulled.files, PulledSource::Tar(stream) if stream.is_empty()) {
+    if matches!(&pulled.files, PulledFiles::Tar(stream) if stream.is_empty()) {
         // Not even tar's end blocks: the pull itself failed (ssh could not
         // connect, tar was missing), and there are no bytes to keep.
         return Err(format!("the tar stream of {name} is empty (did the pull fail?): nothing to stage"));
@@ -81,20 +81,20 @@ pub fn stage(fs: &impl StorageFs, pulled: &PulledRunner) -> Result<Staged, Strin
 }
 
 /// Bytes past their bound are the host's mistake: refused before a write.
-fn check_bounds(name: &str, source: &PulledSource) -> Result<(), String> {
+fn check_bounds(name: &str, source: &PulledFiles) -> Result<(), String> {
     let too_long = |what: &str, len: usize, max: usize| {
         (len > max).then(|| format!("pulled {what} of {name} holds {len} bytes; at most {max} may cross"))
     };
     let error = match source {
-        PulledSource::Tar(stream) => too_long("tar stream", stream.len(), max_stream_bytes()),
-        PulledSource::Loose(loose) => loose_files(loose)
+        PulledFiles::Tar(stream) => too_long("tar stream", stream.len(), max_stream_bytes()),
+        PulledFiles::Loose(loose) => loose_files(loose)
             .into_iter()
             .find_map(|(file, bytes)| bytes.and_then(|b| too_long(file, b.len(), MAX_LOOSE_BYTES))),
     };
     error.map_or(Ok(()), Err)
 }
 
-fn loose_files(files: &PulledFiles) -> [(&'static str, Option<&Vec<u8>>); 3] {
+fn loose_files(files: &LooseFiles) -> [(&'static str, Option<&Vec<u8>>); 3] {
     [
         (files::INSTALLED, files.installed.as_ref()),
         (files::PRE_JOB, files.pre_job.as_ref()),
@@ -104,13 +104,13 @@ fn loose_files(files: &PulledFiles) -> [(&'static str, Option<&Vec<u8>>); 3] {
 
 /// Writes the storage's files. `Ok(Some)`: the tar stream was refused (it
 /// is written, the rest is not).
-fn write_files(fs: &impl StorageFs, pulled: &PulledRunner) -> Result<Option<crate::model::Corruption>, String> {
+fn write_files(fs: &impl StorageFs, pulled: &PulledRunner) -> Result<Option<crate::parse::Corruption>, String> {
     let name = pulled.runner_name.as_str();
     let write = |file: &str, bytes: &[u8]| fs.write_new_file(&join(name, file), bytes).map_err(|e| e.message);
     let parsed;
     let loose = match &pulled.files {
-        PulledSource::Loose(loose) => loose,
-        PulledSource::Tar(stream) => {
+        PulledFiles::Loose(loose) => loose,
+        PulledFiles::Tar(stream) => {
             write(STREAM_FILE, stream)?;
             match read_metrics_tar(stream, &TarLimits::default()) {
                 Ok(found) => {
@@ -147,7 +147,7 @@ mod tests {
     use crate::fs::NativeFs;
     use crate::model::QuarantineReason;
 
-    fn runner(files: PulledSource) -> PulledRunner {
+    fn runner(files: PulledFiles) -> PulledRunner {
         PulledRunner { runner_name: "r1".to_owned(), installation_start: Some(1.5), files }
     }
 
@@ -155,15 +155,15 @@ mod tests {
     fn loose_files_are_staged_as_a_storage_with_the_managers_installation_start() {
         let dir = tempfile::tempdir().unwrap();
         let fs = NativeFs::new(dir.path());
-        let loose = PulledFiles { installed: Some(b"2".to_vec()), pre_job: Some(b"{}".to_vec()), post_job: None };
-        assert_eq!(stage(&fs, &runner(PulledSource::Loose(loose))).unwrap(), Staged::Ready);
+        let loose = LooseFiles { installed: Some(b"2".to_vec()), pre_job: Some(b"{}".to_vec()), post_job: None };
+        assert_eq!(stage(&fs, &runner(PulledFiles::Loose(loose))).unwrap(), Staged::Ready);
         let storage = dir.path().join("r1");
         assert_eq!(std::fs::read(storage.join(files::INSTALLATION_START)).unwrap(), b"1.5");
         assert_eq!(std::fs::read(storage.join(files::INSTALLED)).unwrap(), b"2");
         assert_eq!(std::fs::read(storage.join(files::PRE_JOB)).unwrap(), b"{}");
         assert!(!storage.join(files::POST_JOB).exists());
         // A second pull of the same runner finds it there and stages nothing.
-        let again = stage(&fs, &runner(PulledSource::Loose(PulledFiles::default()))).unwrap_err();
+        let again = stage(&fs, &runner(PulledFiles::Loose(LooseFiles::default()))).unwrap_err();
         assert!(again.contains("already in the storage root"), "{again}");
         assert_eq!(std::fs::read(storage.join(files::INSTALLED)).unwrap(), b"2");
     }
@@ -173,7 +173,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let fs = NativeFs::new(dir.path());
         let garbage = vec![7u8; 3000];
-        let Staged::Quarantined(info) = stage(&fs, &runner(PulledSource::Tar(garbage.clone()))).unwrap() else {
+        let Staged::Quarantined(info) = stage(&fs, &runner(PulledFiles::Tar(garbage.clone()))).unwrap() else {
             panic!("not quarantined");
         };
         assert_eq!(info.reason, QuarantineReason::InvalidArchive);
@@ -187,14 +187,14 @@ mod tests {
     fn bad_requests_stage_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let fs = NativeFs::new(dir.path());
-        let long = PulledFiles { pre_job: Some(vec![b' '; MAX_LOOSE_BYTES + 1]), ..PulledFiles::default() };
+        let long = LooseFiles { pre_job: Some(vec![b' '; MAX_LOOSE_BYTES + 1]), ..LooseFiles::default() };
         let cases = [
-            (PulledRunner { runner_name: ".quarantine".into(), ..runner(PulledSource::Tar(vec![])) }, "valid runner"),
-            (PulledRunner { runner_name: "../x".into(), ..runner(PulledSource::Tar(vec![])) }, "valid runner"),
-            (PulledRunner { installation_start: Some(f64::NAN), ..runner(PulledSource::Tar(vec![])) }, "finite"),
-            (runner(PulledSource::Loose(long)), "at most 1025"),
-            (runner(PulledSource::Tar(vec![0; max_stream_bytes() + 1])), "at most"),
-            (runner(PulledSource::Tar(vec![])), "is empty (did the pull fail?)"),
+            (PulledRunner { runner_name: ".quarantine".into(), ..runner(PulledFiles::Tar(vec![])) }, "valid runner"),
+            (PulledRunner { runner_name: "../x".into(), ..runner(PulledFiles::Tar(vec![])) }, "valid runner"),
+            (PulledRunner { installation_start: Some(f64::NAN), ..runner(PulledFiles::Tar(vec![])) }, "finite"),
+            (runner(PulledFiles::Loose(long)), "at most 1025"),
+            (runner(PulledFiles::Tar(vec![0; max_stream_bytes() + 1])), "at most"),
+            (runner(PulledFiles::Tar(vec![])), "is empty (did the pull fail?)"),
         ];
         for (pulled, expected) in cases {
             let e = stage(&fs, &pulled).unwrap_err();

@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 
-use crate::model::{Event, RunnerInstalled, RunnerMetrics, RunnerStart, RunnerStop};
+use crate::model::{CodeInformation, Event, RunnerInstalled, RunnerMetrics, RunnerStart, RunnerStop};
 
 /// CPython's `repr(x)` of a float: the shortest digits that round-trip, in
 /// fixed notation when the decimal exponent is in `[-4, 16)` (always with a
@@ -178,7 +178,7 @@ pub fn render_metrics(m: &RunnerMetrics) -> String {
         "post_job": m.post_job.as_ref().map(|p| serde_json::json!({
             "timestamp": p.timestamp,
             "status": p.status.as_str(),
-            "status_info": p.status_code.map(|code| serde_json::json!({"code": code})),
+            "status_info": p.status_code().map(|code| serde_json::json!({"code": code})),
         })),
     })
     .to_string()
@@ -212,7 +212,7 @@ fn write_stop(line: &mut ObjectWriter, kind: &str, e: &RunnerStop) {
     line.string("repo", &e.repo);
     line.string("github_event", &e.github_event);
     line.string("status", e.status.as_str());
-    if let Some(code) = e.status_code {
+    if let Some(CodeInformation { code }) = e.status_info {
         line.raw("status_info", &format!("{{\"code\": {code}}}"));
     }
     line.float("job_duration", e.job_duration);
@@ -365,7 +365,7 @@ mod tests {
             repo: "org/repo".into(),
             github_event: "push".into(),
             status: PostJobStatus::Abnormal,
-            status_code,
+            status_info: status_code.map(|code| CodeInformation { code }),
             job_duration: 2.0,
             job_conclusion,
         }
@@ -536,7 +536,7 @@ mod tests {
             repo: "a/b".into(),
             github_event: "push".into(),
             status: PostJobStatus::RepoPolicyCheckFailure,
-            status_code: Some(i64::MIN),
+            status_info: Some(CodeInformation { code: i64::MIN }),
             job_duration: 123456789012345680.0,
             job_conclusion: None,
         });
@@ -551,7 +551,7 @@ mod tests {
             repo: "a/b".into(),
             github_event: "push".into(),
             status: PostJobStatus::Normal,
-            status_code: None,
+            status_info: None,
             job_duration: 0.5,
             job_conclusion: Some(JobConclusion::TimedOut),
         });

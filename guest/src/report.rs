@@ -3,63 +3,22 @@
 
 use serde::Serialize;
 
+pub use crate::model::{OutcomeKind, StorageReport};
 use crate::model::{QuarantineInfo, SkipReason};
-
-/// The five outcomes of spec section 4.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum OutcomeKind {
-    Extracted,
-    NoData,
-    Quarantined,
-    Skipped,
-    Failed,
-}
-
-impl OutcomeKind {
-    pub const ALL: [OutcomeKind; 5] = [Self::Extracted, Self::NoData, Self::Quarantined, Self::Skipped, Self::Failed];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Extracted => "extracted",
-            Self::NoData => "no-data",
-            Self::Quarantined => "quarantined",
-            Self::Skipped => "skipped",
-            Self::Failed => "failed",
-        }
-    }
-}
-
-/// What happened to one root entry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct StorageReport {
-    /// The entry's name ([`UNNAMED`] when it has none).
-    pub name: String,
-    #[serde(rename = "outcome")]
-    pub kind: OutcomeKind,
-    /// The quarantine or skip reason (kebab-case), when there is one.
-    pub reason: Option<String>,
-    /// The file to blame for a quarantine, when one is.
-    pub file: Option<String>,
-    /// Why, and what was done (deleted, moved where, kept).
-    pub detail: String,
-    /// Lines written for this storage.
-    pub events: usize,
-}
 
 /// How an entry whose name is not UTF-8 is named in reports.
 pub const UNNAMED: &str = "<non-UTF-8 name>";
 
 impl StorageReport {
     /// A report without a reason or a file to blame.
-    pub fn new(name: impl Into<String>, kind: OutcomeKind, detail: impl Into<String>, events: usize) -> Self {
-        Self { name: name.into(), kind, reason: None, file: None, detail: detail.into(), events }
+    pub fn new(name: impl Into<String>, outcome: OutcomeKind, detail: impl Into<String>, events: u32) -> Self {
+        Self { name: name.into(), outcome, reason: None, file: None, detail: detail.into(), events }
     }
 
     /// An entry left alone.
     pub fn skipped(name: impl Into<String>, reason: &SkipReason) -> Self {
         Self {
-            reason: Some(skip_reason_name(reason).to_owned()),
+            reason: Some(reason.as_str().to_owned()),
             ..Self::new(name, OutcomeKind::Skipped, skip_detail(reason), 0)
         }
     }
@@ -77,22 +36,6 @@ impl StorageReport {
     pub fn no_data(name: impl Into<String>, keep: bool) -> Self {
         let detail = if keep { "no installed timestamp; would be deleted" } else { "no installed timestamp; deleted" };
         Self::new(name, OutcomeKind::NoData, detail, 0)
-    }
-}
-
-/// Every skip reason's name, as [`skip_reason_name`] spells them.
-pub const SKIP_REASONS: [&str; 6] =
-    ["excluded", "not-included", "too-young", "not-a-directory", "invalid-name", "vanished"];
-
-/// The kebab-case name of a skip reason, as the WIT spells it.
-pub fn skip_reason_name(reason: &SkipReason) -> &'static str {
-    match reason {
-        SkipReason::Excluded => "excluded",
-        SkipReason::NotIncluded => "not-included",
-        SkipReason::TooYoung(_) => "too-young",
-        SkipReason::NotADirectory => "not-a-directory",
-        SkipReason::InvalidName => "invalid-name",
-        SkipReason::Vanished => "vanished",
     }
 }
 
@@ -152,8 +95,8 @@ pub struct Summary {
 
 impl Summary {
     pub fn add(&mut self, report: &StorageReport) {
-        *self.count_mut(report.kind) += 1;
-        self.lines_written += report.events;
+        *self.count_mut(report.outcome) += 1;
+        self.lines_written += report.events as usize;
     }
 
     pub fn count(&self, kind: OutcomeKind) -> usize {

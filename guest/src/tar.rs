@@ -27,7 +27,8 @@
 //! Pure Rust over a byte slice: the same code natively and in the guest.
 
 use crate::files;
-use crate::model::{Corruption, PulledFiles, QuarantineReason};
+use crate::model::{LooseFiles, QuarantineReason};
+use crate::parse::Corruption;
 use crate::FILE_SIZE_BYTES_LIMIT;
 
 const BLOCK: usize = 512;
@@ -54,7 +55,7 @@ trait Slots {
     fn slot(&mut self, name: &str) -> Option<&mut Option<Vec<u8>>>;
 }
 
-impl Slots for PulledFiles {
+impl Slots for LooseFiles {
     fn slot(&mut self, name: &str) -> Option<&mut Option<Vec<u8>>> {
         match name {
             files::INSTALLED => Some(&mut self.installed),
@@ -69,14 +70,14 @@ impl Slots for PulledFiles {
 /// makes the runner corrupt (it names the entry when one is to blame):
 /// `oversized` past a bound, `not-regular-file` for an entry of another
 /// kind, `invalid-archive` for everything else.
-pub fn read_metrics_tar(stream: &[u8], limits: &TarLimits) -> Result<PulledFiles, Corruption> {
+pub fn read_metrics_tar(stream: &[u8], limits: &TarLimits) -> Result<LooseFiles, Corruption> {
     let archive = |detail: String| Corruption::new(QuarantineReason::InvalidArchive, detail);
     let kind = |detail: String| Corruption::new(QuarantineReason::NotRegularFile, detail);
     let oversized = |detail: String| Corruption::new(QuarantineReason::Oversized, detail);
     if stream.len() > limits.max_bytes {
         return Err(oversized(format!("the tar stream is larger than {} bytes", limits.max_bytes)));
     }
-    let mut found = PulledFiles::default();
+    let mut found = LooseFiles::default();
     let mut seen: Vec<String> = Vec::new();
     let mut at = 0usize;
     loop {
@@ -288,7 +289,7 @@ mod tests {
         stream
     }
 
-    fn read(stream: &[u8]) -> Result<PulledFiles, String> {
+    fn read(stream: &[u8]) -> Result<LooseFiles, String> {
         read_metrics_tar(stream, &TarLimits::default()).map_err(|c| c.detail)
     }
 
@@ -319,8 +320,8 @@ mod tests {
         s.extend(b"42");
         s.resize(BLOCK * 2, 0);
         let got = read(&end(s)).unwrap();
-        assert_eq!(got, PulledFiles { installed: Some(b"42".to_vec()), ..PulledFiles::default() });
-        assert_eq!(read(&end(Vec::new())).unwrap(), PulledFiles::default());
+        assert_eq!(got, LooseFiles { installed: Some(b"42".to_vec()), ..LooseFiles::default() });
+        assert_eq!(read(&end(Vec::new())).unwrap(), LooseFiles::default());
     }
 
     #[test]

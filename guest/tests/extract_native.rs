@@ -24,9 +24,10 @@ use runner_metrics_guest::extract::{
 };
 use runner_metrics_guest::fs::{BoundedRead, EntryKind, FsErrorKind, FsResult, Meta, NativeFs, StorageFs};
 use runner_metrics_guest::model::{
-    Corruption, Outcome, PostJobMetrics, PostJobStatus, PreJobMetrics, QuarantineInfo, QuarantineReason,
-    QuarantinedStorage, RootEntry, RunnerMetrics, Selection, SkipReason,
+    AppendedStorage, CodeInformation, Interrupted, Outcome, PostJobMetrics, PostJobStatus, PreJobMetrics,
+    QuarantineInfo, QuarantineReason, QuarantinedStorage, RootEntry, RunnerMetrics, Selection, SkipReason,
 };
+use runner_metrics_guest::parse::Corruption;
 use runner_metrics_guest::{files, parse, FILE_SIZE_BYTES_LIMIT};
 use serde_json::json;
 use tempfile::TempDir;
@@ -74,7 +75,7 @@ fn valid_metrics(name: &str) -> RunnerMetrics {
         post_job: Some(PostJobMetrics {
             timestamp: 1_700_000_400.0,
             status: PostJobStatus::Abnormal,
-            status_code: Some(1),
+            status_info: Some(CodeInformation { code: 1 }),
         }),
         runner_name: name.to_owned(),
     }
@@ -574,7 +575,7 @@ fn lenient_values_are_extracted() {
             post_job: Some(PostJobMetrics {
                 timestamp: 0.0,
                 status: PostJobStatus::RepoPolicyCheckFailure,
-                status_code: Some(403),
+                status_info: Some(CodeInformation { code: 403 }),
             }),
             runner_name: NAME.to_owned(),
         })
@@ -615,7 +616,7 @@ fn post_job_without_pre_job_is_extracted() {
             installation_start_timestamp: None,
             installed_timestamp: 2.0,
             pre_job: None,
-            post_job: Some(PostJobMetrics { timestamp: 3.0, status: PostJobStatus::Normal, status_code: None }),
+            post_job: Some(PostJobMetrics { timestamp: 3.0, status: PostJobStatus::Normal, status_info: None }),
             runner_name: NAME.to_owned(),
         })
     );
@@ -1709,7 +1710,7 @@ impl runner_metrics_guest::pipeline::Host for Recorder {
     fn job_metrics(&mut self, _: &RunnerMetrics) -> Option<runner_metrics_guest::model::GithubJobMetrics> {
         None
     }
-    fn append(&mut self, _: Vec<runner_metrics_guest::pipeline::StorageLines>) -> Result<(), String> {
+    fn append(&mut self, _: Vec<runner_metrics_guest::model::StorageLines>) -> Result<(), String> {
         Ok(())
     }
     fn report(&mut self, report: runner_metrics_guest::report::StorageReport) {
@@ -1717,9 +1718,9 @@ impl runner_metrics_guest::pipeline::Host for Recorder {
     }
 }
 
-fn interrupted(appended: &[(&str, usize)], blamed: Option<&str>) -> runner_metrics_guest::pipeline::Interrupted {
-    runner_metrics_guest::pipeline::Interrupted {
-        appended: appended.iter().map(|(n, l)| (n.to_string(), *l)).collect(),
+fn interrupted(appended: &[(&str, u32)], blamed: Option<&str>) -> Interrupted {
+    Interrupted {
+        appended: appended.iter().map(|(n, l)| AppendedStorage { name: n.to_string(), lines: *l }).collect(),
         blamed: blamed.map(str::to_owned),
         cause: "guest collect trapped: boom".to_owned(),
         lied: false,
@@ -1728,8 +1729,8 @@ fn interrupted(appended: &[(&str, usize)], blamed: Option<&str>) -> runner_metri
     }
 }
 
-fn outcomes(host: &Recorder) -> Vec<(String, &'static str, usize, String)> {
-    host.reports.iter().map(|r| (r.name.clone(), r.kind.as_str(), r.events, r.detail.clone())).collect()
+fn outcomes(host: &Recorder) -> Vec<(String, &'static str, u32, String)> {
+    host.reports.iter().map(|r| (r.name.clone(), r.outcome.as_str(), r.events, r.detail.clone())).collect()
 }
 
 #[test]
@@ -1761,15 +1762,14 @@ fn recover_keeps_what_it_must_and_stops_outside_any_storage() {
     }
     // Dry run: nothing changes; the durable one is reported as kept.
     let mut host = Recorder::default();
-    let dry =
-        runner_metrics_guest::pipeline::Interrupted { keep: true, ..interrupted(&[("durable", 3)], Some("blamed")) };
+    let dry = Interrupted { keep: true, ..interrupted(&[("durable", 3)], Some("blamed")) };
     recover(&env.fs(), &dry, &mut host).unwrap();
     assert_eq!(outcomes(&host)[0].3, "kept (dry run)");
     assert_eq!(outcomes(&host)[1].1, "failed");
     // A lie, or a second trap on the same storage: kept, reported failed.
     for x in [
-        runner_metrics_guest::pipeline::Interrupted { lied: true, ..interrupted(&[], Some("blamed")) },
-        runner_metrics_guest::pipeline::Interrupted { trapped_again: true, ..interrupted(&[], Some("blamed")) },
+        Interrupted { lied: true, ..interrupted(&[], Some("blamed")) },
+        Interrupted { trapped_again: true, ..interrupted(&[], Some("blamed")) },
     ] {
         let mut host = Recorder::default();
         recover(&env.fs(), &x, &mut host).unwrap();

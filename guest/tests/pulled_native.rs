@@ -7,12 +7,13 @@
 
 #![cfg(all(unix, not(target_arch = "wasm32")))]
 
-use std::collections::HashSet;
 use std::path::Path;
 
 use runner_metrics_guest::fs::NativeFs;
-use runner_metrics_guest::model::{GithubJobMetrics, Policy, PulledFiles, PulledRunner, PulledSource, RunnerMetrics};
-use runner_metrics_guest::pipeline::{self, CollectOptions, Host, StorageLines};
+use runner_metrics_guest::model::{
+    CollectOptions, GithubJobMetrics, LooseFiles, Policy, PulledFiles, PulledRunner, RunnerMetrics, StorageLines,
+};
+use runner_metrics_guest::pipeline::{self, Host};
 use runner_metrics_guest::report::StorageReport;
 use runner_metrics_guest::{files, pulled};
 
@@ -43,7 +44,7 @@ impl Host for Recorder {
 }
 
 /// Collects `source` pulled from [`RUNNER`] in a fresh root.
-fn ingest(root: &Path, source: PulledSource, policy: Policy) -> (Recorder, Result<(), String>) {
+fn ingest(root: &Path, source: PulledFiles, policy: Policy) -> (Recorder, Result<(), String>) {
     let options = CollectOptions {
         policy,
         pulled: Some(PulledRunner {
@@ -89,26 +90,26 @@ fn the_upstream_parse_cases_under_both_policies() {
                 let table = if bad.contains(&file) { &corrupt } else { &valid };
                 table.iter().find(|(f, _)| *f == file).map(|(_, b)| b.to_vec())
             };
-            let loose = PulledFiles {
+            let loose = LooseFiles {
                 installed: pick(files::INSTALLED),
                 pre_job: pick(files::PRE_JOB),
                 post_job: pick(files::POST_JOB),
             };
-            let (host, result) = ingest(root.path(), PulledSource::Loose(loose), policy);
+            let (host, result) = ingest(root.path(), PulledFiles::Loose(loose), policy);
             let what = format!("{policy:?} with {bad:?} corrupt");
             result.unwrap_or_else(|e| panic!("{what}: {e}"));
             let [report] = host.reports.as_slice() else { panic!("{what}: {:?}", host.reports) };
             assert_eq!(report.name, RUNNER, "{what}");
             assert!(!root.path().join(RUNNER).exists(), "{what}: the staged storage is left in the root");
             if bad.is_empty() {
-                assert_eq!(report.kind.as_str(), "extracted", "{what}");
+                assert_eq!(report.outcome.as_str(), "extracted", "{what}");
                 assert_eq!(event_kinds(&host.lines), ["runner_installed", "runner_start", "runner_stop"], "{what}");
                 continue;
             }
             match policy {
                 Policy::Strict => {
                     // The whole runner is corrupt: no lines, its bytes kept.
-                    assert_eq!(report.kind.as_str(), "quarantined", "{what}");
+                    assert_eq!(report.outcome.as_str(), "quarantined", "{what}");
                     assert_eq!(report.file.as_deref(), Some(bad[0]), "{what}");
                     assert!(host.lines.is_empty(), "{what}");
                     let [kept] = quarantined(root.path()).try_into().unwrap();
@@ -132,7 +133,7 @@ fn the_upstream_parse_cases_under_both_policies() {
                     }
                     assert_eq!(event_kinds(&host.lines), expected, "{what}");
                     let kind = if expected.is_empty() { "no-data" } else { "extracted" };
-                    assert_eq!(report.kind.as_str(), kind, "{what}");
+                    assert_eq!(report.outcome.as_str(), kind, "{what}");
                     for file in &bad {
                         assert!(report.detail.contains(file), "{what}: {}", report.detail);
                     }
@@ -149,22 +150,22 @@ fn empty_and_missing_files_count_as_missing_under_both_policies() {
     for policy in [Policy::Strict, Policy::Lenient] {
         // Empty timestamp and metrics files, as a job that truncated them.
         let root = tempfile::tempdir().unwrap();
-        let empty = PulledFiles { installed: Some(vec![]), pre_job: Some(vec![]), post_job: Some(vec![]) };
-        let (host, result) = ingest(root.path(), PulledSource::Loose(empty), policy);
+        let empty = LooseFiles { installed: Some(vec![]), pre_job: Some(vec![]), post_job: Some(vec![]) };
+        let (host, result) = ingest(root.path(), PulledFiles::Loose(empty), policy);
         result.unwrap();
-        assert_eq!(host.reports[0].kind.as_str(), "no-data", "{policy:?}");
+        assert_eq!(host.reports[0].outcome.as_str(), "no-data", "{policy:?}");
         assert!(host.lines.is_empty());
         // Only the installed timestamp: the runner came up, never ran a job.
         let root = tempfile::tempdir().unwrap();
-        let only = PulledFiles { installed: Some(INSTALLED.to_vec()), ..PulledFiles::default() };
-        let (host, result) = ingest(root.path(), PulledSource::Loose(only), policy);
+        let only = LooseFiles { installed: Some(INSTALLED.to_vec()), ..LooseFiles::default() };
+        let (host, result) = ingest(root.path(), PulledFiles::Loose(only), policy);
         result.unwrap();
         assert_eq!(event_kinds(&host.lines), ["runner_installed"]);
         // Nothing at all.
         let root = tempfile::tempdir().unwrap();
-        let (host, result) = ingest(root.path(), PulledSource::Loose(PulledFiles::default()), policy);
+        let (host, result) = ingest(root.path(), PulledFiles::Loose(LooseFiles::default()), policy);
         result.unwrap();
-        assert_eq!(host.reports[0].kind.as_str(), "no-data");
+        assert_eq!(host.reports[0].outcome.as_str(), "no-data");
         let left: Vec<_> = std::fs::read_dir(root.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(left, [".deleting"], "{policy:?}: only the emptied .deleting/ is left");
     }
@@ -174,8 +175,8 @@ fn empty_and_missing_files_count_as_missing_under_both_policies() {
 fn an_oversized_loose_file_is_corrupt_and_what_crossed_is_kept() {
     let root = tempfile::tempdir().unwrap();
     let big = vec![b'{'; pulled::MAX_LOOSE_BYTES];
-    let loose = PulledFiles { installed: Some(INSTALLED.to_vec()), pre_job: Some(big.clone()), post_job: None };
-    let (host, result) = ingest(root.path(), PulledSource::Loose(loose), Policy::Strict);
+    let loose = LooseFiles { installed: Some(INSTALLED.to_vec()), pre_job: Some(big.clone()), post_job: None };
+    let (host, result) = ingest(root.path(), PulledFiles::Loose(loose), Policy::Strict);
     result.unwrap();
     assert_eq!(host.reports[0].reason.as_deref(), Some("oversized"));
     let [kept] = quarantined(root.path()).try_into().unwrap();
@@ -197,7 +198,7 @@ fn a_real_tar_stream_is_staged_collected_and_its_storage_deleted() {
     }
     std::fs::write(exchange.path().join("runner.log"), b"unknown files are ignored").unwrap();
     let root = tempfile::tempdir().unwrap();
-    let (host, result) = ingest(root.path(), PulledSource::Tar(gnu_tar(exchange.path())), Policy::Strict);
+    let (host, result) = ingest(root.path(), PulledFiles::Tar(gnu_tar(exchange.path())), Policy::Strict);
     result.unwrap();
     assert_eq!(event_kinds(&host.lines), ["runner_installed", "runner_start", "runner_stop"]);
     assert!(host.lines[0].contains("\"duration\": 59.5"), "{}", host.lines[0]);
@@ -214,7 +215,7 @@ fn a_hostile_tar_stream_is_quarantined_whole_under_both_policies() {
     let stream = gnu_tar(exchange.path());
     for policy in [Policy::Strict, Policy::Lenient] {
         let root = tempfile::tempdir().unwrap();
-        let (host, result) = ingest(root.path(), PulledSource::Tar(stream.clone()), policy);
+        let (host, result) = ingest(root.path(), PulledFiles::Tar(stream.clone()), policy);
         result.unwrap();
         assert!(host.lines.is_empty(), "{policy:?}");
         assert_eq!(host.reports[0].reason.as_deref(), Some("not-regular-file"), "{policy:?}");
@@ -228,18 +229,18 @@ fn a_runner_already_in_the_root_is_not_staged_over() {
     let root = tempfile::tempdir().unwrap();
     std::fs::create_dir(root.path().join(RUNNER)).unwrap();
     std::fs::write(root.path().join(RUNNER).join(files::INSTALLED), b"5").unwrap();
-    let loose = PulledFiles { installed: Some(INSTALLED.to_vec()), ..PulledFiles::default() };
-    let (host, result) = ingest(root.path(), PulledSource::Loose(loose), Policy::Strict);
+    let loose = LooseFiles { installed: Some(INSTALLED.to_vec()), ..LooseFiles::default() };
+    let (host, result) = ingest(root.path(), PulledFiles::Loose(loose), Policy::Strict);
     assert!(result.unwrap_err().contains("already in the storage root"));
-    assert_eq!(host.reports[0].kind.as_str(), "failed");
+    assert_eq!(host.reports[0].outcome.as_str(), "failed");
     assert_eq!(std::fs::read(root.path().join(RUNNER).join(files::INSTALLED)).unwrap(), b"5");
     // Once reported (after a trap), it is not staged again.
     let options = CollectOptions {
-        done: HashSet::from([RUNNER.to_owned()]),
+        done: vec![RUNNER.to_owned()],
         pulled: Some(PulledRunner {
             runner_name: RUNNER.to_owned(),
             installation_start: None,
-            files: PulledSource::Tar(vec![]),
+            files: PulledFiles::Tar(vec![]),
         }),
         ..CollectOptions::events("small")
     };

@@ -31,7 +31,7 @@ fn main() -> anyhow::Result<()> {
     let log_path = dir.path().join("github-runner-metrics.log");
     let mut log = MetricsLog::open(&log_path)?;
     let mut on_report = |r: &runner_metrics::StorageReport| {
-        println!("{:<12} {:<20} {}", r.kind.as_str(), r.name, r.detail);
+        println!("{:<12} {:<20} {}", r.outcome.as_str(), r.name, r.detail);
     };
     let summary = collect(&plugin, &root, &CollectOptions::events("small"), &mut jobs, &mut log, &mut on_report)?;
     println!("{} extracted, {} lines appended:", summary.extracted, summary.lines_written);

@@ -7,10 +7,13 @@
 use std::path::Path;
 
 use runner_metrics_guest::names::DELETING_DIR;
+use runner_metrics_guest::render;
 pub use runner_metrics_guest::report::{bounded, MAX_MESSAGE_BYTES, UNNAMED};
-use runner_metrics_guest::{render, wit};
 
-use crate::bindings::{Emit, Event, OutcomeKind, PreJobMetrics, Rendered, RunnerMetrics, StorageLines, StorageReport};
+use crate::bindings::{
+    Emit, Event, OutcomeKind, PreJobMetrics, QuarantineReason, Rendered, RunnerMetrics, SkipReason, StorageLines,
+    StorageReport,
+};
 use crate::books::Books;
 
 /// The longest string a metrics file can yield (the file size limit).
@@ -113,29 +116,19 @@ pub fn events(events: &[Event]) -> Result<(), String> {
     Ok(())
 }
 
-/// The flavor an event carries.
-fn flavor_of(event: &Event) -> &str {
-    match event {
-        Event::RunnerInstalled(e) => &e.flavor,
-        Event::RunnerStart(e) => &e.flavor,
-        Event::RunnerStop(e) => &e.flavor,
-    }
-}
-
 /// A rendered line: bounded, one line of ASCII, a JSON object that holds
 /// exactly the keys and values of the event it was rendered from, and that
 /// event is of the requested `flavor`. A guest that lies cannot put any
 /// other key or value into the log.
 pub fn line(line: &str, event: &Event, flavor: &str) -> Result<(), String> {
-    let event_model = wit::event_from_wit(event.clone());
-    let kind = event_model.kind();
-    if flavor_of(event) != flavor {
-        return Err(format!("guest issued a {kind} event of flavor {:?}, not {flavor:?}", bounded(flavor_of(event))));
+    let kind = event.kind();
+    if event.flavor() != flavor {
+        return Err(format!("guest issued a {kind} event of flavor {:?}, not {flavor:?}", bounded(event.flavor())));
     }
     // The common case, and the strictest check: the very line the guest's
     // renderer writes for this event (the one every host writes), byte for
     // byte. Otherwise the checks below say what differs.
-    let expected_line = render::render_event(&event_model);
+    let expected_line = render::render_event(event);
     if line == expected_line {
         return Ok(());
     }
@@ -205,7 +198,7 @@ pub fn storage_lines(root: &Path, storage: &StorageLines, emit: &Emit) -> Result
 
 /// A metrics line: one line of JSON equal to the metrics it claims to be.
 fn metrics_line(text: &str, m: &RunnerMetrics) -> Result<(), String> {
-    let expected_line = render::render_metrics(&wit::metrics_from_wit(m.clone()));
+    let expected_line = render::render_metrics(m);
     if text == expected_line {
         return Ok(());
     }
@@ -231,10 +224,7 @@ pub(crate) fn report(report: StorageReport, books: &Books) -> Result<StorageRepo
     if name.len() > 255 {
         return lie(format!("reported on a {}-byte name", name.len()));
     }
-    let known_reason = |r: &str| {
-        runner_metrics_guest::model::QuarantineReason::from_str_exact(r).is_some()
-            || runner_metrics_guest::report::SKIP_REASONS.contains(&r)
-    };
+    let known_reason = |r: &str| QuarantineReason::from_str_exact(r).is_some() || SkipReason::NAMES.contains(&r);
     if let Some(reason) = report.reason.as_deref().filter(|r| !known_reason(r)) {
         return lie(format!("reported an unknown reason {:?}", bounded(reason)));
     }

@@ -62,7 +62,7 @@ impl Collected {
     }
 
     pub fn kind(&self, name: &str) -> OutcomeKind {
-        self.report(name).kind
+        self.report(name).outcome
     }
 }
 

@@ -81,7 +81,7 @@ pub enum Fate {
     /// Deleted, nothing yielded.
     NoData,
     /// Its lines written (this many), then deleted.
-    Extracted(usize),
+    Extracted(u32),
     /// Left alone, byte for byte, with this report detail.
     Skipped(&'static str),
     /// Left in place, byte for byte, reported as kept.
@@ -183,7 +183,7 @@ impl Scene {
 
         let neighbour = collected.report(NEIGHBOUR);
         assert_eq!(
-            (neighbour.kind, neighbour.detail.as_str(), neighbour.events),
+            (neighbour.outcome, neighbour.detail.as_str(), neighbour.events),
             (OutcomeKind::Extracted, "deleted", 3),
             "the neighbour must be extracted normally: {neighbour:?}"
         );
@@ -193,7 +193,7 @@ impl Scene {
         assert_eq!(theirs, NEIGHBOUR_LINES, "the neighbour's lines, exactly once each, in order");
 
         let excluded = collected.report(EXCLUDED);
-        assert_eq!((excluded.kind, excluded.detail.as_str()), (OutcomeKind::Skipped, "excluded"), "{excluded:?}");
+        assert_eq!((excluded.outcome, excluded.detail.as_str()), (OutcomeKind::Skipped, "excluded"), "{excluded:?}");
         assert_eq!(diff(&self.excluded, &snapshot(&self.root.join(EXCLUDED))), "", "the excluded neighbour changed");
         assert_eq!(diff(&self.outside, &snapshot(self.root.outside())), "", "something outside the root changed");
 
@@ -222,7 +222,7 @@ impl Scene {
         let before = self.before(name);
         match fate {
             Fate::Quarantined { reason, file } => {
-                assert_eq!(report.kind, OutcomeKind::Quarantined, "{label:?} should be quarantined: {report:?}");
+                assert_eq!(report.outcome, OutcomeKind::Quarantined, "{label:?} should be quarantined: {report:?}");
                 let expected = match file {
                     Some(file) => format!("{reason}: {file} "),
                     None => format!("{reason}: "),
@@ -242,12 +242,12 @@ impl Scene {
                 assert_eq!(diff(before, &contents(&q.location)), "", "{label:?}: the quarantined copy is not whole");
             }
             Fate::NoData => {
-                assert_eq!((report.kind, report.events), (OutcomeKind::NoData, 0), "{label:?}: {report:?}");
+                assert_eq!((report.outcome, report.events), (OutcomeKind::NoData, 0), "{label:?}: {report:?}");
                 assert!(!exists(&path), "{label:?} should be deleted");
             }
             Fate::Extracted(events) => {
                 assert_eq!(
-                    (report.kind, report.detail.as_str(), report.events),
+                    (report.outcome, report.detail.as_str(), report.events),
                     (OutcomeKind::Extracted, "deleted", *events),
                     "{label:?}: {report:?}"
                 );
@@ -255,14 +255,14 @@ impl Scene {
             }
             Fate::Skipped(detail) => {
                 assert_eq!(
-                    (report.kind, report.detail.as_str()),
+                    (report.outcome, report.detail.as_str()),
                     (OutcomeKind::Skipped, *detail),
                     "{label:?}: {report:?}"
                 );
                 assert_eq!(diff(before, &contents(&path)), "", "{label:?}: a skipped entry changed");
             }
             Fate::Failed => {
-                assert_eq!(report.kind, OutcomeKind::Failed, "{label:?} should fail and be kept: {report:?}");
+                assert_eq!(report.outcome, OutcomeKind::Failed, "{label:?} should fail and be kept: {report:?}");
                 assert!(report.detail.starts_with("kept: "), "{label:?}: {report:?}");
                 assert_eq!(diff(before, &contents(&path)), "", "{label:?}: a failed storage must stay whole in place");
             }

@@ -180,7 +180,7 @@ impl Host for HostState {
         };
         let report = StorageReport {
             name: report.name,
-            kind: match report.outcome {
+            outcome: match report.outcome {
                 WitKind::Extracted => OutcomeKind::Extracted,
                 WitKind::NoData => OutcomeKind::NoData,
                 WitKind::Quarantined => OutcomeKind::Quarantined,
@@ -190,7 +190,7 @@ impl Host for HostState {
             reason: report.reason,
             file: report.file,
             detail,
-            events: report.events as usize,
+            events: report.events,
         };
         run.summary.add(&report);
         (run.on_report)(&report);

@@ -12,8 +12,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use runner_metrics_guest::fs::NativeFs;
-use runner_metrics_guest::model::{GithubJobMetrics, RunnerMetrics, Selection};
-use runner_metrics_guest::pipeline::{self, StorageLines};
+use runner_metrics_guest::model::{self as guest, GithubJobMetrics, RunnerMetrics, Selection, StorageLines};
+use runner_metrics_guest::pipeline;
 
 use crate::collect::{CollectOptions, Emit};
 use crate::log::EventSink;
@@ -28,19 +28,19 @@ pub fn collect_native(
 ) -> Result<Summary> {
     let root = root.canonicalize().with_context(|| format!("storage root {}", root.display()))?;
     let selection = &options.selection;
-    let options = pipeline::CollectOptions {
+    let options = guest::CollectOptions {
         selection: Selection {
             exclude: selection.exclude.clone(),
             include: selection.include.clone(),
             min_age_seconds: selection.min_age_seconds,
         },
         emit: match &options.emit {
-            Emit::Events { flavor } => pipeline::Emit::Events { flavor: flavor.clone() },
-            Emit::Metrics => pipeline::Emit::Metrics,
+            Emit::Events { flavor } => guest::Emit::Events(flavor.clone()),
+            Emit::Metrics => guest::Emit::Metrics,
         },
         keep: options.keep,
-        batch_size: options.batch_size,
-        ..pipeline::CollectOptions::events("")
+        batch_size: u32::try_from(options.batch_size).unwrap_or(u32::MAX),
+        ..guest::CollectOptions::events("")
     };
     let mut host = NativeHost { sink, on_report, summary: Summary::default() };
     pipeline::collect(&NativeFs::new(root), &options, &mut host).map_err(anyhow::Error::msg)?;

@@ -282,7 +282,7 @@ impl Recorder {
 
     /// Counts one storage's outcome.
     pub fn observe_report(&mut self, report: &StorageReport) {
-        *self.outcomes.entry(report.kind.as_str().to_owned()).or_default() += 1;
+        *self.outcomes.entry(report.outcome.as_str().to_owned()).or_default() += 1;
     }
 
     /// Counts one event line (as written to the log) and its durations.

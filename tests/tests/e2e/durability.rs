@@ -100,7 +100,7 @@ fn lines_are_written_while_their_storages_still_exist_and_only_then_deleted() {
         assert!(!exists(&root.join(&format!("r-{i:03}"))), "r-{i:03} deleted after its lines were written");
     }
     for r in &collected.reports {
-        assert_eq!((r.kind, r.detail.as_str(), r.events), (OutcomeKind::Extracted, "deleted", 3), "{r:?}");
+        assert_eq!((r.outcome, r.detail.as_str(), r.events), (OutcomeKind::Extracted, "deleted", 3), "{r:?}");
     }
 }
 
@@ -138,7 +138,7 @@ fn a_failing_sink_keeps_every_storage_whose_lines_were_not_written() {
     assert!(error.contains("no space left (simulated)") && error.contains("the failing sink"), "{error}");
     for name in &names {
         let report = collected.report(name);
-        assert_eq!(report.kind, OutcomeKind::Failed, "{report:?}");
+        assert_eq!(report.outcome, OutcomeKind::Failed, "{report:?}");
         assert!(report.detail.starts_with("kept: events not written"), "{report:?}");
         assert_eq!(report.events, 0);
     }
@@ -159,7 +159,7 @@ fn when_the_sink_fails_mid_run_written_batches_are_deleted_and_the_rest_kept() {
     assert_eq!(sink.calls, 2, "the run stops at the first failed append");
 
     let by_kind =
-        |kind| collected.reports.iter().filter(|r| r.kind == kind).map(|r| r.name.clone()).collect::<Vec<_>>();
+        |kind| collected.reports.iter().filter(|r| r.outcome == kind).map(|r| r.name.clone()).collect::<Vec<_>>();
     let extracted = by_kind(OutcomeKind::Extracted);
     let failed = by_kind(OutcomeKind::Failed);
     assert_eq!((extracted.len(), failed.len(), collected.reports.len()), (2, 2, 4), "{:?}", collected.reports);
@@ -203,12 +203,12 @@ fn mixed_root() -> StorageRoot {
 fn assert_dry_run_reports(collected: &Collected) {
     for name in ["v-complete", "v-fixture-f", "v-installed-only"] {
         let r = collected.report(name);
-        assert_eq!((r.kind, r.detail.as_str()), (OutcomeKind::Extracted, "kept (dry run)"), "{r:?}");
+        assert_eq!((r.outcome, r.detail.as_str()), (OutcomeKind::Extracted, "kept (dry run)"), "{r:?}");
     }
     for name in ["nd-empty", "nd-start-only"] {
         let r = collected.report(name);
         assert_eq!(
-            (r.kind, r.detail.as_str()),
+            (r.outcome, r.detail.as_str()),
             (OutcomeKind::NoData, "no installed timestamp; would be deleted"),
             "{r:?}"
         );
@@ -224,7 +224,7 @@ fn assert_dry_run_reports(collected: &Collected) {
         ("q-type", "invalid-value"),
     ] {
         let r = collected.report(name);
-        assert_eq!(r.kind, OutcomeKind::Quarantined, "{r:?}");
+        assert_eq!(r.outcome, OutcomeKind::Quarantined, "{r:?}");
         assert!(r.detail.starts_with(&format!("{reason}: ")) && r.detail.ends_with("; would be quarantined"), "{r:?}");
     }
     for name in ["notes.txt", "r-link", "r-fifo", "bad name"] {
@@ -351,7 +351,7 @@ fn hundreds_of_mixed_storages_in_small_batches_each_get_exactly_one_report() {
     let mut wrong = Vec::new();
     for (name, kind, lines) in &expected {
         match reports_per_name.get(name.as_str()).map(Vec::as_slice) {
-            Some([r]) if r.kind == *kind && r.events == *lines => {}
+            Some([r]) if r.outcome == *kind && r.events as usize == *lines => {}
             other => wrong.push(format!("{name}: expected {kind:?} with {lines} lines, got {other:?}")),
         }
     }

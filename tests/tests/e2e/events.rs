@@ -15,8 +15,8 @@ use serde_json::json;
 fn lines_of(root: &StorageRoot, name: &str, jobs: &mut dyn runner_metrics::JobMetricsSource) -> Vec<String> {
     let (collected, lines) = run(root.path(), &CollectOptions::events("small"), jobs);
     let report = collected.report(name);
-    assert_eq!((report.kind, report.detail.as_str()), (OutcomeKind::Extracted, "deleted"), "{report:?}");
-    assert_eq!(report.events, lines.len());
+    assert_eq!((report.outcome, report.detail.as_str()), (OutcomeKind::Extracted, "deleted"), "{report:?}");
+    assert_eq!(report.events as usize, lines.len());
     assert_eq!(collected.reports.len(), 1);
     assert!(!exists(&root.join(name)));
     lines

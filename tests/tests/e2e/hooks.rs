@@ -163,7 +163,7 @@ fn the_hooks_write_files_whose_events_carry_the_exact_hostile_strings() {
     let (collected, lines, metrics) = collect_root(&root);
     for (name, [workflow, repository, event, run_id]) in &expected {
         let report = collected.report(name);
-        assert_eq!((report.kind, report.events), (OutcomeKind::Extracted, 3), "{name}: {report:?}");
+        assert_eq!((report.outcome, report.events), (OutcomeKind::Extracted, 3), "{name}: {report:?}");
         let mine: Vec<&serde_json::Value> =
             lines.iter().filter(|l| l.get("repo").and_then(|r| r.as_str()) == Some(repository.as_str())).collect();
         let start =

@@ -95,7 +95,7 @@ fn hostile_on(
     }
     // The neighbour's 3 lines, 3 for each other storage, and whatever the
     // storage under test was credited with (none for a hostile one).
-    let own = collected.report(name).events;
+    let own = collected.report(name).events as usize;
     assert_eq!(lines.len(), 3 + 3 * OTHERS.len() + own, "{text}");
     for line in &lines {
         assert!(
@@ -162,7 +162,7 @@ fn a_guest_that_traps_while_deleting_a_storage_whose_lines_are_out_never_extract
     // second run finds nothing more to write.
     let h = hostile("hostile-delpanic-1", |_| {}, |o| o.batch_size = 64);
     let report = h.collected.report("hostile-delpanic-1");
-    assert_eq!((report.kind, report.events), (OutcomeKind::Extracted, 3), "{report:?}");
+    assert_eq!((report.outcome, report.events), (OutcomeKind::Extracted, 3), "{report:?}");
     assert!(report.detail.contains("could not be deleted, so moved to .quarantine/"), "{report:?}");
     assert!(!exists(&h.scene.root.join("hostile-delpanic-1")), "still in the root");
     let q = quarantined(&h.scene.root, "hostile-delpanic-1");
@@ -182,7 +182,7 @@ fn a_guest_that_traps_with_a_storage_half_deleted_has_the_deletion_finished() {
     // are in the log once.
     let h = hostile("hostile-renamepanic-1", |_| {}, |_| {});
     let report = h.collected.report("hostile-renamepanic-1");
-    assert_eq!((report.kind, report.events, report.detail.as_str()), (OutcomeKind::Extracted, 3, "deleted"));
+    assert_eq!((report.outcome, report.events, report.detail.as_str()), (OutcomeKind::Extracted, 3, "deleted"));
     let deleting = h.scene.root.join(".deleting");
     let left = fs::read_dir(&deleting).map(|d| d.count()).unwrap_or(0);
     assert_eq!(left, 0, "left in .deleting/");
@@ -244,7 +244,7 @@ fn a_guest_that_opens_a_fifo_blindly_does_not_hang_the_host() {
     let name = "hostile-fifo-1";
     assert!(h.took >= CALL_TIMEOUT, "the open cannot have returned before the stall watch woke it: {:?}", h.took);
     assert!(h.took < 4 * CALL_TIMEOUT, "woken long after the call's deadline: {:?}", h.took);
-    match h.collected.report(name).kind {
+    match h.collected.report(name).outcome {
         OutcomeKind::Quarantined => {
             assert_trapped(&h, name, "deadline");
             let q = quarantined(&h.scene.root, name);
@@ -314,7 +314,7 @@ fn a_scan_that_offers_a_path_out_of_the_root_is_rejected_and_the_run_goes_on() {
     let passwd = fs::read("/etc/passwd").expect("read /etc/passwd");
     let h = hostile("n-plain", |_| {}, |o| o.selection.exclude.push("hostile-scan".to_owned()));
     let report = h.collected.report("../../etc");
-    assert_eq!(report.kind, OutcomeKind::Failed, "{report:?}");
+    assert_eq!(report.outcome, OutcomeKind::Failed, "{report:?}");
     assert!(report.detail.contains("not a valid runner name"), "{report:?}");
     h.scene.assert_fate(&h.collected, "n-plain", &Fate::Extracted(3));
     assert_eq!(h.lines.len(), 3 + 3 * OTHERS.len() + 3);
@@ -332,7 +332,7 @@ fn a_guest_that_hoards_handles_hits_the_cap_and_the_host_keeps_its_descriptors()
     let before = fds();
     let h = hostile("hostile-handles-1", |_| {}, |_| {});
     let report = h.collected.report("hostile-handles-1");
-    assert!(matches!(report.kind, OutcomeKind::Quarantined | OutcomeKind::Failed), "{report:?}");
+    assert!(matches!(report.outcome, OutcomeKind::Quarantined | OutcomeKind::Failed), "{report:?}");
     // Loose bound: other tests of this binary open files at the same time;
     // without the cap the guest would hold a million.
     assert!(fds() <= before + 64, "the host leaked descriptors: {before} before, {} after", fds());
@@ -358,7 +358,7 @@ fn a_scan_that_traps_mid_run_stops_the_run_and_loses_nothing() {
     let error = format!("{:#}", result.expect_err("the scan trapped"));
     assert!(error.contains("outside any storage") && error.contains("hostile scan panics"), "{error}");
     assert_eq!(reports.len(), 256 / 7 * 7, "one report for each storage appended before the trap");
-    assert!(reports.iter().all(|r| r.kind == OutcomeKind::Extracted && r.events == 3), "{reports:?}");
+    assert!(reports.iter().all(|r| r.outcome == OutcomeKind::Extracted && r.events == 3), "{reports:?}");
     assert_eq!(sink.lines.len(), reports.len() * 3);
     for name in &names {
         let reported = reports.iter().filter(|r| &r.name == name).count();
@@ -384,7 +384,7 @@ fn a_guest_that_renders_two_lines_for_one_event_is_rejected_and_nothing_is_writt
         run_within(plugin, root.path(), &CollectOptions::events("hostile-render"), log, RUN_DEADLINE);
     drop(log);
     let report = collected.report("r-render");
-    assert_eq!(report.kind, OutcomeKind::Failed, "{report:?}");
+    assert_eq!(report.outcome, OutcomeKind::Failed, "{report:?}");
     assert!(report.detail.starts_with("kept: ") && report.detail.contains("control"), "{report:?}");
     assert_eq!(collected.summary().lines_written, 0);
     assert_eq!(fs::read(&log_path).unwrap(), b"", "nothing may be written");
@@ -412,7 +412,7 @@ fn a_guest_that_adds_a_key_to_a_line_is_rejected_and_nothing_is_written() {
         RUN_DEADLINE,
     );
     let report = collected.report("r-extrakey");
-    assert_eq!(report.kind, OutcomeKind::Failed, "{report:?}");
+    assert_eq!(report.outcome, OutcomeKind::Failed, "{report:?}");
     assert!(report.detail.starts_with("kept: ") && report.detail.contains("\"injected\""), "{report:?}");
     assert_eq!(sink.lines, Vec::<String>::new(), "nothing may be written");
     assert_eq!(diff(&before, &snapshot(&root.join("r-extrakey"))), "", "the storage must be kept whole");
@@ -447,7 +447,7 @@ fn a_line_as_big_as_the_plugin_can_make_is_refused_by_the_keeper_not_fatal_to_it
     assert!(collected.result.is_ok(), "the run must go on: {:?}", collected.result.as_ref().err());
     for name in ["r-big-1", "r-big-2"] {
         let report = collected.report(name);
-        assert_eq!(report.kind, OutcomeKind::Failed, "{report:?}");
+        assert_eq!(report.outcome, OutcomeKind::Failed, "{report:?}");
         assert!(report.detail.contains("-byte line"), "{report:?}");
     }
     assert_eq!(sink.lines, Vec::<String>::new(), "nothing may be written");
@@ -485,11 +485,11 @@ fn a_run_stops_after_its_trap_budget_with_every_trap_recovered() {
     let (result, sink, reports) = collect_in_memory(plugin, &root, &options);
     let error = format!("{:#}", result.expect_err("the trap budget ends the run"));
     assert!(error.contains("stopped after 16 sandbox traps"), "{error}");
-    let quarantined = reports.iter().filter(|r| r.kind == OutcomeKind::Quarantined).count();
+    let quarantined = reports.iter().filter(|r| r.outcome == OutcomeKind::Quarantined).count();
     assert_eq!(quarantined, 16, "{reports:#?}");
     assert_eq!(hostile.iter().filter(|n| exists(&root.join(n))).count(), 4);
     let extracted: Vec<&str> =
-        reports.iter().filter(|r| r.kind == OutcomeKind::Extracted).map(|r| r.name.as_str()).collect();
+        reports.iter().filter(|r| r.outcome == OutcomeKind::Extracted).map(|r| r.name.as_str()).collect();
     assert_eq!(sink.lines.len(), 3 * extracted.len());
     for name in &honest {
         assert_eq!(exists(&root.join(name)), !extracted.contains(&name.as_str()), "{name}");
@@ -541,7 +541,7 @@ fn a_pulled_runner_that_traps_is_quarantined_once_with_its_bytes() {
         let kept = if behaviour == "othername" {
             // A lie: kept where it was staged and reported failed, as any
             // storage the guest lied about (the next collect takes it).
-            assert_eq!((summary.failed, report.kind), (1, OutcomeKind::Failed), "{behaviour}: {report:?}");
+            assert_eq!((summary.failed, report.outcome), (1, OutcomeKind::Failed), "{behaviour}: {report:?}");
             assert!(report.detail.contains("guest lied"), "{behaviour}: {report:?}");
             dir.path().join("pulled").join(&name)
         } else {

@@ -428,7 +428,7 @@ fn the_library_call_takes_the_bytes_and_cuts_what_is_too_long() {
     let mut reports = Vec::new();
     ingest(plugin(), &p.dir(), pulled, &options, &mut NoJobMetrics, &mut sink, &mut |r| reports.push(r.clone()))
         .unwrap();
-    assert_eq!((reports[0].kind, reports[0].reason.as_deref()), (OutcomeKind::Quarantined, Some("oversized")));
+    assert_eq!((reports[0].outcome, reports[0].reason.as_deref()), (OutcomeKind::Quarantined, Some("oversized")));
     let [(kept, _)] = p.quarantined().try_into().unwrap();
     assert_eq!(std::fs::metadata(kept.join(INSTALLED)).unwrap().len(), FILE_SIZE_LIMIT as u64 + 1);
     // A name no storage may have is refused by the keeper before any plugin

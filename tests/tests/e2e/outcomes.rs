@@ -206,8 +206,8 @@ fn check_quarantined(
 ) -> Result<(), String> {
     let name = &case.name;
     let report = collected.report(name);
-    if report.kind != OutcomeKind::Quarantined {
-        return Err(format!("{name}: outcome {:?} ({}), expected quarantined", report.kind, report.detail));
+    if report.outcome != OutcomeKind::Quarantined {
+        return Err(format!("{name}: outcome {:?} ({}), expected quarantined", report.outcome, report.detail));
     }
     if exists(&root.join(name)) {
         return Err(format!("{name}: still in the runner namespace"));
@@ -299,7 +299,7 @@ fn files_at_exactly_the_limits_are_valid() {
     let (collected, lines) = run(root.path(), &CollectOptions::events("small"), &mut NoJobMetrics);
     let report = collected.report("r-at-limits");
     assert_eq!(
-        (report.kind, report.detail.as_str(), report.events),
+        (report.outcome, report.detail.as_str(), report.events),
         (OutcomeKind::Extracted, "deleted", 3),
         "{report:?}"
     );
@@ -328,7 +328,7 @@ fn storages_without_an_installed_timestamp_are_deleted_as_no_data() {
     let (collected, lines) = run(root.path(), &CollectOptions::events("small"), &mut NoJobMetrics);
     for name in names {
         let report = collected.report(name);
-        assert_eq!(report.kind, OutcomeKind::NoData, "{report:?}");
+        assert_eq!(report.outcome, OutcomeKind::NoData, "{report:?}");
         assert_eq!(report.detail, "no installed timestamp; deleted");
         assert_eq!(report.events, 0);
         assert!(!exists(&root.join(name)), "{name} must be deleted");
@@ -355,7 +355,7 @@ fn a_valid_storage_is_extracted_its_events_written_and_it_is_deleted() {
 
     let (collected, lines) = run(root.path(), &CollectOptions::events("small"), &mut NoJobMetrics);
     let report = collected.report("r-valid");
-    assert_eq!((report.kind, report.detail.as_str(), report.events), (OutcomeKind::Extracted, "deleted", 3));
+    assert_eq!((report.outcome, report.detail.as_str(), report.events), (OutcomeKind::Extracted, "deleted", 3));
     let kinds: Vec<_> = lines.iter().map(|l| json(l)["event"].as_str().unwrap().to_owned()).collect();
     assert_eq!(kinds, ["runner_installed", "runner_start", "runner_stop"]);
     assert!(!exists(&runner.path), "storage deleted");
@@ -391,7 +391,7 @@ fn excluded_and_not_included_storages_are_skipped_untouched() {
         ("r-other-empty", "not included"),
     ] {
         let report = collected.report(name);
-        assert_eq!((report.kind, report.detail.as_str()), (OutcomeKind::Skipped, detail), "{name}");
+        assert_eq!((report.outcome, report.detail.as_str()), (OutcomeKind::Skipped, detail), "{name}");
     }
     for (name, before) in untouched.iter().zip(&before) {
         assert_eq!(diff(before, &snapshot(&root.join(name))), "", "{name} changed");
@@ -422,7 +422,7 @@ fn storages_younger_than_the_minimum_age_are_skipped_untouched() {
     let (collected, lines) = run(root.path(), &options, &mut NoJobMetrics);
     for (name, before) in fresh.iter().zip(&before) {
         let report = collected.report(name);
-        assert_eq!(report.kind, OutcomeKind::Skipped, "{report:?}");
+        assert_eq!(report.outcome, OutcomeKind::Skipped, "{report:?}");
         assert!(report.detail.starts_with("too young ("), "{report:?}");
         assert_eq!(diff(before, &snapshot(&root.join(name))), "", "{name} changed");
     }
@@ -487,7 +487,7 @@ fn root_entries_that_are_not_storages_are_skipped_and_never_followed() {
     for name in ["notes.txt", "r-file", "r-link", "r-dangling", "r-fifo"] {
         let report = collected.report(name);
         assert_eq!(
-            (report.kind, report.detail.as_str()),
+            (report.outcome, report.detail.as_str()),
             (OutcomeKind::Skipped, "not a plain directory; left alone"),
             "{name}"
         );
@@ -495,7 +495,7 @@ fn root_entries_that_are_not_storages_are_skipped_and_never_followed() {
     for name in ["bad name", ".hidden", "caf\u{e9}-runner", "r\nnewline", "<non-UTF-8 name>"] {
         let report = collected.report(name);
         assert_eq!(
-            (report.kind, report.detail.as_str()),
+            (report.outcome, report.detail.as_str()),
             (OutcomeKind::Skipped, "not a valid runner name; left alone"),
             "{name:?}"
         );
@@ -532,7 +532,7 @@ fn a_storage_the_manager_cannot_read_fails_and_is_kept() {
     root.valid_runner("r-valid");
     let (collected, lines) = run(root.path(), &CollectOptions::events("small"), &mut NoJobMetrics);
     let report = collected.report("r-unreadable");
-    assert_eq!(report.kind, OutcomeKind::Failed, "{report:?}");
+    assert_eq!(report.outcome, OutcomeKind::Failed, "{report:?}");
     assert!(report.detail.starts_with("kept: "), "{report:?}");
     assert!(runner.path.join(PRE_JOB).exists() && runner.path.join(POST_JOB).exists());
     assert!(!exists(&root.quarantine_dir()));
@@ -556,7 +556,7 @@ fn a_storage_that_cannot_be_deleted_is_quarantined_as_undeletable_never_left_to_
     // Events first: they were written, and the storage is out of the way.
     assert_eq!(lines.len(), 3, "{lines:?}");
     let report = collected.report("r-undeletable");
-    assert_eq!((report.kind, report.events), (OutcomeKind::Extracted, 3), "{report:?}");
+    assert_eq!((report.outcome, report.events), (OutcomeKind::Extracted, 3), "{report:?}");
     assert!(report.detail.starts_with("could not be deleted, so moved to .quarantine/r-undeletable."), "{report:?}");
     let q = quarantined(&root, "r-undeletable");
     assert_eq!(q.reason["reason"], "undeletable");
@@ -564,7 +564,7 @@ fn a_storage_that_cannot_be_deleted_is_quarantined_as_undeletable_never_left_to_
     assert!(q.location.join(bad).is_file(), "the entry that blocked deletion is kept");
 
     let report = collected.report("r-undeletable-no-data");
-    assert_eq!(report.kind, OutcomeKind::Quarantined, "{report:?}");
+    assert_eq!(report.outcome, OutcomeKind::Quarantined, "{report:?}");
     assert!(report.detail.starts_with("undeletable: "), "{report:?}");
     let q = quarantined(&root, "r-undeletable-no-data");
     assert_eq!(q.reason["reason"], "undeletable");
@@ -623,7 +623,7 @@ fn a_quarantine_folder_that_is_not_a_directory_is_never_used_and_the_storage_kep
         let outside = snapshot(root.outside());
         let (collected, lines) = run(root.path(), &CollectOptions::events("small"), &mut NoJobMetrics);
         let report = collected.report("r-corrupt");
-        assert_eq!(report.kind, OutcomeKind::Failed, "{kind}: {report:?}");
+        assert_eq!(report.outcome, OutcomeKind::Failed, "{kind}: {report:?}");
         assert!(report.detail.contains("quarantine failed"), "{kind}: {report:?}");
         assert_eq!(diff(&before, &snapshot(&root.join("r-corrupt"))), "", "{kind}: the storage must stay whole");
         assert_eq!(diff(&outside, &snapshot(root.outside())), "", "{kind}: nothing may be written through the symlink");

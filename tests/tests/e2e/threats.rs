@@ -151,7 +151,7 @@ fn t1_a_file_that_grows_while_it_is_read_is_quarantined_as_oversized_or_read_who
     scene.assert_invariants(&collected, &lines);
     let report = collected.report(name);
     let own: Vec<_> = lines.iter().filter(|l| !NEIGHBOUR_LINES.contains(&l.as_str())).map(|l| json(l)).collect();
-    match report.kind {
+    match report.outcome {
         OutcomeKind::Quarantined => {
             assert!(report.detail.starts_with("oversized: pre-job-metrics.json "), "{report:?}");
             assert!(own.is_empty(), "{own:?}");
@@ -173,7 +173,7 @@ fn t1_a_file_that_grows_while_it_is_read_is_quarantined_as_oversized_or_read_who
         }
         other => panic!("a growing file must end quarantined or extracted, not {other:?}: {report:?}"),
     }
-    eprintln!("growing file: {:?} after {appended} bytes appended", report.kind);
+    eprintln!("growing file: {:?} after {appended} bytes appended", report.outcome);
 }
 
 #[test]
@@ -217,7 +217,7 @@ fn t1_a_file_truncated_while_it_is_read_is_read_whole_empty_or_quarantined_as_cu
     scene.assert_invariants(&collected, &lines);
     let report = collected.report(name);
     let own: Vec<_> = lines.iter().filter(|l| !NEIGHBOUR_LINES.contains(&l.as_str())).map(|l| json(l)).collect();
-    match (report.kind, report.events) {
+    match (report.outcome, report.events) {
         (OutcomeKind::Quarantined, _) => {
             assert!(report.detail.starts_with("invalid-json: pre-job-metrics.json "), "{report:?}");
             assert!(own.is_empty(), "{own:?}");
@@ -233,7 +233,7 @@ fn t1_a_file_truncated_while_it_is_read_is_read_whole_empty_or_quarantined_as_cu
         }
         _ => panic!("a truncated file must end read whole, empty or quarantined: {report:?}"),
     }
-    eprintln!("truncated file: {:?} ({} events) after {rounds} rounds", report.kind, report.events);
+    eprintln!("truncated file: {:?} ({} events) after {rounds} rounds", report.outcome, report.events);
 }
 
 // ---------------------------------------------------------------------------
@@ -696,7 +696,7 @@ fn t4_integers_beyond_64_bits_are_quarantined_as_out_of_range() {
         let (collected, lines) = scene.collect();
         scene.assert_invariants(&collected, &lines);
         let report = collected.report(name);
-        assert_eq!(report.kind, OutcomeKind::Quarantined, "{report:?}");
+        assert_eq!(report.outcome, OutcomeKind::Quarantined, "{report:?}");
         assert!(report.detail.contains("out of range"), "{report:?}");
         let reason = if report.detail.starts_with("invalid-json") { "invalid-json" } else { "invalid-value" };
         scene.assert_fate(&collected, name, &quarantined_for(reason, file));
@@ -993,7 +993,7 @@ fn t6_a_storage_5000_levels_deep_is_extracted_and_deleted_whole() {
     assert!(collected.result.is_ok(), "{:?}", collected.result);
     for name in ["r-deep", NEIGHBOUR] {
         let report = collected.report(name);
-        assert_eq!((report.kind, report.detail.as_str(), report.events), (OutcomeKind::Extracted, "deleted", 3));
+        assert_eq!((report.outcome, report.detail.as_str(), report.events), (OutcomeKind::Extracted, "deleted", 3));
     }
     assert_eq!(sink.lines.len(), 6);
     let left: Vec<String> = entries_besides_deleting(root.path()).into_iter().filter(|n| n != ".lock").collect();

@@ -77,7 +77,7 @@ pub fn ingest_holding(
     let mut done = false;
     let mut report = |r: &StorageReport| {
         done |= r.name == runner
-            && matches!(r.kind, OutcomeKind::Extracted | OutcomeKind::NoData | OutcomeKind::Quarantined);
+            && matches!(r.outcome, OutcomeKind::Extracted | OutcomeKind::NoData | OutcomeKind::Quarantined);
         on_report(r)
     };
     let result = collect::run_pulled(plugin, lock.root().to_owned(), bounded(pulled), options, jobs, sink, &mut report);
