@@ -126,7 +126,7 @@ pub fn run(plugin: &Plugin, keep_files: bool) -> Result<ExitCode> {
     println!();
     println!("Quarantine (what `runner-metrics quarantine list` shows):");
     for q in runner_metrics::quarantine::list(plugin, &root)? {
-        let reason = q.reason.as_str();
+        let reason = q.reason.to_model().as_str();
         println!("  .quarantine/{}  {reason}  {}", q.location, q.file.as_deref().unwrap_or("-"));
     }
     if keep_files {

@@ -183,7 +183,7 @@ pub(crate) fn run_quarantine_list(sandbox: &SandboxArgs, storage: &Path, json: b
     let plugin = sandbox.plugin()?;
     let entries = runner_metrics::quarantine::list(&plugin, storage)?;
     for q in &entries {
-        let reason = q.reason.as_str();
+        let reason = q.reason.to_model().as_str();
         if json {
             let value = serde_json::json!({
                 "location": q.location,

@@ -11,7 +11,7 @@ use std::cell::RefCell;
 
 use crate::fs::WasiFs;
 use crate::model::*;
-use crate::{events, extract, render};
+use crate::{events, extract, quarantine, render};
 
 #[cfg(not(feature = "command"))]
 wit_bindgen::generate!({
@@ -77,12 +77,12 @@ impl extraction::Guest for Component {
         detail: String,
     ) -> Result<QuarantineInfo, String> {
         let fs = WasiFs::open().map_err(|e| e.message)?;
-        extract::quarantine_storage(&fs, &runner_name, reason, None, &detail)
+        quarantine::quarantine_storage(&fs, &runner_name, reason, None, &detail)
     }
 
     fn list_quarantine() -> Result<Vec<QuarantinedStorage>, String> {
         let fs = WasiFs::open().map_err(|e| e.message)?;
-        extract::list_quarantine(&fs)
+        quarantine::list_quarantine(&fs)
     }
 }
 

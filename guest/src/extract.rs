@@ -6,20 +6,16 @@
 
 use crate::fs::{join, BoundedRead, EntryKind, FsError, FsErrorKind, StorageFs};
 use crate::model::{
-    Outcome, Policy, QuarantineInfo, QuarantineReason, QuarantinedStorage, RootEntry, RunnerMetrics, Selection,
-    SkipReason,
+    Outcome, Policy, QuarantineInfo, QuarantineReason, RootEntry, RunnerMetrics, Selection, SkipReason,
 };
-use crate::names::{is_reserved, is_valid_runner_name, DELETING_DIR, QUARANTINE_DIR};
+use crate::names::{entry_base, is_reserved, is_valid_runner_name, runner_name_of, DELETING_DIR};
 use crate::parse::Corruption;
+use crate::quarantine::{move_to_quarantine, quarantine_storage};
 use crate::{files, parse, walk, FILE_SIZE_BYTES_LIMIT};
 
-/// Suffix of the reason file written beside each quarantined storage.
-pub const REASON_SUFFIX: &str = ".reason.json";
 /// How far in the future a storage's modification time may be and still
 /// count as just modified (age 0); further ahead it is clock skew.
 pub const FUTURE_MTIME_TOLERANCE: f64 = 60.0;
-/// A reason file larger than this is not ours and is not read.
-const REASON_FILE_LIMIT: usize = 16 * 1024;
 
 /// A pass over the root's entries that applies a [`Selection`].
 pub struct Scan<F: StorageFs> {
@@ -292,7 +288,7 @@ pub fn delete_storage<F: StorageFs>(fs: &F, name: &str) -> Result<Option<Quarant
         Ok(()) => Ok(None),
         Err(e) => {
             let doomed = join(DELETING_DIR, &leftover);
-            quarantine_path(fs, &doomed, name, QuarantineReason::Undeletable, None, &e.message)
+            move_to_quarantine(fs, &doomed, name, QuarantineReason::Undeletable, None, &e.message)
                 .map(Some)
                 .map_err(|q| format!("moved to {doomed} but could not delete it ({e}) nor quarantine it ({q})"))
         }
@@ -375,187 +371,10 @@ pub fn purge_deleting(fs: &impl StorageFs) -> Result<u32, String> {
         let path = join(DELETING_DIR, &leftover);
         if let Err(e) = delete_in_deleting(fs, &leftover) {
             let runner = runner_name_of(&leftover);
-            quarantine_path(fs, &path, runner, QuarantineReason::Undeletable, None, &e.message)
+            move_to_quarantine(fs, &path, runner, QuarantineReason::Undeletable, None, &e.message)
                 .map_err(|q| format!("cannot delete {path} ({e}) nor quarantine it ({q})"))?;
         }
         handled += 1;
     }
     Ok(handled)
-}
-
-fn require_directory(fs: &impl StorageFs, name: &str, action: &str) -> Result<(), String> {
-    match fs.lstat(name) {
-        Ok(meta) if meta.kind == EntryKind::Directory => Ok(()),
-        Ok(meta) => Err(format!("refusing to {action} {name:?}: it is {}", meta.kind.describe())),
-        Err(e) => Err(e.message),
-    }
-}
-
-/// The longest part of a runner name kept in a quarantine or deletion entry
-/// name, so that `<name>.<secs>.<micros>.<n>.reason.json` stays within the
-/// 255-byte limit of a file name. The reason file keeps the whole name.
-pub const ENTRY_NAME_PREFIX: usize = 200;
-
-/// `<runner>.<secs>.<micros>`: the base of quarantine and deletion entries.
-/// Runner names are ASCII, so any byte length is a char boundary.
-pub fn entry_base(runner: &str, now: f64) -> String {
-    let prefix = runner.get(..runner.len().min(ENTRY_NAME_PREFIX)).unwrap_or(runner);
-    format!("{prefix}.{now:.6}")
-}
-
-/// The runner name inside a `<name>.<secs>.<micros>[.<n>]` entry name.
-pub fn runner_name_of(entry: &str) -> &str {
-    fn digits(t: &str) -> bool {
-        !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit())
-    }
-    fn strip_stamp(s: &str) -> Option<&str> {
-        let (rest, micros) = s.rsplit_once('.')?;
-        let (name, secs) = rest.rsplit_once('.')?;
-        (micros.len() == 6 && digits(micros) && digits(secs)).then_some(name)
-    }
-    let without_attempt = entry.rsplit_once('.').filter(|(_, n)| digits(n)).map(|(rest, _)| rest);
-    without_attempt.and_then(strip_stamp).or_else(|| strip_stamp(entry)).unwrap_or(entry)
-}
-
-/// Moves a storage whole into `<root>/.quarantine/`, with a reason file
-/// beside it. The reason file is written first and removed again if the
-/// move fails, so a quarantined storage always has its reason.
-pub fn quarantine_storage(
-    fs: &impl StorageFs,
-    name: &str,
-    reason: QuarantineReason,
-    file: Option<&str>,
-    detail: &str,
-) -> Result<QuarantineInfo, String> {
-    if !is_valid_runner_name(name) {
-        return Err(format!("refusing to quarantine {name:?}: not a valid runner name"));
-    }
-    require_directory(fs, name, "quarantine")?;
-    quarantine_path(fs, name, name, reason, file, detail)
-}
-
-/// Moves `source` (a root-relative path) to `.quarantine/` as a storage of
-/// `runner`, with its reason file.
-fn quarantine_path(
-    fs: &impl StorageFs,
-    source: &str,
-    runner: &str,
-    reason: QuarantineReason,
-    file: Option<&str>,
-    detail: &str,
-) -> Result<QuarantineInfo, String> {
-    ensure_reserved_dir(fs, QUARANTINE_DIR)?;
-    let now = fs.now();
-    let record = reason_record(runner, reason, file, detail, now);
-    let base = entry_base(runner, now);
-    for attempt in 0..100u32 {
-        let location = match attempt {
-            0 => base.clone(),
-            n => format!("{base}.{n}"),
-        };
-        let target = join(QUARANTINE_DIR, &location);
-        let reason_path = format!("{target}{REASON_SUFFIX}");
-        match fs.lstat(&target) {
-            Err(e) if e.kind == FsErrorKind::NotFound => {}
-            Ok(_) => continue,
-            Err(e) => return Err(e.message),
-        }
-        match fs.write_new_file(&reason_path, record.as_bytes()) {
-            Ok(()) => {}
-            Err(e) if e.kind == FsErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e.message),
-        }
-        return match fs.rename(source, &target) {
-            Ok(()) => Ok(QuarantineInfo { reason, file: file.map(str::to_owned), detail: detail.to_owned(), location }),
-            Err(e) => {
-                let _ = fs.remove_file(&reason_path);
-                Err(e.message)
-            }
-        };
-    }
-    Err(format!("no free quarantine name for {runner:?}"))
-}
-
-/// Makes sure a reserved directory of the root exists and is a directory.
-fn ensure_reserved_dir(fs: &impl StorageFs, dir: &str) -> Result<(), String> {
-    match fs.lstat(dir) {
-        Ok(meta) if meta.kind == EntryKind::Directory => Ok(()),
-        Ok(meta) => Err(format!("{dir} is {}, not a directory", meta.kind.describe())),
-        Err(e) if e.kind == FsErrorKind::NotFound => match fs.create_dir(dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind == FsErrorKind::AlreadyExists => Ok(()),
-            Err(e) => Err(e.message),
-        },
-        Err(e) => Err(e.message),
-    }
-}
-
-/// The reason file's content: one JSON object.
-fn reason_record(name: &str, reason: QuarantineReason, file: Option<&str>, detail: &str, now: f64) -> String {
-    let value = serde_json::json!({
-        "runner_name": name,
-        "reason": reason.as_str(),
-        "file": file,
-        "detail": detail,
-        "quarantined_at": now,
-    });
-    value.to_string()
-}
-
-/// The storages under `<root>/.quarantine/`, from their reason files.
-/// Unreadable reason files are listed with what can be said about them.
-pub fn list_quarantine(fs: &impl StorageFs) -> Result<Vec<QuarantinedStorage>, String> {
-    let listing = match fs.list(QUARANTINE_DIR) {
-        Ok(listing) => listing,
-        Err(e) if e.kind == FsErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e.message),
-    };
-    let mut found = Vec::new();
-    for entry in listing {
-        let entry = entry.map_err(|e| e.message)?;
-        let Some(location) = entry.name.as_deref().and_then(|n| n.strip_suffix(REASON_SUFFIX)) else {
-            continue;
-        };
-        found.push(read_reason(fs, location));
-    }
-    found.sort_by(|a, b| a.location.cmp(&b.location));
-    Ok(found)
-}
-
-fn read_reason(fs: &impl StorageFs, location: &str) -> QuarantinedStorage {
-    let path = join(QUARANTINE_DIR, &format!("{location}{REASON_SUFFIX}"));
-    let unreadable = |detail: String| QuarantinedStorage {
-        location: location.to_owned(),
-        runner_name: runner_name_of(location).to_owned(),
-        reason: QuarantineReason::InvalidValue,
-        file: None,
-        detail,
-        quarantined_at: 0.0,
-    };
-    let bytes = match fs.read_bounded(&path, REASON_FILE_LIMIT) {
-        Ok(BoundedRead::Content(bytes)) => bytes,
-        Ok(_) => return unreadable(format!("reason file {path} is not a small regular file")),
-        Err(e) => return unreadable(format!("reason file unreadable: {e}")),
-    };
-    let value: serde_json::Value = match serde_json::from_slice(&bytes) {
-        Ok(value) => value,
-        Err(e) => return unreadable(format!("reason file {path} is not JSON: {e}")),
-    };
-    let text = |key: &str| value.get(key).and_then(|v| v.as_str()).map(str::to_owned);
-    let reason = text("reason").as_deref().and_then(QuarantineReason::from_str_exact);
-    let (Some(runner_name), Some(reason)) = (text("runner_name"), reason) else {
-        return unreadable(format!("reason file {path} lacks runner_name or reason"));
-    };
-    QuarantinedStorage {
-        location: location.to_owned(),
-        runner_name,
-        reason,
-        file: text("file"),
-        detail: text("detail").unwrap_or_default(),
-        quarantined_at: value
-            .get("quarantined_at")
-            .and_then(|v| v.as_f64())
-            .filter(|t| t.is_finite() && *t >= 0.0)
-            .unwrap_or(0.0),
-    }
 }

@@ -122,7 +122,9 @@ pub trait StorageFs {
     /// Opens a regular file without following symlinks and without blocking
     /// on FIFOs, and reads at most `limit + 1` bytes of it.
     fn read_bounded(&self, path: &str, limit: usize) -> FsResult<BoundedRead>;
-    /// Atomically renames within the root.
+    /// Atomically renames within the root. Natively it never replaces an
+    /// entry; over WASI an empty directory may be replaced, so callers
+    /// check the target first.
     fn rename(&self, from: &str, to: &str) -> FsResult<()>;
     /// Atomically moves the root's entry `name` to `new_name` in the open
     /// directory `dir`: one call on single names, no path resolved twice.
@@ -197,7 +199,7 @@ pub fn join(dir: &str, name: &str) -> String {
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-pub use native::{mount_of, NativeDir, NativeFs};
+pub use native::{c_path, mount_of, rename_noreplace, CreateNew, NativeDir, NativeFs};
 
 #[cfg(target_arch = "wasm32")]
 pub use wasi_fs::{WasiDir, WasiFs};

@@ -15,6 +15,7 @@ pub mod names;
 pub mod parse;
 pub mod pipeline;
 pub mod pulled;
+pub mod quarantine;
 pub mod render;
 pub mod report;
 pub mod tar;

@@ -53,6 +53,39 @@ pub fn is_reserved(name: &str) -> bool {
         || name == WRITING_DIR
 }
 
+/// The longest part of a runner name kept in a quarantine or deletion entry
+/// name, so that `<name>.<secs>.<micros>.<n>.reason.json` stays within the
+/// 255-byte limit of a file name. The reason file keeps the whole name.
+pub const ENTRY_NAME_PREFIX: usize = 200;
+
+/// `<runner>.<secs>.<micros>`: the base of quarantine and deletion entries.
+/// Runner names are ASCII, so any byte length is a char boundary.
+pub fn entry_base(runner: &str, now: f64) -> String {
+    let prefix = runner.get(..runner.len().min(ENTRY_NAME_PREFIX)).unwrap_or(runner);
+    format!("{prefix}.{now:.6}")
+}
+
+/// The runner name inside a `<name>.<secs>.<micros>[.<n>]` entry name.
+pub fn runner_name_of(entry: &str) -> &str {
+    fn digits(t: &str) -> bool {
+        !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit())
+    }
+    fn strip_stamp(s: &str) -> Option<&str> {
+        let (rest, micros) = s.rsplit_once('.')?;
+        let (name, secs) = rest.rsplit_once('.')?;
+        (micros.len() == 6 && digits(micros) && digits(secs)).then_some(name)
+    }
+    let without_attempt = entry.rsplit_once('.').filter(|(_, n)| digits(n)).map(|(rest, _)| rest);
+    without_attempt.and_then(strip_stamp).or_else(|| strip_stamp(entry)).unwrap_or(entry)
+}
+
+/// Whether `location` (an entry of `.quarantine/` or `.deleting/`) can be
+/// the runner `runner`'s: it starts with the part of the name it keeps.
+pub fn is_location_of(location: &str, runner: &str) -> bool {
+    let prefix = runner.get(..runner.len().min(ENTRY_NAME_PREFIX)).unwrap_or(runner);
+    location.starts_with(prefix)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -19,7 +19,7 @@ use crate::model::{
 use crate::names::DELETING_DIR;
 use crate::pulled::{self, Staged};
 use crate::report::{undeletable_detail, with_dropped, UNNAMED};
-use crate::{events, render};
+use crate::{events, quarantine, render};
 
 /// What only the host can do. Every argument is the guest's claim: a host
 /// re-checks what it is handed.
@@ -324,7 +324,7 @@ pub fn recover<F: StorageFs>(fs: &F, x: &Interrupted, host: &mut impl Host) -> R
         } else if trapped_here && x.trapped_again {
             report(OutcomeKind::Failed, format!("events written but storage kept: {cause}"))
         } else if trapped_here {
-            match extract::quarantine_storage(fs, &name, QuarantineReason::SandboxTrap, None, cause) {
+            match quarantine::quarantine_storage(fs, &name, QuarantineReason::SandboxTrap, None, cause) {
                 Ok(info) => report(OutcomeKind::Extracted, undeletable_detail(&info)),
                 Err(e) => report(OutcomeKind::Failed, format!("events written but storage kept: {cause}; {e}")),
             }
@@ -345,7 +345,7 @@ pub fn recover<F: StorageFs>(fs: &F, x: &Interrupted, host: &mut impl Host) -> R
         StorageReport::new(name, OutcomeKind::Failed, format!("kept: {cause}"), 0)
     } else {
         host.begin_storage(&name);
-        match extract::quarantine_storage(fs, &name, QuarantineReason::SandboxTrap, None, cause) {
+        match quarantine::quarantine_storage(fs, &name, QuarantineReason::SandboxTrap, None, cause) {
             Ok(info) => StorageReport::quarantined(name, &info),
             Err(e) => StorageReport::new(name, OutcomeKind::Failed, format!("kept: {cause}; {e}"), 0),
         }

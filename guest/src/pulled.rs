@@ -13,10 +13,11 @@
 //! corrupt *file* as missing, but none of a refused stream's files can be
 //! told apart from the rest.
 
-use crate::extract::{delete_storage, quarantine_storage};
+use crate::extract::delete_storage;
 use crate::fs::{join, FsErrorKind, StorageFs};
 use crate::model::{LooseFiles, PulledFiles, PulledRunner, QuarantineInfo};
 use crate::names::is_valid_runner_name;
+use crate::quarantine::quarantine_storage;
 use crate::tar::{read_metrics_tar, TarLimits};
 use crate::{files, FILE_SIZE_BYTES_LIMIT};
 

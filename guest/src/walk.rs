@@ -208,7 +208,7 @@ fn remove_one<D: DirHandle>(
                 Ok(()) => return Ok(()),
                 Err(e) if e.kind == FsErrorKind::NotFound => return Ok(()),
                 // Swapped for a directory since: open it after all.
-                Err(e) if matches!(e.kind, FsErrorKind::IsADirectory | FsErrorKind::PermissionDenied) => {
+                Err(e) if swapped_for_directory(top, &name, &e) => {
                     budget.race(shown)?;
                 }
                 Err(e) => return Err(e),
@@ -241,7 +241,7 @@ fn remove_one<D: DirHandle>(
                     Ok(()) => {}
                     Err(e) if e.kind == FsErrorKind::NotFound => {}
                     // Swapped for a directory since it was listed: look again.
-                    Err(e) if matches!(e.kind, FsErrorKind::IsADirectory | FsErrorKind::PermissionDenied) => {
+                    Err(e) if swapped_for_directory(&frame.dir, &child, &e) => {
                         budget.race(|| here(&stack, Some(&child)))?;
                         stack.last_mut().expect("a frame").pending.push((child, None));
                     }
@@ -302,6 +302,18 @@ fn remove_one<D: DirHandle>(
         }
     }
     Ok(())
+}
+
+/// Whether `unlink` of `dir`'s entry `name` failed because it is a
+/// directory now (`EISDIR`, or `EPERM` where the system says so), rather
+/// than for a reason of its own, such as a parent the user may not write
+/// (`EACCES`): that one is the error to report, not a race to retry.
+fn swapped_for_directory<D: DirHandle>(dir: &D, name: &D::Name, e: &FsError) -> bool {
+    match e.kind {
+        FsErrorKind::IsADirectory => true,
+        FsErrorKind::PermissionDenied => matches!(dir.kind_at(name), Ok(EntryKind::Directory)),
+        _ => false,
+    }
 }
 
 /// Moves the too-deep directory `child` of `dir` out to `top` under a fresh

@@ -19,15 +19,14 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use runner_metrics_guest::extract::{
-    delete_storage, extract_storage, list_quarantine, quarantine_storage, Scan, REASON_SUFFIX,
-};
+use runner_metrics_guest::extract::{delete_storage, extract_storage, Scan};
 use runner_metrics_guest::fs::{BoundedRead, EntryKind, FsErrorKind, FsResult, Meta, NativeFs, StorageFs};
 use runner_metrics_guest::model::{
     AppendedStorage, CodeInformation, Interrupted, Outcome, PostJobMetrics, PostJobStatus, PreJobMetrics,
     QuarantineInfo, QuarantineReason, QuarantinedStorage, RootEntry, RunnerMetrics, Selection, SkipReason,
 };
 use runner_metrics_guest::parse::Corruption;
+use runner_metrics_guest::quarantine::{list_quarantine, quarantine_storage, REASON_SUFFIX};
 use runner_metrics_guest::{files, parse, FILE_SIZE_BYTES_LIMIT};
 use serde_json::json;
 use tempfile::TempDir;
@@ -1603,6 +1602,13 @@ fn list_quarantine_lists_unreadable_reason_files() {
         br#"{"runner_name": "minimal", "reason": "oversized", "quarantined_at": -1}"#,
     )
     .unwrap();
+    // A reason file that names another runner than its location's: `quarantine
+    // restore` would put it back under the wrong name.
+    fs::write(
+        reason_path("forged.10.000000"),
+        br#"{"runner_name": "victim", "reason": "oversized", "quarantined_at": 1}"#,
+    )
+    .unwrap();
     let good_at = serde_json::from_slice::<serde_json::Value>(&fs::read(reason_path(&good.location)).unwrap()).unwrap()
         ["quarantined_at"]
         .as_f64()
@@ -1623,19 +1629,19 @@ fn list_quarantine_lists_unreadable_reason_files() {
     let path = |loc: &str| format!(".quarantine/{loc}{REASON_SUFFIX}");
     let not_json = |loc: &str, bytes: &[u8]| {
         let e = serde_json::from_slice::<serde_json::Value>(bytes).unwrap_err();
-        format!("reason file {} is not JSON: {e}", path(loc))
+        format!("reason file {}: not JSON: {e}", path(loc))
     };
+    // The same strict reader as the host's `quarantine show`: each says
+    // what is wrong with the file.
+    let bad = |loc: &str, why: &str| unreadable(loc, format!("reason file {}: {why}", path(loc)));
     let mut expected = vec![
-        unreadable(
-            "badreason.4.000000",
-            format!("reason file {} lacks runner_name or reason", path("badreason.4.000000")),
-        ),
-        unreadable("dir.7.000000", format!("reason file {} is not a small regular file", path("dir.7.000000"))),
+        bad("badreason.4.000000", r#"unknown reason "Oversized""#),
+        bad("dir.7.000000", "is a directory, not a regular file"),
         unreadable("empty.2.000000", not_json("empty.2.000000", b"")),
-        unreadable("fifo.8.000000", format!("reason file {} is not a small regular file", path("fifo.8.000000"))),
+        bad("fifo.8.000000", "is a FIFO, not a regular file"),
         unreadable("garbage.1.000000", not_json("garbage.1.000000", b"garbage")),
         listed("good", &good, good_at),
-        unreadable("huge.5.000000", format!("reason file {} is not a small regular file", path("huge.5.000000"))),
+        bad("huge.5.000000", "larger than 16384 bytes"),
         unreadable(
             "link.6.000000",
             format!(
@@ -1643,15 +1649,10 @@ fn list_quarantine_lists_unreadable_reason_files() {
                 path("link.6.000000")
             ),
         ),
-        QuarantinedStorage {
-            location: "minimal.9.000000".to_owned(),
-            runner_name: "minimal".to_owned(),
-            reason: QuarantineReason::Oversized,
-            file: None,
-            detail: String::new(),
-            quarantined_at: 0.0,
-        },
-        unreadable("nokeys.3.000000", format!("reason file {} lacks runner_name or reason", path("nokeys.3.000000"))),
+        // Without a time it cannot be aged, so it is not taken as ours.
+        bad("minimal.9.000000", "quarantined_at is not a number >= 0"),
+        bad("forged.10.000000", r#"runner_name "victim" is not a valid runner name matching the location"#),
+        bad("nokeys.3.000000", "no runner_name"),
     ];
     expected.sort_by(|a, b| a.location.cmp(&b.location));
     assert_eq!(listing, expected);

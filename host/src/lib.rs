@@ -13,7 +13,7 @@
 //!     &CollectOptions::events("small"),
 //!     &mut NoJobMetrics,
 //!     &mut log,
-//!     &mut |report| eprintln!("{}: {} ({})", report.name, report.kind.as_str(), report.detail),
+//!     &mut |report| eprintln!("{}: {} ({})", report.name, report.outcome.as_str(), report.detail),
 //! )?;
 //! println!("{} storages extracted", summary.extracted);
 //! # Ok(()) }

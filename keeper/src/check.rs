@@ -20,13 +20,13 @@ use crate::books::Books;
 pub const MAX_FIELD_BYTES: usize = runner_metrics_guest::FILE_SIZE_BYTES_LIMIT;
 /// How much of a runner name starts a quarantine location (the guest keeps
 /// entry names within the filesystem's 255-byte limit): the guest's own.
-pub use runner_metrics_guest::extract::ENTRY_NAME_PREFIX;
+pub use runner_metrics_guest::names::ENTRY_NAME_PREFIX;
 /// The longest event line accepted from the guest.
 pub const MAX_LINE_BYTES: usize = 16 * 1024;
 
 /// A runner name as spec section 2 defines it: the guest's own check, so
 /// keeper and guest can never disagree on what a storage is.
-pub use runner_metrics_guest::names::is_valid_runner_name;
+pub use runner_metrics_guest::names::{is_location_of, is_valid_runner_name};
 
 fn time(what: &str, value: f64) -> Result<(), String> {
     if value.is_finite() && value >= 0.0 {
@@ -303,9 +303,8 @@ fn gone(root: &Path, name: &str, kind: OutcomeKind, detail: &str) -> Result<(), 
         let Some((_, location)) = detail.rsplit_once("moved to .quarantine/") else {
             return Err(format!("reported {name:?} as quarantined without saying where to"));
         };
-        let prefix = name.get(..name.len().min(ENTRY_NAME_PREFIX)).unwrap_or(name);
         let plain = !location.contains('/') && location.len() <= 255 && !location.starts_with('.');
-        if !plain || !location.starts_with(prefix) {
+        if !plain || !is_location_of(location, name) {
             return Err(format!("reported quarantine location {:?} for {name:?}", bounded(location)));
         }
     }

@@ -22,8 +22,15 @@ use crate::*;
 /// the lock, it waits ("Blocking waiting for file lock").
 pub fn cli_binary() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| build_binary("runner-metrics", &[]))
+    BIN.get_or_init(|| match std::env::var_os(CLI_BINARY_ENV) {
+        Some(built) => PathBuf::from(built),
+        None => build_binary("runner-metrics", &[]),
+    })
 }
+
+/// Where a test run again as `nobody` (who cannot run cargo) finds the
+/// binary its parent built.
+pub const CLI_BINARY_ENV: &str = "RUNNER_METRICS_E2E_CLI";
 
 /// The deliberately malicious guest (guest feature `hostile`: storages
 /// named `hostile-<behaviour>-...` make it panic, loop, lie...). Built once

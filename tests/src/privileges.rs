@@ -15,6 +15,7 @@ pub fn rerun_as_nobody(test: &str) -> Option<CliOutput> {
     // The child loads the plugin from the cache, which it may not be able to
     // create: make sure it exists and is readable.
     let _ = plugin();
+    let cli = crate::binaries::cli_binary();
     let exe = std::env::current_exe().ok()?;
     let unprivileged = |args: &[&str]| {
         let mut command = Command::new("setpriv");
@@ -24,6 +25,7 @@ pub fn rerun_as_nobody(test: &str) -> Option<CliOutput> {
             .args(args)
             .env("TMPDIR", "/tmp")
             .env("HOME", "/tmp")
+            .env(crate::binaries::CLI_BINARY_ENV, cli)
             .env("RUST_BACKTRACE", "0");
         command
     };

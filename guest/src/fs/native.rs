@@ -13,11 +13,22 @@ use std::time::{SystemTime, UNIX_EPOCH};
 #[derive(Debug, Clone)]
 pub struct NativeFs {
     root: PathBuf,
+    create_new: CreateNew,
 }
+
+/// How a new file `name` is made in the directory `dir` and opened for
+/// writing: never through a symlink, never over an existing entry.
+pub type CreateNew = fn(dir: &Path, name: &str) -> io::Result<File>;
 
 impl NativeFs {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self { root: root.into(), create_new: create_in_place }
+    }
+
+    /// New files made by `create_new` instead of in place: the host's, under
+    /// a confined run, makes them in its staging directory and moves them.
+    pub fn creating_files_with(self, create_new: CreateNew) -> Self {
+        Self { create_new, ..self }
     }
 
     fn path(&self, rel: &str) -> PathBuf {
@@ -129,7 +140,7 @@ impl StorageFs for NativeFs {
     }
 
     fn rename(&self, from: &str, to: &str) -> FsResult<()> {
-        fs::rename(self.path(from), self.path(to)).map_err(|e| error("rename", from, e))
+        rename_noreplace(&self.path(from), &self.path(to)).map_err(|e| error("rename", from, e))
     }
 
     fn move_into(&self, name: &str, dir: &NativeDir, new_name: &str) -> FsResult<()> {
@@ -142,12 +153,8 @@ impl StorageFs for NativeFs {
     }
 
     fn write_new_file(&self, path: &str, bytes: &[u8]) -> FsResult<()> {
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(self.path(path))
-            .map_err(|e| error("create", path, e))?;
+        let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
+        let mut file = (self.create_new)(&self.path(dir), name).map_err(|e| error("create", path, e))?;
         file.write_all(bytes).map_err(|e| error("write", path, e))?;
         file.sync_data().map_err(|e| error("sync", path, e))
     }
@@ -159,6 +166,42 @@ impl StorageFs for NativeFs {
     fn now(&self) -> f64 {
         SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
     }
+}
+
+/// [`NativeFs`]'s default [`CreateNew`]: the file is made where it goes.
+fn create_in_place(dir: &Path, name: &str) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(dir.join(name))
+}
+
+/// A path for a libc call.
+pub fn c_path(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))
+}
+
+/// `rename` that fails with `AlreadyExists` instead of replacing an entry
+/// (plain rename(2) silently replaces an empty directory or a file).
+pub fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    let (a, b) = (c_path(from)?, c_path(to)?);
+    // SAFETY: both are valid NUL-terminated paths for the call.
+    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_NOREPLACE) };
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    // Filesystems without RENAME_NOREPLACE: check, then rename.
+    if !matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) {
+        return Err(e);
+    }
+    if fs::symlink_metadata(to).is_ok() {
+        return Err(io::Error::new(io::ErrorKind::AlreadyExists, "target exists"));
+    }
+    fs::rename(from, to)
 }
 
 /// An open directory on the host's filesystem: Linux descriptors and the

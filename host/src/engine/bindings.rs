@@ -11,19 +11,10 @@ wasmtime::component::bindgen!({
 pub use github_runner::metrics::types::*;
 
 impl QuarantineReason {
-    /// The kebab-case spelling used in the WIT, reason files and reports.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Oversized => "oversized",
-            Self::NotRegularFile => "not-regular-file",
-            Self::InvalidUtf8 => "invalid-utf8",
-            Self::InvalidJson => "invalid-json",
-            Self::InvalidValue => "invalid-value",
-            Self::InvalidTimestamp => "invalid-timestamp",
-            Self::SandboxTrap => "sandbox-trap",
-            Self::Undeletable => "undeletable",
-            Self::InvalidArchive => "invalid-archive",
-        }
+    /// The model's case (the WIT's one set of spellings): wasmtime and
+    /// wit-bindgen generate the cases of one WIT enum in the same order.
+    pub fn to_model(self) -> runner_metrics_guest::model::QuarantineReason {
+        runner_metrics_guest::model::QuarantineReason::ALL[self as usize]
     }
 }
 
@@ -36,5 +27,17 @@ pub(crate) trait IntoAnyhow<T> {
 impl<T> IntoAnyhow<T> for wasmtime::Result<T> {
     fn anyhow(self) -> anyhow::Result<T> {
         self.map_err(anyhow::Error::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::QuarantineReason;
+
+    #[test]
+    fn quarantine_reasons_map_to_the_model_case_of_the_same_name() {
+        for case in [QuarantineReason::Oversized, QuarantineReason::SandboxTrap, QuarantineReason::InvalidArchive] {
+            assert_eq!(format!("{case:?}"), format!("{:?}", case.to_model()));
+        }
     }
 }

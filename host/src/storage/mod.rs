@@ -33,11 +33,9 @@ pub mod staging;
 
 pub use quarantine::*;
 
-use std::ffi::CString;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -46,17 +44,18 @@ use runner_metrics_guest::fs::NativeDir;
 use runner_metrics_guest::walk::{self, DirHandle};
 use serde::Serialize;
 
-use crate::bindings::QuarantineReason;
-use runner_metrics_guest::extract::ENTRY_NAME_PREFIX;
-use runner_metrics_guest::names::is_valid_runner_name;
+use runner_metrics_guest::fs::{rename_noreplace, NativeFs};
+/// Why a storage is quarantined: the model's (WIT) type.
+pub use runner_metrics_guest::model::QuarantineReason;
+use runner_metrics_guest::names::{entry_base, is_valid_runner_name};
 
-/// Suffix of the reason file beside each quarantined storage.
-pub use runner_metrics_guest::extract::REASON_SUFFIX;
 /// The file the manager writes when it creates a storage.
 pub use runner_metrics_guest::files::INSTALLATION_START as INSTALLATION_START_FILE;
 /// The reserved root entries holding quarantined storages and storages on
 /// their way out (the guest's names: one spelling for both sides).
 pub use runner_metrics_guest::names::{DELETING_DIR, QUARANTINE_DIR};
+/// Suffix of the reason file beside each quarantined storage.
+pub use runner_metrics_guest::quarantine::REASON_SUFFIX;
 /// A reason file larger than this is not one of ours and is not read.
 pub const REASON_FILE_LIMIT: u64 = 16 * 1024;
 
@@ -326,8 +325,7 @@ pub fn delete(root: &Path, name: &str) -> Result<Deletion> {
     let path = require_name(root, name)?;
     require_plain_dir(&path, "the storage")?;
     let deleting = ensure_reserved_dir(root, DELETING_DIR)?;
-    let (_, stamp) = now();
-    let base = entry_base(name, &stamp);
+    let base = entry_base(name, now().0);
     let doomed = bounded::move_out(root, name, || move_to_free_name(&path, &deleting, &base))??;
     let doomed_path = deleting.join(&doomed);
     match remove_entry_at(&deleting, &doomed) {
@@ -346,12 +344,6 @@ pub fn delete(root: &Path, name: &str) -> Result<Deletion> {
             }
         }
     }
-}
-
-/// `<first 200 bytes of name>.<secs>.<micros>`: the base of quarantine
-/// and deletion entry names (runner names are ASCII).
-fn entry_base(name: &str, stamp: &str) -> String {
-    format!("{}.{stamp}", &name[..name.len().min(ENTRY_NAME_PREFIX)])
 }
 
 /// Renames `source` into `dir` as `base`, or `base.1`, `base.2`...: the
@@ -373,33 +365,11 @@ fn move_to_free_name(source: &Path, dir: &Path, base: &str) -> Result<String> {
     Err(error(ErrorKind::Io, dir, format!("no free name for {base:?}")))
 }
 
-fn cstring(path: &Path) -> io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path holds a NUL byte"))
-}
-
-/// `rename` that fails with `AlreadyExists` instead of replacing an entry
-/// (plain rename(2) silently replaces an empty directory).
-fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
-    #[cfg(target_os = "linux")]
-    {
-        let (a, b) = (cstring(from)?, cstring(to)?);
-        // SAFETY: both are valid NUL-terminated paths for the call.
-        let rc =
-            unsafe { libc::renameat2(libc::AT_FDCWD, a.as_ptr(), libc::AT_FDCWD, b.as_ptr(), libc::RENAME_NOREPLACE) };
-        if rc == 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        // Filesystems without RENAME_NOREPLACE: check, then rename.
-        if !matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) {
-            return Err(e);
-        }
-    }
-    if fs::symlink_metadata(to).is_ok() {
-        return Err(io::Error::new(io::ErrorKind::AlreadyExists, "target exists"));
-    }
-    fs::rename(from, to)
+/// The core's filesystem over `root`, making new files through a
+/// confined run's staging directory: for the core's quarantine writer and
+/// reason-file reader.
+fn native_fs(root: &Path) -> NativeFs {
+    NativeFs::new(root).creating_files_with(staging::create_new_file)
 }
 
 /// Makes sure `<root>/<dir>` exists and is a plain directory.

@@ -1,10 +1,11 @@
 //! Quarantined storages on the host (the storage commands): moved whole
 //! into `.quarantine/` with a reason file, shown, restored, purged.
 
-use std::fs::{self, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
+
+use runner_metrics_guest::quarantine::ReasonFileError;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -20,6 +21,10 @@ pub fn move_to_quarantine(root: &Path, name: &str, reason: QuarantineReason, det
     bounded::move_out(root, name, || quarantine_path(root, &path, name, reason, None, detail))?
 }
 
+/// Moves `source` (a storage, or a leftover in `.deleting/`) beneath the
+/// root into `.quarantine/` as a storage of `runner`, with the core's one
+/// quarantine writer (the pipeline's). New files are made through a
+/// confined run's staging directory. Returns the location.
 pub(super) fn quarantine_path(
     root: &Path,
     source: &Path,
@@ -28,50 +33,11 @@ pub(super) fn quarantine_path(
     file: Option<&str>,
     detail: &str,
 ) -> Result<String> {
-    let dir = ensure_reserved_dir(root, QUARANTINE_DIR)?;
-    let (now, stamp) = now();
-    let record = serde_json::json!({
-        "runner_name": runner,
-        "reason": reason.as_str(),
-        "file": file,
-        "detail": detail,
-        "quarantined_at": now,
-    })
-    .to_string();
-    let base = entry_base(runner, &stamp);
-    for attempt in 0..100u32 {
-        let location = match attempt {
-            0 => base.clone(),
-            n => format!("{base}.{n}"),
-        };
-        let target = dir.join(&location);
-        let reason_path = dir.join(format!("{location}{REASON_SUFFIX}"));
-        if fs::symlink_metadata(&target).is_ok() {
-            continue;
-        }
-        let created = crate::storage::staging::create_new_file(&dir, &format!("{location}{REASON_SUFFIX}"));
-        let mut out = match created {
-            Ok(out) => out,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(io_error(&reason_path, "cannot write the reason file", &e)),
-        };
-        if let Err(e) = out.write_all(record.as_bytes()).and_then(|()| out.sync_all()) {
-            let _ = fs::remove_file(&reason_path);
-            return Err(io_error(&reason_path, "cannot write the reason file", &e));
-        }
-        return match rename_noreplace(source, &target) {
-            Ok(()) => Ok(location),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                let _ = fs::remove_file(&reason_path);
-                continue;
-            }
-            Err(e) => {
-                let _ = fs::remove_file(&reason_path);
-                Err(io_error(source, &format!("cannot move it to {}", target.display()), &e))
-            }
-        };
-    }
-    Err(error(ErrorKind::Io, &dir, format!("no free quarantine name for {runner:?}")))
+    let beneath = source.strip_prefix(root).ok().and_then(Path::to_str);
+    let beneath = beneath.ok_or_else(|| error(ErrorKind::Io, source, "is not beneath the storage root"))?;
+    runner_metrics_guest::quarantine::move_to_quarantine(&native_fs(root), beneath, runner, reason, file, detail)
+        .map(|info| info.location)
+        .map_err(|why| error(ErrorKind::Io, source, format!("cannot be quarantined: {why}")))
 }
 
 /// One quarantined storage, from its reason file.
@@ -105,49 +71,18 @@ pub(super) fn require_location(root: &Path, location: &str) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Reads `<root>/.quarantine/<location>.reason.json` (a small regular file,
-/// never through a symlink) and checks it is one of ours.
+/// Reads `<root>/.quarantine/<location>.reason.json` with the core's one
+/// reason-file reader (a small regular file, never through a symlink, one
+/// of ours) and says whether the storage itself is still there.
 pub fn show(root: &Path, location: &str) -> Result<QuarantineEntry> {
     let path = require_location(root, location)?;
     let reason_path = root.join(QUARANTINE_DIR).join(format!("{location}{REASON_SUFFIX}"));
-    let bad = |reason: String| error(ErrorKind::BadReasonFile, &reason_path, reason);
-    let mut file = OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(&reason_path)
-        .map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => {
-                error(ErrorKind::NotFound, &reason_path, "no such quarantined storage (no reason file)")
-            }
-            _ => io_error(&reason_path, "cannot open the reason file", &e),
-        })?;
-    let meta = file.metadata().map_err(|e| io_error(&reason_path, "cannot stat the reason file", &e))?;
-    if !meta.is_file() {
-        return Err(bad("the reason file is not a regular file".into()));
-    }
-    let mut bytes = Vec::new();
-    (&mut file)
-        .take(REASON_FILE_LIMIT + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| io_error(&reason_path, "cannot read the reason file", &e))?;
-    if bytes.len() as u64 > REASON_FILE_LIMIT {
-        return Err(bad(format!("the reason file is larger than {REASON_FILE_LIMIT} bytes")));
-    }
-    let value: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| bad(format!("the reason file is not JSON: {e}")))?;
-    let text = |key: &str| value.get(key).and_then(|v| v.as_str()).map(str::to_owned);
-    let runner_name = text("runner_name").ok_or_else(|| bad("the reason file has no runner_name".into()))?;
-    if !is_valid_runner_name(&runner_name)
-        || !location.starts_with(&runner_name[..runner_name.len().min(ENTRY_NAME_PREFIX)])
-    {
-        return Err(bad(format!("runner_name {runner_name:?} is not a valid runner name matching the location")));
-    }
-    let reason = text("reason").ok_or_else(|| bad("the reason file has no reason".into()))?;
-    let quarantined_at = value
-        .get("quarantined_at")
-        .and_then(|v| v.as_f64())
-        .filter(|t| t.is_finite() && *t >= 0.0)
-        .ok_or_else(|| bad("quarantined_at is not a number >= 0".into()))?;
+    let stored = runner_metrics_guest::quarantine::read_reason(&native_fs(root), location).map_err(|e| match e {
+        ReasonFileError::Missing => {
+            error(ErrorKind::NotFound, &reason_path, "no such quarantined storage (no reason file)")
+        }
+        ReasonFileError::Bad(why) => error(ErrorKind::BadReasonFile, &reason_path, why),
+    })?;
     let present = match fs::symlink_metadata(&path) {
         Ok(meta) if meta.is_dir() => true,
         Ok(meta) => {
@@ -161,12 +96,12 @@ pub fn show(root: &Path, location: &str) -> Result<QuarantineEntry> {
         Err(e) => return Err(io_error(&path, "cannot be read", &e)),
     };
     Ok(QuarantineEntry {
-        location: location.to_owned(),
-        runner_name,
-        reason,
-        file: text("file"),
-        detail: text("detail").unwrap_or_default(),
-        quarantined_at,
+        location: stored.location,
+        runner_name: stored.runner_name,
+        reason: stored.reason.as_str().to_owned(),
+        file: stored.file,
+        detail: stored.detail,
+        quarantined_at: stored.quarantined_at,
         present,
     })
 }
@@ -224,14 +159,9 @@ pub fn quarantine_entries(root: &Path) -> Result<(Vec<QuarantineEntry>, Vec<Stor
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
         Err(e) => return Err(io_error(&dir, "cannot be read", &e)),
     }
-    let mut locations = Vec::new();
-    for entry in fs::read_dir(&dir).map_err(|e| io_error(&dir, "cannot list", &e))? {
-        let entry = entry.map_err(|e| io_error(&dir, "cannot list", &e))?;
-        if let Some(location) = entry.file_name().to_str().and_then(|n| n.strip_suffix(REASON_SUFFIX)) {
-            locations.push(location.to_owned());
-        }
-    }
-    locations.sort();
+    let locations = runner_metrics_guest::quarantine::locations(&native_fs(root))
+        .map_err(|why| error(ErrorKind::Io, &dir, format!("cannot list: {why}")))?
+        .unwrap_or_default();
     let (mut good, mut bad) = (Vec::new(), Vec::new());
     for location in locations {
         match show(root, &location) {
@@ -308,7 +238,7 @@ pub struct PurgeReport {
 pub fn purge(root: &Path, older_than: Duration, dry_run: bool) -> Result<PurgeReport> {
     let (entries, errors) = quarantine_entries(root)?;
     let mut report = PurgeReport { errors, ..PurgeReport::default() };
-    let (now, stamp) = now();
+    let (now, _) = now();
     let cutoff = now - older_than.as_secs_f64();
     for entry in entries {
         if entry.quarantined_at >= cutoff {
@@ -319,7 +249,7 @@ pub fn purge(root: &Path, older_than: Duration, dry_run: bool) -> Result<PurgeRe
             report.purged.push(entry.location);
             continue;
         }
-        match purge_one(root, &entry, &stamp) {
+        match purge_one(root, &entry, now) {
             Ok(()) => report.purged.push(entry.location),
             Err(e) => report.errors.push(e),
         }
@@ -327,14 +257,14 @@ pub fn purge(root: &Path, older_than: Duration, dry_run: bool) -> Result<PurgeRe
     Ok(report)
 }
 
-pub(super) fn purge_one(root: &Path, entry: &QuarantineEntry, stamp: &str) -> Result<()> {
+pub(super) fn purge_one(root: &Path, entry: &QuarantineEntry, now: f64) -> Result<()> {
     let quarantine = root.join(QUARANTINE_DIR);
     let reason_path = quarantine.join(format!("{}{REASON_SUFFIX}", entry.location));
     if entry.present {
         let source = quarantine.join(&entry.location);
         require_plain_dir(&source, "the quarantined storage")?;
         let deleting = ensure_reserved_dir(root, DELETING_DIR)?;
-        let doomed = move_to_free_name(&source, &deleting, &entry_base(&entry.runner_name, stamp))?;
+        let doomed = move_to_free_name(&source, &deleting, &entry_base(&entry.runner_name, now))?;
         if let Err(e) = remove_entry_at(&deleting, &doomed) {
             // Back where it was, with its original reason: the operator
             // sees it in `quarantine list` and nothing loops over it.

@@ -222,7 +222,7 @@ fn a_corrupt_bounded_storage_is_quarantined_with_its_image_shown_read_only_and_r
     assert!(bounded::image_path(root.path(), "r-bad").is_file());
 
     // Quarantined again and purged: the image goes with it.
-    let reason = runner_metrics::bindings::QuarantineReason::InvalidTimestamp;
+    let reason = runner_metrics::storage::QuarantineReason::InvalidTimestamp;
     storage::move_to_quarantine(root.path(), "r-bad", reason, "again").unwrap();
     let purged = storage::purge(root.path(), std::time::Duration::ZERO, false).unwrap();
     assert_eq!(purged.purged.len(), 1, "{purged:?}");
@@ -321,7 +321,7 @@ fn a_restore_cut_short_leaves_the_storage_quarantined() {
     let location = storage::move_to_quarantine(
         root.path(),
         "r-back",
-        runner_metrics::bindings::QuarantineReason::InvalidTimestamp,
+        runner_metrics::storage::QuarantineReason::InvalidTimestamp,
         "x",
     )
     .unwrap();

@@ -320,3 +320,45 @@ fn storage_delete_walks_a_runners_tree_behind_the_same_wall() {
     }
     assert!(!exists(&escape.root.join("r-escape")), "deleted");
 }
+
+#[test]
+fn a_confined_storage_delete_quarantines_what_it_cannot_delete_through_its_staging_directory() {
+    // The root is not writable behind the wall (issue 24, item 3): the
+    // reason file of a storage that cannot be deleted is made in the run's
+    // staging directory and moved to its name, by the one quarantine writer
+    // the pipeline uses too. A writer that made it in place is refused.
+    if !kernel_has_landlock() {
+        runner_metrics_test_skip::skip(
+            "os_sandbox::a_confined_storage_delete_quarantines_what_it_cannot_delete_through_its_staging_directory",
+            "this kernel has no Landlock",
+        );
+        return;
+    }
+    // Something the walk cannot remove: a directory the deleting user may
+    // not write, so run unprivileged.
+    if ran_as_nobody_instead(
+        "os_sandbox::a_confined_storage_delete_quarantines_what_it_cannot_delete_through_its_staging_directory",
+    ) {
+        return;
+    }
+    let root = StorageRoot::new();
+    let r = root.runner("r-stuck");
+    r.dir("locked");
+    r.file("locked/inside", "x");
+    let locked = root.join("r-stuck").join("locked");
+    fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o555)).unwrap();
+    let out = output(cli().args(["storage", "delete", "--storage"]).arg(root.path()).arg("r-stuck"));
+    // Not deleted, so not a success; but out of the runner's name.
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(out.stderr.contains("landlock enforced"), "{out:?}");
+    assert!(out.stderr.contains("; quarantined as undeletable: "), "{out:?}");
+    // The walk names the real cause, not a race it retried.
+    assert!(out.stderr.contains("Permission denied"), "{out:?}");
+    let (entries, bad) = runner_metrics::storage::quarantine_entries(root.path()).unwrap();
+    assert!(bad.is_empty(), "{bad:?}");
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!((entries[0].runner_name.as_str(), entries[0].reason.as_str()), ("r-stuck", "undeletable"));
+    let moved = root.quarantine_dir().join(&entries[0].location).join("locked");
+    fs::set_permissions(&moved, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    assert!(!root.join(".writing").exists(), "the staging directory is removed");
+}

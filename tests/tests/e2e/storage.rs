@@ -7,7 +7,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use runner_metrics::bindings::QuarantineReason;
+use runner_metrics::storage::QuarantineReason;
 use runner_metrics::storage::{self, Deletion, ErrorKind};
 use runner_metrics::{CollectOptions, NoJobMetrics, OutcomeKind};
 use runner_metrics_e2e::*;

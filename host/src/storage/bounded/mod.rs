@@ -55,8 +55,8 @@ use std::time::{Duration, Instant};
 use runner_metrics_guest::names::is_valid_runner_name;
 
 use super::{
-    cstring, describe, error, io_error, require_name, require_root, write_atomically, ContentEntry, ErrorKind, Result,
-    Storage, StorageError, INSTALLATION_START_FILE,
+    describe, error, io_error, require_name, require_root, write_atomically, ContentEntry, ErrorKind, Result, Storage,
+    StorageError, INSTALLATION_START_FILE,
 };
 
 /// The reserved entry of the root holding the images (the guest's name).
@@ -319,7 +319,7 @@ fn mount(image: &Path, dir: &Path, read_only: bool) -> Result<()> {
 /// Unmounts `dir` (never through a symlink). A busy mount is retried for
 /// [`UNMOUNT_PATIENCE`], then detached lazily. Not mounted is success.
 fn unmount(dir: &Path) -> Result<()> {
-    let path = cstring(dir).map_err(|e| io_error(dir, "cannot unmount", &e))?;
+    let path = runner_metrics_guest::fs::c_path(dir).map_err(|e| io_error(dir, "cannot unmount", &e))?;
     let deadline = Instant::now() + UNMOUNT_PATIENCE;
     loop {
         // SAFETY: a valid C string.

@@ -1,0 +1,197 @@
+//! Quarantined storages: the one writer (a storage moved whole into
+//! `<root>/.quarantine/<location>`, its reason file beside it) and the one
+//! reason-file reader. The pipeline uses them over WASI in the plugin; the
+//! host's storage commands use them natively ([`crate::fs::NativeFs`]), so
+//! a reason file is written and read by the same lines everywhere.
+
+use crate::fs::{join, BoundedRead, EntryKind, FsErrorKind, StorageFs};
+use crate::model::{QuarantineInfo, QuarantineReason, QuarantinedStorage};
+use crate::names::{entry_base, is_location_of, is_valid_runner_name, runner_name_of, QUARANTINE_DIR};
+
+/// Suffix of the reason file written beside each quarantined storage.
+pub const REASON_SUFFIX: &str = ".reason.json";
+/// A reason file larger than this is not ours and is not read.
+pub const REASON_FILE_LIMIT: usize = 16 * 1024;
+
+/// Moves the root's storage `name` whole into `.quarantine/`, with a reason
+/// file beside it.
+pub fn quarantine_storage(
+    fs: &impl StorageFs,
+    name: &str,
+    reason: QuarantineReason,
+    file: Option<&str>,
+    detail: &str,
+) -> Result<QuarantineInfo, String> {
+    if !is_valid_runner_name(name) {
+        return Err(format!("refusing to quarantine {name:?}: not a valid runner name"));
+    }
+    match fs.lstat(name) {
+        Ok(meta) if meta.kind == EntryKind::Directory => {}
+        Ok(meta) => return Err(format!("refusing to quarantine {name:?}: it is {}", meta.kind.describe())),
+        Err(e) => return Err(e.message),
+    }
+    move_to_quarantine(fs, name, name, reason, file, detail)
+}
+
+/// Moves `source` (a root-relative path: a storage, or a leftover in
+/// `.deleting/`) to `.quarantine/` as a storage of `runner`. The reason file
+/// is written first and removed again if the move fails, so a quarantined
+/// storage always has its reason.
+pub fn move_to_quarantine(
+    fs: &impl StorageFs,
+    source: &str,
+    runner: &str,
+    reason: QuarantineReason,
+    file: Option<&str>,
+    detail: &str,
+) -> Result<QuarantineInfo, String> {
+    ensure_reserved_dir(fs, QUARANTINE_DIR)?;
+    let now = fs.now();
+    let record = reason_record(runner, reason, file, detail, now);
+    let base = entry_base(runner, now);
+    for attempt in 0..100u32 {
+        let location = match attempt {
+            0 => base.clone(),
+            n => format!("{base}.{n}"),
+        };
+        let target = join(QUARANTINE_DIR, &location);
+        let reason_path = format!("{target}{REASON_SUFFIX}");
+        match fs.lstat(&target) {
+            Err(e) if e.kind == FsErrorKind::NotFound => {}
+            Ok(_) => continue,
+            Err(e) => return Err(e.message),
+        }
+        match fs.write_new_file(&reason_path, record.as_bytes()) {
+            Ok(()) => {}
+            Err(e) if e.kind == FsErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e.message),
+        }
+        return match fs.rename(source, &target) {
+            Ok(()) => Ok(QuarantineInfo { reason, file: file.map(str::to_owned), detail: detail.to_owned(), location }),
+            Err(e) => {
+                let _ = fs.remove_file(&reason_path);
+                Err(e.message)
+            }
+        };
+    }
+    Err(format!("no free quarantine name for {runner:?}"))
+}
+
+/// Makes sure a reserved directory of the root exists and is a directory.
+fn ensure_reserved_dir(fs: &impl StorageFs, dir: &str) -> Result<(), String> {
+    match fs.lstat(dir) {
+        Ok(meta) if meta.kind == EntryKind::Directory => Ok(()),
+        Ok(meta) => Err(format!("{dir} is {}, not a directory", meta.kind.describe())),
+        Err(e) if e.kind == FsErrorKind::NotFound => match fs.create_dir(dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind == FsErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(e.message),
+        },
+        Err(e) => Err(e.message),
+    }
+}
+
+/// The reason file's content: one JSON object.
+fn reason_record(name: &str, reason: QuarantineReason, file: Option<&str>, detail: &str, now: f64) -> String {
+    let value = serde_json::json!({
+        "runner_name": name,
+        "reason": reason.as_str(),
+        "file": file,
+        "detail": detail,
+        "quarantined_at": now,
+    });
+    value.to_string()
+}
+
+/// The locations under `.quarantine/` that have a reason file, sorted.
+/// `None`: there is no `.quarantine/`.
+pub fn locations(fs: &impl StorageFs) -> Result<Option<Vec<String>>, String> {
+    let listing = match fs.list(QUARANTINE_DIR) {
+        Ok(listing) => listing,
+        Err(e) if e.kind == FsErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.message),
+    };
+    let mut found = Vec::new();
+    for entry in listing {
+        let entry = entry.map_err(|e| e.message)?;
+        if let Some(location) = entry.name.as_deref().and_then(|n| n.strip_suffix(REASON_SUFFIX)) {
+            found.push(location.to_owned());
+        }
+    }
+    found.sort();
+    Ok(Some(found))
+}
+
+/// The storages under `<root>/.quarantine/`, from their reason files.
+/// A reason file that is not ours is listed with what can be said about it
+/// (reason `invalid-value`, the problem as its detail).
+pub fn list_quarantine(fs: &impl StorageFs) -> Result<Vec<QuarantinedStorage>, String> {
+    let locations = locations(fs)?.unwrap_or_default();
+    Ok(locations
+        .into_iter()
+        .map(|location| {
+            read_reason(fs, &location).unwrap_or_else(|e| QuarantinedStorage {
+                runner_name: runner_name_of(&location).to_owned(),
+                location,
+                reason: QuarantineReason::InvalidValue,
+                file: None,
+                detail: e.to_string(),
+                quarantined_at: 0.0,
+            })
+        })
+        .collect())
+}
+
+/// Why a reason file could not be read as one of ours.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReasonFileError {
+    /// There is no reason file at that location.
+    Missing,
+    /// It cannot be read, or is not a reason file we wrote: why.
+    Bad(String),
+}
+
+impl std::fmt::Display for ReasonFileError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Missing => f.write_str("no reason file"),
+            Self::Bad(why) => f.write_str(why),
+        }
+    }
+}
+
+/// Reads `.quarantine/<location>.reason.json` (a small regular file, never
+/// through a symlink) and checks it is one of ours: JSON naming a valid
+/// runner whose name starts the location, a known reason, and a time.
+pub fn read_reason(fs: &impl StorageFs, location: &str) -> Result<QuarantinedStorage, ReasonFileError> {
+    let path = join(QUARANTINE_DIR, &format!("{location}{REASON_SUFFIX}"));
+    let bad = |why: String| ReasonFileError::Bad(format!("reason file {path}: {why}"));
+    let bytes = match fs.read_bounded(&path, REASON_FILE_LIMIT) {
+        Ok(BoundedRead::Content(bytes)) => bytes,
+        Ok(BoundedRead::Oversized) => return Err(bad(format!("larger than {REASON_FILE_LIMIT} bytes"))),
+        Ok(BoundedRead::NotRegular(kind)) => return Err(bad(format!("is {}, not a regular file", kind.describe()))),
+        Err(e) if e.kind == FsErrorKind::NotFound => return Err(ReasonFileError::Missing),
+        Err(e) => return Err(ReasonFileError::Bad(format!("reason file unreadable: {e}"))),
+    };
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let text = |key: &str| value.get(key).and_then(|v| v.as_str()).map(str::to_owned);
+    let runner_name = text("runner_name").ok_or_else(|| bad("no runner_name".to_owned()))?;
+    if !is_valid_runner_name(&runner_name) || !is_location_of(location, &runner_name) {
+        return Err(bad(format!("runner_name {runner_name:?} is not a valid runner name matching the location")));
+    }
+    let reason = text("reason").ok_or_else(|| bad("no reason".to_owned()))?;
+    let reason = QuarantineReason::from_str_exact(&reason).ok_or_else(|| bad(format!("unknown reason {reason:?}")))?;
+    let quarantined_at = value
+        .get("quarantined_at")
+        .and_then(|v| v.as_f64())
+        .filter(|t| t.is_finite() && *t >= 0.0)
+        .ok_or_else(|| bad("quarantined_at is not a number >= 0".to_owned()))?;
+    Ok(QuarantinedStorage {
+        location: location.to_owned(),
+        runner_name,
+        reason,
+        file: text("file"),
+        detail: text("detail").unwrap_or_default(),
+        quarantined_at,
+    })
+}
