@@ -33,14 +33,27 @@ struct Component;
 
 export!(Component);
 
+/// The storage root every export works on: WASI's, seen through the
+/// hostile double's filesystem in the test-only hostile build.
+#[cfg(not(feature = "hostile"))]
+type RootFs = WasiFs;
+#[cfg(feature = "hostile")]
+type RootFs = crate::hostile::HostileFs<WasiFs>;
+
+// The identity conversion in the shipped build.
+#[allow(clippy::useless_conversion)]
+fn open_root() -> crate::fs::FsResult<RootFs> {
+    WasiFs::open().map(Into::into)
+}
+
 /// The `scan` resource: a streaming pass over the storage root.
 pub struct ScanResource {
-    inner: RefCell<Result<extract::Scan<WasiFs>, String>>,
+    inner: RefCell<Result<extract::Scan<RootFs>, String>>,
 }
 
 impl GuestScan for ScanResource {
     fn new(selection: Selection) -> Self {
-        let inner = WasiFs::open().and_then(|fs| extract::Scan::new(fs, selection)).map_err(|e| e.message);
+        let inner = open_root().and_then(|fs| extract::Scan::new(fs, selection)).map_err(|e| e.message);
         Self { inner: RefCell::new(inner) }
     }
 
@@ -55,19 +68,19 @@ impl extraction::Guest for Component {
     type Scan = ScanResource;
 
     fn extract_storage(runner_name: String, keep: bool) -> Outcome {
-        match WasiFs::open() {
+        match open_root() {
             Ok(fs) => extract::extract_storage(&fs, &runner_name, keep),
             Err(e) => Outcome::Failed(e.message),
         }
     }
 
     fn delete_storage(runner_name: String) -> Result<Option<QuarantineInfo>, String> {
-        let fs = WasiFs::open().map_err(|e| e.message)?;
+        let fs = open_root().map_err(|e| e.message)?;
         extract::delete_storage(&fs, &runner_name)
     }
 
     fn purge_deleting() -> Result<u32, String> {
-        let fs = WasiFs::open().map_err(|e| e.message)?;
+        let fs = open_root().map_err(|e| e.message)?;
         extract::purge_deleting(&fs)
     }
 
@@ -76,12 +89,12 @@ impl extraction::Guest for Component {
         reason: QuarantineReason,
         detail: String,
     ) -> Result<QuarantineInfo, String> {
-        let fs = WasiFs::open().map_err(|e| e.message)?;
+        let fs = open_root().map_err(|e| e.message)?;
         quarantine::quarantine_storage(&fs, &runner_name, reason, None, &detail)
     }
 
     fn list_quarantine() -> Result<Vec<QuarantinedStorage>, String> {
-        let fs = WasiFs::open().map_err(|e| e.message)?;
+        let fs = open_root().map_err(|e| e.message)?;
         quarantine::list_quarantine(&fs)
     }
 }
@@ -105,7 +118,7 @@ mod plugin {
 
     impl exports::github_runner::metrics::collector::Guest for Component {
         fn collect(options: CollectOptions) -> Result<(), String> {
-            let fs = WasiFs::open().map_err(|e| e.message)?;
+            let fs = open_root().map_err(|e| e.message)?;
             #[cfg(not(feature = "hostile"))]
             let mut conduct = pipeline::Honest;
             #[cfg(feature = "hostile")]
@@ -114,7 +127,7 @@ mod plugin {
         }
 
         fn recover(interrupted: Interrupted) -> Result<(), String> {
-            let fs = WasiFs::open().map_err(|e| e.message)?;
+            let fs = open_root().map_err(|e| e.message)?;
             pipeline::recover(&fs, &interrupted, &mut ImportedHost)
         }
     }

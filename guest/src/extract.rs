@@ -281,8 +281,6 @@ pub fn delete_storage<F: StorageFs>(fs: &F, name: &str) -> Result<Option<Quarant
     let Some(leftover) = move_to_free_name(fs, name, &deleting, &entry_base(name, fs.now()))? else {
         return Ok(None);
     };
-    #[cfg(feature = "hostile")]
-    crate::hostile::after_rename(name);
     use crate::walk::DirHandle;
     match walk::remove_tree_expecting(&deleting, &<F::Dir as DirHandle>::name_from(&leftover), &files::ALL) {
         Ok(()) => Ok(None),

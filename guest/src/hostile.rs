@@ -6,7 +6,7 @@
 //! others are unaffected.
 
 use crate::extract;
-use crate::fs::StorageFs;
+use crate::fs::{BoundedRead, FsResult, Meta, StorageFs};
 use crate::model::{
     Event, Outcome, Policy, PreJobMetrics, QuarantineInfo, QuarantineReason, RootEntry, RunnerMetrics, Selection,
 };
@@ -121,10 +121,55 @@ pub fn before_delete(name: &str) {
     assert!(!name.starts_with("hostile-delpanic-"), "hostile guest panics deleting {name}");
 }
 
-/// A storage named `hostile-renamepanic-...` makes the guest panic once it
-/// has renamed the storage into `.deleting/`, before emptying it.
-pub fn after_rename(name: &str) {
-    assert!(!name.starts_with("hostile-renamepanic-"), "hostile guest panics in .deleting/ with {name}");
+/// The hostile plugin's filesystem: the real one, except that a storage
+/// named `hostile-renamepanic-...` makes the guest panic once it has moved
+/// the storage into `.deleting/`, before emptying it.
+pub struct HostileFs<F>(pub F);
+
+impl<F> From<F> for HostileFs<F> {
+    fn from(fs: F) -> Self {
+        Self(fs)
+    }
+}
+
+impl<F: StorageFs> StorageFs for HostileFs<F> {
+    type Listing = F::Listing;
+    type Dir = F::Dir;
+    fn open_dir(&self, name: &str) -> FsResult<Self::Dir> {
+        self.0.open_dir(name)
+    }
+    fn enter_dir(&self, name: &str) -> FsResult<()> {
+        self.0.enter_dir(name)
+    }
+    fn list(&self, dir: &str) -> FsResult<Self::Listing> {
+        self.0.list(dir)
+    }
+    fn lstat(&self, path: &str) -> FsResult<Meta> {
+        self.0.lstat(path)
+    }
+    fn read_bounded(&self, path: &str, limit: usize) -> FsResult<BoundedRead> {
+        self.0.read_bounded(path, limit)
+    }
+    fn rename(&self, from: &str, to: &str) -> FsResult<()> {
+        self.0.rename(from, to)
+    }
+    fn move_into(&self, name: &str, dir: &Self::Dir, new_name: &str) -> FsResult<()> {
+        self.0.move_into(name, dir, new_name)?;
+        assert!(!name.starts_with("hostile-renamepanic-"), "hostile guest panics in .deleting/ with {name}");
+        Ok(())
+    }
+    fn create_dir(&self, path: &str) -> FsResult<()> {
+        self.0.create_dir(path)
+    }
+    fn write_new_file(&self, path: &str, bytes: &[u8]) -> FsResult<()> {
+        self.0.write_new_file(path, bytes)
+    }
+    fn remove_file(&self, path: &str) -> FsResult<()> {
+        self.0.remove_file(path)
+    }
+    fn now(&self) -> f64 {
+        self.0.now()
+    }
 }
 
 /// A flavor of `hostile-render` makes `render-event` return two lines.

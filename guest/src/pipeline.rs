@@ -317,7 +317,7 @@ pub fn recover<F: StorageFs>(fs: &F, x: &Interrupted, host: &mut impl Host) -> R
                 report(OutcomeKind::Extracted, later(cause))
             } else {
                 match extract::purge_deleting(fs) {
-                    Ok(_) => report(OutcomeKind::Extracted, "deleted".to_owned()),
+                    Ok(_) => report(OutcomeKind::Extracted, format!("deleted (the deletion was cut short: {cause})")),
                     Err(e) => report(OutcomeKind::Extracted, later(&e)),
                 }
             }
