@@ -26,8 +26,8 @@ use std::env;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const GUEST_PACKAGE: &str = "runner-metrics-guest";
-const GUEST_ARTIFACT: &str = "runner_metrics_guest.wasm";
+const CORE_PACKAGE: &str = "runner-metrics-core";
+const PLUGIN_ARTIFACT: &str = "runner_metrics_plugin.wasm";
 const KEEPER_PACKAGE: &str = "runner-metrics-keeper";
 const KEEPER_ARTIFACT: &str = "runner_metrics_keeper.wasm";
 const COMMAND_ARTIFACT: &str = "runner_metrics_command.wasm";
@@ -42,15 +42,15 @@ fn main() {
     println!("cargo:rerun-if-env-changed=RUNNER_METRICS_PREBUILT_KEEPER");
     println!("cargo:rerun-if-env-changed=RUNNER_METRICS_PREBUILT_COMMAND");
     println!("cargo:rerun-if-env-changed=RUSTUP_TOOLCHAIN");
-    for watched in ["guest/src", "guest/Cargo.toml", "keeper/src", "keeper/Cargo.toml", "wit", "Cargo.lock"] {
+    for watched in ["core/src", "core/Cargo.toml", "keeper/src", "keeper/Cargo.toml", "wit", "Cargo.lock"] {
         println!("cargo:rerun-if-changed={}", workspace.join(watched).display());
     }
 
     let prebuilt = |var: &str| env::var_os(var).map(PathBuf::from);
     let wanted = [
-        ("RUNNER_METRICS_PREBUILT_COMPONENT", GUEST_PACKAGE, "guest-component", None, GUEST_ARTIFACT),
+        ("RUNNER_METRICS_PREBUILT_COMPONENT", CORE_PACKAGE, "guest-component", None, PLUGIN_ARTIFACT),
         ("RUNNER_METRICS_PREBUILT_KEEPER", KEEPER_PACKAGE, "keeper-component", None, KEEPER_ARTIFACT),
-        ("RUNNER_METRICS_PREBUILT_COMMAND", GUEST_PACKAGE, "guest-command", Some("command"), COMMAND_ARTIFACT),
+        ("RUNNER_METRICS_PREBUILT_COMMAND", CORE_PACKAGE, "guest-command", Some("command"), COMMAND_ARTIFACT),
     ];
     if wanted.iter().any(|(var, ..)| prebuilt(var).is_none()) {
         ensure_target_installed(&workspace);

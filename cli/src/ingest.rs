@@ -93,7 +93,7 @@ pub struct IngestArgs {
 
 pub fn run(sandbox: &SandboxArgs, args: IngestArgs) -> Result<ExitCode> {
     anyhow::ensure!(
-        runner_metrics_guest::names::is_valid_runner_name(&args.runner),
+        runner_metrics_core::names::is_valid_runner_name(&args.runner),
         "--runner {:?}: not a valid runner name (1 to 255 bytes of [A-Za-z0-9._-], not starting with '.')",
         crate::messages::printable(&args.runner)
     );

@@ -1,15 +1,15 @@
 //! Properties the fuzz targets check, shared with the bounded corpus run in
-//! `guest/tests/fuzz_corpus.rs` (which includes this file), so CI checks
+//! `core/tests/fuzz_corpus.rs` (which includes this file), so CI checks
 //! the same properties on every seed without needing nightly.
 //!
 //! Beyond "never panics": whatever the parsers accept must satisfy the
 //! spec's rules, and every rendered line must be one line of ASCII JSON that
 //! reads back to the values it was rendered from.
 
-use runner_metrics_guest::model::{
+use runner_metrics_core::model::{
     CodeInformation, Event, JobConclusion, PostJobStatus, RunnerInstalled, RunnerStart, RunnerStop,
 };
-use runner_metrics_guest::{json, parse, render, tar, FILE_SIZE_BYTES_LIMIT};
+use runner_metrics_core::{json, parse, render, tar, FILE_SIZE_BYTES_LIMIT};
 
 fn assert_time(what: &str, value: f64) {
     assert!(value.is_finite() && value >= 0.0, "{what} accepted as {value}");

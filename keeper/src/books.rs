@@ -8,8 +8,8 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use runner_metrics_guest::names::DELETING_DIR;
-use runner_metrics_guest::report::{bounded, UNNAMED};
+use runner_metrics_core::names::DELETING_DIR;
+use runner_metrics_core::report::{bounded, UNNAMED};
 
 use crate::bindings::{
     AppendedStorage, CollectOptions, Ended, Interrupted, NextCall, RunnerMetrics, StorageLines, StorageReport,

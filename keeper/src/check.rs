@@ -6,9 +6,9 @@
 
 use std::path::Path;
 
-use runner_metrics_guest::names::DELETING_DIR;
-use runner_metrics_guest::render;
-pub use runner_metrics_guest::report::{bounded, MAX_MESSAGE_BYTES, UNNAMED};
+use runner_metrics_core::names::DELETING_DIR;
+use runner_metrics_core::render;
+pub use runner_metrics_core::report::{bounded, MAX_MESSAGE_BYTES, UNNAMED};
 
 use crate::bindings::{
     Emit, Event, OutcomeKind, PreJobMetrics, QuarantineReason, Rendered, RunnerMetrics, SkipReason, StorageLines,
@@ -17,16 +17,16 @@ use crate::bindings::{
 use crate::books::Books;
 
 /// The longest string a metrics file can yield (the file size limit).
-pub const MAX_FIELD_BYTES: usize = runner_metrics_guest::FILE_SIZE_BYTES_LIMIT;
+pub const MAX_FIELD_BYTES: usize = runner_metrics_core::FILE_SIZE_BYTES_LIMIT;
 /// How much of a runner name starts a quarantine location (the guest keeps
 /// entry names within the filesystem's 255-byte limit): the guest's own.
-pub use runner_metrics_guest::names::ENTRY_NAME_PREFIX;
+pub use runner_metrics_core::names::ENTRY_NAME_PREFIX;
 /// The longest event line accepted from the guest.
 pub const MAX_LINE_BYTES: usize = 16 * 1024;
 
 /// A runner name as spec section 2 defines it: the guest's own check, so
 /// keeper and guest can never disagree on what a storage is.
-pub use runner_metrics_guest::names::{is_location_of, is_valid_runner_name};
+pub use runner_metrics_core::names::{is_location_of, is_valid_runner_name};
 
 fn time(what: &str, value: f64) -> Result<(), String> {
     if value.is_finite() && value >= 0.0 {

@@ -44,7 +44,7 @@ pub fn hostile_component() -> &'static [u8] {
         let mut command = nested_cargo();
         command
             .current_dir(&workspace)
-            .args(["build", "--quiet", "--profile", "component", "-p", "runner-metrics-guest", "--features", "hostile"])
+            .args(["build", "--quiet", "--profile", "component", "-p", "runner-metrics-core", "--features", "hostile"])
             .args(["--target", "wasm32-wasip2", "--lib", "--target-dir"])
             .arg(&target_dir);
         let output = command.output().expect("run cargo to build the hostile guest");
@@ -54,7 +54,7 @@ pub fn hostile_component() -> &'static [u8] {
             output.status,
             String::from_utf8_lossy(&output.stderr)
         );
-        let wasm = target_dir.join("wasm32-wasip2").join("component").join("runner_metrics_guest.wasm");
+        let wasm = target_dir.join("wasm32-wasip2").join("component").join("runner_metrics_core.wasm");
         fs::read(&wasm).unwrap_or_else(|e| panic!("read {}: {e}", wasm.display()))
     })
 }

@@ -13,8 +13,8 @@ pub use github_runner::metrics::types::*;
 impl QuarantineReason {
     /// The model's case (the WIT's one set of spellings): wasmtime and
     /// wit-bindgen generate the cases of one WIT enum in the same order.
-    pub fn to_model(self) -> runner_metrics_guest::model::QuarantineReason {
-        runner_metrics_guest::model::QuarantineReason::ALL[self as usize]
+    pub fn to_model(self) -> runner_metrics_core::model::QuarantineReason {
+        runner_metrics_core::model::QuarantineReason::ALL[self as usize]
     }
 }
 

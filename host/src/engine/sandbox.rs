@@ -256,7 +256,7 @@ fn busy_rename_hook(root: PathBuf) -> std::sync::Arc<crate::confined_fs::BusyRen
     use crate::confined_fs::ErrorCode;
     use crate::storage::bounded;
     std::sync::Arc::new(move |name: &str, rename: &mut dyn FnMut() -> std::result::Result<(), ErrorCode>| {
-        if !runner_metrics_guest::names::is_valid_runner_name(name)
+        if !runner_metrics_core::names::is_valid_runner_name(name)
             || std::fs::symlink_metadata(bounded::image_path(&root, name)).is_err()
         {
             return None;

@@ -1,5 +1,5 @@
 //! A collect run: the pipeline itself runs in the guest
-//! (`runner_metrics_guest::pipeline`, exported as `collector.collect`); this
+//! (`runner_metrics_core::pipeline`, exported as `collector.collect`); this
 //! module lends it the run ([`RunState`], served by [`crate::imports`]) and
 //! makes the plugin calls the run's keeper ([`crate::keeper`]) asks for. A
 //! trap drops the instance; the guest's own `collector.recover`, in a fresh

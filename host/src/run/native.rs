@@ -1,7 +1,7 @@
 //! The guest's pipeline compiled natively, with no sandbox (feature
 //! `native-guest`, off by default): the benchmark's "no sandbox" contender.
 //!
-//! It runs `runner_metrics_guest::pipeline::collect`, the very code the
+//! It runs `runner_metrics_core::pipeline::collect`, the very code the
 //! component runs, over the host's filesystem, with a host that appends to
 //! the same [`EventSink`]. So the difference between the two contenders is
 //! what wasmtime, WASI, the component boundary and the host's re-checks
@@ -11,9 +11,9 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use runner_metrics_guest::fs::NativeFs;
-use runner_metrics_guest::model::{self as guest, GithubJobMetrics, RunnerMetrics, Selection, StorageLines};
-use runner_metrics_guest::pipeline;
+use runner_metrics_core::fs::NativeFs;
+use runner_metrics_core::model::{self as guest, GithubJobMetrics, RunnerMetrics, Selection, StorageLines};
+use runner_metrics_core::pipeline;
 
 use crate::collect::{CollectOptions, Emit};
 use crate::log::EventSink;

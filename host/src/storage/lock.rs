@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 
 /// The lock file's name in the storage root: a reserved name the guest's
 /// scan passes over (one spelling for both).
-pub use runner_metrics_guest::names::LOCK_FILE;
+pub use runner_metrics_core::names::LOCK_FILE;
 
 /// How often a waiting run tries the lock again.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);

@@ -40,22 +40,22 @@ use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use runner_metrics_guest::fs::NativeDir;
-use runner_metrics_guest::walk::{self, DirHandle};
+use runner_metrics_core::fs::NativeDir;
+use runner_metrics_core::walk::{self, DirHandle};
 use serde::Serialize;
 
-use runner_metrics_guest::fs::{rename_noreplace, NativeFs};
+use runner_metrics_core::fs::{rename_noreplace, NativeFs};
 /// Why a storage is quarantined: the model's (WIT) type.
-pub use runner_metrics_guest::model::QuarantineReason;
-use runner_metrics_guest::names::{entry_base, is_valid_runner_name};
+pub use runner_metrics_core::model::QuarantineReason;
+use runner_metrics_core::names::{entry_base, is_valid_runner_name};
 
 /// The file the manager writes when it creates a storage.
-pub use runner_metrics_guest::files::INSTALLATION_START as INSTALLATION_START_FILE;
+pub use runner_metrics_core::files::INSTALLATION_START as INSTALLATION_START_FILE;
 /// The reserved root entries holding quarantined storages and storages on
 /// their way out (the guest's names: one spelling for both sides).
-pub use runner_metrics_guest::names::{DELETING_DIR, QUARANTINE_DIR};
+pub use runner_metrics_core::names::{DELETING_DIR, QUARANTINE_DIR};
 /// Suffix of the reason file beside each quarantined storage.
-pub use runner_metrics_guest::quarantine::REASON_SUFFIX;
+pub use runner_metrics_core::quarantine::REASON_SUFFIX;
 /// A reason file larger than this is not one of ours and is not read.
 pub const REASON_FILE_LIMIT: u64 = 16 * 1024;
 
@@ -279,7 +279,7 @@ pub fn is_foreign_mount(root: &Path, name: &str) -> bool {
         return false;
     };
     let Ok(dir) = rustix::fs::openat(&root_fd, name, flags | OFlags::NOFOLLOW, Mode::empty()) else { return false };
-    let mounts = (runner_metrics_guest::fs::mount_of(&root_fd), runner_metrics_guest::fs::mount_of(&dir));
+    let mounts = (runner_metrics_core::fs::mount_of(&root_fd), runner_metrics_core::fs::mount_of(&dir));
     matches!(mounts, (Some(a), Some(b)) if a != b) && !bounded::is_own_mount(root, name)
 }
 

@@ -5,7 +5,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use runner_metrics_guest::quarantine::ReasonFileError;
+use runner_metrics_core::quarantine::ReasonFileError;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -35,7 +35,7 @@ pub(super) fn quarantine_path(
 ) -> Result<String> {
     let beneath = source.strip_prefix(root).ok().and_then(Path::to_str);
     let beneath = beneath.ok_or_else(|| error(ErrorKind::Io, source, "is not beneath the storage root"))?;
-    runner_metrics_guest::quarantine::move_to_quarantine(&native_fs(root), beneath, runner, reason, file, detail)
+    runner_metrics_core::quarantine::move_to_quarantine(&native_fs(root), beneath, runner, reason, file, detail)
         .map(|info| info.location)
         .map_err(|why| error(ErrorKind::Io, source, format!("cannot be quarantined: {why}")))
 }
@@ -77,7 +77,7 @@ pub(super) fn require_location(root: &Path, location: &str) -> Result<PathBuf> {
 pub fn show(root: &Path, location: &str) -> Result<QuarantineEntry> {
     let path = require_location(root, location)?;
     let reason_path = root.join(QUARANTINE_DIR).join(format!("{location}{REASON_SUFFIX}"));
-    let stored = runner_metrics_guest::quarantine::read_reason(&native_fs(root), location).map_err(|e| match e {
+    let stored = runner_metrics_core::quarantine::read_reason(&native_fs(root), location).map_err(|e| match e {
         ReasonFileError::Missing => {
             error(ErrorKind::NotFound, &reason_path, "no such quarantined storage (no reason file)")
         }
@@ -159,7 +159,7 @@ pub fn quarantine_entries(root: &Path) -> Result<(Vec<QuarantineEntry>, Vec<Stor
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
         Err(e) => return Err(io_error(&dir, "cannot be read", &e)),
     }
-    let locations = runner_metrics_guest::quarantine::locations(&native_fs(root))
+    let locations = runner_metrics_core::quarantine::locations(&native_fs(root))
         .map_err(|why| error(ErrorKind::Io, &dir, format!("cannot list: {why}")))?
         .unwrap_or_default();
     let (mut good, mut bad) = (Vec::new(), Vec::new());

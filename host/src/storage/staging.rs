@@ -29,7 +29,7 @@ use anyhow::{Context, Result};
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags};
 use rustix::io::Errno;
 
-pub use runner_metrics_guest::names::WRITING_DIR;
+pub use runner_metrics_core::names::WRITING_DIR;
 
 /// The staging directory of this process's run while its owner keeps it.
 static INSTALLED: Mutex<Weak<Staging>> = Mutex::new(Weak::new());

@@ -14,7 +14,7 @@
 // keeper is $RUNNER_METRICS_KEEPER_COMPONENT, else
 // <repo>/target/hosts/runner_metrics_keeper.wasm (`--kind keeper`).
 // HOSTILE (default $RUNNER_METRICS_HOSTILE_COMPONENT) is the guest built
-// with `--features hostile` (guest/src/hostile.rs); it goes to
+// with `--features hostile` (core/src/hostile.rs); it goes to
 // generated-hostile/ for the trap-recovery tests (test/traps.test.mjs),
 // which are skipped without it. Without HOSTILE, generated-hostile/ is
 // removed so that no stale hostile build is tested.

@@ -24,7 +24,7 @@ const METRICS_FILES = ['runner-installation-start.timestamp', 'runner-installed.
 const POLICIES = ['strict', 'lenient'];
 /** The pulled files `ingest` takes, by name, and their fields in the WIT `loose-files`. */
 const PULLED_FILES = { 'runner-installed.timestamp': 'installed', 'pre-job-metrics.json': 'preJob', 'post-job-metrics.json': 'postJob' };
-const RUNNER_NAME = /^(?!\.)[A-Za-z0-9._-]{1,255}$/; // guest/src/names.rs
+const RUNNER_NAME = /^(?!\.)[A-Za-z0-9._-]{1,255}$/; // core/src/names.rs
 
 /** The most bytes of one pulled file that cross into the guest: its 1024-byte limit plus one (a longer file is cut there, and found oversized). */
 export const MAX_LOOSE_BYTES = 1024 + 1;

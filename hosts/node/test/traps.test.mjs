@@ -1,5 +1,5 @@
 // Trap recovery and lies, with the deliberately hostile guest
-// (guest/src/hostile.rs: storages named `hostile-<behaviour>-...` make it
+// (core/src/hostile.rs: storages named `hostile-<behaviour>-...` make it
 // panic, spin, allocate without bound, block on a FIFO, or lie). It is
 // transpiled into generated-hostile/ by
 // `node scripts/transpile.mjs COMPONENT HOSTILE` (or with

@@ -38,7 +38,7 @@ def plugin(component_path):
 
 @pytest.fixture(scope="session")
 def hostile_component() -> Path:
-    """The deliberately hostile build (guest/src/hostile.rs): `$RUNNER_METRICS_HOSTILE_COMPONENT`,
+    """The deliberately hostile build (core/src/hostile.rs): `$RUNNER_METRICS_HOSTILE_COMPONENT`,
     else `<repo>/target/hosts/runner_metrics_hostile.wasm`."""
     path = Path(
         os.environ.get("RUNNER_METRICS_HOSTILE_COMPONENT") or REPO / "target" / "hosts" / "runner_metrics_hostile.wasm"
@@ -46,7 +46,7 @@ def hostile_component() -> Path:
     if not path.is_file():
         pytest.skip(
             f"no hostile component at {path}: the trap-recovery tests need the guest built with "
-            "`--features hostile` (guest/src/hostile.rs); set $RUNNER_METRICS_HOSTILE_COMPONENT"
+            "`--features hostile` (core/src/hostile.rs); set $RUNNER_METRICS_HOSTILE_COMPONENT"
         )
     return path
 

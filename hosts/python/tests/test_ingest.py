@@ -369,7 +369,7 @@ def test_collect_takes_the_policy_too(tmp_path, plugin):
 
 
 def test_a_trap_on_a_pulled_runner_is_recovered_through_the_keeper(tmp_path, hostile):
-    # guest/src/hostile.rs: the plugin panics extracting a storage named `hostile-panic-...`.
+    # core/src/hostile.rs: the plugin panics extracting a storage named `hostile-panic-...`.
     stream = tar_stream(metrics_dir(tmp_path, VALID))
     root, log, seen = tmp_path / "pulled", tmp_path / "metrics.log", []
     summary = ingest(

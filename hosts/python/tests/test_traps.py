@@ -1,5 +1,5 @@
 """Trap recovery and lies, with the deliberately hostile component
-(guest/src/hostile.rs: a storage named `hostile-<behaviour>-...` makes it
+(core/src/hostile.rs: a storage named `hostile-<behaviour>-...` makes it
 panic, loop, allocate without bound or lie; every other storage is handled
 normally). Skipped when that build is missing (see conftest.py)."""
 

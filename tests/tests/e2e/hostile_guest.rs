@@ -1,6 +1,6 @@
 //! A deliberately malicious guest (issue 3, "Limits and fault isolation").
 //!
-//! The guest crate's `hostile` feature (guest/src/hostile.rs) makes the
+//! The guest crate's `hostile` feature (core/src/hostile.rs) makes the
 //! component misbehave on storages named `hostile-<behaviour>-...`: panic,
 //! loop forever, allocate without bound, open a FIFO without checking (so the
 //! host blocks inside open(2)), or lie about the outcome. The host must

@@ -24,7 +24,7 @@ pub use cache::Precompiled;
 
 /// The guest component (world `plugin`), built by `build.rs` and embedded
 /// in the binary: the one this host loads.
-pub static EMBEDDED_COMPONENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/runner_metrics_guest.wasm"));
+pub static EMBEDDED_COMPONENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/runner_metrics_plugin.wasm"));
 
 /// The keeper component (world `keeper`): the books and re-checks of a
 /// run, which every host runs beside the plugin.

@@ -27,8 +27,8 @@ use anyhow::{Context, Result};
 use rustix::fs::{AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
-use runner_metrics_guest::names::is_valid_runner_name;
-pub use runner_metrics_guest::names::INGESTED_DIR;
+use runner_metrics_core::names::is_valid_runner_name;
+pub use runner_metrics_core::names::INGESTED_DIR;
 
 pub use crate::collect_options::DEFAULT_RETENTION;
 

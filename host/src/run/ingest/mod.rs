@@ -33,7 +33,7 @@ pub mod ledger;
 /// The most bytes of one pulled file, and of a tar stream, read and handed
 /// to the guest: each bound plus one (so a longer one is seen to be too
 /// long). The guest's own constants: it refuses more.
-pub use runner_metrics_guest::pulled::{max_stream_bytes, MAX_LOOSE_BYTES};
+pub use runner_metrics_core::pulled::{max_stream_bytes, MAX_LOOSE_BYTES};
 
 /// Collects one pulled runner in `root` (a directory of its own for pulled
 /// runners; created if missing), under the root's lock like [`collect`](crate::collect()).

@@ -52,7 +52,7 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use runner_metrics_guest::names::is_valid_runner_name;
+use runner_metrics_core::names::is_valid_runner_name;
 
 use super::{
     describe, error, io_error, require_name, require_root, write_atomically, ContentEntry, ErrorKind, Result, Storage,
@@ -60,7 +60,7 @@ use super::{
 };
 
 /// The reserved entry of the root holding the images (the guest's name).
-pub use runner_metrics_guest::names::IMAGES_DIR;
+pub use runner_metrics_core::names::IMAGES_DIR;
 
 /// The name of a bounded storage's image inside its own directory once it
 /// left the runner namespace (in `.deleting/` or `.quarantine/`).
@@ -319,7 +319,7 @@ fn mount(image: &Path, dir: &Path, read_only: bool) -> Result<()> {
 /// Unmounts `dir` (never through a symlink). A busy mount is retried for
 /// [`UNMOUNT_PATIENCE`], then detached lazily. Not mounted is success.
 fn unmount(dir: &Path) -> Result<()> {
-    let path = runner_metrics_guest::fs::c_path(dir).map_err(|e| io_error(dir, "cannot unmount", &e))?;
+    let path = runner_metrics_core::fs::c_path(dir).map_err(|e| io_error(dir, "cannot unmount", &e))?;
     let deadline = Instant::now() + UNMOUNT_PATIENCE;
     loop {
         // SAFETY: a valid C string.

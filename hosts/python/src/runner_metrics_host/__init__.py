@@ -88,7 +88,7 @@ PULLED_FILES = {
     "pre-job-metrics.json": "pre_job",
     "post-job-metrics.json": "post_job",
 }
-#: A runner name (guest/src/names.rs): 1 to 255 bytes of [A-Za-z0-9._-], not starting with ``.``
+#: A runner name (core/src/names.rs): 1 to 255 bytes of [A-Za-z0-9._-], not starting with ``.``
 #: (so never one of the root's own entries, ``.quarantine``, ``.deleting``, ``.lock``, ``.images``).
 _RUNNER_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,254}")
 

@@ -126,7 +126,7 @@ fn tar_stream_corpus_and_mutations() {
 /// extension header a non-ASCII name needs).
 #[test]
 fn tar_stream_seeds_end_as_their_names_say() {
-    use runner_metrics_guest::tar::{read_metrics_tar, TarLimits};
+    use runner_metrics_core::tar::{read_metrics_tar, TarLimits};
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/tar_stream");
     let accepted = ["valid_gnu", "valid_ustar", "valid_pax", "bare_names", "unknown_files", "empty"];
     for entry in std::fs::read_dir(&dir).unwrap() {

@@ -19,15 +19,15 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use runner_metrics_guest::extract::{delete_storage, extract_storage, Scan};
-use runner_metrics_guest::fs::{BoundedRead, EntryKind, FsErrorKind, FsResult, Meta, NativeFs, StorageFs};
-use runner_metrics_guest::model::{
+use runner_metrics_core::extract::{delete_storage, extract_storage, Scan};
+use runner_metrics_core::fs::{BoundedRead, EntryKind, FsErrorKind, FsResult, Meta, NativeFs, StorageFs};
+use runner_metrics_core::model::{
     AppendedStorage, CodeInformation, Interrupted, Outcome, PostJobMetrics, PostJobStatus, PreJobMetrics,
     QuarantineInfo, QuarantineReason, QuarantinedStorage, RootEntry, RunnerMetrics, Selection, SkipReason,
 };
-use runner_metrics_guest::parse::Corruption;
-use runner_metrics_guest::quarantine::{list_quarantine, quarantine_storage, REASON_SUFFIX};
-use runner_metrics_guest::{files, parse, FILE_SIZE_BYTES_LIMIT};
+use runner_metrics_core::parse::Corruption;
+use runner_metrics_core::quarantine::{list_quarantine, quarantine_storage, REASON_SUFFIX};
+use runner_metrics_core::{files, parse, FILE_SIZE_BYTES_LIMIT};
 use serde_json::json;
 use tempfile::TempDir;
 
@@ -1700,21 +1700,21 @@ fn quarantine_leaves_non_directories_alone() {
 #[derive(Default)]
 struct Recorder {
     begun: Vec<String>,
-    reports: Vec<runner_metrics_guest::report::StorageReport>,
+    reports: Vec<runner_metrics_core::report::StorageReport>,
 }
 
-impl runner_metrics_guest::pipeline::Host for Recorder {
+impl runner_metrics_core::pipeline::Host for Recorder {
     fn begin_storage(&mut self, name: &str) {
         self.begun.push(name.to_owned());
     }
     fn end_storage(&mut self) {}
-    fn job_metrics(&mut self, _: &RunnerMetrics) -> Option<runner_metrics_guest::model::GithubJobMetrics> {
+    fn job_metrics(&mut self, _: &RunnerMetrics) -> Option<runner_metrics_core::model::GithubJobMetrics> {
         None
     }
-    fn append(&mut self, _: Vec<runner_metrics_guest::model::StorageLines>) -> Result<(), String> {
+    fn append(&mut self, _: Vec<runner_metrics_core::model::StorageLines>) -> Result<(), String> {
         Ok(())
     }
-    fn report(&mut self, report: runner_metrics_guest::report::StorageReport) {
+    fn report(&mut self, report: runner_metrics_core::report::StorageReport) {
         self.reports.push(report);
     }
 }
@@ -1736,7 +1736,7 @@ fn outcomes(host: &Recorder) -> Vec<(String, &'static str, u32, String)> {
 
 #[test]
 fn recover_deletes_what_is_durable_and_quarantines_the_storage_to_blame() {
-    use runner_metrics_guest::pipeline::recover;
+    use runner_metrics_core::pipeline::recover;
     let env = Env::new();
     for name in ["durable", "blamed", "untouched"] {
         env.storage(name, &valid_files());
@@ -1756,7 +1756,7 @@ fn recover_deletes_what_is_durable_and_quarantines_the_storage_to_blame() {
 
 #[test]
 fn recover_keeps_what_it_must_and_stops_outside_any_storage() {
-    use runner_metrics_guest::pipeline::recover;
+    use runner_metrics_core::pipeline::recover;
     let env = Env::new();
     for name in ["durable", "blamed"] {
         env.storage(name, &valid_files());
@@ -1789,7 +1789,7 @@ fn recover_keeps_what_it_must_and_stops_outside_any_storage() {
 
 #[test]
 fn recover_finishes_a_deletion_the_trap_cut_short() {
-    use runner_metrics_guest::pipeline::recover;
+    use runner_metrics_core::pipeline::recover;
     let env = Env::new();
     env.storage("half", &valid_files());
     fs::create_dir(env.path(".deleting")).unwrap();
@@ -1809,8 +1809,8 @@ fn recover_finishes_a_deletion_the_trap_cut_short() {
 /// `top/name` holding `files` (name, is a directory) after
 /// `remove_tree_expecting`: gone either way, through the fast path or the walk.
 fn removed_expecting(files: &[(&str, bool)]) -> bool {
-    use runner_metrics_guest::fs::NativeDir;
-    use runner_metrics_guest::walk::{remove_tree_expecting, DirHandle};
+    use runner_metrics_core::fs::NativeDir;
+    use runner_metrics_core::walk::{remove_tree_expecting, DirHandle};
     let tmp = TempDir::new().unwrap();
     let storage = tmp.path().join("s");
     fs::create_dir(&storage).unwrap();

@@ -9,13 +9,13 @@
 
 use std::path::Path;
 
-use runner_metrics_guest::fs::NativeFs;
-use runner_metrics_guest::model::{
+use runner_metrics_core::fs::NativeFs;
+use runner_metrics_core::model::{
     CollectOptions, GithubJobMetrics, LooseFiles, Policy, PulledFiles, PulledRunner, RunnerMetrics, StorageLines,
 };
-use runner_metrics_guest::pipeline::{self, Host};
-use runner_metrics_guest::report::StorageReport;
-use runner_metrics_guest::{files, pulled};
+use runner_metrics_core::pipeline::{self, Host};
+use runner_metrics_core::report::StorageReport;
+use runner_metrics_core::{files, pulled};
 
 const RUNNER: &str = "pulled-runner-1";
 const INSTALLED: &[u8] = b"1700000060\n";
