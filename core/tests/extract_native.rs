@@ -9,14 +9,11 @@
 #![cfg(all(unix, not(target_arch = "wasm32")))]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::{CStr, CString, OsStr};
+use std::ffi::OsStr;
 use std::fs;
-use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, FileTypeExt};
-use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use runner_metrics_core::extract::{delete_storage, extract_storage, Scan};
@@ -27,9 +24,13 @@ use runner_metrics_core::model::{
 };
 use runner_metrics_core::parse::Corruption;
 use runner_metrics_core::quarantine::{list_quarantine, quarantine_storage, REASON_SUFFIX};
-use runner_metrics_core::{files, parse, FILE_SIZE_BYTES_LIMIT};
+use runner_metrics_core::{parse, FILE_SIZE_BYTES_LIMIT};
+use runner_metrics_fixtures::{
+    self as fixtures, deep_chain, snapshot, valid_files, within, StorageRoot, ALL_FILES, INSTALLED, POST_JOB, PRE_JOB,
+    START, VALID_INSTALLED as INSTALLED_TEXT, VALID_POST_JOB as POST_JOB_TEXT, VALID_PRE_JOB as PRE_JOB_TEXT,
+    VALID_START as START_TEXT,
+};
 use serde_json::json;
-use tempfile::TempDir;
 
 // ---------------------------------------------------------------------------
 // Fixtures
@@ -41,28 +42,9 @@ const NEIGHBOUR: &str = "0123456789abcdef0123456789abcdef";
 /// Where storages are moved before their files are removed.
 const DELETING: &str = ".deleting";
 
-const START: &str = files::INSTALLATION_START;
-const INSTALLED: &str = files::INSTALLED;
-const PRE_JOB: &str = files::PRE_JOB;
-const POST_JOB: &str = files::POST_JOB;
-
-const START_TEXT: &[u8] = b"1700000000.123456";
-const INSTALLED_TEXT: &[u8] = b"1700000060\n";
-const PRE_JOB_TEXT: &[u8] = br#"{"workflow": "ci", "repository": "canonical/example", "event": "push", "timestamp": 1700000100, "workflow_run_id": "123456"}"#;
-const POST_JOB_TEXT: &[u8] = br#"{"timestamp": 1700000400, "status": "abnormal", "status_info": {"code": 1}}"#;
-
-fn valid_files() -> Vec<(&'static str, Vec<u8>)> {
-    vec![
-        (START, START_TEXT.to_vec()),
-        (INSTALLED, INSTALLED_TEXT.to_vec()),
-        (PRE_JOB, PRE_JOB_TEXT.to_vec()),
-        (POST_JOB, POST_JOB_TEXT.to_vec()),
-    ]
-}
-
 fn valid_metrics(name: &str) -> RunnerMetrics {
     RunnerMetrics {
-        installation_start_timestamp: Some(1_700_000_000.123_456),
+        installation_start_timestamp: Some(1_700_000_000.5),
         installed_timestamp: 1_700_000_060.0,
         pre_job: Some(PreJobMetrics {
             timestamp: 1_700_000_100.0,
@@ -80,16 +62,16 @@ fn valid_metrics(name: &str) -> RunnerMetrics {
     }
 }
 
-/// A storage root in a temporary directory, with an `outside` directory in
-/// a second temporary directory for symlink targets the guest must not reach.
+/// A storage root in a temporary directory (the shared fixtures'
+/// [`StorageRoot`]), with a stand-in for `/etc/passwd` in the `outside`
+/// directory beside it, for symlink targets the guest must not reach.
 struct Env {
-    tmp: TempDir,
-    outside: TempDir,
+    root: StorageRoot,
 }
 
 impl Env {
     fn new() -> Self {
-        let env = Self { tmp: TempDir::new().unwrap(), outside: TempDir::new().unwrap() };
+        let env = Self { root: StorageRoot::new() };
         fs::write(env.passwd(), PASSWD_TEXT).unwrap();
         env
     }
@@ -98,15 +80,15 @@ impl Env {
     /// root. Tests never point symlinks at real system files or directories,
     /// so even a guest bug that follows them can only harm temporary data.
     fn passwd(&self) -> PathBuf {
-        self.outside.path().join("passwd")
+        self.outside().join("passwd")
     }
 
     fn root(&self) -> &Path {
-        self.tmp.path()
+        self.root.path()
     }
 
     fn outside(&self) -> &Path {
-        self.outside.path()
+        self.root.outside()
     }
 
     fn fs(&self) -> NativeFs {
@@ -119,141 +101,32 @@ impl Env {
 
     /// `<root>/<name>/` holding the given files.
     fn storage<C: AsRef<[u8]>>(&self, name: &str, files: &[(&str, C)]) -> PathBuf {
-        let dir = self.path(name);
-        fs::create_dir(&dir).unwrap();
+        let runner = self.root.runner(name);
         for (file, content) in files {
-            fs::write(dir.join(file), content).unwrap();
+            runner.file(file, content);
         }
-        dir
+        runner.path
     }
 
     fn quarantine(&self) -> PathBuf {
-        self.path(".quarantine")
+        self.root.quarantine_dir()
     }
 }
 
 fn mkfifo(path: &Path) {
-    let c = CString::new(path.as_os_str().as_bytes()).unwrap();
-    // SAFETY: a valid NUL-terminated path.
-    let rc = unsafe { libc::mkfifo(c.as_ptr(), 0o644) };
-    assert_eq!(rc, 0, "mkfifo {path:?}: {}", std::io::Error::last_os_error());
+    fixtures::mkfifo(path).unwrap_or_else(|e| panic!("mkfifo {path:?}: {e}"));
 }
 
 fn mksocket(path: &Path) {
-    // Binding creates the socket file; it stays after the listener is gone.
-    drop(UnixListener::bind(path).unwrap());
+    fixtures::mksocket(path).unwrap_or_else(|e| panic!("bind {path:?}: {e}"));
 }
 
 fn set_mtime(path: &Path, time: SystemTime) {
-    fs::File::open(path).unwrap().set_modified(time).unwrap();
+    fixtures::set_mtime(path, time).unwrap();
 }
 
 fn unix_now() -> f64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
-}
-
-/// Runs `f` on a thread and fails the test if it does not finish in time
-/// (a FIFO opened for reading without `O_NONBLOCK` would block forever).
-fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    let handle = std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(value) => value,
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("did not finish within {secs} s: something blocked"),
-        Err(mpsc::RecvTimeoutError::Disconnected) => match handle.join() {
-            Err(panic) => std::panic::resume_unwind(panic),
-            Ok(()) => unreachable!("the thread ended without sending"),
-        },
-    }
-}
-
-/// Builds `<top>/d/d/.../d/bottom` `depth` levels deep.
-fn deep_chain(top: &Path, depth: usize) {
-    deep_chain_named(top, depth, "d");
-}
-
-/// Builds `<top>/<name>/<name>/.../<name>/bottom` with `*at` calls, so the
-/// chain may be longer than `PATH_MAX`.
-fn deep_chain_named(top: &Path, depth: usize, name: &str) {
-    let flags = libc::O_DIRECTORY | libc::O_RDONLY | libc::O_CLOEXEC;
-    let top = CString::new(top.as_os_str().as_bytes()).unwrap();
-    let name = CString::new(name).unwrap();
-    let d: &CStr = &name;
-    // SAFETY: plain syscalls on NUL-terminated names and file descriptors we own.
-    unsafe {
-        let mut fd = libc::open(top.as_ptr(), flags);
-        assert!(fd >= 0, "open top: {}", std::io::Error::last_os_error());
-        for level in 0..depth {
-            assert_eq!(libc::mkdirat(fd, d.as_ptr(), 0o755), 0, "mkdirat at level {level}");
-            let next = libc::openat(fd, d.as_ptr(), flags);
-            assert!(next >= 0, "openat at level {level}: {}", std::io::Error::last_os_error());
-            libc::close(fd);
-            fd = next;
-        }
-        let file = libc::openat(fd, c"bottom".as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC, 0o644);
-        assert!(file >= 0, "create bottom: {}", std::io::Error::last_os_error());
-        libc::close(file);
-        libc::close(fd);
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Tree snapshots: prove that nothing changed, or that a move kept everything
-// ---------------------------------------------------------------------------
-
-#[derive(Debug, Clone, PartialEq)]
-enum Node {
-    Dir {
-        mtime: SystemTime,
-    },
-    /// Sparse test files can be huge: the length and the first 64 KiB.
-    File {
-        len: u64,
-        head: Vec<u8>,
-        mtime: SystemTime,
-    },
-    Symlink {
-        target: PathBuf,
-    },
-    Fifo {
-        mtime: SystemTime,
-    },
-    Socket,
-}
-
-type Tree = BTreeMap<PathBuf, Node>;
-
-/// Every entry under `top` (itself as `""`), without following symlinks.
-fn snapshot(top: &Path) -> Tree {
-    let mut tree = Tree::new();
-    let mut stack = vec![PathBuf::new()];
-    while let Some(rel) = stack.pop() {
-        let path = if rel.as_os_str().is_empty() { top.to_path_buf() } else { top.join(&rel) };
-        let meta = fs::symlink_metadata(&path).unwrap();
-        let ft = meta.file_type();
-        let node = if ft.is_symlink() {
-            Node::Symlink { target: fs::read_link(&path).unwrap() }
-        } else if ft.is_dir() {
-            for entry in fs::read_dir(&path).unwrap() {
-                stack.push(rel.join(entry.unwrap().file_name()));
-            }
-            Node::Dir { mtime: meta.modified().unwrap() }
-        } else if ft.is_file() {
-            let mut head = Vec::new();
-            fs::File::open(&path).unwrap().take(64 * 1024).read_to_end(&mut head).unwrap();
-            Node::File { len: meta.len(), head, mtime: meta.modified().unwrap() }
-        } else if ft.is_fifo() {
-            Node::Fifo { mtime: meta.modified().unwrap() }
-        } else if ft.is_socket() {
-            Node::Socket
-        } else {
-            panic!("unexpected entry {path:?}");
-        };
-        tree.insert(rel, node);
-    }
-    tree
 }
 
 /// A snapshot without the top directory's own entry (a move may touch it).
@@ -262,6 +135,8 @@ fn contents(top: &Path) -> Tree {
     tree.remove(Path::new(""));
     tree
 }
+
+type Tree = BTreeMap<PathBuf, fixtures::Node>;
 
 fn names_in(dir: &Path) -> BTreeSet<String> {
     fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect()
@@ -364,7 +239,7 @@ fn scan_reports_invalid_names_and_non_directories_and_touches_nothing() {
 
     let before = snapshot(env.root());
     let outside_before = snapshot(env.outside());
-    let entries = within(10, {
+    let entries = within(Duration::from_secs(10), "the call", {
         let fs = env.fs();
         move || scan_all(fs, Selection::default())
     });
@@ -670,7 +545,7 @@ fn storage_without_installed_timestamp_is_deleted_as_no_data() {
         let neighbour = snapshot(&env.path(NEIGHBOUR));
         let outside = snapshot(env.outside());
 
-        let outcome = within(20, {
+        let outcome = within(Duration::from_secs(20), "the call", {
             let fs = env.fs();
             move || extract_storage(&fs, NAME, false)
         });
@@ -928,7 +803,7 @@ fn check_quarantined(file: &'static str, label: &str, bad: &Bad, reason: Quarant
     };
 
     let before = unix_now();
-    let outcome = within(20, {
+    let outcome = within(Duration::from_secs(20), "the call", {
         let fs = env.fs();
         move || extract_storage(&fs, NAME, false)
     });
@@ -1055,7 +930,7 @@ fn fifo_in_place_of_a_file_does_not_block() {
     let env = Env::new();
     let dir = env.storage(NAME, &[(INSTALLED, INSTALLED_TEXT)]);
     mkfifo(&dir.join(PRE_JOB));
-    let outcome = within(10, {
+    let outcome = within(Duration::from_secs(10), "the call", {
         let fs = env.fs();
         move || extract_storage(&fs, NAME, false)
     });
@@ -1138,7 +1013,7 @@ fn swapped_files_are_caught_at_open() {
         let dir = env.storage(NAME, &[(INSTALLED, INSTALLED_TEXT)]);
         place(&env, &dir, PRE_JOB, &bad);
         let fs = LyingLstat { inner: env.fs(), path: rel.clone() };
-        let outcome = within(10, move || extract_storage(&fs, NAME, true));
+        let outcome = within(Duration::from_secs(10), "the call", move || extract_storage(&fs, NAME, true));
         let Outcome::Quarantined(info) = outcome else { panic!("{bad:?}: {outcome:?}") };
         assert_eq!((info.reason, info.file.as_deref()), (reason, Some(PRE_JOB)), "{bad:?}: {info:?}");
         match bad {
@@ -1277,7 +1152,7 @@ fn delete_removes_a_nested_tree_without_following_symlinks() {
     let outside = snapshot(env.outside());
     let neighbour = snapshot(&env.path(NEIGHBOUR));
 
-    let result = within(20, {
+    let result = within(Duration::from_secs(20), "the call", {
         let fs = env.fs();
         move || delete_storage(&fs, NAME)
     });
@@ -1332,7 +1207,7 @@ fn delete_handles_a_deep_tree() {
     // 600 levels, with files at several depths. (Each operation resolves a
     // root-relative path, so the walk is quadratic in the depth: 1500 levels
     // take seconds.)
-    deep_chain(&dir, 600);
+    deep_chain(&dir, 600, "d");
     let mut level = dir.clone();
     for depth in 0..600 {
         level.push("d");
@@ -1343,7 +1218,7 @@ fn delete_handles_a_deep_tree() {
     }
     let outside = snapshot(env.outside());
     let start = Instant::now();
-    let result = within(60, {
+    let result = within(Duration::from_secs(60), "the call", {
         let fs = env.fs();
         move || delete_storage(&fs, NAME)
     });
@@ -1362,9 +1237,9 @@ fn delete_handles_many_files_and_nested_directories() {
     for i in 0..10_000 {
         fs::write(wide.join(format!("f{i:05}")), b"x").unwrap();
     }
-    deep_chain(&dir, 200);
+    deep_chain(&dir, 200, "d");
     let start = Instant::now();
-    let result = within(60, {
+    let result = within(Duration::from_secs(60), "the call", {
         let fs = env.fs();
         move || delete_storage(&fs, NAME)
     });
@@ -1382,8 +1257,8 @@ fn no_data_storage_with_a_huge_tree_is_deleted() {
     for i in 0..2_000 {
         fs::write(dir.join(format!("junk{i}")), b"x").unwrap();
     }
-    deep_chain(&dir, 300);
-    let outcome = within(60, {
+    deep_chain(&dir, 300, "d");
+    let outcome = within(Duration::from_secs(60), "the call", {
         let fs = env.fs();
         move || extract_storage(&fs, NAME, false)
     });
@@ -1397,8 +1272,8 @@ fn no_data_storage_with_a_huge_tree_is_deleted() {
 fn assert_deep_chain_is_deleted_whole(depth: usize, name: &str) {
     let env = Env::new();
     let dir = env.storage(NAME, &[(INSTALLED, INSTALLED_TEXT)]);
-    deep_chain_named(&dir, depth, name);
-    let result = within(120, {
+    deep_chain(&dir, depth, name);
+    let result = within(Duration::from_secs(120), "the call", {
         let fs = env.fs();
         move || delete_storage(&fs, NAME)
     });
@@ -1614,7 +1489,7 @@ fn list_quarantine_lists_unreadable_reason_files() {
         .as_f64()
         .unwrap();
 
-    let listing = within(10, {
+    let listing = within(Duration::from_secs(10), "the call", {
         let fs = env.fs();
         move || list_quarantine(&fs).unwrap()
     });
@@ -1808,13 +1683,13 @@ fn recover_finishes_a_deletion_the_trap_cut_short() {
 
 /// `top/name` holding `files` (name, is a directory) after
 /// `remove_tree_expecting`: gone either way, through the fast path or the walk.
-fn removed_expecting(files: &[(&str, bool)]) -> bool {
+fn removed_expecting(entries: &[(&str, bool)]) -> bool {
     use runner_metrics_core::fs::NativeDir;
     use runner_metrics_core::walk::{remove_tree_expecting, DirHandle};
-    let tmp = TempDir::new().unwrap();
+    let tmp = tempfile::TempDir::new().unwrap();
     let storage = tmp.path().join("s");
     fs::create_dir(&storage).unwrap();
-    for (file, dir) in files {
+    for (file, dir) in entries {
         if *dir {
             fs::create_dir_all(storage.join(file).join("inner")).unwrap();
         } else {
@@ -1822,15 +1697,21 @@ fn removed_expecting(files: &[(&str, bool)]) -> bool {
         }
     }
     let top = NativeDir::open(tmp.path()).unwrap();
-    remove_tree_expecting(&top, &NativeDir::name_from("s"), &files::ALL).unwrap();
+    remove_tree_expecting(&top, &NativeDir::name_from("s"), &ALL_FILES).unwrap();
     !storage.exists() && fs::read_dir(tmp.path()).unwrap().count() == 0
 }
 
 #[test]
 fn a_storage_of_known_files_is_emptied_by_name_and_anything_else_by_the_walk() {
-    assert!(removed_expecting(&[(files::INSTALLED, false), (files::PRE_JOB, false)]));
+    assert!(removed_expecting(&[(INSTALLED, false), (PRE_JOB, false)]));
     // An extra file, a known name that is a directory, an extra directory.
-    assert!(removed_expecting(&[(files::INSTALLED, false), ("extra", false)]));
-    assert!(removed_expecting(&[(files::PRE_JOB, true)]));
-    assert!(removed_expecting(&[("deep", true), (files::POST_JOB, false)]));
+    assert!(removed_expecting(&[(INSTALLED, false), ("extra", false)]));
+    assert!(removed_expecting(&[(PRE_JOB, true)]));
+    assert!(removed_expecting(&[("deep", true), (POST_JOB, false)]));
+}
+
+#[test]
+fn the_shared_fixtures_name_the_cores_files_and_limit() {
+    assert_eq!(ALL_FILES, runner_metrics_core::files::ALL);
+    assert_eq!(fixtures::FILE_SIZE_LIMIT, FILE_SIZE_BYTES_LIMIT);
 }

@@ -6,13 +6,10 @@
 //!
 //! One module per purpose, all re-exported here:
 //!
-//! * `fixtures`: the runner files, their limits, spec 6's fixture F.
-//! * `roots`: [`StorageRoot`] builds a storage root (runner directories with
-//!   given files, symlinks, FIFOs, directories in place of files, oversized
-//!   files, stray root entries).
-//! * `trees`: [`snapshot`] records a whole tree (paths, types, contents,
-//!   symlink targets, modes, modification times) to prove that nothing
-//!   changed.
+//! * `runner_metrics_fixtures` (crate `tests/fixtures`, shared with the
+//!   core's own tests), re-exported: the runner files and spec 6's fixture
+//!   F, [`StorageRoot`] (a storage root on disk), [`snapshot`] (a whole
+//!   tree recorded), [`deep_chain`], [`within`].
 //! * `runs`: [`plugin`] opens the [`Plugin`] once per test binary, with a
 //!   machine-code cache under the target directory (never the user's home
 //!   cache); [`run`] is `collect` with a [`MemorySink`], gathering every
@@ -25,15 +22,11 @@
 //!   would, for the job-metrics tests; [`schema`] validates event lines.
 
 use std::collections::BTreeMap;
-use std::ffi::CString;
 use std::fs;
-use std::io;
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 pub use runner_metrics;
 
@@ -47,17 +40,12 @@ use runner_metrics::{
 };
 
 mod binaries;
-mod fixtures;
 mod privileges;
-mod roots;
 mod runs;
 mod threats;
-mod trees;
 
 pub use binaries::*;
-pub use fixtures::*;
 pub use privileges::*;
-pub use roots::*;
+pub use runner_metrics_fixtures::*;
 pub use runs::*;
 pub use threats::*;
-pub use trees::*;

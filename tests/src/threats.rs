@@ -2,24 +2,6 @@
 
 use crate::*;
 
-/// Runs `f` on a thread of its own and returns its result; fails the test
-/// (without waiting any longer) if it has not finished within `deadline`.
-/// A panic inside `f` is passed on to the caller.
-pub fn within<T: Send + 'static>(deadline: Duration, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::Builder::new()
-        .name(format!("within: {what}"))
-        .spawn(move || {
-            let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
-        })
-        .expect("spawn the watched thread");
-    match rx.recv_timeout(deadline) {
-        Ok(Ok(value)) => value,
-        Ok(Err(panic)) => std::panic::resume_unwind(panic),
-        Err(_) => panic!("{what} did not finish within {deadline:?}: the host hangs"),
-    }
-}
-
 /// `collect` with any plugin into any sink, on a watched thread that must
 /// finish within `deadline`. Returns the run, the sink and how long it took.
 pub fn run_within<S: EventSink + Send + 'static>(
@@ -272,29 +254,6 @@ impl Scene {
     /// [`Scene::assert_fate_of`] for a storage with a UTF-8 name.
     pub fn assert_fate(&self, collected: &Collected, name: &str, fate: &Fate) {
         self.assert_fate_of(collected, name, name, fate);
-    }
-}
-
-/// Makes a chain of `depth` directories named `name` under `top`, one
-/// `mkdirat` at a time relative to the last one (no path could name the
-/// bottom of a deep chain: PATH_MAX is 4096 bytes).
-pub fn deep_chain(top: &Path, depth: usize, name: &str) {
-    use std::os::unix::ffi::OsStrExt;
-    let flags = libc::O_DIRECTORY | libc::O_RDONLY | libc::O_CLOEXEC;
-    let top = std::ffi::CString::new(top.as_os_str().as_bytes()).expect("a path without NUL");
-    let name = std::ffi::CString::new(name).expect("a name without NUL");
-    // SAFETY: plain syscalls on NUL-terminated names and descriptors we own.
-    unsafe {
-        let mut fd = libc::open(top.as_ptr(), flags);
-        assert!(fd >= 0, "open top: {}", io::Error::last_os_error());
-        for level in 0..depth {
-            assert_eq!(libc::mkdirat(fd, name.as_ptr(), 0o755), 0, "mkdirat at level {level}");
-            let next = libc::openat(fd, name.as_ptr(), flags);
-            assert!(next >= 0, "openat at level {level}: {}", io::Error::last_os_error());
-            libc::close(fd);
-            fd = next;
-        }
-        libc::close(fd);
     }
 }
 
