@@ -125,10 +125,10 @@ pub(crate) enum Command {
     Ingest(crate::ingest::IngestArgs),
     /// Print each extracted RunnerMetrics as one JSON line on stdout.
     ///
-    /// Without --keep, storages are then treated as `collect` treats them
-    /// (corrupt ones quarantined, empty and extracted ones deleted), under
-    /// the storage root's lock (exit status 3 when another run holds it past
-    /// --wait). With --keep nothing on disk changes.
+    /// Without --dry-run, storages are then treated as `collect` treats
+    /// them (corrupt ones quarantined, empty and extracted ones deleted),
+    /// under the storage root's lock (exit status 3 when another run holds
+    /// it past --wait). With --dry-run nothing on disk changes.
     Extract(ExtractArgs),
     /// Inspect, restore and purge quarantined storages.
     #[command(subcommand)]
@@ -398,9 +398,10 @@ pub(crate) struct ExtractArgs {
     pub(crate) selection: SelectionArgs,
     #[command(flatten)]
     pub(crate) os_sandbox: OsSandboxArgs,
-    /// Change nothing on disk: no quarantine, no deletion (and no lock).
-    #[arg(long, help_heading = "Output")]
-    pub(crate) keep: bool,
+    /// A dry run: change nothing on disk, no quarantine, no deletion (and
+    /// no lock). `--keep` is its old name.
+    #[arg(long = "dry-run", alias = "keep", help_heading = "Output")]
+    pub(crate) dry_run: bool,
     #[command(flatten)]
     pub(crate) wait: WaitArgs,
 }

@@ -44,7 +44,7 @@ pub(crate) fn run_collect(sandbox: &SandboxArgs, args: CollectArgs) -> Result<Ex
     let options = CollectOptions {
         selection,
         emit: Emit::Events { flavor: args.output.flavor.clone() },
-        keep: false,
+        dry_run: false,
         batch_size: 64,
         lock_wait: args.wait.duration()?,
         policy: args.policy.policy(),
@@ -134,18 +134,18 @@ pub(crate) fn run_extract(sandbox: &SandboxArgs, args: ExtractArgs) -> Result<Ex
     check_root(storage)?;
     let wait = args.wait.duration()?;
     let plugin_options = sandbox.options()?;
-    // The root's lock unless --keep (which changes nothing), then the
+    // The root's lock unless --dry-run (which changes nothing), then the
     // process confined before the plugin starts.
-    let lock = if args.keep { None } else { Some(RootLock::acquire(storage, wait)?) };
+    let lock = if args.dry_run { None } else { Some(RootLock::acquire(storage, wait)?) };
     let root = lock.as_ref().map_or_else(|| storage.canonicalize(), |l| Ok(l.root().to_owned()));
     let root = root.with_context(|| format!("storage root {}", storage.display()))?;
     let precompiled = precompile(&plugin_options, &[&root])?;
-    let _confined = os.confine(os.grants(&root, args.keep, &plugin_options)?)?;
+    let _confined = os.confine(os.grants(&root, args.dry_run, &plugin_options)?)?;
     let plugin = open_precompiled(&plugin_options, precompiled)?;
     let options = CollectOptions {
         selection,
         emit: Emit::Metrics,
-        keep: args.keep,
+        dry_run: args.dry_run,
         batch_size: 64,
         lock_wait: wait,
         ..CollectOptions::events("")

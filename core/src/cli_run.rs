@@ -4,7 +4,7 @@
 //! ```text
 //! wasmtime run --dir /home/ubuntu/runner-fs::/storage runner_metrics.wasm \
 //!     collect --flavor small [--exclude NAME]... [--include NAME]... \
-//!     [--min-age SECONDS] [--job NAME=QUEUE_SECONDS[:CONCLUSION]]... [--keep] [--json] [--verbose]
+//!     [--min-age SECONDS] [--job NAME=QUEUE_SECONDS[:CONCLUSION]]... [--dry-run] [--json] [--verbose]
 //! ```
 //!
 //! Events go to stdout as JSON lines; each storage's lines are written and
@@ -69,7 +69,7 @@ impl wasi::exports::cli::run::Guest for CliRun {
 const USAGE: &str = "\
 usage: wasmtime run --dir STORAGE_ROOT::/storage runner_metrics.wasm collect --flavor FLAVOR
            [--exclude NAME]... [--include NAME]... [--min-age SECONDS]
-           [--job NAME=QUEUE_SECONDS[:CONCLUSION]]... [--keep] [--json] [--verbose]
+           [--job NAME=QUEUE_SECONDS[:CONCLUSION]]... [--dry-run] [--json] [--verbose]
 
 Extracts every runner storage under /storage (the one directory granted with
 --dir), writes the events as JSON lines on stdout and the per-storage
@@ -82,7 +82,8 @@ before it is deleted; corrupt storages are moved to /storage/.quarantine/.
   --min-age SECONDS    skip storages modified less than SECONDS ago
   --job NAME=Q[:C]     job metrics for runner NAME: queue duration Q seconds,
                        conclusion C (success, failure, cancelled, ...)
-  --keep               dry run: change nothing on disk (no deletion, no quarantine)
+  --dry-run            change nothing on disk (no deletion, no quarantine); `--keep` is
+                       its old name
   --json               reports and summary as JSON objects, one per line
   --verbose            report every storage, not only quarantined and failed ones
 
@@ -99,7 +100,7 @@ struct Options {
     flavor: String,
     selection: Selection,
     jobs: Vec<(String, GithubJobMetrics)>,
-    keep: bool,
+    dry_run: bool,
     json: bool,
     verbose: bool,
 }
@@ -114,7 +115,7 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
     let mut flavor = None;
     let mut selection = Selection::default();
     let mut jobs = Vec::new();
-    let (mut keep, mut json, mut verbose) = (false, false, false);
+    let (mut dry_run, mut json, mut verbose) = (false, false, false);
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
             Some((flag, value)) if flag.starts_with("--") => (flag, Some(value.to_owned())),
@@ -136,8 +137,10 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
                 selection.min_age_seconds = Some(seconds);
             }
             "--job" => jobs.push(parse_job(&value()?)?),
-            "--keep" | "--json" | "--verbose" if inline.is_some() => return Err(format!("{flag} takes no value")),
-            "--keep" => keep = true,
+            "--dry-run" | "--keep" | "--json" | "--verbose" if inline.is_some() => {
+                return Err(format!("{flag} takes no value"))
+            }
+            "--dry-run" | "--keep" => dry_run = true,
             "--json" => json = true,
             "--verbose" | "-v" => verbose = true,
             "--help" | "-h" => return Ok(Command::Help),
@@ -145,7 +148,7 @@ fn parse_args(args: &[String]) -> Result<Command, String> {
         }
     }
     let flavor = flavor.ok_or("--flavor is required")?;
-    Ok(Command::Collect(Options { flavor, selection, jobs, keep, json, verbose }))
+    Ok(Command::Collect(Options { flavor, selection, jobs, dry_run, json, verbose }))
 }
 
 /// `NAME=QUEUE_SECONDS[:CONCLUSION]`
@@ -257,7 +260,7 @@ fn collect(options: &Options, out: &mut OutputStream, err: &mut Stderr) -> (Summ
     };
     let collect_options = CollectOptions {
         selection: options.selection.clone(),
-        keep: options.keep,
+        keep: options.dry_run,
         batch_size: 1,
         ..CollectOptions::events(options.flavor.clone())
     };

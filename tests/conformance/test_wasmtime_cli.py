@@ -119,10 +119,11 @@ def test_text_summary_and_notable_reports_on_stderr(tmp_path, wasmtime, componen
     assert done.stdout == b""
 
 
-def test_keep_changes_nothing(tmp_path, wasmtime, component):
+@pytest.mark.parametrize("flag", ["--dry-run", "--keep"])  # `--keep`: the old name
+def test_a_dry_run_changes_nothing(tmp_path, wasmtime, component, flag):
     root = conformance.build_case(conformance.case_by_name("corrupt-storages"), tmp_path)
     before = conformance.snapshot(tmp_path)
-    done = run(wasmtime, component, root, "collect", "--flavor", "small", "--keep", "--json")
+    done = run(wasmtime, component, root, "collect", "--flavor", "small", flag, "--json")
     assert conformance.snapshot(tmp_path) == before
     reports, summary = parse_stderr(done.stderr)
     assert summary["quarantined"] == len(reports) and all("would be quarantined" in r.detail for r in reports)

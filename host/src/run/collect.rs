@@ -28,7 +28,7 @@ use crate::summary::{OutcomeKind, StorageReport, Summary};
 /// be listed, the log cannot be written, too many traps), with the reports
 /// so far delivered and the rest of the storages untouched.
 ///
-/// Unless `options.keep`, the root's lock ([`crate::lock`]) is held for the
+/// Unless `options.dry_run`, the root's lock ([`crate::lock`]) is held for the
 /// whole run, waiting at most `options.lock_wait` for another run: when it
 /// stays busy, the error is a [`LockError`](crate::lock::LockError) (find it
 /// with `downcast_ref`) and nothing was touched.
@@ -41,7 +41,7 @@ pub fn collect(
     on_report: &mut dyn FnMut(&StorageReport),
 ) -> Result<Summary> {
     let root = root.canonicalize().with_context(|| format!("storage root {}", root.display()))?;
-    if options.keep {
+    if options.dry_run {
         return run_collect(plugin, root, options, jobs, sink, on_report);
     }
     let lock = RootLock::acquire(&root, options.lock_wait)?;
@@ -96,10 +96,10 @@ fn reattach_bounded(
 ) -> Result<(crate::bindings::CollectOptions, Vec<StorageReport>)> {
     use crate::storage::bounded::{self, Reattached};
     let mut wit = options.to_wit();
-    let (reattached, failed) = bounded::reattach_all(root, options.keep)?;
+    let (reattached, failed) = bounded::reattach_all(root, options.dry_run)?;
     let mut unmounted: Vec<(String, String)> = failed.into_iter().map(|(name, e)| (name, e.to_string())).collect();
     // Why no bounded storage can be moved out by this run, if none can.
-    let stuck = if reattached.is_empty() || options.keep {
+    let stuck = if reattached.is_empty() || options.dry_run {
         None
     } else if !confined {
         Some("a bounded storage is moved only on the confined filesystem, and this kernel lacks openat2(2)".to_owned())

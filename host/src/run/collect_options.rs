@@ -18,15 +18,16 @@ pub enum Emit {
 pub struct CollectOptions {
     pub selection: Selection,
     pub emit: Emit,
-    /// Change nothing on disk: no quarantine, no deletion.
-    pub keep: bool,
+    /// A dry run: nothing on disk changes (no quarantine, no deletion, no
+    /// lock); the reports say what would happen.
+    pub dry_run: bool,
     /// Extracted storages whose lines are written (and synced) together
     /// before they are deleted. Bigger batches mean fewer syncs.
     pub batch_size: usize,
     /// How long [`collect`] waits for another run on the same root to
     /// release the root's lock (spec 7); zero gives up at once with
     /// [`LockError::Busy`](crate::lock::LockError::Busy). Not used by
-    /// [`collect_holding`], nor with `keep`.
+    /// [`collect_holding`], nor in a dry run.
     pub lock_wait: Duration,
     /// What a corrupt metrics file does to its runner: [`Policy::Strict`]
     /// quarantines the runner whole; [`Policy::Lenient`] counts the file as
@@ -54,9 +55,9 @@ impl CollectOptions {
                 Emit::Events { flavor } => wit::Emit::Events(flavor.clone()),
                 Emit::Metrics => wit::Emit::Metrics,
             },
-            keep: self.keep,
+            keep: self.dry_run,
             batch_size: u32::try_from(self.batch()).unwrap_or(u32::MAX),
-            purge_deleting: !self.keep,
+            purge_deleting: !self.dry_run,
             done: Vec::new(),
             done_unnamed: 0,
             policy: self.policy,
@@ -69,7 +70,7 @@ impl CollectOptions {
         Self {
             selection: empty_selection(),
             emit,
-            keep: false,
+            dry_run: false,
             batch_size: 64,
             lock_wait: Duration::ZERO,
             policy: Policy::Strict,

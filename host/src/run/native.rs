@@ -38,7 +38,7 @@ pub fn collect_native(
             Emit::Events { flavor } => guest::Emit::Events(flavor.clone()),
             Emit::Metrics => guest::Emit::Metrics,
         },
-        keep: options.keep,
+        keep: options.dry_run,
         batch_size: u32::try_from(options.batch_size).unwrap_or(u32::MAX),
         ..guest::CollectOptions::events("")
     };

@@ -72,7 +72,7 @@ fn help_of_every_subcommand_exits_zero_and_names_its_flags() {
                 "3 when another run",
             ],
         ),
-        (&["extract"], &["--storage", "--exclude", "--include", "--min-age", "--keep", "--wait"]),
+        (&["extract"], &["--storage", "--exclude", "--include", "--min-age", "--dry-run", "--wait"]),
         (&["quarantine"], &["list"]),
         (&["quarantine", "list"], &["--storage", "--json"]),
         (&["demo"], &["--keep-files"]),
@@ -326,11 +326,18 @@ fn collect_exits_1_when_storages_are_left_failed() {
 }
 
 #[test]
-fn extract_keep_prints_runner_metrics_and_changes_nothing() {
+fn extract_dry_run_prints_runner_metrics_and_changes_nothing() {
+    // `--keep` is the flag's old name, still accepted.
+    for flag in ["--dry-run", "--keep"] {
+        extract_dry_run(flag);
+    }
+}
+
+fn extract_dry_run(flag: &str) {
     let root = sample_root();
     let whole = root.path().parent().unwrap().to_owned();
     let before = snapshot(&whole);
-    let out = output(cli().args(["extract", "--keep", "--storage"]).arg(root.path()));
+    let out = output(cli().args(["extract", flag, "--storage"]).arg(root.path()));
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let lines = text_lines(&out.stdout);
     assert_eq!(lines.len(), 1, "{}", out.stdout);
@@ -351,7 +358,7 @@ fn extract_keep_prints_runner_metrics_and_changes_nothing() {
         &out.stderr,
         [("extracted", 1), ("no-data", 1), ("quarantined", 1), ("skipped", 1), ("failed", 0), ("lines", 1)],
     );
-    assert_eq!(diff(&before, &snapshot(&whole)), "", "extract --keep changed the disk");
+    assert_eq!(diff(&before, &snapshot(&whole)), "", "extract {flag} changed the disk");
 }
 
 #[test]

@@ -173,12 +173,12 @@ fn a_collect_that_finds_the_lock_taken_exits_3_naming_the_lock_and_the_holders_p
     assert_eq!(diff(&before, &snapshot(&root.join("r-00000"))), "", "nothing touched");
     assert!(fs::read_to_string(&log).unwrap_or_default().is_empty(), "no event written");
 
-    // `extract` (it deletes too) is kept out the same way; `extract --keep`
+    // `extract` (it deletes too) is kept out the same way; `extract --dry-run`
     // changes nothing and needs no lock.
     let out = output(cli().args(["extract", "--wait", "0", "--storage"]).arg(root.path()));
     assert_eq!(out.code, Some(3), "{}", out.stderr);
     assert!(out.stderr.contains(&format!("pid {pid}")), "{}", out.stderr);
-    let out = output(cli().args(["extract", "--keep", "--storage"]).arg(root.path()));
+    let out = output(cli().args(["extract", "--dry-run", "--storage"]).arg(root.path()));
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     assert_eq!(out.stdout.lines().count(), 3);
     assert!(!out.stderr.contains(".lock"), "the lock file is not a storage:\n{}", out.stderr);
@@ -224,7 +224,7 @@ fn the_library_takes_the_lock_and_says_busy_with_a_typed_error() {
     assert!(root.join("r-00001").exists());
 
     // A dry run changes nothing and does not need the lock.
-    let keep = CollectOptions { keep: true, ..CollectOptions::events("small") };
+    let keep = CollectOptions { dry_run: true, ..CollectOptions::events("small") };
     let (collected, lines) = run(root.path(), &keep, &mut NoJobMetrics);
     assert_eq!(collected.summary().extracted, 1);
     assert_eq!(lines.len(), 3);

@@ -239,7 +239,7 @@ fn keep_changes_nothing_on_disk_for_any_outcome() {
     let whole = root.path().parent().unwrap().to_owned();
     let before = snapshot(&whole);
 
-    let options = CollectOptions { keep: true, ..CollectOptions::events("small") };
+    let options = CollectOptions { dry_run: true, ..CollectOptions::events("small") };
     let (collected, lines) = run(root.path(), &options, &mut NoJobMetrics);
     assert_eq!(diff(&before, &snapshot(&whole)), "", "keep must change nothing");
     assert_dry_run_reports(&collected);
@@ -250,8 +250,9 @@ fn keep_changes_nothing_on_disk_for_any_outcome() {
         (3, 2, 8, 4, 0)
     );
 
-    // The same with metrics lines (`extract --keep`), and twice in a row.
-    let options = CollectOptions { keep: true, emit: runner_metrics::Emit::Metrics, ..CollectOptions::events("small") };
+    // The same with metrics lines (`extract --dry-run`), and twice in a row.
+    let options =
+        CollectOptions { dry_run: true, emit: runner_metrics::Emit::Metrics, ..CollectOptions::events("small") };
     for _ in 0..2 {
         let (collected, lines) = run(root.path(), &options, &mut NoJobMetrics);
         assert_dry_run_reports(&collected);

@@ -67,7 +67,7 @@ pub fn ingest_holding(
     sink: &mut dyn EventSink,
     on_report: &mut dyn FnMut(&StorageReport),
 ) -> Result<Summary> {
-    anyhow::ensure!(!options.keep, "pulled metrics are staged on disk, so they cannot be collected in a dry run");
+    anyhow::ensure!(!options.dry_run, "pulled metrics are staged on disk, so they cannot be collected in a dry run");
     let ledger = ledger::Ledger::new(lock.root(), options.remember_ingested);
     ledger.check(&pulled.runner_name)?;
     let runner = pulled.runner_name.clone();
