@@ -99,6 +99,12 @@ if [ "${SKIP_CLI:-0}" != 1 ]; then
 fi
 
 if [ "${SKIP_PYTHON:-0}" != 1 ]; then
+    # The Python binding of the Rust host (hosts/python/native, PyO3): built
+    # like maturin builds it (.cargo/config.toml keeps libpython out) and
+    # put beside the package's sources, where the tests import it from.
+    step "Python binding: cargo build --release -p runner-metrics-python"
+    cargo build --release -p runner-metrics-python
+    cp target/release/lib_native.so hosts/python/src/runner_metrics_host/_native.abi3.so
     step "Python host tests (hosts/python/tests)"
     rc=0
     (cd hosts/python && "${pytest[@]}" tests) 2>&1 | tee -a "$log" || rc=$?

@@ -1,0 +1,138 @@
+"""The Python binding of the Rust host library (``runner_metrics_host.native``, the extension
+``_native``): the shared conformance cases, byte for byte as every host writes them, and what a
+caller lends it (a sink of its own, job metrics, reports) and gets back when a callback fails.
+
+Skipped (and so refused under CI=true) when the extension is not built: scripts/test-hosts.sh
+builds it (cargo build -p runner-metrics-python) and puts it beside the package's sources."""
+
+import pytest
+
+import conformance
+
+native = pytest.importorskip(
+    "runner_metrics_host.native", reason="the extension _native is not built (scripts/test-hosts.sh builds it)"
+)
+from runner_metrics_host import CollectError, GithubJobMetrics  # noqa: E402
+
+CASES = conformance.load_cases()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+def test_conformance_case(case, tmp_path):
+    root = conformance.build_case(case, tmp_path)
+    before = conformance.snapshot(tmp_path)
+    log = tmp_path / "metrics.log"
+    asked = []
+
+    def job_metrics(metrics):
+        asked.append(metrics.runner_name)
+        job = case["jobs"].get(metrics.runner_name)
+        return None if job is None else GithubJobMetrics(job["queue_duration"], job.get("conclusion"))
+
+    selection = case["selection"]
+    summary = native.collect(
+        root,
+        case["flavor"],
+        exclude=selection.get("exclude", ()),
+        include=selection.get("include"),
+        min_age=selection.get("min_age"),
+        job_metrics=job_metrics,
+        metrics_log=log,
+    )
+    reports = [
+        conformance.Report(
+            name=r.name, outcome=r.outcome, reason=r.reason, file=r.file, events=r.events, detail=r.detail
+        )
+        for r in summary.reports
+    ]
+    # The lock file the Rust host leaves (empty, `<root>/.lock`) is its own.
+    (root / ".lock").unlink(missing_ok=True)
+    problems = conformance.check_run(
+        case, tmp_path, before, conformance.Run(reports, log.read_bytes() if log.exists() else b"")
+    )
+    assert not problems, "\n".join(problems)
+    assert summary.total == len(case["expect"])
+    assert summary.failed == 0
+    extracted = sorted(n for n, e in case["expect"].items() if e["outcome"] == "extracted")
+    assert sorted(asked) == extracted, "job_metrics is asked once per extracted runner"
+
+
+class Sink:
+    """A sink of the caller's: lines arrive in batches."""
+
+    def __init__(self, fail=False):
+        self.batches, self.fail = [], fail
+
+    def append(self, lines):
+        if self.fail:
+            raise OSError("the disk is full")
+        self.batches.append(list(lines))
+
+
+def fixture_f(root, name):
+    storage = root / name
+    storage.mkdir()
+    (storage / "runner-installation-start.timestamp").write_text("1.0")
+    (storage / "runner-installed.timestamp").write_text("2.0")
+    (storage / "pre-job-metrics.json").write_text(
+        '{"timestamp": 3.0, "workflow": "workflow1", "workflow_run_id": "workflow_run_id1", '
+        '"repository": "org1/repository1", "event": "push"}'
+    )
+    (storage / "post-job-metrics.json").write_text('{"timestamp": 3.0, "status": "normal", "status_info": null}')
+
+
+def test_a_sink_of_the_callers_gets_the_lines_in_batches_and_reports_arrive(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    for i in range(5):
+        fixture_f(root, f"r-{i}")
+    sink, seen = Sink(), []
+    summary = native.collect(root, "small", metrics_log=sink, batch_size=2, on_report=seen.append)
+    assert [len(b) for b in sink.batches] == [6, 6, 3], "three lines a runner, two runners a batch"
+    assert summary.extracted == 5 and summary.lines_written == 15
+    assert sorted(r.name for r in seen) == [f"r-{i}" for i in range(5)]
+    assert [p.name for p in root.iterdir() if not p.name.startswith(".")] == [], "all deleted"
+
+
+def test_a_sink_that_fails_stops_the_run_and_deletes_nothing(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    fixture_f(root, "r-1")
+    with pytest.raises(OSError, match="the disk is full"):
+        native.collect(root, "small", metrics_log=Sink(fail=True))
+    assert (root / "r-1" / "pre-job-metrics.json").exists(), "nothing is deleted before its lines are durable"
+
+
+def test_an_exception_from_job_metrics_is_raised_after_the_run(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    fixture_f(root, "r-1")
+
+    def broken(metrics):
+        raise KeyError(metrics.runner_name)
+
+    with pytest.raises(KeyError, match="r-1"):
+        native.collect(root, "small", job_metrics=broken, metrics_log=tmp_path / "log")
+
+
+def test_a_root_that_is_not_there_is_a_collect_error_naming_it(tmp_path):
+    with pytest.raises(CollectError, match="missing"):
+        native.collect(tmp_path / "missing", "small", metrics_log=tmp_path / "log")
+
+
+def test_ingest_of_loose_files_logs_the_runner_once(tmp_path):
+    files = {
+        "runner-installed.timestamp": b"2.0",
+        "pre-job-metrics.json": b'{"timestamp": 3.0, "workflow": "w", "workflow_run_id": "1", '
+        b'"repository": "o/r", "event": "push"}',
+        "post-job-metrics.json": None,
+    }
+    log = tmp_path / "log"
+    summary = native.ingest("r-pulled", files, tmp_path / "pulled", "small", installation_start=1.0, metrics_log=log)
+    assert (summary.extracted, summary.lines_written) == (1, 2), summary
+    assert [line.split('"event": ')[1].split('"')[1] for line in log.read_text().splitlines()] == [
+        "runner_installed",
+        "runner_start",
+    ]
+    with pytest.raises(ValueError, match="not a pulled metrics file"):
+        native.ingest("r-x", {"other": b""}, tmp_path / "pulled", "small", metrics_log=log)
