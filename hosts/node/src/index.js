@@ -86,6 +86,8 @@ class Sandbox {
     Object.assign(this, { run, port: port1, flag: new Int32Array(new SharedArrayBuffer(4)), ms: plugin.limits.timeoutMs });
     this.worker = new Worker(new URL('./worker.js', import.meta.url), {
       workerData: { glue: plugin.glue, modules: plugin.modules, root: run.root, flag: this.flag, port: port2 }, transferList: [port2], env: {},
+      // Not the caller's node flags: `--input-type` (say) makes every worker fail to start.
+      execArgv: [],
       resourceLimits: { maxOldGenerationSizeMb: plugin.limits.heapMb, maxYoungGenerationSizeMb: 16, stackSizeMb: 4 },
     }).on('message', (m) => this.message(m)).on('error', (e) => this.fail(`crashed: ${e.message}`)).on('exit', (c) => this.fail(`exited (${c})`));
   }

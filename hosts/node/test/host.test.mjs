@@ -137,6 +137,22 @@ test("the worker's V8 heap is capped (resourceLimits)", async () => {
   assert.ok(existsSync(join(root, 'runner-a')));
 });
 
+test("the worker does not inherit the caller's node flags (node --input-type=module -e)", async () => {
+  // Issue 26: the Worker took the parent's execArgv, so called from
+  // `node --input-type=module -e '...'` every collect failed with "guest
+  // recover crashed: --input-type can only be used with string input".
+  const { base, root } = build({ 'runner-a': STORAGE });
+  const log = join(base, 'metrics.log');
+  const index = new URL('../src/index.js', import.meta.url).href;
+  const script = `import { collect } from ${JSON.stringify(index)};
+const s = await collect(${JSON.stringify(root)}, 'small', { metricsLog: ${JSON.stringify(log)} });
+console.log(JSON.stringify([s.extracted, s.failed]));`;
+  const { execFileSync } = await import('node:child_process');
+  const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8' });
+  assert.equal(out.trim(), '[1,0]');
+  assert.equal(readFileSync(log, 'utf8'), LINES.map((l) => `${l}\n`).join(''));
+});
+
 test('a missing transpile is explained', async () => {
   await assert.rejects(Plugin.load(join(tmpdir(), 'runner-metrics-no-such-dir')), /npm run transpile/);
 });
