@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the installable packages into dist/, from the repository's own files:
 #
-#   dist/runner_metrics_host-<version>-py3-none-any.whl   Python host + components + py.typed
+#   dist/runner_metrics_host-<version>-cp311-abi3-<platform>.whl
+#                                                         Python: the binding of the Rust host (maturin,
+#                                                         PyO3), the pure WebAssembly host + components
 #   dist/runner-metrics-node-host-<version>.tgz           Node host + transpiled components (npm pack)
 #   dist/runner_metrics.wasm                              the plugin component itself
 #   dist/runner_metrics_keeper.wasm                       the keeper every host runs beside it
@@ -9,16 +11,19 @@
 #                                                         completions (scripts/package-deb.sh)
 #
 # <version> is the workspace version ([workspace.package] in Cargo.toml).
-# Both packages are built from staging copies under dist/.build/ (the working
-# tree's hosts/python and hosts/node are only read), the component from
+# The npm package is built from a staging copy under dist/.build/; the wheel
+# in place by maturin (the binding is a crate of this workspace; the
+# components it copies beside the sources are removed after). The component from
 # `cargo build --release -p runner-metrics` (the one profile the tests and
 # the Debian package use too; the components inside are always built with
 # the `component` profile).
 #
 # Needs Rust (rustup) unless RUNNER_METRICS_COMPONENT and
 # RUNNER_METRICS_KEEPER_COMPONENT name built .wasm files,
-# Python >= 3.10 with venv (the wheel is built in a venv with pip, setuptools
-# from PyPI), Node >= 20 with npm (jco from hosts/node/package-lock.json).
+# Rust for the wheel's extension in any case, Python >= 3.11 with venv (the
+# wheel is built in a venv with maturin from PyPI,
+# hosts/python/requirements-build.txt), Node >= 20 with npm (jco from
+# hosts/node/package-lock.json).
 #
 # Environment: RUNNER_METRICS_COMPONENT, RUNNER_METRICS_KEEPER_COMPONENT
 # (use these .wasm files, skip cargo),
@@ -68,30 +73,32 @@ for wasm in "$component" "$keeper"; do
 done
 
 if [ "${SKIP_PYTHON:-0}" != 1 ]; then
-    step "Python wheel $version (hosts/python + components)"
-    stage="$build/python"
-    mkdir -p "$stage"
-    cp hosts/python/pyproject.toml hosts/python/README.md "$stage/"
-    cp -r hosts/python/src "$stage/src"
-    find "$stage/src" \( -name __pycache__ -o -name '*.egg-info' \) -prune -exec rm -rf {} +
-    rm -f "$stage"/src/runner_metrics_host/*.wasm
-    cp "$component" "$stage/src/runner_metrics_host/runner_metrics.wasm"
-    cp "$keeper" "$stage/src/runner_metrics_host/runner_metrics_keeper.wasm"
-    # The project's version, not whatever pyproject.toml last said.
-    sed -i "s/^version = \".*\"/version = \"$version\"/" "$stage/pyproject.toml"
-    grep -q "^version = \"$version\"$" "$stage/pyproject.toml"
+    step "Python wheel $version (maturin: hosts/python, its Rust host binding, the components)"
+    # Built in place (the binding's crate is a member of this workspace, so
+    # it shares target/), with the components copied beside the package's
+    # sources for the pure WebAssembly host and removed again after. The
+    # version is the workspace's (maturin reads native/Cargo.toml).
     python=${PYTHON:-python3}
     "$python" -m venv "$build/venv"
-    "$build/venv/bin/python" -m pip wheel --quiet --disable-pip-version-check --no-deps \
-        --wheel-dir "$dist" "$stage"
-    wheel="$dist/runner_metrics_host-$version-py3-none-any.whl"
-    [ -f "$wheel" ] || { echo "pip did not write $wheel" >&2; ls "$dist" >&2; exit 1; }
-    # What ships: the module, the components and the typing marker.
+    "$build/venv/bin/python" -m pip install --quiet --disable-pip-version-check -r hosts/python/requirements-build.txt
+    package_dir=hosts/python/src/runner_metrics_host
+    find "$package_dir" -name __pycache__ -prune -exec rm -rf {} +
+    cp "$component" "$package_dir/runner_metrics.wasm"
+    cp "$keeper" "$package_dir/runner_metrics_keeper.wasm"
+    built=0
+    (cd hosts/python && "$build/venv/bin/maturin" build --release --quiet --out "$dist") || built=$?
+    rm -f "$package_dir/runner_metrics.wasm" "$package_dir/runner_metrics_keeper.wasm"
+    [ "$built" -eq 0 ] || { echo "maturin failed ($built)" >&2; exit 1; }
+    wheels=("$dist"/runner_metrics_host-"$version"-cp311-abi3-*.whl)
+    [ "${#wheels[@]}" -eq 1 ] && [ -f "${wheels[0]}" ] || { echo "maturin did not write one abi3 wheel" >&2; ls "$dist" >&2; exit 1; }
+    wheel=${wheels[0]}
+    # What ships: the modules, the binding, the components and the typing marker.
     "$build/venv/bin/python" - "$wheel" <<'EOF'
 import sys, zipfile
 names = set(zipfile.ZipFile(sys.argv[1]).namelist())
-want = {"runner_metrics_host/__init__.py", "runner_metrics_host/runner_metrics.wasm",
-        "runner_metrics_host/runner_metrics_keeper.wasm", "runner_metrics_host/py.typed"}
+want = {"runner_metrics_host/__init__.py", "runner_metrics_host/native.py", "runner_metrics_host/_native.abi3.so",
+        "runner_metrics_host/runner_metrics.wasm", "runner_metrics_host/runner_metrics_keeper.wasm",
+        "runner_metrics_host/py.typed"}
 missing = want - names
 if missing:
     sys.exit(f"{sys.argv[1]} lacks {sorted(missing)}")

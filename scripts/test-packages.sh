@@ -71,7 +71,8 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
 fi
 
 version=$(sed -n '/^\[workspace\.package\]/,/^\[/s/^version *= *"\([^"]*\)".*/\1/p' Cargo.toml)
-wheel="$repo/dist/runner_metrics_host-$version-py3-none-any.whl"
+wheels=("$repo"/dist/runner_metrics_host-"$version"-cp311-abi3-*.whl)
+wheel=${wheels[0]}
 tarball="$repo/dist/runner-metrics-node-host-$version.tgz"
 
 # The clean environment: nothing inherited but the CA certificates and proxy
@@ -145,10 +146,26 @@ want = pathlib.Path(sys.argv[2]).read_text()
 assert got == want, f"metrics log differs:\n{got}"
 assert not runner.exists(), "runner-a was not deleted"
 print(f"python: {counts}")
+
+# The same root through the binding of the Rust host, shipped in the wheel.
+from runner_metrics_host import native
+
+assert pathlib.Path(native._native.__file__).parent == package, native._native.__file__
+runner.mkdir(parents=True)
+(runner / "runner-installation-start.timestamp").write_text("1700000000.5")
+(runner / "runner-installed.timestamp").write_text("1700000060")
+(runner / "pre-job-metrics.json").write_text('{"workflow": "ci", "repository": "owner/repo", "event": "push", "timestamp": 1700000100, "workflow_run_id": "123456"}')
+(runner / "post-job-metrics.json").write_text('{"timestamp": 1700000400, "status": "normal"}')
+native_log = here / "native.log"
+summary = native.collect(str(root), "small", metrics_log=str(native_log))
+assert summary.counts() == counts, summary.counts()
+assert native_log.read_text() == want, f"native metrics log differs:\n{native_log.read_text()}"
+assert not runner.exists(), "runner-a was not deleted by the binding"
+print(f"python (native): {summary.counts()}")
 EOF
     rc=0
     (cd "$tmp/python" && "${clean[@]}" venv/bin/python use.py "$version" "$tmp/expected.log") || rc=$?
-    check "python: 'from runner_metrics_host import collect' collects with the bundled component" "$rc"
+    check "python: 'from runner_metrics_host import collect' collects with the bundled component, and native.collect the same bytes" "$rc"
 fi
 
 # ---------------------------------------------------------------- Node
