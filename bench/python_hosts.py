@@ -1,7 +1,7 @@
 """The Python hosts side by side, in one process and one run (issue 26): the pure WebAssembly
-host (``runner_metrics_host.collect``, PyPI ``wasmtime``) against the binding of the Rust host
-library (``runner_metrics_host.native.collect``), on identical copies of one storage root in
-the reference implementation's mix (80% complete, 10% without post-job, 5% no data, 5%
+host (``runner_metrics_host.wasm_host.collect``, PyPI ``wasmtime``) against the binding of the
+Rust host library (``runner_metrics_host.native.collect``, what ``collect`` runs), on identical
+copies of one storage root in the reference implementation's mix (80% complete, 10% without post-job, 5% no data, 5%
 corrupt), each after a warm-up run; the logs must be byte-identical.
 
     hosts/python/.venv/bin/python bench/python_hosts.py [--storages 2000] [--dir /dev/shm]
@@ -23,8 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "hosts" / "python" / "src"))
 
-import runner_metrics_host  # noqa: E402
-from runner_metrics_host import native  # noqa: E402
+from runner_metrics_host import native, wasm_host  # noqa: E402
 
 PRE = (
     b'{"workflow": "ci", "repository": "canonical/example", "event": "push", '
@@ -59,7 +58,7 @@ def main() -> None:
     parser.add_argument("--storages", type=int, default=2000)
     parser.add_argument("--dir", default="/dev/shm", help="where the roots are made (tmpfs by default)")
     args = parser.parse_args()
-    contenders = {"pure WebAssembly host": runner_metrics_host.collect, "Rust host binding": native.collect}
+    contenders = {"pure WebAssembly host": wasm_host.collect, "Rust host binding": native.collect}
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="runner-metrics-python-bench-") as tmp:
         tmp = Path(tmp)
         generate(tmp / "template", args.storages)

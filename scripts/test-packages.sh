@@ -128,7 +128,7 @@ runner.mkdir(parents=True)
 (runner / "pre-job-metrics.json").write_text('{"workflow": "ci", "repository": "owner/repo", "event": "push", "timestamp": 1700000100, "workflow_run_id": "123456"}')
 (runner / "post-job-metrics.json").write_text('{"timestamp": 1700000400, "status": "normal"}')
 
-from runner_metrics_host import collect
+from runner_metrics_host import NATIVE, collect, wasm_host
 import runner_metrics_host
 
 package = pathlib.Path(runner_metrics_host.__file__).parent
@@ -138,7 +138,7 @@ assert "RUNNER_METRICS_COMPONENT" not in os.environ and "RUNNER_METRICS_KEEPER_C
 assert importlib.metadata.version("runner-metrics-host") == sys.argv[1], importlib.metadata.version("runner-metrics-host")
 
 log = here / "metrics.log"
-summary = collect(str(root), "small", metrics_log=str(log))
+summary = wasm_host.collect(str(root), "small", metrics_log=str(log))  # the bundled components
 counts = summary.counts()
 assert counts["extracted"] == 1 and counts["lines_written"] == 3, counts
 got = log.read_text()
@@ -147,17 +147,18 @@ assert got == want, f"metrics log differs:\n{got}"
 assert not runner.exists(), "runner-a was not deleted"
 print(f"python: {counts}")
 
-# The same root through the binding of the Rust host, shipped in the wheel.
+# The same root through the binding of the Rust host, shipped in the wheel:
+# what the package's collect runs.
 from runner_metrics_host import native
 
-assert pathlib.Path(native._native.__file__).parent == package, native._native.__file__
+assert NATIVE and pathlib.Path(native._native.__file__).parent == package, native._native.__file__
 runner.mkdir(parents=True)
 (runner / "runner-installation-start.timestamp").write_text("1700000000.5")
 (runner / "runner-installed.timestamp").write_text("1700000060")
 (runner / "pre-job-metrics.json").write_text('{"workflow": "ci", "repository": "owner/repo", "event": "push", "timestamp": 1700000100, "workflow_run_id": "123456"}')
 (runner / "post-job-metrics.json").write_text('{"timestamp": 1700000400, "status": "normal"}')
 native_log = here / "native.log"
-summary = native.collect(str(root), "small", metrics_log=str(native_log))
+summary = collect(str(root), "small", metrics_log=str(native_log))
 assert summary.counts() == counts, summary.counts()
 assert native_log.read_text() == want, f"native metrics log differs:\n{native_log.read_text()}"
 assert not runner.exists(), "runner-a was not deleted by the binding"
@@ -165,7 +166,7 @@ print(f"python (native): {summary.counts()}")
 EOF
     rc=0
     (cd "$tmp/python" && "${clean[@]}" venv/bin/python use.py "$version" "$tmp/expected.log") || rc=$?
-    check "python: 'from runner_metrics_host import collect' collects with the bundled component, and native.collect the same bytes" "$rc"
+    check "python: 'from runner_metrics_host import collect' collects with the Rust host binding, the pure host with the bundled components, the same bytes" "$rc"
 fi
 
 # ---------------------------------------------------------------- Node

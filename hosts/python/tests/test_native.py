@@ -136,3 +136,19 @@ def test_ingest_of_loose_files_logs_the_runner_once(tmp_path):
     ]
     with pytest.raises(ValueError, match="not a pulled metrics file"):
         native.ingest("r-x", {"other": b""}, tmp_path / "pulled", "small", metrics_log=log)
+
+
+def test_the_packages_collect_runs_the_binding_unless_handed_a_plugin(tmp_path, monkeypatch, plugin):
+    import runner_metrics_host
+    from runner_metrics_host import Summary
+
+    assert runner_metrics_host.NATIVE
+    calls = []
+    monkeypatch.setattr(native, "collect", lambda *args, **kwargs: calls.append(kwargs["dry_run"]) or Summary())
+    root = tmp_path / "root"
+    root.mkdir()
+    fixture_f(root, "r-1")
+    runner_metrics_host.collect(root, "small", metrics_log=tmp_path / "log", keep=True)
+    assert calls == [True], "the binding, with keep passed on as dry_run"
+    summary = runner_metrics_host.collect(root, "small", metrics_log=tmp_path / "log", plugin=plugin)
+    assert calls == [True] and summary.extracted == 1, "handed a Plugin: the pure WebAssembly host"
