@@ -62,8 +62,8 @@ if [ "${SKIP_NODE:-0}" != 1 ]; then
         [ "$status" -eq 0 ] && echo "node --check: $# files, syntax OK"
         return "$status"
     }
-    mapfile -t node_files < <(find hosts/node/src hosts/node/scripts hosts/node/test \
-        hosts/node/test-support hosts/node/examples -type f \( -name '*.js' -o -name '*.mjs' \) 2>/dev/null | sort)
+    mapfile -t node_files < <(find hosts/node/src hosts/node/scripts hosts/node/test bench \
+        hosts/node/test-support hosts/node/examples -maxdepth 3 -type f \( -name '*.js' -o -name '*.mjs' \) 2>/dev/null | sort)
     if [ "${#node_files[@]}" -eq 0 ]; then
         echo "lint: no .js/.mjs files found under hosts/node" >&2
         exit 2

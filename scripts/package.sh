@@ -107,11 +107,16 @@ EOF
 fi
 
 if [ "${SKIP_NODE:-0}" != 1 ]; then
-    step "npm tarball $version (hosts/node + jco-transpiled plugin and keeper)"
+    step "npm tarball $version (hosts/node + its Rust host binding + jco-transpiled plugin and keeper)"
     stage="$build/node"
     mkdir -p "$stage"
     cp hosts/node/package.json hosts/node/package-lock.json hosts/node/README.md "$stage/"
     cp -r hosts/node/src hosts/node/scripts "$stage/"
+    # The binding of the Rust host (napi-rs): what `collect` runs; built for
+    # this platform (linux x86_64, glibc), stripped.
+    cargo build --release -p runner-metrics-node
+    cp target/release/librunner_metrics_node.so "$stage/runner-metrics.node"
+    strip "$stage/runner-metrics.node"
     (
         cd "$stage" &&
             npm ci --no-audit --no-fund --loglevel=error &&
@@ -124,7 +129,8 @@ if [ "${SKIP_NODE:-0}" != 1 ]; then
     # What ships: the host, the transpiled plugin and keeper (the keeper from
     # $RUNNER_METRICS_KEEPER_COMPONENT), no tests or scripts.
     listing=$(tar -tzf "$tarball")
-    for want in package/package.json package/src/index.js package/generated/runner_metrics.js package/generated/runner_metrics.core.wasm \
+    for want in package/package.json package/src/index.js package/src/native.js package/runner-metrics.node \
+        package/generated/runner_metrics.js package/generated/runner_metrics.core.wasm \
         package/generated-keeper/runner_metrics_keeper.js package/generated-keeper/runner_metrics_keeper.core.wasm; do
         grep -qx "$want" <<<"$listing" || { echo "$tarball lacks $want" >&2; exit 1; }
     done

@@ -112,6 +112,11 @@ if [ "${SKIP_PYTHON:-0}" != 1 ]; then
 fi
 
 if [ "${SKIP_NODE:-0}" != 1 ]; then
+    # The Node binding of the Rust host (hosts/node/native, napi-rs): built
+    # as a cdylib and put where src/native.js loads it.
+    step "Node binding: cargo build --release -p runner-metrics-node"
+    cargo build --release -p runner-metrics-node
+    cp target/release/librunner_metrics_node.so hosts/node/runner-metrics.node
     step "Node host: npm ci, jco transpile, node --test (hosts/node)"
     rc=0
     # (errexit does not apply inside `... || rc=$?`: chain with &&)

@@ -204,16 +204,27 @@ assert.equal(pkg.version, version);
 assert.ok(existsSync(join('node_modules', 'runner-metrics-node-host', 'generated', 'runner_metrics.js')));
 assert.ok(existsSync(join('node_modules', 'runner-metrics-node-host', 'generated-keeper', 'runner_metrics_keeper.js')));
 
-const log = join(process.cwd(), 'metrics.log');
-const summary = await collect(root, 'small', { metricsLog: log });
-assert.equal(summary.extracted, 1);
-assert.equal(readFileSync(log, 'utf8'), readFileSync(expected, 'utf8'));
-assert.ok(!existsSync(runner), 'runner-a was not deleted');
-console.log(`node: extracted ${summary.extracted}, quarantined ${summary.quarantined}, failed ${summary.failed}`);
+// The package's collect is the binding of the Rust host (the addon shipped
+// in the tarball); handed a Plugin, the bundled plugin and keeper.
+const { NATIVE, Plugin } = await import('runner-metrics-node-host');
+assert.equal(NATIVE, true, 'the addon runner-metrics.node loads');
+for (const [what, options] of [['native', {}], ['wasm', { plugin: await Plugin.load() }]]) {
+  mkdirSync(runner, { recursive: true });
+  writeFileSync(join(runner, 'runner-installation-start.timestamp'), '1700000000.5');
+  writeFileSync(join(runner, 'runner-installed.timestamp'), '1700000060');
+  writeFileSync(join(runner, 'pre-job-metrics.json'), '{"workflow": "ci", "repository": "owner/repo", "event": "push", "timestamp": 1700000100, "workflow_run_id": "123456"}');
+  writeFileSync(join(runner, 'post-job-metrics.json'), '{"timestamp": 1700000400, "status": "normal"}');
+  const log = join(process.cwd(), `${what}.log`);
+  const summary = await collect(root, 'small', { metricsLog: log, ...options });
+  assert.equal(summary.extracted, 1);
+  assert.equal(readFileSync(log, 'utf8'), readFileSync(expected, 'utf8'));
+  assert.ok(!existsSync(runner), 'runner-a was not deleted');
+  console.log(`node (${what}): extracted ${summary.extracted}, quarantined ${summary.quarantined}, failed ${summary.failed}`);
+}
 EOF
     rc=0
     (cd "$tmp/node" && "${clean[@]}" node use.mjs "$version" "$tmp/expected.log") || rc=$?
-    check "node: \"import { collect } from 'runner-metrics-node-host'\" collects with the bundled plugin and keeper" "$rc"
+    check "node: \"import { collect } from 'runner-metrics-node-host'\" collects with the Rust host binding, and with the bundled plugin and keeper" "$rc"
 fi
 
 # ---------------------------------------------------------------- Debian

@@ -5,13 +5,15 @@
 // thread answers. The keeper runs here, so it outlives the workers a trap
 // kills: it re-checks every claim, keeps the run's books and says which
 // plugin call comes next. This file only moves lines, counts and kills.
-import { closeSync, constants, fstatSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, realpathSync, statSync, writeSync } from 'node:fs';
+import { closeSync, constants, existsSync, fstatSync, fsyncSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, readSync, realpathSync, statSync, writeSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { MessageChannel, Worker } from 'node:worker_threads';
 import { WASIShim } from '@bytecodealliance/preview2-shim/instantiation';
 
 export const DEFAULT_METRICS_LOG = '/var/log/github-runner-metrics.log';
+/** Whether `collect` runs the Rust host library (the addon runner-metrics.node, native.js); else this file's WebAssembly host. */
+export const NATIVE = existsSync(new URL('../runner-metrics.node', import.meta.url));
 export const METRICS_LOG_ENV = 'METRICS_LOG_PATH';
 /** The keeper's trap budget per run (keeper/src/books.rs), for callers. */
 export const MAX_TRAPS_PER_RUN = 16;
@@ -228,6 +230,8 @@ function rootOf(dir) {
  * reports}; rejects with CollectError when the run could not finish.
  */
 export async function collect(storageRoot, flavor, options = {}) {
+  // The binding of the Rust host (native.js) unless handed a Plugin or not built.
+  if (!options.plugin && NATIVE) return (await import('./native.js')).collect(storageRoot, flavor, options);
   const wit = witOptions(flavor, options);
   return runWith(rootOf(storageRoot), wit, options);
 }

@@ -1,0 +1,86 @@
+// `collect` over the Rust host library, bound with napi-rs (hosts/node/native, the addon
+// runner-metrics.node): the code `runner-metrics collect` runs, with the confined filesystem,
+// the root's lock, the caps, the keeper and bounded storages, on a thread of libuv's pool. The
+// options and the summary are `collect`'s (index.js); `dryRun` is `keep`'s new name. The run asks
+// for what the caller lends (jobMetrics per extracted runner, a sink's append per batch, reports
+// in batches of 64); a callback may be async.
+import { createRequire } from 'node:module';
+import { realpathSync, statSync } from 'node:fs';
+
+import { CollectError, DEFAULT_LIMITS, DEFAULT_METRICS_LOG, METRICS_LOG_ENV } from './index.js';
+
+const addon = createRequire(import.meta.url)('../runner-metrics.node');
+
+const COUNTS = { extracted: 'extracted', 'no-data': 'noData', quarantined: 'quarantined', skipped: 'skipped', failed: 'failed' };
+
+/** A report as index.js hands them over (absent reason and file left out). */
+function reportOf(r) {
+  return { name: r.name, outcome: r.outcome, reason: r.reason ?? undefined, file: r.file ?? undefined, detail: r.detail, events: r.events };
+}
+
+/** The caller's job answer: `{queueDuration, conclusion}` (or `queue_duration`), or nothing. */
+function jobOf(job) {
+  if (job == null) return [undefined, undefined];
+  const queueDuration = Number(job.queueDuration ?? job.queue_duration);
+  if (!Number.isFinite(queueDuration)) throw new Error(`jobMetrics gave a queue duration of ${queueDuration}`);
+  const conclusion = job.conclusion == null ? undefined : String(job.conclusion).toLowerCase().replaceAll('-', '_');
+  const known = ['action_required', 'cancelled', 'failure', 'neutral', 'skipped', 'success', 'timed_out'];
+  return [queueDuration, known.includes(conclusion) ? conclusion : undefined]; // unknown: left out (spec 5)
+}
+
+/**
+ * Collects `storageRoot` for runners of `flavor`, as index.js's `collect`: resolves to
+ * {extracted, noData, quarantined, skipped, failed, linesWritten, reports}; rejects with
+ * CollectError when the run could not finish.
+ */
+export async function collect(storageRoot, flavor, options = {}) {
+  const root = realpathSync(storageRoot);
+  if (!statSync(root).isDirectory()) throw new Error(`storage root ${root} is not a directory`);
+  const sink = typeof options.metricsLog?.append === 'function' ? options.metricsLog : null;
+  const limits = { ...DEFAULT_LIMITS, ...options.limits };
+  let failed = null; // the first exception of onReport, thrown after the run
+  const requests = async (request) => {
+    if (request.kind === 'reports') {
+      for (const r of request.reports) {
+        try { if (!failed) options.onReport(reportOf(r)); } catch (e) { failed = e; }
+      }
+      addon.answer(request.run, undefined, undefined, undefined);
+      return;
+    }
+    try {
+      if (request.kind === 'jobMetrics') {
+        const [queueDuration, conclusion] = jobOf(await options.jobMetrics(request.metrics));
+        addon.answer(request.run, queueDuration, conclusion, undefined);
+      } else {
+        await sink.append(request.lines);
+        addon.answer(request.run, undefined, undefined, undefined);
+      }
+    } catch (e) {
+      addon.answer(request.run, undefined, undefined, String(e?.message ?? e));
+    }
+  };
+  const outcome = await addon.collect(root, flavor, {
+    exclude: [...(options.exclude ?? [])],
+    include: options.include == null ? undefined : [...options.include],
+    minAge: options.minAge == null ? undefined : Number(options.minAge),
+    dryRun: Boolean(options.dryRun ?? options.keep),
+    batchSize: Math.min(Math.max(1, Math.floor(options.batchSize ?? 64)), 2 ** 32 - 1),
+    waitSeconds: Number(options.wait ?? 0),
+    policy: options.policy ?? 'strict',
+    metricsLog: sink ? undefined : (options.metricsLog ?? (process.env[METRICS_LOG_ENV] || DEFAULT_METRICS_LOG)),
+    jobMetrics: typeof options.jobMetrics === 'function',
+    onReport: typeof options.onReport === 'function',
+    memoryBytes: limits.memoryBytes,
+    timeoutMs: limits.timeoutMs,
+  }, requests);
+  const summary = { extracted: 0, noData: 0, quarantined: 0, skipped: 0, failed: 0, linesWritten: 0, reports: [] };
+  for (const r of outcome.reports.map(reportOf)) {
+    summary[COUNTS[r.outcome]] += 1;
+    summary.linesWritten += r.events;
+    summary.reports.push(r);
+  }
+  if (outcome.error != null) throw new CollectError(outcome.error, summary, failed ?? undefined);
+  if (outcome.callbackError != null) throw new CollectError(`a callback failed: ${outcome.callbackError}`, summary);
+  if (failed) throw failed;
+  return summary;
+}
