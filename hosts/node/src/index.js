@@ -258,8 +258,15 @@ export async function ingest(runnerName, files, quarantineDir, flavor, options =
   if (start !== undefined && !(Number.isFinite(start) && start >= 0)) throw new RangeError(`installationStart must be a UNIX time >= 0, got ${start}`);
   if (options.keep) throw new Error('pulled metrics are staged on disk, so they cannot be collected in a dry run (keep)');
   // Only the pulled runner is looked at: no selection, and never a dry run.
-  const wit = { ...witOptions(flavor, { batchSize: options.batchSize, policy: options.policy }), pulled: { runnerName, installationStart: start, files: pulledFiles(files) } };
+  const pulled = pulledFiles(files);
+  const wit = { ...witOptions(flavor, { batchSize: options.batchSize, policy: options.policy }), pulled: { runnerName, installationStart: start, files: pulled } };
   try { mkdirSync(quarantineDir); } catch (e) { if (e.code !== 'EEXIST') throw new Error(`creating ${quarantineDir}: ${e.message}`, { cause: e }); }
+  if (!options.plugin && NATIVE) {
+    const bytes = (b) => (b === undefined ? undefined : Buffer.from(b));
+    const native = pulled.tag === 'tar' ? pulled.val
+      : { installed: bytes(pulled.val.installed), preJob: bytes(pulled.val.preJob), postJob: bytes(pulled.val.postJob) };
+    return (await import('./native.js')).ingest(runnerName, native, quarantineDir, flavor, start, options);
+  }
   return runWith(rootOf(quarantineDir), wit, options);
 }
 

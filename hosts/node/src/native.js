@@ -28,14 +28,8 @@ function jobOf(job) {
   return [queueDuration, known.includes(conclusion) ? conclusion : undefined]; // unknown: left out (spec 5)
 }
 
-/**
- * Collects `storageRoot` for runners of `flavor`, as index.js's `collect`: resolves to
- * {extracted, noData, quarantined, skipped, failed, linesWritten, reports}; rejects with
- * CollectError when the run could not finish.
- */
-export async function collect(storageRoot, flavor, options = {}) {
-  const root = realpathSync(storageRoot);
-  if (!statSync(root).isDirectory()) throw new Error(`storage root ${root} is not a directory`);
+/** The addon's options and request handler for `options`, and how to turn its outcome into the summary. */
+function lent(options) {
   const sink = typeof options.metricsLog?.append === 'function' ? options.metricsLog : null;
   const limits = { ...DEFAULT_LIMITS, ...options.limits };
   let failed = null; // the first exception of onReport, thrown after the run
@@ -59,7 +53,7 @@ export async function collect(storageRoot, flavor, options = {}) {
       addon.answer(request.run, undefined, undefined, String(e?.message ?? e));
     }
   };
-  const outcome = await addon.collect(root, flavor, {
+  const native = {
     exclude: [...(options.exclude ?? [])],
     include: options.include == null ? undefined : [...options.include],
     minAge: options.minAge == null ? undefined : Number(options.minAge),
@@ -72,15 +66,47 @@ export async function collect(storageRoot, flavor, options = {}) {
     onReport: typeof options.onReport === 'function',
     memoryBytes: limits.memoryBytes,
     timeoutMs: limits.timeoutMs,
-  }, requests);
-  const summary = { extracted: 0, noData: 0, quarantined: 0, skipped: 0, failed: 0, linesWritten: 0, reports: [] };
-  for (const r of outcome.reports.map(reportOf)) {
-    summary[COUNTS[r.outcome]] += 1;
-    summary.linesWritten += r.events;
-    summary.reports.push(r);
-  }
-  if (outcome.error != null) throw new CollectError(outcome.error, summary, failed ?? undefined);
-  if (outcome.callbackError != null) throw new CollectError(`a callback failed: ${outcome.callbackError}`, summary);
-  if (failed) throw failed;
-  return summary;
+  };
+  const summarize = (outcome) => {
+    const summary = { extracted: 0, noData: 0, quarantined: 0, skipped: 0, failed: 0, linesWritten: 0, reports: [] };
+    for (const r of outcome.reports.map(reportOf)) {
+      summary[COUNTS[r.outcome]] += 1;
+      summary.linesWritten += r.events;
+      summary.reports.push(r);
+    }
+    if (outcome.error != null) throw new CollectError(outcome.error, summary, failed ?? undefined);
+    if (outcome.callbackError != null) throw new CollectError(`a callback failed: ${outcome.callbackError}`, summary);
+    if (failed) throw failed;
+    return summary;
+  };
+  return { native, requests, summarize };
+}
+
+/** `dir` resolved, once it is seen to be a directory: the storage root of a run. */
+function rootOf(dir) {
+  const root = realpathSync(dir);
+  if (!statSync(root).isDirectory()) throw new Error(`storage root ${root} is not a directory`);
+  return root;
+}
+
+/**
+ * Collects `storageRoot` for runners of `flavor`, as index.js's `collect`: resolves to
+ * {extracted, noData, quarantined, skipped, failed, linesWritten, reports}; rejects with
+ * CollectError when the run could not finish.
+ */
+export async function collect(storageRoot, flavor, options = {}) {
+  const root = rootOf(storageRoot);
+  const { native, requests, summarize } = lent(options);
+  return summarize(await addon.collect(root, flavor, native, requests));
+}
+
+/**
+ * Collects one runner the manager pulled itself, as index.js's `ingest` (which checks the
+ * arguments and hands `files` over as `pulled`: a Uint8Array stream, or the loose files).
+ */
+export async function ingest(runnerName, pulled, quarantineDir, flavor, installationStart, options = {}) {
+  const root = rootOf(quarantineDir);
+  const { native, requests, summarize } = lent({ ...options, dryRun: false, keep: false });
+  const [tar, loose] = pulled instanceof Uint8Array ? [Buffer.from(pulled), undefined] : [undefined, pulled];
+  return summarize(await addon.ingest(runnerName, tar, loose, installationStart, root, flavor, native, requests));
 }

@@ -130,3 +130,23 @@ test("the package's collect is the binding (it holds the root's lock) unless han
   assert.equal(await locked({}), true, 'the Rust host holds `<root>/.lock` during the run');
   assert.equal(await locked({ plugin: await index.Plugin.load() }), false, 'the WebAssembly host takes no lock');
 });
+
+test("the package's ingest is the binding too: loose files logged once, a bad stream quarantined whole", { skip }, async () => {
+  const index = await import('../src/index.js');
+  const dir = join(temp(), 'pulled');
+  const log = join(temp(), 'log');
+  let locked;
+  const files = {
+    'runner-installed.timestamp': Buffer.from('2.0'),
+    'pre-job-metrics.json': Buffer.from('{"timestamp": 3.0, "workflow": "w", "workflow_run_id": "1", "repository": "o/r", "event": "push"}'),
+    'post-job-metrics.json': null,
+  };
+  const jobMetrics = () => { locked = existsSync(join(dir, '.lock')); return null; };
+  const summary = await index.ingest('r-pulled', files, dir, 'small', { installationStart: 1.0, metricsLog: log, jobMetrics });
+  assert.equal(locked, true, 'the Rust host holds the directory\'s lock');
+  assert.deepEqual([summary.extracted, summary.linesWritten], [1, 2]);
+  assert.deepEqual(readFileSync(log, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l).event), ['runner_installed', 'runner_start']);
+  const bad = await index.ingest('r-bad', Buffer.from('not a tar stream at all'), dir, 'small', { metricsLog: log });
+  assert.equal(bad.quarantined, 1);
+  assert.equal(bad.reports[0].reason, 'invalid-archive');
+});

@@ -21,8 +21,8 @@ use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
 use runner_metrics::bindings::{JobConclusion, PostJobStatus};
 use runner_metrics::{
-    collect_options::Emit, CollectOptions, EventSink, GithubJobMetrics, JobMetricsSource, Limits, MetricsLog, Plugin,
-    PluginOptions, Policy, RunnerMetrics, Selection, StorageReport,
+    collect_options::Emit, CollectOptions, EventSink, GithubJobMetrics, JobMetricsSource, Limits, LooseFiles,
+    MetricsLog, Plugin, PluginOptions, Policy, PulledFiles, PulledRunner, RunnerMetrics, Selection, StorageReport,
 };
 
 /// Reports posted per request.
@@ -264,6 +264,8 @@ pub struct CollectTask {
     flavor: String,
     options: Options,
     requests: Arc<Requests>,
+    /// `ingest`'s pulled runner; `None`: a collect of the root.
+    pulled: Option<PulledRunner>,
 }
 
 /// The plugins opened so far, by limits: compiling (or loading the
@@ -332,21 +334,21 @@ impl CollectTask {
                 None => Box::new(CallerSink { asker: asker.clone() }),
             };
             let mut jobs = Jobs { asker: asker.clone(), enabled: o.job_metrics };
-            runner_metrics::collect(
-                &plugin,
-                &self.root,
-                &options,
-                &mut jobs,
-                sink.as_mut(),
-                &mut |r: &StorageReport| {
-                    reports.push(report_of(r));
-                    if on_report && reports.len() - posted >= REPORT_BATCH {
-                        let batch = reports[posted..].to_vec();
-                        posted = reports.len();
-                        asker.lock().unwrap_or_else(|p| p.into_inner()).post_reports(batch);
-                    }
-                },
-            )?;
+            let mut on_report = |r: &StorageReport| {
+                reports.push(report_of(r));
+                if on_report && reports.len() - posted >= REPORT_BATCH {
+                    let batch = reports[posted..].to_vec();
+                    posted = reports.len();
+                    asker.lock().unwrap_or_else(|p| p.into_inner()).post_reports(batch);
+                }
+            };
+            let sink = sink.as_mut();
+            match self.pulled.take() {
+                None => runner_metrics::collect(&plugin, &self.root, &options, &mut jobs, sink, &mut on_report),
+                Some(pulled) => {
+                    runner_metrics::ingest(&plugin, &self.root, pulled, &options, &mut jobs, sink, &mut on_report)
+                }
+            }?;
             Ok(())
         })();
         let mut asker = asker.lock().unwrap_or_else(|p| p.into_inner());
@@ -372,5 +374,53 @@ fn report_of(r: &StorageReport) -> Report {
 /// the run asks (see [`Request`]).
 #[napi(ts_return_type = "Promise<Outcome>")]
 pub fn collect(root: String, flavor: String, options: Options, requests: Requests) -> AsyncTask<CollectTask> {
-    AsyncTask::new(CollectTask { root: PathBuf::from(root), flavor, options, requests: Arc::new(requests) })
+    AsyncTask::new(CollectTask {
+        root: PathBuf::from(root),
+        flavor,
+        options,
+        requests: Arc::new(requests),
+        pulled: None,
+    })
+}
+
+/// The files one by one (each `None` when missing), as the package checked them.
+#[napi(object)]
+pub struct Loose {
+    pub installed: Option<Buffer>,
+    pub pre_job: Option<Buffer>,
+    pub post_job: Option<Buffer>,
+}
+
+/// Stages the runner `runner_name` pulled by the manager (`tar`: the stream
+/// of its metrics directory, or `loose`: its files) as a storage of
+/// `quarantine_dir` and collects it, as `collect` does.
+#[napi(ts_return_type = "Promise<Outcome>")]
+#[allow(clippy::too_many_arguments)]
+pub fn ingest(
+    runner_name: String,
+    tar: Option<Buffer>,
+    loose: Option<Loose>,
+    installation_start: Option<f64>,
+    quarantine_dir: String,
+    flavor: String,
+    options: Options,
+    requests: Requests,
+) -> Result<AsyncTask<CollectTask>> {
+    let files = match (tar, loose) {
+        (Some(stream), None) => PulledFiles::Tar(stream.to_vec()),
+        (None, Some(l)) => PulledFiles::Loose(LooseFiles {
+            installed: l.installed.map(|b| b.to_vec()),
+            pre_job: l.pre_job.map(|b| b.to_vec()),
+            post_job: l.post_job.map(|b| b.to_vec()),
+        }),
+        _ => return Err(Error::new(Status::InvalidArg, "give the tar stream or the loose files, not both")),
+    };
+    let pulled = PulledRunner { runner_name, installation_start, files };
+    Ok(AsyncTask::new(CollectTask {
+        root: PathBuf::from(quarantine_dir),
+        flavor,
+        options,
+        requests: Arc::new(requests),
+        pulled: Some(pulled),
+    }))
 }
