@@ -142,7 +142,8 @@ fn build_component(workspace: &Path, package: &str, dir: &str, features: Option<
     let mut command = Command::new(cargo);
     command
         .current_dir(workspace)
-        .args(["build", "--profile", "component", "--package", package, "--target", TARGET, "--lib"])
+        .args(["rustc", "--profile", "component", "--package", package, "--target", TARGET, "--lib"])
+        .args(["--crate-type", "cdylib"])
         .arg("--target-dir")
         .arg(&target_dir);
     if let Some(features) = features {

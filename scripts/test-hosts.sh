@@ -60,8 +60,8 @@ mkdir -p "$(dirname "$component")"
 ./target/release/runner-metrics component --kind keeper --output "$keeper_component"
 ./target/release/runner-metrics component --kind command --output "$command_component"
 # The same nested build as tests/tests/e2e/hostile_guest.rs (target/guest-hostile).
-cargo build --quiet --profile component -p runner-metrics-core --features hostile \
-    --target wasm32-wasip2 --target-dir "$repo/target/guest-hostile"
+cargo rustc --quiet --profile component -p runner-metrics-core --features hostile \
+    --target wasm32-wasip2 --lib --crate-type cdylib --target-dir "$repo/target/guest-hostile"
 cp "$repo/target/guest-hostile/wasm32-wasip2/component/runner_metrics_core.wasm" "$hostile_component"
 
 step "Python venv (hosts/python/.venv) from hosts/python/requirements.txt"

@@ -44,8 +44,8 @@ pub fn hostile_component() -> &'static [u8] {
         let mut command = nested_cargo();
         command
             .current_dir(&workspace)
-            .args(["build", "--quiet", "--profile", "component", "-p", "runner-metrics-core", "--features", "hostile"])
-            .args(["--target", "wasm32-wasip2", "--lib", "--target-dir"])
+            .args(["rustc", "--quiet", "--profile", "component", "-p", "runner-metrics-core", "--features", "hostile"])
+            .args(["--target", "wasm32-wasip2", "--lib", "--crate-type", "cdylib", "--target-dir"])
             .arg(&target_dir);
         let output = command.output().expect("run cargo to build the hostile guest");
         assert!(
