@@ -18,6 +18,14 @@ impl QuarantineReason {
     }
 }
 
+impl PostJobStatus {
+    /// The spelling in files and event lines (the model's, by position as
+    /// for [`QuarantineReason::to_model`]).
+    pub fn as_str(self) -> &'static str {
+        runner_metrics_core::model::PostJobStatus::ALL[self as usize].as_str()
+    }
+}
+
 /// Converts a wasmtime error (which is not a `std::error::Error`) so that
 /// `anyhow::Context` can be used on it.
 pub(crate) trait IntoAnyhow<T> {
@@ -39,5 +47,13 @@ mod tests {
         for case in [QuarantineReason::Oversized, QuarantineReason::SandboxTrap, QuarantineReason::InvalidArchive] {
             assert_eq!(format!("{case:?}"), format!("{:?}", case.to_model()));
         }
+    }
+
+    #[test]
+    fn post_job_statuses_are_spelt_as_the_model_spells_them() {
+        use super::PostJobStatus as S;
+        let spelt =
+            [S::Normal, S::Abnormal, S::RepoPolicyCheckFailure, S::ExternalContributorCheckFailure].map(S::as_str);
+        assert_eq!(spelt, ["normal", "abnormal", "repo-policy-check-failure", "external-contributor-check-failure"]);
     }
 }

@@ -1,15 +1,14 @@
 // The Node binding of the Rust host library (src/native.js, the addon runner-metrics.node from
-// hosts/node/native): the shared conformance cases byte for byte, and what a caller lends it
-// (async callbacks, a sink of its own, reports) and gets back when one fails. Skipped (and so
+// hosts/node/native): what a caller lends it (async callbacks, a sink of its own, reports) and
+// gets back when one fails. The conformance cases run through it in conformance.test.mjs. Skipped (and so
 // refused under CI=true) when the addon is not built: scripts/test-hosts.sh builds it.
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, describe, test } from 'node:test';
+import { after, test } from 'node:test';
 
 import { CollectError } from '../src/index.js';
-import { buildCase, checkRun, loadCases, snapshot } from '../test-support/conformance.mjs';
 
 const built = existsSync(new URL('../runner-metrics.node', import.meta.url));
 const skip = !built && 'the addon runner-metrics.node is not built (scripts/test-hosts.sh builds it)';
@@ -24,37 +23,6 @@ function temp() {
   temps.push(base);
   return base;
 }
-
-describe('conformance through the binding', { skip }, () => {
-  for (const kase of loadCases()) {
-    test(kase.name, async () => {
-      const base = temp();
-      const root = buildCase(kase, base);
-      const snap = snapshot(base);
-      const log = join(base, 'metrics.log');
-      const asked = [];
-      const summary = await collect(root, kase.flavor, {
-        exclude: kase.selection.exclude ?? [],
-        include: kase.selection.include ?? undefined,
-        minAge: kase.selection.min_age ?? undefined,
-        jobMetrics: async (metrics) => { // async, as a lookup would be
-          asked.push(metrics.runnerName);
-          const job = kase.jobs[metrics.runnerName];
-          return job ? { queueDuration: job.queue_duration, conclusion: job.conclusion } : null;
-        },
-        metricsLog: log,
-      });
-      // The lock file the Rust host leaves (empty, `<root>/.lock`) is its own.
-      if (existsSync(join(root, '.lock'))) unlinkSync(join(root, '.lock'));
-      const problems = checkRun(kase, base, snap, summary.reports, existsSync(log) ? readFileSync(log) : Buffer.alloc(0));
-      assert.deepEqual(problems, []);
-      assert.equal(summary.reports.length, Object.keys(kase.expect).length);
-      assert.equal(summary.failed, 0);
-      const extracted = Object.entries(kase.expect).filter(([, e]) => e.outcome === 'extracted').map(([n]) => n).sort();
-      assert.deepEqual(asked.sort(), extracted, 'jobMetrics is asked once per extracted runner');
-    });
-  }
-});
 
 function fixtureF(root, name) {
   const dir = join(root, name);

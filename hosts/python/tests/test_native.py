@@ -1,60 +1,16 @@
 """The Python binding of the Rust host library (``runner_metrics_host.native``, the extension
-``_native``): the shared conformance cases, byte for byte as every host writes them, and what a
-caller lends it (a sink of its own, job metrics, reports) and gets back when a callback fails.
+``_native``): what a caller lends it (a sink of its own, job metrics, reports) and gets back when
+a callback fails. The conformance cases run through it in test_conformance.py.
 
 Skipped (and so refused under CI=true) when the extension is not built: scripts/test-hosts.sh
 builds it (cargo build -p runner-metrics-python) and puts it beside the package's sources."""
 
 import pytest
 
-import conformance
-
 native = pytest.importorskip(
     "runner_metrics_host.native", reason="the extension _native is not built (scripts/test-hosts.sh builds it)"
 )
-from runner_metrics_host import CollectError, GithubJobMetrics  # noqa: E402
-
-CASES = conformance.load_cases()
-
-
-@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
-def test_conformance_case(case, tmp_path):
-    root = conformance.build_case(case, tmp_path)
-    before = conformance.snapshot(tmp_path)
-    log = tmp_path / "metrics.log"
-    asked = []
-
-    def job_metrics(metrics):
-        asked.append(metrics.runner_name)
-        job = case["jobs"].get(metrics.runner_name)
-        return None if job is None else GithubJobMetrics(job["queue_duration"], job.get("conclusion"))
-
-    selection = case["selection"]
-    summary = native.collect(
-        root,
-        case["flavor"],
-        exclude=selection.get("exclude", ()),
-        include=selection.get("include"),
-        min_age=selection.get("min_age"),
-        job_metrics=job_metrics,
-        metrics_log=log,
-    )
-    reports = [
-        conformance.Report(
-            name=r.name, outcome=r.outcome, reason=r.reason, file=r.file, events=r.events, detail=r.detail
-        )
-        for r in summary.reports
-    ]
-    # The lock file the Rust host leaves (empty, `<root>/.lock`) is its own.
-    (root / ".lock").unlink(missing_ok=True)
-    problems = conformance.check_run(
-        case, tmp_path, before, conformance.Run(reports, log.read_bytes() if log.exists() else b"")
-    )
-    assert not problems, "\n".join(problems)
-    assert summary.total == len(case["expect"])
-    assert summary.failed == 0
-    extracted = sorted(n for n, e in case["expect"].items() if e["outcome"] == "extracted")
-    assert sorted(asked) == extracted, "job_metrics is asked once per extracted runner"
+from runner_metrics_host import CollectError  # noqa: E402
 
 
 class Sink:
@@ -144,11 +100,12 @@ def test_the_packages_collect_runs_the_binding_unless_handed_a_plugin(tmp_path, 
 
     assert runner_metrics_host.NATIVE
     calls = []
-    monkeypatch.setattr(native, "collect", lambda *args, **kwargs: calls.append(kwargs["dry_run"]) or Summary())
+    dry = lambda kwargs: kwargs.get("dry_run") or kwargs.get("keep")  # noqa: E731
+    monkeypatch.setattr(native, "collect", lambda *args, **kwargs: calls.append(dry(kwargs)) or Summary())
     root = tmp_path / "root"
     root.mkdir()
     fixture_f(root, "r-1")
     runner_metrics_host.collect(root, "small", metrics_log=tmp_path / "log", keep=True)
-    assert calls == [True], "the binding, with keep passed on as dry_run"
+    assert calls == [True], "the binding, asked for a dry run"
     summary = runner_metrics_host.collect(root, "small", metrics_log=tmp_path / "log", plugin=plugin)
     assert calls == [True] and summary.extracted == 1, "handed a Plugin: the pure WebAssembly host"

@@ -19,7 +19,7 @@ use std::time::Duration;
 use napi::bindgen_prelude::*;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi_derive::napi;
-use runner_metrics::bindings::{JobConclusion, PostJobStatus};
+use runner_metrics::bindings::JobConclusion;
 use runner_metrics::{
     collect_options::Emit, CollectOptions, EventSink, GithubJobMetrics, JobMetricsSource, Limits, LooseFiles,
     MetricsLog, Plugin, PluginOptions, Policy, PulledFiles, PulledRunner, RunnerMetrics, Selection, StorageReport,
@@ -119,17 +119,9 @@ pub fn answer(run: u32, queue_duration: Option<f64>, conclusion: Option<String>,
     sender.send(reply).map_err(|_| Error::new(Status::GenericFailure, format!("run {run} is gone")))
 }
 
+/// A conclusion in GitHub's spelling or the WIT's (`timed_out`, `timed-out`).
 fn conclusion_from(text: &str) -> Option<JobConclusion> {
-    Some(match text.replace('-', "_").as_str() {
-        "action_required" => JobConclusion::ActionRequired,
-        "cancelled" => JobConclusion::Cancelled,
-        "failure" => JobConclusion::Failure,
-        "neutral" => JobConclusion::Neutral,
-        "skipped" => JobConclusion::Skipped,
-        "success" => JobConclusion::Success,
-        "timed_out" => JobConclusion::TimedOut,
-        _ => return None,
-    })
+    runner_metrics::github::conclusion(&text.replace('-', "_"))
 }
 
 type Requests = ThreadsafeFunction<Request, (), Request, Status, false>;
@@ -201,13 +193,7 @@ fn metrics_of(m: &RunnerMetrics) -> Metrics {
         }),
         post_job: m.post_job.as_ref().map(|p| PostJob {
             timestamp: p.timestamp,
-            status: match p.status {
-                PostJobStatus::Normal => "normal",
-                PostJobStatus::Abnormal => "abnormal",
-                PostJobStatus::RepoPolicyCheckFailure => "repo-policy-check-failure",
-                PostJobStatus::ExternalContributorCheckFailure => "external-contributor-check-failure",
-            }
-            .to_owned(),
+            status: p.status.as_str().to_owned(),
             status_code: p.status_info.map(|i| i.code),
         }),
     }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyList;
-use runner_metrics::bindings::{JobConclusion, PostJobStatus};
+use runner_metrics::bindings::JobConclusion;
 use runner_metrics::{
     collect_options::Emit, CollectOptions, EventSink, GithubJobMetrics, JobMetricsSource, Limits, LooseFiles,
     MetricsLog, Plugin, PluginOptions, Policy, PulledFiles, PulledRunner, RunnerMetrics, StorageReport, Summary,
@@ -86,17 +86,8 @@ fn metrics_tuple(m: &RunnerMetrics) -> (Option<f64>, f64, Option<PreJob>, Option
         .pre_job
         .as_ref()
         .map(|p| (p.timestamp, p.workflow.clone(), p.workflow_run_id.clone(), p.repository.clone(), p.event.clone()));
-    let post = m.post_job.as_ref().map(|p| (p.timestamp, status_name(p.status), p.status_info.map(|i| i.code)));
+    let post = m.post_job.as_ref().map(|p| (p.timestamp, p.status.as_str(), p.status_info.map(|i| i.code)));
     (m.installation_start_timestamp, m.installed_timestamp, pre, post, m.runner_name.clone())
-}
-
-fn status_name(status: PostJobStatus) -> &'static str {
-    match status {
-        PostJobStatus::Normal => "normal",
-        PostJobStatus::Abnormal => "abnormal",
-        PostJobStatus::RepoPolicyCheckFailure => "repo-policy-check-failure",
-        PostJobStatus::ExternalContributorCheckFailure => "external-contributor-check-failure",
-    }
 }
 
 /// The caller's answer: `None`, or `(queue_duration, conclusion)` with the
@@ -115,17 +106,9 @@ fn job_from(answer: &Bound<'_, PyAny>) -> PyResult<Option<GithubJobMetrics>> {
     Ok(Some(GithubJobMetrics { queue_duration, conclusion }))
 }
 
+/// A conclusion in GitHub's spelling or the WIT's (`timed_out`, `timed-out`).
 fn conclusion_from(text: &str) -> Option<JobConclusion> {
-    Some(match text.replace('-', "_").as_str() {
-        "action_required" => JobConclusion::ActionRequired,
-        "cancelled" => JobConclusion::Cancelled,
-        "failure" => JobConclusion::Failure,
-        "neutral" => JobConclusion::Neutral,
-        "skipped" => JobConclusion::Skipped,
-        "success" => JobConclusion::Success,
-        "timed_out" => JobConclusion::TimedOut,
-        _ => return None,
-    })
+    runner_metrics::github::conclusion(&text.replace('-', "_"))
 }
 
 /// A sink of the caller's: `append(lines)` once per batch, returning once

@@ -15,7 +15,7 @@ docs/hosts.md). ``NATIVE`` says which one a call without ``plugin`` gets.
 
 from __future__ import annotations
 
-import os
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -78,134 +78,26 @@ __all__ = [
 _ = _lock  # the root's lock, shared with the Rust host (``runner_metrics_host._lock``)
 
 
-def collect(
-    storage_root: str | os.PathLike,
-    flavor: str,
-    exclude: Any = (),
-    include: Any = None,
-    min_age: float | None = None,
-    job_metrics: Callable[[RunnerMetrics], Any] | None = None,
-    metrics_log: Any = None,
-    *,
-    keep: bool = False,
-    dry_run: bool = False,
-    plugin: Plugin | None = None,
-    component: str | os.PathLike | None = None,
-    limits: Limits = Limits(),
-    on_report: Callable[[StorageReport], None] | None = None,
-    batch_size: int = 64,
-    wait: float = 0.0,
-    policy: str = "strict",
-) -> Summary:
-    """Extracts every selected storage under ``storage_root``, appends the events of the
-    ``flavor`` runners to ``metrics_log`` durably, then deletes or quarantines the storages.
+def _dispatched(wasm: Callable[..., Summary], name: str) -> Callable[..., Summary]:
+    """``wasm``'s signature and documentation, run by the binding of the Rust host (``native``'s
+    function ``name``, which takes the same arguments, and ``dry_run`` for ``keep``) unless
+    handed a ``Plugin`` or where the extension is not built."""
 
-    ``exclude``: names never touched; ``include``: when given, only these; ``min_age``:
-    storages modified less than this many seconds ago are skipped. ``job_metrics(metrics)``:
-    GitHub's job metrics for a runner (a GithubJobMetrics, a ``(queue_duration, conclusion)``
-    tuple or a dict), or None. ``metrics_log``: a path (default ``$METRICS_LOG_PATH``, else
-    ``/var/log/github-runner-metrics.log``) or an object whose ``append(lines)`` returns once
-    they are durable. ``dry_run`` (or its old name ``keep``): nothing on disk changes.
-    ``policy``: ``"strict"`` (default: a corrupt metrics file quarantines its whole runner) or
-    ``"lenient"`` (the file counts as missing, the rest is issued, the report says what was
-    dropped). Unless a dry run, the root's lock (``<root>/.lock``) is held for the run, waiting
-    at most ``wait`` seconds for another run. ``component``: a plugin component to load instead
-    of the one built in; ``limits``: memory per instance and the deadline per storage.
-    Returns a Summary with one StorageReport per root entry (also handed to ``on_report``);
-    raises CollectError when the run could not start or had to stop, with the reports so far."""
-    if plugin is not None or _native_host is None:
-        return wasm_host.collect(
-            storage_root,
-            flavor,
-            exclude,
-            include,
-            min_age,
-            job_metrics,
-            metrics_log,
-            keep=keep or dry_run,
-            plugin=plugin,
-            component=component,
-            limits=limits,
-            on_report=on_report,
-            batch_size=batch_size,
-            wait=wait,
-            policy=policy,
-        )
-    return _native_host.collect(
-        storage_root,
-        flavor,
-        exclude,
-        include,
-        min_age,
-        job_metrics,
-        metrics_log,
-        dry_run=keep or dry_run,
-        component=component,
-        limits=limits,
-        on_report=on_report,
-        batch_size=batch_size,
-        wait=wait,
-        policy=policy,
-    )
+    @functools.wraps(wasm)
+    def run(*args: Any, plugin: Plugin | None = None, dry_run: bool = False, **kwargs: Any) -> Summary:
+        if plugin is not None or _native_host is None:
+            if dry_run:
+                kwargs["keep"] = True
+            return wasm(*args, plugin=plugin, **kwargs)
+        if dry_run:
+            kwargs["dry_run"] = True
+        return getattr(_native_host, name)(*args, **kwargs)
+
+    return run
 
 
-def ingest(
-    runner_name: str,
-    files: Any,
-    quarantine_dir: str | os.PathLike,
-    flavor: str,
-    *,
-    installation_start: float | None = None,
-    policy: str = "strict",
-    job_metrics: Callable[[RunnerMetrics], Any] | None = None,
-    metrics_log: Any = None,
-    plugin: Plugin | None = None,
-    component: str | os.PathLike | None = None,
-    limits: Limits = Limits(),
-    on_report: Callable[[StorageReport], None] | None = None,
-    wait: float = 0.0,
-) -> Summary:
-    """Collects one runner's metrics that the manager pulled itself (over SSH, say) instead of
-    sharing a storage directory, like ``runner-metrics ingest``.
-
-    ``files``: the tar stream of the runner's metrics directory (``bytes``, e.g. the output of
-    ``tar -C /home/ubuntu/metrics-exchange -cf - .``; parsed in the sandbox by a bounded
-    reader), or a mapping of ``runner-installed.timestamp``, ``pre-job-metrics.json`` and
-    ``post-job-metrics.json`` to bytes, or None for a missing file (another key is a
-    ValueError). ``installation_start``: the manager's installation start (UNIX seconds, e.g.
-    the VM's creation time), for the ``runner_installed`` event. ``quarantine_dir``: a
-    directory of its own for pulled runners, created if missing (one level) and locked like a
-    storage root for the run; the runner is staged there as a storage and collected as
-    ``collect`` would (a corrupt one kept under ``.quarantine/``). The other arguments: as for
-    ``collect``. Returns the Summary with the runner's one report; raises CollectError when the
-    run could not start or had to stop, ValueError for an invalid argument."""
-    if plugin is not None or _native_host is None:
-        return wasm_host.ingest(
-            runner_name,
-            files,
-            quarantine_dir,
-            flavor,
-            installation_start=installation_start,
-            policy=policy,
-            job_metrics=job_metrics,
-            metrics_log=metrics_log,
-            plugin=plugin,
-            component=component,
-            limits=limits,
-            on_report=on_report,
-            wait=wait,
-        )
-    return _native_host.ingest(
-        runner_name,
-        files,
-        quarantine_dir,
-        flavor,
-        installation_start=installation_start,
-        policy=policy,
-        job_metrics=job_metrics,
-        metrics_log=metrics_log,
-        component=component,
-        limits=limits,
-        on_report=on_report,
-        wait=wait,
-    )
+#: Extracts every selected storage of a root, appends the events durably, then deletes or
+#: quarantines the storages (``wasm_host.collect`` documents the arguments).
+collect = _dispatched(wasm_host.collect, "collect")
+#: Collects one runner's metrics the manager pulled itself (``wasm_host.ingest`` documents them).
+ingest = _dispatched(wasm_host.ingest, "ingest")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -100,3 +102,15 @@ class Limits:
     timeout: float = 10.0  #: seconds, re-armed at each host call (epoch interruption)
     fuel: int | None = 10_000_000_000  #: re-armed at each host call; None: unlimited
     tick: float = 0.01  #: epoch tick, seconds
+
+
+def job_answer(answer: Any) -> tuple[float, str | None] | None:
+    """``job_metrics``'s answer (a GithubJobMetrics, a ``(queue, conclusion)`` tuple, a dict, or
+    None) as ``(queue_duration, conclusion in lower case)``; both hosts take it this way."""
+    if answer is None:
+        return None
+    job = GithubJobMetrics(*answer) if isinstance(answer, tuple) else answer
+    job = GithubJobMetrics(job["queue_duration"], job.get("conclusion")) if isinstance(job, dict) else job
+    if not math.isfinite(queue := float(job.queue_duration)):
+        raise ValueError(f"queue duration {queue} is not finite")
+    return queue, job.conclusion and str(getattr(job.conclusion, "value", job.conclusion)).lower()

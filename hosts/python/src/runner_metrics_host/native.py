@@ -16,7 +16,6 @@ once the run is over.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -24,13 +23,13 @@ from typing import Any
 from . import _native
 from ._types import (
     CollectError,
-    GithubJobMetrics,
     Limits,
     PostJobMetrics,
     PreJobMetrics,
     RunnerMetrics,
     StorageReport,
     Summary,
+    job_answer,
 )
 
 __all__ = ["collect", "ingest", "DEFAULT_METRICS_LOG", "METRICS_LOG_ENV", "PULLED_FILES"]
@@ -45,18 +44,6 @@ def _metrics(t: tuple) -> RunnerMetrics:
     return RunnerMetrics(start, installed, pre and PreJobMetrics(*pre), post and PostJobMetrics(*post), name)
 
 
-def _job(answer: Any) -> tuple[float, str | None] | None:
-    """``job_metrics``'s answer: a GithubJobMetrics, a (queue, conclusion) tuple, a dict, or None."""
-    if answer is None:
-        return None
-    job = GithubJobMetrics(*answer) if isinstance(answer, tuple) else answer
-    job = GithubJobMetrics(job["queue_duration"], job.get("conclusion")) if isinstance(job, dict) else job
-    if not math.isfinite(queue := float(job.queue_duration)):
-        raise ValueError(f"queue duration {queue} is not finite")
-    conclusion = job.conclusion and str(getattr(job.conclusion, "value", job.conclusion)).lower()
-    return queue, conclusion
-
-
 def _lent(job_metrics: Any, metrics_log: Any, on_report: Any) -> dict[str, Any]:
     """The callbacks and the sink, as the extension takes them."""
     owned = metrics_log is None or isinstance(metrics_log, (str, bytes, os.PathLike))
@@ -68,7 +55,7 @@ def _lent(job_metrics: Any, metrics_log: Any, on_report: Any) -> dict[str, Any]:
     return {
         "metrics_log": log,
         "sink": None if owned else metrics_log,
-        "job_metrics": None if job_metrics is None else (lambda t: _job(job_metrics(_metrics(t)))),
+        "job_metrics": None if job_metrics is None else (lambda t: job_answer(job_metrics(_metrics(t)))),
         "on_report": None if on_report is None else report,
     }
 

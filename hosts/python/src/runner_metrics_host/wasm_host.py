@@ -45,6 +45,7 @@ from ._types import (
     RunnerMetrics,
     StorageReport,
     Summary,
+    job_answer,
 )
 
 __all__ = [
@@ -271,15 +272,12 @@ def _metrics(m: Any) -> RunnerMetrics:
     )
 
 
-def _job(job: Any) -> wc.Record | None:
-    """``job_metrics``'s answer: a GithubJobMetrics, a (queue, conclusion) tuple, a dict, or None."""
-    if job is None:
+def _job(answer: Any) -> wc.Record | None:
+    """``job_metrics``'s answer (``job_answer``) as WIT ``github-job-metrics``."""
+    if (job := job_answer(answer)) is None:
         return None
-    job = GithubJobMetrics(*job) if isinstance(job, tuple) else job
-    job = GithubJobMetrics(job["queue_duration"], job.get("conclusion")) if isinstance(job, dict) else job
-    if not math.isfinite(queue := float(job.queue_duration)):
-        raise ValueError(f"queue duration {queue} is not finite")
-    conclusion = job.conclusion and str(getattr(job.conclusion, "value", job.conclusion)).lower().replace("_", "-")
+    queue, conclusion = job
+    conclusion = conclusion and conclusion.replace("_", "-")
     return _record(queue_duration=queue, conclusion=conclusion if conclusion in _CONCLUSIONS else None)
 
 
