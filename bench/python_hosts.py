@@ -4,7 +4,7 @@ Rust host library (``runner_metrics_host.native.collect``, what ``collect`` runs
 copies of one storage root in the reference implementation's mix (80% complete, 10% without post-job, 5% no data, 5%
 corrupt), each after a warm-up run; the logs must be byte-identical.
 
-    hosts/python/.venv/bin/python bench/python_hosts.py [--storages 2000] [--dir /dev/shm]
+    hosts/python/.venv/bin/python bench/python_hosts.py [--storages 2000] [--dir /dev/shm] [--job-metrics]
 
 Run scripts/test-hosts.sh first: it builds the extension (left beside the package's sources) and
 the components (in target/hosts/, named by RUNNER_METRICS_COMPONENT and
@@ -47,16 +47,22 @@ def generate(root: Path, n: int) -> None:
             (storage / "post-job-metrics.json").write_bytes(POST)
 
 
-def timed(run, root: Path, log: Path) -> float:
+def timed(run, root: Path, log: Path, jobs) -> float:
     start = time.perf_counter()
-    run(root, "small", metrics_log=log)
+    run(root, "small", metrics_log=log, job_metrics=jobs)
     return time.perf_counter() - start
+
+
+def job(metrics):
+    """A job-metrics callback that answers at once (what a cached lookup costs)."""
+    return (12.5, "success")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--storages", type=int, default=2000)
     parser.add_argument("--dir", default="/dev/shm", help="where the roots are made (tmpfs by default)")
+    parser.add_argument("--job-metrics", action="store_true", help="lend a job_metrics callback (asked per runner)")
     args = parser.parse_args()
     contenders = {"pure WebAssembly host": wasm_host.collect, "Rust host binding": native.collect}
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="runner-metrics-python-bench-") as tmp:
@@ -66,15 +72,17 @@ def main() -> None:
         for name, run in contenders.items():
             warm = tmp / "warm"
             shutil.copytree(tmp / "template", warm)
-            timed(run, warm, tmp / "warm.log")  # compiles or loads the code once
+            jobs = job if args.job_metrics else None
+            timed(run, warm, tmp / "warm.log", jobs)  # compiles or loads the code once
             shutil.rmtree(warm)
             root, log = tmp / "root", tmp / f"{len(results)}.log"
             shutil.copytree(tmp / "template", root)
-            results[name] = timed(run, root, log)
+            results[name] = timed(run, root, log, jobs)
             logs[name] = log.read_bytes()
             shutil.rmtree(root)
         identical = len(set(logs.values())) == 1
-        print(f"{args.storages} storages on {args.dir}, warm, one process; logs byte-identical: {identical}")
+        lent = "a job_metrics callback" if args.job_metrics else "no callback"
+        print(f"{args.storages} storages on {args.dir}, {lent}, warm, one process; logs byte-identical: {identical}")
         base = results["Rust host binding"]
         for name, seconds in results.items():
             per = seconds / args.storages * 1e6
