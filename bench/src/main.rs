@@ -336,17 +336,17 @@ fn startup(collect_bin: &Path, dir: &Path, runs: usize) -> Result<()> {
     let plugin = runner_metrics::Plugin::open(&options)?;
     let open_time = opened.elapsed();
     for _ in 0..20 {
-        drop(plugin.sandbox(&empty)?);
+        drop(plugin.instance(&empty)?);
     }
     let count = 500;
     let t = Instant::now();
     for _ in 0..count {
-        drop(plugin.sandbox(&empty)?);
+        drop(plugin.instance(&empty)?);
     }
     let per_instance = t.elapsed() / count;
     println!("- `Plugin::open` with a warm cache, in process: {:.2} ms", ms(open_time));
     println!(
-        "- one guest instance (`Plugin::sandbox`, create + drop, mean of {count}): {:.1} µs\n",
+        "- one guest instance (`Plugin::instance`, create + drop, mean of {count}): {:.1} µs\n",
         per_instance.as_secs_f64() * 1e6
     );
     let _ = std::fs::remove_dir_all(&base);

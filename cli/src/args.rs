@@ -90,7 +90,7 @@ pub struct Cli {
     #[command(subcommand)]
     pub(crate) command: Command,
     #[command(flatten)]
-    pub(crate) sandbox: SandboxArgs,
+    pub(crate) sandbox: WasmSandboxArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -483,10 +483,11 @@ pub struct Confined {
     _staging: Option<std::sync::Arc<runner_metrics::storage::staging::Staging>>,
 }
 
-/// Sandbox settings shared by every subcommand.
+/// The WebAssembly sandbox's limits and code cache, shared by every subcommand
+/// (the second wall, the kernel's, is `OsSandboxArgs`).
 #[derive(Debug, Args)]
-#[command(next_help_heading = "Sandbox")]
-pub(crate) struct SandboxArgs {
+#[command(next_help_heading = "WebAssembly sandbox")]
+pub(crate) struct WasmSandboxArgs {
     /// Memory one guest instance may use, in MiB.
     #[arg(long, global = true, value_name = "MIB", default_value_t = 64)]
     pub(crate) memory_limit: usize,
@@ -508,7 +509,7 @@ pub(crate) struct SandboxArgs {
     pub(crate) no_cache: bool,
 }
 
-impl SandboxArgs {
+impl WasmSandboxArgs {
     /// Where compiled code is cached, if it is.
     pub(crate) fn cache_path(&self) -> Option<PathBuf> {
         if self.no_cache {

@@ -13,7 +13,7 @@ use runner_metrics::ingest::{self, LooseFiles, PulledFiles, PulledRunner};
 use runner_metrics::log::EventSink;
 use runner_metrics::{Plugin, RootLock, StorageReport};
 
-use crate::args::{OsSandboxArgs, OutputArgs, PolicyArgs, SandboxArgs, WaitArgs};
+use crate::args::{OsSandboxArgs, OutputArgs, PolicyArgs, WaitArgs, WasmSandboxArgs};
 use crate::run::run_locked;
 
 /// The examples at the end of `runner-metrics ingest --help`.
@@ -91,7 +91,7 @@ pub struct IngestArgs {
     pub(crate) output: OutputArgs,
 }
 
-pub fn run(sandbox: &SandboxArgs, args: IngestArgs) -> Result<ExitCode> {
+pub fn run(sandbox: &WasmSandboxArgs, args: IngestArgs) -> Result<ExitCode> {
     anyhow::ensure!(
         runner_metrics_core::names::is_valid_runner_name(&args.runner),
         "--runner {:?}: not a valid runner name (1 to 255 bytes of [A-Za-z0-9._-], not starting with '.')",

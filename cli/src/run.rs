@@ -36,7 +36,7 @@ pub(crate) fn open_sink(flag: Option<&Path>) -> Result<Box<dyn EventSink>> {
     Ok(Box::new(MetricsLog::open(&path).context("opening the metrics log")?))
 }
 
-pub(crate) fn run_collect(sandbox: &SandboxArgs, args: CollectArgs) -> Result<ExitCode> {
+pub(crate) fn run_collect(sandbox: &WasmSandboxArgs, args: CollectArgs) -> Result<ExitCode> {
     let selection = args.selection.selection()?;
     // Check the root before the log is created, so a typo leaves no trace.
     let storage = &args.selection.storage;
@@ -65,7 +65,7 @@ pub(crate) fn run_collect(sandbox: &SandboxArgs, args: CollectArgs) -> Result<Ex
 /// process confined, the plugin opened; then `run`, the progress and
 /// summary, and the Prometheus textfile.
 pub(crate) fn run_locked(
-    sandbox: &SandboxArgs,
+    sandbox: &WasmSandboxArgs,
     os: &OsSandboxArgs,
     args: &OutputArgs,
     storage: &Path,
@@ -127,7 +127,7 @@ pub(crate) fn run_locked(
     Ok(code)
 }
 
-pub(crate) fn run_extract(sandbox: &SandboxArgs, args: ExtractArgs) -> Result<ExitCode> {
+pub(crate) fn run_extract(sandbox: &WasmSandboxArgs, args: ExtractArgs) -> Result<ExitCode> {
     let os = &args.os_sandbox;
     let selection = args.selection.selection()?;
     let storage = &args.selection.storage;
@@ -178,7 +178,7 @@ pub(crate) fn finish(result: Result<Summary>, json: Option<&Confinement>) -> Res
     Ok(if summary.failed > 0 { ExitCode::from(EXIT_FAILED_STORAGES) } else { ExitCode::SUCCESS })
 }
 
-pub(crate) fn run_quarantine_list(sandbox: &SandboxArgs, storage: &Path, json: bool) -> Result<ExitCode> {
+pub(crate) fn run_quarantine_list(sandbox: &WasmSandboxArgs, storage: &Path, json: bool) -> Result<ExitCode> {
     check_root(storage)?;
     let plugin = sandbox.plugin()?;
     let entries = runner_metrics::quarantine::list(&plugin, storage)?;

@@ -38,7 +38,7 @@ pub mod sinks;
 pub mod storage;
 
 pub(crate) use engine::imports;
-pub use engine::{bindings, confined_fs, keeper, limits, plugin, sandbox};
+pub use engine::{bindings, confined_fs, instance, keeper, limits, plugin};
 #[cfg(feature = "native-guest")]
 pub use run::native;
 pub use run::{collect, collect_options, github, hooks, ingest, quarantine};
@@ -49,9 +49,9 @@ pub use bindings::{GithubJobMetrics, JobConclusion, RunnerMetrics, Selection};
 pub use collect::{collect, collect_holding, empty_selection, CollectOptions, Emit, JobMetricsSource, NoJobMetrics};
 pub use github::{GithubJobs, GithubOptions};
 pub use ingest::{ingest, LooseFiles, Policy, PulledFiles, PulledRunner};
+pub use instance::{CallResult, GuestFailure};
 pub use limits::Limits;
 pub use lock::{LockError, RootLock};
 pub use log::{EventSink, MemorySink, MetricsLog, StdoutSink};
 pub use plugin::{Plugin, PluginOptions};
-pub use sandbox::{CallResult, GuestFailure};
 pub use summary::{OutcomeKind, StorageReport, Summary};

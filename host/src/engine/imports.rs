@@ -70,13 +70,13 @@ impl<'a> RunState<'a> {
 }
 
 /// The [`RunState`] of the `collect` (or `recover`) call in progress, lent
-/// to the store for exactly that call (`Sandbox::lend` sets it and clears
+/// to the store for exactly that call (`Instance::lend` sets it and clears
 /// it when the call returns). wasmtime's store data must be `'static`, the run
 /// borrows the caller's sink and callbacks: this pointer bridges the two.
 pub(crate) struct Lent(NonNull<RunState<'static>>);
 
 // SAFETY: the pointer is dereferenced only by the imports, which wasmtime
-// calls on the thread running `Sandbox::lend`, inside that call; the
+// calls on the thread running `Instance::lend`, inside that call; the
 // store is never sent to another thread while the call runs.
 unsafe impl Send for Lent {}
 
@@ -90,7 +90,7 @@ impl HostState {
     /// The run being served.
     fn run<'r>(&self) -> wasmtime::Result<&'r mut RunState<'static>> {
         let lent = self.lent.as_ref().ok_or_else(|| wasmtime::format_err!("host import called outside collect"))?;
-        // SAFETY: `lent` is set only for the duration of `Sandbox::lend`,
+        // SAFETY: `lent` is set only for the duration of `Instance::lend`,
         // from a `&mut RunState` that the caller holds for that whole call
         // and does not touch until it returns; this import runs inside it.
         // The reference is used only until the import returns.

@@ -9,8 +9,8 @@
 pub mod bindings;
 pub mod confined_fs;
 pub(crate) mod imports;
+pub mod instance;
 pub mod jobs;
 pub mod keeper;
 pub mod limits;
 pub mod plugin;
-pub mod sandbox;

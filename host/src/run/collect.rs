@@ -195,7 +195,7 @@ fn run_with(
     };
     let mut last = None;
     loop {
-        let mut sandbox;
+        let mut instance;
         let result = match run.keeper.next(last.as_ref())? {
             NextCall::Done => {
                 said(&mut counts, &run);
@@ -206,15 +206,15 @@ fn run_with(
                 anyhow::bail!(why)
             }
             NextCall::Collect(options) => {
-                sandbox = plugin.sandbox(&run.root)?;
-                sandbox.collect(&mut run, &options)
+                instance = plugin.instance(&run.root)?;
+                instance.collect(&mut run, &options)
             }
             NextCall::Recover(x) => {
-                sandbox = plugin.sandbox(&run.root)?;
-                sandbox.recover(&mut run, &x)
+                instance = plugin.instance(&run.root)?;
+                instance.recover(&mut run, &x)
             }
         };
-        let (imports, fs_calls) = sandbox.counts();
+        let (imports, fs_calls) = instance.counts();
         counts.plugin_calls += 1;
         counts.host_imports += imports;
         counts.plugin_fs_calls += fs_calls;

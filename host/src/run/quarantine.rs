@@ -11,8 +11,8 @@ use crate::plugin::Plugin;
 
 pub fn list(plugin: &Plugin, root: &Path) -> Result<Vec<QuarantinedStorage>> {
     let root = root.canonicalize().with_context(|| format!("storage root {}", root.display()))?;
-    let mut sandbox = plugin.sandbox(&root)?;
-    sandbox.list_quarantine().map_err(anyhow::Error::new)?.map_err(|e| {
+    let mut instance = plugin.instance(&root)?;
+    instance.list_quarantine().map_err(anyhow::Error::new)?.map_err(|e| {
         anyhow::anyhow!("listing {}/.quarantine: {}", root.display(), runner_metrics_core::report::bounded(&e))
     })
 }

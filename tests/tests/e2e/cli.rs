@@ -847,7 +847,7 @@ fn help_groups_flags_by_purpose_and_ends_with_examples() {
             "GitHub lookups:",
             &["--github-token-file", "--github-api-url", "--github-timeout", "--github-max-wait", "--github-budget"],
         ),
-        ("Sandbox:", &["--memory-limit", "--timeout", "--max-handles", "--cache-dir", "--no-cache"]),
+        ("WebAssembly sandbox:", &["--memory-limit", "--timeout", "--max-handles", "--cache-dir", "--no-cache"]),
     ];
     for (heading, flags) in groups {
         assert_eq!(flags_under(help, heading), flags, "under {heading}:\n{help}");
@@ -870,7 +870,7 @@ fn help_groups_flags_by_purpose_and_ends_with_examples() {
     // The sandbox flags are grouped in every subcommand, and the top-level
     // help has examples of the first commands to run.
     let out = output(cli().args(["quarantine", "list", "--help"]));
-    assert_eq!(flags_under(&out.stdout, "Sandbox:").len(), 5, "{}", out.stdout);
+    assert_eq!(flags_under(&out.stdout, "WebAssembly sandbox:").len(), 5, "{}", out.stdout);
     let out = output(cli().arg("--help"));
     assert_eq!(out.code, Some(0), "{}", out.stderr);
     let examples = out.stdout.split_once("\nExamples:\n").expect("--help ends with examples").1;

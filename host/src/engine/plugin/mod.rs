@@ -14,9 +14,9 @@ use wasmtime::{Config, Engine};
 use crate::bindings::{CollectOptions, IntoAnyhow, Plugin as PluginWorld, PluginPre};
 use crate::confined_fs::{link_wasi, Layer};
 use crate::imports::HostState;
+use crate::instance::Instance;
 use crate::keeper::{Keeper, KeeperPre, KeeperState};
 use crate::limits::{EpochTicker, Limits, StallWatch};
-use crate::sandbox::Sandbox;
 
 pub mod cache;
 
@@ -204,8 +204,8 @@ impl Plugin {
     }
 
     /// A fresh sandbox that sees `storage_root` and nothing else.
-    pub fn sandbox(&self, storage_root: &Path) -> Result<Sandbox> {
-        Sandbox::new(&self.engine, &self.pre, &self.limits, Arc::clone(&self.stall_watch), storage_root, self.confined)
+    pub fn instance(&self, storage_root: &Path) -> Result<Instance> {
+        Instance::new(&self.engine, &self.pre, &self.limits, Arc::clone(&self.stall_watch), storage_root, self.confined)
     }
 
     /// The keeper of one run over `storage_root` (which it sees read-only).

@@ -45,13 +45,13 @@ impl std::error::Error for GuestFailure {}
 pub type CallResult<T> = std::result::Result<T, GuestFailure>;
 
 /// One instance of the component in its own store.
-pub struct Sandbox {
+pub struct Instance {
     store: Store<HostState>,
     bindings: PluginBindings,
     stderr: MemoryOutputPipe,
 }
 
-impl Sandbox {
+impl Instance {
     pub(crate) fn new(
         engine: &Engine,
         pre: &PluginPre<HostState>,
@@ -150,12 +150,12 @@ impl Sandbox {
     }
 
     /// Runs the guest's `recover` of what a trap interrupted, for `run`, as
-    /// [`Sandbox::collect`] runs `collect`.
+    /// [`Instance::collect`] runs `collect`.
     pub(crate) fn recover(&mut self, run: &mut RunState<'_>, x: &Interrupted) -> CallResult<Result<(), String>> {
         self.lend(run, "recovery", |b, s| b.github_runner_metrics_collector().call_recover(s, x))
     }
 
-    /// [`Sandbox::call`] with `run` lent to the imports for the call's
+    /// [`Instance::call`] with `run` lent to the imports for the call's
     /// duration (see [`Lent`]).
     fn lend(
         &mut self,
