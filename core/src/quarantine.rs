@@ -66,13 +66,25 @@ pub fn move_to_quarantine(
             Err(e) if e.kind == FsErrorKind::AlreadyExists => continue,
             Err(e) => return Err(e.message),
         }
-        return match fs.rename(source, &target) {
-            Ok(()) => Ok(QuarantineInfo { reason, file: file.map(str::to_owned), detail: detail.to_owned(), location }),
+        match fs.rename(source, &target) {
+            Ok(()) => {
+                return Ok(QuarantineInfo {
+                    reason,
+                    file: file.map(str::to_owned),
+                    detail: detail.to_owned(),
+                    location,
+                })
+            }
+            // Taken since the check (natively the rename never replaces):
+            // the next name.
+            Err(e) if matches!(e.kind, FsErrorKind::AlreadyExists | FsErrorKind::NotEmpty) => {
+                let _ = fs.remove_file(&reason_path);
+            }
             Err(e) => {
                 let _ = fs.remove_file(&reason_path);
-                Err(e.message)
+                return Err(e.message);
             }
-        };
+        }
     }
     Err(format!("no free quarantine name for {runner:?}"))
 }
@@ -194,4 +206,71 @@ pub fn read_reason(fs: &impl StorageFs, location: &str) -> Result<QuarantinedSto
         detail: text("detail").unwrap_or_default(),
         quarantined_at,
     })
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::*;
+    use crate::fs::{FsError, FsResult, Meta, NativeDir, NativeFs};
+
+    /// The filesystem as it looks to a writer that races another: every
+    /// quarantine location seems free when checked, whatever is there.
+    struct FreeAtCheck(NativeFs);
+
+    impl StorageFs for FreeAtCheck {
+        type Listing = <NativeFs as StorageFs>::Listing;
+        type Dir = NativeDir;
+        fn open_dir(&self, name: &str) -> FsResult<NativeDir> {
+            self.0.open_dir(name)
+        }
+        fn enter_dir(&self, name: &str) -> FsResult<()> {
+            self.0.enter_dir(name)
+        }
+        fn list(&self, dir: &str) -> FsResult<Self::Listing> {
+            self.0.list(dir)
+        }
+        fn lstat(&self, path: &str) -> FsResult<Meta> {
+            match path.strip_prefix(".quarantine/") {
+                Some(_) => Err(FsError::new(FsErrorKind::NotFound, "stat", path, "not there (yet)")),
+                None => self.0.lstat(path),
+            }
+        }
+        fn read_bounded(&self, path: &str, limit: usize) -> FsResult<BoundedRead> {
+            self.0.read_bounded(path, limit)
+        }
+        fn rename(&self, from: &str, to: &str) -> FsResult<()> {
+            self.0.rename(from, to)
+        }
+        fn move_into(&self, name: &str, dir: &NativeDir, new_name: &str) -> FsResult<()> {
+            self.0.move_into(name, dir, new_name)
+        }
+        fn create_dir(&self, path: &str) -> FsResult<()> {
+            self.0.create_dir(path)
+        }
+        fn write_new_file(&self, path: &str, bytes: &[u8]) -> FsResult<()> {
+            self.0.write_new_file(path, bytes)
+        }
+        fn remove_file(&self, path: &str) -> FsResult<()> {
+            self.0.remove_file(path)
+        }
+        fn now(&self) -> f64 {
+            1_700_000_000.5
+        }
+    }
+
+    #[test]
+    fn a_location_taken_after_the_check_is_skipped_not_replaced_nor_an_error() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("r-1")).unwrap();
+        // Another run's quarantined storage already holds the first name.
+        let taken = root.path().join(".quarantine").join(entry_base("r-1", 1_700_000_000.5));
+        std::fs::create_dir_all(&taken).unwrap();
+        std::fs::write(taken.join("theirs"), b"x").unwrap();
+        let fs = FreeAtCheck(NativeFs::new(root.path()));
+        let info = quarantine_storage(&fs, "r-1", QuarantineReason::InvalidJson, None, "d").unwrap();
+        assert_eq!(info.location, format!("{}.1", entry_base("r-1", 1_700_000_000.5)));
+        assert_eq!(std::fs::read(taken.join("theirs")).unwrap(), b"x", "the other storage is untouched");
+        let reasons = std::fs::read_dir(root.path().join(".quarantine")).unwrap().count();
+        assert_eq!(reasons, 3, "both storages and one reason file (the first attempt's is removed)");
+    }
 }
