@@ -10,6 +10,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { MessageChannel, Worker } from 'node:worker_threads';
 import { WASIShim } from '@bytecodealliance/preview2-shim/instantiation';
+import { countReport, jobAnswer, newSummary } from './shared.js';
 
 export const DEFAULT_METRICS_LOG = '/var/log/github-runner-metrics.log';
 /** Whether `collect` runs the Rust host library (the addon runner-metrics.node, native.js); else this file's WebAssembly host. */
@@ -20,8 +21,6 @@ export const MAX_TRAPS_PER_RUN = 16;
 /** Per sandbox: the guest's linear memory, the worker's V8 heap, guest time between two imports. */
 export const DEFAULT_LIMITS = Object.freeze({ memoryBytes: 64 << 20, heapMb: 64, timeoutMs: 10_000 });
 const PACKAGE = join(dirname(fileURLToPath(import.meta.url)), '..');
-const CONCLUSIONS = ['action-required', 'cancelled', 'failure', 'neutral', 'skipped', 'success', 'timed-out'];
-const COUNTS = { extracted: 'extracted', 'no-data': 'noData', quarantined: 'quarantined', skipped: 'skipped', failed: 'failed' };
 const METRICS_FILES = ['runner-installation-start.timestamp', 'runner-installed.timestamp', 'pre-job-metrics.json', 'post-job-metrics.json'];
 const POLICIES = ['strict', 'lenient'];
 /** The pulled files `ingest` takes, by name, and their fields in the WIT `loose-files`. */
@@ -145,12 +144,7 @@ const IMPORTS = {
   endStorage: (run) => run.check(() => run.keeper.endStorage()),
   async jobMetrics(run, metrics) {
     run.check(() => run.keeper.jobMetrics(metrics));
-    const job = run.jobs ? await run.jobs(metrics) : null;
-    if (job == null) return undefined;
-    const queueDuration = Number(job.queueDuration ?? job.queue_duration);
-    if (!Number.isFinite(queueDuration)) throw new Error(`jobMetrics gave a queue duration of ${queueDuration}`);
-    const conclusion = String(job.conclusion).toLowerCase().replaceAll('_', '-');
-    return { queueDuration, conclusion: CONCLUSIONS.includes(conclusion) ? conclusion : undefined }; // unknown: left out (spec 5)
+    return jobAnswer(run.jobs ? await run.jobs(metrics) : null);
   },
   async append(run, batch) {
     run.check(() => run.keeper.append(batch));
@@ -162,9 +156,7 @@ const IMPORTS = {
   },
   report(run, claimed) {
     const report = run.check(() => run.keeper.report(claimed)); // its strings bounded
-    run.summary[COUNTS[report.outcome]] += 1;
-    run.summary.linesWritten += report.events;
-    run.summary.reports.push(report);
+    countReport(run.summary, report);
     try { run.onReport?.(report); } catch (e) {
       if (run.calling === 'collect') throw e; // halts it; a recovery goes on: its storages' lines are out
       run.failed ??= e;
@@ -292,7 +284,7 @@ function pulledFiles(files) {
 /** One run over `root` with the WIT options `wit` (collect and ingest): the keeper's loop, each plugin call on a fresh worker. */
 async function runWith(root, wit, options) {
   const plugin = options.plugin ?? (sharedPlugin ??= await Plugin.load());
-  const summary = { extracted: 0, noData: 0, quarantined: 0, skipped: 0, failed: 0, linesWritten: 0, reports: [] };
+  const summary = newSummary();
   // calling: the plugin call in progress (`collect` or `recover`); failed: a callback of the caller's that failed in it (the
   // call is halted); halted: the first such, the stop's cause; broken: the keeper failed, so the run stops at once.
   const run = {

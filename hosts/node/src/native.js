@@ -8,24 +8,14 @@ import { createRequire } from 'node:module';
 import { realpathSync, statSync } from 'node:fs';
 
 import { CollectError, DEFAULT_LIMITS, DEFAULT_METRICS_LOG, METRICS_LOG_ENV } from './index.js';
+import { countReport, jobAnswer, newSummary } from './shared.js';
 
 const addon = createRequire(import.meta.url)('../runner-metrics.node');
 
-const COUNTS = { extracted: 'extracted', 'no-data': 'noData', quarantined: 'quarantined', skipped: 'skipped', failed: 'failed' };
 
 /** A report as index.js hands them over (absent reason and file left out). */
 function reportOf(r) {
   return { name: r.name, outcome: r.outcome, reason: r.reason ?? undefined, file: r.file ?? undefined, detail: r.detail, events: r.events };
-}
-
-/** The caller's job answer: `{queueDuration, conclusion}` (or `queue_duration`), or nothing. */
-function jobOf(job) {
-  if (job == null) return [undefined, undefined];
-  const queueDuration = Number(job.queueDuration ?? job.queue_duration);
-  if (!Number.isFinite(queueDuration)) throw new Error(`jobMetrics gave a queue duration of ${queueDuration}`);
-  const conclusion = job.conclusion == null ? undefined : String(job.conclusion).toLowerCase().replaceAll('-', '_');
-  const known = ['action_required', 'cancelled', 'failure', 'neutral', 'skipped', 'success', 'timed_out'];
-  return [queueDuration, known.includes(conclusion) ? conclusion : undefined]; // unknown: left out (spec 5)
 }
 
 /** The addon's options and request handler for `options`, and how to turn its outcome into the summary. */
@@ -43,8 +33,8 @@ function lent(options) {
     }
     try {
       if (request.kind === 'jobMetrics') {
-        const [queueDuration, conclusion] = jobOf(await options.jobMetrics(request.metrics));
-        addon.answer(request.run, queueDuration, conclusion, undefined);
+        const job = jobAnswer(await options.jobMetrics(request.metrics));
+        addon.answer(request.run, job?.queueDuration, job?.conclusion, undefined);
       } else {
         await sink.append(request.lines);
         addon.answer(request.run, undefined, undefined, undefined);
@@ -68,12 +58,8 @@ function lent(options) {
     timeoutMs: limits.timeoutMs,
   };
   const summarize = (outcome) => {
-    const summary = { extracted: 0, noData: 0, quarantined: 0, skipped: 0, failed: 0, linesWritten: 0, reports: [] };
-    for (const r of outcome.reports.map(reportOf)) {
-      summary[COUNTS[r.outcome]] += 1;
-      summary.linesWritten += r.events;
-      summary.reports.push(r);
-    }
+    const summary = newSummary();
+    for (const r of outcome.reports) countReport(summary, reportOf(r));
     if (outcome.error != null) throw new CollectError(outcome.error, summary, failed ?? undefined);
     if (outcome.callbackError != null) throw new CollectError(`a callback failed: ${outcome.callbackError}`, summary);
     if (failed) throw failed;

@@ -276,7 +276,7 @@ fn collect(
         policy: policy_from(policy)?,
         ..CollectOptions::events("")
     };
-    let limits = Limits { memory_bytes, call_timeout: seconds("timeout", timeout)?, ..Limits::default() };
+    let limits = limits(memory_bytes, timeout)?;
     let mut lent = Lent::new(job_metrics, metrics_log, sink, on_report)?;
     let outcome = py.detach(|| {
         let plugin = plugin(component, cache_dir, limits)?;
@@ -330,7 +330,7 @@ fn ingest(
         remember_ingested: seconds("remember", remember)?,
         ..CollectOptions::events(flavor)
     };
-    let limits = Limits { memory_bytes, call_timeout: seconds("timeout", timeout)?, ..Limits::default() };
+    let limits = limits(memory_bytes, timeout)?;
     let mut lent = Lent::new(job_metrics, metrics_log, sink, on_report)?;
     let outcome = py.detach(|| {
         let plugin = plugin(component, cache_dir, limits)?;
@@ -338,6 +338,11 @@ fn ingest(
         runner_metrics::ingest(&plugin, &quarantine_dir, pulled, &options, jobs, sink.as_mut(), &mut |r| reports.add(r))
     });
     lent.finish(outcome)
+}
+
+/// The Rust host's limits with the caller's memory cap and per-storage deadline.
+fn limits(memory_bytes: usize, timeout: f64) -> PyResult<Limits> {
+    Ok(Limits { memory_bytes, call_timeout: seconds("timeout", timeout)?, ..Limits::default() })
 }
 
 fn seconds(what: &str, value: f64) -> PyResult<Duration> {
