@@ -385,7 +385,7 @@ impl GithubArgs {
         options.budget = Duration::from_secs_f64(self.github_budget);
         let jobs = GithubJobs::new(options, move |warning: &str| {
             let clear = if live { "\r\x1b[K" } else { "" };
-            let line = format!("{clear}warning: {}\n", plain(warning, None));
+            let line = format!("{clear}warning: {}\n", plain(warning, &[], None));
             let _ = std::io::stderr().lock().write_all(line.as_bytes());
         })?;
         Ok(Box::new(jobs))

@@ -21,7 +21,7 @@ pub fn main() -> ExitCode {
     match run(args) {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("runner-metrics: error: {}", plain(&format!("{error:#}"), None));
+            eprintln!("runner-metrics: error: {}", plain_error(&error));
             ExitCode::from(EXIT_ERROR)
         }
     }

@@ -184,7 +184,7 @@ pub fn run_storage(command: StorageCommand) -> Result<ExitCode> {
                     println!("{}", s.name);
                 }
                 if let Some(e) = &s.mount_error {
-                    eprintln!("runner-metrics: {}: not mounted: {}", s.path.display(), plain(e, Some(&storage)));
+                    eprintln!("runner-metrics: {}: not mounted: {}", s.path.display(), plain(e, &[], Some(&storage)));
                 }
                 if s.foreign_mount {
                     eprintln!("runner-metrics: {}: {}", s.path.display(), storage::FOREIGN_MOUNT);
@@ -207,7 +207,7 @@ pub fn run_storage(command: StorageCommand) -> Result<ExitCode> {
                     eprintln!(
                         "{}: {}; quarantined as undeletable: {}",
                         storage.join(&name).display(),
-                        plain(&detail, Some(&storage)),
+                        plain(&detail, &[], Some(&storage)),
                         storage.join(storage::QUARANTINE_DIR).join(location).display()
                     );
                     return Ok(ExitCode::from(EXIT_FAILED_STORAGES));
@@ -244,7 +244,7 @@ pub fn run_quarantine(command: QuarantineMore) -> Result<ExitCode> {
                 println!("{}{location}", if dry_run { "would purge " } else { "purged " });
             }
             for e in &report.errors {
-                eprintln!("runner-metrics: {}", plain(&e.to_string(), Some(&storage)));
+                eprintln!("runner-metrics: {}", plain(&e.to_string(), &[], Some(&storage)));
             }
             eprintln!(
                 "{} {}, {} younger kept, {} error(s)",
@@ -297,7 +297,7 @@ pub(crate) fn show(root: &Path, location: &str, json: bool) -> Result<ExitCode> 
     println!("runner name:    {}", entry.runner_name);
     println!("reason:         {}", printable(&entry.reason));
     println!("file:           {}", printable(entry.file.as_deref().unwrap_or("-")));
-    println!("detail:         {}", plain(&entry.detail, Some(root)));
+    println!("detail:         {}", plain(&entry.detail, &[], Some(root)));
     println!("quarantined at: {} ({})", format_time(entry.quarantined_at), entry.quarantined_at);
     if !entry.present {
         println!("contents:       (gone: only the reason file is left)");

@@ -3,6 +3,8 @@
 use std::path::Path;
 
 use anyhow::Result;
+use runner_metrics::Stopped;
+use runner_metrics_core::model::FsError;
 
 /// Checks `--storage DIR` before anything else, so that a missing root, a
 /// file or an inaccessible one reads the same in every subcommand: one line
@@ -20,126 +22,30 @@ pub fn check_root(root: &Path) -> Result<()> {
 
 /// An I/O error as a reason, without the `(os error N)` tail.
 pub fn io_reason(error: &std::io::Error) -> String {
-    let text = error.to_string();
-    match text.rfind(" (os error ") {
-        Some(at) if text.ends_with(')') => text[..at].to_owned(),
-        _ => text,
-    }
+    runner_metrics_core::fs::cause_of(error)
 }
-
-/// The filesystem operations the guest names in its messages, each followed
-/// by a root-relative path in Rust debug quotes (`stat "r-1/x": why`).
-pub(crate) const GUEST_OPS: [&str; 14] = [
-    "create",
-    "create directory",
-    "list",
-    "move",
-    "move out",
-    "open",
-    "open directory",
-    "read",
-    "remove",
-    "remove directory",
-    "rename",
-    "stat",
-    "sync",
-    "write",
-];
 
 /// A message from the guest or the library as an operator should read it:
-/// WASI's `, similar to `EACCES` in POSIX.` glosses taken off, the guest's
-/// quoted root-relative paths (`open "r-1/pre-job-metrics.json"`) written as
-/// full paths under `root` when it is known (unquoted relative paths when
-/// not), and control characters escaped (the text can come from untrusted
-/// files and names) while quotes are left as they are.
-pub fn plain(message: &str, root: Option<&Path>) -> String {
-    let message = without_posix_glosses(message);
-    let mut out = String::with_capacity(message.len() + root.map_or(0, |r| r.as_os_str().len()));
-    let mut rest = message.as_str();
-    while let Some(open) = rest.find('"') {
-        out.push_str(&rest[..open]);
-        let after = &rest[open + 1..];
-        let Some(close) = closing_quote(after) else {
-            out.push_str(&rest[open..]);
-            rest = "";
-            break;
-        };
-        let quoted = &after[..close];
-        let tail = &after[close + 1..];
-        if tail.starts_with(':') && follows_guest_op(&out) {
-            let relative = unquote(quoted);
-            match root {
-                Some(root) if relative.is_empty() => out.push_str(&root.display().to_string()),
-                Some(root) => out.push_str(&root.join(&relative).display().to_string()),
-                None if relative.is_empty() => out.push('.'),
-                None => out.push_str(&relative),
-            }
-        } else {
-            out.push('"');
-            out.push_str(quoted);
-            out.push('"');
-        }
-        rest = tail;
+/// the filesystem errors it names (`errors`, typed by the guest) written
+/// with their full paths under `root` when it is known
+/// (`open /srv/runners/r-1/pre-job-metrics.json: Permission denied`), and
+/// control characters escaped (the text can come from untrusted files and
+/// names) while quotes are left as they are.
+pub fn plain(message: &str, errors: &[FsError], root: Option<&Path>) -> String {
+    match root {
+        Some(root) => printable(&FsError::with_full_paths(message, errors, root)),
+        None => printable(message),
     }
-    out.push_str(rest);
-    printable(&out)
 }
 
-/// `text` without WASI's error-code glosses (`, similar to `X` [and `Y`] in
-/// POSIX`, and the full stop after one).
-pub(crate) fn without_posix_glosses(text: &str) -> String {
-    const START: &str = ", similar to `";
-    const END: &str = " in POSIX";
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find(START) {
-        let Some(len) = rest[start..].find(END) else { break };
-        out.push_str(&rest[..start]);
-        rest = &rest[start + len + END.len()..];
-        rest = rest.strip_prefix('.').unwrap_or(rest);
+/// An error chain as one line: a run's stop ([`Stopped`]) with its paths
+/// in full, control characters escaped.
+pub fn plain_error(error: &anyhow::Error) -> String {
+    let text = format!("{error:#}");
+    match error.chain().find_map(|e| e.downcast_ref::<Stopped>()) {
+        Some(stopped) => plain(&text, &stopped.failure.errors, Some(&stopped.root)),
+        None => printable(&text),
     }
-    out.push_str(rest);
-    out
-}
-
-/// The byte offset of the quote closing a debug-quoted string whose opening
-/// quote precedes `text` (backslash escapes skipped).
-pub(crate) fn closing_quote(text: &str) -> Option<usize> {
-    let mut escaped = false;
-    for (at, c) in text.char_indices() {
-        match c {
-            _ if escaped => escaped = false,
-            '\\' => escaped = true,
-            '"' => return Some(at),
-            _ => {}
-        }
-    }
-    None
-}
-
-/// Whether `before` ends with one of [`GUEST_OPS`] and a space, as a word.
-pub(crate) fn follows_guest_op(before: &str) -> bool {
-    let Some(before) = before.strip_suffix(' ') else { return false };
-    GUEST_OPS.iter().any(|op| {
-        before.strip_suffix(op).is_some_and(|head| !head.ends_with(|c: char| c.is_alphanumeric() || c == '_'))
-    })
-}
-
-/// The content of a debug-quoted string with its quote and backslash
-/// escapes undone; other escapes (`\u{1b}`) stay as text.
-pub(crate) fn unquote(quoted: &str) -> String {
-    let mut out = String::with_capacity(quoted.len());
-    let mut chars = quoted.chars();
-    while let Some(c) = chars.next() {
-        match (c, chars.clone().next()) {
-            ('\\', Some(next @ ('"' | '\'' | '\\'))) => {
-                out.push(next);
-                chars.next();
-            }
-            _ => out.push(c),
-        }
-    }
-    out
 }
 
 /// `text` with control characters (and other characters Rust escapes in
@@ -185,32 +91,37 @@ mod tests {
     }
 
     #[test]
-    fn plain_drops_wasi_glosses_and_writes_guest_paths_in_full() {
+    fn plain_writes_the_typed_errors_paths_in_full_and_nothing_else() {
+        use runner_metrics_core::model::{FsErrorCode, FsOperation};
         let root = Path::new("/srv/runners");
-        let guest = "kept: open \"r-1/pre-job-metrics.json\": Permission denied, similar to `EACCES` in POSIX.";
-        assert_eq!(plain(guest, Some(root)), "kept: open /srv/runners/r-1/pre-job-metrics.json: Permission denied");
-        assert_eq!(plain(guest, None), "kept: open r-1/pre-job-metrics.json: Permission denied");
-        // Two codes in one gloss; the root itself as the empty path.
-        let guest = "list \"\": Resource unavailable, or operation would block, similar to `EAGAIN` and `EWOULDBLOCK` in POSIX.; retried";
+        let error =
+            |operation, path: &str| FsError::new(FsErrorCode::PermissionDenied, operation, path, "Permission denied");
+        let open = error(FsOperation::Open, "r-1/pre-job-metrics.json");
+        let message = format!("kept: {open}");
+        assert_eq!(message, "kept: open \"r-1/pre-job-metrics.json\": Permission denied");
+        let errors = [open];
         assert_eq!(
-            plain(guest, Some(root)),
-            "list /srv/runners: Resource unavailable, or operation would block; retried"
+            plain(&message, &errors, Some(root)),
+            "kept: open /srv/runners/r-1/pre-job-metrics.json: Permission denied"
         );
-        // Quotes that are not paths after an operation are kept as they are.
-        let detail = "invalid-value: pre-job-metrics.json \"workflow\": not a string; moved to .quarantine/r-1.5.6";
-        assert_eq!(plain(detail, Some(root)), detail);
+        assert_eq!(plain(&message, &errors, None), message, "no root: as the guest wrote it");
+        // The root itself is the empty path.
+        let list = error(FsOperation::List, "");
         assert_eq!(
-            plain("refusing to delete \"r-1\": it is a symlink", Some(root)),
-            "refusing to delete \"r-1\": it is a symlink"
+            plain(&format!("{list}; retried"), &[list], Some(root)),
+            "list /srv/runners: Permission denied; retried"
         );
-        assert_eq!(plain("restat \"x\": gone", Some(root)), "restat \"x\": gone", "whole words only");
-        // Escaped quotes inside a quoted path; control characters stay escaped.
-        assert_eq!(plain("stat \"r-1/a\\\"b\": no", Some(root)), "stat /srv/runners/r-1/a\"b: no");
-        assert_eq!(plain("remove \"r-1/\\u{1b}x\": busy", Some(root)), "remove /srv/runners/r-1/\\u{1b}x: busy");
-        assert_eq!(plain("raw \u{1b}[2J bell\u{7}", None), "raw \\u{1b}[2J bell\\u{7}");
-        // An unterminated quote or gloss is left alone.
-        assert_eq!(plain("open \"r-1: cut", Some(root)), "open \"r-1: cut");
-        assert_eq!(plain("x, similar to `EIO", None), "x, similar to `EIO");
+        // Quoted text that no typed error names is left as it is, even
+        // when it looks like an error: nothing is parsed.
+        let look_alike = "invalid-value: pre-job-metrics.json \"workflow\": not a string; stat \"x\": gone";
+        assert_eq!(plain(look_alike, &[], Some(root)), look_alike);
+        // Untrusted text: control characters escaped, quotes kept.
+        let odd = error(FsOperation::Remove, "r-1/a\"b\u{1b}");
+        let message = format!("{odd} \u{7}");
+        assert_eq!(
+            plain(&message, &[odd], Some(root)),
+            "remove /srv/runners/r-1/a\"b\\u{1b}: Permission denied \\u{7}"
+        );
     }
 
     #[test]

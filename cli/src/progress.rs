@@ -54,7 +54,7 @@ impl Progress {
                 "{clear}{}: {}: {}\n",
                 report.outcome.as_str(),
                 printable(&report.name),
-                plain(&report.detail, self.root.as_deref())
+                plain(&report.detail, &report.errors, self.root.as_deref())
             );
             write_stderr(&line);
             self.on_screen = false; // drawn again at the next interval

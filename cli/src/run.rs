@@ -202,7 +202,7 @@ pub(crate) fn run_quarantine_list(sandbox: &WasmSandboxArgs, storage: &Path, jso
                 format_time(q.quarantined_at),
                 reason,
                 printable(file),
-                plain(&q.detail, Some(storage))
+                plain(&q.detail, &[], Some(storage))
             );
         }
     }

@@ -260,11 +260,11 @@ fn collect(options: &Options, out: &mut OutputStream, err: &mut Stderr) -> (Summ
     };
     let collect_options = CollectOptions {
         selection: options.selection.clone(),
-        keep: options.dry_run,
+        dry_run: options.dry_run,
         batch_size: 1,
         ..CollectOptions::events(options.flavor.clone())
     };
     let mut host = StdioHost { options, out, err, summary: Summary::default() };
-    let result = pipeline::collect(&fs, &collect_options, &mut host);
+    let result = pipeline::collect(&fs, &collect_options, None, &mut host).map_err(|e| e.message);
     (host.summary, result)
 }

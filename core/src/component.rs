@@ -2,32 +2,29 @@
 //! Rust modules, which speak the same generated types (`model.rs`). No
 //! logic and no conversions live here.
 //!
-//! One crate, two worlds of `wit/0.3.0`: the plugin (default: the whole
-//! collect, driving the imported `host` interface) and, with the feature
-//! `command`, the command component for `wasmtime run` (`cli_run.rs`). Both
-//! export the fine-grained `extraction` and `events` interfaces.
-
-use std::cell::RefCell;
+//! One crate, two worlds of `wit/0.4.0`: the plugin (default: what hosts
+//! call, the whole collect driving the imported `host` interface) and,
+//! with the feature `command`, the command component for `wasmtime run`
+//! (`cli_run.rs`), which exports the fine-grained `extraction` and
+//! `events` interfaces for `--invoke`.
 
 use crate::fs::WasiFs;
 use crate::model::*;
-use crate::{events, extract, quarantine, render};
+use crate::quarantine;
 
 #[cfg(not(feature = "command"))]
 wit_bindgen::generate!({
-    path: "../wit/0.3.0",
+    path: "../wit/0.4.0",
     world: "plugin",
-    with: { "github-runner:metrics/types@0.3.0": crate::model::generated::github_runner::metrics::types },
+    with: { "github-runner:metrics/types@0.4.0": crate::model::generated::github_runner::metrics::types },
 });
 
 #[cfg(feature = "command")]
 wit_bindgen::generate!({
-    path: "../wit/0.3.0",
+    path: "../wit/0.4.0",
     world: "command",
-    with: { "github-runner:metrics/types@0.3.0": crate::model::generated::github_runner::metrics::types },
+    with: { "github-runner:metrics/types@0.4.0": crate::model::generated::github_runner::metrics::types },
 });
-
-use exports::github_runner::metrics::extraction::{self, GuestScan};
 
 struct Component;
 
@@ -42,70 +39,76 @@ type RootFs = crate::hostile::HostileFs<WasiFs>;
 
 // The identity conversion in the shipped build.
 #[allow(clippy::useless_conversion)]
-fn open_root() -> crate::fs::FsResult<RootFs> {
-    WasiFs::open().map(Into::into)
+fn open_root() -> Result<RootFs, Failure> {
+    WasiFs::open().map(Into::into).map_err(Failure::from)
 }
 
-/// The `scan` resource: a streaming pass over the storage root.
-pub struct ScanResource {
-    inner: RefCell<Result<extract::Scan<RootFs>, String>>,
-}
+/// The fine-grained calls of the command component, for `--invoke`.
+#[cfg(feature = "command")]
+mod fine_grained {
+    use std::cell::RefCell;
 
-impl GuestScan for ScanResource {
-    fn new(selection: Selection) -> Self {
-        let inner = open_root().and_then(|fs| extract::Scan::new(fs, selection)).map_err(|e| e.message);
-        Self { inner: RefCell::new(inner) }
+    use super::*;
+    use crate::{events, extract, render};
+    use exports::github_runner::metrics::extraction::{self, GuestScan};
+
+    /// The `scan` resource: a streaming pass over the storage root.
+    pub struct ScanResource {
+        inner: RefCell<Result<extract::Scan<RootFs>, Failure>>,
     }
 
-    fn next_batch(&self, max: u32) -> Result<Vec<RootEntry>, String> {
-        let mut inner = self.inner.borrow_mut();
-        let scan = inner.as_mut().map_err(|e| e.clone())?;
-        scan.next_batch(max as usize).map_err(|e| e.message)
-    }
-}
+    impl GuestScan for ScanResource {
+        fn new(selection: Selection) -> Self {
+            let inner = open_root().and_then(|fs| extract::Scan::new(fs, selection).map_err(Failure::from));
+            Self { inner: RefCell::new(inner) }
+        }
 
-impl extraction::Guest for Component {
-    type Scan = ScanResource;
-
-    fn extract_storage(runner_name: String, keep: bool) -> Outcome {
-        match open_root() {
-            Ok(fs) => extract::extract_storage(&fs, &runner_name, keep),
-            Err(e) => Outcome::Failed(e.message),
+        fn next_batch(&self, max: u32) -> Result<Vec<RootEntry>, Failure> {
+            let mut inner = self.inner.borrow_mut();
+            let scan = inner.as_mut().map_err(|e| e.clone())?;
+            scan.next_batch(max as usize).map_err(Failure::from)
         }
     }
 
-    fn delete_storage(runner_name: String) -> Result<Option<QuarantineInfo>, String> {
-        let fs = open_root().map_err(|e| e.message)?;
-        extract::delete_storage(&fs, &runner_name)
+    impl extraction::Guest for Component {
+        type Scan = ScanResource;
+
+        fn extract_storage(runner_name: String, dry_run: bool) -> Outcome {
+            match open_root() {
+                Ok(fs) => extract::extract_storage(&fs, &runner_name, dry_run),
+                Err(e) => Outcome::Failed(e),
+            }
+        }
+
+        fn delete_storage(runner_name: String) -> Result<Option<QuarantineInfo>, Failure> {
+            extract::delete_storage(&open_root()?, &runner_name)
+        }
+
+        fn purge_deleting() -> Result<u32, Failure> {
+            extract::purge_deleting(&open_root()?)
+        }
+
+        fn quarantine_storage(
+            runner_name: String,
+            reason: QuarantineReason,
+            detail: String,
+        ) -> Result<QuarantineInfo, Failure> {
+            quarantine::quarantine_storage(&open_root()?, &runner_name, reason, None, &detail)
+        }
+
+        fn list_quarantine() -> Result<Vec<QuarantinedStorage>, Failure> {
+            quarantine::list_quarantine(&open_root()?)
+        }
     }
 
-    fn purge_deleting() -> Result<u32, String> {
-        let fs = open_root().map_err(|e| e.message)?;
-        extract::purge_deleting(&fs)
-    }
+    impl exports::github_runner::metrics::events::Guest for Component {
+        fn issue_events(metrics: RunnerMetrics, flavor: String, job_metrics: Option<GithubJobMetrics>) -> Vec<Event> {
+            events::issue_events(&metrics, &flavor, job_metrics.as_ref())
+        }
 
-    fn quarantine_storage(
-        runner_name: String,
-        reason: QuarantineReason,
-        detail: String,
-    ) -> Result<QuarantineInfo, String> {
-        let fs = open_root().map_err(|e| e.message)?;
-        quarantine::quarantine_storage(&fs, &runner_name, reason, None, &detail)
-    }
-
-    fn list_quarantine() -> Result<Vec<QuarantinedStorage>, String> {
-        let fs = open_root().map_err(|e| e.message)?;
-        quarantine::list_quarantine(&fs)
-    }
-}
-
-impl exports::github_runner::metrics::events::Guest for Component {
-    fn issue_events(metrics: RunnerMetrics, flavor: String, job_metrics: Option<GithubJobMetrics>) -> Vec<Event> {
-        events::issue_events(&metrics, &flavor, job_metrics.as_ref())
-    }
-
-    fn render_event(event: Event) -> String {
-        render::render_event(&event)
+        fn render_event(event: Event) -> String {
+            render::render_event(&event)
+        }
     }
 }
 
@@ -117,18 +120,21 @@ mod plugin {
     use github_runner::metrics::host;
 
     impl exports::github_runner::metrics::collector::Guest for Component {
-        fn collect(options: CollectOptions) -> Result<(), String> {
-            let fs = open_root().map_err(|e| e.message)?;
+        fn collect(options: CollectOptions, pulled: Option<PulledMetrics>) -> Result<(), Failure> {
+            let fs = open_root()?;
             #[cfg(not(feature = "hostile"))]
             let mut conduct = pipeline::Honest;
             #[cfg(feature = "hostile")]
             let mut conduct = crate::hostile::Hostile::new(&options.selection);
-            pipeline::collect_with(&fs, &options, &mut ImportedHost, &mut conduct)
+            pipeline::collect_with(&fs, &options, pulled.as_ref(), &mut ImportedHost, &mut conduct)
         }
 
-        fn recover(interrupted: Interrupted) -> Result<(), String> {
-            let fs = open_root().map_err(|e| e.message)?;
-            pipeline::recover(&fs, &interrupted, &mut ImportedHost)
+        fn recover(interrupted: Interrupted) -> Result<(), Failure> {
+            pipeline::recover(&open_root()?, &interrupted, &mut ImportedHost)
+        }
+
+        fn list_quarantine() -> Result<Vec<QuarantinedStorage>, Failure> {
+            quarantine::list_quarantine(&open_root()?)
         }
     }
 

@@ -4,7 +4,7 @@
 //! Everything here goes through [`StorageFs`], so the same code runs in the
 //! sandbox and natively.
 
-use crate::fs::{join, BoundedRead, EntryKind, FsError, FsErrorKind, StorageFs};
+use crate::fs::{join, BoundedRead, EntryKind, Failure, FsError, FsErrorCode, StorageFs};
 use crate::model::{
     Outcome, Policy, QuarantineInfo, QuarantineReason, RootEntry, RunnerMetrics, Selection, SkipReason,
 };
@@ -92,7 +92,7 @@ enum FileState {
 fn read_storage_file(fs: &impl StorageFs, path: &str) -> FileState {
     let meta = match fs.lstat(path) {
         Ok(meta) => meta,
-        Err(e) if e.kind == FsErrorKind::NotFound => return FileState::Missing,
+        Err(e) if e.code == FsErrorCode::NotFound => return FileState::Missing,
         Err(e) => return FileState::Failed(e),
     };
     if meta.kind != EntryKind::File {
@@ -109,10 +109,10 @@ fn read_storage_file(fs: &impl StorageFs, path: &str) -> FileState {
         )),
         Ok(BoundedRead::NotRegular(kind)) => FileState::Corrupt(not_regular(kind)),
         // Swapped for a symlink (or a directory) between lstat and open.
-        Err(e) if matches!(e.kind, FsErrorKind::Symlink | FsErrorKind::IsADirectory) => {
-            FileState::Corrupt(Corruption::new(QuarantineReason::NotRegularFile, e.message))
+        Err(e) if matches!(e.code, FsErrorCode::Symlink | FsErrorCode::IsADirectory) => {
+            FileState::Corrupt(Corruption::new(QuarantineReason::NotRegularFile, e.to_string()))
         }
-        Err(e) if e.kind == FsErrorKind::NotFound => FileState::Missing,
+        Err(e) if e.code == FsErrorCode::NotFound => FileState::Missing,
         Err(e) => FileState::Failed(e),
     }
 }
@@ -209,19 +209,19 @@ fn decide_storage(fs: &impl StorageFs, name: &str, keep: bool, policy: Policy, d
     // go through the open directory.
     match fs.enter_dir(name) {
         Ok(()) => {}
-        Err(e) if matches!(e.kind, FsErrorKind::Symlink | FsErrorKind::NotADirectory) => {
+        Err(e) if matches!(e.code, FsErrorCode::Symlink | FsErrorCode::NotADirectory) => {
             return Outcome::Skipped(SkipReason::NotADirectory)
         }
         // Removed or moved by another process since the listing (spec 7).
-        Err(e) if e.kind == FsErrorKind::NotFound => return Outcome::Skipped(SkipReason::Vanished),
-        Err(e) => return Outcome::Failed(e.message),
+        Err(e) if e.code == FsErrorCode::NotFound => return Outcome::Skipped(SkipReason::Vanished),
+        Err(e) => return Outcome::Failed(e.into()),
     }
     let parsed = match read_storage(fs, name, policy) {
         Ok((parsed, lenient)) => {
             *dropped = lenient;
             parsed
         }
-        Err(Problem::Failed(e)) => return Outcome::Failed(e.message),
+        Err(Problem::Failed(e)) => return Outcome::Failed(e.into()),
         Err(Problem::Corrupt { file, corruption }) if keep => {
             return Outcome::Quarantined(QuarantineInfo {
                 reason: corruption.reason,
@@ -233,11 +233,13 @@ fn decide_storage(fs: &impl StorageFs, name: &str, keep: bool, policy: Policy, d
         Err(Problem::Corrupt { file, corruption }) => {
             return match quarantine_storage(fs, name, corruption.reason, Some(file), &corruption.detail) {
                 Ok(info) => Outcome::Quarantined(info),
-                Err(e) => Outcome::Failed(format!(
-                    "{file} is corrupt ({}: {}) but quarantine failed: {e}",
-                    corruption.reason.as_str(),
-                    corruption.detail
-                )),
+                Err(e) => Outcome::Failed(e.reworded(|e| {
+                    format!(
+                        "{file} is corrupt ({}: {}) but quarantine failed: {e}",
+                        corruption.reason.as_str(),
+                        corruption.detail
+                    )
+                })),
             };
         }
     };
@@ -265,15 +267,15 @@ fn decide_storage(fs: &impl StorageFs, name: &str, keep: bool, policy: Policy, d
 /// it cannot be emptied it is quarantined as `undeletable`, so it is never
 /// extracted twice; `Err` only when it is still in place under its name.
 /// A storage that is already gone (another process removed it) is deleted.
-pub fn delete_storage<F: StorageFs>(fs: &F, name: &str) -> Result<Option<QuarantineInfo>, String> {
+pub fn delete_storage<F: StorageFs>(fs: &F, name: &str) -> Result<Option<QuarantineInfo>, Failure> {
     if !is_valid_runner_name(name) {
-        return Err(format!("refusing to delete {name:?}: not a valid runner name"));
+        return Err(Failure::new(format!("refusing to delete {name:?}: not a valid runner name")));
     }
     match fs.lstat(name) {
         Ok(meta) if meta.kind == EntryKind::Directory => {}
-        Ok(meta) => return Err(format!("refusing to delete {name:?}: it is {}", meta.kind.describe())),
-        Err(e) if e.kind == FsErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.message),
+        Ok(meta) => return Err(Failure::new(format!("refusing to delete {name:?}: it is {}", meta.kind.describe()))),
+        Err(e) if e.code == FsErrorCode::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
     }
     // One handle on `.deleting/` for the move and the removal: single
     // names relative to it, never a path resolved twice.
@@ -286,32 +288,36 @@ pub fn delete_storage<F: StorageFs>(fs: &F, name: &str) -> Result<Option<Quarant
         Ok(()) => Ok(None),
         Err(e) => {
             let doomed = join(DELETING_DIR, &leftover);
-            move_to_quarantine(fs, &doomed, name, QuarantineReason::Undeletable, None, &e.message)
+            move_to_quarantine(fs, &doomed, name, QuarantineReason::Undeletable, None, &e.to_string())
                 .map(Some)
-                .map_err(|q| format!("moved to {doomed} but could not delete it ({e}) nor quarantine it ({q})"))
+                .map_err(|q| {
+                    Failure::from(e).joined(q, |e, q| {
+                        format!("moved to {doomed} but could not delete it ({e}) nor quarantine it ({q})")
+                    })
+                })
         }
     }
 }
 
 /// Opens a reserved directory of the root, creating it first if needed.
-fn open_reserved_dir<F: StorageFs>(fs: &F, dir: &str) -> Result<F::Dir, String> {
+fn open_reserved_dir<F: StorageFs>(fs: &F, dir: &str) -> Result<F::Dir, Failure> {
     match fs.open_dir(dir) {
         Ok(handle) => return Ok(handle),
-        Err(e) if e.kind == FsErrorKind::NotFound => {}
-        Err(e) => return Err(format!("{dir} is not a directory that can be opened: {e}")),
+        Err(e) if e.code == FsErrorCode::NotFound => {}
+        Err(e) => return Err(Failure::from(e).context(format!("{dir} is not a directory that can be opened"))),
     }
     match fs.create_dir(dir) {
         Ok(()) => {}
-        Err(e) if e.kind == FsErrorKind::AlreadyExists => {}
-        Err(e) => return Err(e.message),
+        Err(e) if e.code == FsErrorCode::AlreadyExists => {}
+        Err(e) => return Err(e.into()),
     }
-    fs.open_dir(dir).map_err(|e| e.message)
+    Ok(fs.open_dir(dir)?)
 }
 
 /// Moves the root's entry `name` into `dir` as `base` (or `base.1`,
 /// `base.2`... when taken); `None` when `name` is gone already. Tries the
 /// move itself rather than probing names first: one call in the usual case.
-fn move_to_free_name<F: StorageFs>(fs: &F, name: &str, dir: &F::Dir, base: &str) -> Result<Option<String>, String> {
+fn move_to_free_name<F: StorageFs>(fs: &F, name: &str, dir: &F::Dir, base: &str) -> Result<Option<String>, Failure> {
     for attempt in 0..100u32 {
         let candidate = match attempt {
             0 => base.to_owned(),
@@ -322,20 +328,20 @@ fn move_to_free_name<F: StorageFs>(fs: &F, name: &str, dir: &F::Dir, base: &str)
             // Taken by a file or a directory that is not empty.
             Err(e)
                 if matches!(
-                    e.kind,
-                    FsErrorKind::AlreadyExists | FsErrorKind::NotEmpty | FsErrorKind::NotADirectory
+                    e.code,
+                    FsErrorCode::AlreadyExists | FsErrorCode::NotEmpty | FsErrorCode::NotADirectory
                 ) => {}
             // The storage vanished, or the target directory did: which one?
-            Err(e) if e.kind == FsErrorKind::NotFound => {
+            Err(e) if e.code == FsErrorCode::NotFound => {
                 return match fs.lstat(name) {
-                    Err(gone) if gone.kind == FsErrorKind::NotFound => Ok(None),
-                    _ => Err(e.message),
+                    Err(gone) if gone.code == FsErrorCode::NotFound => Ok(None),
+                    _ => Err(e.into()),
                 };
             }
-            Err(e) => return Err(e.message),
+            Err(e) => return Err(e.into()),
         }
     }
-    Err(format!("no free name for {base:?} in {DELETING_DIR}"))
+    Err(Failure::new(format!("no free name for {base:?} in {DELETING_DIR}")))
 }
 
 /// Removes the entry `leftover` of `.deleting/` (a tree, file or symlink)
@@ -351,17 +357,17 @@ fn delete_in_deleting<F: StorageFs>(fs: &F, leftover: &str) -> Result<(), FsErro
 /// already extracted (or had no data), so it is removed; what cannot be
 /// removed is quarantined as `undeletable`, once (from `.quarantine/` it is
 /// only ever purged by the operator). Returns how many were handled.
-pub fn purge_deleting(fs: &impl StorageFs) -> Result<u32, String> {
+pub fn purge_deleting(fs: &impl StorageFs) -> Result<u32, Failure> {
     let listing = match fs.list(DELETING_DIR) {
         Ok(listing) => listing,
-        Err(e) if e.kind == FsErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e.message),
+        Err(e) if e.code == FsErrorCode::NotFound => return Ok(0),
+        Err(e) => return Err(e.into()),
     };
     let mut names = Vec::new();
     for entry in listing {
-        match entry.map_err(|e| e.message)?.name {
+        match entry?.name {
             Some(name) => names.push(name),
-            None => return Err(format!("{DELETING_DIR} holds an entry whose name is not UTF-8")),
+            None => return Err(Failure::new(format!("{DELETING_DIR} holds an entry whose name is not UTF-8"))),
         }
     }
     let mut handled = 0u32;
@@ -369,8 +375,9 @@ pub fn purge_deleting(fs: &impl StorageFs) -> Result<u32, String> {
         let path = join(DELETING_DIR, &leftover);
         if let Err(e) = delete_in_deleting(fs, &leftover) {
             let runner = runner_name_of(&leftover);
-            move_to_quarantine(fs, &path, runner, QuarantineReason::Undeletable, None, &e.message)
-                .map_err(|q| format!("cannot delete {path} ({e}) nor quarantine it ({q})"))?;
+            move_to_quarantine(fs, &path, runner, QuarantineReason::Undeletable, None, &e.to_string()).map_err(
+                |q| Failure::from(e).joined(q, |e, q| format!("cannot delete {path} ({e}) nor quarantine it ({q})")),
+            )?;
         }
         handled += 1;
     }

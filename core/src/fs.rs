@@ -6,8 +6,6 @@
 //! tested and benchmarked natively against itself. Every path is relative to
 //! the storage root and built only from validated names and constants.
 
-use std::fmt;
-
 /// What kind of thing a directory entry is, without following symlinks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntryKind {
@@ -58,42 +56,7 @@ pub enum BoundedRead {
     NotRegular(EntryKind),
 }
 
-/// Coarse classes of filesystem errors: whose fault and what to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FsErrorKind {
-    NotFound,
-    AlreadyExists,
-    /// A symlink where none may be (`O_NOFOLLOW` refused it), or a loop.
-    Symlink,
-    NotADirectory,
-    IsADirectory,
-    /// A directory that still holds entries (`ENOTEMPTY`).
-    NotEmpty,
-    PermissionDenied,
-    /// Anything else: I/O error, no space, name too long, ...
-    Other,
-}
-
-/// A failed filesystem operation: which one, on what path, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FsError {
-    pub kind: FsErrorKind,
-    pub message: String,
-}
-
-impl FsError {
-    pub fn new(kind: FsErrorKind, op: &str, path: &str, cause: impl fmt::Display) -> Self {
-        Self { kind, message: format!("{op} {path:?}: {cause}") }
-    }
-}
-
-impl fmt::Display for FsError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for FsError {}
+pub use crate::model::{Failure, FsError, FsErrorCode, FsOperation};
 
 pub type FsResult<T> = Result<T, FsError>;
 
@@ -184,8 +147,8 @@ impl<T: StorageFs> StorageFs for &T {
 pub fn directory_or_error(name: &str, kind: EntryKind) -> FsResult<()> {
     match kind {
         EntryKind::Directory => Ok(()),
-        EntryKind::Symlink => Err(FsError::new(FsErrorKind::Symlink, "open directory", name, "a symlink")),
-        other => Err(FsError::new(FsErrorKind::NotADirectory, "open directory", name, other.describe())),
+        EntryKind::Symlink => Err(FsError::new(FsErrorCode::Symlink, FsOperation::OpenDirectory, name, "a symlink")),
+        other => Err(FsError::new(FsErrorCode::NotADirectory, FsOperation::OpenDirectory, name, other.describe())),
     }
 }
 
@@ -199,7 +162,7 @@ pub fn join(dir: &str, name: &str) -> String {
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-pub use native::{c_path, mount_of, rename_noreplace, CreateNew, NativeDir, NativeFs};
+pub use native::{c_path, cause_of, mount_of, rename_noreplace, CreateNew, NativeDir, NativeFs};
 
 #[cfg(target_arch = "wasm32")]
 pub use wasi_fs::{WasiDir, WasiFs};

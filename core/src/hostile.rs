@@ -8,7 +8,8 @@
 use crate::extract;
 use crate::fs::{BoundedRead, FsResult, Meta, StorageFs};
 use crate::model::{
-    Event, Outcome, Policy, PreJobMetrics, QuarantineInfo, QuarantineReason, RootEntry, RunnerMetrics, Selection,
+    Event, Failure, Outcome, Policy, PreJobMetrics, QuarantineInfo, QuarantineReason, RootEntry, RunnerMetrics,
+    Selection,
 };
 use crate::pipeline::{Conduct, Honest};
 use crate::{files, FILE_SIZE_BYTES_LIMIT};
@@ -84,13 +85,13 @@ pub fn extract(fs: &impl StorageFs, name: &str) -> Option<Outcome> {
         // in the host if it is a FIFO with no writer.
         "fifo" => {
             let _ = fs.read_bounded(&crate::fs::join(name, files::PRE_JOB), FILE_SIZE_BYTES_LIMIT);
-            Outcome::Failed("hostile guest opened a FIFO and came back".to_owned())
+            Outcome::Failed(Failure::new("hostile guest opened a FIFO and came back"))
         }
         // Opens a file again and again and never closes it: the host's
         // handle cap must stop it before the host runs out of descriptors.
         "handles" => {
             hoard_handles(&crate::fs::join(name, files::INSTALLED));
-            Outcome::Failed("hostile guest hoarded handles and came back".to_owned())
+            Outcome::Failed(Failure::new("hostile guest hoarded handles and came back"))
         }
         "othername" => Outcome::Extracted(RunnerMetrics { runner_name: "someone-else".to_owned(), ..honest(1.0) }),
         "negative" => Outcome::Extracted(honest(-5.0)),

@@ -1,4 +1,4 @@
-//! The model: the WIT types of `wit/0.3.0` (`github-runner:metrics/types`),
+//! The model: the WIT types of `wit/0.4.0` (`github-runner:metrics/types`),
 //! as wit-bindgen generates them, used as they are by the extraction, the
 //! events, the renderer, the reports and the pipeline. Nothing mirrors
 //! them: adding a case to a WIT enum touches the WIT and its uses only.
@@ -11,15 +11,17 @@
 /// wit-bindgen output for a world that only imports `types`.
 pub mod generated {
     wit_bindgen::generate!({
-        path: "../wit/0.3.0",
-        inline: "package github-runner:shared-types; world types { import github-runner:metrics/types@0.3.0; }",
+        path: "../wit/0.4.0",
+        inline: "package github-runner:shared-types; world types { import github-runner:metrics/types@0.4.0; }",
         world: "github-runner:shared-types/types",
         generate_all,
         additional_derives: [PartialEq],
         // The command component writes its reports as JSON lines.
         additional_type_attributes: {
-            "github-runner:metrics/types@0.3.0/storage-report": [#[derive(serde::Serialize)]],
-            "github-runner:metrics/types@0.3.0/outcome-kind": [#[derive(serde::Serialize)] #[serde(rename_all = "kebab-case")]],
+            "github-runner:metrics/types@0.4.0/outcome-kind": [#[derive(serde::Serialize)] #[serde(rename_all = "kebab-case")]],
+            "github-runner:metrics/types@0.4.0/fs-error": [#[derive(serde::Serialize)]],
+            "github-runner:metrics/types@0.4.0/fs-operation": [#[derive(serde::Serialize)] #[serde(rename_all = "kebab-case")]],
+            "github-runner:metrics/types@0.4.0/fs-error-code": [#[derive(serde::Serialize)] #[serde(rename_all = "kebab-case")]],
         },
     });
 }
@@ -86,6 +88,92 @@ spelled!(OutcomeKind {
     Skipped => "skipped",
     Failed => "failed",
 });
+
+spelled!(FsOperation {
+    Create => "create",
+    CreateDirectory => "create directory",
+    FindPreopen => "find preopen",
+    List => "list",
+    Move => "move",
+    MoveOut => "move out",
+    Open => "open",
+    OpenDirectory => "open directory",
+    Read => "read",
+    Remove => "remove",
+    RemoveDirectory => "remove directory",
+    Rename => "rename",
+    Stat => "stat",
+    Sync => "sync",
+    Write => "write",
+});
+
+impl FsError {
+    pub fn new(code: FsErrorCode, operation: FsOperation, path: &str, cause: impl std::fmt::Display) -> Self {
+        Self { operation, path: path.to_owned(), code, cause: cause.to_string() }
+    }
+}
+
+/// `OPERATION "PATH": CAUSE`, as every message writes a filesystem error.
+impl std::fmt::Display for FsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {:?}: {}", self.operation.as_str(), self.path, self.cause)
+    }
+}
+
+impl std::error::Error for FsError {}
+
+impl FsError {
+    /// `text` with each of `errors` written as `OPERATION ROOT/PATH: CAUSE`
+    /// where it is written as `OPERATION "PATH": CAUSE`: the typed errors of
+    /// a message say exactly what to replace, so no host parses a message.
+    pub fn with_full_paths(text: &str, errors: &[FsError], root: &std::path::Path) -> String {
+        let mut text = text.to_owned();
+        for error in errors {
+            let full = if error.path.is_empty() { root.to_path_buf() } else { root.join(&error.path) };
+            let plain = format!("{} {}: {}", error.operation.as_str(), full.display(), error.cause);
+            text = text.replacen(&error.to_string(), &plain, 1);
+        }
+        text
+    }
+}
+
+impl Failure {
+    /// A failure no filesystem error is behind.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self { message: message.into(), errors: Vec::new() }
+    }
+
+    /// `CONTEXT: MESSAGE`, naming the same filesystem errors.
+    pub fn context(self, context: impl std::fmt::Display) -> Self {
+        Self { message: format!("{context}: {}", self.message), errors: self.errors }
+    }
+
+    /// A sentence made of this failure's message (`{}` in `template`) that
+    /// names the same filesystem errors.
+    pub fn reworded(self, reword: impl FnOnce(&str) -> String) -> Self {
+        Self { message: reword(&self.message), errors: self.errors }
+    }
+
+    /// This failure and `other` in one sentence (`join` of both messages),
+    /// naming the filesystem errors of both.
+    pub fn joined(mut self, other: Failure, join: impl FnOnce(&str, &str) -> String) -> Self {
+        self.message = join(&self.message, &other.message);
+        self.errors.extend(other.errors);
+        self
+    }
+}
+
+impl From<FsError> for Failure {
+    fn from(error: FsError) -> Self {
+        Self { message: error.to_string(), errors: vec![error] }
+    }
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Self {
+        Self::new(message)
+    }
+}
 
 impl Event {
     /// The `event` key of the JSON line.

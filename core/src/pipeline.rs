@@ -13,7 +13,7 @@ use std::collections::{HashMap, HashSet};
 use crate::extract::{self, Scan};
 use crate::fs::StorageFs;
 use crate::model::{
-    CollectOptions, Emit, Event, GithubJobMetrics, Interrupted, Outcome, OutcomeKind, Policy, PulledRunner,
+    CollectOptions, Emit, Event, Failure, GithubJobMetrics, Interrupted, Outcome, OutcomeKind, Policy, PulledMetrics,
     QuarantineReason, Rendered, RootEntry, RunnerMetrics, Selection, SkipReason, StorageLines, StorageReport,
 };
 use crate::names::DELETING_DIR;
@@ -45,7 +45,7 @@ impl CollectOptions {
         Self {
             selection: Selection::default(),
             emit: Emit::Events(flavor.into()),
-            keep: false,
+            dry_run: false,
             batch_size: 64,
             purge_deleting: true,
             done: Vec::new(),
@@ -59,11 +59,17 @@ impl CollectOptions {
 /// Root entries listed per step of the scan.
 const SCAN_BATCH: usize = 256;
 
-/// Runs one collect over the root `fs` sees. `Err` when the run had to stop
-/// (the root cannot be listed, an append failed): every storage reported so
-/// far keeps its report, the rest are untouched.
-pub fn collect<F: StorageFs>(fs: &F, options: &CollectOptions, host: &mut impl Host) -> Result<(), String> {
-    collect_with(fs, options, host, &mut Honest)
+/// Runs one collect over the root `fs` sees (of the pulled runner
+/// `options.pulled` names, whose files are `pulled`). `Err` when the run had
+/// to stop (the root cannot be listed, an append failed): every storage
+/// reported so far keeps its report, the rest are untouched.
+pub fn collect<F: StorageFs>(
+    fs: &F,
+    options: &CollectOptions,
+    pulled: Option<&PulledMetrics>,
+    host: &mut impl Host,
+) -> Result<(), Failure> {
+    collect_with(fs, options, pulled, host, &mut Honest)
 }
 
 /// The decisions a collect takes at its few points of judgement, honest by
@@ -82,10 +88,10 @@ pub trait Conduct {
         &mut self,
         fs: &F,
         name: &str,
-        keep: bool,
+        dry_run: bool,
         policy: Policy,
     ) -> (Outcome, Vec<extract::Dropped>) {
-        extract::extract_storage_with(fs, name, keep, policy)
+        extract::extract_storage_with(fs, name, dry_run, policy)
     }
     /// One event's line.
     fn render(&mut self, event: &Event) -> String {
@@ -104,22 +110,27 @@ impl Conduct for Honest {}
 pub fn collect_with<F: StorageFs, C: Conduct>(
     fs: &F,
     options: &CollectOptions,
+    pulled: Option<&PulledMetrics>,
     host: &mut impl Host,
     conduct: &mut C,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
     let done = options.done.iter().map(String::as_str).collect();
     let mut run =
         Run { fs, options, done, host, conduct, pending: Vec::new(), unnamed_seen: 0, dropped: HashMap::new() };
-    if options.purge_deleting && !options.keep {
+    if options.purge_deleting && !options.dry_run {
         run.purge_deleting();
     }
-    if let Some(pulled) = &options.pulled {
-        if !run.done.contains(pulled.runner_name.as_str()) {
-            run.pulled(pulled)?;
+    if let Some(name) = &options.pulled {
+        if !run.done.contains(name.as_str()) {
+            let Some(pulled) = pulled else {
+                return Err(Failure::new(format!("the files of the pulled runner {name:?} were not handed over")));
+            };
+            run.pulled(name, pulled)?;
         }
         return run.flush();
     }
-    let mut scan = Scan::new(fs, options.selection.clone()).map_err(|e| format!("listing the storage root: {e}"))?;
+    let mut scan =
+        Scan::new(fs, options.selection.clone()).map_err(|e| Failure::from(e).context("listing the storage root"))?;
     loop {
         if let Some(entry) = run.conduct.injected() {
             run.entry(entry)?;
@@ -131,7 +142,7 @@ pub fn collect_with<F: StorageFs, C: Conduct>(
             Err(e) => {
                 // What was extracted still gets its lines and a report.
                 run.flush()?;
-                return Err(format!("listing the storage root: {e}"));
+                return Err(Failure::from(e).context("listing the storage root"));
             }
         };
         if batch.is_empty() {
@@ -160,7 +171,7 @@ struct Run<'a, F: StorageFs, H: Host, C: Conduct> {
 }
 
 impl<F: StorageFs, H: Host, C: Conduct> Run<'_, F, H, C> {
-    fn entry(&mut self, entry: RootEntry) -> Result<(), String> {
+    fn entry(&mut self, entry: RootEntry) -> Result<(), Failure> {
         let Some(name) = entry.name else {
             self.unnamed_seen += 1;
             if self.unnamed_seen > self.options.done_unnamed {
@@ -186,8 +197,8 @@ impl<F: StorageFs, H: Host, C: Conduct> Run<'_, F, H, C> {
         match extract::purge_deleting(self.fs) {
             Ok(_) => self.host.end_storage(),
             Err(e) => {
-                let detail = format!("leftover deletions kept: {e}");
-                self.host.report(StorageReport::new(DELETING_DIR, OutcomeKind::Failed, detail, 0));
+                let failure = e.context("leftover deletions kept");
+                self.host.report(StorageReport::with_failure(DELETING_DIR, OutcomeKind::Failed, failure, 0));
             }
         }
     }
@@ -195,30 +206,40 @@ impl<F: StorageFs, H: Host, C: Conduct> Run<'_, F, H, C> {
     /// Stages a pulled runner as a storage and collects it. A stream the
     /// guest refuses is quarantined while staging; `Err` when nothing could
     /// be staged (the run stops, the runner reported failed).
-    fn pulled(&mut self, pulled: &PulledRunner) -> Result<(), String> {
-        let name = pulled.runner_name.clone();
+    fn pulled(&mut self, name: &str, pulled: &PulledMetrics) -> Result<(), Failure> {
+        let name = name.to_owned();
         self.host.begin_storage(&name);
-        if self.options.keep {
-            let why = "a dry run stages nothing, so pulled metrics cannot be collected in one".to_owned();
-            self.host.report(StorageReport::new(name, OutcomeKind::Failed, format!("not staged: {why}"), 0));
+        if self.options.dry_run {
+            let why = Failure::new("a dry run stages nothing, so pulled metrics cannot be collected in one");
+            self.host.report(StorageReport::with_failure(
+                name,
+                OutcomeKind::Failed,
+                why.clone().context("not staged"),
+                0,
+            ));
             return Err(why);
         }
-        match pulled::stage(self.fs, pulled) {
+        match pulled::stage(self.fs, &name, pulled) {
             Ok(Staged::Ready) => self.candidate(name),
             Ok(Staged::Quarantined(info)) => {
                 self.host.report(StorageReport::quarantined(name, &info));
                 Ok(())
             }
             Err(e) => {
-                self.host.report(StorageReport::new(name, OutcomeKind::Failed, format!("not staged: {e}"), 0));
+                self.host.report(StorageReport::with_failure(
+                    name,
+                    OutcomeKind::Failed,
+                    e.clone().context("not staged"),
+                    0,
+                ));
                 Err(e)
             }
         }
     }
 
-    fn candidate(&mut self, name: String) -> Result<(), String> {
+    fn candidate(&mut self, name: String) -> Result<(), Failure> {
         self.host.begin_storage(&name);
-        let keep = self.options.keep;
+        let keep = self.options.dry_run;
         let (outcome, dropped) = self.conduct.decide(self.fs, &name, keep, self.options.policy);
         match outcome {
             Outcome::Extracted(metrics) => {
@@ -239,8 +260,8 @@ impl<F: StorageFs, H: Host, C: Conduct> Run<'_, F, H, C> {
             }
             Outcome::Quarantined(info) => self.host.report(StorageReport::quarantined(name, &info)),
             Outcome::Skipped(reason) => self.host.report(StorageReport::skipped(name, &reason)),
-            Outcome::Failed(message) => {
-                self.host.report(StorageReport::new(name, OutcomeKind::Failed, format!("kept: {message}"), 0))
+            Outcome::Failed(failure) => {
+                self.host.report(StorageReport::with_failure(name, OutcomeKind::Failed, failure.context("kept"), 0))
             }
         }
         Ok(())
@@ -263,7 +284,7 @@ impl<F: StorageFs, H: Host, C: Conduct> Run<'_, F, H, C> {
     }
 
     /// Appends the pending lines durably, then deletes their storages.
-    fn flush(&mut self) -> Result<(), String> {
+    fn flush(&mut self) -> Result<(), Failure> {
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -274,15 +295,15 @@ impl<F: StorageFs, H: Host, C: Conduct> Run<'_, F, H, C> {
                 let detail = format!("kept: events not written: {e}");
                 self.host.report(StorageReport::new(name, OutcomeKind::Failed, detail, 0));
             }
-            return Err(format!("writing events: {e}"));
+            return Err(Failure::new(format!("writing events: {e}")));
         }
         for (name, events) in stored {
-            if !self.options.keep {
+            if !self.options.dry_run {
                 self.host.begin_storage(&name);
                 self.conduct.before_delete(&name);
             }
             let note = self.dropped.remove(&name);
-            let mut report = settle(self.fs, name, events, self.options.keep);
+            let mut report = settle(self.fs, name, events, self.options.dry_run);
             if let Some(note) = note {
                 report.detail = format!("{note}{}", report.detail);
             }
@@ -299,26 +320,29 @@ impl<F: StorageFs, H: Host, C: Conduct> Run<'_, F, H, C> {
 /// storage to blame is quarantined as `sandbox-trap`, or kept and reported
 /// failed when the guest lied about it, in a dry run, or when its recovery
 /// trapped too. `Err` when the trap belongs to no storage: the run stops.
-pub fn recover<F: StorageFs>(fs: &F, x: &Interrupted, host: &mut impl Host) -> Result<(), String> {
+pub fn recover<F: StorageFs>(fs: &F, x: &Interrupted, host: &mut impl Host) -> Result<(), Failure> {
     let cause = &x.cause;
     for appended in &x.appended {
         let (name, events) = (appended.name.clone(), appended.lines);
         let report = |kind, detail: String| StorageReport::new(name.clone(), kind, detail, events);
         let trapped_here = x.blamed.as_ref() == Some(&name) && !x.lied;
         host.begin_storage(&name);
-        let renamed = || fs.lstat(&name).is_err_and(|e| e.kind == crate::fs::FsErrorKind::NotFound);
-        let report = if x.keep {
+        let renamed = || fs.lstat(&name).is_err_and(|e| e.code == crate::fs::FsErrorCode::NotFound);
+        let report = if x.dry_run {
             settle(fs, name.clone(), events, true)
         } else if trapped_here && renamed() {
             // Renamed into .deleting/ already: finish that (unless finishing
             // it is what trapped: the next run's purge does it then).
-            let later = |why: &str| format!("deleted from the root; the next run finishes .deleting/: {why}");
+            let later = |why: Failure| {
+                let failure = why.context("deleted from the root; the next run finishes .deleting/");
+                StorageReport::with_failure(name.clone(), OutcomeKind::Extracted, failure, events)
+            };
             if x.trapped_again {
-                report(OutcomeKind::Extracted, later(cause))
+                later(Failure::new(cause.clone()))
             } else {
                 match extract::purge_deleting(fs) {
                     Ok(_) => report(OutcomeKind::Extracted, format!("deleted (the deletion was cut short: {cause})")),
-                    Err(e) => report(OutcomeKind::Extracted, later(&e)),
+                    Err(e) => later(e),
                 }
             }
         } else if trapped_here && x.trapped_again {
@@ -326,7 +350,12 @@ pub fn recover<F: StorageFs>(fs: &F, x: &Interrupted, host: &mut impl Host) -> R
         } else if trapped_here {
             match quarantine::quarantine_storage(fs, &name, QuarantineReason::SandboxTrap, None, cause) {
                 Ok(info) => report(OutcomeKind::Extracted, undeletable_detail(&info)),
-                Err(e) => report(OutcomeKind::Failed, format!("events written but storage kept: {cause}; {e}")),
+                Err(e) => StorageReport::with_failure(
+                    name.clone(),
+                    OutcomeKind::Failed,
+                    e.reworded(|e| format!("events written but storage kept: {cause}; {e}")),
+                    events,
+                ),
             }
         } else {
             settle(fs, name.clone(), events, false)
@@ -334,20 +363,26 @@ pub fn recover<F: StorageFs>(fs: &F, x: &Interrupted, host: &mut impl Host) -> R
         host.report(report);
     }
     let Some(name) = x.blamed.clone() else {
-        return if x.lied { Ok(()) } else { Err(format!("the sandbox failed outside any storage: {cause}")) };
+        return if x.lied {
+            Ok(())
+        } else {
+            Err(Failure::new(format!("the sandbox failed outside any storage: {cause}")))
+        };
     };
     if x.appended.iter().any(|appended| appended.name == name) {
         return Ok(()); // it trapped deleting a storage handled above
     }
     let report = if name == DELETING_DIR {
         StorageReport::new(name, OutcomeKind::Failed, format!("leftover deletions kept: {cause}"), 0)
-    } else if x.lied || x.keep || x.trapped_again {
+    } else if x.lied || x.dry_run || x.trapped_again {
         StorageReport::new(name, OutcomeKind::Failed, format!("kept: {cause}"), 0)
     } else {
         host.begin_storage(&name);
         match quarantine::quarantine_storage(fs, &name, QuarantineReason::SandboxTrap, None, cause) {
             Ok(info) => StorageReport::quarantined(name, &info),
-            Err(e) => StorageReport::new(name, OutcomeKind::Failed, format!("kept: {cause}; {e}"), 0),
+            Err(e) => {
+                StorageReport::with_failure(name, OutcomeKind::Failed, e.reworded(|e| format!("kept: {cause}; {e}")), 0)
+            }
         }
     };
     host.report(report);
@@ -365,7 +400,7 @@ fn settle<F: StorageFs>(fs: &F, name: String, events: u32, keep: bool) -> Storag
         Ok(None) => StorageReport::new(name, OutcomeKind::Extracted, "deleted", events),
         Ok(Some(info)) => StorageReport::new(name, OutcomeKind::Extracted, undeletable_detail(&info), events),
         Err(e) => {
-            StorageReport::new(name, OutcomeKind::Failed, format!("events written but storage kept: {e}"), events)
+            StorageReport::with_failure(name, OutcomeKind::Failed, e.context("events written but storage kept"), events)
         }
     }
 }

@@ -14,8 +14,8 @@
 //! told apart from the rest.
 
 use crate::extract::delete_storage;
-use crate::fs::{join, FsErrorKind, StorageFs};
-use crate::model::{LooseFiles, PulledFiles, PulledRunner, QuarantineInfo};
+use crate::fs::{join, Failure, FsErrorCode, StorageFs};
+use crate::model::{LooseFiles, PulledFiles, PulledMetrics, QuarantineInfo};
 use crate::names::is_valid_runner_name;
 use crate::quarantine::quarantine_storage;
 use crate::tar::{read_metrics_tar, TarLimits};
@@ -44,40 +44,39 @@ pub enum Staged {
     Quarantined(QuarantineInfo),
 }
 
-/// Stages `pulled` as the storage `<root>/<runner>`. `Err`: nothing was
+/// Stages `pulled` as the storage `<root>/<name>`. `Err`: nothing was
 /// staged (nothing of it is left in the root), and why: an invalid name or
 /// installation start, bytes past their bound (the host must cut them),
 /// a storage of that name already in the root, or a write that failed.
-pub fn stage(fs: &impl StorageFs, pulled: &PulledRunner) -> Result<Staged, String> {
-    let name = pulled.runner_name.as_str();
+pub fn stage(fs: &impl StorageFs, name: &str, pulled: &PulledMetrics) -> Result<Staged, Failure> {
     if !is_valid_runner_name(name) {
-        return Err(format!("refusing to stage pulled metrics as {name:?}: not a valid runner name"));
+        return Err(Failure::new(format!("refusing to stage pulled metrics as {name:?}: not a valid runner name")));
     }
     if let Some(start) = pulled.installation_start.filter(|t| !t.is_finite() || *t < 0.0) {
-        return Err(format!("installation start {start} of {name} is not a finite time >= 0"));
+        return Err(Failure::new(format!("installation start {start} of {name} is not a finite time >= 0")));
     }
-    check_bounds(name, &pulled.files)?;
+    check_bounds(name, &pulled.files).map_err(Failure::new)?;
     if matches!(&pulled.files, PulledFiles::Tar(stream) if stream.is_empty()) {
         // Not even tar's end blocks: the pull itself failed (ssh could not
         // connect, tar was missing), and there are no bytes to keep.
-        return Err(format!("the tar stream of {name} is empty (did the pull fail?): nothing to stage"));
+        return Err(Failure::new(format!("the tar stream of {name} is empty (did the pull fail?): nothing to stage")));
     }
     match fs.create_dir(name) {
         Ok(()) => {}
-        Err(e) if e.kind == FsErrorKind::AlreadyExists => {
-            return Err(format!(
+        Err(e) if e.code == FsErrorCode::AlreadyExists => {
+            return Err(Failure::new(format!(
                 "{name} is already in the storage root (left by an earlier run?): collect it first, \
                  then pull again"
-            ))
+            )))
         }
-        Err(e) => return Err(format!("staging {name}: {e}")),
+        Err(e) => return Err(Failure::from(e).context(format!("staging {name}"))),
     }
-    match write_files(fs, pulled) {
+    match write_files(fs, name, pulled) {
         Ok(None) => Ok(Staged::Ready),
         Ok(Some(corruption)) => quarantine_storage(fs, name, corruption.reason, Some(STREAM_FILE), &corruption.detail)
             .map(Staged::Quarantined)
-            .map_err(|e| unstage(fs, name, format!("quarantining the refused stream of {name}: {e}"))),
-        Err(e) => Err(unstage(fs, name, format!("staging {name}: {e}"))),
+            .map_err(|e| unstage(fs, name, e.context(format!("quarantining the refused stream of {name}")))),
+        Err(e) => Err(unstage(fs, name, e.context(format!("staging {name}")))),
     }
 }
 
@@ -105,9 +104,12 @@ fn loose_files(files: &LooseFiles) -> [(&'static str, Option<&Vec<u8>>); 3] {
 
 /// Writes the storage's files. `Ok(Some)`: the tar stream was refused (it
 /// is written, the rest is not).
-fn write_files(fs: &impl StorageFs, pulled: &PulledRunner) -> Result<Option<crate::parse::Corruption>, String> {
-    let name = pulled.runner_name.as_str();
-    let write = |file: &str, bytes: &[u8]| fs.write_new_file(&join(name, file), bytes).map_err(|e| e.message);
+fn write_files(
+    fs: &impl StorageFs,
+    name: &str,
+    pulled: &PulledMetrics,
+) -> Result<Option<crate::parse::Corruption>, Failure> {
+    let write = |file: &str, bytes: &[u8]| fs.write_new_file(&join(name, file), bytes);
     let parsed;
     let loose = match &pulled.files {
         PulledFiles::Loose(loose) => loose,
@@ -135,10 +137,10 @@ fn write_files(fs: &impl StorageFs, pulled: &PulledRunner) -> Result<Option<crat
 
 /// Removes what was staged after a failure, so nothing half-staged is left
 /// to be collected; says so when even that fails.
-fn unstage(fs: &impl StorageFs, name: &str, why: String) -> String {
+fn unstage(fs: &impl StorageFs, name: &str, why: Failure) -> Failure {
     match delete_storage(fs, name) {
         Ok(_) => why,
-        Err(e) => format!("{why}; what was staged is left in the storage root: {e}"),
+        Err(e) => why.joined(e, |why, e| format!("{why}; what was staged is left in the storage root: {e}")),
     }
 }
 
@@ -148,8 +150,8 @@ mod tests {
     use crate::fs::NativeFs;
     use crate::model::QuarantineReason;
 
-    fn runner(files: PulledFiles) -> PulledRunner {
-        PulledRunner { runner_name: "r1".to_owned(), installation_start: Some(1.5), files }
+    fn runner(files: PulledFiles) -> PulledMetrics {
+        PulledMetrics { installation_start: Some(1.5), files }
     }
 
     #[test]
@@ -157,14 +159,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let fs = NativeFs::new(dir.path());
         let loose = LooseFiles { installed: Some(b"2".to_vec()), pre_job: Some(b"{}".to_vec()), post_job: None };
-        assert_eq!(stage(&fs, &runner(PulledFiles::Loose(loose))).unwrap(), Staged::Ready);
+        assert_eq!(stage(&fs, "r1", &runner(PulledFiles::Loose(loose))).unwrap(), Staged::Ready);
         let storage = dir.path().join("r1");
         assert_eq!(std::fs::read(storage.join(files::INSTALLATION_START)).unwrap(), b"1.5");
         assert_eq!(std::fs::read(storage.join(files::INSTALLED)).unwrap(), b"2");
         assert_eq!(std::fs::read(storage.join(files::PRE_JOB)).unwrap(), b"{}");
         assert!(!storage.join(files::POST_JOB).exists());
         // A second pull of the same runner finds it there and stages nothing.
-        let again = stage(&fs, &runner(PulledFiles::Loose(LooseFiles::default()))).unwrap_err();
+        let again = stage(&fs, "r1", &runner(PulledFiles::Loose(LooseFiles::default()))).unwrap_err().message;
         assert!(again.contains("already in the storage root"), "{again}");
         assert_eq!(std::fs::read(storage.join(files::INSTALLED)).unwrap(), b"2");
     }
@@ -174,7 +176,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let fs = NativeFs::new(dir.path());
         let garbage = vec![7u8; 3000];
-        let Staged::Quarantined(info) = stage(&fs, &runner(PulledFiles::Tar(garbage.clone()))).unwrap() else {
+        let Staged::Quarantined(info) = stage(&fs, "r1", &runner(PulledFiles::Tar(garbage.clone()))).unwrap() else {
             panic!("not quarantined");
         };
         assert_eq!(info.reason, QuarantineReason::InvalidArchive);
@@ -190,15 +192,15 @@ mod tests {
         let fs = NativeFs::new(dir.path());
         let long = LooseFiles { pre_job: Some(vec![b' '; MAX_LOOSE_BYTES + 1]), ..LooseFiles::default() };
         let cases = [
-            (PulledRunner { runner_name: ".quarantine".into(), ..runner(PulledFiles::Tar(vec![])) }, "valid runner"),
-            (PulledRunner { runner_name: "../x".into(), ..runner(PulledFiles::Tar(vec![])) }, "valid runner"),
-            (PulledRunner { installation_start: Some(f64::NAN), ..runner(PulledFiles::Tar(vec![])) }, "finite"),
-            (runner(PulledFiles::Loose(long)), "at most 1025"),
-            (runner(PulledFiles::Tar(vec![0; max_stream_bytes() + 1])), "at most"),
-            (runner(PulledFiles::Tar(vec![])), "is empty (did the pull fail?)"),
+            (".quarantine", runner(PulledFiles::Tar(vec![])), "valid runner"),
+            ("../x", runner(PulledFiles::Tar(vec![])), "valid runner"),
+            ("r1", PulledMetrics { installation_start: Some(f64::NAN), ..runner(PulledFiles::Tar(vec![])) }, "finite"),
+            ("r1", runner(PulledFiles::Loose(long)), "at most 1025"),
+            ("r1", runner(PulledFiles::Tar(vec![0; max_stream_bytes() + 1])), "at most"),
+            ("r1", runner(PulledFiles::Tar(vec![])), "is empty (did the pull fail?)"),
         ];
-        for (pulled, expected) in cases {
-            let e = stage(&fs, &pulled).unwrap_err();
+        for (name, pulled, expected) in cases {
+            let e = stage(&fs, name, &pulled).unwrap_err().message;
             assert!(e.contains(expected), "{e}");
         }
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);

@@ -4,7 +4,7 @@
 //! host's storage commands use them natively ([`crate::fs::NativeFs`]), so
 //! a reason file is written and read by the same lines everywhere.
 
-use crate::fs::{join, BoundedRead, EntryKind, FsErrorKind, StorageFs};
+use crate::fs::{join, BoundedRead, EntryKind, Failure, FsErrorCode, StorageFs};
 use crate::model::{QuarantineInfo, QuarantineReason, QuarantinedStorage};
 use crate::names::{entry_base, is_location_of, is_valid_runner_name, runner_name_of, QUARANTINE_DIR};
 
@@ -21,14 +21,16 @@ pub fn quarantine_storage(
     reason: QuarantineReason,
     file: Option<&str>,
     detail: &str,
-) -> Result<QuarantineInfo, String> {
+) -> Result<QuarantineInfo, Failure> {
     if !is_valid_runner_name(name) {
-        return Err(format!("refusing to quarantine {name:?}: not a valid runner name"));
+        return Err(Failure::new(format!("refusing to quarantine {name:?}: not a valid runner name")));
     }
     match fs.lstat(name) {
         Ok(meta) if meta.kind == EntryKind::Directory => {}
-        Ok(meta) => return Err(format!("refusing to quarantine {name:?}: it is {}", meta.kind.describe())),
-        Err(e) => return Err(e.message),
+        Ok(meta) => {
+            return Err(Failure::new(format!("refusing to quarantine {name:?}: it is {}", meta.kind.describe())))
+        }
+        Err(e) => return Err(e.into()),
     }
     move_to_quarantine(fs, name, name, reason, file, detail)
 }
@@ -44,7 +46,7 @@ pub fn move_to_quarantine(
     reason: QuarantineReason,
     file: Option<&str>,
     detail: &str,
-) -> Result<QuarantineInfo, String> {
+) -> Result<QuarantineInfo, Failure> {
     ensure_reserved_dir(fs, QUARANTINE_DIR)?;
     let now = fs.now();
     let record = reason_record(runner, reason, file, detail, now);
@@ -57,14 +59,14 @@ pub fn move_to_quarantine(
         let target = join(QUARANTINE_DIR, &location);
         let reason_path = format!("{target}{REASON_SUFFIX}");
         match fs.lstat(&target) {
-            Err(e) if e.kind == FsErrorKind::NotFound => {}
+            Err(e) if e.code == FsErrorCode::NotFound => {}
             Ok(_) => continue,
-            Err(e) => return Err(e.message),
+            Err(e) => return Err(e.into()),
         }
         match fs.write_new_file(&reason_path, record.as_bytes()) {
             Ok(()) => {}
-            Err(e) if e.kind == FsErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e.message),
+            Err(e) if e.code == FsErrorCode::AlreadyExists => continue,
+            Err(e) => return Err(e.into()),
         }
         match fs.rename(source, &target) {
             Ok(()) => {
@@ -77,29 +79,29 @@ pub fn move_to_quarantine(
             }
             // Taken since the check (natively the rename never replaces):
             // the next name.
-            Err(e) if matches!(e.kind, FsErrorKind::AlreadyExists | FsErrorKind::NotEmpty) => {
+            Err(e) if matches!(e.code, FsErrorCode::AlreadyExists | FsErrorCode::NotEmpty) => {
                 let _ = fs.remove_file(&reason_path);
             }
             Err(e) => {
                 let _ = fs.remove_file(&reason_path);
-                return Err(e.message);
+                return Err(e.into());
             }
         }
     }
-    Err(format!("no free quarantine name for {runner:?}"))
+    Err(Failure::new(format!("no free quarantine name for {runner:?}")))
 }
 
 /// Makes sure a reserved directory of the root exists and is a directory.
-fn ensure_reserved_dir(fs: &impl StorageFs, dir: &str) -> Result<(), String> {
+fn ensure_reserved_dir(fs: &impl StorageFs, dir: &str) -> Result<(), Failure> {
     match fs.lstat(dir) {
         Ok(meta) if meta.kind == EntryKind::Directory => Ok(()),
-        Ok(meta) => Err(format!("{dir} is {}, not a directory", meta.kind.describe())),
-        Err(e) if e.kind == FsErrorKind::NotFound => match fs.create_dir(dir) {
+        Ok(meta) => Err(Failure::new(format!("{dir} is {}, not a directory", meta.kind.describe()))),
+        Err(e) if e.code == FsErrorCode::NotFound => match fs.create_dir(dir) {
             Ok(()) => Ok(()),
-            Err(e) if e.kind == FsErrorKind::AlreadyExists => Ok(()),
-            Err(e) => Err(e.message),
+            Err(e) if e.code == FsErrorCode::AlreadyExists => Ok(()),
+            Err(e) => Err(e.into()),
         },
-        Err(e) => Err(e.message),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -117,15 +119,15 @@ fn reason_record(name: &str, reason: QuarantineReason, file: Option<&str>, detai
 
 /// The locations under `.quarantine/` that have a reason file, sorted.
 /// `None`: there is no `.quarantine/`.
-pub fn locations(fs: &impl StorageFs) -> Result<Option<Vec<String>>, String> {
+pub fn locations(fs: &impl StorageFs) -> Result<Option<Vec<String>>, Failure> {
     let listing = match fs.list(QUARANTINE_DIR) {
         Ok(listing) => listing,
-        Err(e) if e.kind == FsErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e.message),
+        Err(e) if e.code == FsErrorCode::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
     };
     let mut found = Vec::new();
     for entry in listing {
-        let entry = entry.map_err(|e| e.message)?;
+        let entry = entry?;
         if let Some(location) = entry.name.as_deref().and_then(|n| n.strip_suffix(REASON_SUFFIX)) {
             found.push(location.to_owned());
         }
@@ -137,7 +139,7 @@ pub fn locations(fs: &impl StorageFs) -> Result<Option<Vec<String>>, String> {
 /// The storages under `<root>/.quarantine/`, from their reason files.
 /// A reason file that is not ours is listed with what can be said about it
 /// (reason `invalid-value`, the problem as its detail).
-pub fn list_quarantine(fs: &impl StorageFs) -> Result<Vec<QuarantinedStorage>, String> {
+pub fn list_quarantine(fs: &impl StorageFs) -> Result<Vec<QuarantinedStorage>, Failure> {
     let locations = locations(fs)?.unwrap_or_default();
     Ok(locations
         .into_iter()
@@ -182,7 +184,7 @@ pub fn read_reason(fs: &impl StorageFs, location: &str) -> Result<QuarantinedSto
         Ok(BoundedRead::Content(bytes)) => bytes,
         Ok(BoundedRead::Oversized) => return Err(bad(format!("larger than {REASON_FILE_LIMIT} bytes"))),
         Ok(BoundedRead::NotRegular(kind)) => return Err(bad(format!("is {}, not a regular file", kind.describe()))),
-        Err(e) if e.kind == FsErrorKind::NotFound => return Err(ReasonFileError::Missing),
+        Err(e) if e.code == FsErrorCode::NotFound => return Err(ReasonFileError::Missing),
         Err(e) => return Err(ReasonFileError::Bad(format!("reason file unreadable: {e}"))),
     };
     let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| bad(format!("not JSON: {e}")))?;
@@ -211,7 +213,7 @@ pub fn read_reason(fs: &impl StorageFs, location: &str) -> Result<QuarantinedSto
 #[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use super::*;
-    use crate::fs::{FsError, FsResult, Meta, NativeDir, NativeFs};
+    use crate::fs::{FsError, FsOperation, FsResult, Meta, NativeDir, NativeFs};
 
     /// The filesystem as it looks to a writer that races another: every
     /// quarantine location seems free when checked, whatever is there.
@@ -231,7 +233,7 @@ mod tests {
         }
         fn lstat(&self, path: &str) -> FsResult<Meta> {
             match path.strip_prefix(".quarantine/") {
-                Some(_) => Err(FsError::new(FsErrorKind::NotFound, "stat", path, "not there (yet)")),
+                Some(_) => Err(FsError::new(FsErrorCode::NotFound, FsOperation::Stat, path, "not there (yet)")),
                 None => self.0.lstat(path),
             }
         }

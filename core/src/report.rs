@@ -3,8 +3,27 @@
 
 use serde::Serialize;
 
+use crate::model::{Failure, QuarantineInfo, SkipReason};
 pub use crate::model::{OutcomeKind, StorageReport};
-use crate::model::{QuarantineInfo, SkipReason};
+
+/// A report as one JSON object (the command component's `--json`): its
+/// fields in WIT order, `errors` only when it names any.
+impl Serialize for StorageReport {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("name", &self.name)?;
+        map.serialize_entry("outcome", &self.outcome)?;
+        map.serialize_entry("reason", &self.reason)?;
+        map.serialize_entry("file", &self.file)?;
+        map.serialize_entry("detail", &self.detail)?;
+        map.serialize_entry("events", &self.events)?;
+        if !self.errors.is_empty() {
+            map.serialize_entry("errors", &self.errors)?;
+        }
+        map.end()
+    }
+}
 
 /// How an entry whose name is not UTF-8 is named in reports.
 pub const UNNAMED: &str = "<non-UTF-8 name>";
@@ -12,7 +31,13 @@ pub const UNNAMED: &str = "<non-UTF-8 name>";
 impl StorageReport {
     /// A report without a reason or a file to blame.
     pub fn new(name: impl Into<String>, outcome: OutcomeKind, detail: impl Into<String>, events: u32) -> Self {
-        Self { name: name.into(), outcome, reason: None, file: None, detail: detail.into(), events }
+        Self { name: name.into(), outcome, reason: None, file: None, detail: detail.into(), events, errors: Vec::new() }
+    }
+
+    /// A report whose detail is `failure`'s message, naming its filesystem
+    /// errors (a failed storage's, or a deletion's that was cut short).
+    pub fn with_failure(name: impl Into<String>, outcome: OutcomeKind, failure: Failure, events: u32) -> Self {
+        Self { errors: failure.errors, ..Self::new(name, outcome, failure.message, events) }
     }
 
     /// An entry left alone.

@@ -35,7 +35,7 @@
 
 use std::collections::VecDeque;
 
-use crate::fs::{EntryKind, FsError, FsErrorKind, FsResult};
+use crate::fs::{EntryKind, FsError, FsErrorCode, FsOperation, FsResult};
 
 /// Directory levels held open at once; deeper directories are moved out to
 /// the top directory (well under the guest's 256-handle cap).
@@ -97,8 +97,8 @@ pub trait DirHandle: Sized {
 /// emptied; the walk stops there and says where.
 fn another_mount(path: &str) -> FsError {
     FsError::new(
-        FsErrorKind::PermissionDenied,
-        "open directory",
+        FsErrorCode::PermissionDenied,
+        FsOperation::OpenDirectory,
         path,
         "another filesystem is mounted there: not entered, nothing in it removed",
     )
@@ -126,8 +126,8 @@ impl Budget {
         self.operations += 1;
         if self.operations > MAX_OPERATIONS {
             return Err(FsError::new(
-                FsErrorKind::Other,
-                "remove",
+                FsErrorCode::Other,
+                FsOperation::Remove,
                 &where_(),
                 format!("gave up after {MAX_OPERATIONS} operations: entries keep appearing"),
             ));
@@ -139,8 +139,8 @@ impl Budget {
         self.races += 1;
         if self.races > MAX_RACES {
             return Err(FsError::new(
-                FsErrorKind::Other,
-                "remove",
+                FsErrorCode::Other,
+                FsOperation::Remove,
                 &where_(),
                 "entries keep changing kind or reappearing while being removed",
             ));
@@ -203,10 +203,10 @@ fn remove_one<D: DirHandle>(
         match top.open_dir(&name) {
             Ok(dir) if !top.same_mount(&dir) => return Err(another_mount(&shown())),
             Ok(dir) => break dir,
-            Err(e) if e.kind == FsErrorKind::NotFound => return Ok(()),
-            Err(e) if matches!(e.kind, FsErrorKind::Symlink | FsErrorKind::NotADirectory) => match top.unlink(&name) {
+            Err(e) if e.code == FsErrorCode::NotFound => return Ok(()),
+            Err(e) if matches!(e.code, FsErrorCode::Symlink | FsErrorCode::NotADirectory) => match top.unlink(&name) {
                 Ok(()) => return Ok(()),
-                Err(e) if e.kind == FsErrorKind::NotFound => return Ok(()),
+                Err(e) if e.code == FsErrorCode::NotFound => return Ok(()),
                 // Swapped for a directory since: open it after all.
                 Err(e) if swapped_for_directory(top, &name, &e) => {
                     budget.race(shown)?;
@@ -232,14 +232,14 @@ fn remove_one<D: DirHandle>(
                 Some(kind) => kind,
                 None => match frame.dir.kind_at(&child) {
                     Ok(kind) => kind,
-                    Err(e) if e.kind == FsErrorKind::NotFound => continue,
+                    Err(e) if e.code == FsErrorCode::NotFound => continue,
                     Err(e) => return Err(e),
                 },
             };
             if kind != EntryKind::Directory {
                 match frame.dir.unlink(&child) {
                     Ok(()) => {}
-                    Err(e) if e.kind == FsErrorKind::NotFound => {}
+                    Err(e) if e.code == FsErrorCode::NotFound => {}
                     // Swapped for a directory since it was listed: look again.
                     Err(e) if swapped_for_directory(&frame.dir, &child, &e) => {
                         budget.race(|| here(&stack, Some(&child)))?;
@@ -260,9 +260,9 @@ fn remove_one<D: DirHandle>(
                     let more = pending.len() >= LISTING_BATCH;
                     stack.push(Frame { dir, name: child, pending, more });
                 }
-                Err(e) if e.kind == FsErrorKind::NotFound => {}
+                Err(e) if e.code == FsErrorCode::NotFound => {}
                 // Swapped for a symlink or a file since it was listed.
-                Err(e) if matches!(e.kind, FsErrorKind::Symlink | FsErrorKind::NotADirectory) => {
+                Err(e) if matches!(e.code, FsErrorCode::Symlink | FsErrorCode::NotADirectory) => {
                     budget.race(|| here(&stack, Some(&child)))?;
                     stack.last_mut().expect("a frame").pending.push((child, None));
                 }
@@ -288,11 +288,11 @@ fn remove_one<D: DirHandle>(
             Ok(()) => {}
             // Moved away (or replaced by a non-directory) by the job: it is
             // still somewhere below the parent, which is listed again.
-            Err(e) if matches!(e.kind, FsErrorKind::NotFound | FsErrorKind::NotADirectory) => match stack.last_mut() {
+            Err(e) if matches!(e.code, FsErrorCode::NotFound | FsErrorCode::NotADirectory) => match stack.last_mut() {
                 Some(parent) => parent.more = true,
                 None => queue.push_back(finished.name),
             },
-            Err(e) if e.kind == FsErrorKind::NotEmpty => {
+            Err(e) if e.code == FsErrorCode::NotEmpty => {
                 budget.race(|| here(&stack, Some(&finished.name)))?;
                 let pending = list(&finished.dir, &|| here(&stack, Some(&finished.name)))?;
                 let more = pending.len() >= LISTING_BATCH;
@@ -309,9 +309,9 @@ fn remove_one<D: DirHandle>(
 /// than for a reason of its own, such as a parent the user may not write
 /// (`EACCES`): that one is the error to report, not a race to retry.
 fn swapped_for_directory<D: DirHandle>(dir: &D, name: &D::Name, e: &FsError) -> bool {
-    match e.kind {
-        FsErrorKind::IsADirectory => true,
-        FsErrorKind::PermissionDenied => matches!(dir.kind_at(name), Ok(EntryKind::Directory)),
+    match e.code {
+        FsErrorCode::IsADirectory => true,
+        FsErrorCode::PermissionDenied => matches!(dir.kind_at(name), Ok(EntryKind::Directory)),
         _ => false,
     }
 }
@@ -332,7 +332,7 @@ fn spill<D: DirHandle>(
         let fresh = D::name_from(&format!("{base}.deep{spilled}"));
         budget.step(|| D::show(&fresh))?;
         match top.kind_at(&fresh) {
-            Err(e) if e.kind == FsErrorKind::NotFound => {}
+            Err(e) if e.code == FsErrorCode::NotFound => {}
             Ok(_) => continue,
             Err(e) => return Err(e),
         }
@@ -341,13 +341,13 @@ fn spill<D: DirHandle>(
                 queue.push_back(fresh);
                 return Ok(());
             }
-            Err(e) if e.kind == FsErrorKind::NotFound => return Ok(()),
+            Err(e) if e.code == FsErrorCode::NotFound => return Ok(()),
             // Something of that name is there already: another name.
-            Err(e) if matches!(e.kind, FsErrorKind::AlreadyExists | FsErrorKind::NotEmpty) => continue,
+            Err(e) if matches!(e.code, FsErrorCode::AlreadyExists | FsErrorCode::NotEmpty) => continue,
             Err(e) => return Err(e),
         }
     }
-    Err(FsError::new(FsErrorKind::Other, "move out", &D::show(child), "no free name in the top directory"))
+    Err(FsError::new(FsErrorCode::Other, FsOperation::MoveOut, &D::show(child), "no free name in the top directory"))
 }
 
 /// A listing whose unnameable entries are an error (they cannot be removed).
@@ -358,8 +358,8 @@ fn list<D: DirHandle>(dir: &D, here: &dyn Fn() -> String) -> FsResult<Vec<(D::Na
             Some(name) => named.push((name, kind)),
             None => {
                 return Err(FsError::new(
-                    FsErrorKind::Other,
-                    "remove",
+                    FsErrorCode::Other,
+                    FsOperation::Remove,
                     &here(),
                     "holds an entry whose name is not UTF-8 (it cannot be named here)",
                 ))

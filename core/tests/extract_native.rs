@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use runner_metrics_core::extract::{delete_storage, extract_storage, Scan};
-use runner_metrics_core::fs::{BoundedRead, EntryKind, FsErrorKind, FsResult, Meta, NativeFs, StorageFs};
+use runner_metrics_core::fs::{
+    BoundedRead, EntryKind, Failure, FsError, FsErrorCode, FsOperation, FsResult, Meta, NativeFs, StorageFs,
+};
 use runner_metrics_core::model::{
     AppendedStorage, CodeInformation, Interrupted, Outcome, PostJobMetrics, PostJobStatus, PreJobMetrics,
     QuarantineInfo, QuarantineReason, QuarantinedStorage, RootEntry, RunnerMetrics, Selection, SkipReason,
@@ -396,8 +398,14 @@ fn scan_batches_are_bounded_and_complete() {
 fn scan_of_a_missing_root_fails() {
     let env = Env::new();
     let err = Scan::new(NativeFs::new(env.path("nope")), Selection::default()).err().expect("must fail");
-    assert_eq!(err.kind, FsErrorKind::NotFound);
-    assert_eq!(err.message, r#"list "": No such file or directory (os error 2)"#);
+    let typed = FsError {
+        operation: FsOperation::List,
+        path: String::new(),
+        code: FsErrorCode::NotFound,
+        cause: "No such file or directory".to_owned(),
+    };
+    assert_eq!(err, typed, "the system's words without the error number");
+    assert_eq!(err.to_string(), r#"list "": No such file or directory"#);
 }
 
 // ---------------------------------------------------------------------------
@@ -1002,7 +1010,7 @@ fn swapped_files_are_caught_at_open() {
         (
             Bad::SymlinkToPasswd,
             QuarantineReason::NotRegularFile,
-            format!(r#"open "{rel}": Too many levels of symbolic links (os error 40)"#),
+            format!(r#"open "{rel}": Too many levels of symbolic links"#),
         ),
         (Bad::Fifo, QuarantineReason::NotRegularFile, "is a FIFO, not a regular file".to_owned()),
         (Bad::Dir, QuarantineReason::NotRegularFile, "is a directory, not a regular file".to_owned()),
@@ -1106,13 +1114,16 @@ fn failed_quarantine_leaves_the_storage_in_place() {
     let detail = parser_corruption(PRE_JOB, b"{bad").detail;
     assert_eq!(
         extract_storage(&env.fs(), NAME, false),
-        Outcome::Failed(format!(
+        Outcome::Failed(Failure::new(format!(
             "{PRE_JOB} is corrupt (invalid-json: {detail}) but quarantine failed: .quarantine is a regular file, not a directory"
-        ))
+        )))
     );
     assert_eq!(snapshot(env.root()), before);
     assert!(dir.is_dir());
-    assert_eq!(list_quarantine(&env.fs()).unwrap_err(), r#"list ".quarantine": Not a directory (os error 20)"#);
+    let listing = list_quarantine(&env.fs()).unwrap_err();
+    assert_eq!(listing.message, r#"list ".quarantine": Not a directory"#);
+    let named = listing.errors.iter().map(|e| (e.operation, e.path.as_str(), e.code)).collect::<Vec<_>>();
+    assert_eq!(named, [(FsOperation::List, ".quarantine", FsErrorCode::NotADirectory)], "the error, typed");
 }
 
 #[test]
@@ -1122,7 +1133,7 @@ fn quarantine_never_follows_a_symlinked_quarantine_dir() {
     symlink(env.outside(), env.quarantine()).unwrap();
     let before = snapshot(env.root());
     let outcome = extract_storage(&env.fs(), NAME, false);
-    let Outcome::Failed(message) = outcome else { panic!("{outcome:?}") };
+    let Outcome::Failed(Failure { message, .. }) = outcome else { panic!("{outcome:?}") };
     assert!(message.ends_with("but quarantine failed: .quarantine is a symlink, not a directory"), "{message}");
     assert_eq!(snapshot(env.root()), before);
     assert_eq!(names_in(env.outside()), BTreeSet::from(["passwd".to_owned()]), "nothing written outside the root");
@@ -1182,7 +1193,7 @@ fn delete_refuses_invalid_names_and_non_directories() {
     for name in ["bad name", ".hidden", ".quarantine", "..", ".", "", "a/b", "../x"] {
         assert_eq!(
             delete_storage(&fs, name),
-            Err(format!("refusing to delete {name:?}: not a valid runner name")),
+            Err(Failure::new(format!("refusing to delete {name:?}: not a valid runner name"))),
             "{name:?}"
         );
     }
@@ -1192,7 +1203,7 @@ fn delete_refuses_invalid_names_and_non_directories() {
         ("fifo-runner", "a FIFO"),
         ("sock-runner", "a socket"),
     ] {
-        assert_eq!(delete_storage(&fs, name), Err(format!("refusing to delete {name:?}: it is {what}")));
+        assert_eq!(delete_storage(&fs, name), Err(Failure::new(format!("refusing to delete {name:?}: it is {what}"))));
     }
     // Already gone: deleted, as asked (another process removed it).
     assert_eq!(delete_storage(&fs, "ghost"), Ok(None));
@@ -1435,13 +1446,13 @@ fn quarantine_refuses_invalid_names_and_cleans_up_after_a_failed_move() {
     for name in ["bad name", ".quarantine", "..", "", "a/b"] {
         assert_eq!(
             quarantine_storage(&fs, name, QuarantineReason::SandboxTrap, None, "x"),
-            Err(format!("refusing to quarantine {name:?}: not a valid runner name"))
+            Err(Failure::new(format!("refusing to quarantine {name:?}: not a valid runner name")))
         );
     }
     assert!(!env.quarantine().exists(), "nothing created for an invalid name");
 
     // A missing storage is refused before anything is written.
-    let err = quarantine_storage(&fs, "ghost", QuarantineReason::SandboxTrap, None, "x").unwrap_err();
+    let err = quarantine_storage(&fs, "ghost", QuarantineReason::SandboxTrap, None, "x").unwrap_err().message;
     assert!(err.starts_with(r#"stat "ghost": No such file or directory"#), "{err}");
     assert!(!env.quarantine().exists(), "no orphan reason file");
     assert_eq!(list_quarantine(&fs).unwrap(), vec![]);
@@ -1519,10 +1530,7 @@ fn list_quarantine_lists_unreadable_reason_files() {
         bad("huge.5.000000", "larger than 16384 bytes"),
         unreadable(
             "link.6.000000",
-            format!(
-                r#"reason file unreadable: open "{}": Too many levels of symbolic links (os error 40)"#,
-                path("link.6.000000")
-            ),
+            format!(r#"reason file unreadable: open "{}": Too many levels of symbolic links"#, path("link.6.000000")),
         ),
         // Without a time it cannot be aged, so it is not taken as ours.
         bad("minimal.9.000000", "quarantined_at is not a number >= 0"),
@@ -1601,7 +1609,7 @@ fn interrupted(appended: &[(&str, u32)], blamed: Option<&str>) -> Interrupted {
         cause: "guest collect trapped: boom".to_owned(),
         lied: false,
         trapped_again: false,
-        keep: false,
+        dry_run: false,
     }
 }
 
@@ -1638,7 +1646,7 @@ fn recover_keeps_what_it_must_and_stops_outside_any_storage() {
     }
     // Dry run: nothing changes; the durable one is reported as kept.
     let mut host = Recorder::default();
-    let dry = Interrupted { keep: true, ..interrupted(&[("durable", 3)], Some("blamed")) };
+    let dry = Interrupted { dry_run: true, ..interrupted(&[("durable", 3)], Some("blamed")) };
     recover(&env.fs(), &dry, &mut host).unwrap();
     assert_eq!(outcomes(&host)[0].3, "kept (dry run)");
     assert_eq!(outcomes(&host)[1].1, "failed");
@@ -1657,7 +1665,7 @@ fn recover_keeps_what_it_must_and_stops_outside_any_storage() {
     assert!(env.path("durable").is_dir() && env.path("blamed").is_dir() && !env.quarantine().exists());
     // A trap outside any storage: what is durable is still deleted, then the run stops.
     let mut host = Recorder::default();
-    let err = recover(&env.fs(), &interrupted(&[("durable", 3)], None), &mut host).unwrap_err();
+    let err = recover(&env.fs(), &interrupted(&[("durable", 3)], None), &mut host).unwrap_err().message;
     assert!(err.contains("outside any storage"), "{err}");
     assert_eq!(outcomes(&host), [("durable".to_owned(), "extracted", 3, "deleted".to_owned())]);
 }

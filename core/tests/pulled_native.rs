@@ -11,7 +11,7 @@ use std::path::Path;
 
 use runner_metrics_core::fs::NativeFs;
 use runner_metrics_core::model::{
-    CollectOptions, GithubJobMetrics, LooseFiles, Policy, PulledFiles, PulledRunner, RunnerMetrics, StorageLines,
+    CollectOptions, GithubJobMetrics, LooseFiles, Policy, PulledFiles, PulledMetrics, RunnerMetrics, StorageLines,
 };
 use runner_metrics_core::pipeline::{self, Host};
 use runner_metrics_core::report::StorageReport;
@@ -45,17 +45,10 @@ impl Host for Recorder {
 
 /// Collects `source` pulled from [`RUNNER`] in a fresh root.
 fn ingest(root: &Path, source: PulledFiles, policy: Policy) -> (Recorder, Result<(), String>) {
-    let options = CollectOptions {
-        policy,
-        pulled: Some(PulledRunner {
-            runner_name: RUNNER.to_owned(),
-            installation_start: Some(1700000000.5),
-            files: source,
-        }),
-        ..CollectOptions::events("small")
-    };
+    let options = CollectOptions { policy, pulled: Some(RUNNER.to_owned()), ..CollectOptions::events("small") };
+    let pulled = PulledMetrics { installation_start: Some(1700000000.5), files: source };
     let mut host = Recorder::default();
-    let result = pipeline::collect(&NativeFs::new(root), &options, &mut host);
+    let result = pipeline::collect(&NativeFs::new(root), &options, Some(&pulled), &mut host).map_err(|e| e.message);
     (host, result)
 }
 
@@ -237,14 +230,11 @@ fn a_runner_already_in_the_root_is_not_staged_over() {
     // Once reported (after a trap), it is not staged again.
     let options = CollectOptions {
         done: vec![RUNNER.to_owned()],
-        pulled: Some(PulledRunner {
-            runner_name: RUNNER.to_owned(),
-            installation_start: None,
-            files: PulledFiles::Tar(vec![]),
-        }),
+        pulled: Some(RUNNER.to_owned()),
         ..CollectOptions::events("small")
     };
+    let pulled = PulledMetrics { installation_start: None, files: PulledFiles::Tar(vec![]) };
     let mut host = Recorder::default();
-    pipeline::collect(&NativeFs::new(root.path()), &options, &mut host).unwrap();
+    pipeline::collect(&NativeFs::new(root.path()), &options, Some(&pulled), &mut host).unwrap();
     assert!(host.reports.is_empty());
 }

@@ -46,7 +46,9 @@ pub use sinks::{log, prometheus, summary};
 pub use storage::lock;
 
 pub use bindings::{GithubJobMetrics, JobConclusion, RunnerMetrics, Selection};
-pub use collect::{collect, collect_holding, empty_selection, CollectOptions, Emit, JobMetricsSource, NoJobMetrics};
+pub use collect::{
+    collect, collect_holding, empty_selection, CollectOptions, Emit, JobMetricsSource, NoJobMetrics, Stopped,
+};
 pub use github::{GithubJobs, GithubOptions};
 pub use ingest::{ingest, LooseFiles, Policy, PulledFiles, PulledRunner};
 pub use instance::{CallResult, GuestFailure};

@@ -12,13 +12,26 @@ use runner_metrics_core::names::DELETING_DIR;
 use runner_metrics_core::report::{bounded, UNNAMED};
 
 use crate::bindings::{
-    AppendedStorage, CollectOptions, Ended, Interrupted, NextCall, RunnerMetrics, StorageLines, StorageReport,
+    AppendedStorage, CollectOptions, Ended, Failure, Interrupted, NextCall, RunBounds, RunnerMetrics, StorageLines,
+    StorageReport,
 };
 use crate::check;
 
 /// Traps one run survives; after that the rest of the root is left for the
 /// next run, so a guest that traps on everything cannot churn through it.
 pub const MAX_TRAPS_PER_RUN: usize = 16;
+
+/// The sizes every host cuts pulled input to, and the run's bounds: said
+/// here once (the keeper's `bounds` export), so no host re-declares them.
+pub fn bounds() -> RunBounds {
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    RunBounds {
+        pulled_file_bytes: count(runner_metrics_core::pulled::MAX_LOOSE_BYTES),
+        pulled_stream_bytes: count(runner_metrics_core::pulled::max_stream_bytes()),
+        message_bytes: count(runner_metrics_core::report::MAX_MESSAGE_BYTES),
+        traps_per_run: count(MAX_TRAPS_PER_RUN),
+    }
+}
 
 /// A claim that does not hold: what it was, and the storage it concerns.
 type Lie = (Option<String>, String);
@@ -84,8 +97,8 @@ impl Books {
         &self.root
     }
 
-    pub fn keep(&self) -> bool {
-        self.options.keep
+    pub fn dry_run(&self) -> bool {
+        self.options.dry_run
     }
 
     pub fn current(&self) -> Option<String> {
@@ -105,8 +118,8 @@ impl Books {
     /// runner (`.deleting` aside): the plugin has no business with it.
     fn beyond_pulled(&self, name: &str) -> Option<String> {
         let pulled = self.options.pulled.as_ref()?;
-        (name != pulled.runner_name && name != DELETING_DIR)
-            .then(|| format!("touched {:?} while collecting the pulled runner {:?}", bounded(name), pulled.runner_name))
+        (name != pulled && name != DELETING_DIR)
+            .then(|| format!("touched {:?} while collecting the pulled runner {pulled:?}", bounded(name)))
     }
 
     /// Records a lie; its words are what the host stops the plugin with.
@@ -200,8 +213,8 @@ impl Books {
             self.appended.retain(|(n, _)| *n != report.name);
             // A pulled runner stays reported even once it left the root:
             // the resumed collect must not stage it again.
-            let pulled = self.options.pulled.as_ref().is_some_and(|p| p.runner_name == report.name);
-            if pulled || !check::leaves_the_root(self.keep(), report.outcome) {
+            let pulled = self.options.pulled.as_ref().is_some_and(|p| *p == report.name);
+            if pulled || !check::leaves_the_root(self.dry_run(), report.outcome) {
                 self.reported.insert(report.name.clone());
             }
         }
@@ -215,28 +228,28 @@ impl Books {
     pub fn next(&mut self, last: Option<Ended>) -> NextCall {
         let Some(last) = last else {
             if std::mem::replace(&mut self.started, true) {
-                return NextCall::Stop("the keeper was asked for the first call twice".to_owned());
+                return NextCall::Stop(Failure::new("the keeper was asked for the first call twice"));
             }
             // The host's request, not the plugin's claim: a pulled runner
             // with a name no storage may have is refused before any call
             // (the plugin would be caught lying about it, trap after trap).
             if let Some(pulled) = &self.options.pulled {
-                if let Err(why) = check::storage_name(&pulled.runner_name) {
-                    return NextCall::Stop(format!("refusing to collect the pulled runner: {why}"));
+                if let Err(why) = check::storage_name(pulled) {
+                    return NextCall::Stop(Failure::new(format!("refusing to collect the pulled runner: {why}")));
                 }
             }
             return NextCall::Collect(self.options.clone());
         };
         match last {
             Ended::Returned(None) => match (self.recovering.take(), self.halted.take()) {
-                (_, Some(halted)) => NextCall::Stop(halted),
+                (_, Some(halted)) => NextCall::Stop(Failure::new(halted)),
                 (None, None) => NextCall::Done,
                 // Recovered: the collect resumes without what was reported,
                 // unless the run has used up its traps.
-                (Some(_), None) if self.traps >= MAX_TRAPS_PER_RUN => NextCall::Stop(format!(
+                (Some(_), None) if self.traps >= MAX_TRAPS_PER_RUN => NextCall::Stop(Failure::new(format!(
                     "stopped after {} sandbox traps; the storages not reported are left for the next run",
                     self.traps
-                )),
+                ))),
                 (Some(_), None) => {
                     let mut done: Vec<String> = self.reported.iter().cloned().collect();
                     done.sort_unstable();
@@ -247,7 +260,10 @@ impl Books {
                 }
             },
             Ended::Returned(Some(stopped)) => NextCall::Stop(
-                self.halted.take().or_else(|| self.append_error.take()).unwrap_or_else(|| bounded(&stopped)),
+                self.halted
+                    .take()
+                    .or_else(|| self.append_error.take())
+                    .map_or_else(|| check::failure(stopped), Failure::new),
             ),
             Ended::Trapped(cause) => self.interrupted(cause, false),
             Ended::Halted(why) => {
@@ -280,16 +296,16 @@ impl Books {
             cause = bounded(&format!("{}; trapped again: {cause}", p.cause));
         }
         if let Some(previous) = previous.as_ref().filter(|_| blamed.is_none() && !lied) {
-            return NextCall::Stop(self.halted.take().unwrap_or_else(|| {
+            return NextCall::Stop(Failure::new(self.halted.take().unwrap_or_else(|| {
                 format!(
                     "the recovery trapped outside any storage: {}; it was recovering from: {}",
                     bounded(&failure),
                     previous.cause
                 )
-            }));
+            })));
         }
         if self.traps > MAX_TRAPS_PER_RUN + self.batch_size {
-            return NextCall::Stop(format!("stopped after {} sandbox traps", self.traps));
+            return NextCall::Stop(Failure::new(format!("stopped after {} sandbox traps", self.traps)));
         }
         let lines = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         let x = Interrupted {
@@ -302,7 +318,7 @@ impl Books {
             cause,
             lied,
             trapped_again,
-            keep: self.options.keep,
+            dry_run: self.options.dry_run,
         };
         self.recovering = Some(x.clone());
         NextCall::Recover(x)
@@ -319,7 +335,7 @@ mod tests {
         let options = CollectOptions {
             selection,
             emit: Emit::Events("small".into()),
-            keep: false,
+            dry_run: false,
             batch_size: 4,
             purge_deleting: true,
             done: vec![],
@@ -331,7 +347,7 @@ mod tests {
     }
 
     fn report(name: &str, outcome: OutcomeKind, events: u32) -> StorageReport {
-        StorageReport { name: name.into(), outcome, reason: None, file: None, detail: "x".into(), events }
+        StorageReport::new(name, outcome, "x", events)
     }
 
     fn recover(call: NextCall) -> Interrupted {
@@ -345,18 +361,16 @@ mod tests {
 
     fn stop(call: NextCall) -> String {
         match call {
-            NextCall::Stop(why) => why,
+            NextCall::Stop(why) => why.message,
             _ => panic!("the run goes on"),
         }
     }
 
     #[test]
     fn a_collect_of_a_pulled_runner_may_touch_nothing_else() {
-        use crate::bindings::{PulledFiles, PulledRunner};
         let dir = tempfile::tempdir().unwrap();
         let mut b = books(dir.path());
-        b.options.pulled =
-            Some(PulledRunner { runner_name: "p1".into(), installation_start: None, files: PulledFiles::Tar(vec![]) });
+        b.options.pulled = Some("p1".into());
         assert!(b.begin_storage("p1".into()).is_ok());
         assert!(b.begin_storage(DELETING_DIR.into()).is_ok());
         let lie = b.begin_storage("other".into()).unwrap_err();
@@ -368,15 +382,10 @@ mod tests {
 
     #[test]
     fn a_pulled_runner_with_a_name_no_storage_may_have_is_refused_before_any_call() {
-        use crate::bindings::{PulledFiles, PulledRunner};
         let dir = tempfile::tempdir().unwrap();
         for name in ["../x", ".quarantine", "", &"x".repeat(256)] {
             let mut b = books(dir.path());
-            b.options.pulled = Some(PulledRunner {
-                runner_name: name.into(),
-                installation_start: None,
-                files: PulledFiles::Tar(vec![]),
-            });
+            b.options.pulled = Some(name.into());
             let why = stop(b.next(None));
             assert!(why.starts_with("refusing to collect the pulled runner: "), "{name:?}: {why}");
         }
@@ -384,11 +393,9 @@ mod tests {
 
     #[test]
     fn a_pulled_runner_once_reported_is_done_even_when_it_left_the_root() {
-        use crate::bindings::{PulledFiles, PulledRunner};
         let dir = tempfile::tempdir().unwrap();
         let mut b = books(dir.path());
-        b.options.pulled =
-            Some(PulledRunner { runner_name: "p1".into(), installation_start: None, files: PulledFiles::Tar(vec![]) });
+        b.options.pulled = Some("p1".into());
         assert!(matches!(b.next(None), NextCall::Collect(_)));
         b.begin_storage("p1".into()).unwrap();
         // It traps; the recovery quarantines it (it leaves the root).
@@ -502,7 +509,7 @@ mod tests {
         books.appended(Some("writing events to log: disk full".into()));
         assert_eq!(books.appended_lines("r2"), None);
         assert_eq!(
-            stop(books.next(Some(Ended::Returned(Some("append failed".into()))))),
+            stop(books.next(Some(Ended::Returned(Some(Failure::new("append failed")))))),
             "writing events to log: disk full"
         );
     }

@@ -11,8 +11,8 @@ use runner_metrics_core::render;
 pub use runner_metrics_core::report::{bounded, MAX_MESSAGE_BYTES, UNNAMED};
 
 use crate::bindings::{
-    Emit, Event, OutcomeKind, PreJobMetrics, QuarantineReason, Rendered, RunnerMetrics, SkipReason, StorageLines,
-    StorageReport,
+    Emit, Event, Failure, FsError, OutcomeKind, PreJobMetrics, QuarantineReason, Rendered, RunnerMetrics, SkipReason,
+    StorageLines, StorageReport,
 };
 use crate::books::Books;
 
@@ -23,6 +23,12 @@ pub const MAX_FIELD_BYTES: usize = runner_metrics_core::FILE_SIZE_BYTES_LIMIT;
 pub use runner_metrics_core::names::ENTRY_NAME_PREFIX;
 /// The longest event line accepted from the guest.
 pub const MAX_LINE_BYTES: usize = 16 * 1024;
+/// The most filesystem errors one report or failure may name (the guest's
+/// sentences name at most two).
+pub const MAX_FS_ERRORS: usize = 4;
+/// The longest root-relative path an error may name: a storage, a reserved
+/// directory and an entry of each, every component within the 255-byte limit.
+pub const MAX_ERROR_PATH_BYTES: usize = 1024;
 
 /// A runner name as spec section 2 defines it: the guest's own check, so
 /// keeper and guest can never disagree on what a storage is.
@@ -255,7 +261,7 @@ pub(crate) fn report(report: StorageReport, books: &Books) -> Result<StorageRepo
                 format!("reported {name:?} as {} with {events} lines, but {what}", kind_name(kind)),
             ));
         }
-        if leaves_the_root(books.keep(), kind) {
+        if leaves_the_root(books.dry_run(), kind) {
             gone(books.root(), &name, kind, &report.detail).map_err(|lie| (Some(name.clone()), lie))?;
         }
     }
@@ -266,14 +272,45 @@ pub(crate) fn report(report: StorageReport, books: &Books) -> Result<StorageRepo
         file: report.file.map(|f| bounded(&f)),
         detail: bounded(&report.detail),
         events: report.events,
+        errors: fs_errors(report.errors).map_err(|lie| (None, lie))?,
     })
+}
+
+/// The filesystem errors a report or failure names: a few, each on a plain
+/// root-relative path (no `..`, nothing absolute, no NUL), so a host that
+/// writes the path in full under the root names a place inside it.
+pub fn fs_errors(errors: Vec<FsError>) -> Result<Vec<FsError>, String> {
+    if errors.len() > MAX_FS_ERRORS {
+        return Err(format!("named {} filesystem errors in one message", errors.len()));
+    }
+    errors
+        .into_iter()
+        .map(|error| {
+            let path = &error.path;
+            let plain = path.len() <= MAX_ERROR_PATH_BYTES
+                && !path.starts_with('/')
+                && !path.contains('\0')
+                && (path.is_empty() || path.split('/').all(|c| !c.is_empty() && c != "." && c != ".."));
+            if !plain {
+                return Err(format!("named {:?} as a path in the storage root", bounded(path)));
+            }
+            Ok(FsError { cause: bounded(&error.cause), ..error })
+        })
+        .collect()
+}
+
+/// Why a plugin call stopped, as the plugin says it: its message bounded,
+/// and the filesystem errors it names only when they pass [`fs_errors`] (a
+/// stop is reported either way).
+pub fn failure(failure: Failure) -> Failure {
+    Failure { message: bounded(&failure.message), errors: fs_errors(failure.errors).unwrap_or_default() }
 }
 
 /// Whether a storage reported as `kind` must have left the root (and is
 /// checked to have left it): deleted, quarantined, unless nothing on disk
-/// changes (`keep`).
-pub(crate) fn leaves_the_root(keep: bool, kind: OutcomeKind) -> bool {
-    !keep && matches!(kind, OutcomeKind::Extracted | OutcomeKind::NoData | OutcomeKind::Quarantined)
+/// changes (a dry run).
+pub(crate) fn leaves_the_root(dry_run: bool, kind: OutcomeKind) -> bool {
+    !dry_run && matches!(kind, OutcomeKind::Extracted | OutcomeKind::NoData | OutcomeKind::Quarantined)
 }
 
 /// Whether a report of `kind` may carry `events` lines for a storage whose
@@ -378,5 +415,24 @@ mod tests {
         assert!(time("t", -1.0).is_err());
         assert!(time("t", f64::NAN).is_err());
         assert!(time("t", f64::INFINITY).is_err());
+    }
+
+    #[test]
+    fn named_filesystem_errors_stay_inside_the_root_and_bounded() {
+        use runner_metrics_core::model::{FsErrorCode, FsOperation};
+        let at = |path: &str| FsError::new(FsErrorCode::Other, FsOperation::Open, path, "x");
+        for path in ["", "r-1", "r-1/pre-job-metrics.json", ".deleting/r-1.5.000001/a"] {
+            assert!(fs_errors(vec![at(path)]).is_ok(), "{path:?}");
+        }
+        for path in ["../x", "r-1/../../x", "/etc/passwd", "a//b", "a/./b", "a/", "a\0b", &"a/".repeat(600)] {
+            let lie = fs_errors(vec![at(path)]).unwrap_err();
+            assert!(lie.contains("as a path in the storage root"), "{path:?}: {lie}");
+        }
+        assert!(fs_errors(vec![at("a"); MAX_FS_ERRORS + 1]).is_err(), "a bounded number");
+        let long = FsError { cause: "y".repeat(MAX_MESSAGE_BYTES * 2), ..at("a") };
+        assert!(fs_errors(vec![long]).unwrap()[0].cause.len() < MAX_MESSAGE_BYTES + 64, "causes bounded");
+        // A stop keeps its words, and drops errors that fail the check.
+        let stop = failure(Failure { message: "m".into(), errors: vec![at("../x")] });
+        assert_eq!((stop.message.as_str(), stop.errors.len()), ("m", 0));
     }
 }

@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 
 use crate::bindings::exports::github_runner::metrics::books::{Guest, GuestRun};
-use crate::bindings::{CollectOptions, Ended, NextCall, RunnerMetrics, StorageLines, StorageReport};
+use crate::bindings::{CollectOptions, Ended, NextCall, RunBounds, RunnerMetrics, StorageLines, StorageReport};
 use crate::books::Books;
 
 /// Where the host preopens the storage root (read-only).
@@ -16,6 +16,10 @@ crate::bindings::export!(Component with_types_in crate::bindings);
 
 impl Guest for Component {
     type Run = Run;
+
+    fn bounds() -> RunBounds {
+        crate::books::bounds()
+    }
 }
 
 pub struct Run(RefCell<Books>);

@@ -1,6 +1,6 @@
 //! The keeper: the books of one collect, and the re-checks of everything
 //! the plugin claims, in a component of their own (world `keeper` of
-//! `wit/0.3.0`).
+//! `wit/0.4.0`).
 //!
 //! The plugin parses hostile files, so none of its answers is trusted. Each
 //! host (Rust, Python, Node) instantiates this component once per run,

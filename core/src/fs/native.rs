@@ -58,18 +58,28 @@ fn kind_of(ft: fs::FileType) -> EntryKind {
     }
 }
 
-fn error(op: &str, path: &str, e: io::Error) -> FsError {
+fn error(op: FsOperation, path: &str, e: io::Error) -> FsError {
     let kind = match e.kind() {
-        io::ErrorKind::NotFound => FsErrorKind::NotFound,
-        io::ErrorKind::AlreadyExists => FsErrorKind::AlreadyExists,
-        io::ErrorKind::PermissionDenied => FsErrorKind::PermissionDenied,
-        io::ErrorKind::NotADirectory => FsErrorKind::NotADirectory,
-        io::ErrorKind::IsADirectory => FsErrorKind::IsADirectory,
-        io::ErrorKind::DirectoryNotEmpty => FsErrorKind::NotEmpty,
-        _ if e.raw_os_error() == Some(libc::ELOOP) => FsErrorKind::Symlink,
-        _ => FsErrorKind::Other,
+        io::ErrorKind::NotFound => FsErrorCode::NotFound,
+        io::ErrorKind::AlreadyExists => FsErrorCode::AlreadyExists,
+        io::ErrorKind::PermissionDenied => FsErrorCode::PermissionDenied,
+        io::ErrorKind::NotADirectory => FsErrorCode::NotADirectory,
+        io::ErrorKind::IsADirectory => FsErrorCode::IsADirectory,
+        io::ErrorKind::DirectoryNotEmpty => FsErrorCode::NotEmpty,
+        _ if e.raw_os_error() == Some(libc::ELOOP) => FsErrorCode::Symlink,
+        _ => FsErrorCode::Other,
     };
-    FsError::new(kind, op, path, e)
+    FsError::new(kind, op, path, cause_of(&e))
+}
+
+/// An I/O error's words without the `(os error N)` tail: the same cause as
+/// WASI's, whichever build made the error.
+pub fn cause_of(e: &io::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" (os error ") {
+        Some(at) if text.ends_with(')') => text[..at].to_owned(),
+        _ => text,
+    }
 }
 
 fn modified(meta: &fs::Metadata) -> Option<f64> {
@@ -91,11 +101,11 @@ impl Iterator for Listing {
     fn next(&mut self) -> Option<Self::Item> {
         let entry = match self.inner.next()? {
             Ok(entry) => entry,
-            Err(e) => return Some(Err(error("list", &self.dir, e))),
+            Err(e) => return Some(Err(error(FsOperation::List, &self.dir, e))),
         };
         let kind = match entry.file_type() {
             Ok(ft) => kind_of(ft),
-            Err(e) => return Some(Err(error("stat", &self.dir, e))),
+            Err(e) => return Some(Err(error(FsOperation::Stat, &self.dir, e))),
         };
         Some(Ok(DirEntry { name: entry.file_name().into_string().ok(), kind }))
     }
@@ -106,7 +116,7 @@ impl StorageFs for NativeFs {
     type Dir = NativeDir;
 
     fn open_dir(&self, name: &str) -> FsResult<NativeDir> {
-        let root = NativeDir::open(&self.root).map_err(|e| error("open", "", e))?;
+        let root = NativeDir::open(&self.root).map_err(|e| error(FsOperation::Open, "", e))?;
         root.open_dir(&NativeDir::name_from(name))
     }
 
@@ -116,12 +126,12 @@ impl StorageFs for NativeFs {
     }
 
     fn list(&self, dir: &str) -> FsResult<Listing> {
-        let inner = fs::read_dir(self.path(dir)).map_err(|e| error("list", dir, e))?;
+        let inner = fs::read_dir(self.path(dir)).map_err(|e| error(FsOperation::List, dir, e))?;
         Ok(Listing { inner, dir: dir.to_owned() })
     }
 
     fn lstat(&self, path: &str) -> FsResult<Meta> {
-        let meta = fs::symlink_metadata(self.path(path)).map_err(|e| error("stat", path, e))?;
+        let meta = fs::symlink_metadata(self.path(path)).map_err(|e| error(FsOperation::Stat, path, e))?;
         Ok(Meta { kind: kind_of(meta.file_type()), size: meta.len(), modified: modified(&meta) })
     }
 
@@ -130,37 +140,37 @@ impl StorageFs for NativeFs {
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
             .open(self.path(path))
-            .map_err(|e| error("open", path, e))?;
-        let meta = file.metadata().map_err(|e| error("stat", path, e))?;
+            .map_err(|e| error(FsOperation::Open, path, e))?;
+        let meta = file.metadata().map_err(|e| error(FsOperation::Stat, path, e))?;
         let kind = kind_of(meta.file_type());
         if kind != EntryKind::File {
             return Ok(BoundedRead::NotRegular(kind));
         }
-        read_at_most(file, limit).map_err(|e| error("read", path, e))
+        read_at_most(file, limit).map_err(|e| error(FsOperation::Read, path, e))
     }
 
     fn rename(&self, from: &str, to: &str) -> FsResult<()> {
-        rename_noreplace(&self.path(from), &self.path(to)).map_err(|e| error("rename", from, e))
+        rename_noreplace(&self.path(from), &self.path(to)).map_err(|e| error(FsOperation::Rename, from, e))
     }
 
     fn move_into(&self, name: &str, dir: &NativeDir, new_name: &str) -> FsResult<()> {
-        let root = NativeDir::open(&self.root).map_err(|e| error("open", "", e))?;
+        let root = NativeDir::open(&self.root).map_err(|e| error(FsOperation::Open, "", e))?;
         root.rename_to(&NativeDir::name_from(name), dir, &NativeDir::name_from(new_name))
     }
 
     fn create_dir(&self, path: &str) -> FsResult<()> {
-        fs::create_dir(self.path(path)).map_err(|e| error("create directory", path, e))
+        fs::create_dir(self.path(path)).map_err(|e| error(FsOperation::CreateDirectory, path, e))
     }
 
     fn write_new_file(&self, path: &str, bytes: &[u8]) -> FsResult<()> {
         let (dir, name) = path.rsplit_once('/').unwrap_or(("", path));
-        let mut file = (self.create_new)(&self.path(dir), name).map_err(|e| error("create", path, e))?;
-        file.write_all(bytes).map_err(|e| error("write", path, e))?;
-        file.sync_data().map_err(|e| error("sync", path, e))
+        let mut file = (self.create_new)(&self.path(dir), name).map_err(|e| error(FsOperation::Create, path, e))?;
+        file.write_all(bytes).map_err(|e| error(FsOperation::Write, path, e))?;
+        file.sync_data().map_err(|e| error(FsOperation::Sync, path, e))
     }
 
     fn remove_file(&self, path: &str) -> FsResult<()> {
-        fs::remove_file(self.path(path)).map_err(|e| error("remove", path, e))
+        fs::remove_file(self.path(path)).map_err(|e| error(FsOperation::Remove, path, e))
     }
 
     fn now(&self) -> f64 {
@@ -224,11 +234,11 @@ fn describe_name(name: &CStr) -> String {
     String::from_utf8_lossy(name.to_bytes()).into_owned()
 }
 
-fn at_error(op: &str, name: &CStr, e: io::Error) -> FsError {
+fn at_error(op: FsOperation, name: &CStr, e: io::Error) -> FsError {
     let mut e = error(op, &describe_name(name), e);
     // rmdir(2) may say EEXIST for "not empty" (POSIX allows both).
-    if e.kind == FsErrorKind::AlreadyExists && op == "remove directory" {
-        e.kind = FsErrorKind::NotEmpty;
+    if e.code == FsErrorCode::AlreadyExists && op == FsOperation::RemoveDirectory {
+        e.code = FsErrorCode::NotEmpty;
     }
     e
 }
@@ -294,14 +304,14 @@ impl crate::walk::DirHandle for NativeDir {
         // SAFETY: `name` is NUL-terminated; the result is checked.
         let fd = unsafe { libc::openat(self.fd.as_raw_fd(), name.as_ptr(), flags) };
         if fd < 0 {
-            return Err(at_error("open directory", name, io::Error::last_os_error()));
+            return Err(at_error(FsOperation::OpenDirectory, name, io::Error::last_os_error()));
         }
         // SAFETY: `fd` was just opened and is owned by nobody else.
         Ok(Self { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
     }
 
     fn read_entries(&self, max: usize) -> FsResult<crate::walk::Entries<CString>> {
-        let failed = |e: io::Error| error("list", "", e);
+        let failed = |e: io::Error| error(FsOperation::List, "", e);
         // fdopendir takes ownership of its descriptor: give it a duplicate.
         // SAFETY: fcntl on a valid descriptor.
         let dup = unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
@@ -354,7 +364,7 @@ impl crate::walk::DirHandle for NativeDir {
         // SAFETY: `st` is written by fstatat before it is read.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         let rc = unsafe { libc::fstatat(self.fd.as_raw_fd(), name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
-        check(rc).map_err(|e| at_error("stat", name, e))?;
+        check(rc).map_err(|e| at_error(FsOperation::Stat, name, e))?;
         Ok(match st.st_mode & libc::S_IFMT {
             libc::S_IFDIR => EntryKind::Directory,
             libc::S_IFREG => EntryKind::File,
@@ -368,13 +378,14 @@ impl crate::walk::DirHandle for NativeDir {
 
     fn unlink(&self, name: &CString) -> FsResult<()> {
         // SAFETY: `name` is NUL-terminated.
-        check(unsafe { libc::unlinkat(self.fd.as_raw_fd(), name.as_ptr(), 0) }).map_err(|e| at_error("remove", name, e))
+        check(unsafe { libc::unlinkat(self.fd.as_raw_fd(), name.as_ptr(), 0) })
+            .map_err(|e| at_error(FsOperation::Remove, name, e))
     }
 
     fn rmdir(&self, name: &CString) -> FsResult<()> {
         // SAFETY: `name` is NUL-terminated.
         check(unsafe { libc::unlinkat(self.fd.as_raw_fd(), name.as_ptr(), libc::AT_REMOVEDIR) })
-            .map_err(|e| at_error("remove directory", name, e))
+            .map_err(|e| at_error(FsOperation::RemoveDirectory, name, e))
     }
 
     fn same_mount(&self, child: &Self) -> bool {
@@ -398,7 +409,7 @@ impl crate::walk::DirHandle for NativeDir {
             }
             other => other,
         }
-        .map_err(|e| at_error("move", name, e))
+        .map_err(|e| at_error(FsOperation::Move, name, e))
     }
 }
 

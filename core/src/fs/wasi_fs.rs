@@ -48,7 +48,12 @@ impl WasiFs {
                 .find(|(_, path)| path == GUEST_ROOT)
                 .map(|(root, _)| Rc::new(root))
                 .ok_or_else(|| {
-                    FsError::new(FsErrorKind::NotFound, "find preopen", GUEST_ROOT, "the host granted no storage root")
+                    FsError::new(
+                        FsErrorCode::NotFound,
+                        FsOperation::FindPreopen,
+                        GUEST_ROOT,
+                        "the host granted no storage root",
+                    )
                 })?;
             let _ = cached.set(Rc::clone(&root));
             Ok(Self { root, parent: RefCell::new(None), through_root_only: Default::default() })
@@ -117,18 +122,21 @@ fn kind_of(t: DescriptorType) -> EntryKind {
     }
 }
 
-fn error(op: &str, path: &str, code: ErrorCode) -> FsError {
+fn error(op: FsOperation, path: &str, code: ErrorCode) -> FsError {
     let kind = match code {
-        ErrorCode::NoEntry => FsErrorKind::NotFound,
-        ErrorCode::Exist => FsErrorKind::AlreadyExists,
-        ErrorCode::Loop => FsErrorKind::Symlink,
-        ErrorCode::NotDirectory => FsErrorKind::NotADirectory,
-        ErrorCode::IsDirectory => FsErrorKind::IsADirectory,
-        ErrorCode::NotEmpty => FsErrorKind::NotEmpty,
-        ErrorCode::Access | ErrorCode::NotPermitted => FsErrorKind::PermissionDenied,
-        _ => FsErrorKind::Other,
+        ErrorCode::NoEntry => FsErrorCode::NotFound,
+        ErrorCode::Exist => FsErrorCode::AlreadyExists,
+        ErrorCode::Loop => FsErrorCode::Symlink,
+        ErrorCode::NotDirectory => FsErrorCode::NotADirectory,
+        ErrorCode::IsDirectory => FsErrorCode::IsADirectory,
+        ErrorCode::NotEmpty => FsErrorCode::NotEmpty,
+        ErrorCode::Access | ErrorCode::NotPermitted => FsErrorCode::PermissionDenied,
+        _ => FsErrorCode::Other,
     };
-    FsError::new(kind, op, path, code.message())
+    // WASI's words without their gloss (`, similar to `EACCES` in POSIX.`).
+    let message = code.message();
+    let cause = message.split_once(", similar to `").map_or(&*message, |(words, _)| words);
+    FsError::new(kind, op, path, cause)
 }
 
 /// A streaming listing of a WASI directory.
@@ -156,7 +164,7 @@ impl Iterator for Listing {
             }
             Err(code) => {
                 self.done = true;
-                Some(Err(error("list", &self.dir, code)))
+                Some(Err(error(FsOperation::List, &self.dir, code)))
             }
         }
     }
@@ -197,38 +205,38 @@ impl crate::walk::DirHandle for WasiDir {
     }
 
     fn open_dir(&self, name: &String) -> FsResult<Self> {
-        open_dir_at(&self.0, name).map(WasiDir).map_err(|e| error("open directory", name, e))
+        open_dir_at(&self.0, name).map(WasiDir).map_err(|e| error(FsOperation::OpenDirectory, name, e))
     }
 
     fn read_entries(&self, max: usize) -> FsResult<crate::walk::Entries<String>> {
-        let stream = self.0.read_directory().map_err(|e| error("list", "", e))?;
+        let stream = self.0.read_directory().map_err(|e| error(FsOperation::List, "", e))?;
         let mut entries = Vec::new();
         while entries.len() < max {
             match stream.read_directory_entry() {
                 Ok(Some(entry)) => entries.push((Some(entry.name), Some(kind_of(entry.type_)))),
                 Ok(None) => break,
                 Err(ErrorCode::IllegalByteSequence) => entries.push((None, None)),
-                Err(code) => return Err(error("list", "", code)),
+                Err(code) => return Err(error(FsOperation::List, "", code)),
             }
         }
         Ok(entries)
     }
 
     fn kind_at(&self, name: &String) -> FsResult<EntryKind> {
-        let stat = self.0.stat_at(PathFlags::empty(), name).map_err(|e| error("stat", name, e))?;
+        let stat = self.0.stat_at(PathFlags::empty(), name).map_err(|e| error(FsOperation::Stat, name, e))?;
         Ok(kind_of(stat.type_))
     }
 
     fn unlink(&self, name: &String) -> FsResult<()> {
-        self.0.unlink_file_at(name).map_err(|e| error("remove", name, e))
+        self.0.unlink_file_at(name).map_err(|e| error(FsOperation::Remove, name, e))
     }
 
     fn rmdir(&self, name: &String) -> FsResult<()> {
-        self.0.remove_directory_at(name).map_err(|e| error("remove directory", name, e))
+        self.0.remove_directory_at(name).map_err(|e| error(FsOperation::RemoveDirectory, name, e))
     }
 
     fn rename_to(&self, name: &String, to: &Self, to_name: &String) -> FsResult<()> {
-        self.0.rename_at(name, &to.0, to_name).map_err(|e| error("move", name, e))
+        self.0.rename_at(name, &to.0, to_name).map_err(|e| error(FsOperation::Move, name, e))
     }
 }
 
@@ -237,14 +245,14 @@ impl StorageFs for WasiFs {
     type Dir = WasiDir;
 
     fn open_dir(&self, name: &str) -> FsResult<WasiDir> {
-        open_dir_at(&self.root, name).map(WasiDir).map_err(|e| error("open directory", name, e))
+        open_dir_at(&self.root, name).map(WasiDir).map_err(|e| error(FsOperation::OpenDirectory, name, e))
     }
 
     fn enter_dir(&self, name: &str) -> FsResult<()> {
         if !self.through_root_only.get() {
             match self.with_dir(name, |_| Ok(())) {
                 Err(ErrorCode::Unsupported) => self.give_up_dir_cache(),
-                other => return other.map_err(|e| error("open directory", name, e)),
+                other => return other.map_err(|e| error(FsOperation::OpenDirectory, name, e)),
             }
         }
         // No cached directories on this host: the check only.
@@ -269,20 +277,22 @@ impl StorageFs for WasiFs {
                 let opened = self
                     .root
                     .open_at(PathFlags::empty(), dir, OpenFlags::DIRECTORY, DescriptorFlags::READ)
-                    .map_err(|e| error("open directory", dir, e))?;
+                    .map_err(|e| error(FsOperation::OpenDirectory, dir, e))?;
                 opened.read_directory()
             } else if !opened {
-                return Err(error("open directory", dir, listed.err().unwrap_or(ErrorCode::Io)));
+                return Err(error(FsOperation::OpenDirectory, dir, listed.err().unwrap_or(ErrorCode::Io)));
             } else {
                 listed
             }
         }
-        .map_err(|e| error("list", dir, e))?;
+        .map_err(|e| error(FsOperation::List, dir, e))?;
         Ok(Listing { stream, dir: dir.to_owned(), done: false })
     }
 
     fn lstat(&self, path: &str) -> FsResult<Meta> {
-        let stat = self.at(path, |d, leaf| d.stat_at(PathFlags::empty(), leaf)).map_err(|e| error("stat", path, e))?;
+        let stat = self
+            .at(path, |d, leaf| d.stat_at(PathFlags::empty(), leaf))
+            .map_err(|e| error(FsOperation::Stat, path, e))?;
         Ok(Meta {
             kind: kind_of(stat.type_),
             size: stat.size,
@@ -294,8 +304,8 @@ impl StorageFs for WasiFs {
         // No SYMLINK_FOLLOW: a symlink anywhere in the path is refused.
         let file = self
             .at(path, |d, leaf| d.open_at(PathFlags::empty(), leaf, OpenFlags::empty(), DescriptorFlags::READ))
-            .map_err(|e| error("open", path, e))?;
-        let stat = file.stat().map_err(|e| error("stat", path, e))?;
+            .map_err(|e| error(FsOperation::Open, path, e))?;
+        let stat = file.stat().map_err(|e| error(FsOperation::Stat, path, e))?;
         let kind = kind_of(stat.type_);
         if kind != EntryKind::File {
             return Ok(BoundedRead::NotRegular(kind));
@@ -308,7 +318,7 @@ impl StorageFs for WasiFs {
                 break;
             }
             let asked = wanted - have;
-            let (chunk, end) = file.read(asked, have).map_err(|e| error("read", path, e))?;
+            let (chunk, end) = file.read(asked, have).map_err(|e| error(FsOperation::Read, path, e))?;
             let chunk_len = chunk.len() as u64;
             if content.is_empty() && chunk_len <= asked {
                 // The common case: the whole file in one read, no copy.
@@ -331,37 +341,37 @@ impl StorageFs for WasiFs {
 
     fn rename(&self, from: &str, to: &str) -> FsResult<()> {
         self.forget_dir();
-        self.root.rename_at(from, &self.root, to).map_err(|e| error("rename", from, e))
+        self.root.rename_at(from, &self.root, to).map_err(|e| error(FsOperation::Rename, from, e))
     }
 
     fn move_into(&self, name: &str, dir: &WasiDir, new_name: &str) -> FsResult<()> {
         self.forget_dir();
-        self.root.rename_at(name, &dir.0, new_name).map_err(|e| error("move", name, e))
+        self.root.rename_at(name, &dir.0, new_name).map_err(|e| error(FsOperation::Move, name, e))
     }
 
     fn create_dir(&self, path: &str) -> FsResult<()> {
         self.forget_dir();
-        self.root.create_directory_at(path).map_err(|e| error("create directory", path, e))
+        self.root.create_directory_at(path).map_err(|e| error(FsOperation::CreateDirectory, path, e))
     }
 
     fn write_new_file(&self, path: &str, bytes: &[u8]) -> FsResult<()> {
         let file = self
             .root
             .open_at(PathFlags::empty(), path, OpenFlags::CREATE | OpenFlags::EXCLUSIVE, DescriptorFlags::WRITE)
-            .map_err(|e| error("create", path, e))?;
+            .map_err(|e| error(FsOperation::Create, path, e))?;
         let mut written = 0usize;
         while let Some(rest) = bytes.get(written..).filter(|rest| !rest.is_empty()) {
-            let n = file.write(rest, written as u64).map_err(|e| error("write", path, e))?;
+            let n = file.write(rest, written as u64).map_err(|e| error(FsOperation::Write, path, e))?;
             if n == 0 {
-                return Err(FsError::new(FsErrorKind::Other, "write", path, "no progress"));
+                return Err(FsError::new(FsErrorCode::Other, FsOperation::Write, path, "no progress"));
             }
             written += n as usize;
         }
-        file.sync_data().map_err(|e| error("sync", path, e))
+        file.sync_data().map_err(|e| error(FsOperation::Sync, path, e))
     }
 
     fn remove_file(&self, path: &str) -> FsResult<()> {
-        self.at(path, |d, leaf| d.unlink_file_at(leaf)).map_err(|e| error("remove", path, e))
+        self.at(path, |d, leaf| d.unlink_file_at(leaf)).map_err(|e| error(FsOperation::Remove, path, e))
     }
 
     fn now(&self) -> f64 {

@@ -191,6 +191,7 @@ impl Host for HostState {
             file: report.file,
             detail,
             events: report.events,
+            errors: report.errors.into_iter().map(crate::bindings::FsError::to_model).collect(),
         };
         run.summary.add(&report);
         (run.on_report)(&report);

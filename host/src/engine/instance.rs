@@ -9,14 +9,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use wasmtime::component::{ResourceAny, ResourceTable};
+use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, Store, StoreLimitsBuilder, Trap, UpdateDeadline};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtx};
 
 use crate::bindings::{
-    CollectOptions, Event, GithubJobMetrics, Interrupted, IntoAnyhow, Outcome, Plugin as PluginBindings, PluginPre,
-    QuarantineInfo, QuarantineReason, QuarantinedStorage, RootEntry, RunnerMetrics, Selection,
+    CollectOptions, Failure, Interrupted, IntoAnyhow, Plugin as PluginBindings, PluginPre, PulledMetrics,
+    QuarantinedStorage,
 };
 use crate::confined_fs::ConfinedFsCtx;
 use crate::imports::{Lent, RunState};
@@ -145,13 +145,14 @@ impl Instance {
         &mut self,
         run: &mut RunState<'_>,
         options: &CollectOptions,
-    ) -> CallResult<Result<(), String>> {
-        self.lend(run, "collect", |b, s| b.github_runner_metrics_collector().call_collect(s, options))
+        pulled: Option<&PulledMetrics>,
+    ) -> CallResult<Result<(), Failure>> {
+        self.lend(run, "collect", |b, s| b.github_runner_metrics_collector().call_collect(s, options, pulled))
     }
 
     /// Runs the guest's `recover` of what a trap interrupted, for `run`, as
     /// [`Instance::collect`] runs `collect`.
-    pub(crate) fn recover(&mut self, run: &mut RunState<'_>, x: &Interrupted) -> CallResult<Result<(), String>> {
+    pub(crate) fn recover(&mut self, run: &mut RunState<'_>, x: &Interrupted) -> CallResult<Result<(), Failure>> {
         self.lend(run, "recovery", |b, s| b.github_runner_metrics_collector().call_recover(s, x))
     }
 
@@ -161,8 +162,8 @@ impl Instance {
         &mut self,
         run: &mut RunState<'_>,
         what: &str,
-        f: impl FnOnce(&PluginBindings, &mut Store<HostState>) -> wasmtime::Result<Result<(), String>>,
-    ) -> CallResult<Result<(), String>> {
+        f: impl FnOnce(&PluginBindings, &mut Store<HostState>) -> wasmtime::Result<Result<(), Failure>>,
+    ) -> CallResult<Result<(), Failure>> {
         self.store.data_mut().lent = Some(Lent::new(run));
         let result = self.call(what, None, f);
         self.store.data_mut().lent = None;
@@ -193,58 +194,10 @@ impl Instance {
         GuestFailure { detail }
     }
 
-    pub fn start_scan(&mut self, selection: &Selection) -> CallResult<ResourceAny> {
-        self.call("scan", None, |b, s| b.github_runner_metrics_extraction().scan().call_constructor(s, selection))
-    }
-
-    pub fn next_batch(
-        &mut self,
-        scan: ResourceAny,
-        max: u32,
-    ) -> CallResult<std::result::Result<Vec<RootEntry>, String>> {
-        self.call("scan", None, |b, s| b.github_runner_metrics_extraction().scan().call_next_batch(s, scan, max))
-    }
-
-    pub fn extract_storage(&mut self, name: &str, keep: bool) -> CallResult<Outcome> {
-        self.call("extraction", Some(name), |b, s| {
-            b.github_runner_metrics_extraction().call_extract_storage(s, name, keep)
-        })
-    }
-
-    pub fn delete_storage(&mut self, name: &str) -> CallResult<std::result::Result<Option<QuarantineInfo>, String>> {
-        self.call("deletion", Some(name), |b, s| b.github_runner_metrics_extraction().call_delete_storage(s, name))
-    }
-
-    pub fn purge_deleting(&mut self) -> CallResult<std::result::Result<u32, String>> {
-        self.call("purge of .deleting", None, |b, s| b.github_runner_metrics_extraction().call_purge_deleting(s))
-    }
-
-    pub fn quarantine_storage(
-        &mut self,
-        name: &str,
-        reason: QuarantineReason,
-        detail: &str,
-    ) -> CallResult<std::result::Result<QuarantineInfo, String>> {
-        self.call("quarantine", Some(name), |b, s| {
-            b.github_runner_metrics_extraction().call_quarantine_storage(s, name, reason, detail)
-        })
-    }
-
-    pub fn list_quarantine(&mut self) -> CallResult<std::result::Result<Vec<QuarantinedStorage>, String>> {
-        self.call("quarantine listing", None, |b, s| b.github_runner_metrics_extraction().call_list_quarantine(s))
-    }
-
-    pub fn issue_events(
-        &mut self,
-        metrics: &RunnerMetrics,
-        flavor: &str,
-        job: Option<GithubJobMetrics>,
-    ) -> CallResult<Vec<Event>> {
-        self.call("events", None, |b, s| b.github_runner_metrics_events().call_issue_events(s, metrics, flavor, job))
-    }
-
-    pub fn render_event(&mut self, event: &Event) -> CallResult<String> {
-        self.call("rendering", None, |b, s| b.github_runner_metrics_events().call_render_event(s, event))
+    /// The storages under `.quarantine/`, their reason files parsed in
+    /// the guest.
+    pub fn list_quarantine(&mut self) -> CallResult<std::result::Result<Vec<QuarantinedStorage>, Failure>> {
+        self.call("quarantine listing", None, |b, s| b.github_runner_metrics_collector().call_list_quarantine(s))
     }
 }
 

@@ -21,7 +21,7 @@ use crate::confined_fs::{link_wasi, ConfinedFsCtx, ConfinedFsState, ConfinedFsVi
 
 mod generated {
     wasmtime::component::bindgen!({
-        path: "../wit/0.3.0",
+        path: "../wit/0.4.0",
         world: "keeper",
         // One set of types: the plugin's values pass through unconverted.
         with: { "github-runner:metrics/types": crate::bindings::github_runner::metrics::types },
@@ -159,5 +159,5 @@ pub(crate) fn link(
     let mut linker = wasmtime::component::Linker::<KeeperState>::new(engine);
     link_wasi(&mut linker, confined).context("linking WASI for the keeper")?;
     let pre = linker.instantiate_pre(component).anyhow().context("the keeper imports something other than WASI")?;
-    KeeperPre::new(pre).anyhow().context("the keeper does not export the keeper world of github-runner:metrics@0.3.0")
+    KeeperPre::new(pre).anyhow().context("the keeper does not export the keeper world of github-runner:metrics@0.4.0")
 }

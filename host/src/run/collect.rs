@@ -16,6 +16,7 @@ pub use crate::collect_options::{empty_selection, CollectOptions, Emit, JobMetri
 
 pub use runner_metrics_keeper::books::MAX_TRAPS_PER_RUN;
 
+use crate::bindings::PulledMetrics;
 use crate::imports::RunState;
 use crate::keeper::{Ended, NextCall};
 use crate::lock::RootLock;
@@ -139,20 +140,51 @@ fn reattach_bounded(
     Ok((wit, reports))
 }
 
+/// Why a run (or a quarantine listing) stopped: the guest's words, the
+/// filesystem errors they name (typed, relative to the root), and the root,
+/// so an embedder can write those paths in full
+/// ([`runner_metrics_core::model::FsError::with_full_paths`]) without
+/// parsing the message. It displays the message.
+#[derive(Debug, Clone)]
+pub struct Stopped {
+    pub failure: runner_metrics_core::model::Failure,
+    pub root: PathBuf,
+}
+
+impl Stopped {
+    pub(crate) fn new(failure: runner_metrics_core::model::Failure, root: &Path) -> Self {
+        Self { failure, root: root.to_owned() }
+    }
+
+    /// The message with the paths of its filesystem errors in full.
+    pub fn plain(&self) -> String {
+        runner_metrics_core::model::FsError::with_full_paths(&self.failure.message, &self.failure.errors, &self.root)
+    }
+}
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.failure.message)
+    }
+}
+
+impl std::error::Error for Stopped {}
+
 /// A collect of one pulled runner ([`crate::ingest`]): the same run, with
 /// the runner handed to the guest to stage.
 pub(crate) fn run_pulled(
     plugin: &Plugin,
     root: PathBuf,
-    pulled: crate::bindings::PulledRunner,
+    pulled: crate::ingest::PulledRunner,
     options: &CollectOptions,
     jobs: &mut dyn JobMetricsSource,
     sink: &mut dyn EventSink,
     on_report: &mut dyn FnMut(&StorageReport),
 ) -> Result<Summary> {
     let mut wit_options = options.to_wit();
-    wit_options.pulled = Some(pulled);
-    run_with(plugin, root, wit_options, Vec::new(), jobs, sink, on_report)
+    wit_options.pulled = Some(pulled.runner_name);
+    let files = PulledMetrics { installation_start: pulled.installation_start, files: pulled.files };
+    run_with(plugin, root, wit_options, Some(files), Vec::new(), jobs, sink, on_report)
 }
 
 fn run_collect(
@@ -164,16 +196,20 @@ fn run_collect(
     on_report: &mut dyn FnMut(&StorageReport),
 ) -> Result<Summary> {
     let (wit_options, unmounted) = reattach_bounded(&root, options, plugin.is_confined())?;
-    run_with(plugin, root, wit_options, unmounted, jobs, sink, on_report)
+    run_with(plugin, root, wit_options, None, unmounted, jobs, sink, on_report)
 }
 
 /// The run itself: the plugin calls the keeper asks for, each on a fresh
-/// instance, until it says the run is done or must stop. `unmounted`: the
-/// reports the host made itself, delivered first.
+/// instance, until it says the run is done or must stop. `pulled`: the
+/// files of the pulled runner `wit_options.pulled` names, which only the
+/// plugin is handed. `unmounted`: the reports the host made itself,
+/// delivered first.
+#[allow(clippy::too_many_arguments)]
 fn run_with(
     plugin: &Plugin,
     root: PathBuf,
     wit_options: crate::bindings::CollectOptions,
+    pulled: Option<PulledMetrics>,
     unmounted: Vec<StorageReport>,
     jobs: &mut dyn JobMetricsSource,
     sink: &mut dyn EventSink,
@@ -203,11 +239,11 @@ fn run_with(
             }
             NextCall::Stop(why) => {
                 said(&mut counts, &run);
-                anyhow::bail!(why)
+                return Err(Stopped::new(why.to_model(), &run.root).into());
             }
             NextCall::Collect(options) => {
                 instance = plugin.instance(&run.root)?;
-                instance.collect(&mut run, &options)
+                instance.collect(&mut run, &options, pulled.as_ref())
             }
             NextCall::Recover(x) => {
                 instance = plugin.instance(&run.root)?;

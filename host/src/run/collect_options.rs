@@ -55,7 +55,7 @@ impl CollectOptions {
                 Emit::Events { flavor } => wit::Emit::Events(flavor.clone()),
                 Emit::Metrics => wit::Emit::Metrics,
             },
-            keep: self.dry_run,
+            dry_run: self.dry_run,
             batch_size: u32::try_from(self.batch()).unwrap_or(u32::MAX),
             purge_deleting: !self.dry_run,
             done: Vec::new(),

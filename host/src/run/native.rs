@@ -38,12 +38,13 @@ pub fn collect_native(
             Emit::Events { flavor } => guest::Emit::Events(flavor.clone()),
             Emit::Metrics => guest::Emit::Metrics,
         },
-        keep: options.dry_run,
+        dry_run: options.dry_run,
         batch_size: u32::try_from(options.batch_size).unwrap_or(u32::MAX),
         ..guest::CollectOptions::events("")
     };
     let mut host = NativeHost { sink, on_report, summary: Summary::default() };
-    pipeline::collect(&NativeFs::new(root), &options, &mut host).map_err(anyhow::Error::msg)?;
+    pipeline::collect(&NativeFs::new(&root), &options, None, &mut host)
+        .map_err(|failure| crate::collect::Stopped::new(failure, &root))?;
     Ok(host.summary)
 }
 

@@ -13,6 +13,9 @@ pub fn list(plugin: &Plugin, root: &Path) -> Result<Vec<QuarantinedStorage>> {
     let root = root.canonicalize().with_context(|| format!("storage root {}", root.display()))?;
     let mut instance = plugin.instance(&root)?;
     instance.list_quarantine().map_err(anyhow::Error::new)?.map_err(|e| {
-        anyhow::anyhow!("listing {}/.quarantine: {}", root.display(), runner_metrics_core::report::bounded(&e))
+        // The guest's words: bounded, and its paths checked, as the keeper would.
+        let failure = runner_metrics_keeper::check::failure(e.to_model());
+        anyhow::Error::new(crate::collect::Stopped::new(failure, &root))
+            .context(format!("listing {}/.quarantine", root.display()))
     })
 }

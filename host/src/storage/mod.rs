@@ -411,7 +411,7 @@ pub fn remove_entry_at(parent: &Path, name: &str) -> Result<()> {
     let top = NativeDir::open(parent).map_err(|e| io_error(parent, "cannot open", &e))?;
     let path = parent.join(name);
     walk::remove_tree(&top, &NativeDir::name_from(name))
-        .map_err(|e| error(ErrorKind::Io, &path, format!("cannot remove: {}", e.message)))
+        .map_err(|e| error(ErrorKind::Io, &path, format!("cannot remove: {e}")))
 }
 
 #[cfg(test)]

@@ -184,7 +184,7 @@ impl Plugin {
             .context("the component imports something other than WASI and the host interface")?;
         let pre = PluginPre::new(instance_pre)
             .anyhow()
-            .context("the component does not export the plugin world of github-runner:metrics@0.3.0")?;
+            .context("the component does not export the plugin world of github-runner:metrics@0.4.0")?;
         let stall_watch = Arc::new(StallWatch::default());
         let ticker =
             EpochTicker::start(&engine, Arc::clone(&stall_watch)).context("starting the epoch ticker thread")?;

@@ -21,7 +21,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-pub use crate::bindings::{LooseFiles, Policy, PulledFiles, PulledRunner};
+pub use crate::bindings::{LooseFiles, Policy, PulledFiles};
 use crate::collect::{self, CollectOptions, JobMetricsSource};
 use crate::lock::RootLock;
 use crate::log::EventSink;
@@ -29,6 +29,17 @@ use crate::plugin::Plugin;
 use crate::summary::{OutcomeKind, StorageReport, Summary};
 
 pub mod ledger;
+
+/// A runner's metrics as a manager pulled them: the runner's name (all the
+/// keeper sees of it) and the files (which only the plugin is handed).
+#[derive(Debug, Clone)]
+pub struct PulledRunner {
+    pub runner_name: String,
+    /// The manager's installation start (for example the VM's creation
+    /// time), written as `runner-installation-start.timestamp`.
+    pub installation_start: Option<f64>,
+    pub files: PulledFiles,
+}
 
 /// The most bytes of one pulled file, and of a tar stream, read and handed
 /// to the guest: each bound plus one (so a longer one is seen to be too
