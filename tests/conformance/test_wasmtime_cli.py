@@ -198,7 +198,7 @@ def test_invoke_with_the_full_export_name(wasmtime, component):
     out = invoke(
         wasmtime,
         component,
-        'github-runner:metrics/events.render-event@0.3.0(runner-stop({timestamp: 5.0, flavor: "small", '
+        'github-runner:metrics/events.render-event@0.4.0(runner-stop({timestamp: 5.0, flavor: "small", '
         'workflow: "ci", repo: "org/repo", github-event: "push", status: abnormal, '
         "status-info: some({code: 1}), job-duration: 2.0, job-conclusion: some(failure)}))",
     )

@@ -1,4 +1,4 @@
-// Runs the runner-metrics plugin (WIT 0.3.0, world `plugin`) on Node, beside
+// Runs the runner-metrics plugin (WIT 0.4.0, world `plugin`) on Node, beside
 // the keeper (world `keeper`), as host/src/collect.rs does. The plugin runs
 // the whole collect in a worker thread (src/worker.js) whose memory, heap and
 // time are capped; its `host` imports block there (Atomics.wait) until this
@@ -16,8 +16,6 @@ export const DEFAULT_METRICS_LOG = '/var/log/github-runner-metrics.log';
 /** Whether `collect` runs the Rust host library (the addon runner-metrics.node, native.js); else this file's WebAssembly host. */
 export const NATIVE = existsSync(new URL('../runner-metrics.node', import.meta.url));
 export const METRICS_LOG_ENV = 'METRICS_LOG_PATH';
-/** The keeper's trap budget per run (keeper/src/books.rs), for callers. */
-export const MAX_TRAPS_PER_RUN = 16;
 /** Per sandbox: the guest's linear memory, the worker's V8 heap, guest time between two imports. */
 export const DEFAULT_LIMITS = Object.freeze({ memoryBytes: 64 << 20, heapMb: 64, timeoutMs: 10_000 });
 const PACKAGE = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -27,10 +25,6 @@ const POLICIES = ['strict', 'lenient'];
 const PULLED_FILES = { 'runner-installed.timestamp': 'installed', 'pre-job-metrics.json': 'preJob', 'post-job-metrics.json': 'postJob' };
 const RUNNER_NAME = /^(?!\.)[A-Za-z0-9._-]{1,255}$/; // core/src/names.rs
 
-/** The most bytes of one pulled file that cross into the guest: its 1024-byte limit plus one (a longer file is cut there, and found oversized). */
-export const MAX_LOOSE_BYTES = 1024 + 1;
-/** The most bytes of a pulled tar stream that cross into the guest: its reader's 64 KiB bound plus one (cut there likewise). */
-export const MAX_STREAM_BYTES = (64 << 10) + 1;
 
 /** The run could not start or had to stop; `summary` has the reports so far. */
 export class CollectError extends Error { constructor(message, summary, cause) { Object.assign(super(message, { cause }), { summary }); } }
@@ -54,8 +48,19 @@ export class Plugin {
   static async load(generatedDir = join(PACKAGE, 'generated'), limits = {}, keeperDir = join(PACKAGE, 'generated-keeper')) {
     const all = { ...DEFAULT_LIMITS, ...limits };
     const [plugin, keeper] = [await compile(generatedDir, 'runner_metrics', all.memoryBytes), await compile(keeperDir, 'runner_metrics_keeper', 2 * all.memoryBytes + (32 << 20))]; // twice what the plugin can hand over (host/src/keeper.rs)
-    return Object.assign(new Plugin(), { limits: all, ...plugin, keeper });
+    // The keeper's WIT `run-bounds` (pulledFileBytes, pulledStreamBytes, messageBytes, trapsPerRun), asked of an instance that sees nothing.
+    const { books } = await (await import(keeper.glue)).instantiate((name) => keeper.modules[name], new WASIShim({ sandbox: { preopens: {}, env: {}, args: [], enableNetwork: false } }).getImportObject());
+    return Object.assign(new Plugin(), { limits: all, ...plugin, keeper, bounds: Object.freeze({ ...books.bounds() }) });
   }
+}
+
+/**
+ * The keeper's bounds (of the bundled components): `pulledFileBytes` (1025, the 1024-byte limit plus one) and `pulledStreamBytes`
+ * (65537, 64 KiB plus one) are the most bytes of a pulled file and of a tar stream that cross into the plugin (`ingest` cuts there,
+ * so a longer one is found oversized); `messageBytes`, the longest message kept from the guest; `trapsPerRun`, the traps one run recovers from.
+ */
+export async function bounds() {
+  return (sharedPlugin ??= await Plugin.load()).bounds;
 }
 
 /** `wasm` with every memory it defines given a maximum of `pages` (64 KiB): growing past it fails. */
@@ -205,7 +210,7 @@ function witOptions(flavor, options) {
   const batchSize = Math.min(Math.max(1, Math.floor(options.batchSize ?? 64)), 2 ** 32 - 1);
   const selection = { exclude: [...(options.exclude ?? [])], include: options.include == null ? undefined : [...options.include],
     minAgeSeconds: options.minAge == null ? undefined : Number(options.minAge) };
-  return { selection, emit: { tag: 'events', val: flavor }, keep, batchSize, purgeDeleting: !keep, done: [], doneUnnamed: 0,
+  return { selection, emit: { tag: 'events', val: flavor }, dryRun: keep, batchSize, purgeDeleting: !keep, done: [], doneUnnamed: 0,
     policy: policyOf(options.policy), pulled: undefined };
 }
 
@@ -249,9 +254,9 @@ export async function ingest(runnerName, files, quarantineDir, flavor, options =
   if (start !== undefined && typeof start !== 'number') throw new TypeError(`installationStart must be a number (UNIX seconds), not a ${typeof start}`);
   if (start !== undefined && !(Number.isFinite(start) && start >= 0)) throw new RangeError(`installationStart must be a UNIX time >= 0, got ${start}`);
   if (options.keep) throw new Error('pulled metrics are staged on disk, so they cannot be collected in a dry run (keep)');
-  // Only the pulled runner is looked at: no selection, and never a dry run.
+  // Only the pulled runner is looked at: no selection, and never a dry run. The keeper sees its name; only the plugin, its files.
   const pulled = pulledFiles(files);
-  const wit = { ...witOptions(flavor, { batchSize: options.batchSize, policy: options.policy }), pulled: { runnerName, installationStart: start, files: pulled } };
+  const wit = { ...witOptions(flavor, { batchSize: options.batchSize, policy: options.policy }), pulled: runnerName };
   try { mkdirSync(quarantineDir); } catch (e) { if (e.code !== 'EEXIST') throw new Error(`creating ${quarantineDir}: ${e.message}`, { cause: e }); }
   if (!options.plugin && NATIVE) {
     const bytes = (b) => (b === undefined ? undefined : Buffer.from(b));
@@ -259,12 +264,18 @@ export async function ingest(runnerName, files, quarantineDir, flavor, options =
       : { installed: bytes(pulled.val.installed), preJob: bytes(pulled.val.preJob), postJob: bytes(pulled.val.postJob) };
     return (await import('./native.js')).ingest(runnerName, native, quarantineDir, flavor, start, options);
   }
-  return runWith(rootOf(quarantineDir), wit, options);
+  return runWith(rootOf(quarantineDir), wit, options, (bounds) => ({ installationStart: start, files: cut(pulled, bounds) }));
 }
 
-/** `files` as the WIT `pulled-files`, each cut to what may cross into the guest (host/src/ingest.rs `bounded`). */
+/** Pulled files cut to what may cross into the guest, by the keeper's bounds (as host/src/run/ingest `bounded` does). */
+function cut(pulled, bounds) {
+  if (pulled.tag === 'tar') return { tag: 'tar', val: pulled.val.subarray(0, bounds.pulledStreamBytes) };
+  return { tag: 'loose', val: Object.fromEntries(Object.entries(pulled.val).map(([field, bytes]) => [field, bytes.subarray(0, bounds.pulledFileBytes)])) };
+}
+
+/** `files` as the WIT `pulled-files`, checked (uncut). */
 function pulledFiles(files) {
-  if (files instanceof Uint8Array) return { tag: 'tar', val: files.subarray(0, MAX_STREAM_BYTES) };
+  if (files instanceof Uint8Array) return { tag: 'tar', val: files };
   const proto = files !== null && typeof files === 'object' ? Object.getPrototypeOf(files) : undefined;
   if (proto !== Object.prototype && proto !== null) {
     throw new TypeError(`files must be the tar stream of the runner's metrics directory (a Uint8Array or Buffer) or an object of its files by name, not ${files === null ? 'null' : proto?.constructor?.name ?? typeof files}`);
@@ -276,14 +287,15 @@ function pulledFiles(files) {
     }
     if (bytes == null) continue; // missing
     if (!(bytes instanceof Uint8Array)) throw new TypeError(`files[${JSON.stringify(name)}] must be a Uint8Array, Buffer or null, not a ${typeof bytes}`);
-    loose[PULLED_FILES[name]] = bytes.subarray(0, MAX_LOOSE_BYTES);
+    loose[PULLED_FILES[name]] = bytes;
   }
   return { tag: 'loose', val: loose };
 }
 
-/** One run over `root` with the WIT options `wit` (collect and ingest): the keeper's loop, each plugin call on a fresh worker. */
-async function runWith(root, wit, options) {
+/** One run over `root` with the WIT options `wit` (collect and ingest): the keeper's loop, each plugin call on a fresh worker. `pulled(bounds)`: the pulled runner's files for the plugin's `collect`. */
+async function runWith(root, wit, options, pulled) {
   const plugin = options.plugin ?? (sharedPlugin ??= await Plugin.load());
+  const files = pulled ? pulled(plugin.bounds) : undefined;
   const summary = newSummary();
   // calling: the plugin call in progress (`collect` or `recover`); failed: a callback of the caller's that failed in it (the
   // call is halted); halted: the first such, the stop's cause; broken: the keeper failed, so the run stops at once.
@@ -302,10 +314,10 @@ async function runWith(root, wit, options) {
     let next;
     try { next = run.keeper.next(last); } catch (e) { throw stop(`the keeper failed: ${e.message}`, e); }
     if (next.tag === 'done') return summary;
-    if (next.tag === 'stop') throw stop(next.val);
+    if (next.tag === 'stop') throw stop(next.val.message);
     const sandbox = new Sandbox(plugin, run);
     [run.calling, run.failed] = [next.tag, null];
-    const result = await sandbox.call(next.tag, [next.val]);
+    const result = await sandbox.call(next.tag, next.tag === 'collect' ? [next.val, files] : [next.val]);
     sandbox.kill();
     if (run.broken) throw stop(`the keeper failed: ${run.broken.message}`, run.broken);
     run.halted ??= run.failed;

@@ -1,4 +1,4 @@
-// Pulled metrics (`ingest`, WIT 0.3.0 `collect-options.pulled`): a runner's
+// Pulled metrics (`ingest`, WIT 0.4.0 `collect-options.pulled` and `pulled-metrics`): a runner's
 // files handed over by the manager (a tar stream or the files one by one),
 // staged by the guest as a storage of the quarantine dir and collected
 // through the same run as `collect`. Real temp dirs, the real component, the
@@ -12,7 +12,10 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 
-import { CollectError, MAX_LOOSE_BYTES, MAX_STREAM_BYTES, Plugin, ingest } from '../src/index.js';
+import { CollectError, Plugin, bounds, ingest } from '../src/index.js';
+
+// The keeper's bounds: the most bytes of a pulled file and of a stream that cross.
+const { pulledFileBytes: MAX_LOOSE_BYTES, pulledStreamBytes: MAX_STREAM_BYTES } = await bounds();
 import { loadCases, snapshot } from '../test-support/conformance.mjs';
 
 const VALID = loadCases().find((c) => c.name === 'valid-without-job-metrics');
@@ -94,8 +97,10 @@ function quarantined(dir, report, reason, file) {
 }
 
 describe('ingest', () => {
-  test('the bounds are the guest\'s limits plus one byte', () => {
+  test('the bounds come from the keeper: the guest\'s limits plus one byte', async () => {
     assert.deepEqual([MAX_LOOSE_BYTES, MAX_STREAM_BYTES], [1025, 65537]);
+    const b = await bounds();
+    assert.deepEqual([b.messageBytes, b.trapsPerRun], [4096, 16]);
   });
 
   test('a tar stream from the real tar command gives the three events and leaves nothing staged', async () => {

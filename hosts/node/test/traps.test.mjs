@@ -12,7 +12,9 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 
-import { CollectError, MAX_TRAPS_PER_RUN, Plugin, collect } from '../src/index.js';
+import { CollectError, Plugin, bounds, collect } from '../src/index.js';
+
+const { trapsPerRun: MAX_TRAPS_PER_RUN } = await bounds();
 import { buildCase, loadCases, snapshot } from '../test-support/conformance.mjs';
 
 const HOSTILE = resolve(dirname(fileURLToPath(import.meta.url)), '..', 'generated-hostile');

@@ -7,7 +7,7 @@ import pytest
 import wasmtime.component as wc
 
 import conformance
-from runner_metrics_host import CollectError, GithubJobMetrics, Keeper, Limits, Plugin, collect
+from runner_metrics_host import CollectError, GithubJobMetrics, Keeper, Limits, Plugin, collect, wasm_host
 
 VALID = conformance.case_by_name("valid-without-job-metrics")
 LINES = VALID["expect"]["small-r-00000000000a"]["lines"]
@@ -256,15 +256,7 @@ def test_the_keeper_holds_a_line_to_exactly_the_event_it_was_rendered_from(tmp_p
 
 
 def conformance_options(flavor="small"):
-    selection = wc.Record()
-    selection.exclude, selection.include = [], None
-    setattr(selection, "min-age-seconds", None)
-    options = wc.Record()
-    options.selection, options.emit, options.keep, options.done = selection, flavor, False, []
-    options.policy, options.pulled = "strict", None
-    for key, value in (("batch-size", 64), ("purge-deleting", True), ("done-unnamed", 0)):
-        setattr(options, key, value)
-    return options
+    return wasm_host._options(flavor)
 
 
 def test_a_missing_root_or_log_directory_is_a_collect_error_naming_the_path(tmp_path, plugin):

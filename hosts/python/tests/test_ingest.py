@@ -1,4 +1,4 @@
-"""Pulled metrics (`ingest`, WIT 0.3.0 `collect-options.pulled`): one runner's
+"""Pulled metrics (`ingest`, WIT 0.4.0 `collect-options.pulled` and `pulled-metrics`): one runner's
 files handed over by the manager, as the real `tar -C DIR -cf - .` stream of
 its metrics directory or one by one, staged by the plugin as a storage of the
 quarantine directory and collected through the same run as `collect`.

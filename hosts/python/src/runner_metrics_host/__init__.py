@@ -33,8 +33,6 @@ from ._types import (
 )
 from .wasm_host import (
     DEFAULT_METRICS_LOG,
-    MAX_LOOSE_BYTES,
-    MAX_STREAM_BYTES,
     METRICS_LOG_ENV,
     POLICIES,
     PULLED_FILES,
@@ -101,3 +99,10 @@ def _dispatched(wasm: Callable[..., Summary], name: str) -> Callable[..., Summar
 collect = _dispatched(wasm_host.collect, "collect")
 #: Collects one runner's metrics the manager pulled itself (``wasm_host.ingest`` documents them).
 ingest = _dispatched(wasm_host.ingest, "ingest")
+
+
+def __getattr__(name: str) -> Any:
+    """``MAX_LOOSE_BYTES`` and ``MAX_STREAM_BYTES``: the keeper's bounds (``wasm_host``)."""
+    if name in ("MAX_LOOSE_BYTES", "MAX_STREAM_BYTES"):
+        return getattr(wasm_host, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""The pure WebAssembly host: the runner-metrics components (WIT 0.3.0) run from Python with
+"""The pure WebAssembly host: the runner-metrics components (WIT 0.4.0) run from Python with
 the ``wasmtime`` package from PyPI. Slower and weaker than the binding of the Rust host that the
 package's ``collect`` and ``ingest`` are (docs/hosts.md has the table); kept as the proof that the
 plugin runs in any standard WASI host, and for a caller that hands ``collect`` a ``Plugin``.
@@ -65,8 +65,8 @@ __all__ = [
     "default_component_path",
     "DEFAULT_METRICS_LOG",
     "METRICS_LOG_ENV",
-    "MAX_LOOSE_BYTES",
-    "MAX_STREAM_BYTES",
+    "MAX_LOOSE_BYTES",  # noqa: F822 - the keeper's bounds, by the module's __getattr__
+    "MAX_STREAM_BYTES",  # noqa: F822
     "PULLED_FILES",
     "POLICIES",
 ]
@@ -75,17 +75,13 @@ COMPONENT_ENV, KEEPER_ENV, GUEST_ROOT, _VERSION = (
     "RUNNER_METRICS_COMPONENT",
     "RUNNER_METRICS_KEEPER_COMPONENT",
     "/storage",
-    "0.3.0",
+    "0.4.0",
 )
 _COLLECTOR, _HOST, _BOOKS = (f"github-runner:metrics/{i}@{_VERSION}" for i in ("collector", "host", "books"))
 _CONCLUSIONS = ("action-required", "cancelled", "failure", "neutral", "skipped", "success", "timed-out")
 #: What a corrupt metrics file does to its runner (WIT ``policy``): ``strict`` quarantines the
 #: whole runner; ``lenient`` counts the file as missing and issues the rest.
 POLICIES = ("strict", "lenient")
-#: The most bytes of one pulled file (the 1024-byte limit plus one) and of a pulled tar stream
-#: (64 KiB plus one) that cross into the plugin: ``ingest`` cuts anything longer there, so the
-#: plugin sees it is oversized (and refuses a call that passes more).
-MAX_LOOSE_BYTES, MAX_STREAM_BYTES = 1024 + 1, 64 * 1024 + 1
 #: The file names ``ingest`` takes in a mapping, and their fields of WIT ``loose-files``.
 PULLED_FILES = {
     "runner-installed.timestamp": "installed",
@@ -141,6 +137,26 @@ class Plugin:
         self._lock, self._runs, self._stop = threading.Lock(), 0, threading.Event()
         self._keeper_linker = wc.Linker(self.engine)
         self._keeper_linker.add_wasip2()
+        self._bounds: Any = None
+
+    @property
+    def bounds(self) -> Any:
+        """The keeper's WIT ``run-bounds``: the most bytes of one pulled file (the 1024-byte limit
+        plus one) and of a pulled tar stream (64 KiB plus one) that cross into the plugin, the
+        message bound and the trap budget. Asked once, of a keeper instance that sees nothing."""
+        if self._bounds is None:
+            store = wasmtime.Store(self.engine)
+            store.set_wasi(wasmtime.WasiConfig())
+            store.set_epoch_deadline(2**62)
+            if self.limits.fuel is not None:
+                store.set_fuel(2**62)
+            instance = self._keeper_linker.instantiate(store, self.keeper)
+            iface = instance.get_export_index(store, _BOOKS)
+            index = instance.get_export_index(store, "bounds", iface) if iface else None
+            if index is None:
+                raise GuestFailure(f"the keeper exports no {_BOOKS}#bounds")
+            self._bounds = instance.get_func(store, index)(store)
+        return self._bounds
 
     def _ticker(self, delta: int) -> None:
         """A run starts (+1) or ends (-1); the epoch ticks while any run goes."""
@@ -286,9 +302,18 @@ class _Run:
     keeper's books, and the plugin instance the imports serve."""
 
     def __init__(
-        self, plugin: Plugin, root: Path, options: wc.Record, jobs: Any, sink: Any, on_report: Any, summary: Summary
+        self,
+        plugin: Plugin,
+        root: Path,
+        options: wc.Record,
+        pulled: wc.Record | None,
+        jobs: Any,
+        sink: Any,
+        on_report: Any,
+        summary: Summary,
     ):
         self.plugin, self.root, self.jobs, self.sink, self.on_report = plugin, root, jobs, sink, on_report
+        self.pulled = pulled  # the pulled runner's files: the plugin's only, never the keeper's
         self.keeper, self.summary = Keeper(plugin, root, options), summary
         self.report_error: Exception | None = None
         self.sandbox: Sandbox | None = None
@@ -353,10 +378,11 @@ class _Run:
             if call.tag == "done":
                 return
             if call.tag == "stop":
-                raise CollectError(call.payload, self.summary)
+                raise CollectError(call.payload.message, self.summary)
+            args = (call.payload, self.pulled) if call.tag == "collect" else (call.payload,)
             try:
                 self.sandbox = Sandbox(self.plugin, self.root, self.linker)
-                stopped = self.sandbox.call(call.tag.replace("recover", "recovery"), _COLLECTOR, call.tag, call.payload)
+                stopped = self.sandbox.call(call.tag.replace("recover", "recovery"), _COLLECTOR, call.tag, *args)
                 last = wc.Variant("returned", stopped)
             except GuestFailure as e:
                 last = wc.Variant("trapped", str(e))
@@ -391,7 +417,7 @@ def _options(
     exclude: Any = (),
     include: Any = None,
     min_age: float | None = None,
-    pulled: wc.Record | None = None,
+    pulled: str | None = None,
 ) -> wc.Record:
     """The WIT ``collect-options`` of a run."""
     selection = _record(
@@ -402,7 +428,7 @@ def _options(
     return _record(
         selection=selection,
         emit=str(flavor),
-        keep=keep,
+        dry_run=keep,
         batch_size=min(max(1, batch_size), 2**32 - 1),
         purge_deleting=not keep,
         done=[],
@@ -416,6 +442,7 @@ def _execute(
     root_arg: str | os.PathLike,
     options: wc.Record,
     *,
+    pulled: Any = None,
     lock: bool,
     plugin: Plugin | None,
     component: str | os.PathLike | None,
@@ -426,9 +453,12 @@ def _execute(
     wait: float,
 ) -> Summary:
     """One run in ``root_arg`` (collect's and ingest's): the metrics log opened, the root's lock
-    held unless ``lock`` is false, the plugin calls the keeper asks for made (``_Run``)."""
+    held unless ``lock`` is false, the plugin calls the keeper asks for made (``_Run``).
+    ``pulled(plugin)``: the pulled runner's files (WIT ``pulled-metrics``), cut to the plugin's
+    bounds."""
     if plugin is None:
         plugin = _shared_plugin(component, limits)
+    files = pulled(plugin) if pulled is not None else None
     try:
         root = Path(root_arg).resolve(strict=True)
         if not root.is_dir():
@@ -456,7 +486,7 @@ def _execute(
     summary = Summary()
     plugin._ticker(+1)
     try:
-        run = _Run(plugin, root, options, job_metrics, sink, on_report, summary)
+        run = _Run(plugin, root, options, files, job_metrics, sink, on_report, summary)
         run.go()
     except (GuestFailure, wasmtime.WasmtimeError, wasmtime.Trap) as e:  # the keeper failed: nothing more is done
         raise CollectError(f"the keeper failed: {e}", summary) from e
@@ -530,11 +560,10 @@ def _bounded(what: str, value: Any, limit: int) -> bytes:
     return bytes(memoryview(value).cast("B")[:limit])
 
 
-def _pulled_files(files: Any) -> bytes | wc.Record:
-    """WIT ``pulled-files``: ``tar(list<u8>)`` for bytes, ``loose(loose-files)`` for a mapping
-    (an untagged variant in wasmtime-py: its cases' Python types differ)."""
+def _check_files(files: Any) -> None:
+    """``files`` is what ``ingest`` takes, or a TypeError or ValueError says why not."""
     if isinstance(files, (bytes, bytearray, memoryview)):
-        return _bounded("the tar stream", files, MAX_STREAM_BYTES)
+        return
     if not isinstance(files, Mapping):
         raise TypeError(
             f"files: expected the tar stream (bytes) or a mapping of {', '.join(PULLED_FILES)} to "
@@ -543,9 +572,21 @@ def _pulled_files(files: Any) -> bytes | wc.Record:
     unknown = [key for key in files if key not in PULLED_FILES]
     if unknown:
         raise ValueError(f"files: {unknown[0]!r} is not a pulled metrics file (one of {', '.join(PULLED_FILES)})")
+    for name in PULLED_FILES:
+        if files.get(name) is not None:
+            _bounded(name, files[name], 0)
+
+
+def _pulled_files(files: Any, bounds: Any) -> bytes | wc.Record:
+    """WIT ``pulled-files``: ``tar(list<u8>)`` for bytes, ``loose(loose-files)`` for a mapping
+    (an untagged variant in wasmtime-py: its cases' Python types differ), cut to the keeper's
+    ``bounds`` (a longer file or stream is found oversized)."""
+    if isinstance(files, (bytes, bytearray, memoryview)):
+        return _bounded("the tar stream", files, getattr(bounds, "pulled-stream-bytes"))
+    limit = getattr(bounds, "pulled-file-bytes")
     return _record(
         **{
-            field: None if files.get(name) is None else _bounded(name, files[name], MAX_LOOSE_BYTES)
+            field: None if files.get(name) is None else _bounded(name, files[name], limit)
             for name, field in PULLED_FILES.items()
         }
     )
@@ -574,8 +615,8 @@ def ingest(
     ``tar -C /home/ubuntu/metrics-exchange -cf - .``; parsed in the sandbox by a bounded reader),
     or a mapping of ``runner-installed.timestamp``, ``pre-job-metrics.json`` and
     ``post-job-metrics.json`` to bytes, or None for a missing file (another key is a ValueError).
-    At most ``MAX_STREAM_BYTES`` of a stream and ``MAX_LOOSE_BYTES`` of each file are passed on:
-    a longer one is found oversized. ``installation_start``: the manager's installation start
+    At most ``MAX_STREAM_BYTES`` of a stream and ``MAX_LOOSE_BYTES`` of each file are passed on
+    (the keeper's bounds): a longer one is found oversized. ``installation_start``: the manager's installation start
     (UNIX seconds, e.g. the VM's creation time), for the ``runner_installed`` event.
 
     ``quarantine_dir``: a directory of its own for pulled runners, created if missing (one level)
@@ -603,8 +644,12 @@ def ingest(
         ):
             raise ValueError(f"installation start {installation_start!r}: not a UNIX time >= 0")
         installation_start = float(installation_start)
-    pulled = _record(runner_name=runner_name, installation_start=installation_start, files=_pulled_files(files))
-    options = _options(flavor, policy=policy, pulled=pulled)
+    _check_files(files)
+
+    def pulled(plugin: Plugin) -> wc.Record:
+        return _record(installation_start=installation_start, files=_pulled_files(files, plugin.bounds))
+
+    options = _options(flavor, policy=policy, pulled=runner_name)
     try:
         os.mkdir(quarantine_dir)  # one level: its parent must exist
     except FileExistsError:
@@ -614,6 +659,7 @@ def ingest(
     return _execute(
         quarantine_dir,
         options,
+        pulled=pulled,
         lock=True,
         plugin=plugin,
         component=component,
@@ -623,3 +669,12 @@ def ingest(
         on_report=on_report,
         wait=wait,
     )
+
+
+def __getattr__(name: str) -> int:
+    """``MAX_LOOSE_BYTES`` and ``MAX_STREAM_BYTES``: the keeper's bounds (of the default
+    components), asked when first read rather than declared here a second time."""
+    if name in ("MAX_LOOSE_BYTES", "MAX_STREAM_BYTES"):
+        bounds = _shared_plugin(None, Limits()).bounds
+        return getattr(bounds, "pulled-file-bytes" if name == "MAX_LOOSE_BYTES" else "pulled-stream-bytes")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
