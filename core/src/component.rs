@@ -121,7 +121,9 @@ mod plugin {
 
     impl exports::github_runner::metrics::collector::Guest for Component {
         fn collect(options: CollectOptions, pulled: Option<PulledMetrics>) -> Result<(), Failure> {
-            let fs = open_root()?;
+            // The identity conversion in the shipped build.
+            #[allow(clippy::useless_conversion)]
+            let fs: RootFs = WasiFs::open()?.with_nonblocking_opens(options.nonblocking_opens).into();
             #[cfg(not(feature = "hostile"))]
             let mut conduct = pipeline::Honest;
             #[cfg(feature = "hostile")]

@@ -89,7 +89,24 @@ enum FileState {
 }
 
 /// Reads one file of a storage: missing, its bytes, corrupt, or an I/O error.
+/// Where opens may block, the file is `lstat`ed first, so that a FIFO is
+/// never opened; where they cannot, it is opened at once, and `lstat`ed
+/// only to explain a failed open: the same outcome and words either way.
 fn read_storage_file(fs: &impl StorageFs, path: &str) -> FileState {
+    if !fs.opens_block() {
+        return match fs.read_bounded(path, FILE_SIZE_BYTES_LIMIT) {
+            Err(e) if e.code == FsErrorCode::NotFound => FileState::Missing,
+            // A symlink (refused by the open) or a socket (which cannot be
+            // opened): what the `lstat` would have said.
+            Err(e) => match fs.lstat(path) {
+                Ok(meta) if meta.kind != EntryKind::File => FileState::Corrupt(not_regular(meta.kind)),
+                Err(gone) if gone.code == FsErrorCode::NotFound => FileState::Missing,
+                _ => FileState::Failed(e),
+            },
+            Ok(BoundedRead::TooLarge(size)) => FileState::Corrupt(oversized(size)),
+            Ok(read) => read_state(read),
+        };
+    }
     let meta = match fs.lstat(path) {
         Ok(meta) => meta,
         Err(e) if e.code == FsErrorCode::NotFound => return FileState::Missing,
@@ -102,18 +119,27 @@ fn read_storage_file(fs: &impl StorageFs, path: &str) -> FileState {
         return FileState::Corrupt(oversized(meta.size));
     }
     match fs.read_bounded(path, FILE_SIZE_BYTES_LIMIT) {
-        Ok(BoundedRead::Content(bytes)) => FileState::Present(bytes),
-        Ok(BoundedRead::Oversized) => FileState::Corrupt(Corruption::new(
-            QuarantineReason::Oversized,
-            format!("grew past the {FILE_SIZE_BYTES_LIMIT}-byte limit while being read"),
-        )),
-        Ok(BoundedRead::NotRegular(kind)) => FileState::Corrupt(not_regular(kind)),
+        Ok(read) => read_state(read),
         // Swapped for a symlink (or a directory) between lstat and open.
         Err(e) if matches!(e.code, FsErrorCode::Symlink | FsErrorCode::IsADirectory) => {
             FileState::Corrupt(Corruption::new(QuarantineReason::NotRegularFile, e.to_string()))
         }
         Err(e) if e.code == FsErrorCode::NotFound => FileState::Missing,
         Err(e) => FileState::Failed(e),
+    }
+}
+
+/// What an open file's bounded read says of it.
+fn read_state(read: BoundedRead) -> FileState {
+    match read {
+        BoundedRead::Content(bytes) => FileState::Present(bytes),
+        // Larger at the open than at the `lstat` (or than the limit, when
+        // there was none: the caller says so with the size).
+        BoundedRead::Oversized | BoundedRead::TooLarge(_) => FileState::Corrupt(Corruption::new(
+            QuarantineReason::Oversized,
+            format!("grew past the {FILE_SIZE_BYTES_LIMIT}-byte limit while being read"),
+        )),
+        BoundedRead::NotRegular(kind) => FileState::Corrupt(not_regular(kind)),
     }
 }
 

@@ -54,6 +54,8 @@ pub enum BoundedRead {
     Oversized,
     /// The opened file is not a regular file (it was swapped after `lstat`).
     NotRegular(EntryKind),
+    /// The opened file is larger than `limit` (this size): nothing was read.
+    TooLarge(u64),
 }
 
 pub use crate::model::{Failure, FsError, FsErrorCode, FsOperation};
@@ -101,6 +103,11 @@ pub trait StorageFs {
     fn remove_file(&self, path: &str) -> FsResult<()>;
     /// The current UNIX time in seconds.
     fn now(&self) -> f64;
+    /// Whether an open may block (a FIFO without a writer): then a file is
+    /// `lstat`ed before it is opened, so that a FIFO is never opened.
+    fn opens_block(&self) -> bool {
+        true
+    }
 }
 
 /// A borrowed filesystem is a filesystem, so a scan can own or borrow one.
@@ -139,6 +146,9 @@ impl<T: StorageFs> StorageFs for &T {
     }
     fn now(&self) -> f64 {
         (**self).now()
+    }
+    fn opens_block(&self) -> bool {
+        (**self).opens_block()
     }
 }
 

@@ -171,6 +171,9 @@ impl<F: StorageFs> StorageFs for HostileFs<F> {
     fn now(&self) -> f64 {
         self.0.now()
     }
+    fn opens_block(&self) -> bool {
+        self.0.opens_block()
+    }
 }
 
 /// A flavor of `hostile-render` makes `render-event` return two lines.

@@ -51,6 +51,7 @@ impl CollectOptions {
             done: Vec::new(),
             done_unnamed: 0,
             policy: Policy::Strict,
+            nonblocking_opens: false,
             pulled: None,
         }
     }

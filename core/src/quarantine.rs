@@ -182,7 +182,9 @@ pub fn read_reason(fs: &impl StorageFs, location: &str) -> Result<QuarantinedSto
     let bad = |why: String| ReasonFileError::Bad(format!("reason file {path}: {why}"));
     let bytes = match fs.read_bounded(&path, REASON_FILE_LIMIT) {
         Ok(BoundedRead::Content(bytes)) => bytes,
-        Ok(BoundedRead::Oversized) => return Err(bad(format!("larger than {REASON_FILE_LIMIT} bytes"))),
+        Ok(BoundedRead::Oversized | BoundedRead::TooLarge(_)) => {
+            return Err(bad(format!("larger than {REASON_FILE_LIMIT} bytes")))
+        }
         Ok(BoundedRead::NotRegular(kind)) => return Err(bad(format!("is {}, not a regular file", kind.describe()))),
         Err(e) if e.code == FsErrorCode::NotFound => return Err(ReasonFileError::Missing),
         Err(e) => return Err(ReasonFileError::Bad(format!("reason file unreadable: {e}"))),

@@ -1003,6 +1003,42 @@ impl StorageFs for LyingLstat {
     }
 }
 
+/// A host whose opens never block lets the plugin open each file at once
+/// (`collect-options.nonblocking-opens`): every kind of bad file, and a
+/// missing one, must end exactly as it does when it is `lstat`ed first.
+#[test]
+fn opening_files_first_decides_every_file_as_the_lstat_first_path_does() {
+    let cases = [
+        Some(Bad::Bytes(vec![b' '; 5000])),
+        Some(Bad::Sparse(10_000)),
+        Some(Bad::Bytes(b"{bad".to_vec())),
+        Some(Bad::SymlinkToPasswd),
+        Some(Bad::SymlinkTo(PathBuf::from("nowhere"))),
+        Some(Bad::SymlinkTo(PathBuf::from("."))),
+        Some(Bad::Fifo),
+        Some(Bad::Socket),
+        Some(Bad::Dir),
+        None,
+    ];
+    for file in [INSTALLED, PRE_JOB, POST_JOB] {
+        for bad in &cases {
+            let decide = |open_first: bool| {
+                let env = Env::new();
+                let mut files = valid_files();
+                files.retain(|(f, _)| *f != file);
+                let dir = env.storage(NAME, &files);
+                if let Some(bad) = bad {
+                    place(&env, &dir, file, bad);
+                }
+                let fs = if open_first { env.fs().opening_files_first() } else { env.fs() };
+                assert_eq!(fs.opens_block(), !open_first);
+                within(Duration::from_secs(10), "the call", move || extract_storage(&fs, NAME, true))
+            };
+            assert_eq!(decide(true), decide(false), "{file}: {bad:?}");
+        }
+    }
+}
+
 #[test]
 fn swapped_files_are_caught_at_open() {
     let rel = format!("{NAME}/{PRE_JOB}");

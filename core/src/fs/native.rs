@@ -14,6 +14,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub struct NativeFs {
     root: PathBuf,
     create_new: CreateNew,
+    /// Files are opened without an `lstat` first (its opens never block:
+    /// `O_NONBLOCK`). Off by default, so the `lstat` path is what the
+    /// native tests and the benchmark's native contender run.
+    open_first: bool,
 }
 
 /// How a new file `name` is made in the directory `dir` and opened for
@@ -22,7 +26,13 @@ pub type CreateNew = fn(dir: &Path, name: &str) -> io::Result<File>;
 
 impl NativeFs {
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into(), create_new: create_in_place }
+        Self { root: root.into(), create_new: create_in_place, open_first: false }
+    }
+
+    /// Files read by opening them at once, as the plugin does under a host
+    /// whose opens never block ([`StorageFs::opens_block`]).
+    pub fn opening_files_first(self) -> Self {
+        Self { open_first: true, ..self }
     }
 
     /// New files made by `create_new` instead of in place: the host's, under
@@ -146,6 +156,9 @@ impl StorageFs for NativeFs {
         if kind != EntryKind::File {
             return Ok(BoundedRead::NotRegular(kind));
         }
+        if meta.len() > limit as u64 {
+            return Ok(BoundedRead::TooLarge(meta.len()));
+        }
         read_at_most(file, limit).map_err(|e| error(FsOperation::Read, path, e))
     }
 
@@ -175,6 +188,10 @@ impl StorageFs for NativeFs {
 
     fn now(&self) -> f64 {
         SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    }
+
+    fn opens_block(&self) -> bool {
+        !self.open_first
     }
 }
 

@@ -23,6 +23,8 @@ pub struct WasiFs {
     /// directory (the Node WASI shim does, for descriptors it did not
     /// preopen): from then on every path goes through the root.
     through_root_only: std::cell::Cell<bool>,
+    /// The host said its opens never block (`collect-options.nonblocking-opens`).
+    nonblocking_opens: bool,
 }
 
 thread_local! {
@@ -41,6 +43,7 @@ impl WasiFs {
                     root: Rc::clone(root),
                     parent: RefCell::new(None),
                     through_root_only: Default::default(),
+                    nonblocking_opens: false,
                 });
             }
             let root = wasi::filesystem::preopens::get_directories()
@@ -56,8 +59,14 @@ impl WasiFs {
                     )
                 })?;
             let _ = cached.set(Rc::clone(&root));
-            Ok(Self { root, parent: RefCell::new(None), through_root_only: Default::default() })
+            Ok(Self { root, parent: RefCell::new(None), through_root_only: Default::default(), nonblocking_opens: false })
         })
+    }
+
+    /// This root, as a host whose opens never block lends it (see
+    /// [`StorageFs::opens_block`]).
+    pub fn with_nonblocking_opens(self, nonblocking: bool) -> Self {
+        Self { nonblocking_opens: nonblocking, ..self }
     }
 
     /// Runs `f` on the directory that holds `path` and the last
@@ -310,6 +319,9 @@ impl StorageFs for WasiFs {
         if kind != EntryKind::File {
             return Ok(BoundedRead::NotRegular(kind));
         }
+        if stat.size > limit as u64 {
+            return Ok(BoundedRead::TooLarge(stat.size));
+        }
         let wanted = limit as u64 + 1;
         let mut content = Vec::new();
         loop {
@@ -377,5 +389,9 @@ impl StorageFs for WasiFs {
     fn now(&self) -> f64 {
         let now = wasi::clocks::wall_clock::now();
         now.seconds as f64 + f64::from(now.nanoseconds) / 1e9
+    }
+
+    fn opens_block(&self) -> bool {
+        !self.nonblocking_opens
     }
 }

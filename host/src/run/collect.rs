@@ -215,6 +215,8 @@ fn run_with(
     sink: &mut dyn EventSink,
     on_report: &mut dyn FnMut(&StorageReport),
 ) -> Result<Summary> {
+    // The confined layer opens everything O_NONBLOCK; wasmtime-wasi's may block.
+    let wit_options = crate::bindings::CollectOptions { nonblocking_opens: plugin.is_confined(), ..wit_options };
     let keeper = plugin.keeper(&root, &wit_options)?;
     let mut run = RunState::new(root, keeper, jobs, sink, on_report);
     for report in &unmounted {

@@ -61,6 +61,7 @@ impl CollectOptions {
             done: Vec::new(),
             done_unnamed: 0,
             policy: self.policy,
+            nonblocking_opens: false,
             pulled: None,
         }
     }

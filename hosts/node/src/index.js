@@ -211,7 +211,7 @@ function witOptions(flavor, options) {
   const selection = { exclude: [...(options.exclude ?? [])], include: options.include == null ? undefined : [...options.include],
     minAgeSeconds: options.minAge == null ? undefined : Number(options.minAge) };
   return { selection, emit: { tag: 'events', val: flavor }, dryRun: keep, batchSize, purgeDeleting: !keep, done: [], doneUnnamed: 0,
-    policy: policyOf(options.policy), pulled: undefined };
+    policy: policyOf(options.policy), nonblockingOpens: false /* the shim's opens may block on a FIFO */, pulled: undefined };
 }
 
 /** `dir` resolved, once it is seen to be a directory: the storage root of a run. */

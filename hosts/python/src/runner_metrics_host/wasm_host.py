@@ -434,6 +434,7 @@ def _options(
         done=[],
         done_unnamed=0,
         policy=_policy(policy),
+        nonblocking_opens=False,  # wasmtime-wasi's opens may block on a FIFO
         pulled=pulled,
     )
 
