@@ -27,7 +27,7 @@ use std::io::Write;
 use wasi::io::streams::OutputStream;
 
 use crate::fs::WasiFs;
-use crate::model::{CollectOptions, GithubJobMetrics, JobConclusion, RunnerMetrics, Selection, StorageLines};
+use crate::model::{CollectOptions, GithubJobMetrics, JobConclusion, RunnerMetrics, Selection, StorageOutput};
 use crate::pipeline;
 use crate::report::{OutcomeKind, StorageReport, Summary};
 
@@ -227,10 +227,10 @@ impl pipeline::Host for StdioHost<'_> {
     }
 
     /// The lines are out (written and flushed) before any storage goes.
-    fn append(&mut self, batch: Vec<StorageLines>) -> Result<(), String> {
+    fn append(&mut self, batch: Vec<StorageOutput>) -> Result<(), String> {
         let mut text = String::new();
-        for line in batch.iter().flat_map(|storage| &storage.lines) {
-            text.push_str(line);
+        for line in batch.iter().flat_map(StorageOutput::lines) {
+            text.push_str(&line);
             text.push('\n');
         }
         self.out.write_all(text.as_bytes()).and_then(|()| self.out.flush()).map_err(|e| format!("stdout: {e}"))

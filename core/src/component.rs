@@ -156,7 +156,7 @@ mod plugin {
             host::job_metrics(metrics)
         }
 
-        fn append(&mut self, batch: Vec<StorageLines>) -> Result<(), String> {
+        fn append(&mut self, batch: Vec<StorageOutput>) -> Result<(), String> {
             host::append(&batch)
         }
 

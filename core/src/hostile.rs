@@ -8,8 +8,8 @@
 use crate::extract;
 use crate::fs::{BoundedRead, FsResult, Meta, StorageFs};
 use crate::model::{
-    Event, Failure, Outcome, Policy, PreJobMetrics, QuarantineInfo, QuarantineReason, RootEntry, RunnerMetrics,
-    Selection,
+    Event, Failure, Outcome, Policy, PreJobMetrics, QuarantineInfo, QuarantineReason, Rendered, RootEntry,
+    RunnerMetrics, Selection,
 };
 use crate::pipeline::{Conduct, Honest};
 use crate::{files, FILE_SIZE_BYTES_LIMIT};
@@ -52,14 +52,8 @@ impl Conduct for Hostile {
         }
     }
 
-    fn render(&mut self, event: &Event) -> String {
-        if let Event::RunnerInstalled(e) = event {
-            if let Some(line) = render(&e.flavor) {
-                return line;
-            }
-            return tamper(&e.flavor, Honest.render(event));
-        }
-        Honest.render(event)
+    fn events(&mut self, events: Vec<Event>) -> Rendered {
+        Rendered::Events(tamper(events))
     }
 
     fn before_delete(&mut self, name: &str) {
@@ -176,22 +170,28 @@ impl<F: StorageFs> StorageFs for HostileFs<F> {
     }
 }
 
-/// A flavor of `hostile-render` makes `render-event` return two lines.
-pub fn render(flavor_hint: &str) -> Option<String> {
-    (flavor_hint == "hostile-render")
-        .then(|| "{\"timestamp\": 1.0, \"event\": \"runner_installed\"}\n{\"injected\": true}".to_owned())
-}
-
-/// A flavor of `hostile-extrakey` makes `render-event` add a key the event
-/// does not have to an otherwise honest, well-formed line; `hostile-bigline`
-/// makes the `runner_installed` line 100 MiB long (for a plugin given the
+/// The events handed to the keeper, tampered with by the flavor: with
+/// `hostile-moreevents` four of them (three exist); with
+/// `hostile-otherflavor` the first of another flavor; with
+/// `hostile-bigevent` the first with a 100 MiB flavor (for a plugin given the
 /// memory to hold it; under wasmtime's 128 MiB per host call).
-pub fn tamper(flavor: &str, line: String) -> String {
-    match (flavor, line.strip_suffix('}')) {
-        ("hostile-extrakey", Some(open)) => format!("{open}, \"injected\": true}}"),
-        ("hostile-bigline", _) if line.contains("runner_installed") => "x".repeat(100 << 20),
-        _ => line,
+pub fn tamper(mut events: Vec<Event>) -> Vec<Event> {
+    let flavor = events.first().map(|e| e.flavor().to_owned()).unwrap_or_default();
+    let set_flavor = |event: &mut Event, to: String| match event {
+        Event::RunnerInstalled(e) => e.flavor = to,
+        Event::RunnerStart(e) => e.flavor = to,
+        Event::RunnerStop(e) => e.flavor = to,
+    };
+    match (flavor.as_str(), events.first_mut()) {
+        ("hostile-moreevents", Some(first)) => {
+            let copy = first.clone();
+            events.extend(std::iter::repeat_n(copy, 4 - events.len().min(4)));
+        }
+        ("hostile-otherflavor", Some(first)) => set_flavor(first, "injected".to_owned()),
+        ("hostile-bigevent", Some(first)) => set_flavor(first, "x".repeat(100 << 20)),
+        _ => {}
     }
+    events
 }
 
 /// An exclude list containing `hostile-scan` makes the scan offer a path

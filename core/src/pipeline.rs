@@ -1,6 +1,6 @@
 //! The collect pipeline (spec 4 and 5), written once for every host: scan
-//! the root with a selection, decide each storage, issue and render its
-//! events, hand a batch of lines to the host to append durably, only then
+//! the root with a selection, decide each storage, issue its events, hand
+//! a batch of them to the host to render and append durably, only then
 //! delete the storages they came from, and report every root entry once.
 //!
 //! It runs over any [`StorageFs`] and any [`Host`]: in the component over
@@ -14,7 +14,7 @@ use crate::extract::{self, Scan};
 use crate::fs::StorageFs;
 use crate::model::{
     CollectOptions, Emit, Event, Failure, GithubJobMetrics, Interrupted, Outcome, OutcomeKind, Policy, PulledMetrics,
-    QuarantineReason, Rendered, RootEntry, RunnerMetrics, Selection, SkipReason, StorageLines, StorageReport,
+    QuarantineReason, Rendered, RootEntry, RunnerMetrics, Selection, SkipReason, StorageOutput, StorageReport,
 };
 use crate::names::DELETING_DIR;
 use crate::pulled::{self, Staged};
@@ -33,8 +33,9 @@ pub trait Host {
     fn end_storage(&mut self);
     /// GitHub's view of the runner's job (spec 5), when the host knows it.
     fn job_metrics(&mut self, metrics: &RunnerMetrics) -> Option<GithubJobMetrics>;
-    /// Appends the batch's lines; `Ok` only once they are durable.
-    fn append(&mut self, batch: Vec<StorageLines>) -> Result<(), String>;
+    /// Appends the batch's lines (rendered by the host's keeper, or by the
+    /// host: [`StorageOutput::lines`]); `Ok` only once they are durable.
+    fn append(&mut self, batch: Vec<StorageOutput>) -> Result<(), String>;
     /// One root entry reached its outcome.
     fn report(&mut self, report: StorageReport);
 }
@@ -94,9 +95,9 @@ pub trait Conduct {
     ) -> (Outcome, Vec<extract::Dropped>) {
         extract::extract_storage_with(fs, name, dry_run, policy)
     }
-    /// One event's line.
-    fn render(&mut self, event: &Event) -> String {
-        render::render_event(event)
+    /// The events issued for one storage, as the plugin hands them over.
+    fn events(&mut self, events: Vec<Event>) -> Rendered {
+        Rendered::Events(events)
     }
     /// The storage `name` is about to be deleted, its lines durable.
     fn before_delete(&mut self, _name: &str) {}
@@ -164,7 +165,7 @@ struct Run<'a, F: StorageFs, H: Host, C: Conduct> {
     host: &'a mut H,
     conduct: &'a mut C,
     /// Extracted storages whose lines wait for the next append.
-    pending: Vec<StorageLines>,
+    pending: Vec<StorageOutput>,
     unnamed_seen: u32,
     /// What the lenient policy counted as missing, per pending storage, for
     /// its report.
@@ -244,7 +245,7 @@ impl<F: StorageFs, H: Host, C: Conduct> Run<'_, F, H, C> {
         let (outcome, dropped) = self.conduct.decide(self.fs, &name, keep, self.options.policy);
         match outcome {
             Outcome::Extracted(metrics) => {
-                let storage = self.render(name.clone(), metrics);
+                let storage = self.output(name.clone(), metrics);
                 self.host.end_storage();
                 if !dropped.is_empty() {
                     self.dropped.insert(name, with_dropped("", &dropped));
@@ -268,18 +269,15 @@ impl<F: StorageFs, H: Host, C: Conduct> Run<'_, F, H, C> {
         Ok(())
     }
 
-    /// The lines of one extracted storage.
-    fn render(&mut self, name: String, metrics: RunnerMetrics) -> StorageLines {
+    /// What one extracted storage gives the log: its events (or metrics),
+    /// which the host's keeper renders.
+    fn output(&mut self, name: String, metrics: RunnerMetrics) -> StorageOutput {
         match &self.options.emit {
-            Emit::Metrics => {
-                let lines = vec![render::render_metrics(&metrics)];
-                StorageLines { runner_name: name, source: Rendered::Metrics(metrics), lines }
-            }
+            Emit::Metrics => StorageOutput { runner_name: name, source: Rendered::Metrics(metrics) },
             Emit::Events(flavor) => {
                 let job = self.host.job_metrics(&metrics);
                 let events = events::issue_events(&metrics, flavor, job.as_ref());
-                let lines = events.iter().map(|event| self.conduct.render(event)).collect();
-                StorageLines { runner_name: name, source: Rendered::Events(events), lines }
+                StorageOutput { runner_name: name, source: self.conduct.events(events) }
             }
         }
     }
@@ -290,7 +288,7 @@ impl<F: StorageFs, H: Host, C: Conduct> Run<'_, F, H, C> {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.pending);
-        let stored: Vec<(String, u32)> = batch.iter().map(|s| (s.runner_name.clone(), line_count(&s.lines))).collect();
+        let stored: Vec<(String, u32)> = batch.iter().map(|s| (s.runner_name.clone(), s.line_count())).collect();
         if let Err(e) = self.host.append(batch) {
             for (name, _) in stored {
                 let detail = format!("kept: events not written: {e}");
@@ -406,7 +404,22 @@ fn settle<F: StorageFs>(fs: &F, name: String, events: u32, keep: bool) -> Storag
     }
 }
 
-/// How many lines a storage has, as a report counts them.
-fn line_count(lines: &[String]) -> u32 {
-    u32::try_from(lines.len()).unwrap_or(u32::MAX)
+impl StorageOutput {
+    /// How many lines it renders to, as a report counts them.
+    pub fn line_count(&self) -> u32 {
+        match &self.source {
+            Rendered::Events(events) => u32::try_from(events.len()).unwrap_or(u32::MAX),
+            Rendered::Metrics(_) => 1,
+        }
+    }
+
+    /// Its lines: one JSON line per event, or the metrics line, each
+    /// without a newline. The renderer every host's lines come from (the
+    /// keeper's, after its checks; the command component's).
+    pub fn lines(&self) -> Vec<String> {
+        match &self.source {
+            Rendered::Events(events) => events.iter().map(render::render_event).collect(),
+            Rendered::Metrics(metrics) => vec![render::render_metrics(metrics)],
+        }
+    }
 }

@@ -1630,7 +1630,7 @@ impl runner_metrics_core::pipeline::Host for Recorder {
     fn job_metrics(&mut self, _: &RunnerMetrics) -> Option<runner_metrics_core::model::GithubJobMetrics> {
         None
     }
-    fn append(&mut self, _: Vec<runner_metrics_core::model::StorageLines>) -> Result<(), String> {
+    fn append(&mut self, _: Vec<runner_metrics_core::model::StorageOutput>) -> Result<(), String> {
         Ok(())
     }
     fn report(&mut self, report: runner_metrics_core::report::StorageReport) {

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use runner_metrics_core::fs::NativeFs;
 use runner_metrics_core::model::{
-    CollectOptions, GithubJobMetrics, LooseFiles, Policy, PulledFiles, PulledMetrics, RunnerMetrics, StorageLines,
+    CollectOptions, GithubJobMetrics, LooseFiles, Policy, PulledFiles, PulledMetrics, RunnerMetrics, StorageOutput,
 };
 use runner_metrics_core::pipeline::{self, Host};
 use runner_metrics_core::report::StorageReport;
@@ -34,8 +34,8 @@ impl Host for Recorder {
     fn job_metrics(&mut self, _: &RunnerMetrics) -> Option<GithubJobMetrics> {
         None
     }
-    fn append(&mut self, batch: Vec<StorageLines>) -> Result<(), String> {
-        self.lines.extend(batch.into_iter().flat_map(|s| s.lines));
+    fn append(&mut self, batch: Vec<StorageOutput>) -> Result<(), String> {
+        self.lines.extend(batch.iter().flat_map(StorageOutput::lines));
         Ok(())
     }
     fn report(&mut self, report: StorageReport) {

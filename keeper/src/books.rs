@@ -12,7 +12,7 @@ use runner_metrics_core::names::DELETING_DIR;
 use runner_metrics_core::report::{bounded, UNNAMED};
 
 use crate::bindings::{
-    AppendedStorage, CollectOptions, Ended, Failure, Interrupted, NextCall, RunBounds, RunnerMetrics, StorageLines,
+    AppendedStorage, CollectOptions, Ended, Failure, Interrupted, NextCall, RunBounds, RunnerMetrics, StorageOutput,
     StorageReport,
 };
 use crate::check;
@@ -123,7 +123,7 @@ impl Books {
     }
 
     /// Records a lie; its words are what the host stops the plugin with.
-    fn lied(&mut self, storage: Option<String>, what: String) -> Result<(), String> {
+    fn lied<T>(&mut self, storage: Option<String>, what: String) -> Result<T, String> {
         self.lie = Some((storage, what.clone()));
         Err(what)
     }
@@ -163,12 +163,15 @@ impl Books {
         }
     }
 
-    pub fn append(&mut self, batch: &[StorageLines]) -> Result<(), String> {
+    /// The lines of a batch the plugin hands over, rendered here from its
+    /// checked events (or metrics), in order: the host appends these.
+    pub fn append(&mut self, batch: &[StorageOutput]) -> Result<Vec<String>, String> {
         if batch.len() > self.batch_size {
             let lie = format!("appended {} storages at once; batches hold at most {}", batch.len(), self.batch_size);
             return self.lied(None, lie);
         }
         let mut names = HashSet::with_capacity(batch.len());
+        let mut lines = Vec::new();
         for storage in batch {
             let name = &storage.runner_name;
             if let Some(lie) = self.beyond_pulled(name) {
@@ -178,12 +181,13 @@ impl Books {
             if again || !names.insert(name.as_str()) {
                 return self.lied(None, format!("appended lines for {:?} twice", bounded(name)));
             }
-            if let Err(lie) = check::storage_lines(&self.root, storage, &self.options.emit) {
-                return self.lied(Some(name.clone()), lie);
+            match check::storage_output(&self.root, storage, &self.options.emit) {
+                Ok(rendered) => lines.extend(rendered),
+                Err(lie) => return self.lied(Some(name.clone()), lie),
             }
         }
-        self.pending = batch.iter().map(|s| (s.runner_name.clone(), s.lines.len())).collect();
-        Ok(())
+        self.pending = batch.iter().map(|s| (s.runner_name.clone(), s.line_count() as usize)).collect();
+        Ok(lines)
     }
 
     /// What the host's append of the batch checked last came to.
@@ -328,21 +332,10 @@ impl Books {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bindings::{Emit, OutcomeKind, Policy, Selection};
+    use crate::bindings::OutcomeKind;
 
     fn books(root: &Path) -> Books {
-        let selection = Selection { exclude: vec![], include: None, min_age_seconds: None };
-        let options = CollectOptions {
-            selection,
-            emit: Emit::Events("small".into()),
-            dry_run: false,
-            batch_size: 4,
-            purge_deleting: true,
-            done: vec![],
-            done_unnamed: 0,
-            policy: Policy::Strict,
-            pulled: None,
-        };
+        let options = CollectOptions { batch_size: 4, ..CollectOptions::events("small") };
         Books::new(options, root)
     }
 
@@ -487,21 +480,13 @@ mod tests {
         std::fs::create_dir(root.path().join("r1")).unwrap();
         let mut books = books(root.path());
         books.next(None);
-        let batch = [StorageLines {
-            runner_name: "r1".into(),
-            source: crate::bindings::Rendered::Events(vec![]),
-            lines: vec![],
-        }];
+        let batch = [StorageOutput { runner_name: "r1".into(), source: crate::bindings::Rendered::Events(vec![]) }];
         books.append(&batch).unwrap();
         books.appended(None);
         assert_eq!(books.appended_lines("r1"), Some(0));
         assert!(books.append(&batch).unwrap_err().contains("twice"));
         books.lie = None;
-        let batch = [StorageLines {
-            runner_name: "r2".into(),
-            source: crate::bindings::Rendered::Events(vec![]),
-            lines: vec![],
-        }];
+        let batch = [StorageOutput { runner_name: "r2".into(), source: crate::bindings::Rendered::Events(vec![]) }];
         assert!(books.append(&batch).unwrap_err().contains("not a directory of the storage root"));
         books.lie = None;
         std::fs::create_dir(root.path().join("r2")).unwrap();

@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 
 use crate::bindings::exports::github_runner::metrics::books::{Guest, GuestRun};
-use crate::bindings::{CollectOptions, Ended, NextCall, RunBounds, RunnerMetrics, StorageLines, StorageReport};
+use crate::bindings::{CollectOptions, Ended, NextCall, RunBounds, RunnerMetrics, StorageOutput, StorageReport};
 use crate::books::Books;
 
 /// Where the host preopens the storage root (read-only).
@@ -45,7 +45,7 @@ impl GuestRun for Run {
         self.0.borrow_mut().job_metrics(&metrics)
     }
 
-    fn append(&self, batch: Vec<StorageLines>) -> Result<(), String> {
+    fn append(&self, batch: Vec<StorageOutput>) -> Result<Vec<String>, String> {
         self.0.borrow_mut().append(&batch)
     }
 

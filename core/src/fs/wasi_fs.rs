@@ -59,7 +59,12 @@ impl WasiFs {
                     )
                 })?;
             let _ = cached.set(Rc::clone(&root));
-            Ok(Self { root, parent: RefCell::new(None), through_root_only: Default::default(), nonblocking_opens: false })
+            Ok(Self {
+                root,
+                parent: RefCell::new(None),
+                through_root_only: Default::default(),
+                nonblocking_opens: false,
+            })
         })
     }
 

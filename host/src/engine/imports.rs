@@ -20,7 +20,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::bindings::github_runner::metrics::host::Host;
 use crate::bindings::{
-    GithubJobMetrics, OutcomeKind as WitKind, RunnerMetrics, StorageLines, StorageReport as WitReport,
+    GithubJobMetrics, OutcomeKind as WitKind, RunnerMetrics, StorageOutput, StorageReport as WitReport,
 };
 use crate::confined_fs::{ConfinedFsCtx, ConfinedFsState, ConfinedFsView};
 use crate::engine::jobs::JobMetricsSource;
@@ -151,13 +151,12 @@ impl Host for HostState {
         Ok(answer)
     }
 
-    fn append(&mut self, batch: Vec<StorageLines>) -> wasmtime::Result<Result<(), String>> {
+    fn append(&mut self, batch: Vec<StorageOutput>) -> wasmtime::Result<Result<(), String>> {
         self.pause()?;
         let run = self.run()?;
+        // The keeper's lines, rendered from the checked events: the plugin hands over none.
         let verdict = run.keeper.append(&batch);
-        run.checked(verdict)?;
-        // The lines move into one append, never copied (docs/benchmarks.md).
-        let lines: Vec<String> = batch.into_iter().flat_map(|s| s.lines).collect();
+        let lines = run.checked(verdict)?;
         let outcome =
             run.sink.append(&lines).map_err(|e| (format!("writing events to {}: {e}", run.sink.describe()), e));
         let booked = run.keeper.appended(outcome.as_ref().err().map(|(ours, _)| ours.as_str())).map(Ok);

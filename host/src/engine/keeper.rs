@@ -15,7 +15,7 @@ use wasmtime::component::{ResourceAny, ResourceTable};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder, UpdateDeadline};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 
-use crate::bindings::{CollectOptions, IntoAnyhow, RunnerMetrics, StorageLines, StorageReport};
+use crate::bindings::{CollectOptions, IntoAnyhow, RunnerMetrics, StorageOutput, StorageReport};
 use crate::confined_fs::GUEST_ROOT;
 use crate::confined_fs::{link_wasi, ConfinedFsCtx, ConfinedFsState, ConfinedFsView};
 
@@ -136,7 +136,9 @@ impl Keeper {
         self.call("job-metrics", |b, s, r| b.github_runner_metrics_books().run().call_job_metrics(s, r, metrics))
     }
 
-    pub fn append(&mut self, batch: &[StorageLines]) -> Result<Result<(), String>> {
+    /// The batch's lines, rendered by the keeper from the checked events;
+    /// `Err` inside: the plugin's lie.
+    pub fn append(&mut self, batch: &[StorageOutput]) -> Result<Result<Vec<String>, String>> {
         self.call("append", |b, s, r| b.github_runner_metrics_books().run().call_append(s, r, batch))
     }
 

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use runner_metrics_core::fs::NativeFs;
-use runner_metrics_core::model::{self as guest, GithubJobMetrics, RunnerMetrics, Selection, StorageLines};
+use runner_metrics_core::model::{self as guest, GithubJobMetrics, RunnerMetrics, Selection, StorageOutput};
 use runner_metrics_core::pipeline;
 
 use crate::collect::{CollectOptions, Emit};
@@ -63,8 +63,8 @@ impl pipeline::Host for NativeHost<'_> {
         None
     }
 
-    fn append(&mut self, batch: Vec<StorageLines>) -> Result<(), String> {
-        let lines: Vec<String> = batch.into_iter().flat_map(|s| s.lines).collect();
+    fn append(&mut self, batch: Vec<StorageOutput>) -> Result<(), String> {
+        let lines: Vec<String> = batch.iter().flat_map(StorageOutput::lines).collect();
         self.sink.append(&lines).map_err(|e| e.to_string())
     }
 

@@ -152,9 +152,9 @@ const IMPORTS = {
     return jobAnswer(run.jobs ? await run.jobs(metrics) : null);
   },
   async append(run, batch) {
-    run.check(() => run.keeper.append(batch));
+    const lines = run.check(() => run.keeper.append(batch)); // rendered by the keeper: the plugin hands over none
     let error; // the lines are durable before the guest may delete
-    try { await run.sink.append(batch.flatMap((s) => s.lines)); } catch (e) { error = e; }
+    try { await run.sink.append(lines); } catch (e) { error = e; }
     // The keeper books them as durable, or the failure in our words (the run's stop); the guest gets the sink's words.
     run.check(() => run.keeper.appended(error && `writing events to ${run.sink.path ?? 'the sink'}: ${error.message}`));
     return error && { tag: 'err', val: String(error.message) };

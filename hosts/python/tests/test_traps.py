@@ -137,8 +137,8 @@ def test_the_run_stops_after_16_traps_and_leaves_the_rest(tmp_path, hostile):
 @pytest.mark.parametrize(
     "name,flavor,why",
     [
-        ("runner-liar", "hostile-extrakey", 'a key the event does not have: "injected"'),
-        ("runner-liar", "hostile-render", "control or non-ASCII characters"),
+        ("runner-liar", "hostile-otherflavor", 'event of flavor "injected", not "hostile-otherflavor"'),
+        ("runner-liar", "hostile-moreevents", "guest issued 4 events for one runner; at most 3 exist"),
         ("hostile-othername-x", "small", 'guest answered for "someone-else" when asked about "hostile-othername-x"'),
         ("hostile-negative-x", "small", "installed timestamp is -5, not a finite number >= 0"),
         ("hostile-nan-x", "small", "installed timestamp is NaN"),

@@ -370,10 +370,12 @@ fn a_scan_that_traps_mid_run_stops_the_run_and_loses_nothing() {
 }
 
 #[test]
-fn a_guest_that_renders_two_lines_for_one_event_is_rejected_and_nothing_is_written() {
-    // Expected: render-event returns a line with an injected second line;
-    // the keeper (check.rs) rejects it: the storage fails and is kept whole, the log
-    // stays empty.
+fn a_guest_that_hands_more_events_than_exist_is_rejected_and_nothing_is_written() {
+    // Expected: the plugin hands four events for one runner (three exist).
+    // The plugin hands over no line at all since WIT 0.4.0 (the keeper
+    // renders them), so an injected line cannot be tried; the keeper
+    // (check.rs) rejects the events: the storage fails and is kept whole,
+    // the log stays empty.
     let plugin = hostile_plugin(Layer::Auto);
     let root = StorageRoot::new();
     root.valid_runner("r-render");
@@ -383,11 +385,11 @@ fn a_guest_that_renders_two_lines_for_one_event_is_rejected_and_nothing_is_writt
     let log_path: PathBuf = log_dir.path().join("metrics.log");
     let log = MetricsLog::open(&log_path).unwrap();
     let (collected, log, _) =
-        run_within(plugin, root.path(), &CollectOptions::events("hostile-render"), log, RUN_DEADLINE);
+        run_within(plugin, root.path(), &CollectOptions::events("hostile-moreevents"), log, RUN_DEADLINE);
     drop(log);
     let report = collected.report("r-render");
     assert_eq!(report.outcome, OutcomeKind::Failed, "{report:?}");
-    assert!(report.detail.starts_with("kept: ") && report.detail.contains("control"), "{report:?}");
+    assert!(report.detail.starts_with("kept: ") && report.detail.contains("at most 3 exist"), "{report:?}");
     assert_eq!(collected.summary().lines_written, 0);
     assert_eq!(fs::read(&log_path).unwrap(), b"", "nothing may be written");
     assert_eq!(diff(&before, &snapshot(&root.join("r-render"))), "", "the storage must be kept whole");
@@ -396,12 +398,10 @@ fn a_guest_that_renders_two_lines_for_one_event_is_rejected_and_nothing_is_writt
 }
 
 #[test]
-fn a_guest_that_adds_a_key_to_a_line_is_rejected_and_nothing_is_written() {
-    // Expected: render-event returns one well-formed ASCII JSON line of the
-    // right event, with one key the event does not have; the keeper (check.rs) holds
-    // the line equal to the event and rejects it: the storage fails and is
-    // kept whole, the log stays empty. (Before issue 9 only the `event` key
-    // was checked, and the line was written.)
+fn a_guest_that_hands_an_event_of_another_flavor_is_rejected_and_nothing_is_written() {
+    // Expected: the plugin hands a well-formed event of a flavor nobody
+    // asked for; the keeper (check.rs) rejects it: the storage fails and is
+    // kept whole, the log stays empty.
     let plugin = hostile_plugin(Layer::Auto);
     let root = StorageRoot::new();
     root.valid_runner("r-extrakey");
@@ -409,7 +409,7 @@ fn a_guest_that_adds_a_key_to_a_line_is_rejected_and_nothing_is_written() {
     let (collected, sink, _) = run_within(
         plugin,
         root.path(),
-        &CollectOptions::events("hostile-extrakey"),
+        &CollectOptions::events("hostile-otherflavor"),
         runner_metrics::MemorySink::default(),
         RUN_DEADLINE,
     );
@@ -421,11 +421,11 @@ fn a_guest_that_adds_a_key_to_a_line_is_rejected_and_nothing_is_written() {
 }
 
 #[test]
-fn a_line_as_big_as_the_plugin_can_make_is_refused_by_the_keeper_not_fatal_to_it() {
-    // Expected: a plugin given 256 MiB appends a 100 MiB line per storage
+fn an_event_as_big_as_the_plugin_can_make_is_refused_by_the_keeper_not_fatal_to_it() {
+    // Expected: a plugin given 256 MiB appends a 100 MiB event per storage
     // (batches of one: wasmtime copies at most 128 MiB per host call). The
     // keeper, sized at twice the plugin's memory, takes the batch in and
-    // refuses it (too long): each storage fails and is kept, nothing is
+    // refuses it (not the flavor asked for): each storage fails and is kept, nothing is
     // written, and the run ends normally. (A keeper of a fixed 64 MiB
     // trapped taking the batch in, and the whole run stopped, as would every
     // later run.)
@@ -442,7 +442,7 @@ fn a_line_as_big_as_the_plugin_can_make_is_refused_by_the_keeper_not_fatal_to_it
     root.valid_runner("r-big-1");
     root.valid_runner("r-big-2");
     let before = [snapshot(&root.join("r-big-1")), snapshot(&root.join("r-big-2"))];
-    let mut options = CollectOptions::events("hostile-bigline");
+    let mut options = CollectOptions::events("hostile-bigevent");
     options.batch_size = 1;
     let (collected, sink, _) =
         run_within(plugin, root.path(), &options, runner_metrics::MemorySink::default(), RUN_DEADLINE);
@@ -450,7 +450,7 @@ fn a_line_as_big_as_the_plugin_can_make_is_refused_by_the_keeper_not_fatal_to_it
     for name in ["r-big-1", "r-big-2"] {
         let report = collected.report(name);
         assert_eq!(report.outcome, OutcomeKind::Failed, "{report:?}");
-        assert!(report.detail.contains("-byte line"), "{report:?}");
+        assert!(report.detail.contains("event of flavor \"xxx") && report.detail.len() < 10_000, "{report:?}");
     }
     assert_eq!(sink.lines, Vec::<String>::new(), "nothing may be written");
     for (name, before) in ["r-big-1", "r-big-2"].into_iter().zip(&before) {

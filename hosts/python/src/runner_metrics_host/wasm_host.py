@@ -351,9 +351,9 @@ class _Run:
         return _job(self.jobs(_metrics(metrics))) if self.jobs is not None else None
 
     def append(self, batch: list[Any]) -> str | None:
-        self.checked(self.keeper.append(batch))
+        lines = self.checked(self.keeper.append(batch))  # rendered by the keeper: the plugin hands over none
         try:
-            self.sink.append([line for storage in batch for line in storage.lines])
+            self.sink.append(lines)
         except Exception as e:  # noqa: BLE001 - the guest reports the batch failed and stops
             self.keeper.appended(f"writing events to {getattr(self.sink, 'describe', lambda: 'the sink')()}: {e}")
             return str(e)
