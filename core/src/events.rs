@@ -104,6 +104,7 @@ mod tests {
                 workflow_run_id: "workflow_run_id1".into(),
                 repository: Some("org1/repository1".into()),
                 event: "push".into(),
+                workflow_run_attempt: None,
             }),
             post_job: Some(PostJobMetrics { timestamp: 3.0, status: PostJobStatus::Normal, status_info: None }),
             runner_name: "runner-n-0123456789ab".into(),

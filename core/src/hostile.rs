@@ -97,6 +97,7 @@ pub fn extract(fs: &impl StorageFs, name: &str) -> Option<Outcome> {
                 workflow_run_id: "1".to_owned(),
                 repository: Some("o/r".to_owned()),
                 event: "push".to_owned(),
+                workflow_run_attempt: None,
             }),
             ..honest(1.0)
         }),

@@ -49,6 +49,7 @@ pub fn parse_pre_job(bytes: &[u8]) -> Result<Option<PreJobMetrics>, Corruption> 
         workflow_run_id: text_or_number(&object, "workflow_run_id")?,
         repository: repository(&object)?,
         event: string(&object, "event")?,
+        workflow_run_attempt: run_attempt(&object)?,
     }))
 }
 
@@ -179,6 +180,24 @@ fn repository(object: &Json) -> Result<Option<String>, Corruption> {
         Some(Json::String(s)) if is_owner_slash_repo(s) => Ok(Some(s.clone())),
         Some(Json::String(s)) => Err(invalid(KEY, format!("must look like owner/repo, got {}", quote(s)))),
         Some(other) => Err(invalid(KEY, format!("must be a string, got {}", describe(other)))),
+    }
+}
+
+/// The optional `workflow_run_attempt` (spec 3.1): a positive integer (a
+/// string of digits is accepted, as for the run id), at most `u32::MAX`.
+fn run_attempt(object: &Json) -> Result<Option<u32>, Corruption> {
+    const KEY: &str = "workflow_run_attempt";
+    let attempt = match optional(object, KEY) {
+        None => return Ok(None),
+        Some(Json::Number(n)) if !n.is_f64() => n.as_u64(),
+        Some(Json::String(s)) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => s.parse().ok(),
+        Some(other) => {
+            return Err(invalid(KEY, format!("must be a positive integer, got {}", describe(other))));
+        }
+    };
+    match attempt.and_then(|n| u32::try_from(n).ok()).filter(|n| *n >= 1) {
+        Some(n) => Ok(Some(n)),
+        None => Err(invalid(KEY, "must be a positive integer of at most 4294967295")),
     }
 }
 
@@ -443,8 +462,32 @@ mod tests {
                 workflow_run_id: "123456".into(),
                 repository: Some("owner/repo".into()),
                 event: "push".into(),
+                workflow_run_attempt: None,
             }
         );
+    }
+
+    #[test]
+    fn pre_job_run_attempt_is_an_optional_positive_integer() {
+        let with = |attempt: &str| {
+            let text = format!(
+                r#"{{"timestamp": 1, "workflow": "w", "workflow_run_id": "1", "event": "push", "workflow_run_attempt": {attempt}}}"#
+            );
+            parse_pre_job(text.as_bytes()).map(|p| p.and_then(|p| p.workflow_run_attempt))
+        };
+        for (attempt, expected) in [("1", Some(1)), ("\"2\"", Some(2)), ("4294967295", Some(u32::MAX)), ("null", None)]
+        {
+            assert_eq!(with(attempt), Ok(expected), "{attempt}");
+        }
+        for attempt in ["0", "-1", "1.5", "\"x\"", "\"\"", "true", "4294967296", "[1]"] {
+            let e = with(attempt).unwrap_err();
+            assert_eq!(e.reason, QuarantineReason::InvalidValue, "{attempt}");
+            assert!(
+                e.detail.starts_with("\"workflow_run_attempt\": must be a positive integer"),
+                "{attempt}: {}",
+                e.detail
+            );
+        }
     }
 
     #[test]

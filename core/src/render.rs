@@ -168,13 +168,20 @@ pub fn render_metrics(m: &RunnerMetrics) -> String {
         "runner_name": m.runner_name,
         "installation_start_timestamp": m.installation_start_timestamp,
         "installed_timestamp": m.installed_timestamp,
-        "pre_job": m.pre_job.as_ref().map(|p| serde_json::json!({
-            "timestamp": p.timestamp,
-            "workflow": p.workflow,
-            "workflow_run_id": p.workflow_run_id,
-            "repository": p.repository,
-            "event": p.event,
-        })),
+        "pre_job": m.pre_job.as_ref().map(|p| {
+            let mut pre_job = serde_json::json!({
+                "timestamp": p.timestamp,
+                "workflow": p.workflow,
+                "workflow_run_id": p.workflow_run_id,
+                "repository": p.repository,
+                "event": p.event,
+            });
+            // Only when the file had one: the lines of files without stay as they were.
+            if let (Some(attempt), Some(object)) = (p.workflow_run_attempt, pre_job.as_object_mut()) {
+                object.insert("workflow_run_attempt".to_owned(), attempt.into());
+            }
+            pre_job
+        }),
         "post_job": m.post_job.as_ref().map(|p| serde_json::json!({
             "timestamp": p.timestamp,
             "status": p.status.as_str(),

@@ -54,6 +54,7 @@ fn valid_metrics(name: &str) -> RunnerMetrics {
             workflow_run_id: "123456".to_owned(),
             repository: Some("canonical/example".to_owned()),
             event: "push".to_owned(),
+            workflow_run_attempt: None,
         }),
         post_job: Some(PostJobMetrics {
             timestamp: 1_700_000_400.0,
@@ -453,6 +454,7 @@ fn lenient_values_are_extracted() {
                 workflow_run_id: "123456".to_owned(),
                 repository: None,
                 event: "workflow_dispatch".to_owned(),
+                workflow_run_attempt: None,
             }),
             post_job: Some(PostJobMetrics {
                 timestamp: 0.0,

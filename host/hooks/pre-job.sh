@@ -5,15 +5,20 @@
 #
 # Run it in the runner as its ACTIONS_RUNNER_HOOK_JOB_STARTED hook (or from
 # that hook). From GITHUB_WORKFLOW, GITHUB_REPOSITORY, GITHUB_EVENT_NAME,
-# GITHUB_RUN_ID and the current time it writes, on one line,
+# GITHUB_RUN_ID, GITHUB_RUN_ATTEMPT and the current time it writes, on one
+# line,
 #
 #   {"workflow": "ci", "repository": "owner/repo", "event": "push",
-#    "timestamp": 1700000000, "workflow_run_id": "123456"}
+#    "timestamp": 1700000000, "workflow_run_id": "123456",
+#    "workflow_run_attempt": 2}
 #
 # to $RUNNER_METRICS_DIR/pre-job-metrics.json (default /metrics-exchange,
 # the runner's view of its storage directory). "repository" is left out
 # unless GITHUB_REPOSITORY looks like owner/repo (anything else would make
-# the whole storage corrupt); unset variables are written as "".
+# the whole storage corrupt), and "workflow_run_attempt" unless
+# GITHUB_RUN_ATTEMPT is a positive integer of at most 9 digits (the job
+# lookup then asks for the jobs of every attempt); unset variables are
+# written as "".
 #
 # Needs only a POSIX sh and coreutils (od, date, mktemp, chmod, ln, mv, rm).
 # Exit status 0 when the file was written, else 1 (a manager that must never
@@ -99,6 +104,10 @@ pre_job_json() {
     json_string "${GITHUB_EVENT_NAME-}"
     printf ', "timestamp": %s, "workflow_run_id": ' "$(date +%s)"
     json_string "${GITHUB_RUN_ID-}"
+    case ${GITHUB_RUN_ATTEMPT-} in
+    '' | 0* | *[!0-9]* | ??????????*) ;;
+    *) printf ', "workflow_run_attempt": %s' "$GITHUB_RUN_ATTEMPT" ;;
+    esac
     printf '}\n'
 }
 

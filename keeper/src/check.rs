@@ -346,6 +346,7 @@ mod tests {
             workflow_run_id: "1".into(),
             repository: Some(repository.into()),
             event: "push".into(),
+            workflow_run_attempt: None,
         };
         // "//r" is accepted by the guest (found by fuzzing): '/' at 1 has
         // '/' before it and 'r' after it, as the reference's `.+/.+` allows.

@@ -253,9 +253,16 @@ impl Drop for BlackHole {
     }
 }
 
-/// The list-jobs target of a run's page (what the client asks for).
+/// The list-jobs target of a run's page, for the jobs of every attempt
+/// (what the client asks for when the pre-job file names no attempt).
 pub fn jobs_target(base_path: &str, repository: &str, run_id: &str, page: u32) -> String {
-    format!("{base_path}/repos/{repository}/actions/runs/{run_id}/jobs?per_page=100&page={page}")
+    format!("{base_path}/repos/{repository}/actions/runs/{run_id}/jobs?filter=all&per_page=100&page={page}")
+}
+
+/// The list-jobs target of one attempt of a run (what the client asks for
+/// when the pre-job file names the attempt).
+pub fn attempt_jobs_target(base_path: &str, repository: &str, run_id: &str, attempt: u32, page: u32) -> String {
+    format!("{base_path}/repos/{repository}/actions/runs/{run_id}/attempts/{attempt}/jobs?per_page=100&page={page}")
 }
 
 /// A job as the list-jobs endpoint shows it (the fields we read, plus a few

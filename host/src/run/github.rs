@@ -206,18 +206,33 @@ impl GithubJobs {
         self.spent
     }
 
-    /// The job of `run_id` in `repository` that ran on `runner`, if found.
-    pub fn find(&mut self, repository: &str, run_id: &str, runner: &str) -> Option<GithubJobMetrics> {
+    /// The job of `run_id` in `repository` that ran on `runner`, if found:
+    /// among the jobs of `attempt` when the pre-job file named one, else
+    /// among those of every attempt (GitHub lists only the latest attempt's
+    /// by default, so a job of a re-run workflow would never be found).
+    pub fn find(
+        &mut self,
+        repository: &str,
+        run_id: &str,
+        attempt: Option<u32>,
+        runner: &str,
+    ) -> Option<GithubJobMetrics> {
         if self.stopped.is_some() {
             return None;
         }
         let started = Instant::now();
-        let found = self.find_timed(repository, run_id, runner);
+        let found = self.find_timed(repository, run_id, attempt, runner);
         self.spent = self.spent.saturating_add(started.elapsed());
         found
     }
 
-    fn find_timed(&mut self, repository: &str, run_id: &str, runner: &str) -> Option<GithubJobMetrics> {
+    fn find_timed(
+        &mut self,
+        repository: &str,
+        run_id: &str,
+        attempt: Option<u32>,
+        runner: &str,
+    ) -> Option<GithubJobMetrics> {
         let Some((owner, repo)) = valid_repository(repository) else {
             (self.warn)(&format!(
                 "{runner}: repository {:?} is not owner/repo; no job metrics",
@@ -233,8 +248,14 @@ impl GithubJobs {
             return None;
         }
         let started = Instant::now();
+        let jobs = match attempt {
+            Some(attempt) => {
+                format!("{}/repos/{owner}/{repo}/actions/runs/{run_id}/attempts/{attempt}/jobs?", self.base)
+            }
+            None => format!("{}/repos/{owner}/{repo}/actions/runs/{run_id}/jobs?filter=all&", self.base),
+        };
         for page in 1..=self.options.max_pages.max(1) {
-            let url = format!("{}/repos/{owner}/{repo}/actions/runs/{run_id}/jobs?per_page=100&page={page}", self.base);
+            let url = format!("{jobs}per_page=100&page={page}");
             let left = self.options.budget.saturating_sub(self.spent.saturating_add(started.elapsed()));
             let reply = self.get(&url, started, left);
             if !matches!(reply, Reply::Unreachable(_)) {
@@ -417,7 +438,7 @@ impl JobMetricsSource for GithubJobs {
         // Only `runner_start` (which needs a repository) uses job metrics.
         let pre_job = metrics.pre_job.as_ref()?;
         let repository = pre_job.repository.as_deref()?;
-        self.find(repository, &pre_job.workflow_run_id, &metrics.runner_name)
+        self.find(repository, &pre_job.workflow_run_id, pre_job.workflow_run_attempt, &metrics.runner_name)
     }
 }
 

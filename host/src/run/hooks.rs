@@ -15,7 +15,7 @@ pub const DEFAULT_DIR: &str = "/metrics-exchange";
 
 /// `ACTIONS_RUNNER_HOOK_JOB_STARTED`: writes `pre-job-metrics.json` from
 /// `GITHUB_WORKFLOW`, `GITHUB_REPOSITORY`, `GITHUB_EVENT_NAME`,
-/// `GITHUB_RUN_ID` and the current time.
+/// `GITHUB_RUN_ID`, `GITHUB_RUN_ATTEMPT` and the current time.
 pub const PRE_JOB: &str = include_str!("../../hooks/pre-job.sh");
 /// `post-job.sh EXIT_CODE` (or `--status STATUS CODE`): writes
 /// `post-job-metrics.json` unless one exists already.

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use runner_metrics::github::{GithubJobs, GithubOptions, MAX_CONSECUTIVE_FAILURES};
 use runner_metrics::{CollectOptions, JobConclusion, OutcomeKind};
-use runner_metrics_e2e::github_server::{job, jobs_page, jobs_target, Answer, BlackHole, GithubServer};
+use runner_metrics_e2e::github_server::{
+    attempt_jobs_target, job, jobs_page, jobs_target, Answer, BlackHole, GithubServer,
+};
 use runner_metrics_e2e::*;
 
 const TOKEN: &str = "ghs_test-token-123";
@@ -110,8 +112,33 @@ fn a_job_not_in_the_run_gives_no_metrics_after_the_last_page() {
         vec![Answer::json(jobs_page(2, full_page(0).into_iter().take(2).collect()))],
     );
     let (mut jobs, _) = client(&server, "");
-    assert!(jobs.find(REPO, RUN, "r-absent").is_none());
+    assert!(jobs.find(REPO, RUN, None, "r-absent").is_none());
     assert_eq!(server.requests().len(), 1, "one short page is the last one");
+}
+
+#[test]
+fn a_job_of_an_earlier_attempt_of_a_re_run_workflow_is_found() {
+    // The run was re-run before we collected: our runner ran attempt 1, and
+    // GitHub's default listing (`filter=latest`) shows attempt 2's jobs
+    // only, so a lookup that uses it never finds ours (issue 28). Without
+    // an attempt in the pre-job file the client lists every attempt's
+    // jobs; with one, that attempt's.
+    let server = GithubServer::start();
+    let ours = job(1, "r-first", "2024-01-01T00:00:00Z", "2024-01-01T00:02:00Z", Some("failure"));
+    let rerun = job(2, "r-second", "2024-01-01T01:00:00Z", "2024-01-01T01:00:05Z", Some("success"));
+    let latest = format!("/repos/{REPO}/actions/runs/{RUN}/jobs?per_page=100&page=1");
+    server.route(&latest, vec![Answer::json(jobs_page(1, vec![rerun.clone()]))]);
+    server.route(&jobs_target("", REPO, RUN, 1), vec![Answer::json(jobs_page(2, vec![ours.clone(), rerun]))]);
+    server.route(&attempt_jobs_target("", REPO, RUN, 1, 1), vec![Answer::json(jobs_page(1, vec![ours]))]);
+    let (mut jobs, warnings) = client(&server, "");
+    for attempt in [None, Some(1)] {
+        let found =
+            jobs.find(REPO, RUN, attempt, "r-first").unwrap_or_else(|| panic!("attempt {attempt:?}: not found"));
+        assert_eq!((found.queue_duration, found.conclusion), (120.0, Some(JobConclusion::Failure)), "{attempt:?}");
+    }
+    let targets: Vec<String> = server.requests().into_iter().map(|r| r.target).collect();
+    assert_eq!(targets, [jobs_target("", REPO, RUN, 1), attempt_jobs_target("", REPO, RUN, 1, 1)]);
+    assert!(warnings.borrow().is_empty(), "{:?}", warnings.borrow());
 }
 
 #[test]
@@ -123,15 +150,15 @@ fn unknown_conclusions_and_running_jobs_have_no_conclusion() {
     ];
     server.route(&jobs_target("", REPO, RUN, 1), vec![Answer::json(jobs_page(2, jobs_list))]);
     let (mut jobs, _) = client(&server, "");
-    let weird = jobs.find(REPO, RUN, "r-weird").expect("found");
+    let weird = jobs.find(REPO, RUN, None, "r-weird").expect("found");
     assert_eq!((weird.queue_duration, weird.conclusion), (10.0, None));
-    let running = jobs.find(REPO, RUN, "r-running").expect("found");
+    let running = jobs.find(REPO, RUN, None, "r-running").expect("found");
     assert_eq!((running.queue_duration, running.conclusion), (3.0, None));
     let server2 = GithubServer::start();
     let done = vec![job(3, "r-ok", "2024-01-01T00:00:00Z", "2024-01-01T01:00:00Z", Some("success"))];
     server2.route(&jobs_target("", REPO, RUN, 1), vec![Answer::json(jobs_page(1, done))]);
     let (mut jobs2, _) = client(&server2, "");
-    let ok = jobs2.find(REPO, RUN, "r-ok").expect("found");
+    let ok = jobs2.find(REPO, RUN, None, "r-ok").expect("found");
     assert_eq!((ok.queue_duration, ok.conclusion), (3600.0, Some(JobConclusion::Success)));
 }
 
@@ -150,7 +177,7 @@ fn not_found_gives_no_job_metrics_but_the_events_are_issued() {
     assert!(warnings[0].contains("404") && warnings[0].contains(&server.url()), "names the URL: {warnings:?}");
     // A 404 is about one run: the next runner is still looked up.
     drop(warnings);
-    assert!(jobs.find(REPO, "1", "r-next").is_none());
+    assert!(jobs.find(REPO, "1", None, "r-next").is_none());
     assert_eq!(server.requests().len(), 2);
 }
 
@@ -161,7 +188,7 @@ fn a_rejected_token_is_said_once_and_nothing_more_is_asked() {
         server.route(&jobs_target("", REPO, RUN, 1), vec![Answer::status(status)]);
         let (mut jobs, warnings) = client(&server, "");
         for runner in ["r-1", "r-2", "r-3"] {
-            assert!(jobs.find(REPO, RUN, runner).is_none());
+            assert!(jobs.find(REPO, RUN, None, runner).is_none());
         }
         assert_eq!(server.requests().len(), 1, "{status}: asked once, then stopped");
         let warnings = warnings.borrow();
@@ -182,7 +209,7 @@ fn a_rate_limit_with_retry_after_is_waited_out_then_the_job_is_found() {
     );
     let (mut jobs, warnings) = client(&server, "");
     let started = Instant::now();
-    let found = jobs.find(REPO, RUN, "r-rate").expect("found after the wait");
+    let found = jobs.find(REPO, RUN, None, "r-rate").expect("found after the wait");
     assert_eq!((found.queue_duration, found.conclusion), (30.0, Some(JobConclusion::Failure)));
     assert!(started.elapsed() >= Duration::from_secs(1), "waited for Retry-After");
     assert_eq!(server.requests().len(), 2);
@@ -199,8 +226,8 @@ fn a_rate_limit_past_the_wait_budget_stops_the_lookups_without_waiting() {
     );
     let (mut jobs, warnings) = client_with(&server, "", |o| o.max_rate_limit_wait = Duration::from_secs(5));
     let started = Instant::now();
-    assert!(jobs.find(REPO, RUN, "r-1").is_none());
-    assert!(jobs.find(REPO, RUN, "r-2").is_none());
+    assert!(jobs.find(REPO, RUN, None, "r-1").is_none());
+    assert!(jobs.find(REPO, RUN, None, "r-2").is_none());
     assert!(started.elapsed() < Duration::from_secs(3), "no hour-long wait");
     assert_eq!(server.requests().len(), 1);
     let warnings = warnings.borrow();
@@ -232,7 +259,7 @@ fn an_enterprise_base_path_is_kept_in_every_request() {
     let ours = job(1, "r-ghe", "2024-01-01T00:00:00Z", "2024-01-01T00:00:02Z", Some("cancelled"));
     server.route(&jobs_target("/api/v3", REPO, RUN, 1), vec![Answer::json(jobs_page(1, vec![ours]))]);
     let (mut jobs, _) = client(&server, "/api/v3/");
-    let found = jobs.find(REPO, RUN, "r-ghe").expect("found");
+    let found = jobs.find(REPO, RUN, None, "r-ghe").expect("found");
     assert_eq!(found.conclusion, Some(JobConclusion::Cancelled));
     assert_eq!(server.requests()[0].target, jobs_target("/api/v3", REPO, RUN, 1));
 }
@@ -263,7 +290,7 @@ fn an_oversized_answer_is_not_read_whole() {
     server.route(&jobs_target("", REPO, RUN, 1), vec![Answer::json(body.clone())]);
     let (mut jobs, warnings) = client_with(&server, "", |o| o.max_body_bytes = 1024);
     assert!(body.len() > 1024);
-    assert!(jobs.find(REPO, RUN, "r-big").is_none());
+    assert!(jobs.find(REPO, RUN, None, "r-big").is_none());
     assert!(warnings.borrow()[0].contains("larger than 1024 bytes"), "{:?}", warnings.borrow());
 }
 
@@ -280,7 +307,7 @@ fn hostile_repositories_and_run_ids_never_reach_the_server() {
         (REPO, ""),
         (REPO, "12a"),
     ] {
-        assert!(jobs.find(repo, run, "r-hostile").is_none());
+        assert!(jobs.find(repo, run, None, "r-hostile").is_none());
     }
     assert!(server.requests().is_empty(), "{:?}", server.requests());
     assert_eq!(warnings.borrow().len(), 7);
@@ -292,7 +319,7 @@ fn a_black_hole_api_costs_three_timeouts_then_the_lookups_stop_said_once() {
     let (mut jobs, warnings) = client_at(&hole.url(), |o| o.timeout = Duration::from_secs(1));
     let started = Instant::now();
     for i in 0..50 {
-        assert!(jobs.find(REPO, &format!("{}", 1000 + i), &format!("r-{i}")).is_none());
+        assert!(jobs.find(REPO, &format!("{}", 1000 + i), None, &format!("r-{i}")).is_none());
     }
     let took = started.elapsed();
     assert!(took < Duration::from_secs(15), "three timeouts, not fifty: {took:?}");
@@ -312,7 +339,7 @@ fn answers_in_between_reset_the_count_of_failures_in_a_row() {
     let hole = BlackHole::start();
     let (mut jobs, warnings) = client_at(&hole.url(), |o| o.timeout = Duration::from_millis(300));
     for i in 0..(MAX_CONSECUTIVE_FAILURES - 1) {
-        assert!(jobs.find(REPO, &format!("{i}"), "r-x").is_none());
+        assert!(jobs.find(REPO, &format!("{i}"), None, "r-x").is_none());
     }
     // A refused connection is a failure in a row too: the third one stops.
     let refused = {
@@ -323,7 +350,7 @@ fn answers_in_between_reset_the_count_of_failures_in_a_row() {
     };
     let (mut other, other_warnings) = client_at(&refused, |o| o.timeout = Duration::from_secs(1));
     for i in 0..5 {
-        assert!(other.find(REPO, &format!("{i}"), "r-y").is_none());
+        assert!(other.find(REPO, &format!("{i}"), None, "r-y").is_none());
     }
     assert_eq!(other.requests, MAX_CONSECUTIVE_FAILURES as usize, "{:?}", other_warnings.borrow());
     assert!(other.stopped().is_some_and(|why| why.contains("in a row")), "{:?}", other.stopped());
@@ -331,7 +358,7 @@ fn answers_in_between_reset_the_count_of_failures_in_a_row() {
     let server = GithubServer::start();
     let (mut mixed, _) = client(&server, "");
     for round in 0..3 {
-        assert!(mixed.find(REPO, &format!("{round}"), "r-z").is_none()); // a 404 answer
+        assert!(mixed.find(REPO, &format!("{round}"), None, "r-z").is_none()); // a 404 answer
     }
     assert!(mixed.stopped().is_none());
     assert_eq!(jobs.requests, (MAX_CONSECUTIVE_FAILURES - 1) as usize);
@@ -353,7 +380,7 @@ fn the_run_budget_ends_the_lookups_once_spent_and_says_so_once() {
     let (mut jobs, warnings) = client_with(&server, "", |o| o.budget = Duration::from_millis(1500));
     let started = Instant::now();
     for run in 0..20 {
-        assert!(jobs.find(REPO, &run.to_string(), "r-slow-api").is_none());
+        assert!(jobs.find(REPO, &run.to_string(), None, "r-slow-api").is_none());
     }
     let took = started.elapsed();
     assert!(took < Duration::from_millis(1500 + 1000), "the budget bounds the time spent: {took:?}");
@@ -453,7 +480,7 @@ fn a_redirect_to_another_port_of_the_same_host_never_sees_the_token() {
     api.route(&jobs_target("", REPO, RUN, 1), vec![Answer::status(301).header("Location", &moved_to)]);
     let (mut jobs, warnings) = client(&api, "");
 
-    assert!(jobs.find(REPO, RUN, "r-moved").is_none(), "the redirect elsewhere is not followed");
+    assert!(jobs.find(REPO, RUN, None, "r-moved").is_none(), "the redirect elsewhere is not followed");
     assert!(elsewhere.requests().is_empty(), "{:?}", elsewhere.requests());
     assert_eq!(api.requests().len(), 1);
     let warnings = warnings.borrow();
@@ -474,7 +501,7 @@ fn a_redirect_within_the_api_is_followed_with_the_token() {
     server.route(&jobs_target("", REPO, RUN, 1), vec![Answer::status(301).header("Location", &new_target)]);
     let (mut jobs, warnings) = client(&server, "");
 
-    let found = jobs.find(REPO, RUN, "r-renamed").expect("found after the redirect");
+    let found = jobs.find(REPO, RUN, None, "r-renamed").expect("found after the redirect");
     assert_eq!(found.queue_duration, 5.0);
     assert!(warnings.borrow().is_empty(), "{:?}", warnings.borrow());
     let requests = server.requests();
@@ -496,7 +523,7 @@ fn a_run_with_many_jobs_costs_at_most_three_pages() {
         );
     }
     let (mut jobs, warnings) = client(&server, "");
-    assert!(jobs.find(REPO, RUN, "r-not-there").is_none());
+    assert!(jobs.find(REPO, RUN, None, "r-not-there").is_none());
     assert_eq!(server.requests().len(), 3, "{:?}", server.requests());
     assert!(warnings.borrow().iter().any(|w| w.contains("first 3 pages")), "{:?}", warnings.borrow());
 }

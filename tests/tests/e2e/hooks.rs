@@ -257,6 +257,54 @@ fn empty_or_unset_values_are_written_as_empty_strings_and_a_bad_repository_is_le
 }
 
 #[test]
+fn the_pre_job_hook_records_a_positive_run_attempt_and_nothing_else() {
+    // GITHUB_RUN_ATTEMPT lets the job lookup find a job of a re-run
+    // workflow (issue 28). Anything but 1 to 9 digits without a leading
+    // zero is left out (a value the reader refuses would make the whole
+    // storage corrupt), and the lookup then asks for every attempt.
+    let scripts = Scripts::new();
+    let cases = [
+        ("r-a2", Some("2"), Some(2)),
+        ("r-a1", Some("1"), Some(1)),
+        ("r-amax", Some("999999999"), Some(999_999_999)),
+        ("r-a0", Some("0"), None),
+        ("r-aempty", Some(""), None),
+        ("r-ax", Some("2x"), None),
+        ("r-along", Some("1234567890"), None),
+        ("r-alead", Some("01"), None),
+        ("r-aunset", None, None),
+    ];
+    for shell in shells() {
+        let root = StorageRoot::new();
+        for (name, attempt, _) in &cases {
+            let storage = runner_metrics::storage::create(root.path(), name).unwrap();
+            let mut env: Vec<(&str, &OsStr)> = [
+                ("GITHUB_WORKFLOW", "w"),
+                ("GITHUB_REPOSITORY", "o/r"),
+                ("GITHUB_EVENT_NAME", "push"),
+                ("GITHUB_RUN_ID", "7"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k, OsStr::new(v)))
+            .collect();
+            if let Some(attempt) = attempt {
+                env.push(("GITHUB_RUN_ATTEMPT", OsStr::new(attempt)));
+            }
+            for hook in ["installed", "pre-job"] {
+                let out = scripts.run(&shell, hook, &storage.path, &env, &[]);
+                assert_eq!(out.code, Some(0), "{} {hook}: {out:?}", shell.display());
+            }
+        }
+        let (collected, _, metrics) = collect_root(&root);
+        for (name, attempt, expected) in &cases {
+            assert_eq!(collected.kind(name), OutcomeKind::Extracted, "{}: {name}", shell.display());
+            let pre = metrics.iter().find(|m| &m.runner_name == name).and_then(|m| m.pre_job.clone()).expect("pre-job");
+            assert_eq!(pre.workflow_run_attempt, *expected, "{}: GITHUB_RUN_ATTEMPT={attempt:?}", shell.display());
+        }
+    }
+}
+
+#[test]
 fn post_job_writes_normal_or_abnormal_from_the_exit_code() {
     let scripts = Scripts::new();
     for shell in shells() {

@@ -47,6 +47,8 @@ pub struct PreJob {
     pub workflow_run_id: String,
     pub repository: Option<String>,
     pub event: String,
+    /// `GITHUB_RUN_ATTEMPT`, when the pre-job hook wrote one.
+    pub workflow_run_attempt: Option<u32>,
 }
 
 #[napi(object)]
@@ -190,6 +192,7 @@ fn metrics_of(m: &RunnerMetrics) -> Metrics {
             workflow_run_id: p.workflow_run_id.clone(),
             repository: p.repository.clone(),
             event: p.event.clone(),
+            workflow_run_attempt: p.workflow_run_attempt,
         }),
         post_job: m.post_job.as_ref().map(|p| PostJob {
             timestamp: p.timestamp,

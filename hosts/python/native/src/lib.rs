@@ -77,15 +77,16 @@ impl JobMetricsSource for PythonJobs {
 }
 
 /// `(installation_start, installed, pre_job, post_job, runner_name)`, with
-/// `pre_job` `(timestamp, workflow, workflow_run_id, repository, event)`
+/// `pre_job` `(timestamp, workflow, workflow_run_id, repository, event,
+/// workflow_run_attempt)`
 /// and `post_job` `(timestamp, status, status_code)`, or `None`.
-type PreJob = (f64, String, String, Option<String>, String);
+type PreJob = (f64, String, String, Option<String>, String, Option<u32>);
 type PostJob = (f64, &'static str, Option<i64>);
 fn metrics_tuple(m: &RunnerMetrics) -> (Option<f64>, f64, Option<PreJob>, Option<PostJob>, String) {
-    let pre = m
-        .pre_job
-        .as_ref()
-        .map(|p| (p.timestamp, p.workflow.clone(), p.workflow_run_id.clone(), p.repository.clone(), p.event.clone()));
+    let pre = m.pre_job.as_ref().map(|p| {
+        let (workflow, run_id, repository) = (p.workflow.clone(), p.workflow_run_id.clone(), p.repository.clone());
+        (p.timestamp, workflow, run_id, repository, p.event.clone(), p.workflow_run_attempt)
+    });
     let post = m.post_job.as_ref().map(|p| (p.timestamp, p.status.as_str(), p.status_info.map(|i| i.code)));
     (m.installation_start_timestamp, m.installed_timestamp, pre, post, m.runner_name.clone())
 }

@@ -14,6 +14,8 @@ class PreJobMetrics:
     workflow_run_id: str
     repository: str | None
     event: str
+    #: ``GITHUB_RUN_ATTEMPT``, when the pre-job hook wrote one.
+    workflow_run_attempt: int | None = None
 
 
 @dataclass(frozen=True)

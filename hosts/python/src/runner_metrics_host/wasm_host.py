@@ -282,7 +282,15 @@ def _metrics(m: Any) -> RunnerMetrics:
     return RunnerMetrics(
         getattr(m, "installation-start-timestamp"),
         getattr(m, "installed-timestamp"),
-        pre and PreJobMetrics(pre.timestamp, pre.workflow, getattr(pre, "workflow-run-id"), pre.repository, pre.event),
+        pre
+        and PreJobMetrics(
+            pre.timestamp,
+            pre.workflow,
+            getattr(pre, "workflow-run-id"),
+            pre.repository,
+            pre.event,
+            getattr(pre, "workflow-run-attempt"),
+        ),
         post and PostJobMetrics(post.timestamp, post.status, info and info.code),
         getattr(m, "runner-name"),
     )
