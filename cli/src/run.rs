@@ -111,10 +111,12 @@ pub(crate) fn run_locked(
     // (a JSON parse per line: 7% of a collect's instructions).
     let mut observed = ObservingSink { inner: sink.as_mut(), recorder: &recorder };
     let sink: &mut dyn EventSink = if args.prometheus_textfile.is_some() { &mut observed } else { observed.inner };
+    let started = std::time::Instant::now();
     let result = run(&plugin, &lock, jobs.as_mut(), sink, &mut |r| {
         recorder.borrow_mut().observe_report(r);
         progress.report(r)
     });
+    recorder.borrow_mut().record_run(started.elapsed(), result.is_ok(), jobs.lookups());
     progress.finish();
     // Written even when the run stopped early: it counts what did happen.
     let textfile = args.prometheus_textfile.as_deref().map(|path| recorder.borrow_mut().write(path));

@@ -6,6 +6,29 @@ use crate::bindings::{GithubJobMetrics, RunnerMetrics};
 /// Finds GitHub job metrics for a runner (spec 5); `None` when unknown.
 pub trait JobMetricsSource {
     fn job_metrics(&mut self, metrics: &RunnerMetrics) -> Option<GithubJobMetrics>;
+
+    /// How this run's lookups went, for the health series of the textfile;
+    /// `None` for a source that looks nothing up over the network.
+    fn lookups(&self) -> Option<LookupCounts> {
+        None
+    }
+}
+
+/// The lookups of one run, by result.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LookupCounts {
+    /// The runner's job was found.
+    pub found: u64,
+    /// GitHub answered, and the run has no job on this runner.
+    pub not_found: u64,
+    /// No answer that could be used (an error, a timeout, an unreadable
+    /// answer, a run id or repository that cannot be asked about).
+    pub failed: u64,
+    /// Not asked: the lookups had stopped (a rejected token, the budget or
+    /// the rate limit spent).
+    pub skipped: u64,
+    /// `X-RateLimit-Remaining` of GitHub's last answer, when it sent one.
+    pub rate_limit_remaining: Option<u64>,
 }
 
 /// No job metrics for anyone.

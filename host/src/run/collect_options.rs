@@ -85,7 +85,7 @@ pub fn empty_selection() -> Selection {
     Selection { exclude: Vec::new(), include: None, min_age_seconds: None }
 }
 
-pub use crate::engine::jobs::{JobMetricsSource, NoJobMetrics};
+pub use crate::engine::jobs::{JobMetricsSource, LookupCounts, NoJobMetrics};
 
 /// How long `ingest` remembers a runner it ingested unless the caller says
 /// (`ingest::ledger`).

@@ -30,6 +30,7 @@ use serde::Deserialize;
 
 use crate::bindings::{GithubJobMetrics, JobConclusion, RunnerMetrics};
 use crate::collect::JobMetricsSource;
+use crate::engine::jobs::LookupCounts;
 
 /// The public GitHub API. Enterprise Server uses `https://HOST/api/v3`.
 pub const DEFAULT_API_URL: &str = "https://api.github.com";
@@ -139,7 +140,13 @@ pub struct GithubJobs {
     consecutive_failures: u32,
     /// Requests sent, for tests and the summary.
     pub requests: usize,
+    /// This run's lookups by result, for the textfile's health series.
+    counts: LookupCounts,
 }
+
+/// A lookup that got no usable answer (its warning is said already).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Failed;
 
 /// What one request came back with.
 enum Reply {
@@ -188,6 +195,7 @@ impl GithubJobs {
             spent: Duration::ZERO,
             consecutive_failures: 0,
             requests: 0,
+            counts: LookupCounts::default(),
         })
     }
 
@@ -218,12 +226,23 @@ impl GithubJobs {
         runner: &str,
     ) -> Option<GithubJobMetrics> {
         if self.stopped.is_some() {
+            self.counts.skipped += 1;
             return None;
         }
         let started = Instant::now();
         let found = self.find_timed(repository, run_id, attempt, runner);
         self.spent = self.spent.saturating_add(started.elapsed());
-        found
+        match found {
+            Ok(Some(_)) => self.counts.found += 1,
+            Ok(None) => self.counts.not_found += 1,
+            Err(Failed) => self.counts.failed += 1,
+        }
+        found.ok().flatten()
+    }
+
+    /// How this run's lookups went so far.
+    pub fn counts(&self) -> LookupCounts {
+        self.counts
     }
 
     fn find_timed(
@@ -232,20 +251,20 @@ impl GithubJobs {
         run_id: &str,
         attempt: Option<u32>,
         runner: &str,
-    ) -> Option<GithubJobMetrics> {
+    ) -> Result<Option<GithubJobMetrics>, Failed> {
         let Some((owner, repo)) = valid_repository(repository) else {
             (self.warn)(&format!(
                 "{runner}: repository {:?} is not owner/repo; no job metrics",
                 repository.escape_debug().to_string()
             ));
-            return None;
+            return Err(Failed);
         };
         if run_id.is_empty() || run_id.len() > 20 || !run_id.bytes().all(|b| b.is_ascii_digit()) {
             (self.warn)(&format!(
                 "{runner}: workflow run id {:?} is not a number; no job metrics",
                 run_id.escape_debug().to_string()
             ));
-            return None;
+            return Err(Failed);
         }
         let started = Instant::now();
         let jobs = match attempt {
@@ -265,7 +284,7 @@ impl GithubJobs {
                 Reply::Body(body) => body,
                 Reply::Skip(why) => {
                     (self.warn)(&format!("{runner}: {why}; no job metrics"));
-                    return None;
+                    return Err(Failed);
                 }
                 Reply::Unreachable(why) => {
                     self.consecutive_failures += 1;
@@ -277,33 +296,33 @@ impl GithubJobs {
                     } else {
                         (self.warn)(&format!("{runner}: {why}; no job metrics"));
                     }
-                    return None;
+                    return Err(Failed);
                 }
                 Reply::Stop(why) => {
                     self.stop(why);
-                    return None;
+                    return Err(Failed);
                 }
             };
             let jobs: JobsPage = match serde_json::from_slice(&body) {
                 Ok(jobs) => jobs,
                 Err(e) => {
                     (self.warn)(&format!("{runner}: GET {url}: unreadable answer ({e}); no job metrics"));
-                    return None;
+                    return Err(Failed);
                 }
             };
             if let Some(job) = jobs.jobs.iter().find(|j| j.runner_name.as_deref() == Some(runner)) {
-                return job_metrics(job);
+                return Ok(job_metrics(job));
             }
             let seen = u64::from(page) * 100;
             if jobs.jobs.len() < 100 || jobs.total_count.is_some_and(|total| total <= seen) {
-                return None; // no more pages: the run has no job on this runner (yet)
+                return Ok(None); // no more pages: the run has no job on this runner (yet)
             }
         }
         (self.warn)(&format!(
             "{runner}: no job found in the first {} pages of run {run_id} of {owner}/{repo}; no job metrics",
             self.options.max_pages
         ));
-        None
+        Ok(None)
     }
 
     /// One GET, with rate-limit waits (within the run's budgets) and
@@ -353,6 +372,9 @@ impl GithubJobs {
             };
             let status = response.status().as_u16();
             let header = |name: &str| response.headers().get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+            if let Some(remaining) = header("x-ratelimit-remaining").and_then(|v| v.parse().ok()) {
+                self.counts.rate_limit_remaining = Some(remaining);
+            }
             match status {
                 200 => {}
                 401 => return Reply::Stop(format!("GET {url}: 401 Unauthorized: the token is invalid or expired")),
@@ -439,6 +461,10 @@ impl JobMetricsSource for GithubJobs {
         let pre_job = metrics.pre_job.as_ref()?;
         let repository = pre_job.repository.as_deref()?;
         self.find(repository, &pre_job.workflow_run_id, pre_job.workflow_run_attempt, &metrics.runner_name)
+    }
+
+    fn lookups(&self) -> Option<LookupCounts> {
+        Some(self.counts)
     }
 }
 

@@ -27,6 +27,11 @@
 //! series additive and each dimension is bounded on its own (repositories by
 //! [`Recorder::max_repositories`], the rest by fixed lists, anything else
 //! under `other`).
+//!
+//! Beside them, the tool's own health: lookups by result (a counter), the
+//! rate limit GitHub last reported, this run's storages by outcome and its
+//! duration, and when a collect last finished without an error (gauges; the
+//! last success is carried over from the previous file by a run that fails).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -38,8 +43,12 @@ use std::path::Path;
 use anyhow::Context;
 use serde_json::Value;
 
+use crate::collect_options::LookupCounts;
 use crate::log::EventSink;
 use crate::summary::{OutcomeKind, StorageReport};
+
+/// The results a lookup is counted under (`runner_metrics_lookups_total`).
+pub const LOOKUP_RESULTS: [&str; 4] = ["found", "not-found", "failed", "skipped"];
 
 /// Prefix of every metric name.
 const PREFIX: &str = "runner_metrics";
@@ -231,6 +240,22 @@ pub struct Recorder {
     /// How many repositories get a series of their own; the rest are counted
     /// under `repository="other"`. Default [`DEFAULT_MAX_REPOSITORIES`].
     pub max_repositories: usize,
+    /// result -> lookups, across runs (present once a run looked anything up).
+    lookups: BTreeMap<String, u64>,
+    /// outcome -> storages of this run only.
+    run_outcomes: BTreeMap<String, u64>,
+    /// How this run ended, once [`Recorder::record_run`] said so.
+    run: Option<RunHealth>,
+    /// The last success read back from the previous file.
+    last_success: Option<f64>,
+}
+
+/// How one run went, for the health gauges.
+#[derive(Debug, Clone, Copy)]
+struct RunHealth {
+    duration_seconds: f64,
+    succeeded: bool,
+    rate_limit_remaining: Option<u64>,
 }
 
 impl Default for Recorder {
@@ -251,6 +276,10 @@ impl Recorder {
             repositories_loaded: Vec::new(),
             repositories_seen: Vec::new(),
             max_repositories: max,
+            lookups: BTreeMap::new(),
+            run_outcomes: BTreeMap::new(),
+            run: None,
+            last_success: None,
         }
     }
 
@@ -283,6 +312,20 @@ impl Recorder {
     /// Counts one storage's outcome.
     pub fn observe_report(&mut self, report: &StorageReport) {
         *self.outcomes.entry(report.outcome.as_str().to_owned()).or_default() += 1;
+        *self.run_outcomes.entry(report.outcome.as_str().to_owned()).or_default() += 1;
+    }
+
+    /// How the run went: its duration, whether it finished without an
+    /// error, and its lookups (`None`: the run looked nothing up).
+    pub fn record_run(&mut self, duration: std::time::Duration, succeeded: bool, lookups: Option<LookupCounts>) {
+        if let Some(counts) = lookups {
+            let by_result = [counts.found, counts.not_found, counts.failed, counts.skipped];
+            for (result, count) in LOOKUP_RESULTS.iter().zip(by_result) {
+                *self.lookups.entry((*result).to_owned()).or_default() += count;
+            }
+        }
+        let rate_limit_remaining = lookups.and_then(|c| c.rate_limit_remaining);
+        self.run = Some(RunHealth { duration_seconds: duration.as_secs_f64(), succeeded, rate_limit_remaining });
     }
 
     /// Counts one event line (as written to the log) and its durations.
@@ -341,6 +384,16 @@ impl Recorder {
                 if let Some(outcome) = label("outcome").filter(|o| OutcomeKind::ALL.iter().any(|k| k.as_str() == *o)) {
                     *self.outcomes.entry(outcome.to_owned()).or_default() += value as u64;
                 }
+                continue;
+            }
+            if name == format!("{PREFIX}_lookups_total") {
+                if let Some(result) = label("result").filter(|r| LOOKUP_RESULTS.contains(r)) {
+                    *self.lookups.entry(result.to_owned()).or_default() += value as u64;
+                }
+                continue;
+            }
+            if name == format!("{PREFIX}_last_success_timestamp_seconds") {
+                self.last_success = Some(value);
                 continue;
             }
             if name == format!("{PREFIX}_events_total") {
@@ -444,7 +497,47 @@ impl Recorder {
         let name = format!("{PREFIX}_last_collect_timestamp_seconds");
         let _ = writeln!(out, "# HELP {name} When the last collect wrote this file (UNIX time).\n# TYPE {name} gauge");
         let _ = writeln!(out, "{name} {}", format_value(now_unix));
+        self.render_health(&mut out, now_unix);
         out
+    }
+
+    /// The tool's own health series (see the module doc).
+    fn render_health(&self, out: &mut String, now_unix: f64) {
+        if !self.lookups.is_empty() {
+            let name = format!("{PREFIX}_lookups_total");
+            let _ = writeln!(out, "# HELP {name} GitHub job lookups, by result.\n# TYPE {name} counter");
+            for result in LOOKUP_RESULTS {
+                let _ =
+                    writeln!(out, "{name}{{result=\"{result}\"}} {}", self.lookups.get(result).copied().unwrap_or(0));
+            }
+        }
+        let Some(run) = self.run else { return };
+        if let Some(remaining) = run.rate_limit_remaining {
+            let name = format!("{PREFIX}_github_rate_limit_remaining");
+            let _ = writeln!(
+                out,
+                "# HELP {name} X-RateLimit-Remaining of GitHub's last answer in the last collect.\n# TYPE {name} gauge"
+            );
+            let _ = writeln!(out, "{name} {remaining}");
+        }
+        let name = format!("{PREFIX}_last_run_storages");
+        let _ = writeln!(out, "# HELP {name} Storages handled by the last collect, by outcome.\n# TYPE {name} gauge");
+        for kind in OutcomeKind::ALL {
+            let count = self.run_outcomes.get(kind.as_str()).copied().unwrap_or(0);
+            let _ = writeln!(out, "{name}{{outcome=\"{}\"}} {count}", kind.as_str());
+        }
+        let name = format!("{PREFIX}_last_run_duration_seconds");
+        let _ = writeln!(out, "# HELP {name} How long the last collect took.\n# TYPE {name} gauge");
+        let _ = writeln!(out, "{name} {}", format_value(run.duration_seconds));
+        let last_success = if run.succeeded { Some(now_unix) } else { self.last_success };
+        if let Some(at) = last_success {
+            let name = format!("{PREFIX}_last_success_timestamp_seconds");
+            let _ = writeln!(
+                out,
+                "# HELP {name} When a collect last finished without an error (UNIX time).\n# TYPE {name} gauge"
+            );
+            let _ = writeln!(out, "{name} {}", format_value(at));
+        }
     }
 
     /// Adds the values already in `path` (if it exists), then replaces it
@@ -718,6 +811,44 @@ mod tests {
             let wanted: Vec<(String, String)> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
             (n == name && l == wanted).then_some(v)
         })
+    }
+
+    #[test]
+    fn health_series_count_lookups_across_runs_and_keep_the_last_success_through_a_failure() {
+        use std::time::Duration;
+        let lookups = |found, rate_limit_remaining| LookupCounts {
+            found,
+            not_found: 1,
+            failed: 2,
+            skipped: 0,
+            rate_limit_remaining,
+        };
+        let found = |text: &str| sample(text, "runner_metrics_lookups_total", &[("result", "found")]);
+        let success = |text: &str| sample(text, "runner_metrics_last_success_timestamp_seconds", &[]);
+        let extracted = |text: &str| sample(text, "runner_metrics_last_run_storages", &[("outcome", "extracted")]);
+        let mut first = Recorder::default();
+        first.observe_report(&StorageReport::new("r-1", OutcomeKind::Extracted, "deleted", 3));
+        first.record_run(Duration::from_millis(1500), true, Some(lookups(2, Some(4999))));
+        let text = first.render(100.0);
+        assert_eq!(found(&text), Some(2.0), "{text}");
+        assert_eq!(sample(&text, "runner_metrics_lookups_total", &[("result", "failed")]), Some(2.0));
+        assert_eq!(sample(&text, "runner_metrics_github_rate_limit_remaining", &[]), Some(4999.0));
+        assert_eq!(sample(&text, "runner_metrics_last_run_duration_seconds", &[]), Some(1.5));
+        assert_eq!((success(&text), extracted(&text)), (Some(100.0), Some(1.0)));
+        // A failed run: the lookups add up, the last success stays, this run's storages are its own.
+        let mut second = Recorder::default();
+        second.load(&text);
+        second.record_run(Duration::from_secs(2), false, Some(lookups(1, None)));
+        let text = second.render(200.0);
+        assert_eq!((found(&text), success(&text), extracted(&text)), (Some(3.0), Some(100.0), Some(0.0)), "{text}");
+        assert_eq!(sample(&text, "runner_metrics_github_rate_limit_remaining", &[]), None, "no answer, no gauge");
+        // A run without lookups keeps the counter and succeeds.
+        let mut third = Recorder::default();
+        third.load(&text);
+        third.record_run(Duration::from_secs(1), true, None);
+        let text = third.render(300.0);
+        assert_eq!((found(&text), success(&text)), (Some(3.0), Some(300.0)), "{text}");
+        assert!(text.contains("# TYPE runner_metrics_lookups_total counter\n"), "{text}");
     }
 
     #[test]

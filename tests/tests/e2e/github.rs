@@ -114,6 +114,7 @@ fn a_job_not_in_the_run_gives_no_metrics_after_the_last_page() {
     let (mut jobs, _) = client(&server, "");
     assert!(jobs.find(REPO, RUN, None, "r-absent").is_none());
     assert_eq!(server.requests().len(), 1, "one short page is the last one");
+    assert_eq!((jobs.counts().not_found, jobs.counts().failed), (1, 0));
 }
 
 #[test]
@@ -139,6 +140,7 @@ fn a_job_of_an_earlier_attempt_of_a_re_run_workflow_is_found() {
     let targets: Vec<String> = server.requests().into_iter().map(|r| r.target).collect();
     assert_eq!(targets, [jobs_target("", REPO, RUN, 1), attempt_jobs_target("", REPO, RUN, 1, 1)]);
     assert!(warnings.borrow().is_empty(), "{:?}", warnings.borrow());
+    assert_eq!((jobs.counts().found, jobs.counts().not_found), (2, 0), "the textfile's lookups by result");
 }
 
 #[test]
@@ -194,6 +196,8 @@ fn a_rejected_token_is_said_once_and_nothing_more_is_asked() {
         let warnings = warnings.borrow();
         assert_eq!(warnings.len(), 1, "{status}: said once: {warnings:?}");
         assert!(warnings[0].contains(&status.to_string()) && warnings[0].contains("no more lookups"), "{warnings:?}");
+        let counts = jobs.counts();
+        assert_eq!((counts.failed, counts.skipped), (1, 2), "{status}: asked once, then skipped");
         assert!(!warnings[0].contains(TOKEN), "the token is never printed");
         assert!(jobs.stopped().is_some());
     }
@@ -233,6 +237,7 @@ fn a_rate_limit_past_the_wait_budget_stops_the_lookups_without_waiting() {
     let warnings = warnings.borrow();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(warnings[0].contains("rate limited"), "{warnings:?}");
+    assert_eq!(jobs.counts().rate_limit_remaining, Some(0), "what GitHub last said, for the textfile");
 }
 
 #[test]
