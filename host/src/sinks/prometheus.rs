@@ -462,12 +462,8 @@ impl Recorder {
                 let _ = writeln!(out, "{name}_count{{flavor=\"{flavor}\"}} {}", series.count);
             }
         }
-        let name = format!("{PREFIX}_storages_total");
-        let _ = writeln!(out, "# HELP {name} Runner storages handled by collect, by outcome.\n# TYPE {name} counter");
-        for kind in OutcomeKind::ALL {
-            let count = self.outcomes.get(kind.as_str()).copied().unwrap_or(0);
-            let _ = writeln!(out, "{name}{{outcome=\"{}\"}} {count}", kind.as_str());
-        }
+        let help = "Runner storages handled by collect, by outcome.";
+        write_by_outcome(&mut out, "storages_total", "counter", help, &self.outcomes);
         let name = format!("{PREFIX}_events_total");
         let _ = writeln!(
             out,
@@ -520,12 +516,8 @@ impl Recorder {
             );
             let _ = writeln!(out, "{name} {remaining}");
         }
-        let name = format!("{PREFIX}_last_run_storages");
-        let _ = writeln!(out, "# HELP {name} Storages handled by the last collect, by outcome.\n# TYPE {name} gauge");
-        for kind in OutcomeKind::ALL {
-            let count = self.run_outcomes.get(kind.as_str()).copied().unwrap_or(0);
-            let _ = writeln!(out, "{name}{{outcome=\"{}\"}} {count}", kind.as_str());
-        }
+        let help = "Storages handled by the last collect, by outcome.";
+        write_by_outcome(out, "last_run_storages", "gauge", help, &self.run_outcomes);
         let name = format!("{PREFIX}_last_run_duration_seconds");
         let _ = writeln!(out, "# HELP {name} How long the last collect took.\n# TYPE {name} gauge");
         let _ = writeln!(out, "{name} {}", format_value(run.duration_seconds));
@@ -676,6 +668,16 @@ impl EventSink for ObservingSink<'_> {
 }
 
 /// A bucket bound as Prometheus clients write it (`30`, `0.5`).
+/// A metric with one sample per outcome (every outcome, 0 when none).
+fn write_by_outcome(out: &mut String, suffix: &str, kind: &str, help: &str, counts: &BTreeMap<String, u64>) {
+    let name = format!("{PREFIX}_{suffix}");
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for outcome in OutcomeKind::ALL {
+        let count = counts.get(outcome.as_str()).copied().unwrap_or(0);
+        let _ = writeln!(out, "{name}{{outcome=\"{}\"}} {count}", outcome.as_str());
+    }
+}
+
 fn format_bound(bound: f64) -> String {
     format_value(bound)
 }
