@@ -148,7 +148,7 @@ impl StorageFs for NativeFs {
     fn read_bounded(&self, path: &str, limit: usize) -> FsResult<BoundedRead> {
         let file = OpenOptions::new()
             .read(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC | libc::O_NOCTTY)
             .open(self.path(path))
             .map_err(|e| error(FsOperation::Open, path, e))?;
         let meta = file.metadata().map_err(|e| error(FsOperation::Stat, path, e))?;

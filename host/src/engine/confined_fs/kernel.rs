@@ -18,8 +18,10 @@ use super::bindings::wasi::filesystem::types::ErrorCode;
 const RESOLVE: ResolveFlags = ResolveFlags::BENEATH.union(ResolveFlags::NO_SYMLINKS).union(ResolveFlags::NO_MAGICLINKS);
 
 /// Flags added to every open: never follow, never block (a FIFO swapped in
-/// at any moment cannot stall the host), never leak into a child.
-pub(super) const ALWAYS: OFlags = OFlags::NOFOLLOW.union(OFlags::NONBLOCK).union(OFlags::CLOEXEC);
+/// at any moment cannot stall the host), never leak into a child, and never
+/// make a terminal device a job placed there the host's controlling
+/// terminal (a service is a session leader without one).
+pub(super) const ALWAYS: OFlags = OFlags::NOFOLLOW.union(OFlags::NONBLOCK).union(OFlags::CLOEXEC).union(OFlags::NOCTTY);
 
 /// `openat2` may answer `EAGAIN` when a concurrent rename raced a `..`
 /// lookup; a few retries, then the error.
@@ -67,7 +69,7 @@ pub fn open(
     }
     if flags.contains(OFlags::PATH) {
         // openat2 refuses flags that mean nothing to an O_PATH descriptor.
-        flags -= OFlags::NONBLOCK;
+        flags -= OFlags::NONBLOCK | OFlags::NOCTTY;
     }
     // ... and a mode without O_CREAT.
     let mode = if flags.contains(OFlags::CREATE) { mode } else { Mode::empty() };
