@@ -84,6 +84,45 @@ mod tests {
     }
 
     #[test]
+    fn fs_errors_map_to_the_model_cases_of_the_same_names() {
+        use super::{FsError, FsErrorCode as C, FsOperation as O};
+        let operations = [
+            O::Create,
+            O::CreateDirectory,
+            O::FindPreopen,
+            O::List,
+            O::Move,
+            O::MoveOut,
+            O::Open,
+            O::OpenDirectory,
+            O::Read,
+            O::Remove,
+            O::RemoveDirectory,
+            O::Rename,
+            O::Stat,
+            O::Sync,
+            O::Write,
+        ];
+        let codes = [
+            C::NotFound,
+            C::AlreadyExists,
+            C::Symlink,
+            C::NotADirectory,
+            C::IsADirectory,
+            C::NotEmpty,
+            C::PermissionDenied,
+            C::Other,
+        ];
+        for (operation, code) in operations.into_iter().zip(codes.into_iter().cycle()) {
+            let error = FsError { operation, path: "r-1/x".into(), code, cause: "why".into() };
+            let model = error.to_model();
+            assert_eq!(format!("{operation:?}"), format!("{:?}", model.operation));
+            assert_eq!(format!("{code:?}"), format!("{:?}", model.code));
+        }
+        assert_eq!(operations.len(), runner_metrics_core::model::FsOperation::ALL.len(), "a new case needs its place");
+    }
+
+    #[test]
     fn post_job_statuses_are_spelt_as_the_model_spells_them() {
         use super::PostJobStatus as S;
         let spelt =
