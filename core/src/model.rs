@@ -169,12 +169,6 @@ impl From<FsError> for Failure {
     }
 }
 
-impl From<String> for Failure {
-    fn from(message: String) -> Self {
-        Self::new(message)
-    }
-}
-
 impl Event {
     /// The `event` key of the JSON line.
     pub fn kind(&self) -> &'static str {

@@ -177,7 +177,7 @@ pub(crate) fn report(report: StorageReport, books: &Books) -> Result<StorageRepo
     if name == UNNAMED || name == DELETING_DIR {
         let allowed = if name == UNNAMED { OutcomeKind::Skipped } else { OutcomeKind::Failed };
         if kind != allowed || events != 0 {
-            return lie(format!("reported {name} as {} with {events} lines", kind_name(kind)));
+            return lie(format!("reported {name} as {} with {events} lines", kind.as_str()));
         }
     } else {
         if books.was_reported(&name) {
@@ -197,7 +197,7 @@ pub(crate) fn report(report: StorageReport, books: &Books) -> Result<StorageRepo
             };
             return Err((
                 Some(name.clone()),
-                format!("reported {name:?} as {} with {events} lines, but {what}", kind_name(kind)),
+                format!("reported {name:?} as {} with {events} lines, but {what}", kind.as_str()),
             ));
         }
         if leaves_the_root(books.dry_run(), kind) {
@@ -261,17 +261,6 @@ fn report_matches_appends(kind: OutcomeKind, events: usize, appended: Option<usi
     }
 }
 
-/// The kebab-case word of an outcome (as reports and the summary say it).
-pub fn kind_name(kind: OutcomeKind) -> &'static str {
-    match kind {
-        OutcomeKind::Extracted => "extracted",
-        OutcomeKind::NoData => "no-data",
-        OutcomeKind::Quarantined => "quarantined",
-        OutcomeKind::Skipped => "skipped",
-        OutcomeKind::Failed => "failed",
-    }
-}
-
 /// A storage reported deleted or quarantined has left the root, and a
 /// quarantined one went to a location of its own under `.quarantine/`.
 fn gone(root: &Path, name: &str, kind: OutcomeKind, detail: &str) -> Result<(), String> {
@@ -286,7 +275,7 @@ fn gone(root: &Path, name: &str, kind: OutcomeKind, detail: &str) -> Result<(), 
     }
     match std::fs::symlink_metadata(root.join(name)) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        _ => Err(format!("reported {name:?} as {}, but it is still in the storage root", kind_name(kind))),
+        _ => Err(format!("reported {name:?} as {}, but it is still in the storage root", kind.as_str())),
     }
 }
 

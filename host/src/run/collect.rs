@@ -155,11 +155,6 @@ impl Stopped {
     pub(crate) fn new(failure: runner_metrics_core::model::Failure, root: &Path) -> Self {
         Self { failure, root: root.to_owned() }
     }
-
-    /// The message with the paths of its filesystem errors in full.
-    pub fn plain(&self) -> String {
-        runner_metrics_core::model::FsError::with_full_paths(&self.failure.message, &self.failure.errors, &self.root)
-    }
 }
 
 impl std::fmt::Display for Stopped {
