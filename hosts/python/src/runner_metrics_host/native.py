@@ -44,6 +44,16 @@ def _metrics(t: tuple) -> RunnerMetrics:
     return RunnerMetrics(start, installed, pre and PreJobMetrics(*pre), post and PostJobMetrics(*post), name)
 
 
+def _engine(component: Any, cache_dir: Any, limits: Limits) -> dict[str, Any]:
+    """The binding's arguments that choose the plugin and bound its instances."""
+    return {
+        "component": None if component is None else os.fspath(component),
+        "cache_dir": None if cache_dir is None else os.fspath(cache_dir),
+        "memory_bytes": limits.memory_bytes,
+        "timeout": limits.timeout,
+    }
+
+
 def _lent(job_metrics: Any, metrics_log: Any, on_report: Any) -> dict[str, Any]:
     """The callbacks and the sink, as the extension takes them."""
     owned = metrics_log is None or isinstance(metrics_log, (str, bytes, os.PathLike))
@@ -100,10 +110,7 @@ def collect(
         batch_size=batch_size,
         wait=wait,
         policy=policy,
-        component=None if component is None else os.fspath(component),
-        cache_dir=None if cache_dir is None else os.fspath(cache_dir),
-        memory_bytes=limits.memory_bytes,
-        timeout=limits.timeout,
+        **_engine(component, cache_dir, limits),
         **_lent(job_metrics, metrics_log, on_report),
     )
     return _summary(result)
@@ -150,10 +157,7 @@ def ingest(
         policy=policy,
         wait=wait,
         remember=remember,
-        component=None if component is None else os.fspath(component),
-        cache_dir=None if cache_dir is None else os.fspath(cache_dir),
-        memory_bytes=limits.memory_bytes,
-        timeout=limits.timeout,
+        **_engine(component, cache_dir, limits),
         **_lent(job_metrics, metrics_log, on_report),
     )
     return _summary(result)
