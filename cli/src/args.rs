@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Result;
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 
 use runner_metrics::collect::{JobMetricsSource, NoJobMetrics};
@@ -14,6 +15,7 @@ use runner_metrics::github::{read_token_file, GithubJobs, GithubOptions, DEFAULT
 use runner_metrics::lock::RootLock;
 use runner_metrics::os_sandbox::{Confinement, Grants, Layers};
 use runner_metrics::plugin::{default_cache_dir, Plugin, PluginOptions, Precompiled, EMBEDDED_COMPONENT};
+use runner_metrics::prometheus::Naming;
 use runner_metrics::{Limits, Policy, Selection};
 
 use crate::messages::*;
@@ -59,6 +61,11 @@ Examples:
     runner-metrics collect --storage /var/lib/runner-metrics --flavor large \\
       --github-token-file /etc/runner-metrics/token \\
       --prometheus-textfile /var/lib/prometheus/node-exporter/runner-metrics.prom
+
+  The same textfile under the upstream runner manager's names, for its dashboards:
+    runner-metrics collect --storage /var/lib/runner-metrics --flavor large \\
+      --prometheus-textfile /var/lib/prometheus/node-exporter/runner-metrics.prom \\
+      --prometheus-names upstream
 
   Wait up to a minute for a run already holding the root's lock:
     runner-metrics collect --storage /var/lib/runner-metrics --flavor small --wait 60";
@@ -332,6 +339,14 @@ pub(crate) struct OutputArgs {
     #[arg(long, value_name = "N", default_value_t = runner_metrics::prometheus::DEFAULT_MAX_REPOSITORIES,
           help_heading = "Output")]
     pub(crate) prometheus_max_repositories: usize,
+    /// The textfile's names for the durations and job counts: `ours`
+    /// (`runner_metrics_*`), or `upstream`: the upstream runner manager's
+    /// names, labels and buckets (`runner_queue_duration_seconds`,
+    /// `job_status_count`, ...), so its dashboards show these values.
+    /// The tool's own series keep their names in both.
+    #[arg(long, value_name = "NAMING", default_value = "ours", help_heading = "Output",
+          value_parser = PossibleValuesParser::new(Naming::ALL.map(Naming::as_str)).try_map(|s| s.parse::<Naming>()))]
+    pub(crate) prometheus_names: Naming,
 }
 
 /// Job metrics (queue duration, conclusion) from the GitHub API.

@@ -106,7 +106,7 @@ pub(crate) fn run_locked(
     let precompiled = precompile(&plugin_options, &writable)?;
     let confined = os.confine(grants)?;
     let plugin = open_precompiled(&plugin_options, precompiled)?;
-    let recorder = RefCell::new(Recorder::with_max_repositories(args.prometheus_max_repositories));
+    let recorder = RefCell::new(Recorder::new(args.prometheus_names, args.prometheus_max_repositories));
     // Lines are read back for the histograms only when a textfile wants them
     // (a JSON parse per line: 7% of a collect's instructions).
     let mut observed = ObservingSink { inner: sink.as_mut(), recorder: &recorder };
@@ -116,7 +116,7 @@ pub(crate) fn run_locked(
         recorder.borrow_mut().observe_report(r);
         progress.report(r)
     });
-    recorder.borrow_mut().record_run(started.elapsed(), result.is_ok(), jobs.lookups());
+    recorder.borrow_mut().record_run(&args.flavor, started.elapsed(), result.is_ok(), jobs.lookups());
     progress.finish();
     // Written even when the run stopped early: it counts what did happen.
     let textfile = args.prometheus_textfile.as_deref().map(|path| recorder.borrow_mut().write(path));

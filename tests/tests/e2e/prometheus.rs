@@ -288,6 +288,50 @@ fn prometheus_max_repositories_counts_the_rest_under_other() {
 }
 
 #[test]
+fn prometheus_names_upstream_writes_upstreams_names_for_the_durations_and_job_counts() {
+    let root = StorageRoot::new();
+    fixture(&root);
+    let out_dir = tempfile::tempdir().unwrap();
+    let textfile = out_dir.path().join("runner-metrics.prom");
+    let out = output(
+        cli()
+            .args(["collect", "--flavor", "large", "--prometheus-names", "upstream", "--storage"])
+            .arg(root.path())
+            .arg("--metrics-log")
+            .arg(out_dir.path().join("metrics.log"))
+            .arg("--prometheus-textfile")
+            .arg(&textfile),
+    );
+    assert_eq!(out.code, Some(0), "{out:?}");
+    let text = fs::read_to_string(&textfile).unwrap();
+    // The fixture: spawned in 45 s and 700 s, idle 40 s and 2 s, jobs of 400 s and 20 s.
+    for line in [
+        r#"runner_spawn_duration_seconds_bucket{flavor="large",le="60"} 1"#,
+        r#"runner_spawn_duration_seconds_bucket{flavor="large",le="600"} 1"#,
+        r#"runner_spawn_duration_seconds_count{flavor="large"} 2"#,
+        r#"runner_idle_duration_seconds_bucket{flavor="large",le="5"} 1"#,
+        r#"runner_idle_duration_seconds_sum{flavor="large"} 42"#,
+        r#"job_duration_seconds_bucket{flavor="large",le="60"} 1"#,
+        r#"job_duration_seconds_bucket{flavor="large",le="600"} 2"#,
+        r#"extract_metrics_duration_seconds_count{flavor="large"} 1"#,
+        r#"job_repository_count{repository="o/r"} 2"#,
+        r#"job_event_count{event="push"} 2"#,
+        r#"job_conclusion_count{conclusion="unknown"} 2"#,
+        r#"job_status_count{status="abnormal"} 1"#,
+        r#"runner_metrics_storages_total{outcome="quarantined"} 1"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+    }
+    assert!(!text.contains("runner_metrics_job_duration") && !text.contains("runner_metrics_jobs_by"), "{text}");
+
+    let out = output(
+        cli().args(["collect", "--flavor", "large", "--prometheus-names", "theirs", "--storage"]).arg(root.path()),
+    );
+    assert_eq!(out.code, Some(2), "{out:?}");
+    assert!(out.stderr.contains("[possible values: ours, upstream]"), "{}", out.stderr);
+}
+
+#[test]
 fn a_symlink_or_a_directory_as_the_textfile_is_refused() {
     let out_dir = tempfile::tempdir().unwrap();
     // The link points at a file inside this test's own temporary directory.

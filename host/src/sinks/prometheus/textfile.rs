@@ -1,0 +1,144 @@
+//! The textfile on disk: checked before a run, read back without following
+//! a link or blocking on a FIFO, replaced atomically.
+
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::Path;
+
+use anyhow::Context;
+
+/// The largest previous file read back (ours are a few KiB per flavor).
+const MAX_PREVIOUS_BYTES: u64 = 4 << 20;
+
+/// What a directory entry is, in words, for error messages.
+fn kind_of(file_type: std::fs::FileType) -> &'static str {
+    if file_type.is_file() {
+        "regular file"
+    } else if file_type.is_dir() {
+        "directory"
+    } else if file_type.is_symlink() {
+        "symbolic link"
+    } else if file_type.is_fifo() {
+        "FIFO (named pipe)"
+    } else if file_type.is_socket() {
+        "socket"
+    } else if file_type.is_char_device() {
+        "character device"
+    } else if file_type.is_block_device() {
+        "block device"
+    } else {
+        "special file"
+    }
+}
+
+/// The directory a textfile is written in (its temporary file too).
+pub fn textfile_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    }
+}
+
+/// Checks, before a run, that `path` can be a textfile: its directory
+/// exists, and whatever is at `path` already is a regular file (not a
+/// symlink, FIFO, directory, device or socket). Nothing is read or created.
+pub fn check_textfile(path: &Path) -> anyhow::Result<()> {
+    let dir = textfile_dir(path);
+    anyhow::ensure!(dir.is_dir(), "Prometheus textfile {}: {} is not a directory", path.display(), dir.display());
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_file() => Ok(()),
+        Ok(meta) => Err(not_a_regular_file(path, meta.file_type())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("Prometheus textfile {}", path.display())),
+    }
+}
+
+fn not_a_regular_file(path: &Path, file_type: std::fs::FileType) -> anyhow::Error {
+    anyhow::anyhow!(
+        "Prometheus textfile {}: is a {}, not a regular file; refusing to read or replace it",
+        path.display(),
+        kind_of(file_type)
+    )
+}
+
+/// The text of the file this module wrote last time, if any. The file is
+/// opened with `O_NONBLOCK` (a FIFO would otherwise block the open or the
+/// read forever), `O_NOFOLLOW` (a symlink is not followed out of the
+/// directory) and `O_CLOEXEC`, then checked with `fstat` on the descriptor
+/// itself: anything but a regular file is an error naming the path and what
+/// it is. A file that is not UTF-8 is not ours: it counts as absent (the
+/// counters restart, which Prometheus handles as a reset).
+pub fn read_previous(path: &Path) -> anyhow::Result<Option<String>> {
+    let opened = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path);
+    let file = match opened {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            // ELOOP (a symlink under O_NOFOLLOW), ENXIO (a socket): say what is there.
+            if let Ok(meta) = std::fs::symlink_metadata(path) {
+                if !meta.file_type().is_file() {
+                    return Err(not_a_regular_file(path, meta.file_type()));
+                }
+            }
+            return Err(e).with_context(|| format!("reading the Prometheus textfile {}", path.display()));
+        }
+    };
+    let meta = file.metadata().with_context(|| format!("reading the Prometheus textfile {}", path.display()))?;
+    if !meta.file_type().is_file() {
+        return Err(not_a_regular_file(path, meta.file_type()));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_PREVIOUS_BYTES)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("reading the Prometheus textfile {}", path.display()))?;
+    Ok(String::from_utf8(bytes).ok())
+}
+
+/// Writes `content` to a temporary file beside `path` (node_exporter ignores
+/// names not ending in `.prom`), syncs it, and renames it over `path`.
+pub fn write_atomically(path: &Path, content: &[u8]) -> io::Result<()> {
+    let dir = textfile_dir(path);
+    let mut temp = tempfile::Builder::new().prefix(".runner-metrics.").suffix(".tmp").tempfile_in(dir)?;
+    temp.write_all(content)?;
+    std::fs::set_permissions(temp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+    temp.as_file().sync_all()?;
+    temp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_what_is_not_a_regular_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.prom");
+        let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let err = read_previous(&fifo).unwrap_err().to_string();
+        assert!(err.contains(&fifo.display().to_string()) && err.contains("FIFO"), "{err}");
+        assert!(check_textfile(&fifo).unwrap_err().to_string().contains("FIFO"));
+
+        let target = dir.path().join("target.prom");
+        std::fs::write(&target, "runner_metrics_storages_total{outcome=\"extracted\"} 1\n").unwrap();
+        let link = dir.path().join("link.prom");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let err = read_previous(&link).unwrap_err().to_string();
+        assert!(err.contains("symbolic link"), "{err}");
+
+        let sub = dir.path().join("dir.prom");
+        std::fs::create_dir(&sub).unwrap();
+        assert!(read_previous(&sub).unwrap_err().to_string().contains("directory"));
+
+        assert!(read_previous(&target).unwrap().unwrap().contains("extracted"));
+        assert!(read_previous(&dir.path().join("absent.prom")).unwrap().is_none());
+        check_textfile(&target).unwrap();
+        check_textfile(&dir.path().join("absent.prom")).unwrap();
+        assert!(check_textfile(&dir.path().join("missing").join("x.prom")).is_err());
+    }
+}
