@@ -2,7 +2,7 @@
 # Lints the code of the Python and Node hosts (and the project's other
 # Python), so that style and simple mistakes are caught before the tests:
 #
-#   ruff check           hosts/python, tests/conformance/*.py, scripts/**/*.py, bench/*.py
+#   ruff check           hosts/python, tests/conformance/*.py, scripts/**/*.py, bench/*.py, contrib/**/*.py
 #   ruff format --check  the same files (the formatter decides the layout)
 #   node --check         every .js/.mjs of hosts/node: src/, scripts/, test/,
 #                        test-support/, examples/ (a syntax check; the package
@@ -46,7 +46,7 @@ if [ "${SKIP_PYTHON:-0}" != 1 ]; then
     ruff=("$venv/bin/ruff" --config hosts/python/pyproject.toml)
     # The tracked Python files outside the host (and new ones not ignored).
     mapfile -t python_files < <(git ls-files --cached --others --exclude-standard -- \
-        'tests/conformance/*.py' 'scripts/*.py' 'bench/*.py' | sort -u)
+        'tests/conformance/*.py' 'scripts/*.py' 'bench/*.py' 'contrib/*.py' | sort -u)
     python_targets=(hosts/python "${python_files[@]}")
     "${ruff[0]}" --version
     lint "ruff check (${#python_files[@]} files + hosts/python)" "${ruff[@]}" check "${python_targets[@]}"

@@ -7,7 +7,8 @@
 #     /etc/logrotate.d/runner-metrics                contrib/logrotate (a conffile)
 #     /usr/share/bash-completion/completions/runner-metrics, zsh and fish completions
 #     /usr/share/man/man1/runner-metrics.1.gz        generated from the clap definitions
-#     /usr/share/doc/runner-metrics/{copyright,README.md.gz,deployment.md.gz}
+#     /usr/share/doc/runner-metrics/{copyright,README.md.gz,deployment.md.gz,prometheus.md.gz}
+#     /usr/share/doc/runner-metrics/examples/         contrib/grafana dashboards, contrib/prometheus alert rules and their tests
 #
 # With dpkg-deb itself (Debian's own tool, always there on Debian and Ubuntu):
 # the package is one binary and a few files, so debhelper or cargo-deb would
@@ -60,6 +61,10 @@ cp contrib/logrotate/runner-metrics "$stage/etc/logrotate.d/runner-metrics"
 "$stage/usr/bin/runner-metrics" man | gzip -9n >"$stage/usr/share/man/man1/runner-metrics.1.gz"
 gzip -9nc README.md >"$stage/usr/share/doc/runner-metrics/README.md.gz"
 gzip -9nc docs/deployment.md >"$stage/usr/share/doc/runner-metrics/deployment.md.gz"
+gzip -9nc docs/prometheus.md >"$stage/usr/share/doc/runner-metrics/prometheus.md.gz"
+mkdir -p "$stage/usr/share/doc/runner-metrics/examples/grafana" "$stage/usr/share/doc/runner-metrics/examples/prometheus"
+cp contrib/grafana/*.json "$stage/usr/share/doc/runner-metrics/examples/grafana/"
+cp contrib/prometheus/*.yml "$stage/usr/share/doc/runner-metrics/examples/prometheus/"
 cat >"$stage/usr/share/doc/runner-metrics/copyright" <<'EOF'
 Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: runner-metrics

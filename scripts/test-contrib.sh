@@ -14,7 +14,13 @@
 #              would break it);
 #   logrotate  `logrotate -d` on the stanza, then a real rotation of a copy
 #              pointed at a temporary directory while a writer holds the log
-#              open: every line survives, in the renamed file.
+#              open: every line survives, in the renamed file;
+#   grafana    the dashboards are what contrib/grafana/generate.py writes, and
+#              well formed (their PromQL is run in tests/tests/e2e/prometheus_server.rs);
+#   alerts     `promtool check rules` and `promtool test rules` on
+#              contrib/prometheus/, and every broken copy of the rules (an
+#              alert that never fires, always fires, or lost its `for:`)
+#              fails those tests.
 #
 # Everything runs in one temporary directory, removed at the end. A tool that
 # is missing is a visible "skip:" line (scripts/install-test-deps.sh installs
@@ -166,6 +172,80 @@ if command -v logrotate >/dev/null; then
     check "after two rotations every line is there once, in order (got: $all)" test "$all" = "1 2 3 4 5 6 "
 else
     skip "logrotate is not installed: the stanza is not checked"
+fi
+
+# --- Grafana dashboards ------------------------------------------------------------
+# Generated from one description; every panel's PromQL is evaluated against a
+# real Prometheus in tests/tests/e2e/prometheus_server.rs.
+check "contrib/grafana/*.json are what contrib/grafana/generate.py writes" python3 contrib/grafana/generate.py --check
+check "each dashboard: a uid, unique panel ids, every query on the \$datasource variable" python3 - contrib/grafana/*.json <<'PY'
+import json, sys
+for path in sys.argv[1:]:
+    board = json.load(open(path))
+    assert board.get("uid") and board.get("title"), path
+    ids = [p["id"] for p in board["panels"]]
+    assert len(ids) == len(set(ids)), (path, ids)
+    names = {v["name"] for v in board["templating"]["list"]}
+    assert {"datasource", "instance", "flavor", "quantile"} <= names, (path, names)
+    targets = [t for p in board["panels"] for t in p.get("targets", [])]
+    assert targets, path
+    for t in targets:
+        assert t["datasource"]["uid"] == "${datasource}" and t["expr"], (path, t)
+PY
+
+# --- Prometheus alert rules ------------------------------------------------------------
+rules=contrib/prometheus/runner-metrics.rules.yml
+rule_tests=contrib/prometheus/runner-metrics.rules.test.yml
+if command -v promtool >/dev/null; then
+    check "promtool check rules $rules" promtool check rules "$rules"
+    check "promtool test rules $rule_tests" promtool test rules "$rule_tests"
+    # The tests can fail: for each alert, a copy where it never fires, one
+    # where it always fires, and (if it has one) one without its `for:`.
+    # Every copy must fail the tests.
+    mutants=$tmp/rule-mutants
+    mkdir -p "$mutants"
+    python3 - "$rules" "$mutants" <<'PY'
+import re, sys
+text = open(sys.argv[1]).read()
+blocks = re.split(r"(?m)^(?=      - alert: )", text)
+for i, block in enumerate(blocks):
+    name = re.match(r"      - alert: (\w+)", block)
+    if not name:
+        continue
+    # The expression: from `expr:` to the next key of the rule.
+    expr = re.compile(r"(?ms)^        expr:.*?(?=^        \w+:)")
+    mutants = {
+        "never": expr.sub("        expr: vector(1) > 2\n", block),
+        "always": expr.sub("        expr: vector(1)\n", block),
+    }
+    if re.search(r"(?m)^        for: ", block):
+        mutants["no-for"] = re.sub(r"(?m)^        for: .*\n", "", block)
+    for kind, mutant in mutants.items():
+        assert mutant != block, (name.group(1), kind)
+        out = "".join(blocks[:i]) + mutant + "".join(blocks[i + 1:])
+        open(f"{sys.argv[2]}/{name.group(1)}.{kind}.yml", "w").write(out)
+PY
+    # A control copy, unchanged, must pass (so the copies' tests do load them).
+    cp "$rules" "$mutants/unchanged.yml"
+    count=0
+    for mutant in "$mutants"/*.yml; do
+        sed "s|^  - runner-metrics.rules.yml\$|  - $(basename "$mutant")|" "$rule_tests" >"$mutants/test.yml.tmp"
+        mv "$mutants/test.yml.tmp" "$mutants/$(basename "$mutant" .yml).test"
+        count=$((count + 1))
+    done
+    check "the unchanged copy of the rules passes their tests" \
+        bash -c "cd '$mutants' && promtool test rules unchanged.test >/dev/null 2>&1"
+    rm "$mutants/unchanged.yml" "$mutants/unchanged.test"
+    count=$((count - 1))
+    survivors=""
+    for test_file in "$mutants"/*.test; do
+        (cd "$mutants" && promtool test rules "$(basename "$test_file")" >/dev/null 2>&1) &&
+            survivors="$survivors $(basename "$test_file" .test)"
+    done
+    check "every one of the $count broken copies of the rules fails their tests${survivors:+ (passed:$survivors)}" \
+        test "$count" -ge 14 -a -z "$survivors"
+else
+    skip "promtool is not installed: the alert rules are not checked"
 fi
 
 echo

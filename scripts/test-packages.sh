@@ -241,7 +241,9 @@ if [ "${SKIP_DEB:-0}" != 1 ] && command -v dpkg >/dev/null; then
             dpkg --root="$droot" -s runner-metrics | grep -qx "Status: install ok installed" || rc=1
         for f in usr/bin/runner-metrics lib/systemd/system/runner-metrics.service lib/systemd/system/runner-metrics.timer \
             etc/logrotate.d/runner-metrics usr/share/man/man1/runner-metrics.1.gz \
-            usr/share/bash-completion/completions/runner-metrics usr/share/doc/runner-metrics/copyright; do
+            usr/share/bash-completion/completions/runner-metrics usr/share/doc/runner-metrics/copyright \
+            usr/share/doc/runner-metrics/examples/grafana/runner-metrics.json \
+            usr/share/doc/runner-metrics/examples/prometheus/runner-metrics.rules.yml; do
             [ -e "$droot/$f" ] || { echo "the package did not install /$f"; rc=1; }
         done
         grep -q '^ExecStart=/usr/bin/runner-metrics collect' "$droot/lib/systemd/system/runner-metrics.service" ||
@@ -250,7 +252,7 @@ if [ "${SKIP_DEB:-0}" != 1 ] && command -v dpkg >/dev/null; then
             "$droot/lib/systemd/system/runner-metrics.service" || { echo "the packaged service differs from contrib/"; rc=1; }
         dpkg-deb --field "$deb" Depends | grep -q 'libc6' || { echo "no Depends on libc6"; rc=1; }
     fi
-    check "debian: dpkg installs the package: binary, units, logrotate conffile, man page, completions" "$rc"
+    check "debian: dpkg installs the package: binary, units, logrotate conffile, man page, completions, dashboards, alert rules" "$rc"
     # The test-only escape attempts (feature escape-test) are not in it.
     rc=0
     if grep -q RUNNER_METRICS_ESCAPE_TEST "$droot/usr/bin/runner-metrics"; then rc=1; fi
