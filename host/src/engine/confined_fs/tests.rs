@@ -21,8 +21,9 @@
 //! resolution step that would meet one.
 
 use std::ffi::CString;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{symlink, MetadataExt};
+use std::os::unix::fs::{symlink, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -1019,4 +1020,127 @@ fn fuzz_ops_never_touch_outside() {
             super::fuzzing::check_ops(&ops);
         }
     });
+}
+
+// ---------------------------------------------------------------------------
+// A terminal device in the root.
+
+/// Set in the child processes of the test below: how the child opens the
+/// terminal node (`confined`: this layer's `kernel::open`, which every guest
+/// open goes through; `plain`: `open(2)` without `O_NOCTTY`, the control).
+const TTY_CHILD: &str = "RUNNER_METRICS_TEST_TTY_CHILD";
+/// The terminal node the child opens.
+const TTY_NODE: &str = "RUNNER_METRICS_TEST_TTY_NODE";
+
+/// In a child made a session leader without a controlling terminal (as a
+/// service is): opens the node and says whether it became the controlling
+/// terminal (`TIOCGSID` answers only for one's own controlling terminal).
+fn tty_child(how: &str, node: &Path) {
+    use std::os::fd::AsRawFd;
+    let opened = match how {
+        "confined" => {
+            let parent = std::fs::File::open(node.parent().expect("a parent")).expect("open the root");
+            let name = node.file_name().and_then(|n| n.to_str()).expect("a name");
+            let flags = rustix::fs::OFlags::RDONLY;
+            super::kernel::open(
+                std::os::fd::AsFd::as_fd(&parent),
+                name,
+                flags,
+                rustix::fs::Mode::empty(),
+                false,
+                super::kernel::Mounts::Stay,
+            )
+            .map_err(|e| e.to_string())
+        }
+        _ => {
+            // SAFETY: a valid C string; the descriptor is owned right away.
+            let fd = unsafe { libc::open(c_path(node).as_ptr(), libc::O_RDONLY | libc::O_NONBLOCK) };
+            if fd < 0 {
+                Err(std::io::Error::last_os_error().to_string())
+            } else {
+                // SAFETY: open just returned this descriptor.
+                Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) })
+            }
+        }
+    };
+    let fd = opened.unwrap_or_else(|e| panic!("opening {} ({how}): {e}", node.display()));
+    let mut session: libc::pid_t = 0;
+    // SAFETY: TIOCGSID writes one pid_t.
+    let ours = unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGSID, &mut session) } == 0;
+    println!("controlling terminal: {}", if ours { "yes" } else { "no" });
+}
+
+#[test]
+fn a_terminal_device_in_the_root_never_becomes_the_controlling_terminal() {
+    const NAME: &str = "a_terminal_device_in_the_root_never_becomes_the_controlling_terminal";
+    if let (Some(how), Some(node)) = (std::env::var_os(TTY_CHILD), std::env::var_os(TTY_NODE)) {
+        return tty_child(how.to_str().unwrap_or(""), Path::new(&node));
+    }
+    if !is_root() {
+        runner_metrics_test_skip::skip(NAME, "mounting a devpts instance needs root");
+        return;
+    }
+    // A devpts instance of our own in the temporary directory (a terminal
+    // opens only through its own devpts), and one pseudo-terminal in it.
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let pts = tmp.path().join("pts");
+    std::fs::create_dir(&pts).expect("mkdir");
+    let options = CString::new("newinstance,ptmxmode=0600,mode=0600").expect("no NUL");
+    // SAFETY: valid C strings; the mount is detached when the guard drops.
+    let mounted = unsafe {
+        libc::mount(c"devpts".as_ptr(), c_path(&pts).as_ptr(), c"devpts".as_ptr(), 0, options.as_ptr().cast())
+    };
+    if mounted != 0 {
+        runner_metrics_test_skip::skip(NAME, &format!("devpts refused here ({})", std::io::Error::last_os_error()));
+        return;
+    }
+    let _mounted = Mounted(pts.clone());
+    let master = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(pts.join("ptmx"))
+        .expect("open our devpts' ptmx");
+    let (mut number, unlock): (libc::c_uint, libc::c_int) = (0, 0);
+    // SAFETY: TIOCGPTN writes one unsigned int, TIOCSPTLCK reads one int.
+    let ready = unsafe {
+        libc::ioctl(master.as_raw_fd(), libc::TIOCGPTN, &mut number) == 0
+            && libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) == 0
+    };
+    assert!(ready, "a pseudo-terminal: {}", std::io::Error::last_os_error());
+    let node = pts.join(number.to_string());
+    let test = format!("{}::{NAME}", module_path!().split_once("::").map_or("", |(_, path)| path));
+    let child_says = |how: &str| -> String {
+        let mut command = std::process::Command::new(std::env::current_exe().expect("the test binary"));
+        command
+            .args([test.as_str(), "--exact", "--nocapture", "--test-threads=1"])
+            .env(TTY_CHILD, how)
+            .env(TTY_NODE, &node);
+        // SAFETY: setsid is async-signal-safe; the child is a new session
+        // with no controlling terminal, as a service is.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            })
+        };
+        let out = command.output().expect("run the child");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "child ({how}): {}\n{stdout}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // (libtest prints it on its own "test ... " line.)
+        let said = stdout.split_once("controlling terminal: ").and_then(|(_, rest)| rest.split_whitespace().next());
+        said.unwrap_or(&stdout).to_owned()
+    };
+    // The control: a plain open makes the terminal the child's own, so the
+    // test can tell.
+    assert_eq!(child_says("plain"), "yes", "the control did not acquire the terminal");
+    assert_eq!(child_says("confined"), "no", "the confined layer's open made the node the controlling terminal");
+    drop(master);
 }
