@@ -841,6 +841,7 @@ fn help_groups_flags_by_purpose_and_ends_with_examples() {
                 "--verbose",
                 "--prometheus-textfile",
                 "--prometheus-max-repositories",
+                "--prometheus-names",
             ],
         ),
         (
