@@ -253,6 +253,15 @@ impl Drop for BlackHole {
     }
 }
 
+/// `command` without the proxy variables, so a request to a local server
+/// (this module's, on 127.0.0.1) goes to it directly.
+pub fn without_proxies(command: &mut std::process::Command) -> &mut std::process::Command {
+    for name in ["HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"] {
+        command.env_remove(name);
+    }
+    command
+}
+
 /// The list-jobs target of a run's page, for the jobs of every attempt
 /// (what the client asks for when the pre-job file names no attempt).
 pub fn jobs_target(base_path: &str, repository: &str, run_id: &str, page: u32) -> String {

@@ -9,7 +9,7 @@
 use std::fs;
 use std::process::Command;
 
-use runner_metrics_e2e::github_server::{job, jobs_page, jobs_target, Answer, GithubServer};
+use runner_metrics_e2e::github_server::{job, jobs_page, jobs_target, without_proxies, Answer, GithubServer};
 use runner_metrics_e2e::*;
 
 const TOKEN: &str = "ghs_full-life-token";
@@ -60,7 +60,7 @@ fn a_runner_from_creation_to_events_and_histograms() {
 
     let log = work.path().join("metrics.log");
     let textfile = work.path().join("runner-metrics.prom");
-    let out = output(
+    let out = output(without_proxies(
         cli()
             .args(["collect", "--flavor", "medium", "--storage"])
             .arg(root.path())
@@ -71,14 +71,8 @@ fn a_runner_from_creation_to_events_and_histograms() {
             .arg("--prometheus-textfile")
             .arg(&textfile)
             .arg("--metrics-log")
-            .arg(&log)
-            .env_remove("HTTP_PROXY")
-            .env_remove("HTTPS_PROXY")
-            .env_remove("ALL_PROXY")
-            .env_remove("http_proxy")
-            .env_remove("https_proxy")
-            .env_remove("all_proxy"),
-    );
+            .arg(&log),
+    ));
     assert_eq!(out.code, Some(0), "{out:?}");
     assert!(!out.stderr.contains(TOKEN) && !out.stdout.contains(TOKEN), "the token is never printed");
     assert!(!out.stderr.contains("warning"), "{}", out.stderr);

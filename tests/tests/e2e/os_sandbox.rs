@@ -10,7 +10,7 @@ use std::fs;
 use std::net::TcpListener;
 
 use runner_metrics::plugin::{Plugin, PluginOptions, EMBEDDED_COMPONENT, EMBEDDED_KEEPER};
-use runner_metrics_e2e::github_server::{job, jobs_page, jobs_target, Answer, GithubServer};
+use runner_metrics_e2e::github_server::{job, jobs_page, jobs_target, without_proxies, Answer, GithubServer};
 use runner_metrics_e2e::*;
 
 const REPO: &str = "org/repo";
@@ -163,12 +163,8 @@ impl Escape {
             .args(["--github-api-url", &self.server.url()])
             .args(extra)
             .env("RUNNER_METRICS_ESCAPE_TEST", &self.env)
-            .env("RUNNER_METRICS_FILESYSTEM", "confined")
-            .env_remove("HTTP_PROXY")
-            .env_remove("HTTPS_PROXY")
-            .env_remove("http_proxy")
-            .env_remove("https_proxy")
-            .env_remove("ALL_PROXY");
+            .env("RUNNER_METRICS_FILESYSTEM", "confined");
+        without_proxies(&mut command);
         let out = output(&mut command);
         let line = |key: &str| {
             out.stderr

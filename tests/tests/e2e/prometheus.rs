@@ -105,9 +105,17 @@ fn fixture(root: &StorageRoot) {
 }
 
 fn collect_with_textfile(root: &StorageRoot, textfile: &Path, log: &Path) -> CliOutput {
+    collect_with_options(root, textfile, log, &[])
+}
+
+/// `collect --flavor large` of `root` with `options`, into `textfile` and
+/// `log`; it must succeed.
+fn collect_with_options(root: &StorageRoot, textfile: &Path, log: &Path, options: &[&str]) -> CliOutput {
     let out = output(
         cli()
-            .args(["collect", "--flavor", "large", "--storage"])
+            .args(["collect", "--flavor", "large"])
+            .args(options)
+            .arg("--storage")
             .arg(root.path())
             .arg("--metrics-log")
             .arg(log)
@@ -270,16 +278,12 @@ fn prometheus_max_repositories_counts_the_rest_under_other() {
     fixture(&root);
     let out_dir = tempfile::tempdir().unwrap();
     let textfile = out_dir.path().join("runner-metrics.prom");
-    let out = output(
-        cli()
-            .args(["collect", "--flavor", "large", "--prometheus-max-repositories", "0", "--storage"])
-            .arg(root.path())
-            .arg("--metrics-log")
-            .arg(out_dir.path().join("metrics.log"))
-            .arg("--prometheus-textfile")
-            .arg(&textfile),
+    collect_with_options(
+        &root,
+        &textfile,
+        &out_dir.path().join("metrics.log"),
+        &["--prometheus-max-repositories", "0"],
     );
-    assert_eq!(out.code, Some(0), "{out:?}");
     let text = fs::read_to_string(&textfile).unwrap();
     let by_repository: Vec<&str> =
         text.lines().filter(|l| l.starts_with("runner_metrics_jobs_by_repository_total{")).collect();
@@ -293,16 +297,7 @@ fn prometheus_names_upstream_writes_upstreams_names_for_the_durations_and_job_co
     fixture(&root);
     let out_dir = tempfile::tempdir().unwrap();
     let textfile = out_dir.path().join("runner-metrics.prom");
-    let out = output(
-        cli()
-            .args(["collect", "--flavor", "large", "--prometheus-names", "upstream", "--storage"])
-            .arg(root.path())
-            .arg("--metrics-log")
-            .arg(out_dir.path().join("metrics.log"))
-            .arg("--prometheus-textfile")
-            .arg(&textfile),
-    );
-    assert_eq!(out.code, Some(0), "{out:?}");
+    collect_with_options(&root, &textfile, &out_dir.path().join("metrics.log"), &["--prometheus-names", "upstream"]);
     let text = fs::read_to_string(&textfile).unwrap();
     // The fixture: spawned in 45 s and 700 s, idle 40 s and 2 s, jobs of 400 s and 20 s.
     for line in [

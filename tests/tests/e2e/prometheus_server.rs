@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use runner_metrics_e2e::github_server::{job, jobs_page, jobs_target, Answer, GithubServer};
+use runner_metrics_e2e::github_server::{job, jobs_page, jobs_target, without_proxies, Answer, GithubServer};
 use runner_metrics_e2e::*;
 
 /// How long any one server may take to come up or to show a value.
@@ -445,7 +445,7 @@ fn every_dashboard_panel_and_upstreams_three_panels_answer_with_data() {
             let root = StorageRoot::new();
             wave(&root, &github, run);
             run += 10;
-            let out = output(
+            let out = output(without_proxies(
                 cli()
                     .args(["collect", "--flavor", "small", "--prometheus-names", naming, "--storage"])
                     .arg(root.path())
@@ -456,14 +456,8 @@ fn every_dashboard_panel_and_upstreams_three_panels_answer_with_data() {
                     .arg("--github-token-file")
                     .arg(&token)
                     .arg("--github-api-url")
-                    .arg(github.url())
-                    .env_remove("HTTP_PROXY")
-                    .env_remove("HTTPS_PROXY")
-                    .env_remove("ALL_PROXY")
-                    .env_remove("http_proxy")
-                    .env_remove("https_proxy")
-                    .env_remove("all_proxy"),
-            );
+                    .arg(github.url()),
+            ));
             assert_eq!(out.code, Some(0), "{naming}, wave {wave_number}: {out:?}");
             assert!(!out.stderr.contains("warning"), "{}", out.stderr);
         }
