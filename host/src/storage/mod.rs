@@ -36,7 +36,7 @@ pub use quarantine::*;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -48,6 +48,8 @@ use runner_metrics_core::fs::{rename_noreplace, NativeFs};
 /// Why a storage is quarantined: the model's (WIT) type.
 pub use runner_metrics_core::model::QuarantineReason;
 use runner_metrics_core::names::{entry_base, is_valid_runner_name};
+
+use crate::lock::kind_of;
 
 /// The file the manager writes when it creates a storage.
 pub use runner_metrics_core::files::INSTALLATION_START as INSTALLATION_START_FILE;
@@ -159,27 +161,9 @@ fn require_plain_dir(path: &Path, what: &str) -> Result<()> {
         Ok(meta) => Err(error(
             ErrorKind::NotADirectory,
             path,
-            format!("{what} is {}, not a plain directory; left alone", describe(&meta.file_type())),
+            format!("{what} is {}, not a plain directory; left alone", kind_of(&meta)),
         )),
         Err(e) => Err(io_error(path, &format!("{what} cannot be read"), &e)),
-    }
-}
-
-fn describe(ft: &fs::FileType) -> &'static str {
-    if ft.is_symlink() {
-        "a symlink"
-    } else if ft.is_dir() {
-        "a directory"
-    } else if ft.is_file() {
-        "a regular file"
-    } else if ft.is_fifo() {
-        "a FIFO"
-    } else if ft.is_socket() {
-        "a socket"
-    } else if ft.is_block_device() || ft.is_char_device() {
-        "a device"
-    } else {
-        "an unknown kind of entry"
     }
 }
 
@@ -378,11 +362,7 @@ fn ensure_reserved_dir(root: &Path, dir: &str) -> Result<PathBuf> {
     match fs::symlink_metadata(&path) {
         Ok(meta) if meta.is_dir() => return Ok(path),
         Ok(meta) => {
-            return Err(error(
-                ErrorKind::NotADirectory,
-                &path,
-                format!("is {}, not a directory", describe(&meta.file_type())),
-            ))
+            return Err(error(ErrorKind::NotADirectory, &path, format!("is {}, not a directory", kind_of(&meta))))
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(io_error(&path, "cannot be read", &e)),

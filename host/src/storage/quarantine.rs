@@ -89,7 +89,7 @@ pub fn show(root: &Path, location: &str) -> Result<QuarantineEntry> {
             return Err(error(
                 ErrorKind::NotADirectory,
                 &path,
-                format!("is {}, not a quarantined storage", describe(&meta.file_type())),
+                format!("is {}, not a quarantined storage", kind_of(&meta)),
             ))
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => false,
@@ -133,7 +133,7 @@ pub(super) fn list_entries(path: &Path) -> Result<Vec<ContentEntry>> {
     for entry in fs::read_dir(path).map_err(|e| io_error(path, "cannot list", &e))? {
         let entry = entry.map_err(|e| io_error(path, "cannot list", &e))?;
         let (kind, size) = match fs::symlink_metadata(entry.path()) {
-            Ok(meta) => (describe(&meta.file_type()), meta.len()),
+            Ok(meta) => (kind_of(&meta), meta.len()),
             Err(_) => ("gone", 0),
         };
         found.push(ContentEntry { name: entry.file_name().to_string_lossy().into_owned(), kind, size });
@@ -150,11 +150,7 @@ pub fn quarantine_entries(root: &Path) -> Result<(Vec<QuarantineEntry>, Vec<Stor
     match fs::symlink_metadata(&dir) {
         Ok(meta) if meta.is_dir() => {}
         Ok(meta) => {
-            return Err(error(
-                ErrorKind::NotADirectory,
-                &dir,
-                format!("is {}, not a directory", describe(&meta.file_type())),
-            ))
+            return Err(error(ErrorKind::NotADirectory, &dir, format!("is {}, not a directory", kind_of(&meta))))
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), Vec::new())),
         Err(e) => return Err(io_error(&dir, "cannot be read", &e)),

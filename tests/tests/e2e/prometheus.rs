@@ -336,7 +336,7 @@ fn a_symlink_or_a_directory_as_the_textfile_is_refused() {
     std::os::unix::fs::symlink(&target, &link).unwrap();
     let dir = out_dir.path().join("dir.prom");
     fs::create_dir(&dir).unwrap();
-    for (textfile, kind) in [(&link, "symbolic link"), (&dir, "directory")] {
+    for (textfile, kind) in [(&link, "is a symlink,"), (&dir, "is a directory,")] {
         let root = StorageRoot::new();
         fixture(&root);
         let out = collect_bounded(&root, textfile, &out_dir.path().join("metrics.log"));

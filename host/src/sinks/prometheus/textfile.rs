@@ -2,34 +2,15 @@
 //! a link or blocking on a FIFO, replaced atomically.
 
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::Context;
 
+use crate::lock::kind_of;
+
 /// The largest previous file read back (ours are a few KiB per flavor).
 const MAX_PREVIOUS_BYTES: u64 = 4 << 20;
-
-/// What a directory entry is, in words, for error messages.
-fn kind_of(file_type: std::fs::FileType) -> &'static str {
-    if file_type.is_file() {
-        "regular file"
-    } else if file_type.is_dir() {
-        "directory"
-    } else if file_type.is_symlink() {
-        "symbolic link"
-    } else if file_type.is_fifo() {
-        "FIFO (named pipe)"
-    } else if file_type.is_socket() {
-        "socket"
-    } else if file_type.is_char_device() {
-        "character device"
-    } else if file_type.is_block_device() {
-        "block device"
-    } else {
-        "special file"
-    }
-}
 
 /// The directory a textfile is written in (its temporary file too).
 pub fn textfile_dir(path: &Path) -> &Path {
@@ -47,17 +28,17 @@ pub fn check_textfile(path: &Path) -> anyhow::Result<()> {
     anyhow::ensure!(dir.is_dir(), "Prometheus textfile {}: {} is not a directory", path.display(), dir.display());
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_file() => Ok(()),
-        Ok(meta) => Err(not_a_regular_file(path, meta.file_type())),
+        Ok(meta) => Err(not_a_regular_file(path, &meta)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e).with_context(|| format!("Prometheus textfile {}", path.display())),
     }
 }
 
-fn not_a_regular_file(path: &Path, file_type: std::fs::FileType) -> anyhow::Error {
+fn not_a_regular_file(path: &Path, meta: &std::fs::Metadata) -> anyhow::Error {
     anyhow::anyhow!(
-        "Prometheus textfile {}: is a {}, not a regular file; refusing to read or replace it",
+        "Prometheus textfile {}: is {}, not a regular file; refusing to read or replace it",
         path.display(),
-        kind_of(file_type)
+        kind_of(meta)
     )
 }
 
@@ -80,7 +61,7 @@ pub fn read_previous(path: &Path) -> anyhow::Result<Option<String>> {
             // ELOOP (a symlink under O_NOFOLLOW), ENXIO (a socket): say what is there.
             if let Ok(meta) = std::fs::symlink_metadata(path) {
                 if !meta.file_type().is_file() {
-                    return Err(not_a_regular_file(path, meta.file_type()));
+                    return Err(not_a_regular_file(path, &meta));
                 }
             }
             return Err(e).with_context(|| format!("reading the Prometheus textfile {}", path.display()));
@@ -88,7 +69,7 @@ pub fn read_previous(path: &Path) -> anyhow::Result<Option<String>> {
     };
     let meta = file.metadata().with_context(|| format!("reading the Prometheus textfile {}", path.display()))?;
     if !meta.file_type().is_file() {
-        return Err(not_a_regular_file(path, meta.file_type()));
+        return Err(not_a_regular_file(path, &meta));
     }
     let mut bytes = Vec::new();
     file.take(MAX_PREVIOUS_BYTES)
@@ -129,7 +110,7 @@ mod tests {
         let link = dir.path().join("link.prom");
         std::os::unix::fs::symlink(&target, &link).unwrap();
         let err = read_previous(&link).unwrap_err().to_string();
-        assert!(err.contains("symbolic link"), "{err}");
+        assert!(err.contains("is a symlink, not a regular file"), "{err}");
 
         let sub = dir.path().join("dir.prom");
         std::fs::create_dir(&sub).unwrap();

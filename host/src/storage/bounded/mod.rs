@@ -55,7 +55,7 @@ use std::time::{Duration, Instant};
 use runner_metrics_core::names::is_valid_runner_name;
 
 use super::{
-    describe, error, io_error, require_name, require_root, write_atomically, ContentEntry, ErrorKind, Result, Storage,
+    error, io_error, kind_of, require_name, require_root, write_atomically, ContentEntry, ErrorKind, Result, Storage,
     StorageError, INSTALLATION_START_FILE,
 };
 
@@ -615,7 +615,7 @@ pub fn reattach(root: &Path, name: &str, dry_run: bool) -> Result<Option<Reattac
             return Err(error(
                 ErrorKind::NotADirectory,
                 &image,
-                format!("is {}, not an image; left alone", describe(&meta.file_type())),
+                format!("is {}, not an image; left alone", kind_of(&meta)),
             ))
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -638,7 +638,7 @@ pub fn reattach(root: &Path, name: &str, dry_run: bool) -> Result<Option<Reattac
             return Err(error(
                 ErrorKind::NotADirectory,
                 &dir,
-                format!("is {}, not the mount point of {}; left alone", describe(&m.file_type()), image.display()),
+                format!("is {}, not the mount point of {}; left alone", kind_of(&m), image.display()),
             ))
         }
         Ok(_) => {
