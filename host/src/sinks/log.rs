@@ -74,6 +74,15 @@ pub fn open_regular_file_with(path: &Path, options: &mut OpenOptions, flags: lib
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) && flags & libc::O_NOFOLLOW != 0 => {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "is a symlink, not a regular file (not followed)"))
         }
+        // A socket cannot be opened at all: say what is there.
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
+            return Err(match std::fs::symlink_metadata(path) {
+                Ok(meta) if !meta.is_file() => {
+                    io::Error::new(io::ErrorKind::InvalidInput, format!("is {}, not a regular file", kind_of(&meta)))
+                }
+                _ => e,
+            })
+        }
         Err(e) => return Err(e),
     };
     let meta = file.metadata()?;
@@ -210,6 +219,16 @@ mod tests {
         // Read-only opening (a token file) is refused the same way.
         let error = open_regular_file(&fifo, OpenOptions::new().read(true)).expect_err("a FIFO");
         assert!(error.to_string().contains("is a FIFO"), "{error}");
+    }
+
+    #[test]
+    fn refuses_a_socket_saying_what_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("socket");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let error = MetricsLog::open(&socket).err().expect("a socket is not a log");
+        assert!(error.to_string().contains("is a socket, not a regular file"), "{error}");
+        assert!(error.to_string().contains(&socket.display().to_string()), "{error}");
     }
 
     #[test]

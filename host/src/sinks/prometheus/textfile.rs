@@ -2,12 +2,12 @@
 //! a link or blocking on a FIFO, replaced atomically.
 
 use std::io::{self, Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::Context;
 
 use crate::lock::kind_of;
+use crate::log::open_regular_file_with;
 
 /// The largest previous file read back (ours are a few KiB per flavor).
 const MAX_PREVIOUS_BYTES: u64 = 4 << 20;
@@ -42,39 +42,21 @@ fn not_a_regular_file(path: &Path, meta: &std::fs::Metadata) -> anyhow::Error {
     )
 }
 
-/// The text of the file this module wrote last time, if any. The file is
-/// opened with `O_NONBLOCK` (a FIFO would otherwise block the open or the
-/// read forever), `O_NOFOLLOW` (a symlink is not followed out of the
-/// directory) and `O_CLOEXEC`, then checked with `fstat` on the descriptor
-/// itself: anything but a regular file is an error naming the path and what
-/// it is. A file that is not UTF-8 is not ours: it counts as absent (the
-/// counters restart, which Prometheus handles as a reset).
+/// The text of the file this module wrote last time, if any. Opened as the
+/// metrics log is ([`open_regular_file_with`]: never blocking on a FIFO or a
+/// device, `fstat`ed, anything but a regular file refused saying what it
+/// is), and without following a symlink out of the directory. A file that
+/// is not UTF-8 is not ours: it counts as absent (the counters restart,
+/// which Prometheus handles as a reset).
 pub fn read_previous(path: &Path) -> anyhow::Result<Option<String>> {
-    let opened = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path);
-    let file = match opened {
+    let context = || format!("Prometheus textfile {}: refusing to read or replace it", path.display());
+    let file = match open_regular_file_with(path, std::fs::OpenOptions::new().read(true), libc::O_NOFOLLOW) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            // ELOOP (a symlink under O_NOFOLLOW), ENXIO (a socket): say what is there.
-            if let Ok(meta) = std::fs::symlink_metadata(path) {
-                if !meta.file_type().is_file() {
-                    return Err(not_a_regular_file(path, &meta));
-                }
-            }
-            return Err(e).with_context(|| format!("reading the Prometheus textfile {}", path.display()));
-        }
+        Err(e) => return Err(e).with_context(context),
     };
-    let meta = file.metadata().with_context(|| format!("reading the Prometheus textfile {}", path.display()))?;
-    if !meta.file_type().is_file() {
-        return Err(not_a_regular_file(path, &meta));
-    }
     let mut bytes = Vec::new();
-    file.take(MAX_PREVIOUS_BYTES)
-        .read_to_end(&mut bytes)
-        .with_context(|| format!("reading the Prometheus textfile {}", path.display()))?;
+    file.take(MAX_PREVIOUS_BYTES).read_to_end(&mut bytes).with_context(context)?;
     Ok(String::from_utf8(bytes).ok())
 }
 
@@ -101,7 +83,7 @@ mod tests {
         let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
         // SAFETY: a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
-        let err = read_previous(&fifo).unwrap_err().to_string();
+        let err = format!("{:#}", read_previous(&fifo).unwrap_err());
         assert!(err.contains(&fifo.display().to_string()) && err.contains("FIFO"), "{err}");
         assert!(check_textfile(&fifo).unwrap_err().to_string().contains("FIFO"));
 
@@ -109,12 +91,17 @@ mod tests {
         std::fs::write(&target, "runner_metrics_storages_total{outcome=\"extracted\"} 1\n").unwrap();
         let link = dir.path().join("link.prom");
         std::os::unix::fs::symlink(&target, &link).unwrap();
-        let err = read_previous(&link).unwrap_err().to_string();
+        let err = format!("{:#}", read_previous(&link).unwrap_err());
         assert!(err.contains("is a symlink, not a regular file"), "{err}");
+
+        let socket = dir.path().join("socket.prom");
+        let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let err = format!("{:#}", read_previous(&socket).unwrap_err());
+        assert!(err.contains(&socket.display().to_string()) && err.contains("is a socket"), "{err}");
 
         let sub = dir.path().join("dir.prom");
         std::fs::create_dir(&sub).unwrap();
-        assert!(read_previous(&sub).unwrap_err().to_string().contains("directory"));
+        assert!(format!("{:#}", read_previous(&sub).unwrap_err()).contains("is a directory"));
 
         assert!(read_previous(&target).unwrap().unwrap().contains("extracted"));
         assert!(read_previous(&dir.path().join("absent.prom")).unwrap().is_none());
