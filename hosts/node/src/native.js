@@ -13,9 +13,13 @@ import { countReport, jobAnswer, newSummary } from './shared.js';
 const addon = createRequire(import.meta.url)('../runner-metrics.node');
 
 
-/** A report as index.js hands them over (absent reason and file left out). */
+/** A report as index.js hands them over (absent reason and file left out; `errors`, the filesystem
+ * errors `detail` names, as `{operation, path, code, cause}` spelt as the WIT spells them). */
 function reportOf(r) {
-  return { name: r.name, outcome: r.outcome, reason: r.reason ?? undefined, file: r.file ?? undefined, detail: r.detail, events: r.events };
+  return {
+    name: r.name, outcome: r.outcome, reason: r.reason ?? undefined, file: r.file ?? undefined, detail: r.detail,
+    events: r.events, errors: r.errors,
+  };
 }
 
 /** The addon's options and request handler for `options`, and how to turn its outcome into the summary. */

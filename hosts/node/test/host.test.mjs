@@ -1,13 +1,14 @@
 // The Node host's own behaviour: the log, the API, callbacks, limits. Traps
 // and lies of a hostile guest: traps.test.mjs.
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, test } from 'node:test';
 
-import { CollectError, Plugin, collect } from '../src/index.js';
+import { CollectError, NATIVE, Plugin, collect } from '../src/index.js';
 import { buildCase, loadCases, snapshot } from '../test-support/conformance.mjs';
 
 const VALID = loadCases().find((c) => c.name === 'valid-without-job-metrics');
@@ -205,3 +206,30 @@ test('policy: strict (the default) quarantines a corrupt runner; lenient counts 
   await assert.rejects(collect(root, 'small', { plugin, metricsLog: { append() {} }, policy: 1 }), TypeError);
   assert.ok(existsSync(join(root, 'runner-a')));
 });
+
+// Each host fails a storage with a tmpfs mounted on it its own way: the Rust host's confined
+// filesystem never enters a mount it did not make; the WebAssembly host moves it and gets EBUSY.
+// Either way the report names the error, typed, as the WIT spells it.
+for (const host of ['native', 'wasm']) {
+  const skip = (process.getuid() !== 0 && 'mounting a tmpfs needs root')
+    || (host === 'native' && !NATIVE && 'the addon runner-metrics.node is not built (scripts/test-hosts.sh builds it)');
+  test(`a failed storage names its filesystem errors (${host})`, { skip }, async () => {
+    const { base, root } = build({});
+    const storage = join(root, 'r-tmpfs');
+    mkdirSync(storage);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'tmpfs', storage]);
+    try {
+      const seen = [];
+      const options = { metricsLog: join(base, 'metrics.log'), onReport: (r) => seen.push(r) };
+      const summary = await collect(root, 'small', host === 'native' ? options : { ...options, plugin });
+      assert.equal(summary.failed, 1);
+      const expected = host === 'native'
+        ? { operation: 'open-directory', path: 'r-tmpfs', code: 'permission-denied', cause: 'Operation not permitted' }
+        : { operation: 'move', path: 'r-tmpfs', code: 'other', cause: 'Device or resource busy' };
+      assert.deepEqual(seen.map((r) => r.errors.map((e) => ({ ...e }))), [[expected]]);
+      assert.ok(seen[0].detail.includes(`"${expected.path}": ${expected.cause}`), seen[0].detail);
+    } finally {
+      execFileSync('umount', ['-l', storage]);
+    }
+  });
+}

@@ -2,6 +2,7 @@
 
 import json
 import os
+import subprocess
 
 import pytest
 import wasmtime.component as wc
@@ -310,3 +311,40 @@ def test_a_second_run_on_a_locked_root_is_refused_and_touches_nothing(tmp_path, 
     assert {k: v for k, v in conformance.snapshot(tmp_path).items() if k != "log"} == before
     summary = collect(root, "small", metrics_log=tmp_path / "log", component=component_path)
     assert summary.extracted == 1 and not (root / ".lock").exists()
+
+
+@pytest.fixture
+def a_storage_with_a_tmpfs_on_it(tmp_path):
+    """A root whose one storage is a tmpfs mounted by hand (as root; unmounted after)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    storage = tmp_path / "root" / "r-tmpfs"
+    storage.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(storage)], check=True)
+    try:
+        yield storage.parent
+    finally:
+        subprocess.run(["umount", "-l", str(storage)], check=False)
+
+
+@pytest.mark.parametrize("host", ["native", "wasm"])
+def test_a_failed_storage_names_its_filesystem_errors(tmp_path, a_storage_with_a_tmpfs_on_it, plugin, host):
+    # Each host fails the storage its own way: the Rust host's confined
+    # filesystem never enters a mount it did not make; the pure host moves
+    # it and gets EBUSY. Either way the report names the error, typed.
+    from runner_metrics_host import NATIVE, FsError
+
+    if host == "native" and not NATIVE:
+        pytest.skip("the extension _native is not built (scripts/test-hosts.sh builds it)")
+    seen = []
+    kwargs = {} if host == "native" else {"plugin": plugin}
+    summary = collect(
+        a_storage_with_a_tmpfs_on_it, "small", metrics_log=tmp_path / "log", on_report=seen.append, **kwargs
+    )
+    assert summary.failed == 1 and seen == summary.reports, summary
+    expected = {
+        "native": FsError("open-directory", "r-tmpfs", "permission-denied", "Operation not permitted"),
+        "wasm": FsError("move", "r-tmpfs", "other", "Device or resource busy"),
+    }[host]
+    assert seen[0].errors == (expected,), seen[0]
+    assert f'"{expected.path}": {expected.cause}' in seen[0].detail, "the detail names the same error"

@@ -69,6 +69,21 @@ pub struct Report {
     pub file: Option<String>,
     pub detail: String,
     pub events: u32,
+    /// The filesystem errors `detail` names (a failed storage's).
+    pub errors: Vec<FsError>,
+}
+
+/// A filesystem error a report names, the enums spelt as the WIT spells
+/// them (`open-directory`, `permission-denied`), as the WebAssembly host
+/// gets them from the keeper.
+#[napi(object)]
+#[derive(Clone)]
+pub struct FsError {
+    pub operation: String,
+    /// Relative to the storage root; empty for the root itself.
+    pub path: String,
+    pub code: String,
+    pub cause: String,
 }
 
 /// What the run asks the JavaScript side: `kind` is `jobMetrics`
@@ -356,6 +371,14 @@ fn report_of(r: &StorageReport) -> Report {
         file: r.file.clone(),
         detail: r.detail.clone(),
         events: r.events,
+        errors: r
+            .errors
+            .iter()
+            .map(|e| {
+                let (operation, path, code, cause) = runner_metrics::summary::fs_error_fields(e);
+                FsError { operation, path, code, cause }
+            })
+            .collect(),
     }
 }
 

@@ -137,11 +137,14 @@ impl EventSink for PythonSink {
     }
 }
 
-/// `(name, outcome, detail, events, reason, file)`.
-type ReportTuple = (String, &'static str, String, u32, Option<String>, Option<String>);
+/// `(name, outcome, detail, events, reason, file, errors)`, each error
+/// `(operation, path, code, cause)` (`summary::fs_error_fields`).
+type ReportTuple =
+    (String, &'static str, String, u32, Option<String>, Option<String>, Vec<(String, String, String, String)>);
 
 fn report_tuple(r: &StorageReport) -> ReportTuple {
-    (r.name.clone(), r.outcome.as_str(), r.detail.clone(), r.events, r.reason.clone(), r.file.clone())
+    let errors = r.errors.iter().map(runner_metrics::summary::fs_error_fields).collect();
+    (r.name.clone(), r.outcome.as_str(), r.detail.clone(), r.events, r.reason.clone(), r.file.clone(), errors)
 }
 
 /// Reports kept for the result and handed to `on_report` in batches.

@@ -22,6 +22,7 @@ from typing import Any
 from . import _lock, wasm_host
 from ._types import (
     CollectError,
+    FsError,
     GithubJobMetrics,
     GuestFailure,
     Limits,
@@ -58,6 +59,7 @@ __all__ = [
     "Limits",
     "Summary",
     "StorageReport",
+    "FsError",
     "RunnerMetrics",
     "PreJobMetrics",
     "PostJobMetrics",

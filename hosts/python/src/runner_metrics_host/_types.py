@@ -45,6 +45,16 @@ class GithubJobMetrics:
 
 
 @dataclass(frozen=True)
+class FsError:
+    """A filesystem error a report names (the WIT's ``fs-error``), spelt as the WIT spells it."""
+
+    operation: str  #: what was done: ``open-directory``, ``remove``, ``move``, ...
+    path: str  #: relative to the storage root; empty for the root itself
+    code: str  #: ``not-found``, ``permission-denied``, ``symlink``, ...
+    cause: str  #: the system's words
+
+
+@dataclass(frozen=True)
 class StorageReport:
     """What happened to one root entry, and the lines written for it."""
 
@@ -54,6 +64,8 @@ class StorageReport:
     events: int = 0
     reason: str | None = None  #: the quarantine or skip reason (kebab-case)
     file: str | None = None  #: the file to blame for a quarantine
+    #: the filesystem errors ``detail`` names (a failed storage's), so a caller need not parse it
+    errors: tuple[FsError, ...] = ()
 
 
 @dataclass

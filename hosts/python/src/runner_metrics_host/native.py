@@ -23,6 +23,7 @@ from typing import Any
 from . import _native
 from ._types import (
     CollectError,
+    FsError,
     Limits,
     PostJobMetrics,
     PreJobMetrics,
@@ -60,7 +61,7 @@ def _lent(job_metrics: Any, metrics_log: Any, on_report: Any) -> dict[str, Any]:
     log = os.fsdecode(metrics_log or os.environ.get(METRICS_LOG_ENV) or DEFAULT_METRICS_LOG) if owned else None
 
     def report(t: tuple) -> None:
-        on_report(StorageReport(*t))
+        on_report(_report(t))
 
     return {
         "metrics_log": log,
@@ -70,11 +71,17 @@ def _lent(job_metrics: Any, metrics_log: Any, on_report: Any) -> dict[str, Any]:
     }
 
 
+def _report(t: tuple) -> StorageReport:
+    """A report as the extension hands it over: its fields, then its errors as tuples."""
+    *fields, errors = t
+    return StorageReport(*fields, tuple(FsError(*e) for e in errors))
+
+
 def _summary(result: tuple[list[tuple], str | None]) -> Summary:
     reports, error = result
     summary = Summary()
     for t in reports:
-        summary.add(StorageReport(*t))
+        summary.add(_report(t))
     if error is not None:
         raise CollectError(error, summary)
     return summary

@@ -37,6 +37,7 @@ import wasmtime.component as wc
 from . import _lock
 from ._types import (
     CollectError,
+    FsError,
     GithubJobMetrics,
     GuestFailure,
     Limits,
@@ -56,6 +57,7 @@ __all__ = [
     "Limits",
     "Summary",
     "StorageReport",
+    "FsError",
     "RunnerMetrics",
     "PreJobMetrics",
     "PostJobMetrics",
@@ -370,7 +372,8 @@ class _Run:
 
     def report(self, r: Any) -> None:
         r = self.checked(self.keeper.report(r))
-        report = StorageReport(r.name, r.outcome, r.detail, r.events, r.reason, r.file)
+        errors = tuple(FsError(e.operation, e.path, e.code, e.cause) for e in r.errors)
+        report = StorageReport(r.name, r.outcome, r.detail, r.events, r.reason, r.file, errors)
         self.summary.add(report)
         try:
             if self.on_report is not None:
