@@ -77,9 +77,7 @@ pub fn open_regular_file_with(path: &Path, options: &mut OpenOptions, flags: lib
         // A socket cannot be opened at all: say what is there.
         Err(e) if e.raw_os_error() == Some(libc::ENXIO) => {
             return Err(match std::fs::symlink_metadata(path) {
-                Ok(meta) if !meta.is_file() => {
-                    io::Error::new(io::ErrorKind::InvalidInput, format!("is {}, not a regular file", kind_of(&meta)))
-                }
+                Ok(meta) if !meta.is_file() => not_a_regular_file(&meta),
                 _ => e,
             })
         }
@@ -87,7 +85,7 @@ pub fn open_regular_file_with(path: &Path, options: &mut OpenOptions, flags: lib
     };
     let meta = file.metadata()?;
     if !meta.is_file() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("is {}, not a regular file", kind_of(&meta))));
+        return Err(not_a_regular_file(&meta));
     }
     // SAFETY: plain fcntl calls on a descriptor `file` owns.
     let flags = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GETFL) };
@@ -95,6 +93,12 @@ pub fn open_regular_file_with(path: &Path, options: &mut OpenOptions, flags: lib
         return Err(io::Error::last_os_error());
     }
     Ok(file)
+}
+
+/// The `InvalidInput` error of [`open_regular_file_with`]: what is there
+/// instead (`is a FIFO, not a regular file`).
+fn not_a_regular_file(meta: &std::fs::Metadata) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, format!("is {}, not a regular file", kind_of(meta)))
 }
 
 /// Appends a newline if the file is non-empty and does not end with one.
