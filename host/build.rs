@@ -1,16 +1,21 @@
-//! Builds the three components for `wasm32-wasip2` so the host can embed
+//! Builds the four components for `wasm32-wasip2` so the host can embed
 //! them and `runner-metrics` stays one self-contained executable: the
-//! plugin (world `plugin`, which the host loads), the keeper (world
-//! `keeper`, crate `keeper/`, which the host runs beside the plugin) and the
-//! command component (world `command`, feature `command`, which
-//! `runner-metrics component --kind command` writes for `wasmtime run`).
+//! plugin (world `plugin`, which the host loads where wasmtime-wasi serves
+//! the filesystem, and which `runner-metrics component --kind plugin`
+//! writes for the other hosts), its fast build (world `plugin-fast`,
+//! feature `fast-read`, which the host loads over its confined
+//! filesystem), the keeper (world `keeper`, crate `keeper/`, which the host
+//! runs beside the plugin) and the command component (world `command`,
+//! feature `command`, which `runner-metrics component --kind command`
+//! writes for `wasmtime run`).
 //!
 //! Each is built by a nested `cargo` with its own target directory
-//! (`target/guest-component`, `target/guest-keeper`, `target/guest-command`),
+//! (`target/guest-component`, `target/guest-fast`, `target/guest-keeper`,
+//! `target/guest-command`),
 //! so it neither deadlocks on the outer build's lock nor inherits the host's
 //! flags, and the feature sets do not rebuild each other. Set
-//! `RUNNER_METRICS_PREBUILT_COMPONENT`, `..._PREBUILT_KEEPER` and
-//! `..._PREBUILT_COMMAND` to the paths of prebuilt components to skip the
+//! `RUNNER_METRICS_PREBUILT_COMPONENT`, `..._PREBUILT_FAST`,
+//! `..._PREBUILT_KEEPER` and `..._PREBUILT_COMMAND` to the paths of prebuilt components to skip the
 //! nested builds.
 //!
 //! `rust-toolchain.toml` lists the `wasm32-wasip2` target, but rustup adds
@@ -28,6 +33,7 @@ use std::process::Command;
 
 const CORE_PACKAGE: &str = "runner-metrics-core";
 const PLUGIN_ARTIFACT: &str = "runner_metrics_plugin.wasm";
+const FAST_ARTIFACT: &str = "runner_metrics_plugin_fast.wasm";
 const KEEPER_PACKAGE: &str = "runner-metrics-keeper";
 const KEEPER_ARTIFACT: &str = "runner_metrics_keeper.wasm";
 const COMMAND_ARTIFACT: &str = "runner_metrics_command.wasm";
@@ -39,6 +45,7 @@ fn main() {
     let out_dir = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
 
     println!("cargo:rerun-if-env-changed=RUNNER_METRICS_PREBUILT_COMPONENT");
+    println!("cargo:rerun-if-env-changed=RUNNER_METRICS_PREBUILT_FAST");
     println!("cargo:rerun-if-env-changed=RUNNER_METRICS_PREBUILT_KEEPER");
     println!("cargo:rerun-if-env-changed=RUNNER_METRICS_PREBUILT_COMMAND");
     println!("cargo:rerun-if-env-changed=RUSTUP_TOOLCHAIN");
@@ -49,6 +56,7 @@ fn main() {
     let prebuilt = |var: &str| env::var_os(var).map(PathBuf::from);
     let wanted = [
         ("RUNNER_METRICS_PREBUILT_COMPONENT", CORE_PACKAGE, "guest-component", None, PLUGIN_ARTIFACT),
+        ("RUNNER_METRICS_PREBUILT_FAST", CORE_PACKAGE, "guest-fast", Some("fast-read"), FAST_ARTIFACT),
         ("RUNNER_METRICS_PREBUILT_KEEPER", KEEPER_PACKAGE, "keeper-component", None, KEEPER_ARTIFACT),
         ("RUNNER_METRICS_PREBUILT_COMMAND", CORE_PACKAGE, "guest-command", Some("command"), COMMAND_ARTIFACT),
     ];

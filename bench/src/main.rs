@@ -140,7 +140,11 @@ fn run(args: RunArgs) -> Result<()> {
     println!("# runner-metrics benchmark\n");
     machine(&args)?;
     println!("- collect binary: `{}`", collect_bin.display());
-    println!("- component: {} bytes", runner_metrics::plugin::EMBEDDED_COMPONENT.len());
+    println!(
+        "- component: {} bytes (the fast build, which the CLI runs; the WASI build: {} bytes)",
+        runner_metrics::plugin::EMBEDDED_FAST_COMPONENT.len(),
+        runner_metrics::plugin::EMBEDDED_COMPONENT.len()
+    );
     println!("- seed {}; mix: ~80% complete, 10% no post-job, 5% no installed timestamp, 5% corrupt\n", args.seed);
 
     let mut places = vec![("tmpfs", args.tmpfs_dir.clone())];

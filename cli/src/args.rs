@@ -14,7 +14,7 @@ use runner_metrics::collect::{JobMetricsSource, NoJobMetrics};
 use runner_metrics::github::{read_token_file, GithubJobs, GithubOptions, DEFAULT_API_URL};
 use runner_metrics::lock::RootLock;
 use runner_metrics::os_sandbox::{Confinement, Grants, Layers};
-use runner_metrics::plugin::{default_cache_dir, Plugin, PluginOptions, Precompiled, EMBEDDED_COMPONENT};
+use runner_metrics::plugin::{default_cache_dir, Plugin, PluginOptions, Precompiled};
 use runner_metrics::prometheus::Naming;
 use runner_metrics::{Limits, Policy, Selection};
 
@@ -562,7 +562,7 @@ impl WasmSandboxArgs {
 /// Opens the plugin, saying once when it falls back to wasmtime-wasi's
 /// filesystem or the cache refused something.
 pub(crate) fn open_plugin(options: &PluginOptions) -> Result<Plugin> {
-    open_precompiled(options, Plugin::precompile(EMBEDDED_COMPONENT, options, true)?)
+    open_precompiled(options, Plugin::precompile(options.component()?, options, true)?)
 }
 
 /// The plugin's and keeper's code, checked against the cache's MAC or
@@ -583,12 +583,12 @@ pub(crate) fn precompile(options: &PluginOptions, writable: &[&Path]) -> Result<
             );
         }
     }
-    Plugin::precompile(EMBEDDED_COMPONENT, options, false)
+    Plugin::precompile(options.component()?, options, false)
 }
 
 /// Opens the plugin from what [`precompile`] prepared.
 pub(crate) fn open_precompiled(options: &PluginOptions, precompiled: Precompiled) -> Result<Plugin> {
-    let plugin = Plugin::open_precompiled(EMBEDDED_COMPONENT, options, precompiled)?;
+    let plugin = Plugin::open_precompiled(options.component()?, options, precompiled)?;
     if let Some(why) = plugin.filesystem_fallback() {
         eprintln!("runner-metrics: warning: {why}");
     }

@@ -6,18 +6,42 @@
 //! call, the whole collect driving the imported `host` interface) and,
 //! with the feature `command`, the command component for `wasmtime run`
 //! (`cli_run.rs`), which exports the fine-grained `extraction` and
-//! `events` interfaces for `--invoke`.
+//! `events` interfaces for `--invoke`. With the feature `fast-read`, the
+//! plugin is built for `plugin-fast` (`wit/confined-fs`): the same plugin,
+//! reading a storage's files through the Rust host's `bounded-read`.
 
 use crate::fs::WasiFs;
 use crate::model::*;
 use crate::quarantine;
 
-#[cfg(not(feature = "command"))]
+#[cfg(not(any(feature = "command", feature = "fast-read")))]
 wit_bindgen::generate!({
     path: "../wit/0.4.0",
     world: "plugin",
     with: { "github-runner:metrics/types@0.4.0": crate::model::generated::github_runner::metrics::types },
 });
+
+// The fast build, which only the Rust host runs: the plugin world plus the
+// host's `bounded-read` (`wit/confined-fs`), which takes WASI's own
+// descriptors.
+#[cfg(all(feature = "fast-read", not(feature = "command")))]
+wit_bindgen::generate!({
+    path: ["../wit/0.4.0", "../wit/confined-fs"],
+    world: "runner-metrics:confined-fs/plugin-fast",
+    with: {
+        "github-runner:metrics/types@0.4.0": crate::model::generated::github_runner::metrics::types,
+        "wasi:filesystem/types@0.2.12": wasi::filesystem::types,
+        "wasi:io/streams@0.2.12": wasi::io::streams,
+        "wasi:io/error@0.2.12": wasi::io::error,
+        "wasi:io/poll@0.2.12": wasi::io::poll,
+        "wasi:clocks/wall-clock@0.2.12": wasi::clocks::wall_clock,
+    },
+    // The `plugin` world's own interfaces, as its build generates them.
+    generate_all,
+});
+
+#[cfg(all(feature = "fast-read", feature = "command"))]
+compile_error!("the features `fast-read` and `command` build different components: choose one");
 
 #[cfg(feature = "command")]
 wit_bindgen::generate!({

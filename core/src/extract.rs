@@ -4,7 +4,7 @@
 //! Everything here goes through [`StorageFs`], so the same code runs in the
 //! sandbox and natively.
 
-use crate::fs::{join, BoundedRead, EntryKind, Failure, FsError, FsErrorCode, StorageFs};
+use crate::fs::{join, BoundedRead, EntryKind, Failure, FsError, FsErrorCode, FsResult, StorageFs};
 use crate::model::{
     Outcome, Policy, QuarantineInfo, QuarantineReason, RootEntry, RunnerMetrics, Selection, SkipReason,
 };
@@ -94,18 +94,7 @@ enum FileState {
 /// only to explain a failed open: the same outcome and words either way.
 fn read_storage_file(fs: &impl StorageFs, path: &str) -> FileState {
     if !fs.opens_block() {
-        return match fs.read_bounded(path, FILE_SIZE_BYTES_LIMIT) {
-            Err(e) if e.code == FsErrorCode::NotFound => FileState::Missing,
-            // A symlink (refused by the open) or a socket (which cannot be
-            // opened): what the `lstat` would have said.
-            Err(e) => match fs.lstat(path) {
-                Ok(meta) if meta.kind != EntryKind::File => FileState::Corrupt(not_regular(meta.kind)),
-                Err(gone) if gone.code == FsErrorCode::NotFound => FileState::Missing,
-                _ => FileState::Failed(e),
-            },
-            Ok(BoundedRead::TooLarge(size)) => FileState::Corrupt(oversized(size)),
-            Ok(read) => read_state(read),
-        };
+        return opened_first(fs, path, fs.read_bounded(path, FILE_SIZE_BYTES_LIMIT));
     }
     let meta = match fs.lstat(path) {
         Ok(meta) => meta,
@@ -126,6 +115,23 @@ fn read_storage_file(fs: &impl StorageFs, path: &str) -> FileState {
         }
         Err(e) if e.code == FsErrorCode::NotFound => FileState::Missing,
         Err(e) => FileState::Failed(e),
+    }
+}
+
+/// What the read of a file opened without an `lstat` first says of it
+/// (opens never block here), `lstat`ing `path` only to explain a failed open.
+fn opened_first(fs: &impl StorageFs, path: &str, read: FsResult<BoundedRead>) -> FileState {
+    match read {
+        Err(e) if e.code == FsErrorCode::NotFound => FileState::Missing,
+        // A symlink (refused by the open) or a socket (which cannot be
+        // opened): what the `lstat` would have said.
+        Err(e) => match fs.lstat(path) {
+            Ok(meta) if meta.kind != EntryKind::File => FileState::Corrupt(not_regular(meta.kind)),
+            Err(gone) if gone.code == FsErrorCode::NotFound => FileState::Missing,
+            _ => FileState::Failed(e),
+        },
+        Ok(BoundedRead::TooLarge(size)) => FileState::Corrupt(oversized(size)),
+        Ok(read) => read_state(read),
     }
 }
 
@@ -183,8 +189,17 @@ fn read_storage(fs: &impl StorageFs, name: &str, policy: Policy) -> Result<(Stor
     let mut parsed = StorageFiles::default();
     let mut failure = None;
     let mut dropped = Vec::new();
+    // Where opens never block, all four are read at once (one host call in
+    // the fast build); else each is `lstat`ed and read in turn.
+    let mut read_at_once =
+        (!fs.opens_block()).then(|| fs.read_files(name, &files::ALL, FILE_SIZE_BYTES_LIMIT).into_iter());
     for file in files::ALL {
-        let bytes = match read_storage_file(fs, &join(name, file)) {
+        let path = join(name, file);
+        let state = match read_at_once.as_mut().and_then(Iterator::next) {
+            Some(read) => opened_first(fs, &path, read),
+            None => read_storage_file(fs, &path),
+        };
+        let bytes = match state {
             FileState::Missing => continue,
             FileState::Present(bytes) => Ok(bytes),
             FileState::Corrupt(corruption) => Err(corruption),

@@ -152,14 +152,9 @@ impl StorageFs for NativeFs {
             .open(self.path(path))
             .map_err(|e| error(FsOperation::Open, path, e))?;
         let meta = file.metadata().map_err(|e| error(FsOperation::Stat, path, e))?;
-        let kind = kind_of(meta.file_type());
-        if kind != EntryKind::File {
-            return Ok(BoundedRead::NotRegular(kind));
-        }
-        if meta.len() > limit as u64 {
-            return Ok(BoundedRead::TooLarge(meta.len()));
-        }
-        read_at_most(file, limit).map_err(|e| error(FsOperation::Read, path, e))
+        bounded_read(kind_of(meta.file_type()), meta.len(), limit, || {
+            read_at_most(file, limit).map_err(|e| error(FsOperation::Read, path, e))
+        })
     }
 
     fn rename(&self, from: &str, to: &str) -> FsResult<()> {
@@ -431,8 +426,9 @@ impl crate::walk::DirHandle for NativeDir {
 }
 
 /// Reads until EOF or `limit + 1` bytes, whichever comes first.
-fn read_at_most(file: File, limit: usize) -> io::Result<BoundedRead> {
+/// At most `limit + 1` bytes from the start of `file`.
+fn read_at_most(file: File, limit: usize) -> io::Result<Vec<u8>> {
     let mut content = Vec::with_capacity(limit.saturating_add(1).min(64 * 1024));
     file.take(limit as u64 + 1).read_to_end(&mut content)?;
-    Ok(if content.len() > limit { BoundedRead::Oversized } else { BoundedRead::Content(content) })
+    Ok(content)
 }

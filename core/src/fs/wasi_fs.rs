@@ -6,6 +6,9 @@ use wasi::filesystem::types::{
     Descriptor, DescriptorFlags, DescriptorType, DirectoryEntryStream, ErrorCode, OpenFlags, PathFlags,
 };
 
+#[cfg(feature = "fast-read")]
+mod fast;
+
 /// Where the host mounts the storage root inside the sandbox.
 pub const GUEST_ROOT: &str = "/storage";
 
@@ -254,6 +257,38 @@ impl crate::walk::DirHandle for WasiDir {
     }
 }
 
+/// At most `limit + 1` bytes from the start of an open file whose `stat`
+/// said `size` bytes.
+fn read_head(file: &Descriptor, size: u64, limit: usize, path: &str) -> FsResult<Vec<u8>> {
+    let wanted = limit as u64 + 1;
+    let mut content = Vec::new();
+    loop {
+        let have = content.len() as u64;
+        if have >= wanted {
+            break;
+        }
+        let asked = wanted - have;
+        let (chunk, end) = file.read(asked, have).map_err(|e| error(FsOperation::Read, path, e))?;
+        let chunk_len = chunk.len() as u64;
+        if content.is_empty() && chunk_len <= asked {
+            // The common case: the whole file in one read, no copy.
+            content = chunk;
+        } else {
+            content.extend_from_slice(chunk.get(..asked as usize).unwrap_or(&chunk));
+        }
+        // A short read that reaches the size `stat` gave is the end:
+        // wasmtime reports `end` only on the following, empty read,
+        // which would cost a second host call for every file. (A
+        // short read before that size, which a host may return for
+        // any reason, just reads on.)
+        let reached_size = have + chunk_len >= size;
+        if end || chunk_len == 0 || (chunk_len < asked && reached_size) {
+            break;
+        }
+    }
+    Ok(content)
+}
+
 impl StorageFs for WasiFs {
     type Listing = Listing;
     type Dir = WasiDir;
@@ -320,40 +355,12 @@ impl StorageFs for WasiFs {
             .at(path, |d, leaf| d.open_at(PathFlags::empty(), leaf, OpenFlags::empty(), DescriptorFlags::READ))
             .map_err(|e| error(FsOperation::Open, path, e))?;
         let stat = file.stat().map_err(|e| error(FsOperation::Stat, path, e))?;
-        let kind = kind_of(stat.type_);
-        if kind != EntryKind::File {
-            return Ok(BoundedRead::NotRegular(kind));
-        }
-        if stat.size > limit as u64 {
-            return Ok(BoundedRead::TooLarge(stat.size));
-        }
-        let wanted = limit as u64 + 1;
-        let mut content = Vec::new();
-        loop {
-            let have = content.len() as u64;
-            if have >= wanted {
-                break;
-            }
-            let asked = wanted - have;
-            let (chunk, end) = file.read(asked, have).map_err(|e| error(FsOperation::Read, path, e))?;
-            let chunk_len = chunk.len() as u64;
-            if content.is_empty() && chunk_len <= asked {
-                // The common case: the whole file in one read, no copy.
-                content = chunk;
-            } else {
-                content.extend_from_slice(chunk.get(..asked as usize).unwrap_or(&chunk));
-            }
-            // A short read that reaches the size `stat` gave is the end:
-            // wasmtime reports `end` only on the following, empty read,
-            // which would cost a second host call for every file. (A
-            // short read before that size, which a host may return for
-            // any reason, just reads on.)
-            let reached_size = have + chunk_len >= stat.size;
-            if end || chunk_len == 0 || (chunk_len < asked && reached_size) {
-                break;
-            }
-        }
-        Ok(if content.len() > limit { BoundedRead::Oversized } else { BoundedRead::Content(content) })
+        bounded_read(kind_of(stat.type_), stat.size, limit, || read_head(&file, stat.size, limit, path))
+    }
+
+    #[cfg(feature = "fast-read")]
+    fn read_files(&self, dir: &str, names: &[&str], limit: usize) -> Vec<FsResult<BoundedRead>> {
+        fast::read_files(self, dir, names, limit)
     }
 
     fn rename(&self, from: &str, to: &str) -> FsResult<()> {

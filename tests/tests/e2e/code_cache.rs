@@ -9,7 +9,7 @@
 use std::fs;
 use std::path::Path;
 
-use runner_metrics::plugin::{Plugin, PluginOptions, EMBEDDED_COMPONENT};
+use runner_metrics::plugin::{Plugin, PluginOptions};
 use runner_metrics_e2e::*;
 
 /// The hostile guest's machine code as wasmtime serializes it, compiled by
@@ -59,7 +59,7 @@ fn a_planted_cache_entry_is_refused_compiled_again_and_never_run() {
         // A first run fills the cache; then the plant.
         let (out, _) = collect(&cache);
         assert_eq!(out.code, Some(0), "{what}: {out:?}");
-        let entry = Plugin::cache_entry(EMBEDDED_COMPONENT, &options).unwrap().unwrap();
+        let entry = Plugin::cache_entry(options.component().unwrap(), &options).unwrap().unwrap();
         assert!(entry.exists(), "{what}: the plugin's entry {}", entry.display());
         fs::write(&entry, planted).unwrap();
 

@@ -9,7 +9,7 @@
 use std::fs;
 use std::net::TcpListener;
 
-use runner_metrics::plugin::{Plugin, PluginOptions, EMBEDDED_COMPONENT, EMBEDDED_KEEPER};
+use runner_metrics::plugin::{Plugin, PluginOptions, EMBEDDED_KEEPER};
 use runner_metrics_e2e::github_server::{job, jobs_page, jobs_target, without_proxies, Answer, GithubServer};
 use runner_metrics_e2e::*;
 
@@ -116,7 +116,7 @@ impl Escape {
         );
         assert_eq!(warm.code, Some(0), "{warm:?}");
         let options = PluginOptions { cache_dir: Some(cache.path().to_owned()), ..Default::default() };
-        let entries: Vec<_> = [EMBEDDED_COMPONENT, EMBEDDED_KEEPER]
+        let entries: Vec<_> = [options.component().unwrap(), EMBEDDED_KEEPER]
             .map(|wasm| Plugin::cache_entry(wasm, &options).unwrap().expect("a cache entry"))
             .into_iter()
             .inspect(|entry| assert!(entry.is_file(), "{} was not written", entry.display()))

@@ -30,7 +30,7 @@ const MAX_READ: u64 = 1 << 20;
 
 /// An open file or directory and what WASI lets the guest do with it.
 pub struct Descriptor {
-    fd: Arc<OwnedFd>,
+    pub(super) fd: Arc<OwnedFd>,
     flags: DescriptorFlags,
     /// Opened as a directory (or the preopen): its type needs no syscall.
     directory: bool,
@@ -47,13 +47,13 @@ pub struct DirectoryEntryStream {
 type FsResult<T> = wasmtime::Result<Result<T, ErrorCode>>;
 
 impl ConfinedFsView<'_> {
-    fn get(&self, fd: &Resource<Descriptor>) -> wasmtime::Result<&Descriptor> {
+    pub(super) fn get(&self, fd: &Resource<Descriptor>) -> wasmtime::Result<&Descriptor> {
         Ok(self.table.get(fd)?)
     }
 
     /// The mounts a lookup from `d` may enter: from the root, a bounded
     /// storage of ours; below it, none.
-    fn mounts(&self, d: &Descriptor) -> kernel::Mounts<'_> {
+    pub(super) fn mounts(&self, d: &Descriptor) -> kernel::Mounts<'_> {
         if Arc::ptr_eq(&d.fd, &self.ctx.root) {
             kernel::Mounts::OwnStorages(&*self.ctx.own_mount)
         } else {
@@ -82,7 +82,7 @@ macro_rules! on {
     }};
 }
 
-fn kind(file_type: FileType) -> DescriptorType {
+pub(super) fn kind(file_type: FileType) -> DescriptorType {
     match file_type {
         FileType::RegularFile => DescriptorType::RegularFile,
         FileType::Directory => DescriptorType::Directory,

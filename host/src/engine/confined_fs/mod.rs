@@ -15,6 +15,7 @@
 //! Where the kernel lacks `openat2` (or a seccomp filter refuses it) the
 //! plugin falls back to wasmtime-wasi's filesystem ([`Layer`]).
 
+mod bounded_read;
 mod descriptor;
 mod kernel;
 mod listing;
@@ -34,7 +35,8 @@ pub use descriptor::{Descriptor, DirectoryEntryStream};
 
 mod bindings {
     wasmtime::component::bindgen!({
-        path: "wit/confined-fs",
+        // `plugin-fast` (in the same package) includes the public plugin world.
+        path: ["../wit/0.4.0", "../wit/confined-fs"],
         world: "runner-metrics:confined-fs/confined-fs",
         imports: { default: trappable },
         with: {
@@ -193,7 +195,8 @@ pub fn link_wasi<T: WasiView + ConfinedFsState + 'static>(linker: &mut Linker<T>
         sync::io::poll::add_to_linker::<T, Table>(l, |t| t.ctx().table)?;
         sync::io::streams::add_to_linker::<T, Table>(l, |t| t.ctx().table)?;
         bindings::wasi::filesystem::types::add_to_linker::<T, Confined>(l, T::confined_fs)?;
-        bindings::wasi::filesystem::preopens::add_to_linker::<T, Confined>(l, T::confined_fs)
+        bindings::wasi::filesystem::preopens::add_to_linker::<T, Confined>(l, T::confined_fs)?;
+        bindings::runner_metrics::confined_fs::bounded_read::add_to_linker::<T, Confined>(l, T::confined_fs)
     })()
     .anyhow()
     .context("linking WASI with the confined filesystem")

@@ -1144,3 +1144,135 @@ fn a_terminal_device_in_the_root_never_becomes_the_controlling_terminal() {
     assert_eq!(child_says("confined"), "no", "the confined layer's open made the node the controlling terminal");
     drop(master);
 }
+
+// ---------------------------------------------------------------------------
+// `bounded-read`: the fast build's one call for a storage's files. It must
+// refuse and report exactly what open-at, stat and read would, and bound
+// what a lying guest can make the host do.
+
+mod bounded_read {
+    use super::*;
+    use crate::confined_fs::bindings::runner_metrics::confined_fs::bounded_read::{
+        Host as _, OpenedFile, ReadError, ReadStep,
+    };
+    use crate::confined_fs::bounded_read::{MAX_LIMIT, MAX_NAMES};
+
+    type Answer = Result<OpenedFile, ReadError>;
+
+    impl Fx {
+        fn read_files(&mut self, dir: &Fd, names: &[&str], limit: u32) -> wasmtime::Result<Vec<Answer>> {
+            self.view().read_files(b(dir), names.iter().map(|n| (*n).to_owned()).collect(), limit)
+        }
+    }
+
+    fn opened(answer: &Answer) -> (DescriptorType, u64, &[u8]) {
+        let file = answer.as_ref().expect("opened");
+        (file.type_, file.size, &file.head)
+    }
+
+    fn open_error(answer: &Answer) -> ErrorCode {
+        match answer {
+            Err(ReadError { step: ReadStep::Open, code }) => *code,
+            other => panic!("expected a refused open, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn reads_regular_files_and_says_what_everything_else_is() {
+        let mut fx = Fx::new();
+        let s = fx.root.join("s");
+        std::fs::create_dir(&s).expect("mkdir");
+        write_file(s.join("small"), "1700000000.5");
+        std::fs::write(s.join("exact"), vec![b'x'; 16]).expect("write");
+        std::fs::write(s.join("big"), vec![b'x'; 17]).expect("write");
+        std::fs::write(s.join("empty"), b"").expect("write");
+        mkfifo(&s.join("fifo"));
+        std::fs::create_dir(s.join("sub")).expect("mkdir");
+        // Both stay in the temporary directory: one into the root, one out.
+        symlink("../file", s.join("in")).expect("symlink");
+        symlink(fx.outside.join("secret"), s.join("out")).expect("symlink");
+        let root = fx.root();
+        let dir = fx.open_dir(&root, "s", READ).expect("open s");
+        let names = ["small", "exact", "big", "empty", "fifo", "sub", "in", "out"];
+        let answers = fx.read_files(&dir, &names, 16).expect("no trap");
+        assert_eq!(answers.len(), names.len());
+        assert_eq!(opened(&answers[0]), (DescriptorType::RegularFile, 12, &b"1700000000.5"[..]));
+        assert_eq!(opened(&answers[1]), (DescriptorType::RegularFile, 16, &[b'x'; 16][..]));
+        // Larger than the limit: stat'ed, not read.
+        assert_eq!(opened(&answers[2]), (DescriptorType::RegularFile, 17, &b""[..]));
+        assert_eq!(opened(&answers[3]), (DescriptorType::RegularFile, 0, &b""[..]));
+        assert_eq!(opened(&answers[4]).0, DescriptorType::Fifo);
+        assert!(opened(&answers[4]).2.is_empty(), "a FIFO is never read");
+        assert_eq!(opened(&answers[5]).0, DescriptorType::Directory);
+        assert!(opened(&answers[5]).2.is_empty());
+        // No symlink is followed, wherever it points.
+        assert_eq!(open_error(&answers[6]), ErrorCode::Loop);
+        assert_eq!(open_error(&answers[7]), ErrorCode::Loop);
+        // What open-at says of the same names.
+        for (name, answer) in names.iter().zip(&answers) {
+            let path = format!("s/{name}");
+            let by_open = fx.open_file(&path, READ).map(|fd| fx.close(fd));
+            assert_eq!(by_open.err(), answer.as_ref().err().map(|e| e.code), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_fifo_without_writer_does_not_hold_the_call() {
+        let fx = Fx::new();
+        mkfifo(&fx.root.join("fifo"));
+        let answers = within(5, move || {
+            let mut fx = fx;
+            let root = fx.root();
+            fx.read_files(&root, &["fifo"], 1024).expect("no trap")
+        });
+        assert_eq!(opened(&answers[0]).0, DescriptorType::Fifo);
+    }
+
+    #[test]
+    fn a_device_is_never_read() {
+        if !is_root() {
+            runner_metrics_test_skip::skip("bounded_read::a_device_is_never_read", "mknod needs root");
+            return;
+        }
+        let mut fx = Fx::new();
+        // The numbers of /dev/zero (endless bytes), made inside the temporary root.
+        let node = fx.root.join("zero");
+        // SAFETY: a valid C string; mknod only creates the node.
+        let made = unsafe { libc::mknod(c_path(&node).as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(1, 5)) };
+        if made != 0 {
+            let why = format!("mknod refused here ({})", std::io::Error::last_os_error());
+            runner_metrics_test_skip::skip("bounded_read::a_device_is_never_read", &why);
+            return;
+        }
+        let root = fx.root();
+        let answers = fx.read_files(&root, &["zero"], 1024).expect("no trap");
+        assert_eq!(opened(&answers[0]), (DescriptorType::CharacterDevice, 0, &b""[..]));
+    }
+
+    #[test]
+    fn names_that_are_not_one_plain_component_are_refused() {
+        let mut fx = Fx::new();
+        let root = fx.root();
+        let inside = fx.open_dir(&root, "inside", READ).expect("open inside");
+        // Each would name a file that exists: `inside/a/b`, the root's `file`, `outside/secret`.
+        let names = ["a/b", "../file", "../../outside/secret", "..", ".", "", "/file"];
+        let answers = fx.read_files(&inside, &names, 1024).expect("no trap");
+        for (name, answer) in names.iter().zip(&answers) {
+            assert_eq!(open_error(answer), ErrorCode::Invalid, "{name:?}");
+        }
+    }
+
+    #[test]
+    fn more_than_an_honest_guest_asks_stops_the_guest() {
+        let mut fx = Fx::new();
+        let root = fx.root();
+        let many = vec!["file"; MAX_NAMES + 1];
+        let trap = fx.read_files(&root, &many, 1024).expect_err("too many names");
+        assert!(trap.to_string().contains("names"), "{trap}");
+        let trap = fx.read_files(&root, &["file"], MAX_LIMIT + 1).expect_err("too large a limit");
+        assert!(trap.to_string().contains("limit"), "{trap}");
+        // At the bounds, an answer.
+        let answers = fx.read_files(&root, &vec!["file"; MAX_NAMES], MAX_LIMIT).expect("no trap");
+        assert!(answers.iter().all(|a| opened(a).2 == b"inside\n"));
+    }
+}

@@ -23,8 +23,17 @@ pub mod cache;
 pub use cache::Precompiled;
 
 /// The guest component (world `plugin`), built by `build.rs` and embedded
-/// in the binary: the one this host loads.
+/// in the binary: the one every WASI host can run (`component --kind
+/// plugin` writes it), and the one this host loads where wasmtime-wasi
+/// serves the guest's filesystem.
 pub static EMBEDDED_COMPONENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/runner_metrics_plugin.wasm"));
+
+/// The same plugin's fast build (world `plugin-fast`, `wit/confined-fs`):
+/// it reads a storage's files through the confined filesystem's
+/// `bounded-read`, so this host loads it wherever that filesystem serves
+/// the guest (see [`PluginOptions::component`]).
+pub static EMBEDDED_FAST_COMPONENT: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/runner_metrics_plugin_fast.wasm"));
 
 /// The keeper component (world `keeper`): the books and re-checks of a
 /// run, which every host runs beside the plugin.
@@ -112,6 +121,13 @@ impl PluginOptions {
         Ok(self.layer()?.resolve()?.0)
     }
 
+    /// The embedded plugin build these options run: the fast build over
+    /// the confined filesystem (which serves its `bounded-read`), else the
+    /// WASI one.
+    pub fn component(&self) -> Result<&'static [u8]> {
+        Ok(if self.confined_fs()? { EMBEDDED_FAST_COMPONENT } else { EMBEDDED_COMPONENT })
+    }
+
     /// The filesystem layer asked for (`Auto` reads the environment).
     fn layer(&self) -> Result<Layer> {
         if self.filesystem == Layer::Auto {
@@ -126,7 +142,7 @@ impl Plugin {
     /// Opens the embedded component (its code and the keeper's from the
     /// cache when their MACs match, else compiled and cached).
     pub fn open(options: &PluginOptions) -> Result<Self> {
-        Self::from_bytes(EMBEDDED_COMPONENT, options)
+        Self::from_bytes(options.component()?, options)
     }
 
     /// Opens a component from bytes (tests use deliberately broken guests).
@@ -181,7 +197,7 @@ impl Plugin {
         let instance_pre = linker
             .instantiate_pre(&component)
             .anyhow()
-            .context("the component imports something other than WASI and the host interface")?;
+            .context("the component imports something other than WASI, bounded-read and the host interface")?;
         let pre = PluginPre::new(instance_pre)
             .anyhow()
             .context("the component does not export the plugin world of github-runner:metrics@0.4.0")?;

@@ -1,0 +1,40 @@
+//! The fast build's read of a storage's files: one call of the Rust host's
+//! `bounded-read` (`wit/confined-fs`) for what [`WasiFs::read_bounded`]
+//! does in four WASI calls per file. The host opens, `stat`s and reads;
+//! what the bytes mean is decided here, by the rule every reader shares
+//! ([`bounded_read`]), so both builds give the same outcomes and words.
+
+use super::*;
+use crate::component::runner_metrics::confined_fs::bounded_read::{self, ReadStep};
+
+pub(super) fn read_files(fs: &WasiFs, dir: &str, names: &[&str], limit: usize) -> Vec<FsResult<BoundedRead>> {
+    let one_by_one = || names.iter().map(|name| fs.read_bounded(&join(dir, name), limit)).collect();
+    let Ok(wire_limit) = u32::try_from(limit) else { return one_by_one() };
+    if fs.through_root_only.get() {
+        return one_by_one();
+    }
+    let owned: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
+    match fs.with_dir(dir, |d| Ok(bounded_read::read_files(d, &owned, wire_limit))) {
+        Ok(answers) => names
+            .iter()
+            .zip(answers)
+            .map(|(name, answer)| match answer {
+                Ok(file) => bounded_read(kind_of(file.type_), file.size, limit, || Ok(file.head)),
+                Err(e) => Err(error(operation(e.step), &join(dir, name), e.code)),
+            })
+            .collect(),
+        Err(ErrorCode::Unsupported) => {
+            fs.give_up_dir_cache();
+            one_by_one()
+        }
+        Err(code) => names.iter().map(|name| Err(error(FsOperation::Open, &join(dir, name), code))).collect(),
+    }
+}
+
+fn operation(step: ReadStep) -> FsOperation {
+    match step {
+        ReadStep::Open => FsOperation::Open,
+        ReadStep::Stat => FsOperation::Stat,
+        ReadStep::Read => FsOperation::Read,
+    }
+}
