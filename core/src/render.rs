@@ -48,28 +48,32 @@ fn repr_by_digits(x: f64) -> String {
 /// The shortest round-trip significant digits of a finite `x >= 0` and the
 /// decimal exponent of the first one: `1234.5` -> (`"12345"`, 3).
 ///
-/// Like CPython, this takes the candidate nearest to `x` when two shortest
-/// strings round-trip, ties going to the even digit: `{:e}` alone may pick the
-/// other one of a tie (`1226808092080115.25` gives `...115.3`, CPython
-/// `...115.2`), while `{:.N$e}` rounds exactly with ties to even.
+/// Like CPython's `repr` (David Gay's shortest mode), Żmij gives the
+/// shortest digits that round-trip and, of several, the nearest to `x`, ties
+/// to even; `{:e}` alone may pick the other one of a tie
+/// (`1226808092080115.25`: CPython `...115.2`). The unit tests hold the two
+/// together against an exactly rounded oracle.
 fn shortest_digits(x: f64) -> (String, i32) {
-    let shortest = split_scientific(&format!("{x:e}"));
-    let precision = shortest.0.len().saturating_sub(1);
-    let nearest = format!("{x:.precision$e}");
-    if nearest.parse::<f64>() == Ok(x) {
-        split_scientific(&nearest)
-    } else {
-        shortest
-    }
+    split_decimal(zmij::Buffer::new().format_finite(x))
 }
 
-/// `d.ddde<exp>` as its significant digits, without trailing zeros, and `exp`.
-fn split_scientific(scientific: &str) -> (String, i32) {
-    let (mantissa, exponent) = scientific.split_once('e').unwrap_or((scientific, "0"));
-    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
-    let significant = digits.trim_end_matches('0');
-    let digits = if significant.is_empty() { "0" } else { significant };
-    (digits.to_owned(), exponent.parse().unwrap_or(0))
+/// A decimal number as written (`1234.5`, `0.00012`, `1.5e-7`, `1e+16`) as
+/// its significant digits, without leading or trailing zeros, and the
+/// decimal exponent of the first one.
+fn split_decimal(text: &str) -> (String, i32) {
+    let (mantissa, exponent) =
+        text.split_once(['e', 'E']).map_or((text, 0), |(m, e)| (m, e.trim_start_matches('+').parse().unwrap_or(0)));
+    let (integer, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits: String = integer.chars().chain(fraction.chars()).filter(char::is_ascii_digit).collect();
+    let significant = digits.trim_start_matches('0');
+    let leading_zeros = digits.len() - significant.len();
+    let significant = significant.trim_end_matches('0');
+    if significant.is_empty() {
+        return ("0".to_owned(), 0);
+    }
+    let integer_digits = integer.chars().filter(char::is_ascii_digit).count();
+    let exponent = exponent + integer_digits as i32 - 1 - leading_zeros as i32;
+    (significant.to_owned(), exponent)
 }
 
 /// `digits` with the decimal point after digit `exponent + 1`, for
@@ -376,6 +380,50 @@ mod tests {
             job_duration: 2.0,
             job_conclusion,
         }
+    }
+
+    /// The digits the way this module found them before Żmij: `{:e}` for
+    /// the shortest length, then `{:.N$e}` (exactly rounded, ties to even)
+    /// for the nearest of that length when it round-trips. Slow; an oracle.
+    fn shortest_digits_by_std(x: f64) -> (String, i32) {
+        let shortest = split_decimal(&format!("{x:e}"));
+        let precision = shortest.0.len().saturating_sub(1);
+        let nearest = format!("{x:.precision$e}");
+        if nearest.parse::<f64>() == Ok(x) {
+            split_decimal(&nearest)
+        } else {
+            shortest
+        }
+    }
+
+    #[test]
+    fn shortest_digits_agree_with_the_exactly_rounded_oracle() {
+        let mut bits: u64 = 0x0123_4567_89ab_cdef;
+        let mut checked = vec![1226808092080115.25, 5e-324, f64::MAX, f64::MIN_POSITIVE, 0.1, 1e23, 9007199254740993.0];
+        for _ in 0..200_000 {
+            bits ^= bits << 13;
+            bits ^= bits >> 7;
+            bits ^= bits << 17;
+            checked.push(f64::from_bits(bits).abs());
+            // Durations and timestamps, the values the lines carry.
+            checked.push((bits % 4_000_000_000_000) as f64 / 1000.0);
+            checked.push((bits % 10_000_000_000_000_000) as f64 / 1e6 + 0.25);
+        }
+        for x in checked.into_iter().filter(|x| x.is_finite()) {
+            assert_eq!(shortest_digits(x), shortest_digits_by_std(x), "{x:e}");
+        }
+    }
+
+    #[test]
+    fn split_decimal_reads_every_notation() {
+        assert_eq!(split_decimal("1234.5"), ("12345".to_owned(), 3));
+        assert_eq!(split_decimal("0.00012345"), ("12345".to_owned(), -4));
+        assert_eq!(split_decimal("1.5e-7"), ("15".to_owned(), -7));
+        assert_eq!(split_decimal("1e+16"), ("1".to_owned(), 16));
+        assert_eq!(split_decimal("1.2345678901234568e17"), ("12345678901234568".to_owned(), 17));
+        assert_eq!(split_decimal("100.0"), ("1".to_owned(), 2));
+        assert_eq!(split_decimal("0.0"), ("0".to_owned(), 0));
+        assert_eq!(split_decimal("5e-324"), ("5".to_owned(), -324));
     }
 
     #[test]
