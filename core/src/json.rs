@@ -104,6 +104,10 @@ impl<'de> Deserialize<'de> for Json {
 
 struct JsonVisitor;
 
+/// How many members of an object are checked for a duplicate key by
+/// comparison before a set takes over.
+const SET_FROM: usize = 16;
+
 impl<'de> Visitor<'de> for JsonVisitor {
     type Value = Json;
 
@@ -153,14 +157,24 @@ impl<'de> Visitor<'de> for JsonVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
-        let mut members = Vec::new();
-        let mut seen = BTreeSet::new();
+        let mut members: Vec<(String, Json)> = Vec::new();
+        // Metrics files have a handful of keys: compared with those before,
+        // no copy of each key. Past `SET_FROM`, a set of them, so a hostile
+        // object of thousands of keys stays O(n log n).
+        let mut seen: Option<BTreeSet<String>> = None;
         while let Some(key) = map.next_key::<String>()? {
-            if !seen.insert(key.clone()) {
+            let duplicate = match &mut seen {
+                Some(seen) => !seen.insert(key.clone()),
+                None => members.iter().any(|(earlier, _)| *earlier == key),
+            };
+            if duplicate {
                 return Err(de::Error::custom(format!("duplicate key {key:?}")));
             }
             let value = map.next_value()?;
             members.push((key, value));
+            if seen.is_none() && members.len() >= SET_FROM {
+                seen = Some(members.iter().map(|(key, _)| key.clone()).collect());
+            }
         }
         Ok(Json::Object(members))
     }
@@ -326,6 +340,21 @@ mod tests {
         let err = parse_strict(r#"{"a": 1, "b": 2, "a": 3}"#).unwrap_err();
         assert!(err.contains("duplicate key \"a\""), "{err}");
         assert!(err.contains("line 1"), "{err}");
+    }
+
+    #[test]
+    fn rejects_duplicate_keys_before_and_after_the_set_takes_over() {
+        // Every position: a duplicate of every earlier key, in objects
+        // shorter and longer than `SET_FROM`.
+        for len in [2, SET_FROM - 1, SET_FROM, SET_FROM + 1, 3 * SET_FROM] {
+            let keys: Vec<String> = (0..len).map(|i| format!("\"k{i}\": {i}")).collect();
+            assert!(parse_strict(&format!("{{{}}}", keys.join(", "))).is_ok(), "{len} distinct keys");
+            for dup in 0..len {
+                let text = format!("{{{}, \"k{dup}\": 0}}", keys.join(", "));
+                let err = parse_strict(&text).unwrap_err();
+                assert!(err.contains(&format!("duplicate key \"k{dup}\"")), "{len} keys, k{dup}: {err}");
+            }
+        }
     }
 
     #[test]
