@@ -309,6 +309,18 @@ fn decide_storage(fs: &impl StorageFs, name: &str, keep: bool, policy: Policy, d
 /// extracted twice; `Err` only when it is still in place under its name.
 /// A storage that is already gone (another process removed it) is deleted.
 pub fn delete_storage<F: StorageFs>(fs: &F, name: &str) -> Result<Option<QuarantineInfo>, Failure> {
+    delete_storage_sharing(fs, name, &mut None)
+}
+
+/// [`delete_storage`] with the handle on `.deleting/` that a batch of
+/// deletions shares (`deleting`, opened by the first that needs it): an
+/// open and a close fewer per storage. A move into a handle opened before
+/// that finds `.deleting/` gone is tried once more through a fresh one.
+pub fn delete_storage_sharing<F: StorageFs>(
+    fs: &F,
+    name: &str,
+    deleting: &mut Option<F::Dir>,
+) -> Result<Option<QuarantineInfo>, Failure> {
     if !is_valid_runner_name(name) {
         return Err(Failure::new(format!("refusing to delete {name:?}: not a valid runner name")));
     }
@@ -320,12 +332,24 @@ pub fn delete_storage<F: StorageFs>(fs: &F, name: &str) -> Result<Option<Quarant
     }
     // One handle on `.deleting/` for the move and the removal: single
     // names relative to it, never a path resolved twice.
-    let deleting = open_reserved_dir(fs, DELETING_DIR)?;
-    let Some(leftover) = move_to_free_name(fs, name, &deleting, &entry_base(name, fs.now()))? else {
+    let base = entry_base(name, fs.now());
+    let moved = match deleting.as_ref().map(|shared| move_to_free_name(fs, name, shared, &base)) {
+        Some(Ok(moved)) => moved,
+        // None shared yet, or the shared one failed (`.deleting/` removed
+        // since, say): a fresh handle, which the batch shares from now on.
+        _ => {
+            let fresh = deleting.insert(open_reserved_dir(fs, DELETING_DIR)?);
+            move_to_free_name(fs, name, fresh, &base)?
+        }
+    };
+    let Some(leftover) = moved else {
         return Ok(None);
     };
+    let Some(deleting) = deleting.as_ref() else {
+        return Err(Failure::new(format!("{DELETING_DIR} was not opened")));
+    };
     use crate::walk::DirHandle;
-    match walk::remove_tree_expecting(&deleting, &<F::Dir as DirHandle>::name_from(&leftover), &files::ALL) {
+    match walk::remove_tree_expecting(deleting, &<F::Dir as DirHandle>::name_from(&leftover), &files::ALL) {
         Ok(()) => Ok(None),
         Err(e) => {
             let doomed = join(DELETING_DIR, &leftover);

@@ -16,7 +16,7 @@ use std::os::unix::fs::{symlink, FileTypeExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use runner_metrics_core::extract::{delete_storage, extract_storage, Scan};
+use runner_metrics_core::extract::{delete_storage, delete_storage_sharing, extract_storage, Scan};
 use runner_metrics_core::fs::{
     BoundedRead, EntryKind, Failure, FsError, FsErrorCode, FsOperation, FsResult, Meta, NativeFs, StorageFs,
 };
@@ -1210,6 +1210,26 @@ fn delete_removes_a_nested_tree_without_following_symlinks() {
     assert_eq!(snapshot(env.outside()), outside, "files behind symlinks survive");
     assert_eq!(snapshot(&env.path(NEIGHBOUR)), neighbour);
     assert_eq!(names_in(env.root()), BTreeSet::from([DELETING.to_owned(), NEIGHBOUR.to_owned()]));
+}
+
+#[test]
+fn deletions_of_a_batch_share_one_deleting_handle_and_survive_it_going() {
+    let env = Env::new();
+    let names = ["r-1", "r-2", "r-3"];
+    for name in names {
+        env.storage(name, &valid_files());
+    }
+    let fs = env.fs();
+    let mut deleting = None;
+    assert_eq!(delete_storage_sharing(&fs, "r-1", &mut deleting), Ok(None));
+    assert!(deleting.is_some(), "the first deletion opened .deleting/ for the batch");
+    // Between two deletions of a batch, `.deleting/` goes (removed while
+    // empty): the shared handle names a removed directory now.
+    fs::remove_dir(env.path(DELETING)).unwrap();
+    assert_eq!(delete_storage_sharing(&fs, "r-2", &mut deleting), Ok(None));
+    assert_eq!(delete_storage_sharing(&fs, "r-3", &mut deleting), Ok(None));
+    assert_eq!(names_in(env.root()), BTreeSet::from([DELETING.to_owned()]), "every storage deleted");
+    assert!(names_in(&env.path(DELETING)).is_empty(), "and emptied out of .deleting/");
 }
 
 #[test]
