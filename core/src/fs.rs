@@ -205,7 +205,7 @@ pub fn join(dir: &str, name: &str) -> String {
 pub use native::{c_path, cause_of, mount_of, rename_noreplace, CreateNew, NativeDir, NativeFs};
 
 #[cfg(target_arch = "wasm32")]
-pub use wasi_fs::{WasiDir, WasiFs};
+pub use wasi_fs::{WasiDir, WasiFs, GUEST_ROOT};
 
 #[cfg(not(target_arch = "wasm32"))]
 mod native;

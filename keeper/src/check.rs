@@ -6,6 +6,7 @@
 
 use std::path::Path;
 
+use runner_metrics_core::fs::{EntryKind, FsErrorCode, FsResult, Meta, StorageFs};
 use runner_metrics_core::names::DELETING_DIR;
 pub use runner_metrics_core::report::{bounded, MAX_MESSAGE_BYTES, UNNAMED};
 
@@ -140,8 +141,8 @@ pub fn events(events: &[Event], flavor: &str) -> Result<(), String> {
 pub fn storage_output(root: &Path, storage: &StorageOutput, emit: &Emit) -> Result<Vec<String>, String> {
     let name = &storage.runner_name;
     storage_name(name)?;
-    match std::fs::symlink_metadata(root.join(name)) {
-        Ok(meta) if meta.is_dir() => {}
+    match lstat(root, name) {
+        Ok(meta) if meta.kind == EntryKind::Directory => {}
         _ => return Err(format!("appended lines for {name:?}, which is not a directory of the storage root")),
     }
     match (&storage.source, emit) {
@@ -273,9 +274,24 @@ fn gone(root: &Path, name: &str, kind: OutcomeKind, detail: &str) -> Result<(), 
             return Err(format!("reported quarantine location {:?} for {name:?}", bounded(location)));
         }
     }
-    match std::fs::symlink_metadata(root.join(name)) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+    match lstat(root, name) {
+        Err(e) if e.code == FsErrorCode::NotFound => Ok(()),
         _ => Err(format!("reported {name:?} as {}, but it is still in the storage root", kind.as_str())),
+    }
+}
+
+/// `lstat` of the root's entry `name`, the plugin's way: in the component
+/// one `stat-at` on the preopened root (std's `symlink_metadata` makes a
+/// second WASI call there, for an inode number nothing here reads).
+fn lstat(root: &Path, name: &str) -> FsResult<Meta> {
+    #[cfg(target_arch = "wasm32")]
+    {
+        let _ = root;
+        runner_metrics_core::fs::WasiFs::open()?.lstat(name)
+    }
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        runner_metrics_core::fs::NativeFs::new(root).lstat(name)
     }
 }
 
