@@ -3,7 +3,7 @@
 //! plugin (world `plugin`, which the host loads where wasmtime-wasi serves
 //! the filesystem, and which `runner-metrics component --kind plugin`
 //! writes for the other hosts), its fast build (world `plugin-fast`,
-//! feature `fast-read`, which the host loads over its confined
+//! feature `fast-fs`, which the host loads over its confined
 //! filesystem), the keeper (world `keeper`, crate `keeper/`, which the host
 //! runs beside the plugin) and the command component (world `command`,
 //! feature `command`, which `runner-metrics component --kind command`
@@ -56,7 +56,7 @@ fn main() {
     let prebuilt = |var: &str| env::var_os(var).map(PathBuf::from);
     let wanted = [
         ("RUNNER_METRICS_PREBUILT_COMPONENT", CORE_PACKAGE, "guest-component", None, PLUGIN_ARTIFACT),
-        ("RUNNER_METRICS_PREBUILT_FAST", CORE_PACKAGE, "guest-fast", Some("fast-read"), FAST_ARTIFACT),
+        ("RUNNER_METRICS_PREBUILT_FAST", CORE_PACKAGE, "guest-fast", Some("fast-fs"), FAST_ARTIFACT),
         ("RUNNER_METRICS_PREBUILT_KEEPER", KEEPER_PACKAGE, "keeper-component", None, KEEPER_ARTIFACT),
         ("RUNNER_METRICS_PREBUILT_COMMAND", CORE_PACKAGE, "guest-command", Some("command"), COMMAND_ARTIFACT),
     ];

@@ -6,15 +6,15 @@
 //! call, the whole collect driving the imported `host` interface) and,
 //! with the feature `command`, the command component for `wasmtime run`
 //! (`cli_run.rs`), which exports the fine-grained `extraction` and
-//! `events` interfaces for `--invoke`. With the feature `fast-read`, the
+//! `events` interfaces for `--invoke`. With the feature `fast-fs`, the
 //! plugin is built for `plugin-fast` (`wit/confined-fs`): the same plugin,
-//! reading a storage's files through the Rust host's `bounded-read`.
+//! reading a storage's files through the Rust host's `storage-files`.
 
 use crate::fs::WasiFs;
 use crate::model::*;
 use crate::quarantine;
 
-#[cfg(not(any(feature = "command", feature = "fast-read")))]
+#[cfg(not(any(feature = "command", feature = "fast-fs")))]
 wit_bindgen::generate!({
     path: "../wit/0.4.0",
     world: "plugin",
@@ -22,9 +22,9 @@ wit_bindgen::generate!({
 });
 
 // The fast build, which only the Rust host runs: the plugin world plus the
-// host's `bounded-read` (`wit/confined-fs`), which takes WASI's own
+// host's `storage-files` (`wit/confined-fs`), which takes WASI's own
 // descriptors.
-#[cfg(all(feature = "fast-read", not(feature = "command")))]
+#[cfg(all(feature = "fast-fs", not(feature = "command")))]
 wit_bindgen::generate!({
     path: ["../wit/0.4.0", "../wit/confined-fs"],
     world: "runner-metrics:confined-fs/plugin-fast",
@@ -40,8 +40,8 @@ wit_bindgen::generate!({
     generate_all,
 });
 
-#[cfg(all(feature = "fast-read", feature = "command"))]
-compile_error!("the features `fast-read` and `command` build different components: choose one");
+#[cfg(all(feature = "fast-fs", feature = "command"))]
+compile_error!("the features `fast-fs` and `command` build different components: choose one");
 
 #[cfg(feature = "command")]
 wit_bindgen::generate!({

@@ -6,7 +6,7 @@ use wasi::filesystem::types::{
     Descriptor, DescriptorFlags, DescriptorType, DirectoryEntryStream, ErrorCode, OpenFlags, PathFlags,
 };
 
-#[cfg(feature = "fast-read")]
+#[cfg(feature = "fast-fs")]
 mod fast;
 
 /// Where the host mounts the storage root inside the sandbox.
@@ -255,6 +255,11 @@ impl crate::walk::DirHandle for WasiDir {
     fn rename_to(&self, name: &String, to: &Self, to_name: &String) -> FsResult<()> {
         self.0.rename_at(name, &to.0, to_name).map_err(|e| error(FsOperation::Move, name, e))
     }
+
+    #[cfg(feature = "fast-fs")]
+    fn remove_known(&self, name: &String, files: &[&str]) -> FsResult<()> {
+        fast::remove_known(&self.0, name, files)
+    }
 }
 
 /// At most `limit + 1` bytes from the start of an open file whose `stat`
@@ -358,7 +363,7 @@ impl StorageFs for WasiFs {
         bounded_read(kind_of(stat.type_), stat.size, limit, || read_head(&file, stat.size, limit, path))
     }
 
-    #[cfg(feature = "fast-read")]
+    #[cfg(feature = "fast-fs")]
     fn read_files(&self, dir: &str, names: &[&str], limit: usize) -> Vec<FsResult<BoundedRead>> {
         fast::read_files(self, dir, names, limit)
     }

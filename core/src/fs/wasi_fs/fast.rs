@@ -1,11 +1,12 @@
-//! The fast build's read of a storage's files: one call of the Rust host's
-//! `bounded-read` (`wit/confined-fs`) for what [`WasiFs::read_bounded`]
-//! does in four WASI calls per file. The host opens, `stat`s and reads;
+//! The fast build's calls of the Rust host's `storage-files`
+//! (`wit/confined-fs`): a storage's files read in one call, where
+//! [`WasiFs::read_bounded`] takes four WASI calls per file, and an emptied
+//! storage removed in one. The host opens, `stat`s, reads and unlinks;
 //! what the bytes mean is decided here, by the rule every reader shares
 //! ([`bounded_read`]), so both builds give the same outcomes and words.
 
 use super::*;
-use crate::component::runner_metrics::confined_fs::bounded_read::{self, ReadStep};
+use crate::component::runner_metrics::confined_fs::storage_files::{self, ReadStep};
 
 pub(super) fn read_files(fs: &WasiFs, dir: &str, names: &[&str], limit: usize) -> Vec<FsResult<BoundedRead>> {
     let one_by_one = || names.iter().map(|name| fs.read_bounded(&join(dir, name), limit)).collect();
@@ -14,7 +15,7 @@ pub(super) fn read_files(fs: &WasiFs, dir: &str, names: &[&str], limit: usize) -
         return one_by_one();
     }
     let owned: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
-    match fs.with_dir(dir, |d| Ok(bounded_read::read_files(d, &owned, wire_limit))) {
+    match fs.with_dir(dir, |d| Ok(storage_files::read_files(d, &owned, wire_limit))) {
         Ok(answers) => names
             .iter()
             .zip(answers)
@@ -37,4 +38,12 @@ fn operation(step: ReadStep) -> FsOperation {
         ReadStep::Stat => FsOperation::Stat,
         ReadStep::Read => FsOperation::Read,
     }
+}
+
+/// [`crate::walk::DirHandle::remove_known`] in one host call. The error is
+/// the guest's words for it, though the walk that follows a failure says
+/// what it finds for itself.
+pub(super) fn remove_known(dir: &Descriptor, name: &str, files: &[&str]) -> FsResult<()> {
+    let owned: Vec<String> = files.iter().map(|file| (*file).to_owned()).collect();
+    storage_files::remove_known(dir, name, &owned).map_err(|e| error(FsOperation::RemoveDirectory, name, e))
 }

@@ -62,7 +62,7 @@ impl ConfinedFsView<'_> {
     }
 
     /// The descriptor, if the guest was granted `needed` on it.
-    fn with(
+    pub(super) fn with(
         &self,
         fd: &Resource<Descriptor>,
         needed: DescriptorFlags,

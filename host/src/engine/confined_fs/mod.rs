@@ -15,10 +15,10 @@
 //! Where the kernel lacks `openat2` (or a seccomp filter refuses it) the
 //! plugin falls back to wasmtime-wasi's filesystem ([`Layer`]).
 
-mod bounded_read;
 mod descriptor;
 mod kernel;
 mod listing;
+mod storage_files;
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
@@ -196,7 +196,7 @@ pub fn link_wasi<T: WasiView + ConfinedFsState + 'static>(linker: &mut Linker<T>
         sync::io::streams::add_to_linker::<T, Table>(l, |t| t.ctx().table)?;
         bindings::wasi::filesystem::types::add_to_linker::<T, Confined>(l, T::confined_fs)?;
         bindings::wasi::filesystem::preopens::add_to_linker::<T, Confined>(l, T::confined_fs)?;
-        bindings::runner_metrics::confined_fs::bounded_read::add_to_linker::<T, Confined>(l, T::confined_fs)
+        bindings::runner_metrics::confined_fs::storage_files::add_to_linker::<T, Confined>(l, T::confined_fs)
     })()
     .anyhow()
     .context("linking WASI with the confined filesystem")

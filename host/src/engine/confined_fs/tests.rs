@@ -1146,22 +1146,26 @@ fn a_terminal_device_in_the_root_never_becomes_the_controlling_terminal() {
 }
 
 // ---------------------------------------------------------------------------
-// `bounded-read`: the fast build's one call for a storage's files. It must
+// `storage-files`: the fast build's one call for a storage's files. It must
 // refuse and report exactly what open-at, stat and read would, and bound
 // what a lying guest can make the host do.
 
-mod bounded_read {
+mod storage_files {
     use super::*;
-    use crate::confined_fs::bindings::runner_metrics::confined_fs::bounded_read::{
+    use crate::confined_fs::bindings::runner_metrics::confined_fs::storage_files::{
         Host as _, OpenedFile, ReadError, ReadStep,
     };
-    use crate::confined_fs::bounded_read::{MAX_LIMIT, MAX_NAMES};
+    use crate::confined_fs::storage_files::{MAX_LIMIT, MAX_NAMES};
 
     type Answer = Result<OpenedFile, ReadError>;
 
     impl Fx {
         fn read_files(&mut self, dir: &Fd, names: &[&str], limit: u32) -> wasmtime::Result<Vec<Answer>> {
             self.view().read_files(b(dir), names.iter().map(|n| (*n).to_owned()).collect(), limit)
+        }
+
+        fn remove_known(&mut self, dir: &Fd, name: &str, files: &[&str]) -> wasmtime::Result<R<()>> {
+            self.view().remove_known(b(dir), name.to_owned(), files.iter().map(|f| (*f).to_owned()).collect())
         }
     }
 
@@ -1231,7 +1235,7 @@ mod bounded_read {
     #[test]
     fn a_device_is_never_read() {
         if !is_root() {
-            runner_metrics_test_skip::skip("bounded_read::a_device_is_never_read", "mknod needs root");
+            runner_metrics_test_skip::skip("storage_files::a_device_is_never_read", "mknod needs root");
             return;
         }
         let mut fx = Fx::new();
@@ -1241,7 +1245,7 @@ mod bounded_read {
         let made = unsafe { libc::mknod(c_path(&node).as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(1, 5)) };
         if made != 0 {
             let why = format!("mknod refused here ({})", std::io::Error::last_os_error());
-            runner_metrics_test_skip::skip("bounded_read::a_device_is_never_read", &why);
+            runner_metrics_test_skip::skip("storage_files::a_device_is_never_read", &why);
             return;
         }
         let root = fx.root();
@@ -1272,7 +1276,71 @@ mod bounded_read {
         let trap = fx.read_files(&root, &["file"], MAX_LIMIT + 1).expect_err("too large a limit");
         assert!(trap.to_string().contains("limit"), "{trap}");
         // At the bounds, an answer.
-        let answers = fx.read_files(&root, &vec!["file"; MAX_NAMES], MAX_LIMIT).expect("no trap");
+        let answers = fx.read_files(&root, &["file"; MAX_NAMES], MAX_LIMIT).expect("no trap");
         assert!(answers.iter().all(|a| opened(a).2 == b"inside\n"));
+    }
+
+    #[test]
+    fn remove_known_empties_and_removes_a_storage_of_known_files() {
+        let mut fx = Fx::new();
+        let s = fx.root.join("s");
+        std::fs::create_dir(&s).expect("mkdir");
+        write_file(s.join("one"), "1");
+        write_file(s.join("two"), "2");
+        let root = fx.root();
+        // `three` is missing: no error.
+        assert_eq!(fx.remove_known(&root, "s", &["one", "two", "three"]).expect("no trap"), Ok(()));
+        assert!(!s.exists());
+    }
+
+    #[test]
+    fn remove_known_leaves_what_it_was_not_told_of_and_says_so() {
+        let mut fx = Fx::new();
+        let s = fx.root.join("s");
+        std::fs::create_dir_all(s.join("sub")).expect("mkdir");
+        write_file(s.join("one"), "1");
+        write_file(s.join("extra"), "x");
+        // A symlink named like a known file is unlinked itself, never its target.
+        symlink(fx.outside.join("secret"), s.join("two")).expect("symlink");
+        let root = fx.root();
+        let removed = fx.remove_known(&root, "s", &["one", "two", "sub"]).expect("no trap");
+        assert_eq!(removed, Err(ErrorCode::NotEmpty));
+        let mut left: Vec<_> = std::fs::read_dir(&s).expect("s").map(|e| e.expect("entry").file_name()).collect();
+        left.sort();
+        // `sub` is a directory: unlink-file-at does not remove it.
+        assert_eq!(left, ["extra", "sub"], "the known files went, the rest stayed");
+    }
+
+    #[test]
+    fn remove_known_follows_no_symlink_and_names_only_plain_names() {
+        let mut fx = Fx::new();
+        // `s` is a symlink to a directory outside (its sentinels must stay).
+        symlink(fx.outside.join("dir"), fx.root.join("s")).expect("symlink");
+        std::fs::create_dir(fx.root.join("t")).expect("mkdir");
+        let root = fx.root();
+        // What open-at says of it as a directory (the kernel: not one).
+        let as_open_at = fx.open_dir(&root, "s", READ).err();
+        assert_eq!(as_open_at, Some(ErrorCode::NotDirectory));
+        assert_eq!(fx.remove_known(&root, "s", &["inner"]).expect("no trap").err(), as_open_at);
+        assert!(fx.root.join("s").symlink_metadata().is_ok(), "the link itself stays too");
+        for (name, files) in [("..", &["x"][..]), ("t/../t", &["x"]), ("t", &["../file"]), ("t", &["a/b"]), ("", &[])] {
+            assert_eq!(
+                fx.remove_known(&root, name, files).expect("no trap"),
+                Err(ErrorCode::Invalid),
+                "{name:?} {files:?}"
+            );
+        }
+        assert!(fx.root.join("file").exists() && fx.root.join("t").exists());
+    }
+
+    #[test]
+    fn remove_known_needs_a_directory_it_may_change_and_bounds_the_names() {
+        let mut fx = Fx::read_only();
+        std::fs::create_dir(fx.root.join("s")).expect("mkdir");
+        let root = fx.root();
+        assert_eq!(fx.remove_known(&root, "s", &[]).expect("no trap"), Err(ErrorCode::NotPermitted));
+        assert!(fx.root.join("s").exists());
+        let trap = fx.remove_known(&root, "s", &["f"; MAX_NAMES + 1]).expect_err("too many files");
+        assert!(trap.to_string().contains("files"), "{trap}");
     }
 }

@@ -30,7 +30,7 @@ pub static EMBEDDED_COMPONENT: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "
 
 /// The same plugin's fast build (world `plugin-fast`, `wit/confined-fs`):
 /// it reads a storage's files through the confined filesystem's
-/// `bounded-read`, so this host loads it wherever that filesystem serves
+/// `storage-files`, so this host loads it wherever that filesystem serves
 /// the guest (see [`PluginOptions::component`]).
 pub static EMBEDDED_FAST_COMPONENT: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/runner_metrics_plugin_fast.wasm"));
@@ -122,7 +122,7 @@ impl PluginOptions {
     }
 
     /// The embedded plugin build these options run: the fast build over
-    /// the confined filesystem (which serves its `bounded-read`), else the
+    /// the confined filesystem (which serves its `storage-files`), else the
     /// WASI one.
     pub fn component(&self) -> Result<&'static [u8]> {
         Ok(if self.confined_fs()? { EMBEDDED_FAST_COMPONENT } else { EMBEDDED_COMPONENT })
@@ -197,7 +197,7 @@ impl Plugin {
         let instance_pre = linker
             .instantiate_pre(&component)
             .anyhow()
-            .context("the component imports something other than WASI, bounded-read and the host interface")?;
+            .context("the component imports something other than WASI, storage-files and the host interface")?;
         let pre = PluginPre::new(instance_pre)
             .anyhow()
             .context("the component does not export the plugin world of github-runner:metrics@0.4.0")?;

@@ -1,22 +1,24 @@
-//! `bounded-read`: the metrics files of a storage in one host call, where
-//! `wasi:filesystem` takes four per file (open, `stat`, read, drop). The
-//! system calls are the ones those four make here (`openat2` beneath the
-//! directory, `fstat`, `pread`, `close`), so the confinement is the same;
-//! only the crossings go. The guest decides what the bytes mean, as it does
-//! for a WASI read (`core/src/fs.rs`, `bounded_read`).
+//! `storage-files`: a storage's metrics files read in one host call, where
+//! `wasi:filesystem` takes four per file (open, `stat`, read, drop), and
+//! the emptied storage removed in one, where it takes an open, an unlink
+//! per file, a drop and a `rmdir`. The system calls are the ones those
+//! steps make here (`openat2` beneath the directory, `fstat`, `pread`,
+//! `unlinkat`, `close`), so the confinement is the same; only the crossings
+//! go. The guest decides what the bytes mean, as it does for a WASI read
+//! (`core/src/fs.rs`, `bounded_read`), and walks whatever a removal left.
 
 use std::os::fd::{AsFd, BorrowedFd};
 
 use rustix::fs::{FileType, Mode, OFlags};
 use wasmtime::component::Resource;
 
-use super::bindings::runner_metrics::confined_fs::bounded_read::{Host, OpenedFile, ReadError, ReadStep};
-use super::bindings::wasi::filesystem::types::DescriptorType;
+use super::bindings::runner_metrics::confined_fs::storage_files::{Host, OpenedFile, ReadError, ReadStep};
+use super::bindings::wasi::filesystem::types::{DescriptorFlags, DescriptorType, ErrorCode};
 use super::descriptor::kind;
 use super::kernel::{self, code};
 use super::{ConfinedFsView, Descriptor};
 
-/// The most names one call reads: an honest guest reads four.
+/// The most names one call reads or removes: an honest guest names four.
 pub const MAX_NAMES: usize = 8;
 
 /// The largest `limit`: an honest guest asks for 1 KiB. With
@@ -42,6 +44,37 @@ impl Host for ConfinedFsView<'_> {
         let mounts = self.mounts(d);
         Ok(names.iter().map(|name| read_file(d.fd.as_fd(), name, limit, mounts)).collect())
     }
+
+    fn remove_known(
+        &mut self,
+        dir: Resource<Descriptor>,
+        name: String,
+        files: Vec<String>,
+    ) -> wasmtime::Result<Result<(), ErrorCode>> {
+        if files.len() > MAX_NAMES {
+            wasmtime::bail!("remove-known: {} files, more than the {MAX_NAMES} allowed", files.len());
+        }
+        // As `remove-directory-at` and `unlink-file-at` ask.
+        let d = match self.with(&dir, DescriptorFlags::MUTATE_DIRECTORY)? {
+            Ok(d) => d,
+            Err(e) => return Ok(Err(e)),
+        };
+        if !kernel::plain_name(&name) || !files.iter().all(|file| kernel::plain_name(file)) {
+            return Ok(Err(ErrorCode::Invalid));
+        }
+        let mounts = self.mounts(d);
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY;
+        let opened = kernel::open(d.fd.as_fd(), &name, flags, Mode::empty(), false, mounts).map_err(code);
+        Ok(opened.and_then(|storage| {
+            for file in &files {
+                // A missing file, or one that is a directory now: the
+                // `rmdir` below fails, and the guest's walk deals with it.
+                let _ = kernel::unlink_at(storage.as_fd(), file, false, kernel::Mounts::Stay);
+            }
+            drop(storage);
+            kernel::unlink_at(d.fd.as_fd(), &name, true, mounts).map_err(code)
+        }))
+    }
 }
 
 /// One file: opened as `open-at` opens it for reading, `stat`ed on the
@@ -50,7 +83,7 @@ impl Host for ConfinedFsView<'_> {
 fn read_file(dir: BorrowedFd<'_>, name: &str, limit: u32, mounts: kernel::Mounts<'_>) -> Result<OpenedFile, ReadError> {
     let failed = |step| move |e| ReadError { step, code: code(e) };
     if !kernel::plain_name(name) {
-        return Err(ReadError { step: ReadStep::Open, code: super::ErrorCode::Invalid });
+        return Err(ReadError { step: ReadStep::Open, code: ErrorCode::Invalid });
     }
     let fd = kernel::open(dir, name, OFlags::RDONLY, Mode::empty(), false, mounts).map_err(failed(ReadStep::Open))?;
     let st = rustix::fs::fstat(&fd).map_err(failed(ReadStep::Stat))?;
