@@ -92,9 +92,10 @@ enum FileState {
 /// Where opens may block, the file is `lstat`ed first, so that a FIFO is
 /// never opened; where they cannot, it is opened at once, and `lstat`ed
 /// only to explain a failed open: the same outcome and words either way.
-fn read_storage_file(fs: &impl StorageFs, path: &str) -> FileState {
+fn read_storage_file(fs: &impl StorageFs, name: &str, file: &str) -> FileState {
+    let path = &join(name, file);
     if !fs.opens_block() {
-        return opened_first(fs, path, fs.read_bounded(path, FILE_SIZE_BYTES_LIMIT));
+        return opened_first(fs, name, file, fs.read_bounded(path, FILE_SIZE_BYTES_LIMIT));
     }
     let meta = match fs.lstat(path) {
         Ok(meta) => meta,
@@ -118,14 +119,15 @@ fn read_storage_file(fs: &impl StorageFs, path: &str) -> FileState {
     }
 }
 
-/// What the read of a file opened without an `lstat` first says of it
-/// (opens never block here), `lstat`ing `path` only to explain a failed open.
-fn opened_first(fs: &impl StorageFs, path: &str, read: FsResult<BoundedRead>) -> FileState {
+/// What the read of the file `name/file`, opened without an `lstat` first,
+/// says of it (opens never block here), `lstat`ing it only to explain a
+/// failed open (its path is made only then).
+fn opened_first(fs: &impl StorageFs, name: &str, file: &str, read: FsResult<BoundedRead>) -> FileState {
     match read {
         Err(e) if e.code == FsErrorCode::NotFound => FileState::Missing,
         // A symlink (refused by the open) or a socket (which cannot be
         // opened): what the `lstat` would have said.
-        Err(e) => match fs.lstat(path) {
+        Err(e) => match fs.lstat(&join(name, file)) {
             Ok(meta) if meta.kind != EntryKind::File => FileState::Corrupt(not_regular(meta.kind)),
             Err(gone) if gone.code == FsErrorCode::NotFound => FileState::Missing,
             _ => FileState::Failed(e),
@@ -194,10 +196,9 @@ fn read_storage(fs: &impl StorageFs, name: &str, policy: Policy) -> Result<(Stor
     let mut read_at_once =
         (!fs.opens_block()).then(|| fs.read_files(name, &files::ALL, FILE_SIZE_BYTES_LIMIT).into_iter());
     for file in files::ALL {
-        let path = join(name, file);
         let state = match read_at_once.as_mut().and_then(Iterator::next) {
-            Some(read) => opened_first(fs, &path, read),
-            None => read_storage_file(fs, &path),
+            Some(read) => opened_first(fs, name, file, read),
+            None => read_storage_file(fs, name, file),
         };
         let bytes = match state {
             FileState::Missing => continue,

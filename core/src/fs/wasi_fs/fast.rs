@@ -14,8 +14,8 @@ pub(super) fn read_files(fs: &WasiFs, dir: &str, names: &[&str], limit: usize) -
     if fs.through_root_only.get() {
         return one_by_one();
     }
-    let owned: Vec<String> = names.iter().map(|name| (*name).to_owned()).collect();
-    match fs.with_dir(dir, |d| Ok(storage_files::read_files(d, &owned, wire_limit))) {
+    let answers = with_owned(names, |owned| fs.with_dir(dir, |d| Ok(storage_files::read_files(d, owned, wire_limit))));
+    match answers {
         Ok(answers) => names
             .iter()
             .zip(answers)
@@ -44,6 +44,21 @@ fn operation(step: ReadStep) -> FsOperation {
 /// the guest's words for it, though the walk that follows a failure says
 /// what it finds for itself.
 pub(super) fn remove_known(dir: &Descriptor, name: &str, files: &[&str]) -> FsResult<()> {
-    let owned: Vec<String> = files.iter().map(|file| (*file).to_owned()).collect();
-    storage_files::remove_known(dir, name, &owned).map_err(|e| error(FsOperation::RemoveDirectory, name, e))
+    with_owned(files, |owned| storage_files::remove_known(dir, name, owned))
+        .map_err(|e| error(FsOperation::RemoveDirectory, name, e))
+}
+
+thread_local! {
+    /// The four file names of a storage as the imports take them (owned
+    /// strings), made once rather than for every storage.
+    static METRICS_FILES: Vec<String> = crate::files::ALL.iter().map(|file| (*file).to_owned()).collect();
+}
+
+/// `f` of `names` as owned strings: the metrics files' own, or a copy.
+fn with_owned<T>(names: &[&str], f: impl FnOnce(&[String]) -> T) -> T {
+    if names == crate::files::ALL {
+        METRICS_FILES.with(|owned| f(owned))
+    } else {
+        f(&names.iter().map(|name| (*name).to_owned()).collect::<Vec<_>>())
+    }
 }
