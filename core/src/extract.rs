@@ -315,8 +315,9 @@ pub fn delete_storage<F: StorageFs>(fs: &F, name: &str) -> Result<Option<Quarant
 
 /// [`delete_storage`] with the handle on `.deleting/` that a batch of
 /// deletions shares (`deleting`, opened by the first that needs it): an
-/// open and a close fewer per storage. A move into a handle opened before
-/// that finds `.deleting/` gone is tried once more through a fresh one.
+/// open and a close fewer per storage. A move through a shared handle that
+/// fails (`.deleting/` may have gone since it was opened) is tried once
+/// more through a fresh one.
 pub fn delete_storage_sharing<F: StorageFs>(
     fs: &F,
     name: &str,

@@ -631,22 +631,26 @@ fn socket_lists_as_socket_and_cannot_be_opened() {
     assert_eq!(err(fx.open_file("sock", READ)), Some(ErrorCode::NoSuchDevice));
 }
 
+/// Makes the character device `(major, minor)` at `node` (inside the test's
+/// temporary root); `false`, with the skip said for `test`, where it cannot.
+fn make_char_device(node: &Path, (major, minor): (u32, u32), test: &str) -> bool {
+    if !is_root() {
+        runner_metrics_test_skip::skip(test, "mknod needs root");
+        return false;
+    }
+    // SAFETY: a valid C string; mknod only creates the node.
+    let made = unsafe { libc::mknod(c_path(node).as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(major, minor)) };
+    if made != 0 {
+        runner_metrics_test_skip::skip(test, &format!("mknod refused here ({})", std::io::Error::last_os_error()));
+    }
+    made == 0
+}
+
 #[test]
 fn char_device_lists_and_stats_as_character_device() {
-    if !is_root() {
-        runner_metrics_test_skip::skip("char_device_lists_and_stats_as_character_device", "mknod needs root");
-        return;
-    }
     let mut fx = Fx::new();
-    let node = fx.root.join("null");
     // The numbers of /dev/null, made inside the temporary root.
-    // SAFETY: a valid C string; mknod only creates the node.
-    let made = unsafe { libc::mknod(c_path(&node).as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(1, 3)) };
-    if made != 0 {
-        runner_metrics_test_skip::skip(
-            "char_device_lists_and_stats_as_character_device",
-            &format!("mknod refused here ({})", std::io::Error::last_os_error()),
-        );
+    if !make_char_device(&fx.root.join("null"), (1, 3), "char_device_lists_and_stats_as_character_device") {
         return;
     }
     let root = fx.root();
@@ -1234,18 +1238,9 @@ mod storage_files {
 
     #[test]
     fn a_device_is_never_read() {
-        if !is_root() {
-            runner_metrics_test_skip::skip("storage_files::a_device_is_never_read", "mknod needs root");
-            return;
-        }
         let mut fx = Fx::new();
         // The numbers of /dev/zero (endless bytes), made inside the temporary root.
-        let node = fx.root.join("zero");
-        // SAFETY: a valid C string; mknod only creates the node.
-        let made = unsafe { libc::mknod(c_path(&node).as_ptr(), libc::S_IFCHR | 0o600, libc::makedev(1, 5)) };
-        if made != 0 {
-            let why = format!("mknod refused here ({})", std::io::Error::last_os_error());
-            runner_metrics_test_skip::skip("storage_files::a_device_is_never_read", &why);
+        if !make_char_device(&fx.root.join("zero"), (1, 5), "storage_files::a_device_is_never_read") {
             return;
         }
         let root = fx.root();
