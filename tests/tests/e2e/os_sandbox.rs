@@ -9,6 +9,7 @@
 use std::fs;
 use std::net::TcpListener;
 
+use runner_metrics::confined_fs::Layer;
 use runner_metrics::plugin::{Plugin, PluginOptions, EMBEDDED_KEEPER};
 use runner_metrics_e2e::github_server::{job, jobs_page, jobs_target, without_proxies, Answer, GithubServer};
 use runner_metrics_e2e::*;
@@ -107,15 +108,22 @@ impl Escape {
         // so the escapes have real entries to try, named here.
         let empty = outside.join("empty-root");
         fs::create_dir(&empty).unwrap();
+        // On the confined filesystem, as every run below (so the fast build's
+        // entry, whatever the suite's RUNNER_METRICS_FILESYSTEM).
         let warm = output(
             std::process::Command::new(cli_binary())
                 .arg("--cache-dir")
                 .arg(cache.path())
                 .args(["quarantine", "list", "--storage"])
-                .arg(&empty),
+                .arg(&empty)
+                .env("RUNNER_METRICS_FILESYSTEM", "confined"),
         );
         assert_eq!(warm.code, Some(0), "{warm:?}");
-        let options = PluginOptions { cache_dir: Some(cache.path().to_owned()), ..Default::default() };
+        let options = PluginOptions {
+            cache_dir: Some(cache.path().to_owned()),
+            filesystem: Layer::Confined,
+            ..Default::default()
+        };
         let entries: Vec<_> = [options.component().unwrap(), EMBEDDED_KEEPER]
             .map(|wasm| Plugin::cache_entry(wasm, &options).unwrap().expect("a cache entry"))
             .into_iter()
