@@ -5,8 +5,10 @@
 //! relies on it) it may round a float literal to a neighbouring value. [`parse_strict`] rejects duplicate keys, trailing garbage, non-finite
 //! and out-of-range numbers, and nesting beyond [`MAX_NESTING_DEPTH`], and
 //! re-reads every float from its literal so numbers come out exactly as
-//! Python's `json` module reads them.
+//! Python's `json` module reads them. Strings and keys borrow from the text
+//! unless they hold an escape: no allocation for each of them.
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 use std::fmt;
 
@@ -20,21 +22,22 @@ use serde_json::Number;
 /// recursion limit (which stops at 127) is switched off.
 pub const MAX_NESTING_DEPTH: usize = 128;
 
-/// A parsed JSON value. Objects keep their members in document order and never
-/// hold two members with the same key.
+/// A parsed JSON value, borrowing its strings from the text it was parsed
+/// from where it can. Objects keep their members in document order and
+/// never hold two members with the same key.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Json {
+pub enum Json<'a> {
     Null,
     Bool(bool),
     Number(Number),
-    String(String),
-    Array(Vec<Json>),
-    Object(Vec<(String, Json)>),
+    String(Cow<'a, str>),
+    Array(Vec<Json<'a>>),
+    Object(Vec<(Cow<'a, str>, Json<'a>)>),
 }
 
-impl Json {
+impl<'a> Json<'a> {
     /// The member `key` of an object; `None` for a missing key or a non-object.
-    pub fn get(&self, key: &str) -> Option<&Json> {
+    pub fn get(&self, key: &str) -> Option<&Json<'a>> {
         match self {
             Json::Object(members) => members.iter().find(|(k, _)| k == key).map(|(_, v)| v),
             _ => None,
@@ -55,7 +58,7 @@ impl Json {
 }
 
 /// Parses one JSON document strictly; the error says what is wrong and where.
-pub fn parse_strict(text: &str) -> Result<Json, String> {
+pub fn parse_strict(text: &str) -> Result<Json<'_>, String> {
     let depth = nesting_depth(text);
     if depth > MAX_NESTING_DEPTH {
         return Err(format!("recursion limit exceeded: nesting deeper than {MAX_NESTING_DEPTH} levels"));
@@ -96,9 +99,41 @@ fn nesting_depth(text: &str) -> usize {
     deepest
 }
 
-impl<'de> Deserialize<'de> for Json {
+impl<'de> Deserialize<'de> for Json<'de> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_any(JsonVisitor)
+    }
+}
+
+/// An object's key, borrowed from the text unless it holds an escape
+/// (serde's own `Cow<str>` always copies).
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl<'de> Visitor<'de> for KeyVisitor {
+    type Value = Key<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, value: &'de str) -> Result<Key<'de>, E> {
+        Ok(Key(Cow::Borrowed(value)))
+    }
+
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<Key<'de>, E> {
+        Ok(Key(Cow::Owned(value.to_owned())))
+    }
+
+    fn visit_string<E: de::Error>(self, value: String) -> Result<Key<'de>, E> {
+        Ok(Key(Cow::Owned(value)))
     }
 }
 
@@ -109,45 +144,49 @@ struct JsonVisitor;
 const SET_FROM: usize = 16;
 
 impl<'de> Visitor<'de> for JsonVisitor {
-    type Value = Json;
+    type Value = Json<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON value")
     }
 
-    fn visit_unit<E: de::Error>(self) -> Result<Json, E> {
+    fn visit_unit<E: de::Error>(self) -> Result<Json<'de>, E> {
         Ok(Json::Null)
     }
 
-    fn visit_none<E: de::Error>(self) -> Result<Json, E> {
+    fn visit_none<E: de::Error>(self) -> Result<Json<'de>, E> {
         Ok(Json::Null)
     }
 
-    fn visit_bool<E: de::Error>(self, value: bool) -> Result<Json, E> {
+    fn visit_bool<E: de::Error>(self, value: bool) -> Result<Json<'de>, E> {
         Ok(Json::Bool(value))
     }
 
-    fn visit_i64<E: de::Error>(self, value: i64) -> Result<Json, E> {
+    fn visit_i64<E: de::Error>(self, value: i64) -> Result<Json<'de>, E> {
         Ok(Json::Number(value.into()))
     }
 
-    fn visit_u64<E: de::Error>(self, value: u64) -> Result<Json, E> {
+    fn visit_u64<E: de::Error>(self, value: u64) -> Result<Json<'de>, E> {
         Ok(Json::Number(value.into()))
     }
 
-    fn visit_f64<E: de::Error>(self, value: f64) -> Result<Json, E> {
+    fn visit_f64<E: de::Error>(self, value: f64) -> Result<Json<'de>, E> {
         Number::from_f64(value).map(Json::Number).ok_or_else(|| E::custom(format!("non-finite number {value}")))
     }
 
-    fn visit_str<E: de::Error>(self, value: &str) -> Result<Json, E> {
-        Ok(Json::String(value.to_owned()))
+    fn visit_borrowed_str<E: de::Error>(self, value: &'de str) -> Result<Json<'de>, E> {
+        Ok(Json::String(Cow::Borrowed(value)))
     }
 
-    fn visit_string<E: de::Error>(self, value: String) -> Result<Json, E> {
-        Ok(Json::String(value))
+    fn visit_str<E: de::Error>(self, value: &str) -> Result<Json<'de>, E> {
+        Ok(Json::String(Cow::Owned(value.to_owned())))
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
+    fn visit_string<E: de::Error>(self, value: String) -> Result<Json<'de>, E> {
+        Ok(Json::String(Cow::Owned(value)))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json<'de>, A::Error> {
         // No size hint: the input alone bounds the growth.
         let mut items = Vec::new();
         while let Some(item) = seq.next_element()? {
@@ -156,13 +195,13 @@ impl<'de> Visitor<'de> for JsonVisitor {
         Ok(Json::Array(items))
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
-        let mut members: Vec<(String, Json)> = Vec::new();
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json<'de>, A::Error> {
+        let mut members: Vec<(Cow<'de, str>, Json<'de>)> = Vec::new();
         // Metrics files have a handful of keys: compared with those before,
         // no copy of each key. Past `SET_FROM`, a set of them, so a hostile
         // object of thousands of keys stays O(n log n).
-        let mut seen: Option<BTreeSet<String>> = None;
-        while let Some(key) = map.next_key::<String>()? {
+        let mut seen: Option<BTreeSet<Cow<'de, str>>> = None;
+        while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
             let duplicate = match &mut seen {
                 Some(seen) => !seen.insert(key.clone()),
                 None => members.iter().any(|(earlier, _)| *earlier == key),
@@ -183,7 +222,7 @@ impl<'de> Visitor<'de> for JsonVisitor {
 /// Replaces every float of `json` by the correctly rounded value of its
 /// literal. `literals` yields the number literals of the source text in
 /// document order, which is also the order of the tree's numbers.
-fn reread_floats(json: &mut Json, literals: &mut NumberLiterals<'_>) -> Result<(), String> {
+fn reread_floats(json: &mut Json<'_>, literals: &mut NumberLiterals<'_>) -> Result<(), String> {
     match json {
         Json::Number(number) => {
             let literal = literals.next().ok_or("internal error: number literal not found")?;
@@ -296,7 +335,7 @@ mod tests {
         )
         .unwrap();
         let Json::Object(members) = &json else { panic!("not an object") };
-        let keys: Vec<&str> = members.iter().map(|(k, _)| k.as_str()).collect();
+        let keys: Vec<&str> = members.iter().map(|(k, _)| k.as_ref()).collect();
         assert_eq!(keys, ["n", "b", "i", "u", "f", "s", "a"]);
         assert_eq!(json.get("n"), Some(&Json::Null));
         assert_eq!(json.get("b"), Some(&Json::Bool(true)));
@@ -325,7 +364,7 @@ mod tests {
             Json::Null,
             Json::Bool(false),
             Json::Number(1u64.into()),
-            Json::String(String::new()),
+            Json::String("".into()),
             Json::Array(vec![]),
             Json::Object(vec![]),
         ]
@@ -333,6 +372,18 @@ mod tests {
         .map(Json::kind)
         .collect();
         assert_eq!(kinds, ["null", "a boolean", "a number", "a string", "an array", "an object"]);
+    }
+
+    #[test]
+    fn strings_and_keys_borrow_from_the_text_unless_escaped() {
+        let json = parse_strict(r#"{"plain": "text", "esc\u0061ped": "a\nb"}"#).unwrap();
+        let Json::Object(members) = &json else { panic!("not an object") };
+        assert!(matches!(members[0].0, Cow::Borrowed("plain")), "{members:?}");
+        assert!(matches!(members[0].1, Json::String(Cow::Borrowed("text"))), "{members:?}");
+        assert!(matches!(&members[1].0, Cow::Owned(key) if key == "escaped"), "{members:?}");
+        assert!(matches!(&members[1].1, Json::String(Cow::Owned(value)) if value == "a\nb"), "{members:?}");
+        // A duplicate spelt with an escape is still the same key.
+        assert!(parse_strict(r#"{"escaped": 1, "esc\u0061ped": 2}"#).unwrap_err().contains("duplicate key"));
     }
 
     #[test]

@@ -78,7 +78,7 @@ fn decode(bytes: &[u8]) -> Result<&str, Corruption> {
 
 /// The top-level object of a JSON metrics file; `None` when the file is empty,
 /// whitespace only or an empty object.
-fn parse_object(bytes: &[u8]) -> Result<Option<Json>, Corruption> {
+fn parse_object(bytes: &[u8]) -> Result<Option<Json<'_>>, Corruption> {
     let text = decode(bytes)?;
     if text.trim_ascii().is_empty() {
         return Ok(None);
@@ -120,12 +120,12 @@ fn quote(s: &str) -> String {
     }
 }
 
-fn required<'a>(object: &'a Json, key: &str) -> Result<&'a Json, Corruption> {
+fn required<'a, 'j>(object: &'a Json<'j>, key: &str) -> Result<&'a Json<'j>, Corruption> {
     object.get(key).ok_or_else(|| invalid(key, "required but missing"))
 }
 
 /// The member `key` unless it is missing or null.
-fn optional<'a>(object: &'a Json, key: &str) -> Option<&'a Json> {
+fn optional<'a, 'j>(object: &'a Json<'j>, key: &str) -> Option<&'a Json<'j>> {
     object.get(key).filter(|value| **value != Json::Null)
 }
 
@@ -151,7 +151,7 @@ fn number_or_numeric_string(object: &Json, key: &str) -> Result<f64, Corruption>
 /// would (`123`, `1.5`).
 fn text_or_number(object: &Json, key: &str) -> Result<String, Corruption> {
     match required(object, key)? {
-        Json::String(s) => Ok(s.clone()),
+        Json::String(s) => Ok(String::from(&**s)),
         Json::Number(n) => Ok(number_as_text(n)),
         other => Err(invalid(key, format!("must be a string or a number, got {}", describe(other)))),
     }
@@ -167,7 +167,7 @@ fn number_as_text(n: &serde_json::Number) -> String {
 /// A required string.
 fn string(object: &Json, key: &str) -> Result<String, Corruption> {
     match required(object, key)? {
-        Json::String(s) => Ok(s.clone()),
+        Json::String(s) => Ok(String::from(&**s)),
         other => Err(invalid(key, format!("must be a string, got {}", describe(other)))),
     }
 }
@@ -177,7 +177,7 @@ fn repository(object: &Json) -> Result<Option<String>, Corruption> {
     const KEY: &str = "repository";
     match optional(object, KEY) {
         None => Ok(None),
-        Some(Json::String(s)) if is_owner_slash_repo(s) => Ok(Some(s.clone())),
+        Some(Json::String(s)) if is_owner_slash_repo(s) => Ok(Some(String::from(&**s))),
         Some(Json::String(s)) => Err(invalid(KEY, format!("must look like owner/repo, got {}", quote(s)))),
         Some(other) => Err(invalid(KEY, format!("must be a string, got {}", describe(other)))),
     }
