@@ -668,3 +668,19 @@ fn the_deadline_is_per_storage_so_a_long_run_of_quick_storages_is_never_cut() {
     assert_eq!((summary.extracted, summary.quarantined, summary.failed), (1500, 0, 0), "{summary:?} in {took:?}");
     assert_eq!(sink.lines.len(), 1500 * 3);
 }
+
+#[test]
+fn each_plugin_build_runs_on_the_filesystem_that_serves_it() {
+    // The fast build (storage-files) over the confined filesystem, the WASI
+    // build on the fallback; the fast build on the fallback is refused,
+    // saying why, and the WASI build still runs on the confined one.
+    use runner_metrics::confined_fs::Layer;
+    use runner_metrics::plugin::{EMBEDDED_COMPONENT, EMBEDDED_FAST_COMPONENT};
+    use runner_metrics::{Plugin, PluginOptions};
+    let on = |filesystem| PluginOptions { cache_dir: Some(cache_dir()), filesystem, ..Default::default() };
+    assert!(std::ptr::eq(on(Layer::Wasi).component().unwrap(), EMBEDDED_COMPONENT));
+    assert!(std::ptr::eq(on(Layer::Confined).component().unwrap(), EMBEDDED_FAST_COMPONENT));
+    let refused = Plugin::from_bytes(EMBEDDED_FAST_COMPONENT, &on(Layer::Wasi)).err().expect("refused on the fallback");
+    assert!(format!("{refused:#}").contains("the fast build does not run on the fallback"), "{refused:#}");
+    Plugin::from_bytes(EMBEDDED_COMPONENT, &on(Layer::Confined)).expect("the WASI build on the confined filesystem");
+}

@@ -197,7 +197,14 @@ impl Plugin {
         let instance_pre = linker
             .instantiate_pre(&component)
             .anyhow()
-            .context("the component imports something other than WASI, storage-files and the host interface")?;
+            .with_context(|| {
+                let offered = if confined {
+                    "WASI, the host interface and storage-files"
+                } else {
+                    "WASI and the host interface (storage-files needs the confined filesystem: the fast build does not run on the fallback)"
+                };
+                format!("the component imports something this host does not offer: {offered}")
+            })?;
         let pre = PluginPre::new(instance_pre)
             .anyhow()
             .context("the component does not export the plugin world of github-runner:metrics@0.4.0")?;
