@@ -92,7 +92,7 @@ pub trait StorageFs {
     /// without an `lstat` first, so only where opens never block. The
     /// plugin's fast build reads them all in one host call.
     fn read_files(&self, dir: &str, names: &[&str], limit: usize) -> Vec<FsResult<BoundedRead>> {
-        names.iter().map(|name| self.read_bounded(&join(dir, name), limit)).collect()
+        read_one_by_one(self, dir, names, limit)
     }
     /// Atomically renames within the root. Natively it never replaces an
     /// entry; over WASI an empty directory may be replaced, so callers
@@ -160,6 +160,17 @@ impl<T: StorageFs> StorageFs for &T {
     fn opens_block(&self) -> bool {
         (**self).opens_block()
     }
+}
+
+/// [`StorageFs::read_files`] as one [`StorageFs::read_bounded`] per name:
+/// the default, and the fast build's way where its host call cannot serve.
+pub fn read_one_by_one<F: StorageFs + ?Sized>(
+    fs: &F,
+    dir: &str,
+    names: &[&str],
+    limit: usize,
+) -> Vec<FsResult<BoundedRead>> {
+    names.iter().map(|name| fs.read_bounded(&join(dir, name), limit)).collect()
 }
 
 /// What a bounded read of an open file found, from its `fstat` (`kind`,

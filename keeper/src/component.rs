@@ -7,7 +7,7 @@ use crate::bindings::exports::github_runner::metrics::books::{Guest, GuestRun};
 use crate::bindings::{CollectOptions, Ended, NextCall, RunBounds, RunnerMetrics, StorageOutput, StorageReport};
 use crate::books::Books;
 
-/// Where the host preopens the storage root (read-only), as for the plugin.
+// Where the host preopens the storage root (read-only), as for the plugin.
 use runner_metrics_core::fs::GUEST_ROOT as ROOT;
 
 struct Component;

@@ -425,8 +425,7 @@ impl crate::walk::DirHandle for NativeDir {
     }
 }
 
-/// Reads until EOF or `limit + 1` bytes, whichever comes first.
-/// At most `limit + 1` bytes from the start of `file`.
+/// At most `limit + 1` bytes from the start of `file` (until EOF or that many).
 fn read_at_most(file: File, limit: usize) -> io::Result<Vec<u8>> {
     let mut content = Vec::with_capacity(limit.saturating_add(1).min(64 * 1024));
     file.take(limit as u64 + 1).read_to_end(&mut content)?;

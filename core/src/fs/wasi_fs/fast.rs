@@ -9,7 +9,7 @@ use super::*;
 use crate::component::runner_metrics::confined_fs::storage_files::{self, ReadStep};
 
 pub(super) fn read_files(fs: &WasiFs, dir: &str, names: &[&str], limit: usize) -> Vec<FsResult<BoundedRead>> {
-    let one_by_one = || names.iter().map(|name| fs.read_bounded(&join(dir, name), limit)).collect();
+    let one_by_one = || read_one_by_one(fs, dir, names, limit);
     let Ok(wire_limit) = u32::try_from(limit) else { return one_by_one() };
     if fs.through_root_only.get() {
         return one_by_one();
