@@ -14,34 +14,42 @@ use crate::model::{CodeInformation, Event, RunnerInstalled, RunnerMetrics, Runne
 /// fractional part, `2.0`), otherwise in exponent notation with a signed,
 /// at-least-two-digit exponent (`1e+16`, `1.5e-07`).
 pub fn python_float_repr(x: f64) -> String {
+    let mut out = String::new();
+    push_python_float_repr(&mut out, x);
+    out
+}
+
+/// Appends [`python_float_repr`] of `x` to `out`, with no allocation of its
+/// own: a line's floats are written straight into the line.
+pub fn push_python_float_repr(out: &mut String, x: f64) {
     if x.is_nan() {
-        return "nan".to_owned();
+        return out.push_str("nan");
     }
     if x.is_infinite() {
-        return if x > 0.0 { "inf" } else { "-inf" }.to_owned();
+        return out.push_str(if x > 0.0 { "inf" } else { "-inf" });
+    }
+    if x.is_sign_negative() {
+        out.push('-');
     }
     // Whole numbers below 1e16 (most timestamps and durations) are their
     // integer and ".0": no float formatting, which costs thousands of
-    // instructions a number, twice (the guest renders, the keeper re-renders).
+    // instructions a number.
     if x.fract() == 0.0 && x.abs() < 1e16 {
-        let sign = if x.is_sign_negative() { "-" } else { "" };
-        return format!("{sign}{}.0", x.abs() as u64);
+        out.push_str(itoa::Buffer::new().format(x.abs() as u64));
+        return out.push_str(".0");
     }
-    repr_by_digits(x)
+    push_repr_by_digits(out, x.abs());
 }
 
-/// `python_float_repr` of a finite `x` by its shortest round-trip digits.
-fn repr_by_digits(x: f64) -> String {
-    let (digits, exponent) = shortest_digits(x.abs());
-    let body = if (-4..16).contains(&exponent) {
-        fixed_notation(&digits, exponent)
+/// [`push_python_float_repr`] of a finite `x >= 0` by its shortest
+/// round-trip digits.
+fn push_repr_by_digits(out: &mut String, x: f64) {
+    let mut buffer = zmij::Buffer::new();
+    let decimal = shortest_digits(x, &mut buffer);
+    if (-4..16).contains(&decimal.exponent) {
+        push_fixed_notation(out, &decimal);
     } else {
-        exponent_notation(&digits, exponent)
-    };
-    if x.is_sign_negative() {
-        format!("-{body}")
-    } else {
-        body
+        push_exponent_notation(out, &decimal);
     }
 }
 
@@ -53,65 +61,95 @@ fn repr_by_digits(x: f64) -> String {
 /// to even; `{:e}` alone may pick the other one of a tie
 /// (`1226808092080115.25`: CPython `...115.2`). The unit tests hold the two
 /// together against an exactly rounded oracle.
-fn shortest_digits(x: f64) -> (String, i32) {
-    split_decimal(zmij::Buffer::new().format_finite(x))
+fn shortest_digits(x: f64, buffer: &mut zmij::Buffer) -> Decimal<'_> {
+    split_decimal(buffer.format_finite(x))
+}
+
+/// A decimal number's significant digits, read in place from its written
+/// form, and the decimal exponent of the first one.
+struct Decimal<'a> {
+    /// The written mantissa (`1234.5`, `0.00012`), digits and a point.
+    mantissa: &'a str,
+    /// Zeros of `mantissa` before the first significant digit.
+    leading_zeros: usize,
+    /// How many significant digits follow them (at least one: zero is `0`).
+    len: usize,
+    exponent: i32,
+}
+
+impl Decimal<'_> {
+    /// The significant digits, without leading or trailing zeros.
+    fn digits(&self) -> impl Iterator<Item = char> + '_ {
+        self.mantissa.chars().filter(char::is_ascii_digit).skip(self.leading_zeros).take(self.len)
+    }
 }
 
 /// A decimal number as written (`1234.5`, `0.00012`, `1.5e-7`, `1e+16`) as
-/// its significant digits, without leading or trailing zeros, and the
-/// decimal exponent of the first one.
-fn split_decimal(text: &str) -> (String, i32) {
+/// its significant digits and the decimal exponent of the first one.
+fn split_decimal(text: &str) -> Decimal<'_> {
     let (mantissa, exponent) =
         text.split_once(['e', 'E']).map_or((text, 0), |(m, e)| (m, e.trim_start_matches('+').parse().unwrap_or(0)));
-    let (integer, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
-    let digits: String = integer.chars().chain(fraction.chars()).filter(char::is_ascii_digit).collect();
-    let significant = digits.trim_start_matches('0');
-    let leading_zeros = digits.len() - significant.len();
-    let significant = significant.trim_end_matches('0');
-    if significant.is_empty() {
-        return ("0".to_owned(), 0);
+    let integer = mantissa.split_once('.').map_or(mantissa, |(integer, _)| integer);
+    let digits = || mantissa.bytes().filter(u8::is_ascii_digit);
+    let leading_zeros = digits().take_while(|&d| d == b'0').count();
+    let trailing_zeros = digits().rev().take_while(|&d| d == b'0').count();
+    let total = digits().count();
+    if leading_zeros == total {
+        return Decimal { mantissa: "0", leading_zeros: 0, len: 1, exponent: 0 };
     }
-    let integer_digits = integer.chars().filter(char::is_ascii_digit).count();
+    let integer_digits = integer.bytes().filter(u8::is_ascii_digit).count();
     let exponent = exponent + integer_digits as i32 - 1 - leading_zeros as i32;
-    (significant.to_owned(), exponent)
+    Decimal { mantissa, leading_zeros, len: total - leading_zeros - trailing_zeros, exponent }
 }
 
 /// `digits` with the decimal point after digit `exponent + 1`, for
 /// `exponent` in `[-4, 16)`.
-fn fixed_notation(digits: &str, exponent: i32) -> String {
-    let integer_len = match usize::try_from(exponent) {
+fn push_fixed_notation(out: &mut String, decimal: &Decimal<'_>) {
+    let integer_len = match usize::try_from(decimal.exponent) {
         Ok(exponent) => exponent + 1,
         Err(_) => {
-            let leading_zeros = usize::try_from(-exponent - 1).unwrap_or(0);
-            return format!("0.{}{digits}", "0".repeat(leading_zeros));
+            out.push_str("0.");
+            let leading_zeros = usize::try_from(-decimal.exponent - 1).unwrap_or(0);
+            out.extend(std::iter::repeat_n('0', leading_zeros));
+            return out.extend(decimal.digits());
         }
     };
-    match (digits.get(..integer_len), digits.get(integer_len..)) {
-        (Some(integer), Some(fraction)) if !fraction.is_empty() => format!("{integer}.{fraction}"),
-        _ => {
-            let trailing_zeros = integer_len.saturating_sub(digits.len());
-            format!("{digits}{}.0", "0".repeat(trailing_zeros))
-        }
+    out.extend(decimal.digits().take(integer_len));
+    if decimal.len > integer_len {
+        out.push('.');
+        out.extend(decimal.digits().skip(integer_len));
+    } else {
+        out.extend(std::iter::repeat_n('0', integer_len - decimal.len));
+        out.push_str(".0");
     }
 }
 
 /// `d[.ddd]e±XX`.
-fn exponent_notation(digits: &str, exponent: i32) -> String {
-    let (first, rest) = digits.split_at(digits.len().min(1));
-    let point = if rest.is_empty() { "" } else { "." };
-    let sign = if exponent < 0 { '-' } else { '+' };
-    format!("{first}{point}{rest}e{sign}{:02}", exponent.unsigned_abs())
+fn push_exponent_notation(out: &mut String, decimal: &Decimal<'_>) {
+    let mut digits = decimal.digits();
+    out.extend(digits.next());
+    if decimal.len > 1 {
+        out.push('.');
+        out.extend(digits);
+    }
+    out.push('e');
+    out.push(if decimal.exponent < 0 { '-' } else { '+' });
+    let magnitude = decimal.exponent.unsigned_abs();
+    if magnitude < 10 {
+        out.push('0');
+    }
+    out.push_str(itoa::Buffer::new().format(magnitude));
 }
 
 /// How `json.dumps` writes a float: `repr`, except the non-finite values,
 /// which it spells as JavaScript does.
-fn python_json_float(x: f64) -> String {
+fn push_python_json_float(out: &mut String, x: f64) {
     if x.is_nan() {
-        "NaN".to_owned()
+        out.push_str("NaN");
     } else if x.is_infinite() {
-        if x > 0.0 { "Infinity" } else { "-Infinity" }.to_owned()
+        out.push_str(if x > 0.0 { "Infinity" } else { "-Infinity" });
     } else {
-        python_float_repr(x)
+        push_python_float_repr(out, x);
     }
 }
 
@@ -224,13 +262,19 @@ fn write_stop(line: &mut ObjectWriter, kind: &str, e: &RunnerStop) {
     line.string("github_event", &e.github_event);
     line.string("status", e.status.as_str());
     if let Some(CodeInformation { code }) = e.status_info {
-        line.raw("status_info", &format!("{{\"code\": {code}}}"));
+        line.key("status_info");
+        line.out.push_str("{\"code\": ");
+        line.out.push_str(itoa::Buffer::new().format(code));
+        line.out.push('}');
     }
     line.float("job_duration", e.job_duration);
     if let Some(conclusion) = e.job_conclusion {
         line.string("job_conclusion", conclusion.as_str());
     }
 }
+
+/// The capacity a line starts with.
+const LINE_CAPACITY: usize = 320;
 
 /// Writes one JSON object with Python's default separators.
 struct ObjectWriter {
@@ -240,7 +284,10 @@ struct ObjectWriter {
 
 impl ObjectWriter {
     fn new() -> Self {
-        Self { out: String::from("{"), empty: true }
+        // Room for a usual line (100 to 260 bytes): one allocation, no regrowth.
+        let mut out = String::with_capacity(LINE_CAPACITY);
+        out.push('{');
+        Self { out, empty: true }
     }
 
     fn key(&mut self, key: &str) {
@@ -252,18 +299,14 @@ impl ObjectWriter {
         self.out.push_str(": ");
     }
 
-    fn raw(&mut self, key: &str, json: &str) {
-        self.key(key);
-        self.out.push_str(json);
-    }
-
     fn string(&mut self, key: &str, value: &str) {
         self.key(key);
         push_python_json_string(&mut self.out, value);
     }
 
     fn float(&mut self, key: &str, value: f64) {
-        self.raw(key, &python_json_float(value));
+        self.key(key);
+        push_python_json_float(&mut self.out, value);
     }
 
     fn finish(mut self) -> String {
@@ -386,14 +429,32 @@ mod tests {
     /// the shortest length, then `{:.N$e}` (exactly rounded, ties to even)
     /// for the nearest of that length when it round-trips. Slow; an oracle.
     fn shortest_digits_by_std(x: f64) -> (String, i32) {
-        let shortest = split_decimal(&format!("{x:e}"));
+        let shortest = parts(split_decimal(&format!("{x:e}")));
         let precision = shortest.0.len().saturating_sub(1);
         let nearest = format!("{x:.precision$e}");
         if nearest.parse::<f64>() == Ok(x) {
-            split_decimal(&nearest)
+            parts(split_decimal(&nearest))
         } else {
             shortest
         }
+    }
+
+    /// A `Decimal`'s digits, collected, and its exponent.
+    fn parts(decimal: Decimal<'_>) -> (String, i32) {
+        (decimal.digits().collect(), decimal.exponent)
+    }
+
+    /// The repr by digits alone, without the shortcut for whole numbers.
+    fn repr_by_digits(x: f64) -> String {
+        let mut out = String::from(if x.is_sign_negative() { "-" } else { "" });
+        push_repr_by_digits(&mut out, x.abs());
+        out
+    }
+
+    fn python_json_float(x: f64) -> String {
+        let mut out = String::new();
+        push_python_json_float(&mut out, x);
+        out
     }
 
     #[test]
@@ -411,20 +472,20 @@ mod tests {
             checked.push((bits % 10_000_000_000_000_000) as f64 / 1e6 + 0.25);
         }
         for x in checked.into_iter().filter(|x| x.is_finite()) {
-            assert_eq!(shortest_digits(x), shortest_digits_by_std(x), "{x:e}");
+            assert_eq!(parts(shortest_digits(x, &mut zmij::Buffer::new())), shortest_digits_by_std(x), "{x:e}");
         }
     }
 
     #[test]
     fn split_decimal_reads_every_notation() {
-        assert_eq!(split_decimal("1234.5"), ("12345".to_owned(), 3));
-        assert_eq!(split_decimal("0.00012345"), ("12345".to_owned(), -4));
-        assert_eq!(split_decimal("1.5e-7"), ("15".to_owned(), -7));
-        assert_eq!(split_decimal("1e+16"), ("1".to_owned(), 16));
-        assert_eq!(split_decimal("1.2345678901234568e17"), ("12345678901234568".to_owned(), 17));
-        assert_eq!(split_decimal("100.0"), ("1".to_owned(), 2));
-        assert_eq!(split_decimal("0.0"), ("0".to_owned(), 0));
-        assert_eq!(split_decimal("5e-324"), ("5".to_owned(), -324));
+        assert_eq!(parts(split_decimal("1234.5")), ("12345".to_owned(), 3));
+        assert_eq!(parts(split_decimal("0.00012345")), ("12345".to_owned(), -4));
+        assert_eq!(parts(split_decimal("1.5e-7")), ("15".to_owned(), -7));
+        assert_eq!(parts(split_decimal("1e+16")), ("1".to_owned(), 16));
+        assert_eq!(parts(split_decimal("1.2345678901234568e17")), ("12345678901234568".to_owned(), 17));
+        assert_eq!(parts(split_decimal("100.0")), ("1".to_owned(), 2));
+        assert_eq!(parts(split_decimal("0.0")), ("0".to_owned(), 0));
+        assert_eq!(parts(split_decimal("5e-324")), ("5".to_owned(), -324));
     }
 
     #[test]
