@@ -116,8 +116,17 @@ impl HostState {
     /// `begin-storage`, and it ends with `end-storage` or its report.
     fn resume(&mut self, storage: Option<String>) {
         self.deadline = Instant::now() + self.call_timeout;
-        self.watch = storage.as_ref().map(|name| self.stall_watch.begin(self.root.join(name), self.deadline));
+        self.watch = self.watch(storage.as_deref());
         self.storage = storage;
+    }
+
+    /// A watch on the storage `name`, where a host call can block: only
+    /// the wasmtime-wasi fallback's opens can (the confined filesystem
+    /// opens everything `O_NONBLOCK`), so on the confined layer no call
+    /// pays for one (a path, a lock and a map entry per import).
+    pub(crate) fn watch(&self, name: Option<&str>) -> Option<u64> {
+        let name = name.filter(|_| self.watch_stalls)?;
+        Some(self.stall_watch.begin(self.root.join(name), self.deadline))
     }
 }
 
@@ -218,6 +227,8 @@ pub struct HostState {
     pub(crate) deadline: Instant,
     pub(crate) call_timeout: Duration,
     pub(crate) stall_watch: Arc<StallWatch>,
+    /// Whether host calls can block and are watched ([`HostState::watch`]).
+    pub(crate) watch_stalls: bool,
     /// The watch on the storage being handled, between imports.
     pub(crate) watch: Option<u64>,
     /// The storage that watch is on (see `imports.rs`).

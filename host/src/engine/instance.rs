@@ -86,6 +86,7 @@ impl Instance {
             deadline: Instant::now() + limits.call_timeout,
             call_timeout: limits.call_timeout,
             stall_watch,
+            watch_stalls: !confined,
             watch: None,
             storage: None,
             root: storage_root.to_owned(),
@@ -111,7 +112,8 @@ impl Instance {
     }
 
     /// Arms the deadline, runs one call, and explains a failure. A call on
-    /// one storage is also watched for blocking host calls.
+    /// one storage is also watched for blocking host calls, where they can
+    /// block.
     fn call<T>(
         &mut self,
         what: &str,
@@ -120,7 +122,7 @@ impl Instance {
     ) -> CallResult<T> {
         let state = self.store.data_mut();
         state.deadline = Instant::now() + state.call_timeout;
-        state.watch = storage.map(|name| state.stall_watch.begin(state.root.join(name), state.deadline));
+        state.watch = state.watch(storage);
         let result = f(&self.bindings, &mut self.store);
         let state = self.store.data_mut();
         // A watch the ticker broke, here or (in a collect) seen by an import.
