@@ -187,14 +187,19 @@ pub struct Dropped {
 /// Reads and parses all four files. Corruption anywhere wins over I/O
 /// failures, since the storage is quarantined whole either way; under the
 /// lenient policy a corrupt file counts as missing instead, and is listed.
-fn read_storage(fs: &impl StorageFs, name: &str, policy: Policy) -> Result<(StorageFiles, Vec<Dropped>), Problem> {
+/// `read_at_once`: the reads of the four files where the storage was
+/// entered with them ([`StorageFs::read_storage`]); else each is
+/// `lstat`ed and read in turn.
+fn read_storage(
+    fs: &impl StorageFs,
+    name: &str,
+    policy: Policy,
+    read_at_once: Option<Vec<FsResult<BoundedRead>>>,
+) -> Result<(StorageFiles, Vec<Dropped>), Problem> {
     let mut parsed = StorageFiles::default();
     let mut failure = None;
     let mut dropped = Vec::new();
-    // Where opens never block, all four are read at once (one host call in
-    // the fast build); else each is `lstat`ed and read in turn.
-    let mut read_at_once =
-        (!fs.opens_block()).then(|| fs.read_files(name, &files::ALL, FILE_SIZE_BYTES_LIMIT).into_iter());
+    let mut read_at_once = read_at_once.map(Vec::into_iter);
     for file in files::ALL {
         let state = match read_at_once.as_mut().and_then(Iterator::next) {
             Some(read) => opened_first(fs, name, file, read),
@@ -247,18 +252,24 @@ fn decide_storage(fs: &impl StorageFs, name: &str, keep: bool, policy: Policy, d
     if !is_valid_runner_name(name) {
         return Outcome::Skipped(SkipReason::InvalidName);
     }
-    // Opened (no symlink followed) rather than `lstat`ed: the reads below
-    // go through the open directory.
-    match fs.enter_dir(name) {
-        Ok(()) => {}
+    // Opened (no symlink followed) rather than `lstat`ed: the reads go
+    // through the open directory. Where opens never block, the four files
+    // are read with it (one host call in the fast build).
+    let entered = if fs.opens_block() {
+        fs.enter_dir(name).map(|()| None)
+    } else {
+        fs.read_storage(name, &files::ALL, FILE_SIZE_BYTES_LIMIT).map(Some)
+    };
+    let read_at_once = match entered {
+        Ok(reads) => reads,
         Err(e) if matches!(e.code, FsErrorCode::Symlink | FsErrorCode::NotADirectory) => {
             return Outcome::Skipped(SkipReason::NotADirectory)
         }
         // Removed or moved by another process since the listing (spec 7).
         Err(e) if e.code == FsErrorCode::NotFound => return Outcome::Skipped(SkipReason::Vanished),
         Err(e) => return Outcome::Failed(e.into()),
-    }
-    let parsed = match read_storage(fs, name, policy) {
+    };
+    let parsed = match read_storage(fs, name, policy, read_at_once) {
         Ok((parsed, lenient)) => {
             *dropped = lenient;
             parsed

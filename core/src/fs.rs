@@ -87,12 +87,14 @@ pub trait StorageFs {
     /// Opens a regular file without following symlinks and without blocking
     /// on FIFOs, and reads at most `limit + 1` bytes of it.
     fn read_bounded(&self, path: &str, limit: usize) -> FsResult<BoundedRead>;
-    /// [`StorageFs::read_bounded`] of each of `names` in the root's
-    /// directory `dir`, in order: the metrics files of a storage, opened
-    /// without an `lstat` first, so only where opens never block. The
-    /// plugin's fast build reads them all in one host call.
-    fn read_files(&self, dir: &str, names: &[&str], limit: usize) -> Vec<FsResult<BoundedRead>> {
-        read_one_by_one(self, dir, names, limit)
+    /// [`StorageFs::enter_dir`] of the storage `name`, then
+    /// [`StorageFs::read_bounded`] of each of `names` in it, in order: the
+    /// metrics files of a storage, opened without an `lstat` first, so only
+    /// where opens never block. `Err`: what `enter_dir` says. The plugin's
+    /// fast build does it all in one host call.
+    fn read_storage(&self, name: &str, names: &[&str], limit: usize) -> FsResult<Vec<FsResult<BoundedRead>>> {
+        self.enter_dir(name)?;
+        Ok(read_one_by_one(self, name, names, limit))
     }
     /// Atomically renames within the root. Natively it never replaces an
     /// entry; over WASI an empty directory may be replaced, so callers
@@ -136,8 +138,8 @@ impl<T: StorageFs> StorageFs for &T {
     fn read_bounded(&self, path: &str, limit: usize) -> FsResult<BoundedRead> {
         (**self).read_bounded(path, limit)
     }
-    fn read_files(&self, dir: &str, names: &[&str], limit: usize) -> Vec<FsResult<BoundedRead>> {
-        (**self).read_files(dir, names, limit)
+    fn read_storage(&self, name: &str, names: &[&str], limit: usize) -> FsResult<Vec<FsResult<BoundedRead>>> {
+        (**self).read_storage(name, names, limit)
     }
     fn rename(&self, from: &str, to: &str) -> FsResult<()> {
         (**self).rename(from, to)
@@ -162,8 +164,9 @@ impl<T: StorageFs> StorageFs for &T {
     }
 }
 
-/// [`StorageFs::read_files`] as one [`StorageFs::read_bounded`] per name:
-/// the default, and the fast build's way where its host call cannot serve.
+/// The reads of [`StorageFs::read_storage`] as one
+/// [`StorageFs::read_bounded`] per name: the default, and the fast build's
+/// way where its host call cannot serve.
 pub fn read_one_by_one<F: StorageFs + ?Sized>(
     fs: &F,
     dir: &str,

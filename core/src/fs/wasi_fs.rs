@@ -364,8 +364,8 @@ impl StorageFs for WasiFs {
     }
 
     #[cfg(feature = "fast-fs")]
-    fn read_files(&self, dir: &str, names: &[&str], limit: usize) -> Vec<FsResult<BoundedRead>> {
-        fast::read_files(self, dir, names, limit)
+    fn read_storage(&self, name: &str, names: &[&str], limit: usize) -> FsResult<Vec<FsResult<BoundedRead>>> {
+        fast::read_storage(self, name, names, limit)
     }
 
     fn rename(&self, from: &str, to: &str) -> FsResult<()> {

@@ -8,27 +8,33 @@
 use super::*;
 use crate::component::runner_metrics::confined_fs::storage_files::{self, ReadStep};
 
-pub(super) fn read_files(fs: &WasiFs, dir: &str, names: &[&str], limit: usize) -> Vec<FsResult<BoundedRead>> {
-    let one_by_one = || read_one_by_one(fs, dir, names, limit);
+pub(super) fn read_storage(
+    fs: &WasiFs,
+    name: &str,
+    names: &[&str],
+    limit: usize,
+) -> FsResult<Vec<FsResult<BoundedRead>>> {
+    let one_by_one = || {
+        fs.enter_dir(name)?;
+        Ok(read_one_by_one(fs, name, names, limit))
+    };
     let Ok(wire_limit) = u32::try_from(limit) else { return one_by_one() };
-    if fs.through_root_only.get() {
+    if fs.through_root_only.get() || matches!(name, "" | "." | "..") || name.contains('/') {
         return one_by_one();
     }
-    let answers = with_owned(names, |owned| fs.with_dir(dir, |d| Ok(storage_files::read_files(d, owned, wire_limit))));
-    match answers {
-        Ok(answers) => names
+    // The host opens the storage for the reads: no descriptor of it here,
+    // nothing to drop.
+    match with_owned(names, |owned| storage_files::read_files(&fs.root, Some(name), owned, wire_limit)) {
+        Ok(answers) => Ok(names
             .iter()
             .zip(answers)
-            .map(|(name, answer)| match answer {
-                Ok(file) => bounded_read(kind_of(file.type_), file.size, limit, || Ok(file.head)),
-                Err(e) => Err(error(operation(e.step), &join(dir, name), e.code)),
+            .map(|(file, answer)| match answer {
+                Ok(opened) => bounded_read(kind_of(opened.type_), opened.size, limit, || Ok(opened.head)),
+                Err(e) => Err(error(operation(e.step), &join(name, file), e.code)),
             })
-            .collect(),
-        Err(ErrorCode::Unsupported) => {
-            fs.give_up_dir_cache();
-            one_by_one()
-        }
-        Err(code) => names.iter().map(|name| Err(error(FsOperation::Open, &join(dir, name), code))).collect(),
+            .collect()),
+        // As `enter_dir` says it.
+        Err(code) => Err(error(FsOperation::OpenDirectory, name, code)),
     }
 }
 

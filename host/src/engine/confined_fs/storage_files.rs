@@ -1,5 +1,7 @@
 //! `storage-files`: a storage's metrics files read in one host call, where
-//! `wasi:filesystem` takes four per file (open, `stat`, read, drop), and
+//! `wasi:filesystem` takes four per file (open, `stat`, read, drop) and
+//! three for the storage's directory (open, drop, and an open check of
+//! Landlock's, path walk and all), and
 //! the emptied storage removed in one, where it takes an open, an unlink
 //! per file, a drop and a `rmdir`. The system calls are the ones those
 //! steps make here (`openat2` beneath the directory, `fstat`, `pread`,
@@ -29,9 +31,10 @@ impl Host for ConfinedFsView<'_> {
     fn read_files(
         &mut self,
         dir: Resource<Descriptor>,
+        storage: Option<String>,
         names: Vec<String>,
         limit: u32,
-    ) -> wasmtime::Result<Vec<Result<OpenedFile, ReadError>>> {
+    ) -> wasmtime::Result<Result<Vec<Result<OpenedFile, ReadError>>, ErrorCode>> {
         // Past what an honest guest asks: a lie, which stops it (a trap,
         // pinned on the storage it began).
         if names.len() > MAX_NAMES {
@@ -42,7 +45,19 @@ impl Host for ConfinedFsView<'_> {
         }
         let d = self.get(&dir)?;
         let mounts = self.mounts(d);
-        Ok(names.iter().map(|name| read_file(d.fd.as_fd(), name, limit, mounts)).collect())
+        let Some(storage) = storage else {
+            return Ok(Ok(names.iter().map(|name| read_file(d.fd.as_fd(), name, limit, mounts)).collect()));
+        };
+        // As `open-at` opens a directory (a plain name, no symlink, a mount
+        // only as `mounts` allows), but `O_PATH`: the files are opened
+        // through it, and each of those opens is checked, as before.
+        let opened = if kernel::plain_name(&storage) {
+            let flags = OFlags::PATH | OFlags::DIRECTORY;
+            kernel::open(d.fd.as_fd(), &storage, flags, Mode::empty(), false, mounts).map_err(code)
+        } else {
+            Err(ErrorCode::Invalid)
+        };
+        Ok(opened.map(|s| names.iter().map(|name| read_file(s.as_fd(), name, limit, kernel::Mounts::Stay)).collect()))
     }
 
     fn remove_known(

@@ -1165,7 +1165,15 @@ mod storage_files {
 
     impl Fx {
         fn read_files(&mut self, dir: &Fd, names: &[&str], limit: u32) -> wasmtime::Result<Vec<Answer>> {
-            self.view().read_files(b(dir), names.iter().map(|n| (*n).to_owned()).collect(), limit)
+            let answers =
+                self.view().read_files(b(dir), None, names.iter().map(|n| (*n).to_owned()).collect(), limit)?;
+            Ok(answers.expect("without a storage, no err"))
+        }
+
+        /// `read-files` with a `storage` of `dir`.
+        fn read_storage(&mut self, dir: &Fd, storage: &str, names: &[&str]) -> R<Vec<Answer>> {
+            let names = names.iter().map(|n| (*n).to_owned()).collect();
+            self.view().read_files(b(dir), Some(storage.to_owned()), names, 1024).expect("no trap")
         }
 
         fn remove_known(&mut self, dir: &Fd, name: &str, files: &[&str]) -> wasmtime::Result<R<()>> {
@@ -1258,6 +1266,44 @@ mod storage_files {
         let answers = fx.read_files(&inside, &names, 1024).expect("no trap");
         for (name, answer) in names.iter().zip(&answers) {
             assert_eq!(open_error(answer), ErrorCode::Invalid, "{name:?}");
+        }
+    }
+
+    #[test]
+    fn a_storage_named_reads_as_its_directory_opened_first_does() {
+        let mut fx = Fx::new();
+        let s = fx.root.join("s");
+        std::fs::create_dir(&s).expect("mkdir");
+        write_file(s.join("small"), "1700000000.5");
+        std::fs::write(s.join("big"), vec![b'x'; 2000]).expect("write");
+        mkfifo(&s.join("fifo"));
+        symlink(fx.outside.join("secret"), s.join("out")).expect("symlink");
+        let names = ["small", "big", "fifo", "out", "missing", "../file"];
+        let root = fx.root();
+        let dir = fx.open_dir(&root, "s", READ).expect("open s");
+        let through_dir = fx.read_files(&dir, &names, 1024).expect("no trap");
+        // The bindings' types compare by their debug form.
+        assert_eq!(format!("{:?}", fx.read_storage(&root, "s", &names)), format!("{:?}", Ok::<_, ()>(&through_dir)));
+        assert_eq!(opened(&through_dir[0]).2, b"1700000000.5");
+    }
+
+    #[test]
+    fn a_storage_is_opened_as_open_at_opens_a_directory_or_the_call_says_why_not() {
+        let mut fx = Fx::new();
+        // A symlink to a directory outside (whose sentinels must stay
+        // unread), one to a directory inside, a file, nothing.
+        symlink(fx.outside.join("dir"), fx.root.join("out")).expect("symlink");
+        symlink(fx.root.join("inside"), fx.root.join("in")).expect("symlink");
+        let root = fx.root();
+        for storage in ["out", "in", "file", "missing"] {
+            let Err(as_open_at) = fx.open_dir(&root, storage, READ) else { panic!("open-at refuses {storage:?}") };
+            assert_eq!(fx.read_storage(&root, storage, &["inner", "secret"]).err(), Some(as_open_at), "{storage:?}");
+        }
+        // Not one plain name: each would reach a file that exists.
+        let inside = fx.open_dir(&root, "inside", READ).expect("open inside");
+        for storage in ["..", ".", "", "a/b", "../outside", "/inside"] {
+            let read = fx.read_storage(&inside, storage, &["secret", "b", "file"]);
+            assert_eq!(read.err(), Some(ErrorCode::Invalid), "{storage:?}");
         }
     }
 
