@@ -33,6 +33,10 @@ pub(super) fn read_storage(
                 Err(e) => Err(error(operation(e.step), &join(name, file), e.code)),
             })
             .collect()),
+        Err(ErrorCode::Unsupported) => {
+            fs.give_up_dir_cache();
+            one_by_one()
+        }
         // As `enter_dir` says it.
         Err(code) => Err(error(FsOperation::OpenDirectory, name, code)),
     }
