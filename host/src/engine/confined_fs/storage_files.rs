@@ -9,7 +9,7 @@
 //! go. The guest decides what the bytes mean, as it does for a WASI read
 //! (`core/src/fs.rs`, `bounded_read`), and walks whatever a removal left.
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use rustix::fs::{FileType, Mode, OFlags};
 use wasmtime::component::Resource;
@@ -48,15 +48,8 @@ impl Host for ConfinedFsView<'_> {
         let Some(storage) = storage else {
             return Ok(Ok(names.iter().map(|name| read_file(d.fd.as_fd(), name, limit, mounts)).collect()));
         };
-        // As `open-at` opens a directory (a plain name, no symlink, a mount
-        // only as `mounts` allows), but `O_PATH`: the files are opened
-        // through it, and each of those opens is checked, as before.
-        let opened = if kernel::plain_name(&storage) {
-            let flags = OFlags::PATH | OFlags::DIRECTORY;
-            kernel::open(d.fd.as_fd(), &storage, flags, Mode::empty(), false, mounts).map_err(code)
-        } else {
-            Err(ErrorCode::Invalid)
-        };
+        // Opened `O_PATH`; each file opened through it is checked, as before.
+        let opened = self.open_storage(d, &storage);
         Ok(opened.map(|s| names.iter().map(|name| read_file(s.as_fd(), name, limit, kernel::Mounts::Stay)).collect()))
     }
 
@@ -78,12 +71,8 @@ impl Host for ConfinedFsView<'_> {
             return Ok(Err(ErrorCode::Invalid));
         }
         let mounts = self.mounts(d);
-        // `O_PATH`: only unlinked through, never read, so no open for
-        // reading (which Landlock checks, path walk and all) is needed.
         // Each unlink and the rmdir are still checked.
-        let flags = OFlags::PATH | OFlags::DIRECTORY;
-        let opened = kernel::open(d.fd.as_fd(), &name, flags, Mode::empty(), false, mounts).map_err(code);
-        Ok(opened.and_then(|storage| {
+        Ok(self.open_storage(d, &name).and_then(|storage| {
             for file in &files {
                 // A missing file, or one that is a directory now: the
                 // `rmdir` below fails, and the guest's walk deals with it.
@@ -92,6 +81,21 @@ impl Host for ConfinedFsView<'_> {
             drop(storage);
             kernel::unlink_at(d.fd.as_fd(), &name, true, mounts).map_err(code)
         }))
+    }
+}
+
+impl ConfinedFsView<'_> {
+    /// Opens the storage `name` of `d` as `open-at` opens a directory (one
+    /// plain name, no symlink followed, a mount entered only as `open-at`
+    /// would), but `O_PATH`: its files are opened or unlinked through it,
+    /// nothing is read through it, so it needs no open for reading (which
+    /// Landlock checks, path walk and all).
+    fn open_storage(&self, d: &Descriptor, name: &str) -> Result<OwnedFd, ErrorCode> {
+        if !kernel::plain_name(name) {
+            return Err(ErrorCode::Invalid);
+        }
+        let flags = OFlags::PATH | OFlags::DIRECTORY;
+        kernel::open(d.fd.as_fd(), name, flags, Mode::empty(), false, self.mounts(d)).map_err(code)
     }
 }
 
