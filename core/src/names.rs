@@ -34,6 +34,14 @@ pub const WRITING_DIR: &str = ".writing";
 /// time works on the root (spec 7).
 pub const LOCK_FILE: &str = ".lock";
 
+/// One component naming an entry of the directory it is resolved in: not
+/// empty, `.` (the directory itself) or `..` (outside it), and no `/`. The
+/// rule of the Rust host's confined filesystem, and of the guest's choice
+/// of asking it for a storage by name.
+pub fn is_plain_name(name: &str) -> bool {
+    !matches!(name, "" | "." | "..") && !name.contains('/')
+}
+
 /// A valid runner name: 1 to 255 bytes of `[A-Za-z0-9._-]`, not starting
 /// with `.` (those are reserved for the project).
 pub fn is_valid_runner_name(name: &str) -> bool {

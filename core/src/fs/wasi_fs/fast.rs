@@ -19,7 +19,7 @@ pub(super) fn read_storage(
         Ok(read_one_by_one(fs, name, names, limit))
     };
     let Ok(wire_limit) = u32::try_from(limit) else { return one_by_one() };
-    if fs.through_root_only.get() || matches!(name, "" | "." | "..") || name.contains('/') {
+    if fs.through_root_only.get() || !crate::names::is_plain_name(name) {
         return one_by_one();
     }
     // The host opens the storage for the reads: no descriptor of it here,

@@ -154,11 +154,9 @@ pub fn parent<'a, 'p>(dir: BorrowedFd<'a>, path: &'p str, mounts: Mounts<'_>) ->
     }
 }
 
-/// One component naming an entry of the directory it is resolved in: not
-/// empty, `.` (the directory itself) or `..` (outside it), and no `/`.
-pub fn plain_name(name: &str) -> bool {
-    !matches!(name, "" | "." | "..") && !name.contains('/')
-}
+/// One component naming an entry of the directory it is resolved in (the
+/// core's rule, which the guest follows too).
+pub use runner_metrics_core::names::is_plain_name as plain_name;
 
 /// Whether two descriptors are the same file.
 pub fn same_object(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> bool {
