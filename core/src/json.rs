@@ -1,12 +1,14 @@
 //! Strict JSON parsing for untrusted metrics files (spec 3).
 //!
-//! `serde_json` on its own keeps the last of duplicate keys, and without its
-//! `float_roundtrip` feature (which the workspace enables, but nothing here
-//! relies on it) it may round a float literal to a neighbouring value. [`parse_strict`] rejects duplicate keys, trailing garbage, non-finite
-//! and out-of-range numbers, and nesting beyond [`MAX_NESTING_DEPTH`], and
-//! re-reads every float from its literal so numbers come out exactly as
-//! Python's `json` module reads them. Strings and keys borrow from the text
-//! unless they hold an escape: no allocation for each of them.
+//! `serde_json` on its own keeps the last of duplicate keys, turns integers
+//! beyond 64 bits into floats, and without its `float_roundtrip` feature
+//! (which the workspace enables) may round a float literal to a
+//! neighbouring value. [`parse_strict`] rejects duplicate keys, trailing
+//! garbage, non-finite and out-of-range numbers, and nesting beyond
+//! [`MAX_NESTING_DEPTH`]; numbers come out exactly as Python's `json` module
+//! reads them (the tests below fail if `float_roundtrip` is ever dropped).
+//! Strings and keys borrow from the text unless they hold an escape: no
+//! allocation for each of them.
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;
@@ -68,8 +70,29 @@ pub fn parse_strict(text: &str) -> Result<Json<'_>, String> {
     deserializer.disable_recursion_limit();
     let mut json = Json::deserialize(&mut deserializer).map_err(|e| e.to_string())?;
     deserializer.end().map_err(|e| e.to_string())?;
-    reread_floats(&mut json, &mut NumberLiterals::new(text))?;
+    // Only a float of 2^63 or more may have been an integer literal too
+    // long for 64 bits (spec 3: out of range), which only its literal
+    // tells: then every float is read again from its literal. Below that,
+    // `float_roundtrip` already rounded each one correctly, and the text is
+    // not scanned a second time.
+    if any_float_from(&json, TOO_LONG_FOR_64_BITS) {
+        reread_floats(&mut json, &mut NumberLiterals::new(text))?;
+    }
     Ok(json)
+}
+
+/// The smallest magnitude an integer literal beyond 64 bits reaches as a
+/// float: -(2^63 + 1) rounds to -2^63 (2^64 and above for positive ones).
+const TOO_LONG_FOR_64_BITS: f64 = 9_223_372_036_854_775_808.0;
+
+/// Whether `json` holds a float of magnitude `at_least` or more.
+fn any_float_from(json: &Json<'_>, at_least: f64) -> bool {
+    match json {
+        Json::Number(number) => number.is_f64() && number.as_f64().is_some_and(|f| f.abs() >= at_least),
+        Json::Array(items) => items.iter().any(|item| any_float_from(item, at_least)),
+        Json::Object(members) => members.iter().any(|(_, value)| any_float_from(value, at_least)),
+        Json::Null | Json::Bool(_) | Json::String(_) => false,
+    }
 }
 
 /// The deepest nesting of `[`/`{` outside strings. Unbalanced or invalid
@@ -570,6 +593,51 @@ mod tests {
         assert_eq!(items[4].get("3.25").map(num), Some(0.0025));
         assert_eq!(json.get("z").map(num), Some(1_700_000_000.123_456_7));
         assert_eq!(json.get("s"), Some(&Json::String("1.0 -2e5 \" 3.5 \\".into())));
+    }
+
+    #[test]
+    fn floats_are_matched_to_literals_when_one_needs_its_literal() {
+        // 1e19 is past 2^63: every float is read again from its literal.
+        let text = r#"{"s": "2.5 \" 7e1", "a": [0.1, 1e19, -8, 1700000000.1206151], "z": 9223372036854775807}"#;
+        let json = parse_strict(text).unwrap();
+        let Some(Json::Array(items)) = json.get("a") else { panic!() };
+        assert_eq!(num(&items[0]), 0.1);
+        assert_eq!(num(&items[1]), 1e19);
+        assert_eq!(items[2], Json::Number((-8i64).into()));
+        assert_eq!(num(&items[3]).to_bits(), "1700000000.1206151".parse::<f64>().unwrap().to_bits());
+        assert_eq!(json.get("z"), Some(&Json::Number(i64::MAX.into())));
+        assert!(any_float_from(&json, TOO_LONG_FOR_64_BITS));
+        assert!(!any_float_from(&parse_strict("[9.2e18, -9.2e18, 1]").unwrap(), TOO_LONG_FOR_64_BITS));
+    }
+
+    #[test]
+    fn random_float_literals_read_as_rust_reads_them() {
+        // Mantissas of 1 to 25 digits, with and without a fraction and an
+        // exponent: what serde_json's `float_roundtrip` is trusted with.
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |bound: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % bound
+        };
+        for _ in 0..50_000 {
+            let digits: String = (0..1 + next(25)).map(|_| char::from(b'0' + next(10) as u8)).collect();
+            let digits = digits.trim_start_matches('0');
+            let digits = if digits.is_empty() { "0" } else { digits };
+            let point = next(digits.len() as u64 + 1) as usize;
+            let (int, frac) = digits.split_at(point);
+            let int = if int.is_empty() { "0" } else { int };
+            let mut literal = if frac.is_empty() { format!("{int}.5") } else { format!("{int}.{frac}") };
+            if next(3) == 0 {
+                literal.push_str(&format!("e{}", next(60) as i64 - 30));
+            }
+            if next(2) == 0 {
+                literal.insert(0, '-');
+            }
+            let parsed = num(&parse_strict(&literal).unwrap());
+            assert_eq!(parsed.to_bits(), literal.parse::<f64>().unwrap().to_bits(), "{literal}");
+        }
     }
 
     #[test]
