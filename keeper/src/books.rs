@@ -5,7 +5,7 @@
 //! each import call ([`crate::check`]) and says which plugin call comes
 //! next ([`Books::next`]): `collect`, `recover` after a trap, or the end.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use runner_metrics_core::names::DELETING_DIR;
@@ -42,9 +42,9 @@ pub struct Books {
     batch_size: usize,
     /// The root entry the plugin said it works on, until it is reported.
     current: Option<String>,
-    /// Storages whose lines are durable but that are not reported yet, in
-    /// append order, with their line counts.
-    appended: Vec<(String, usize)>,
+    /// Storages whose lines are durable but that are not reported yet,
+    /// with their line counts.
+    appended: Durable,
     /// The batch checked last, until the host says it is durable.
     pending: Vec<(String, usize)>,
     /// Root entries reported so far that are still in the root (kept:
@@ -68,6 +68,39 @@ pub struct Books {
     started: bool,
 }
 
+/// The storages with durable lines and no report yet. Looked up by name
+/// on every append and report (up to a batch of them at once), and handed
+/// to a recovery in the order their lines were appended.
+#[derive(Default)]
+struct Durable {
+    /// Each storage's place in the append order, and its line count.
+    by_name: HashMap<String, (u64, usize)>,
+    next_place: u64,
+}
+
+impl Durable {
+    fn lines(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).map(|&(_, lines)| lines)
+    }
+
+    /// A name appended again (which the checks refuse) keeps its first place.
+    fn insert(&mut self, name: String, lines: usize) {
+        let place = self.next_place;
+        self.next_place += 1;
+        self.by_name.entry(name).or_insert((place, lines));
+    }
+
+    fn remove(&mut self, name: &str) {
+        self.by_name.remove(name);
+    }
+
+    fn in_append_order(&self) -> impl Iterator<Item = (&String, usize)> {
+        let mut all: Vec<_> = self.by_name.iter().map(|(name, &(place, lines))| (place, name, lines)).collect();
+        all.sort_unstable_by_key(|&(place, _, _)| place);
+        all.into_iter().map(|(_, name, lines)| (name, lines))
+    }
+}
+
 impl Books {
     /// A run of `options` over `root` (`/storage` in the component).
     pub fn new(options: CollectOptions, root: impl Into<PathBuf>) -> Self {
@@ -80,7 +113,7 @@ impl Books {
             root: root.into(),
             batch_size,
             current: None,
-            appended: Vec::new(),
+            appended: Durable::default(),
             pending: Vec::new(),
             reported,
             unnamed_reported: 0,
@@ -111,7 +144,7 @@ impl Books {
 
     /// The durable lines of a storage not reported yet (`None`: none).
     pub fn appended_lines(&self, name: &str) -> Option<usize> {
-        self.appended.iter().find(|(n, _)| n == name).map(|(_, lines)| *lines)
+        self.appended.lines(name)
     }
 
     /// A name other than the pulled runner's, in a collect of one pulled
@@ -194,7 +227,7 @@ impl Books {
     pub fn appended(&mut self, error: Option<String>) {
         let batch = std::mem::take(&mut self.pending);
         match error {
-            None => self.appended.extend(batch),
+            None => batch.into_iter().for_each(|(name, lines)| self.appended.insert(name, lines)),
             Some(error) => self.append_error = Some(error),
         }
     }
@@ -214,7 +247,7 @@ impl Books {
         if report.name == UNNAMED {
             self.unnamed_reported = self.unnamed_reported.saturating_add(1);
         } else if report.name != DELETING_DIR {
-            self.appended.retain(|(n, _)| *n != report.name);
+            self.appended.remove(&report.name);
             // A pulled runner stays reported even once it left the root:
             // the resumed collect must not stage it again.
             let pulled = self.options.pulled.as_ref().is_some_and(|p| *p == report.name);
@@ -315,8 +348,8 @@ impl Books {
         let x = Interrupted {
             appended: self
                 .appended
-                .iter()
-                .map(|(n, l)| AppendedStorage { name: n.clone(), lines: lines(*l) })
+                .in_append_order()
+                .map(|(n, l)| AppendedStorage { name: n.clone(), lines: lines(l) })
                 .collect(),
             blamed,
             cause,
@@ -497,6 +530,28 @@ mod tests {
             stop(books.next(Some(Ended::Returned(Some(Failure::new("append failed")))))),
             "writing events to log: disk full"
         );
+    }
+
+    #[test]
+    fn a_recovery_gets_the_durable_storages_in_the_order_they_were_appended() {
+        let root = tempfile::tempdir().unwrap();
+        let names = ["r7", "r1", "r5", "r3", "r9", "r2", "r8"];
+        for name in names {
+            std::fs::create_dir(root.path().join(name)).unwrap();
+        }
+        let mut books = books(root.path());
+        books.next(None);
+        let output =
+            |name: &str| StorageOutput { runner_name: name.into(), source: crate::bindings::Rendered::Events(vec![]) };
+        books.append(&names[..4].iter().map(|n| output(n)).collect::<Vec<_>>()).unwrap();
+        books.appended(None);
+        books.append(&names[4..].iter().map(|n| output(n)).collect::<Vec<_>>()).unwrap();
+        books.appended(None);
+        std::fs::remove_dir(root.path().join("r5")).unwrap();
+        books.report(report("r5", OutcomeKind::Extracted, 0)).unwrap();
+        let x = recover(books.next(Some(Ended::Trapped("trap".into()))));
+        let order: Vec<&str> = x.appended.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(order, ["r7", "r1", "r3", "r9", "r2", "r8"]);
     }
 
     #[test]
