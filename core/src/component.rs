@@ -127,7 +127,7 @@ mod fine_grained {
 
     impl exports::github_runner::metrics::events::Guest for Component {
         fn issue_events(metrics: RunnerMetrics, flavor: String, job_metrics: Option<GithubJobMetrics>) -> Vec<Event> {
-            events::issue_events(&metrics, &flavor, job_metrics.as_ref())
+            events::issue_events(metrics, &flavor, job_metrics.as_ref())
         }
 
         fn render_event(event: Event) -> String {

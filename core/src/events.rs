@@ -11,13 +11,14 @@ use crate::model::{
 /// The events of `metrics`, in the order they must be issued:
 /// `runner_installed` when the installation start is known, `runner_start`
 /// when the pre-job names a repository, and `runner_stop` when `runner_start`
-/// is issued and a post-job exists.
-pub fn issue_events(metrics: &RunnerMetrics, flavor: &str, job: Option<&GithubJobMetrics>) -> Vec<Event> {
+/// is issued and a post-job exists. Takes the metrics to move their
+/// strings into the events rather than copy them.
+pub fn issue_events(metrics: RunnerMetrics, flavor: &str, job: Option<&GithubJobMetrics>) -> Vec<Event> {
     let mut events = Vec::with_capacity(3);
-    if let Some(installed) = runner_installed(metrics, flavor) {
+    if let Some(installed) = runner_installed(&metrics, flavor) {
         events.push(Event::RunnerInstalled(installed));
     }
-    let Some(pre_job) = &metrics.pre_job else {
+    let Some(pre_job) = metrics.pre_job else {
         return events;
     };
     let Some(start) = runner_start(pre_job, metrics.installed_timestamp, flavor, job) else {
@@ -40,18 +41,18 @@ fn runner_installed(metrics: &RunnerMetrics, flavor: &str) -> Option<RunnerInsta
 
 /// `None` when the pre-job has no repository.
 fn runner_start(
-    pre_job: &PreJobMetrics,
+    pre_job: PreJobMetrics,
     installed_timestamp: f64,
     flavor: &str,
     job: Option<&GithubJobMetrics>,
 ) -> Option<RunnerStart> {
-    let repo = pre_job.repository.clone()?;
+    let repo = pre_job.repository?;
     Some(RunnerStart {
         timestamp: pre_job.timestamp,
         flavor: flavor.to_owned(),
-        workflow: pre_job.workflow.clone(),
+        workflow: pre_job.workflow,
         repo,
-        github_event: pre_job.event.clone(),
+        github_event: pre_job.event,
         idle: non_negative(pre_job.timestamp - installed_timestamp),
         queue_duration: job.and_then(queue_duration),
     })
@@ -133,7 +134,7 @@ mod tests {
 
     #[test]
     fn fixture_f_gives_the_three_expected_events() {
-        let events = issue_events(&fixture(), FLAVOR, Some(&fixture_job()));
+        let events = issue_events(fixture(), FLAVOR, Some(&fixture_job()));
         assert_eq!(
             events,
             vec![
@@ -166,7 +167,7 @@ mod tests {
     fn pre_job_timestamp_zero_gives_idle_zero() {
         let mut metrics = fixture();
         metrics.pre_job.as_mut().unwrap().timestamp = 0.0;
-        let events = issue_events(&metrics, FLAVOR, Some(&fixture_job()));
+        let events = issue_events(metrics, FLAVOR, Some(&fixture_job()));
         assert_eq!(start_of(&events).idle.to_bits(), 0.0f64.to_bits());
         assert_eq!(start_of(&events).timestamp, 0.0);
         // The post-job (3.0) is after the pre-job (0.0).
@@ -177,7 +178,7 @@ mod tests {
     fn post_job_timestamp_zero_gives_job_duration_zero() {
         let mut metrics = fixture();
         metrics.post_job.as_mut().unwrap().timestamp = 0.0;
-        let events = issue_events(&metrics, FLAVOR, Some(&fixture_job()));
+        let events = issue_events(metrics, FLAVOR, Some(&fixture_job()));
         assert_eq!(stop_of(&events).job_duration.to_bits(), 0.0f64.to_bits());
         assert_eq!(stop_of(&events).timestamp, 0.0);
     }
@@ -186,7 +187,7 @@ mod tests {
     fn post_job_without_pre_job_gives_only_runner_installed() {
         let mut metrics = fixture();
         metrics.pre_job = None;
-        let events = issue_events(&metrics, FLAVOR, Some(&fixture_job()));
+        let events = issue_events(metrics, FLAVOR, Some(&fixture_job()));
         assert_eq!(kinds(&events), ["runner_installed"]);
     }
 
@@ -194,7 +195,7 @@ mod tests {
     fn without_installation_start_there_is_no_runner_installed() {
         let mut metrics = fixture();
         metrics.installation_start_timestamp = None;
-        let events = issue_events(&metrics, FLAVOR, Some(&fixture_job()));
+        let events = issue_events(metrics, FLAVOR, Some(&fixture_job()));
         assert_eq!(kinds(&events), ["runner_start", "runner_stop"]);
         assert_eq!(start_of(&events).idle, 1.0);
     }
@@ -204,7 +205,7 @@ mod tests {
         let mut metrics = fixture();
         metrics.pre_job = None;
         metrics.post_job = None;
-        let events = issue_events(&metrics, FLAVOR, None);
+        let events = issue_events(metrics, FLAVOR, None);
         assert_eq!(kinds(&events), ["runner_installed"]);
         assert_eq!(installed_of(&events).timestamp, 2.0);
         assert_eq!(installed_of(&events).duration, 1.0);
@@ -216,14 +217,14 @@ mod tests {
         metrics.installation_start_timestamp = None;
         metrics.pre_job = None;
         metrics.post_job = None;
-        assert!(issue_events(&metrics, FLAVOR, Some(&fixture_job())).is_empty());
+        assert!(issue_events(metrics, FLAVOR, Some(&fixture_job())).is_empty());
     }
 
     #[test]
     fn pre_job_without_repository_gives_no_start_and_no_stop() {
         let mut metrics = fixture();
         metrics.pre_job.as_mut().unwrap().repository = None;
-        let events = issue_events(&metrics, FLAVOR, Some(&fixture_job()));
+        let events = issue_events(metrics, FLAVOR, Some(&fixture_job()));
         assert_eq!(kinds(&events), ["runner_installed"]);
     }
 
@@ -231,13 +232,13 @@ mod tests {
     fn pre_job_without_post_job_gives_no_stop() {
         let mut metrics = fixture();
         metrics.post_job = None;
-        let events = issue_events(&metrics, FLAVOR, Some(&fixture_job()));
+        let events = issue_events(metrics, FLAVOR, Some(&fixture_job()));
         assert_eq!(kinds(&events), ["runner_installed", "runner_start"]);
     }
 
     #[test]
     fn unknown_job_leaves_queue_duration_and_conclusion_out() {
-        let events = issue_events(&fixture(), FLAVOR, None);
+        let events = issue_events(fixture(), FLAVOR, None);
         assert_eq!(kinds(&events), ["runner_installed", "runner_start", "runner_stop"]);
         assert_eq!(start_of(&events).queue_duration, None);
         assert_eq!(stop_of(&events).job_conclusion, None);
@@ -246,7 +247,7 @@ mod tests {
     #[test]
     fn job_without_conclusion_keeps_queue_duration() {
         let job = GithubJobMetrics { queue_duration: 12.5, conclusion: None };
-        let events = issue_events(&fixture(), FLAVOR, Some(&job));
+        let events = issue_events(fixture(), FLAVOR, Some(&job));
         assert_eq!(start_of(&events).queue_duration, Some(12.5));
         assert_eq!(stop_of(&events).job_conclusion, None);
     }
@@ -254,7 +255,7 @@ mod tests {
     #[test]
     fn negative_queue_duration_is_clamped_to_zero() {
         let job = GithubJobMetrics { queue_duration: -5.0, conclusion: Some(JobConclusion::Cancelled) };
-        let events = issue_events(&fixture(), FLAVOR, Some(&job));
+        let events = issue_events(fixture(), FLAVOR, Some(&job));
         assert_eq!(start_of(&events).queue_duration.map(f64::to_bits), Some(0.0f64.to_bits()));
         assert_eq!(stop_of(&events).job_conclusion, Some(JobConclusion::Cancelled));
     }
@@ -263,7 +264,7 @@ mod tests {
     fn non_finite_queue_duration_is_left_out() {
         for queue_duration in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
             let job = GithubJobMetrics { queue_duration, conclusion: Some(JobConclusion::Success) };
-            let events = issue_events(&fixture(), FLAVOR, Some(&job));
+            let events = issue_events(fixture(), FLAVOR, Some(&job));
             assert_eq!(start_of(&events).queue_duration, None, "{queue_duration}");
             assert_eq!(stop_of(&events).job_conclusion, Some(JobConclusion::Success));
         }
@@ -276,7 +277,7 @@ mod tests {
         metrics.installed_timestamp = 5.0;
         metrics.pre_job.as_mut().unwrap().timestamp = 4.0;
         metrics.post_job.as_mut().unwrap().timestamp = 1.0;
-        let events = issue_events(&metrics, FLAVOR, Some(&fixture_job()));
+        let events = issue_events(metrics, FLAVOR, Some(&fixture_job()));
         assert_eq!(installed_of(&events).duration, 0.0);
         assert_eq!(start_of(&events).idle, 0.0);
         assert_eq!(stop_of(&events).job_duration, 0.0);
@@ -294,7 +295,7 @@ mod tests {
             status: PostJobStatus::RepoPolicyCheckFailure,
             status_info: Some(CodeInformation { code: 403 }),
         });
-        let events = issue_events(&metrics, "large", Some(&fixture_job()));
+        let events = issue_events(metrics, "large", Some(&fixture_job()));
         let stop = stop_of(&events);
         assert_eq!(stop.status, PostJobStatus::RepoPolicyCheckFailure);
         assert_eq!(stop.status_info.map(|i| i.code), Some(403));
@@ -310,7 +311,7 @@ mod tests {
         let mut metrics = fixture();
         metrics.installation_start_timestamp = Some(1_700_000_000.123_456_7);
         metrics.installed_timestamp = 1_700_000_060.5;
-        let events = issue_events(&metrics, FLAVOR, None);
+        let events = issue_events(metrics, FLAVOR, None);
         assert_eq!(installed_of(&events).duration, 1_700_000_060.5 - 1_700_000_000.123_456_7);
     }
 

@@ -276,7 +276,7 @@ impl<F: StorageFs, H: Host, C: Conduct> Run<'_, F, H, C> {
             Emit::Metrics => StorageOutput { runner_name: name, source: Rendered::Metrics(metrics) },
             Emit::Events(flavor) => {
                 let job = self.host.job_metrics(&metrics);
-                let events = events::issue_events(&metrics, flavor, job.as_ref());
+                let events = events::issue_events(metrics, flavor, job.as_ref());
                 StorageOutput { runner_name: name, source: self.conduct.events(events) }
             }
         }

@@ -290,21 +290,25 @@ impl ObjectWriter {
         Self { out, empty: true }
     }
 
-    fn key(&mut self, key: &str) {
+    /// `key` is one of this file's own spellings (`status_info`, ...): plain
+    /// ASCII that `json.dumps` writes as it is, so it is copied unscanned.
+    fn key(&mut self, key: &'static str) {
+        debug_assert!(key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'), "{key}");
         if !self.empty {
             self.out.push_str(", ");
         }
         self.empty = false;
-        push_python_json_string(&mut self.out, key);
-        self.out.push_str(": ");
+        self.out.push('"');
+        self.out.push_str(key);
+        self.out.push_str("\": ");
     }
 
-    fn string(&mut self, key: &str, value: &str) {
+    fn string(&mut self, key: &'static str, value: &str) {
         self.key(key);
         push_python_json_string(&mut self.out, value);
     }
 
-    fn float(&mut self, key: &str, value: f64) {
+    fn float(&mut self, key: &'static str, value: f64) {
         self.key(key);
         push_python_json_float(&mut self.out, value);
     }
