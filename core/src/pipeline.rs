@@ -117,44 +117,103 @@ pub fn collect_with<F: StorageFs, C: Conduct>(
     conduct: &mut C,
 ) -> Result<(), Failure> {
     let done = options.done.iter().map(String::as_str).collect();
+    let host = Ends { host, owed: false };
     let mut run =
         Run { fs, options, done, host, conduct, pending: Vec::new(), unnamed_seen: 0, dropped: HashMap::new() };
-    if options.purge_deleting && !options.dry_run {
-        run.purge_deleting();
-    }
-    if let Some(name) = &options.pulled {
-        if !run.done.contains(name.as_str()) {
-            let Some(pulled) = pulled else {
-                return Err(Failure::new(format!("the files of the pulled runner {name:?} were not handed over")));
-            };
-            run.pulled(name, pulled)?;
+    let result = run.collect(pulled);
+    run.host.settle();
+    result
+}
+
+/// The host, told of a storage's end only when it matters: a
+/// `begin-storage` right after an `end-storage` implies it, so the end of
+/// each storage but the last of a stretch costs no crossing (nor a keeper
+/// call). Any other call, the root's listing and the end of the run say it
+/// first, so a trap blames the same storage as if it had been said at once.
+struct Ends<'a, H: Host> {
+    host: &'a mut H,
+    /// An `end-storage` not said yet.
+    owed: bool,
+}
+
+impl<H: Host> Ends<'_, H> {
+    /// Says the `end-storage` owed, if any.
+    fn settle(&mut self) {
+        if std::mem::take(&mut self.owed) {
+            self.host.end_storage();
         }
-        return run.flush();
     }
-    let mut scan =
-        Scan::new(fs, options.selection.clone()).map_err(|e| Failure::from(e).context("listing the storage root"))?;
-    loop {
-        if let Some(entry) = run.conduct.injected() {
-            run.entry(entry)?;
-            continue;
+}
+
+impl<H: Host> Host for Ends<'_, H> {
+    fn begin_storage(&mut self, name: &str) {
+        self.owed = false;
+        self.host.begin_storage(name);
+    }
+
+    fn end_storage(&mut self) {
+        self.owed = true;
+    }
+
+    fn job_metrics(&mut self, metrics: &RunnerMetrics) -> Option<GithubJobMetrics> {
+        self.settle();
+        self.host.job_metrics(metrics)
+    }
+
+    fn append(&mut self, batch: Vec<StorageOutput>) -> Result<(), String> {
+        self.settle();
+        self.host.append(batch)
+    }
+
+    fn report(&mut self, report: StorageReport) {
+        self.settle();
+        self.host.report(report);
+    }
+}
+
+impl<F: StorageFs, H: Host, C: Conduct> Run<'_, F, H, C> {
+    fn collect(&mut self, pulled: Option<&PulledMetrics>) -> Result<(), Failure> {
+        let options = self.options;
+        let run = self;
+        if options.purge_deleting && !options.dry_run {
+            run.purge_deleting();
         }
-        run.conduct.next_batch();
-        let batch = match scan.next_batch(SCAN_BATCH) {
-            Ok(batch) => batch,
-            Err(e) => {
-                // What was extracted still gets its lines and a report.
-                run.flush()?;
-                return Err(Failure::from(e).context("listing the storage root"));
+        if let Some(name) = &options.pulled {
+            if !run.done.contains(name.as_str()) {
+                let Some(pulled) = pulled else {
+                    return Err(Failure::new(format!("the files of the pulled runner {name:?} were not handed over")));
+                };
+                run.pulled(name, pulled)?;
             }
-        };
-        if batch.is_empty() {
-            break;
+            return run.flush();
         }
-        for entry in batch {
-            run.entry(entry)?;
+        let mut scan = Scan::new(run.fs, options.selection.clone())
+            .map_err(|e| Failure::from(e).context("listing the storage root"))?;
+        loop {
+            if let Some(entry) = run.conduct.injected() {
+                run.entry(entry)?;
+                continue;
+            }
+            // The listing is no storage's work.
+            run.host.settle();
+            run.conduct.next_batch();
+            let batch = match scan.next_batch(SCAN_BATCH) {
+                Ok(batch) => batch,
+                Err(e) => {
+                    // What was extracted still gets its lines and a report.
+                    run.flush()?;
+                    return Err(Failure::from(e).context("listing the storage root"));
+                }
+            };
+            if batch.is_empty() {
+                break;
+            }
+            for entry in batch {
+                run.entry(entry)?;
+            }
         }
+        run.flush()
     }
-    run.flush()
 }
 
 struct Run<'a, F: StorageFs, H: Host, C: Conduct> {
@@ -162,7 +221,7 @@ struct Run<'a, F: StorageFs, H: Host, C: Conduct> {
     options: &'a CollectOptions,
     /// `options.done`, for lookups.
     done: HashSet<&'a str>,
-    host: &'a mut H,
+    host: Ends<'a, H>,
     conduct: &'a mut C,
     /// Extracted storages whose lines wait for the next append.
     pending: Vec<StorageOutput>,
@@ -424,5 +483,106 @@ impl StorageOutput {
             Rendered::Events(events) => events.iter().map(render::render_event).collect(),
             Rendered::Metrics(metrics) => vec![render::render_metrics(metrics)],
         }
+    }
+}
+
+#[cfg(all(test, not(target_arch = "wasm32")))]
+mod tests {
+    use super::*;
+    use crate::fs::NativeFs;
+    use runner_metrics_fixtures::StorageRoot;
+
+    /// Records the host calls, and checks each against the storage the
+    /// calls so far make current, as the keeper's books do.
+    #[derive(Default)]
+    struct Recording {
+        calls: Vec<String>,
+        current: Option<String>,
+    }
+
+    impl Host for Recording {
+        fn begin_storage(&mut self, name: &str) {
+            self.calls.push(format!("begin {name}"));
+            self.current = Some(name.to_owned());
+        }
+        fn end_storage(&mut self) {
+            self.calls.push("end".into());
+            self.current = None;
+        }
+        fn job_metrics(&mut self, metrics: &RunnerMetrics) -> Option<GithubJobMetrics> {
+            self.calls.push(format!("job-metrics {}", metrics.runner_name));
+            None
+        }
+        fn append(&mut self, batch: Vec<StorageOutput>) -> Result<(), String> {
+            assert_eq!(self.current, None, "an append while {:?} is current: {:?}", self.current, self.calls);
+            self.calls.push(format!("append {}", batch.len()));
+            Ok(())
+        }
+        fn report(&mut self, report: StorageReport) {
+            if self.current.as_deref() == Some(report.name.as_str()) {
+                self.current = None;
+            }
+            assert_eq!(
+                self.current, None,
+                "{} reported while {:?} is current: {:?}",
+                report.name, self.current, self.calls
+            );
+            self.calls.push(format!("report {}", report.name));
+        }
+    }
+
+    #[test]
+    fn an_end_is_said_before_any_call_but_a_begin() {
+        let metrics = RunnerMetrics {
+            installation_start_timestamp: None,
+            installed_timestamp: 1.0,
+            pre_job: None,
+            post_job: None,
+            runner_name: "b".into(),
+        };
+        let mut recording = Recording::default();
+        let mut host = Ends { host: &mut recording, owed: false };
+        host.begin_storage("a");
+        host.end_storage();
+        host.begin_storage("b");
+        host.end_storage();
+        host.report(StorageReport::new("s", OutcomeKind::Skipped, "x", 0));
+        host.begin_storage("b");
+        host.end_storage();
+        host.job_metrics(&metrics);
+        host.end_storage();
+        host.append(Vec::new()).unwrap();
+        host.end_storage();
+        host.settle();
+        host.settle();
+        let expected =
+            ["begin a", "begin b", "end", "report s", "begin b", "end", "job-metrics b", "end", "append 0", "end"];
+        assert_eq!(recording.calls, expected);
+    }
+
+    #[test]
+    fn a_storage_ends_before_anything_but_the_next_begin_and_once_per_stretch() {
+        let root = StorageRoot::new();
+        for name in ["r-1", "r-2", "r-3"] {
+            root.valid_runner(name);
+        }
+        root.root_file("stray-file", "x");
+        let mut host = Recording::default();
+        let options = CollectOptions { purge_deleting: false, ..CollectOptions::events("small") };
+        collect(&NativeFs::new(root.path()), &options, None, &mut host).unwrap();
+        assert_eq!(host.current, None, "a storage still current at the end: {:?}", host.calls);
+        let count = |prefix: &str| host.calls.iter().filter(|call| call.starts_with(prefix)).count();
+        assert_eq!((count("report r-"), count("report stray"), count("append")), (3, 1, 1), "{:?}", host.calls);
+        // The three extractions form one or two stretches (the stray file's
+        // report may come between them, in listing order): one end each.
+        let stretches = if host.calls.iter().position(|c| c == "report stray-file").is_some_and(|at| {
+            let begins = host.calls[..at].iter().filter(|c| c.starts_with("begin r-")).count();
+            begins > 0 && begins < 3
+        }) {
+            2
+        } else {
+            1
+        };
+        assert_eq!(count("end"), stretches, "{:?}", host.calls);
     }
 }
