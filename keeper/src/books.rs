@@ -12,8 +12,8 @@ use runner_metrics_core::names::DELETING_DIR;
 use runner_metrics_core::report::{bounded, UNNAMED};
 
 use crate::bindings::{
-    AppendedStorage, CollectOptions, Ended, Failure, Interrupted, NextCall, RunBounds, RunnerMetrics, StorageOutput,
-    StorageReport,
+    AppendedStorage, Claim, CollectOptions, Ended, Failure, Interrupted, NextCall, RunBounds, RunnerMetrics,
+    StorageOutput, StorageReport,
 };
 use crate::check;
 
@@ -184,6 +184,19 @@ impl Books {
     /// storage.
     pub fn end_storage(&mut self) {
         self.current = None;
+    }
+
+    /// Claims that wanted no answer, handed over together by a host that
+    /// held them (`wit/keeper-batch`): each taken as its own call takes it,
+    /// in order, up to the first lie.
+    pub fn take(&mut self, claims: Vec<Claim>) -> Result<(), String> {
+        for claim in claims {
+            match claim {
+                Claim::BeginStorage(name) => self.begin_storage(name)?,
+                Claim::EndStorage => self.end_storage(),
+            }
+        }
+        Ok(())
     }
 
     pub fn job_metrics(&mut self, metrics: &RunnerMetrics) -> Result<(), String> {
@@ -552,6 +565,25 @@ mod tests {
         let x = recover(books.next(Some(Ended::Trapped("trap".into()))));
         let order: Vec<&str> = x.appended.iter().map(|a| a.name.as_str()).collect();
         assert_eq!(order, ["r7", "r1", "r3", "r9", "r2", "r8"]);
+    }
+
+    #[test]
+    fn held_claims_are_taken_in_order_up_to_the_first_lie() {
+        let root = tempfile::tempdir().unwrap();
+        let mut books = books(root.path());
+        books.next(None);
+        books
+            .take(vec![Claim::BeginStorage("r1".into()), Claim::EndStorage, Claim::BeginStorage("r2".into())])
+            .unwrap();
+        assert_eq!(books.current().as_deref(), Some("r2"));
+        let lie = books
+            .take(vec![Claim::EndStorage, Claim::BeginStorage("../etc".into()), Claim::BeginStorage("r3".into())])
+            .unwrap_err();
+        assert!(lie.starts_with("named"), "{lie}");
+        // Taken up to the lie, not past it.
+        assert_eq!(books.current(), None);
+        let x = recover(books.next(Some(Ended::Trapped(format!("guest lied: {lie}")))));
+        assert!(x.lied && x.blamed.as_deref() == Some("../etc"), "{x:?}");
     }
 
     #[test]

@@ -3,7 +3,9 @@
 
 use std::cell::RefCell;
 
-use crate::bindings::exports::github_runner::metrics::books::{Guest, GuestRun};
+use crate::bindings::exports::github_runner::metrics::books::{Guest, GuestRun, RunBorrow};
+use crate::bindings::exports::runner_metrics::keeper_batch::claims;
+use crate::bindings::Claim;
 use crate::bindings::{CollectOptions, Ended, NextCall, RunBounds, RunnerMetrics, StorageOutput, StorageReport};
 use crate::books::Books;
 
@@ -59,5 +61,31 @@ impl GuestRun for Run {
 
     fn current(&self) -> Option<String> {
         self.0.borrow().current()
+    }
+}
+
+/// The Rust host's batched calls (`wit/keeper-batch`): the claims first,
+/// then what the `run` method of the same name does.
+impl claims::Guest for Component {
+    fn take(run: RunBorrow<'_>, claims: Vec<Claim>) -> Result<(), String> {
+        run.get::<Run>().0.borrow_mut().take(claims)
+    }
+
+    fn job_metrics(run: RunBorrow<'_>, claims: Vec<Claim>, metrics: RunnerMetrics) -> Result<(), String> {
+        let run = run.get::<Run>();
+        run.0.borrow_mut().take(claims)?;
+        run.job_metrics(metrics)
+    }
+
+    fn append(run: RunBorrow<'_>, claims: Vec<Claim>, batch: Vec<StorageOutput>) -> Result<Vec<String>, String> {
+        let run = run.get::<Run>();
+        run.0.borrow_mut().take(claims)?;
+        run.append(batch)
+    }
+
+    fn report(run: RunBorrow<'_>, claims: Vec<Claim>, report: StorageReport) -> Result<StorageReport, String> {
+        let run = run.get::<Run>();
+        run.0.borrow_mut().take(claims)?;
+        run.report(report)
     }
 }

@@ -3,10 +3,11 @@
 //! `report`).
 //!
 //! Every argument is the guest's claim. Each import passes it to the run's
-//! keeper ([`crate::keeper`]), which re-checks it against the run's books,
-//! before acting on it; a lie stops the guest in the middle of its call (a
-//! trap), and the collect loop ([`crate::collect`]) asks the keeper what
-//! comes next. Each import also moves the per-storage deadline: the guest's
+//! keeper ([`crate::keeper`]), which re-checks it against the run's books
+//! before the host acts on it (`begin-storage` and `end-storage`, on which
+//! the host does nothing, ride with the next import that wants an answer);
+//! a lie stops the guest in the middle of that import (a trap), and the
+//! collect loop ([`crate::collect`]) asks the keeper what comes next. Each import also moves the per-storage deadline: the guest's
 //! time runs only while wasm runs, and starts again after every import.
 
 use std::path::PathBuf;
@@ -143,8 +144,8 @@ impl Host for HostState {
     fn end_storage(&mut self) -> wasmtime::Result<()> {
         self.pause()?;
         let run = self.run()?;
-        let done = run.keeper.end_storage().map(Ok);
-        run.checked(done)?;
+        let verdict = run.keeper.end_storage();
+        run.checked(verdict)?;
         self.resume(None);
         Ok(())
     }

@@ -7,6 +7,14 @@
 //! The keeper is our code, but it parses what the plugin hands over: a
 //! trap in it stops the run (nothing is deleted on its word), it never
 //! takes a storage down with it.
+//!
+//! The plugin's claims that want no answer (`begin-storage`,
+//! `end-storage`) are held here and handed over with the next keeper call
+//! that wants one (`wit/keeper-batch`): a keeper call costs more than the
+//! check it makes. Nothing the host does waits on a held claim: a lie in
+//! one stops the plugin at that next call (the job lookup, an append, a
+//! report, or the end of the plugin call), before anything is done on the
+//! plugin's word, and is booked against the storage it named, as before.
 
 use std::path::Path;
 
@@ -21,16 +29,22 @@ use crate::confined_fs::{link_wasi, ConfinedFsCtx, ConfinedFsState, ConfinedFsVi
 
 mod generated {
     wasmtime::component::bindgen!({
-        path: "../wit/0.4.0",
-        world: "keeper",
+        // The `keeper` world of the current version, plus the batched calls.
+        path: ["../wit/0.4.0", "../wit/keeper-batch"],
+        world: "runner-metrics:keeper-batch/keeper-batch",
         // One set of types: the plugin's values pass through unconverted.
         with: { "github-runner:metrics/types": crate::bindings::github_runner::metrics::types },
     });
 }
 
 pub use generated::exports::github_runner::metrics::books::{Ended, NextCall};
-use generated::Keeper as KeeperWorld;
-pub(crate) use generated::KeeperPre;
+use generated::exports::runner_metrics::keeper_batch::claims::Claim;
+use generated::KeeperBatch as KeeperWorld;
+pub(crate) use generated::KeeperBatchPre as KeeperPre;
+
+/// Claims held at most before they are handed over on their own: a plugin
+/// that begins storages in a loop costs a keeper call per this many.
+const MAX_HELD_CLAIMS: usize = 64;
 
 /// The keeper's memory for a plugin capped at `plugin_memory`: twice what
 /// the plugin can hand over in one call, and room of its own, so that no
@@ -68,6 +82,8 @@ pub struct Keeper {
     bindings: KeeperWorld,
     run: ResourceAny,
     calls: u64,
+    /// The plugin's claims not handed over yet, in order.
+    held: Vec<Claim>,
 }
 
 impl Keeper {
@@ -102,7 +118,7 @@ impl Keeper {
         let bindings = pre.instantiate(&mut store).anyhow().context("instantiating the keeper component")?;
         let run = bindings.github_runner_metrics_books().run().call_constructor(&mut store, options).anyhow();
         let run = run.context("the keeper failed to start the run")?;
-        Ok(Self { store, bindings, run, calls: 0 })
+        Ok(Self { store, bindings, run, calls: 0, held: Vec::new() })
     }
 
     /// Calls the keeper: a trap in it is an error of the run.
@@ -120,26 +136,40 @@ impl Keeper {
         (self.calls, self.store.data().fs_calls)
     }
 
+    /// The plugin call to make next. Claims still held are handed over
+    /// first: a lie among them after a plugin call that returned ends it as
+    /// a trap would have, had the claim been checked at once.
     pub fn next(&mut self, last: Option<&Ended>) -> Result<NextCall> {
+        let lie = match self.take_held()? {
+            Err(lie) if matches!(last, Some(Ended::Returned(_))) => Some(Ended::Trapped(format!("guest lied: {lie}"))),
+            _ => None,
+        };
+        let last = lie.as_ref().or(last);
         self.call("next", |b, s, r| b.github_runner_metrics_books().run().call_next(s, r, last))
     }
 
+    /// Held: checked with the next call that wants an answer.
     pub fn begin_storage(&mut self, name: &str) -> Result<Result<(), String>> {
-        self.call("begin-storage", |b, s, r| b.github_runner_metrics_books().run().call_begin_storage(s, r, name))
+        self.hold(Claim::BeginStorage(name.to_owned()))
     }
 
-    pub fn end_storage(&mut self) -> Result<()> {
-        self.call("end-storage", |b, s, r| b.github_runner_metrics_books().run().call_end_storage(s, r))
+    /// Held: checked with the next call that wants an answer.
+    pub fn end_storage(&mut self) -> Result<Result<(), String>> {
+        self.hold(Claim::EndStorage)
     }
 
     pub fn job_metrics(&mut self, metrics: &RunnerMetrics) -> Result<Result<(), String>> {
-        self.call("job-metrics", |b, s, r| b.github_runner_metrics_books().run().call_job_metrics(s, r, metrics))
+        let held = std::mem::take(&mut self.held);
+        self.call("job-metrics", |b, s, r| {
+            b.runner_metrics_keeper_batch_claims().call_job_metrics(s, r, &held, metrics)
+        })
     }
 
     /// The batch's lines, rendered by the keeper from the checked events;
     /// `Err` inside: the plugin's lie.
     pub fn append(&mut self, batch: &[StorageOutput]) -> Result<Result<Vec<String>, String>> {
-        self.call("append", |b, s, r| b.github_runner_metrics_books().run().call_append(s, r, batch))
+        let held = std::mem::take(&mut self.held);
+        self.call("append", |b, s, r| b.runner_metrics_keeper_batch_claims().call_append(s, r, &held, batch))
     }
 
     pub fn appended(&mut self, error: Option<&str>) -> Result<()> {
@@ -147,7 +177,26 @@ impl Keeper {
     }
 
     pub fn report(&mut self, report: &StorageReport) -> Result<Result<StorageReport, String>> {
-        self.call("report", |b, s, r| b.github_runner_metrics_books().run().call_report(s, r, report))
+        let held = std::mem::take(&mut self.held);
+        self.call("report", |b, s, r| b.runner_metrics_keeper_batch_claims().call_report(s, r, &held, report))
+    }
+
+    /// Holds `claim`, handing the held ones over once there are many.
+    fn hold(&mut self, claim: Claim) -> Result<Result<(), String>> {
+        self.held.push(claim);
+        if self.held.len() < MAX_HELD_CLAIMS {
+            return Ok(Ok(()));
+        }
+        self.take_held()
+    }
+
+    /// Hands the held claims over on their own, if any.
+    fn take_held(&mut self) -> Result<Result<(), String>> {
+        if self.held.is_empty() {
+            return Ok(Ok(()));
+        }
+        let held = std::mem::take(&mut self.held);
+        self.call("claims", |b, s, r| b.runner_metrics_keeper_batch_claims().call_take(s, r, &held))
     }
 }
 
@@ -161,5 +210,69 @@ pub(crate) fn link(
     let mut linker = wasmtime::component::Linker::<KeeperState>::new(engine);
     link_wasi(&mut linker, confined).context("linking WASI for the keeper")?;
     let pre = linker.instantiate_pre(component).anyhow().context("the keeper imports something other than WASI")?;
-    KeeperPre::new(pre).anyhow().context("the keeper does not export the keeper world of github-runner:metrics@0.4.0")
+    KeeperPre::new(pre).anyhow().context(
+        "the keeper does not export the keeper world of github-runner:metrics@0.4.0 and the batched calls of wit/keeper-batch",
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect_options::CollectOptions as RunOptions;
+    use crate::plugin::{Plugin, PluginOptions};
+
+    fn keeper(root: &Path) -> Keeper {
+        let plugin = Plugin::open(&PluginOptions::default()).unwrap();
+        plugin.keeper(root, &RunOptions::events("small").to_wit()).unwrap()
+    }
+
+    fn recovery(call: NextCall) -> generated::exports::github_runner::metrics::books::Interrupted {
+        match call {
+            NextCall::Recover(x) => x,
+            _ => panic!("not a recovery"),
+        }
+    }
+
+    #[test]
+    fn a_lie_in_a_held_claim_stops_the_plugin_call_it_came_in_as_a_trap_would() {
+        let root = tempfile::tempdir().unwrap();
+        let mut keeper = keeper(root.path());
+        assert!(matches!(keeper.next(None).unwrap(), NextCall::Collect(_)));
+        keeper.begin_storage("r-1").unwrap().unwrap();
+        keeper.end_storage().unwrap().unwrap();
+        // Held: no keeper call yet, so no verdict either.
+        keeper.begin_storage("../r-2").unwrap().unwrap();
+        let calls = keeper.counts().0;
+        // The plugin returned without another call: the lie still counts.
+        let x = recovery(keeper.next(Some(&Ended::Returned(None))).unwrap());
+        assert!(x.lied && x.blamed.as_deref() == Some("../r-2"), "{x:?}");
+        assert_eq!(keeper.counts().0, calls + 2, "the held claims and `next`");
+    }
+
+    #[test]
+    fn held_claims_ride_with_the_next_call_that_wants_an_answer() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir(root.path().join("r-1")).unwrap();
+        let mut keeper = keeper(root.path());
+        keeper.next(None).unwrap();
+        let calls = keeper.counts().0;
+        keeper.begin_storage("r-1").unwrap().unwrap();
+        let report = StorageReport {
+            name: "r-1".into(),
+            outcome: crate::bindings::OutcomeKind::Failed,
+            reason: None,
+            file: None,
+            detail: "kept".into(),
+            events: 0,
+            errors: Vec::new(),
+        };
+        assert_eq!(keeper.report(&report).unwrap().unwrap().name, "r-1");
+        assert_eq!(keeper.counts().0, calls + 1, "one call for the claim and the report");
+        // A lie held behind a report stops it there.
+        keeper.begin_storage("r-1").unwrap().unwrap();
+        let lie = keeper.report(&report).unwrap().unwrap_err();
+        assert!(lie.contains("already reported"), "{lie}");
+        let x = recovery(keeper.next(Some(&Ended::Trapped(format!("guest lied: {lie}")))).unwrap());
+        assert!(x.lied, "{x:?}");
+    }
 }
