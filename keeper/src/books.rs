@@ -194,6 +194,7 @@ impl Books {
             match claim {
                 Claim::BeginStorage(name) => self.begin_storage(name)?,
                 Claim::EndStorage => self.end_storage(),
+                Claim::JobMetrics(metrics) => self.job_metrics(&metrics)?,
             }
         }
         Ok(())
@@ -572,10 +573,26 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let mut books = books(root.path());
         books.next(None);
+        let metrics = |name: &str| RunnerMetrics {
+            installation_start_timestamp: None,
+            installed_timestamp: 1.0,
+            pre_job: None,
+            post_job: None,
+            runner_name: name.into(),
+        };
         books
-            .take(vec![Claim::BeginStorage("r1".into()), Claim::EndStorage, Claim::BeginStorage("r2".into())])
+            .take(vec![
+                Claim::BeginStorage("r1".into()),
+                Claim::JobMetrics(metrics("r1")),
+                Claim::EndStorage,
+                Claim::BeginStorage("r2".into()),
+            ])
             .unwrap();
         assert_eq!(books.current().as_deref(), Some("r2"));
+        // Job metrics of another storage than the current one: a lie.
+        let lie = books.take(vec![Claim::JobMetrics(metrics("r1"))]).unwrap_err();
+        assert!(lie.contains("r1"), "{lie}");
+        books.lie = None;
         let lie = books
             .take(vec![Claim::EndStorage, Claim::BeginStorage("../etc".into()), Claim::BeginStorage("r3".into())])
             .unwrap_err();

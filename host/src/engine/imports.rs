@@ -4,8 +4,9 @@
 //!
 //! Every argument is the guest's claim. Each import passes it to the run's
 //! keeper ([`crate::keeper`]), which re-checks it against the run's books
-//! before the host acts on it (`begin-storage` and `end-storage`, on which
-//! the host does nothing, ride with the next import that wants an answer);
+//! before the host acts on it (`begin-storage`, `end-storage`, and
+//! `job-metrics` when there is nothing to look up, on which the host does
+//! nothing, ride with the next import that wants an answer);
 //! a lie stops the guest in the middle of that import (a trap), and the
 //! collect loop ([`crate::collect`]) asks the keeper what comes next. Each import also moves the per-storage deadline: the guest's
 //! time runs only while wasm runs, and starts again after every import.
@@ -153,9 +154,17 @@ impl Host for HostState {
     fn job_metrics(&mut self, metrics: RunnerMetrics) -> wasmtime::Result<Option<GithubJobMetrics>> {
         self.pause()?;
         let run = self.run()?;
-        let verdict = run.keeper.job_metrics(&metrics);
-        run.checked(verdict)?;
-        let answer = run.jobs.job_metrics(&metrics);
+        let answer = if run.jobs.answers_nothing() {
+            // Nothing to look up: the answer is `None` whatever the claim,
+            // so the claim is held (and checked) like `begin-storage`.
+            let verdict = run.keeper.hold_job_metrics(metrics);
+            run.checked(verdict)?;
+            None
+        } else {
+            let verdict = run.keeper.job_metrics(&metrics);
+            run.checked(verdict)?;
+            run.jobs.job_metrics(&metrics)
+        };
         let storage = self.storage.take();
         self.resume(storage);
         Ok(answer)

@@ -12,6 +12,13 @@ pub trait JobMetricsSource {
     fn lookups(&self) -> Option<LookupCounts> {
         None
     }
+
+    /// Whether every answer is `None`, whatever is asked: then nothing the
+    /// host does waits on the keeper's verdict on a lookup, which is held
+    /// like `begin-storage` ([`crate::keeper`]).
+    fn answers_nothing(&self) -> bool {
+        false
+    }
 }
 
 /// The lookups of one run, by result.
@@ -37,6 +44,10 @@ pub struct NoJobMetrics;
 impl JobMetricsSource for NoJobMetrics {
     fn job_metrics(&mut self, _: &RunnerMetrics) -> Option<GithubJobMetrics> {
         None
+    }
+
+    fn answers_nothing(&self) -> bool {
+        true
     }
 }
 

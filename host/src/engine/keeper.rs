@@ -9,7 +9,8 @@
 //! takes a storage down with it.
 //!
 //! The plugin's claims that want no answer (`begin-storage`,
-//! `end-storage`) are held here and handed over with the next keeper call
+//! `end-storage`, and `job-metrics` when the host has nothing to look up)
+//! are held here and handed over with the next keeper call
 //! that wants one (`wit/keeper-batch`): a keeper call costs more than the
 //! check it makes. Nothing the host does waits on a held claim: a lie in
 //! one stops the plugin at that next call (the job lookup, an append, a
@@ -156,6 +157,12 @@ impl Keeper {
     /// Held: checked with the next call that wants an answer.
     pub fn end_storage(&mut self) -> Result<Result<(), String>> {
         self.hold(Claim::EndStorage)
+    }
+
+    /// Held, for a host with nothing to look up (its answer does not wait
+    /// on the verdict): checked with the next call that wants an answer.
+    pub fn hold_job_metrics(&mut self, metrics: RunnerMetrics) -> Result<Result<(), String>> {
+        self.hold(Claim::JobMetrics(metrics))
     }
 
     pub fn job_metrics(&mut self, metrics: &RunnerMetrics) -> Result<Result<(), String>> {
