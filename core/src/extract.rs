@@ -321,18 +321,38 @@ fn decide_storage(fs: &impl StorageFs, name: &str, keep: bool, policy: Policy, d
 /// extracted twice; `Err` only when it is still in place under its name.
 /// A storage that is already gone (another process removed it) is deleted.
 pub fn delete_storage<F: StorageFs>(fs: &F, name: &str) -> Result<Option<QuarantineInfo>, Failure> {
-    delete_storage_sharing(fs, name, &mut None)
+    delete_storage_sharing(fs, name, &mut Shared::default())
 }
 
-/// [`delete_storage`] with the handle on `.deleting/` that a batch of
-/// deletions shares (`deleting`, opened by the first that needs it): an
-/// open and a close fewer per storage. A move through a shared handle that
-/// fails (`.deleting/` may have gone since it was opened) is tried once
-/// more through a fresh one.
+/// What a batch of deletions shares, each taken by the first that needs
+/// it: the handle on `.deleting/` (an open and a close fewer per storage)
+/// and the clock's reading that names their entries there (a clock call
+/// fewer; each entry keeps its runner's name, so they stay apart).
+pub struct Shared<D> {
+    deleting: Option<D>,
+    now: Option<f64>,
+}
+
+impl<D> Default for Shared<D> {
+    fn default() -> Self {
+        Self { deleting: None, now: None }
+    }
+}
+
+impl<D> Shared<D> {
+    /// Whether a deletion opened `.deleting/` for the others.
+    pub fn holds_deleting(&self) -> bool {
+        self.deleting.is_some()
+    }
+}
+
+/// [`delete_storage`] with what a batch of deletions shares ([`Shared`]).
+/// A move through a shared handle that fails (`.deleting/` may have gone
+/// since it was opened) is tried once more through a fresh one.
 pub fn delete_storage_sharing<F: StorageFs>(
     fs: &F,
     name: &str,
-    deleting: &mut Option<F::Dir>,
+    shared: &mut Shared<F::Dir>,
 ) -> Result<Option<QuarantineInfo>, Failure> {
     if !is_valid_runner_name(name) {
         return Err(Failure::new(format!("refusing to delete {name:?}: not a valid runner name")));
@@ -345,7 +365,8 @@ pub fn delete_storage_sharing<F: StorageFs>(
     }
     // One handle on `.deleting/` for the move and the removal: single
     // names relative to it, never a path resolved twice.
-    let base = entry_base(name, fs.now());
+    let base = entry_base(name, *shared.now.get_or_insert_with(|| fs.now()));
+    let deleting = &mut shared.deleting;
     let moved = match deleting.as_ref().map(|shared| move_to_free_name(fs, name, shared, &base)) {
         Some(Ok(moved)) => moved,
         // None shared yet, or the shared one failed (`.deleting/` removed

@@ -355,15 +355,15 @@ impl<F: StorageFs, H: Host, C: Conduct> Run<'_, F, H, C> {
             }
             return Err(Failure::new(format!("writing events: {e}")));
         }
-        // One handle on `.deleting/` for the batch's deletions.
-        let mut deleting = None;
+        // One handle on `.deleting/` and one clock reading for the batch.
+        let mut shared = extract::Shared::default();
         for (name, events) in stored {
             if !self.options.dry_run {
                 self.host.begin_storage(&name);
                 self.conduct.before_delete(&name);
             }
             let note = self.dropped.remove(&name);
-            let mut report = settle(self.fs, name, events, self.options.dry_run, &mut deleting);
+            let mut report = settle(self.fs, name, events, self.options.dry_run, &mut shared);
             if let Some(note) = note {
                 report.detail = format!("{note}{}", report.detail);
             }
@@ -389,7 +389,7 @@ pub fn recover<F: StorageFs>(fs: &F, x: &Interrupted, host: &mut impl Host) -> R
         host.begin_storage(&name);
         let renamed = || fs.lstat(&name).is_err_and(|e| e.code == crate::fs::FsErrorCode::NotFound);
         let report = if x.dry_run {
-            settle(fs, name.clone(), events, true, &mut None)
+            settle(fs, name.clone(), events, true, &mut extract::Shared::default())
         } else if trapped_here && renamed() {
             // Renamed into .deleting/ already: finish that (unless finishing
             // it is what trapped: the next run's purge does it then).
@@ -418,7 +418,7 @@ pub fn recover<F: StorageFs>(fs: &F, x: &Interrupted, host: &mut impl Host) -> R
                 ),
             }
         } else {
-            settle(fs, name.clone(), events, false, &mut None)
+            settle(fs, name.clone(), events, false, &mut extract::Shared::default())
         };
         host.report(report);
     }
@@ -452,12 +452,18 @@ pub fn recover<F: StorageFs>(fs: &F, x: &Interrupted, host: &mut impl Host) -> R
 /// The end of an extracted storage whose lines are durable: deleted (or,
 /// when it cannot be, quarantined as `undeletable`, so it is never
 /// extracted twice), or left as it is in a dry run; its report.
-/// `deleting`: the handle on `.deleting/` the caller's deletions share.
-fn settle<F: StorageFs>(fs: &F, name: String, events: u32, keep: bool, deleting: &mut Option<F::Dir>) -> StorageReport {
+/// `shared`: what the caller's deletions share.
+fn settle<F: StorageFs>(
+    fs: &F,
+    name: String,
+    events: u32,
+    keep: bool,
+    shared: &mut extract::Shared<F::Dir>,
+) -> StorageReport {
     if keep {
         return StorageReport::new(name, OutcomeKind::Extracted, "kept (dry run)", events);
     }
-    match extract::delete_storage_sharing(fs, &name, deleting) {
+    match extract::delete_storage_sharing(fs, &name, shared) {
         Ok(None) => StorageReport::new(name, OutcomeKind::Extracted, "deleted", events),
         Ok(Some(info)) => StorageReport::new(name, OutcomeKind::Extracted, undeletable_detail(&info), events),
         Err(e) => {

@@ -16,7 +16,7 @@ use std::os::unix::fs::{symlink, FileTypeExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use runner_metrics_core::extract::{delete_storage, delete_storage_sharing, extract_storage, Scan};
+use runner_metrics_core::extract::{delete_storage, delete_storage_sharing, extract_storage, Scan, Shared};
 use runner_metrics_core::fs::{
     BoundedRead, EntryKind, Failure, FsError, FsErrorCode, FsOperation, FsResult, Meta, NativeFs, StorageFs,
 };
@@ -1220,9 +1220,9 @@ fn deletions_of_a_batch_share_one_deleting_handle_and_survive_it_going() {
         env.storage(name, &valid_files());
     }
     let fs = env.fs();
-    let mut deleting = None;
+    let mut deleting = Shared::default();
     assert_eq!(delete_storage_sharing(&fs, "r-1", &mut deleting), Ok(None));
-    assert!(deleting.is_some(), "the first deletion opened .deleting/ for the batch");
+    assert!(deleting.holds_deleting(), "the first deletion opened .deleting/ for the batch");
     // Between two deletions of a batch, `.deleting/` goes (removed while
     // empty): the shared handle names a removed directory now.
     fs::remove_dir(env.path(DELETING)).unwrap();
