@@ -169,6 +169,7 @@ fn run(args: RunArgs) -> Result<()> {
     }
     println!("## Throughput\n");
     println!("{}", report::table(&rows));
+    println!("{}", report::paired_ratios(&rows));
     println!("{}", report::linearity(&rows));
     if let Some(parent) = args.svg.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)?;
@@ -399,6 +400,7 @@ fn sizes_on(args: &RunArgs, collect_bin: &Path, base: &Path, fs_name: &str, rows
             // Same root, same guest logic: the metrics logs must be identical.
             ensure!(logs[0] == logs[1], "N={n}: the sandboxed and native metrics logs differ");
         }
+        let walls = measured.clone().map(|runs| runs.iter().map(|m| m.wall).collect());
         let cells = measured.map(|runs| {
             let mut walls: Vec<Duration> = runs.iter().map(|m| m.wall).collect();
             walls.sort();
@@ -408,7 +410,7 @@ fn sizes_on(args: &RunArgs, collect_bin: &Path, base: &Path, fs_name: &str, rows
                 runs: runs.len(),
             }
         });
-        rows.push(Row { filesystem: fs_name.to_owned(), n, cells });
+        rows.push(Row { filesystem: fs_name.to_owned(), n, cells, walls });
     }
     Ok(())
 }

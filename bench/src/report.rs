@@ -20,6 +20,10 @@ pub struct Row {
     pub filesystem: String,
     pub n: usize,
     pub cells: [Cell; 3],
+    /// Every run's wall time, per contender, in run order: the contenders
+    /// of one run ran back to back, so their ratio is the least touched by
+    /// a slow phase of the machine.
+    pub walls: [Vec<Duration>; 3],
 }
 
 impl Row {
@@ -63,6 +67,31 @@ pub fn table(rows: &[Row]) -> String {
             row.ratio(Contender::Native, Contender::Floor),
             a.runs
         );
+    }
+    out
+}
+
+/// The ratios of each run (sandboxed / native, sandboxed / floor), for
+/// sizes run three times or more: their median and quartiles. A slow phase
+/// of the machine that spans a run slows all three contenders of it, so
+/// these move less than the ratio of medians in the main table.
+pub fn paired_ratios(rows: &[Row]) -> String {
+    let mut out = String::new();
+    for row in rows.iter().filter(|row| row.walls[0].len() >= 3) {
+        if out.is_empty() {
+            out.push_str(
+                "| filesystem | N | 1/2 run by run: median (quartiles) | 1/3 run by run: median (quartiles) | runs |\n",
+            );
+            out.push_str("|---|---:|---:|---:|---:|\n");
+        }
+        let [a, b, c] = &row.walls;
+        let spread = |other: &[Duration]| {
+            let mut ratios: Vec<f64> = a.iter().zip(other).map(|(x, y)| x.as_secs_f64() / y.as_secs_f64()).collect();
+            ratios.sort_by(f64::total_cmp);
+            let at = |q: usize| ratios[(ratios.len() - 1) * q / 4];
+            format!("{:.2}x ({:.2}-{:.2}x)", at(2), at(1), at(3))
+        };
+        let _ = writeln!(out, "| {} | {} | {} | {} | {} |", row.filesystem, row.n, spread(b), spread(c), a.len());
     }
     out
 }
@@ -217,12 +246,29 @@ mod tests {
         let cell = |s: f64| Cell { wall: Duration::from_secs_f64(s), peak_rss: 1 << 20, runs: 1 };
         let rows: Vec<Row> = [("tmpfs", 1000, 0.1), ("tmpfs", 10000, 1.0), ("ext4", 1000, 0.2), ("ext4", 10000, 2.0)]
             .into_iter()
-            .map(|(fs, n, s)| Row { filesystem: fs.into(), n, cells: [cell(s * 1.2), cell(s), cell(s / 2.0)] })
+            .map(|(fs, n, s)| Row {
+                filesystem: fs.into(),
+                n,
+                cells: [cell(s * 1.2), cell(s), cell(s / 2.0)],
+                walls: Default::default(),
+            })
             .collect();
         let svg = svg(&rows, "t");
         assert_eq!(svg.matches("<polyline").count(), 6);
         assert!(table(&rows).contains("| tmpfs | 10000 |"));
         assert!(linearity(&rows).contains("time(10000) / time(1000)"));
         assert_eq!(thousands(100000.0), "100,000");
+        assert_eq!(paired_ratios(&rows), "", "no size ran three times");
+    }
+
+    #[test]
+    fn ratios_are_taken_run_by_run() {
+        let secs = |v: &[f64]| v.iter().map(|&s| Duration::from_secs_f64(s)).collect::<Vec<_>>();
+        // The second run is slow for everyone: its ratios are those of the others.
+        let walls = [secs(&[1.5, 3.0, 1.6, 1.4]), secs(&[1.0, 2.0, 1.0, 1.0]), secs(&[0.75, 1.5, 0.8, 0.7])];
+        let cell = Cell { wall: Duration::ZERO, peak_rss: 0, runs: 4 };
+        let row = Row { filesystem: "tmpfs".into(), n: 10, cells: [cell; 3], walls };
+        let table = paired_ratios(&[row]);
+        assert!(table.contains("| tmpfs | 10 | 1.50x (1.40-1.50x) | 2.00x (2.00-2.00x) | 4 |"), "{table}");
     }
 }
