@@ -6,10 +6,11 @@
 //! keeper ([`crate::keeper`]), which re-checks it against the run's books
 //! before the host acts on it (`begin-storage`, `end-storage`, and
 //! `job-metrics` when there is nothing to look up, on which the host does
-//! nothing, ride with the next import that wants an answer);
-//! a lie stops the guest in the middle of that import (a trap), and the
-//! collect loop ([`crate::collect`]) asks the keeper what comes next. Each import also moves the per-storage deadline: the guest's
-//! time runs only while wasm runs, and starts again after every import.
+//! nothing, ride with the next import that wants an answer); a lie stops
+//! the guest in the middle of that import (a trap), and the collect loop
+//! ([`crate::collect`]) asks the keeper what comes next. Each import also
+//! moves the per-storage deadline: the guest's time runs only while wasm
+//! runs, and starts again after every import.
 
 use std::path::PathBuf;
 use std::ptr::NonNull;

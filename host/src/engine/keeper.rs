@@ -10,12 +10,12 @@
 //!
 //! The plugin's claims that want no answer (`begin-storage`,
 //! `end-storage`, and `job-metrics` when the host has nothing to look up)
-//! are held here and handed over with the next keeper call
-//! that wants one (`wit/keeper-batch`): a keeper call costs more than the
-//! check it makes. Nothing the host does waits on a held claim: a lie in
-//! one stops the plugin at that next call (the job lookup, an append, a
-//! report, or the end of the plugin call), before anything is done on the
-//! plugin's word, and is booked against the storage it named, as before.
+//! are held here and handed over with the next keeper call that wants one
+//! (`wit/keeper-batch`): a keeper call costs more than the check it makes.
+//! Nothing the host does waits on a held claim: a lie in one stops the
+//! plugin at that next call (a job lookup, an append, a report, or the end
+//! of the plugin call), before anything is done on the plugin's word, and
+//! is booked against the storage it named, as before.
 
 use std::path::Path;
 
