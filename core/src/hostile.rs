@@ -101,6 +101,8 @@ pub fn extract(fs: &impl StorageFs, name: &str) -> Option<Outcome> {
             }),
             ..honest(1.0)
         }),
+        // Words past what any host keeps: the keeper must cut them.
+        "longwords" => Outcome::Failed(Failure::new("hostile words ".repeat(1000))),
         "location" => Outcome::Quarantined(QuarantineInfo {
             reason: QuarantineReason::InvalidJson,
             file: None,

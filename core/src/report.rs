@@ -156,13 +156,33 @@ pub const MAX_MESSAGE_BYTES: usize = 4096;
 /// Cuts a message to [`MAX_MESSAGE_BYTES`], on a char boundary, saying
 /// how much was cut: guest words are bounded before any host keeps them.
 pub fn bounded(message: &str) -> String {
+    match cut_at(message) {
+        None => message.to_owned(),
+        Some(end) => cut(message, end),
+    }
+}
+
+/// [`bounded`] in place, for a message already owned (no copy when it is
+/// short enough, the usual case). Says whether it cut.
+pub fn bound(message: &mut String) -> bool {
+    let Some(end) = cut_at(message) else { return false };
+    *message = cut(message, end);
+    true
+}
+
+/// Where a message longer than [`MAX_MESSAGE_BYTES`] is cut.
+fn cut_at(message: &str) -> Option<usize> {
     if message.len() <= MAX_MESSAGE_BYTES {
-        return message.to_owned();
+        return None;
     }
     let mut end = MAX_MESSAGE_BYTES;
     while !message.is_char_boundary(end) {
         end -= 1;
     }
+    Some(end)
+}
+
+fn cut(message: &str, end: usize) -> String {
     format!("{}... ({} bytes cut)", &message[..end], message.len() - end)
 }
 
@@ -177,5 +197,11 @@ mod bounded_tests {
         assert!(cut.len() < long.len() && cut.len() <= MAX_MESSAGE_BYTES + 32);
         assert!(cut.ends_with("bytes cut)"));
         assert_eq!(bounded("short"), "short");
+        let mut owned = long.clone();
+        assert!(bound(&mut owned), "cut");
+        assert_eq!(owned, cut);
+        let mut short = "short".to_owned();
+        assert!(!bound(&mut short), "not cut");
+        assert_eq!(short, "short");
     }
 }

@@ -246,13 +246,13 @@ impl Books {
         }
     }
 
-    pub fn report(&mut self, report: StorageReport) -> Result<StorageReport, String> {
+    pub fn report(&mut self, report: StorageReport) -> Result<(StorageReport, bool), String> {
         if let Some(lie) = self.beyond_pulled(&report.name) {
             self.lie = Some((None, lie.clone()));
             return Err(lie);
         }
-        let report = match check::report(report, self) {
-            Ok(report) => report,
+        let (report, cut) = match check::report(report, self) {
+            Ok(checked) => checked,
             Err((storage, lie)) => {
                 self.lie = Some((storage, lie.clone()));
                 return Err(lie);
@@ -272,7 +272,7 @@ impl Books {
         if self.current.as_deref() == Some(report.name.as_str()) {
             self.current = None;
         }
-        Ok(report)
+        Ok((report, cut))
     }
 
     /// The plugin call to make next, given how the last one ended.

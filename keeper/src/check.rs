@@ -8,7 +8,7 @@ use std::path::Path;
 
 use runner_metrics_core::fs::{EntryKind, FsErrorCode, FsResult, Meta, StorageFs};
 use runner_metrics_core::names::DELETING_DIR;
-pub use runner_metrics_core::report::{bounded, MAX_MESSAGE_BYTES, UNNAMED};
+pub use runner_metrics_core::report::{bound, bounded, MAX_MESSAGE_BYTES, UNNAMED};
 
 use crate::bindings::{
     Emit, Event, Failure, FsError, OutcomeKind, PreJobMetrics, QuarantineReason, Rendered, RunnerMetrics, SkipReason,
@@ -161,9 +161,10 @@ pub fn storage_output(root: &Path, storage: &StorageOutput, emit: &Emit) -> Resu
 
 /// A report from the guest, checked against the run's books: strings
 /// bounded, reasons known, each root entry reported once, and the lines it
-/// claims for the storage equal to those appended for it. `Err`: the lie,
-/// and the storage it concerns.
-pub(crate) fn report(report: StorageReport, books: &Books) -> Result<StorageReport, (Option<String>, String)> {
+/// claims for the storage equal to those appended for it; with it, whether
+/// any of its words had to be cut (if not, it is the report as given).
+/// `Err`: the lie, and the storage it concerns.
+pub(crate) fn report(report: StorageReport, books: &Books) -> Result<(StorageReport, bool), (Option<String>, String)> {
     let kind = report.outcome;
     let name = report.name;
     let lie = |what: String| Err((None, what));
@@ -205,38 +206,39 @@ pub(crate) fn report(report: StorageReport, books: &Books) -> Result<StorageRepo
             gone(books.root(), &name, kind, &report.detail).map_err(|lie| (Some(name.clone()), lie))?;
         }
     }
-    Ok(StorageReport {
-        name,
-        outcome: kind,
-        reason: report.reason,
-        file: report.file.map(|f| bounded(&f)),
-        detail: bounded(&report.detail),
-        events: report.events,
-        errors: fs_errors(report.errors).map_err(|lie| (None, lie))?,
-    })
+    let (mut file, mut detail) = (report.file, report.detail);
+    let (errors, errors_cut) = bound_fs_errors(report.errors).map_err(|lie| (None, lie))?;
+    let cut = file.as_mut().is_some_and(bound) | bound(&mut detail) | errors_cut;
+    let report =
+        StorageReport { name, outcome: kind, reason: report.reason, file, detail, events: report.events, errors };
+    Ok((report, cut))
 }
 
 /// The filesystem errors a report or failure names: a few, each on a plain
 /// root-relative path (no `..`, nothing absolute, no NUL), so a host that
 /// writes the path in full under the root names a place inside it.
 pub fn fs_errors(errors: Vec<FsError>) -> Result<Vec<FsError>, String> {
+    bound_fs_errors(errors).map(|(errors, _)| errors)
+}
+
+/// [`fs_errors`], and whether a cause had to be cut.
+fn bound_fs_errors(mut errors: Vec<FsError>) -> Result<(Vec<FsError>, bool), String> {
     if errors.len() > MAX_FS_ERRORS {
         return Err(format!("named {} filesystem errors in one message", errors.len()));
     }
-    errors
-        .into_iter()
-        .map(|error| {
-            let path = &error.path;
-            let plain = path.len() <= MAX_ERROR_PATH_BYTES
-                && !path.starts_with('/')
-                && !path.contains('\0')
-                && (path.is_empty() || path.split('/').all(|c| !c.is_empty() && c != "." && c != ".."));
-            if !plain {
-                return Err(format!("named {:?} as a path in the storage root", bounded(path)));
-            }
-            Ok(FsError { cause: bounded(&error.cause), ..error })
-        })
-        .collect()
+    let mut cut = false;
+    for error in &mut errors {
+        let path = &error.path;
+        let plain = path.len() <= MAX_ERROR_PATH_BYTES
+            && !path.starts_with('/')
+            && !path.contains('\0')
+            && (path.is_empty() || path.split('/').all(|c| !c.is_empty() && c != "." && c != ".."));
+        if !plain {
+            return Err(format!("named {:?} as a path in the storage root", bounded(path)));
+        }
+        cut |= bound(&mut error.cause);
+    }
+    Ok((errors, cut))
 }
 
 /// Why a plugin call stopped, as the plugin says it: its message bounded,

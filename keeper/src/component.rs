@@ -56,7 +56,7 @@ impl GuestRun for Run {
     }
 
     fn report(&self, report: StorageReport) -> Result<StorageReport, String> {
-        self.0.borrow_mut().report(report)
+        self.0.borrow_mut().report(report).map(|(report, _)| report)
     }
 
     fn current(&self) -> Option<String> {
@@ -83,9 +83,11 @@ impl claims::Guest for Component {
         run.append(batch)
     }
 
-    fn report(run: RunBorrow<'_>, claims: Vec<Claim>, report: StorageReport) -> Result<StorageReport, String> {
-        let run = run.get::<Run>();
-        run.0.borrow_mut().take(claims)?;
-        run.report(report)
+    fn report(run: RunBorrow<'_>, claims: Vec<Claim>, report: StorageReport) -> Result<Option<StorageReport>, String> {
+        let mut books = run.get::<Run>().0.borrow_mut();
+        books.take(claims)?;
+        // Nothing cut: the host passes on the report it handed over, and is
+        // spared lifting the same strings back out of the keeper.
+        books.report(report).map(|(report, cut)| cut.then_some(report))
     }
 }

@@ -190,7 +190,7 @@ impl Host for HostState {
         self.pause()?;
         let run = self.run()?;
         let verdict = run.keeper.report(&report);
-        let report = run.checked(verdict)?;
+        let report = run.checked(verdict)?.unwrap_or(report);
         // A storage the confined filesystem would not enter: said why.
         let detail = if report.outcome == WitKind::Failed && crate::storage::is_foreign_mount(&run.root, &report.name) {
             format!("{}: {}", crate::storage::FOREIGN_MOUNT, report.detail)

@@ -39,7 +39,7 @@ mod generated {
 }
 
 pub use generated::exports::github_runner::metrics::books::{Ended, NextCall};
-use generated::exports::runner_metrics::keeper_batch::claims::Claim;
+use generated::exports::runner_metrics::keeper_batch::claims::{Claim, Guest as Claims};
 use generated::KeeperBatch as KeeperWorld;
 pub(crate) use generated::KeeperBatchPre as KeeperPre;
 
@@ -166,26 +166,22 @@ impl Keeper {
     }
 
     pub fn job_metrics(&mut self, metrics: &RunnerMetrics) -> Result<Result<(), String>> {
-        let held = std::mem::take(&mut self.held);
-        self.call("job-metrics", |b, s, r| {
-            b.runner_metrics_keeper_batch_claims().call_job_metrics(s, r, &held, metrics)
-        })
+        self.call_with_held("job-metrics", |c, s, r, held| c.call_job_metrics(s, r, held, metrics))
     }
 
     /// The batch's lines, rendered by the keeper from the checked events;
     /// `Err` inside: the plugin's lie.
     pub fn append(&mut self, batch: &[StorageOutput]) -> Result<Result<Vec<String>, String>> {
-        let held = std::mem::take(&mut self.held);
-        self.call("append", |b, s, r| b.runner_metrics_keeper_batch_claims().call_append(s, r, &held, batch))
+        self.call_with_held("append", |c, s, r, held| c.call_append(s, r, held, batch))
     }
 
     pub fn appended(&mut self, error: Option<&str>) -> Result<()> {
         self.call("appended", |b, s, r| b.github_runner_metrics_books().run().call_appended(s, r, error))
     }
 
-    pub fn report(&mut self, report: &StorageReport) -> Result<Result<StorageReport, String>> {
-        let held = std::mem::take(&mut self.held);
-        self.call("report", |b, s, r| b.runner_metrics_keeper_batch_claims().call_report(s, r, &held, report))
+    /// The checked report; `None` inside: `report` as it is (nothing cut).
+    pub fn report(&mut self, report: &StorageReport) -> Result<Result<Option<StorageReport>, String>> {
+        self.call_with_held("report", |c, s, r, held| c.call_report(s, r, held, report))
     }
 
     /// Holds `claim`, handing the held ones over once there are many.
@@ -202,8 +198,21 @@ impl Keeper {
         if self.held.is_empty() {
             return Ok(Ok(()));
         }
-        let held = std::mem::take(&mut self.held);
-        self.call("claims", |b, s, r| b.runner_metrics_keeper_batch_claims().call_take(s, r, &held))
+        self.call_with_held("claims", |c, s, r, held| c.call_take(s, r, held))
+    }
+
+    /// Calls one of the batched functions with the held claims, which are
+    /// then no longer held (the list keeps its room for the next ones).
+    fn call_with_held<T>(
+        &mut self,
+        what: &str,
+        f: impl FnOnce(&Claims, &mut Store<KeeperState>, ResourceAny, &[Claim]) -> wasmtime::Result<T>,
+    ) -> Result<T> {
+        let mut held = std::mem::take(&mut self.held);
+        let result = self.call(what, |b, s, r| f(b.runner_metrics_keeper_batch_claims(), s, r, &held));
+        held.clear();
+        self.held = held;
+        result
     }
 }
 
@@ -225,6 +234,7 @@ pub(crate) fn link(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::collect::MAX_MESSAGE_BYTES;
     use crate::collect_options::CollectOptions as RunOptions;
     use crate::plugin::{Plugin, PluginOptions};
 
@@ -273,7 +283,7 @@ mod tests {
             events: 0,
             errors: Vec::new(),
         };
-        assert_eq!(keeper.report(&report).unwrap().unwrap().name, "r-1");
+        assert!(keeper.report(&report).unwrap().unwrap().is_none(), "nothing cut: the report as given");
         assert_eq!(keeper.counts().0, calls + 1, "one call for the claim and the report");
         // A lie held behind a report stops it there.
         keeper.begin_storage("r-1").unwrap().unwrap();
@@ -281,5 +291,37 @@ mod tests {
         assert!(lie.contains("already reported"), "{lie}");
         let x = recovery(keeper.next(Some(&Ended::Trapped(format!("guest lied: {lie}")))).unwrap());
         assert!(x.lied, "{x:?}");
+    }
+
+    #[test]
+    fn a_report_comes_back_from_the_keeper_only_when_its_words_were_cut() {
+        let root = tempfile::tempdir().unwrap();
+        let mut keeper = keeper(root.path());
+        keeper.next(None).unwrap();
+        let long = "w".repeat(2 * MAX_MESSAGE_BYTES);
+        let error = |cause: &str| crate::bindings::FsError {
+            operation: crate::bindings::FsOperation::Remove,
+            path: "r".into(),
+            code: crate::bindings::FsErrorCode::Other,
+            cause: cause.into(),
+        };
+        let report = |name: &str, detail: &str, cause: &str| StorageReport {
+            name: name.into(),
+            outcome: crate::bindings::OutcomeKind::Failed,
+            reason: None,
+            file: Some("f".into()),
+            detail: detail.into(),
+            events: 0,
+            errors: vec![error(cause)],
+        };
+        let as_given = report("r-1", "kept", "busy");
+        assert!(keeper.report(&as_given).unwrap().unwrap().is_none(), "nothing cut");
+        for (name, detail, cause) in [("r-2", long.as_str(), "busy"), ("r-3", "kept", long.as_str())] {
+            let cut = keeper.report(&report(name, detail, cause)).unwrap().unwrap().expect("cut");
+            let words = [cut.detail.as_str(), cut.errors[0].cause.as_str()];
+            assert!(words.iter().all(|w| w.len() <= MAX_MESSAGE_BYTES + 32), "{name}: bounded");
+            assert!(words.iter().any(|w| w.ends_with("bytes cut)")), "{name}: says so");
+            assert_eq!((cut.name.as_str(), cut.file.as_deref()), (name, Some("f")), "the rest as given");
+        }
     }
 }

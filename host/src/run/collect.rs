@@ -15,6 +15,9 @@ use anyhow::{Context, Result};
 pub use crate::collect_options::{empty_selection, CollectOptions, Emit, JobMetricsSource, NoJobMetrics};
 
 pub use runner_metrics_keeper::books::MAX_TRAPS_PER_RUN;
+/// The most of a plugin's words (a report's detail, a failure) any report
+/// keeps; longer ones are cut, saying how much.
+pub use runner_metrics_keeper::check::MAX_MESSAGE_BYTES;
 
 use crate::bindings::PulledMetrics;
 use crate::imports::RunState;

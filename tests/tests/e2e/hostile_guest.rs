@@ -301,6 +301,18 @@ fn a_guest_that_returns_a_megabyte_string_is_rejected_and_the_storage_kept() {
 }
 
 #[test]
+fn a_guest_that_reports_a_storage_failed_in_endless_words_has_them_cut() {
+    // Expected: failed and kept, as the guest says, but its 14,000-byte
+    // detail cut to the bound before the host passes the report on.
+    let h = hostile("hostile-longwords-1", |_| {}, |_| {});
+    h.scene.assert_fate(&h.collected, "hostile-longwords-1", &Fate::Failed);
+    let detail = &h.collected.report("hostile-longwords-1").detail;
+    assert!(detail.contains("hostile words hostile words"), "{detail}");
+    assert!(detail.len() <= runner_metrics::collect::MAX_MESSAGE_BYTES + 32, "{} bytes", detail.len());
+    assert!(detail.ends_with("bytes cut)"), "{detail}");
+}
+
+#[test]
 fn a_guest_that_reports_a_quarantine_location_outside_the_quarantine_is_rejected() {
     // Expected: failed and kept: "../../etc" is not a location under
     // .quarantine/ for this storage (and the guest moved nothing).

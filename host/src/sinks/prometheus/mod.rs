@@ -209,8 +209,8 @@ impl Recorder {
 
     /// Counts one storage's outcome.
     pub fn observe_report(&mut self, report: &StorageReport) {
-        *self.outcomes.entry(report.outcome.as_str().to_owned()).or_default() += 1;
-        *self.run_outcomes.entry(report.outcome.as_str().to_owned()).or_default() += 1;
+        add(&mut self.outcomes, report.outcome.as_str(), 1);
+        add(&mut self.run_outcomes, report.outcome.as_str(), 1);
     }
 
     /// How the run of `flavor` went: its duration, whether it finished
@@ -225,7 +225,7 @@ impl Recorder {
         if let Some(counts) = lookups {
             let by_result = [counts.found, counts.not_found, counts.failed, counts.skipped];
             for (result, count) in LOOKUP_RESULTS.iter().zip(by_result) {
-                *self.lookups.entry((*result).to_owned()).or_default() += count;
+                add(&mut self.lookups, result, count);
             }
         }
         if let Some(names) = &self.layout.run_duration {
@@ -280,13 +280,13 @@ impl Recorder {
             let label = |key: &str| labels.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str());
             if name == format!("{PREFIX}_storages_total") {
                 if let Some(outcome) = label("outcome").filter(|o| OutcomeKind::ALL.iter().any(|k| k.as_str() == *o)) {
-                    *self.outcomes.entry(outcome.to_owned()).or_default() += value as u64;
+                    add(&mut self.outcomes, outcome, value as u64);
                 }
                 continue;
             }
             if name == format!("{PREFIX}_lookups_total") {
                 if let Some(result) = label("result").filter(|r| LOOKUP_RESULTS.contains(r)) {
-                    *self.lookups.entry(result.to_owned()).or_default() += value as u64;
+                    add(&mut self.lookups, result, value as u64);
                 }
                 continue;
             }
@@ -444,6 +444,17 @@ impl Recorder {
 }
 
 /// A metric with one sample per outcome (every outcome, 0 when none).
+/// Adds `by` to `key`'s count; the key is copied only the first time
+/// (a report is counted per storage).
+fn add(counts: &mut BTreeMap<String, u64>, key: &str, by: u64) {
+    match counts.get_mut(key) {
+        Some(count) => *count += by,
+        None => {
+            counts.insert(key.to_owned(), by);
+        }
+    }
+}
+
 fn write_by_outcome(out: &mut String, suffix: &str, kind: &str, help: &str, counts: &BTreeMap<String, u64>) {
     let name = format!("{PREFIX}_{suffix}");
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
