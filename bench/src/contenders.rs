@@ -1,7 +1,9 @@
-//! The three contenders, each run in a child process of its own so that its
-//! wall time and peak RSS are its alone:
+//! The contenders, each run in a child process of its own so that its wall
+//! time and peak RSS are its alone:
 //!
-//! 1. `sandboxed`: the real `runner-metrics collect` binary;
+//! 1. `sandboxed`: the real `runner-metrics collect` binary, once per build
+//!    given (`--collect-bin`, repeatable: `1a`, `1b`, ... when several, so
+//!    builds are compared side by side in one run);
 //! 2. `native`: this binary's hidden `native-collect`, the same pipeline
 //!    ([`runner_metrics::native::collect_native`]): the guest's pipeline
 //!    compiled natively;
@@ -13,7 +15,7 @@ use std::fs::File;
 use std::io::Read;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -24,20 +26,75 @@ use runner_metrics::{CollectOptions, MetricsLog};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Contender {
-    Sandboxed,
+    /// The build at this index of [`Lineup::builds`].
+    Sandboxed(usize),
     Native,
     Floor,
 }
 
-impl Contender {
-    pub const ALL: [Contender; 3] = [Contender::Sandboxed, Contender::Native, Contender::Floor];
+/// The contenders of a bench run: every build of `runner-metrics`, then
+/// native and the floor.
+#[derive(Debug, Clone)]
+pub struct Lineup {
+    pub builds: Vec<PathBuf>,
+}
 
-    pub fn label(self) -> &'static str {
-        match self {
-            Contender::Sandboxed => "1 sandboxed",
-            Contender::Native => "2 native",
-            Contender::Floor => "3 fs floor",
+impl Lineup {
+    pub fn contenders(&self) -> Vec<Contender> {
+        let builds = (0..self.builds.len()).map(Contender::Sandboxed);
+        builds.chain([Contender::Native, Contender::Floor]).collect()
+    }
+
+    /// `1` (or `1a`, `1b`, ... with several builds), `2`, `3`.
+    pub fn tag(&self, contender: Contender) -> String {
+        match contender {
+            Contender::Sandboxed(_) if self.builds.len() == 1 => "1".to_owned(),
+            Contender::Sandboxed(i) => format!("1{}", char::from(b'a' + (i % 26) as u8)),
+            Contender::Native => "2".to_owned(),
+            Contender::Floor => "3".to_owned(),
         }
+    }
+
+    pub fn label(&self, contender: Contender) -> String {
+        let name = match contender {
+            Contender::Sandboxed(_) => "sandboxed",
+            Contender::Native => "native",
+            Contender::Floor => "fs floor",
+        };
+        format!("{} {name}", self.tag(contender))
+    }
+
+    /// Where a build keeps its compiled code under `base`: one cache each.
+    pub fn cache(&self, contender: Contender, base: &Path) -> PathBuf {
+        match contender {
+            Contender::Sandboxed(i) => base.join(format!("cache-{i}")),
+            Contender::Native | Contender::Floor => base.join("cache-unused"),
+        }
+    }
+
+    /// The command line of one contender on `root`; a build's cache is
+    /// under `base`.
+    pub fn command(&self, contender: Contender, root: &Path, log: &Path, base: &Path) -> Result<Command> {
+        let mut command = match contender {
+            Contender::Sandboxed(i) => {
+                let bin = self.builds.get(i).context("no such build")?;
+                let mut c = Command::new(bin);
+                c.arg("collect").arg("--cache-dir").arg(self.cache(contender, base));
+                c
+            }
+            Contender::Native => {
+                let mut c = Command::new(std::env::current_exe()?);
+                c.arg("native-collect");
+                c
+            }
+            Contender::Floor => {
+                let mut c = Command::new(std::env::current_exe()?);
+                c.arg("floor").arg("--storage").arg(root);
+                return Ok(c);
+            }
+        };
+        command.arg("--storage").arg(root).arg("--flavor").arg("small").arg("--metrics-log").arg(log).arg("--json");
+        Ok(command)
     }
 }
 
@@ -47,6 +104,8 @@ pub struct Measured {
     pub wall: Duration,
     /// Peak resident set size, bytes (`ru_maxrss` from `wait4`).
     pub peak_rss: u64,
+    /// User and system time (`ru_utime` + `ru_stime` from `wait4`).
+    pub cpu: Duration,
 }
 
 /// Runs `command` through this binary's hidden `measured` subcommand and
@@ -70,20 +129,22 @@ pub fn measure(command: Command, stderr_file: &Path) -> Result<Measured> {
     }
     let text = String::from_utf8_lossy(&output.stdout);
     let mut fields = text.split_whitespace().map(|f| f.parse::<u64>());
-    match (fields.next(), fields.next()) {
-        (Some(Ok(nanos)), Some(Ok(rss))) => Ok(Measured { wall: Duration::from_nanos(nanos), peak_rss: rss }),
+    match (fields.next(), fields.next(), fields.next()) {
+        (Some(Ok(nanos)), Some(Ok(rss)), Some(Ok(cpu))) => {
+            Ok(Measured { wall: Duration::from_nanos(nanos), peak_rss: rss, cpu: Duration::from_nanos(cpu) })
+        }
         _ => bail!("measured: unexpected output {text:?}"),
     }
 }
 
 /// The hidden `measured` subcommand: runs `program args...`, prints
-/// `<wall ns> <peak RSS bytes>` (or the failure) on stdout.
+/// `<wall ns> <peak RSS bytes> <CPU ns>` (or the failure) on stdout.
 pub fn measured(stderr_file: &Path, program: &std::ffi::OsStr, args: &[std::ffi::OsString]) -> Result<()> {
     let mut command = Command::new(program);
     command.args(args);
     match measure_direct(command, stderr_file) {
         Ok(m) => {
-            println!("{} {}", m.wall.as_nanos(), m.peak_rss);
+            println!("{} {} {}", m.wall.as_nanos(), m.peak_rss, m.cpu.as_nanos());
             Ok(())
         }
         Err(e) => {
@@ -123,7 +184,8 @@ fn measure_direct(mut command: Command, stderr_file: &Path) -> Result<Measured> 
         let tail: String = text.lines().rev().take(5).collect::<Vec<_>>().join(" | ");
         bail!("{command:?} failed (status {status:#x}): {tail}");
     }
-    Ok(Measured { wall, peak_rss: usage.ru_maxrss as u64 * 1024 })
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    Ok(Measured { wall, peak_rss: usage.ru_maxrss as u64 * 1024, cpu: time(usage.ru_utime) + time(usage.ru_stime) })
 }
 
 /// The last line of a collect run's stderr: its `--json` summary.
@@ -140,29 +202,6 @@ pub fn summary_from_stderr(stderr_file: &Path) -> Result<Summary> {
         failed: count("failed"),
         lines_written: count("lines_written"),
     })
-}
-
-/// The command line of one contender on `root`.
-pub fn command(contender: Contender, collect_bin: &Path, root: &Path, log: &Path, cache_dir: &Path) -> Result<Command> {
-    let mut command = match contender {
-        Contender::Sandboxed => {
-            let mut c = Command::new(collect_bin);
-            c.arg("collect").arg("--cache-dir").arg(cache_dir);
-            c
-        }
-        Contender::Native => {
-            let mut c = Command::new(std::env::current_exe()?);
-            c.arg("native-collect");
-            c
-        }
-        Contender::Floor => {
-            let mut c = Command::new(std::env::current_exe()?);
-            c.arg("floor").arg("--storage").arg(root);
-            return Ok(c);
-        }
-    };
-    command.arg("--storage").arg(root).arg("--flavor").arg("small").arg("--metrics-log").arg(log).arg("--json");
-    Ok(command)
 }
 
 /// The hidden `native-collect` subcommand: what `runner-metrics collect`

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, ensure, Context, Result};
 use clap::{Parser, Subcommand};
 
-use contenders::{Contender, Measured};
-use report::{Cell, Row};
+use contenders::{Contender, Lineup, Measured};
+use report::{Cell, Column, Row};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -95,10 +95,12 @@ struct RunArgs {
     /// Seed of the generator.
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// The `runner-metrics` binary (default: built with `cargo build --release`
-    /// next to this one).
+    /// A `runner-metrics` binary to time (default: built with `cargo build
+    /// --release` next to this one). Repeat it to time several builds side
+    /// by side in one run: `1a`, `1b`, ... in the tables, each also against
+    /// the first.
     #[arg(long)]
-    collect_bin: Option<PathBuf>,
+    collect_bin: Vec<PathBuf>,
     /// Where to write the throughput plot.
     #[arg(long, default_value = "docs/benchmarks.svg")]
     svg: PathBuf,
@@ -133,13 +135,16 @@ fn main() -> Result<()> {
 }
 
 fn run(args: RunArgs) -> Result<()> {
-    let collect_bin = match &args.collect_bin {
-        Some(bin) => bin.clone(),
-        None => build_collect_bin()?,
+    let builds = match args.collect_bin.as_slice() {
+        [] => vec![build_collect_bin()?],
+        given => given.to_vec(),
     };
+    let lineup = Lineup { builds };
     println!("# runner-metrics benchmark\n");
     machine(&args)?;
-    println!("- collect binary: `{}`", collect_bin.display());
+    for (i, build) in lineup.builds.iter().enumerate() {
+        println!("- collect binary {}: `{}`", lineup.tag(Contender::Sandboxed(i)), build.display());
+    }
     println!(
         "- component: {} bytes (the fast build, which the CLI runs; the WASI build: {} bytes)",
         runner_metrics::plugin::EMBEDDED_FAST_COMPONENT.len(),
@@ -152,10 +157,13 @@ fn run(args: RunArgs) -> Result<()> {
         places.push(("disk", args.disk_dir.clone()));
     }
     if !args.skip_startup {
-        startup(&collect_bin, &places[0].1, args.cold_runs)?;
+        for (i, build) in lineup.builds.iter().enumerate() {
+            startup(build, &lineup.label(Contender::Sandboxed(i)), &places[0].1, args.cold_runs)?;
+        }
+        instance_cost(&places[0].1)?;
     }
     if args.syscalls_n > 0 {
-        syscalls(&args, &collect_bin, &places[0].1)?;
+        syscalls(&args, &lineup, &places[0].1)?;
     }
     let mut rows = Vec::new();
     for (label, dir) in &places {
@@ -163,7 +171,7 @@ fn run(args: RunArgs) -> Result<()> {
         let base = dir.join(format!("runner-metrics-bench-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&base);
         std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
-        let result = sizes_on(&args, &collect_bin, &base, &fs_name, &mut rows);
+        let result = sizes_on(&args, &lineup, &base, &fs_name, &mut rows);
         let _ = std::fs::remove_dir_all(&base);
         result?;
     }
@@ -286,9 +294,8 @@ fn mount_options(dir: &Path) -> String {
     best.map(|(_, o)| format!(", mounted {o}")).unwrap_or_default()
 }
 
-/// Cold starts of the real binary on an empty root, and the cost of one
-/// guest instance.
-fn startup(collect_bin: &Path, dir: &Path, runs: usize) -> Result<()> {
+/// Cold starts of one build on an empty root.
+fn startup(collect_bin: &Path, label: &str, dir: &Path, runs: usize) -> Result<()> {
     let base = dir.join(format!("runner-metrics-bench-start-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
     let empty = base.join("empty");
@@ -313,7 +320,7 @@ fn startup(collect_bin: &Path, dir: &Path, runs: usize) -> Result<()> {
         walls[walls.len() / 2]
     };
     let max_rss = |m: &[Measured]| m.iter().map(|m| m.peak_rss).max().unwrap_or(0);
-    println!("## Cold start of `runner-metrics collect` on an empty root ({})\n", filesystem_type(dir));
+    println!("## Cold start of `runner-metrics collect` ({label}) on an empty root ({})\n", filesystem_type(dir));
     println!("| case | wall (median) | runs | peak RSS MiB |");
     println!("|---|---:|---:|---:|");
     println!(
@@ -333,10 +340,20 @@ fn startup(collect_bin: &Path, dir: &Path, runs: usize) -> Result<()> {
         uncached.len(),
         mib(max_rss(&uncached))
     );
+    let _ = std::fs::remove_dir_all(&base);
+    Ok(())
+}
 
-    // One guest instance: a store, WASI context with the preopen, and the
-    // instantiation from the pre-instance; averaged after a warm-up.
-    let options = runner_metrics::PluginOptions { cache_dir: Some(cache.clone()), ..Default::default() };
+/// The cost of one guest instance in this process (the library this bench
+/// is linked with): a store, WASI context with the preopen, and the
+/// instantiation from the pre-instance; averaged after a warm-up.
+fn instance_cost(dir: &Path) -> Result<()> {
+    let base = dir.join(format!("runner-metrics-bench-instance-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    let empty = base.join("empty");
+    std::fs::create_dir_all(&empty)?;
+    let options = runner_metrics::PluginOptions { cache_dir: Some(base.join("cache")), ..Default::default() };
+    drop(runner_metrics::Plugin::open(&options)?);
     let opened = Instant::now();
     let plugin = runner_metrics::Plugin::open(&options)?;
     let open_time = opened.elapsed();
@@ -367,57 +384,66 @@ fn mib(bytes: u64) -> f64 {
 }
 
 /// Runs every size on one filesystem, appending a row per size.
-fn sizes_on(args: &RunArgs, collect_bin: &Path, base: &Path, fs_name: &str, rows: &mut Vec<Row>) -> Result<()> {
-    // Warm the compiled-code cache so contender 1 measures a normal start.
-    let cache = base.join("cache");
+fn sizes_on(args: &RunArgs, lineup: &Lineup, base: &Path, fs_name: &str, rows: &mut Vec<Row>) -> Result<()> {
+    // Warm each build's compiled-code cache so it measures a normal start.
     let empty = base.join("empty");
     std::fs::create_dir_all(&empty)?;
-    let mut warm = Command::new(collect_bin);
-    warm.arg("collect").arg("--storage").arg(&empty).arg("--flavor").arg("small");
-    warm.arg("--metrics-log").arg(base.join("warm.log")).arg("--cache-dir").arg(&cache);
-    contenders::measure(warm, &base.join("warm.stderr"))?;
+    let contenders = lineup.contenders();
+    for &contender in contenders.iter().filter(|c| matches!(c, Contender::Sandboxed(_))) {
+        let warm = lineup.command(contender, &empty, &base.join("warm.log"), base)?;
+        contenders::measure(warm, &base.join("warm.stderr"))?;
+    }
 
     for &n in &args.sizes {
         let runs = if n >= 100_000 { 1 } else { args.repeat.max(1) };
-        let mut measured: [Vec<Measured>; 3] = Default::default();
+        let mut measured: Vec<Vec<Measured>> = vec![Vec::new(); contenders.len()];
         for run in 0..runs {
-            let mut logs = [None, None, None];
+            let mut logs = vec![None; contenders.len()];
             // Rotate the order so no contender always runs first.
-            for k in 0..3 {
-                let i = (k + run) % 3;
-                let contender = Contender::ALL[i];
-                let (m, log) = one_run(contender, n, args.seed, collect_bin, base, &cache)?;
+            for k in 0..contenders.len() {
+                let i = (k + run) % contenders.len();
+                let contender = contenders[i];
+                let (m, log) = one_run(lineup, contender, n, args.seed, base)?;
                 logs[i] = log;
                 eprintln!(
-                    "  {fs_name} N={n} run {}/{runs} {}: {:.3} s, {:.1} MiB",
+                    "  {fs_name} N={n} run {}/{runs} {}: {:.3} s (CPU {:.3} s), {:.1} MiB",
                     run + 1,
-                    contender.label(),
+                    lineup.label(contender),
                     m.wall.as_secs_f64(),
+                    m.cpu.as_secs_f64(),
                     mib(m.peak_rss)
                 );
                 measured[i].push(m);
             }
             // Same root, same guest logic: the metrics logs must be identical.
-            ensure!(logs[0] == logs[1], "N={n}: the sandboxed and native metrics logs differ");
-        }
-        let walls = measured.clone().map(|runs| runs.iter().map(|m| m.wall).collect());
-        let cells = measured.map(|runs| {
-            let mut walls: Vec<Duration> = runs.iter().map(|m| m.wall).collect();
-            walls.sort();
-            Cell {
-                wall: walls[walls.len() / 2],
-                peak_rss: runs.iter().map(|m| m.peak_rss).max().unwrap_or(0),
-                runs: runs.len(),
+            let native = contenders.iter().position(|&c| c == Contender::Native).and_then(|i| logs[i]);
+            for (i, log) in logs.iter().enumerate().filter(|(_, log)| log.is_some()) {
+                ensure!(*log == native, "N={n}: the metrics logs of {} and native differ", lineup.label(contenders[i]));
             }
-        });
-        rows.push(Row { filesystem: fs_name.to_owned(), n, cells, walls });
+        }
+        let columns = contenders
+            .iter()
+            .zip(measured)
+            .map(|(&contender, runs)| {
+                let walls: Vec<Duration> = runs.iter().map(|m| m.wall).collect();
+                let mut sorted = walls.clone();
+                sorted.sort();
+                let cell = Cell {
+                    wall: sorted[sorted.len() / 2],
+                    peak_rss: runs.iter().map(|m| m.peak_rss).max().unwrap_or(0),
+                    runs: runs.len(),
+                };
+                Column { contender, tag: lineup.tag(contender), label: lineup.label(contender), cell, walls }
+            })
+            .collect();
+        rows.push(Row { filesystem: fs_name.to_owned(), n, columns });
     }
     Ok(())
 }
 
 /// Counts every contender's system calls per storage on one generated root
 /// (`strace -f -c`, all threads): on these VMs they are where the time goes.
-fn syscalls(args: &RunArgs, collect_bin: &Path, dir: &Path) -> Result<()> {
+fn syscalls(args: &RunArgs, lineup: &Lineup, dir: &Path) -> Result<()> {
     println!("## System calls per storage (N = {}, tmpfs, `strace -f -c`)\n", args.syscalls_n);
     if Command::new("strace").arg("-V").output().is_err() {
         println!("strace is not installed: not counted.\n");
@@ -426,32 +452,30 @@ fn syscalls(args: &RunArgs, collect_bin: &Path, dir: &Path) -> Result<()> {
     let base = dir.join(format!("runner-metrics-syscalls-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&base);
     std::fs::create_dir_all(&base)?;
-    let cache = base.join("cache");
-    let mut counts = Vec::new();
-    for contender in Contender::ALL {
+    let fresh_root = || -> Result<PathBuf> {
         let root = base.join("root");
         let _ = std::fs::remove_dir_all(&root);
         std::fs::create_dir_all(&root)?;
         generate::generate(&root, args.syscalls_n, args.seed)?;
-        if contender == Contender::Sandboxed {
+        Ok(root)
+    };
+    let mut counts = Vec::new();
+    for contender in lineup.contenders() {
+        let mut root = fresh_root()?;
+        if let Contender::Sandboxed(_) = contender {
             // A warm cache, as in the timed runs.
-            let mut warm =
-                contenders::command(contender, collect_bin, &base.join("empty"), &base.join("w.log"), &cache)?;
             std::fs::create_dir_all(base.join("empty"))?;
-            warm.output()?;
+            lineup.command(contender, &base.join("empty"), &base.join("w.log"), &base)?.output()?;
+            let inner = lineup.command(contender, &root, &base.join("metrics.log"), &base)?;
+            boundary_calls(&inner, &lineup.label(contender), args)?;
+            root = fresh_root()?;
         }
         let out = base.join("strace.txt");
-        let inner = contenders::command(contender, collect_bin, &root, &base.join("metrics.log"), &cache)?;
-        if contender == Contender::Sandboxed {
-            boundary_calls(&inner, args)?;
-            std::fs::remove_dir_all(&root)?;
-            std::fs::create_dir_all(&root)?;
-            generate::generate(&root, args.syscalls_n, args.seed)?;
-        }
+        let inner = lineup.command(contender, &root, &base.join("metrics.log"), &base)?;
         let mut traced = Command::new("strace");
         traced.args(["-f", "-c", "-o"]).arg(&out).arg(inner.get_program()).args(inner.get_args());
         let status = traced.output()?.status;
-        ensure!(status.success() || contender != Contender::Floor, "strace of {} failed", contender.label());
+        ensure!(status.success() || contender != Contender::Floor, "strace of {} failed", lineup.label(contender));
         let text = std::fs::read_to_string(&out)?;
         // The last line: "100.00 <seconds> <usecs/call> <calls> [<errors>] total".
         let calls = text
@@ -466,7 +490,7 @@ fn syscalls(args: &RunArgs, collect_bin: &Path, dir: &Path) -> Result<()> {
     let floor = counts.iter().find(|(c, _)| *c == Contender::Floor).map(|(_, n)| *n).unwrap_or(f64::NAN);
     println!("| contender | syscalls per storage | / floor |\n| --- | ---: | ---: |");
     for (contender, per) in &counts {
-        println!("| {} | {per:.1} | {:.2}x |", contender.label(), per / floor);
+        println!("| {} | {per:.1} | {:.2}x |", lineup.label(*contender), per / floor);
     }
     println!();
     let _ = std::fs::remove_dir_all(&base);
@@ -475,7 +499,7 @@ fn syscalls(args: &RunArgs, collect_bin: &Path, dir: &Path) -> Result<()> {
 
 /// The calls across each boundary of the sandboxed collect, per storage
 /// (`RUNNER_METRICS_COUNT_CALLS=1`, host/src/run/collect.rs): one untraced run.
-fn boundary_calls(command: &Command, args: &RunArgs) -> Result<()> {
+fn boundary_calls(command: &Command, label: &str, args: &RunArgs) -> Result<()> {
     let mut counted = Command::new(command.get_program());
     counted.args(command.get_args()).env("RUNNER_METRICS_COUNT_CALLS", "1");
     let output = counted.output()?;
@@ -483,7 +507,7 @@ fn boundary_calls(command: &Command, args: &RunArgs) -> Result<()> {
     let line = stderr.lines().find(|l| l.starts_with("{\"calls\"")).context("no call counts on stderr")?;
     let value: serde_json::Value = serde_json::from_str(line)?;
     let calls = value.get("calls").and_then(|c| c.as_object()).context("call counts are not an object")?;
-    println!("Calls across the boundaries of the sandboxed collect, per storage:\n");
+    println!("Calls across the boundaries of the sandboxed collect ({label}), per storage:\n");
     println!("| boundary | calls in the run | per storage |\n| --- | ---: | ---: |");
     for (key, count) in calls {
         let count = count.as_f64().unwrap_or(f64::NAN);
@@ -496,14 +520,7 @@ fn boundary_calls(command: &Command, args: &RunArgs) -> Result<()> {
 /// Generates a fresh root, runs one contender on it, checks what it did.
 /// Returns the measurement and, for the collect contenders, a digest of the
 /// metrics log.
-fn one_run(
-    contender: Contender,
-    n: usize,
-    seed: u64,
-    collect_bin: &Path,
-    base: &Path,
-    cache: &Path,
-) -> Result<(Measured, Option<u64>)> {
+fn one_run(lineup: &Lineup, contender: Contender, n: usize, seed: u64, base: &Path) -> Result<(Measured, Option<u64>)> {
     let root = base.join("root");
     let log = base.join("metrics.log");
     let stderr = base.join("contender.stderr");
@@ -514,19 +531,19 @@ fn one_run(
     // Written data reaches the disk before the clock starts.
     // SAFETY: sync(2) takes no arguments and cannot fail.
     unsafe { libc::sync() };
-    let measured = contenders::measure(contenders::command(contender, collect_bin, &root, &log, cache)?, &stderr)?;
+    let measured = contenders::measure(lineup.command(contender, &root, &log, base)?, &stderr)?;
     let mut log_digest = None;
     match contender {
         Contender::Floor => {
             let left = std::fs::read_dir(&root)?.count();
             ensure!(left == 0, "the floor left {left} entries");
         }
-        Contender::Sandboxed | Contender::Native => {
+        Contender::Sandboxed(_) | Contender::Native => {
             let s = contenders::summary_from_stderr(&stderr)?;
             if (s.extracted, s.no_data, s.quarantined, s.failed)
                 != (generated.extracted, generated.no_data, generated.quarantined, 0)
             {
-                bail!("{}: summary {s:?} does not match the generated root {generated:?}", contender.label());
+                bail!("{}: summary {s:?} does not match the generated root {generated:?}", lineup.label(contender));
             }
             // Only `.quarantine/` (and an empty `.deleting/`) may be left.
             let left: Vec<_> = std::fs::read_dir(&root)?
@@ -534,13 +551,13 @@ fn one_run(
                 .map(|e| e.file_name().to_string_lossy().into_owned())
                 .filter(|n| n != ".quarantine" && n != ".deleting")
                 .collect();
-            ensure!(left.is_empty(), "{}: left {} storages", contender.label(), left.len());
+            ensure!(left.is_empty(), "{}: left {} storages", lineup.label(contender), left.len());
             let text = std::fs::read(&log)?;
             let lines = text.iter().filter(|&&b| b == b'\n').count();
             ensure!(
                 lines == s.lines_written,
                 "{}: {lines} lines in the log, summary says {}",
-                contender.label(),
+                lineup.label(contender),
                 s.lines_written
             );
             log_digest = Some(

@@ -14,27 +14,59 @@ pub struct Cell {
     pub runs: usize,
 }
 
+/// One contender at one N on one filesystem.
+#[derive(Debug, Clone)]
+pub struct Column {
+    pub contender: Contender,
+    /// `1`, `1a`, `2`, ...: how the tables name it.
+    pub tag: String,
+    pub label: String,
+    pub cell: Cell,
+    /// Every run's wall time, in run order: the contenders of one run ran
+    /// back to back, so their ratio is the least touched by a slow phase of
+    /// the machine.
+    pub walls: Vec<Duration>,
+}
+
 /// All contenders at one N on one filesystem.
 #[derive(Debug, Clone)]
 pub struct Row {
     pub filesystem: String,
     pub n: usize,
-    pub cells: [Cell; 3],
-    /// Every run's wall time, per contender, in run order: the contenders
-    /// of one run ran back to back, so their ratio is the least touched by
-    /// a slow phase of the machine.
-    pub walls: [Vec<Duration>; 3],
+    pub columns: Vec<Column>,
 }
 
 impl Row {
-    pub fn rate(&self, c: Contender) -> f64 {
-        self.n as f64 / self.cell(c).wall.as_secs_f64()
+    pub fn rate(&self, column: &Column) -> f64 {
+        self.n as f64 / column.cell.wall.as_secs_f64()
     }
-    pub fn cell(&self, c: Contender) -> Cell {
-        self.cells[Contender::ALL.iter().position(|&x| x == c).expect("known contender")]
+
+    fn find(&self, contender: Contender) -> Option<&Column> {
+        self.columns.iter().find(|c| c.contender == contender)
     }
-    pub fn ratio(&self, a: Contender, b: Contender) -> f64 {
-        self.cell(a).wall.as_secs_f64() / self.cell(b).wall.as_secs_f64()
+
+    fn builds(&self) -> impl Iterator<Item = &Column> {
+        self.columns.iter().filter(|c| matches!(c.contender, Contender::Sandboxed(_)))
+    }
+
+    /// The pairs whose ratios the tables give: each build against native
+    /// and the floor, native against the floor, and each later build
+    /// against the first.
+    fn pairs(&self) -> Vec<(&Column, &Column)> {
+        let (native, floor) = (self.find(Contender::Native), self.find(Contender::Floor));
+        let mut pairs = Vec::new();
+        for build in self.builds() {
+            pairs.extend(native.map(|n| (build, n)));
+            pairs.extend(floor.map(|f| (build, f)));
+        }
+        if let (Some(n), Some(f)) = (native, floor) {
+            pairs.push((n, f));
+        }
+        let mut builds = self.builds();
+        if let Some(first) = builds.next() {
+            pairs.extend(builds.map(|later| (later, first)));
+        }
+        pairs
     }
 }
 
@@ -45,53 +77,55 @@ fn mib(bytes: u64) -> f64 {
 /// The main table, one line per filesystem and N.
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::new();
-    out.push_str("| filesystem | N | 1 sandboxed s | 2 native s | 3 fs floor s | 1 storages/s | 2 storages/s | 3 storages/s | peak RSS 1 / 2 / 3 MiB | 1/2 | 2/3 | runs |\n");
-    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    let Some(first) = rows.first() else { return out };
+    let tags: Vec<&str> = first.columns.iter().map(|c| c.tag.as_str()).collect();
+    let pairs: Vec<String> = first.pairs().iter().map(|(a, b)| format!("{}/{}", a.tag, b.tag)).collect();
+    let mut header = vec!["filesystem".to_owned(), "N".to_owned()];
+    header.extend(first.columns.iter().map(|c| format!("{} s", c.label)));
+    header.extend(tags.iter().map(|t| format!("{t} storages/s")));
+    header.push(format!("peak RSS {} MiB", tags.join(" / ")));
+    header.extend(pairs);
+    header.push("runs".to_owned());
+    let _ = writeln!(out, "| {} |", header.join(" | "));
+    let _ = writeln!(out, "|---|{}", "---:|".repeat(header.len() - 1));
     for row in rows {
-        let [a, b, c] = row.cells;
-        let _ = writeln!(
-            out,
-            "| {} | {} | {:.3} | {:.3} | {:.3} | {:.0} | {:.0} | {:.0} | {:.1} / {:.1} / {:.1} | {:.2}x | {:.2}x | {} |",
-            row.filesystem,
-            row.n,
-            a.wall.as_secs_f64(),
-            b.wall.as_secs_f64(),
-            c.wall.as_secs_f64(),
-            row.rate(Contender::Sandboxed),
-            row.rate(Contender::Native),
-            row.rate(Contender::Floor),
-            mib(a.peak_rss),
-            mib(b.peak_rss),
-            mib(c.peak_rss),
-            row.ratio(Contender::Sandboxed, Contender::Native),
-            row.ratio(Contender::Native, Contender::Floor),
-            a.runs
+        let mut cells = vec![row.filesystem.clone(), row.n.to_string()];
+        cells.extend(row.columns.iter().map(|c| format!("{:.3}", c.cell.wall.as_secs_f64())));
+        cells.extend(row.columns.iter().map(|c| format!("{:.0}", row.rate(c))));
+        let rss: Vec<String> = row.columns.iter().map(|c| format!("{:.1}", mib(c.cell.peak_rss))).collect();
+        cells.push(rss.join(" / "));
+        cells.extend(
+            row.pairs().iter().map(|(a, b)| format!("{:.2}x", a.cell.wall.as_secs_f64() / b.cell.wall.as_secs_f64())),
         );
+        cells.push(row.columns.first().map_or(0, |c| c.cell.runs).to_string());
+        let _ = writeln!(out, "| {} |", cells.join(" | "));
     }
     out
 }
 
-/// The ratios of each run (sandboxed / native, sandboxed / floor), for
-/// sizes run three times or more: their median and quartiles. A slow phase
-/// of the machine that spans a run slows all three contenders of it, so
-/// these move less than the ratio of medians in the main table.
+/// The ratios of each run for the pairs of [`table`] (but native against
+/// the floor), for sizes run three times or more: their median and
+/// quartiles. A slow phase of the machine that spans a run slows all the
+/// contenders of it, so these move less than the ratio of medians.
 pub fn paired_ratios(rows: &[Row]) -> String {
     let mut out = String::new();
-    for row in rows.iter().filter(|row| row.walls[0].len() >= 3) {
+    for row in rows.iter().filter(|row| row.columns.first().is_some_and(|c| c.walls.len() >= 3)) {
+        let pairs: Vec<_> = row.pairs().into_iter().filter(|(a, _)| a.contender != Contender::Native).collect();
         if out.is_empty() {
-            out.push_str(
-                "| filesystem | N | 1/2 run by run: median (quartiles) | 1/3 run by run: median (quartiles) | runs |\n",
-            );
-            out.push_str("|---|---:|---:|---:|---:|\n");
+            let heads: Vec<String> =
+                pairs.iter().map(|(a, b)| format!("{}/{} run by run: median (quartiles)", a.tag, b.tag)).collect();
+            let _ = writeln!(out, "| filesystem | N | {} | runs |", heads.join(" | "));
+            let _ = writeln!(out, "|---|---:|{}---:|", "---:|".repeat(heads.len()));
         }
-        let [a, b, c] = &row.walls;
-        let spread = |other: &[Duration]| {
-            let mut ratios: Vec<f64> = a.iter().zip(other).map(|(x, y)| x.as_secs_f64() / y.as_secs_f64()).collect();
+        let spread = |a: &[Duration], b: &[Duration]| {
+            let mut ratios: Vec<f64> = a.iter().zip(b).map(|(x, y)| x.as_secs_f64() / y.as_secs_f64()).collect();
             ratios.sort_by(f64::total_cmp);
             let at = |q: usize| ratios[(ratios.len() - 1) * q / 4];
             format!("{:.2}x ({:.2}-{:.2}x)", at(2), at(1), at(3))
         };
-        let _ = writeln!(out, "| {} | {} | {} | {} | {} |", row.filesystem, row.n, spread(b), spread(c), a.len());
+        let cells: Vec<String> = pairs.iter().map(|(a, b)| spread(&a.walls, &b.walls)).collect();
+        let runs = row.columns.first().map_or(0, |c| c.walls.len());
+        let _ = writeln!(out, "| {} | {} | {} | {runs} |", row.filesystem, row.n, cells.join(" | "));
     }
     out
 }
@@ -102,9 +136,9 @@ pub fn linearity(rows: &[Row]) -> String {
     for small in rows {
         let Some(big) = rows.iter().find(|r| r.filesystem == small.filesystem && r.n == small.n * 10) else { continue };
         let _ = write!(out, "- {}: time({}) / time({}) =", small.filesystem, big.n, small.n);
-        for c in Contender::ALL {
-            let factor = big.cell(c).wall.as_secs_f64() / small.cell(c).wall.as_secs_f64();
-            let _ = write!(out, " {} {factor:.2}x;", c.label());
+        for (s, b) in small.columns.iter().zip(&big.columns) {
+            let factor = b.cell.wall.as_secs_f64() / s.cell.wall.as_secs_f64();
+            let _ = write!(out, " {} {factor:.2}x;", s.label);
         }
         out.pop();
         out.push('\n');
@@ -112,7 +146,16 @@ pub fn linearity(rows: &[Row]) -> String {
     out
 }
 
-const COLORS: [&str; 3] = ["#d62728", "#1f77b4", "#7f7f7f"];
+/// The builds' colours (reds and oranges), then native's and the floor's.
+const BUILD_COLORS: [&str; 4] = ["#d62728", "#ff7f0e", "#8c564b", "#e377c2"];
+
+fn color(column: &Column) -> &'static str {
+    match column.contender {
+        Contender::Sandboxed(i) => BUILD_COLORS[i % BUILD_COLORS.len()],
+        Contender::Native => "#1f77b4",
+        Contender::Floor => "#7f7f7f",
+    }
+}
 
 /// Throughput (storages/s) against N, log-scaled N, one line per contender
 /// and filesystem (solid: the first filesystem, dashed: the others).
@@ -125,7 +168,7 @@ pub fn svg(rows: &[Row], title: &str) -> String {
     sizes.dedup();
     let (min_n, max_n) = (*sizes.first().unwrap_or(&1) as f64, *sizes.last().unwrap_or(&10) as f64);
     let span = (max_n.log10() - min_n.log10()).max(1.0);
-    let max_rate = rows.iter().flat_map(|r| Contender::ALL.map(|c| r.rate(c))).fold(0.0, f64::max);
+    let max_rate = rows.iter().flat_map(|r| r.columns.iter().map(|c| r.rate(c))).fold(0.0, f64::max);
     let y_max = nice_ceiling(max_rate.max(1.0));
     let x = |n: f64| left + (n.log10() - min_n.log10()) / span * pw;
     let y = |rate: f64| top + ph - rate / y_max * ph;
@@ -182,12 +225,16 @@ pub fn svg(rows: &[Row], title: &str) -> String {
     let mut legend_y = top + 10.0;
     for (fi, fs) in filesystems.iter().enumerate() {
         let dash = if fi == 0 { "" } else { r#" stroke-dasharray="6 4""# };
-        for (ci, c) in Contender::ALL.iter().enumerate() {
-            let mut points: Vec<(f64, f64)> =
-                rows.iter().filter(|r| r.filesystem == *fs).map(|r| (r.n as f64, r.rate(*c))).collect();
+        let first = rows.iter().find(|r| r.filesystem == *fs).map(|r| r.columns.as_slice()).unwrap_or_default();
+        for (ci, column) in first.iter().enumerate() {
+            let mut points: Vec<(f64, f64)> = rows
+                .iter()
+                .filter(|r| r.filesystem == *fs)
+                .filter_map(|r| r.columns.get(ci).map(|c| (r.n as f64, r.rate(c))))
+                .collect();
             points.sort_by(|a, b| a.0.total_cmp(&b.0));
             let path: Vec<String> = points.iter().map(|(n, r)| format!("{:.1},{:.1}", x(*n), y(*r))).collect();
-            let color = COLORS[ci];
+            let color = color(column);
             let _ = writeln!(
                 s,
                 r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"{dash}/>"#,
@@ -202,8 +249,14 @@ pub fn svg(rows: &[Row], title: &str) -> String {
                 r#"<line x1="{lx}" y1="{legend_y}" x2="{}" y2="{legend_y}" stroke="{color}" stroke-width="2"{dash}/>"#,
                 lx + 24.0
             );
-            let _ =
-                writeln!(s, r#"<text x="{}" y="{}">{} ({})</text>"#, lx + 30.0, legend_y + 4.0, c.label(), escape(fs));
+            let _ = writeln!(
+                s,
+                r#"<text x="{}" y="{}">{} ({})</text>"#,
+                lx + 30.0,
+                legend_y + 4.0,
+                column.label,
+                escape(fs)
+            );
             legend_y += 18.0;
         }
     }
@@ -241,21 +294,32 @@ fn escape(text: &str) -> String {
 mod tests {
     use super::*;
 
+    fn column(contender: Contender, tag: &str, wall: f64, walls: &[f64]) -> Column {
+        let label = format!("{tag} {contender:?}");
+        let cell = Cell { wall: Duration::from_secs_f64(wall), peak_rss: 1 << 20, runs: walls.len().max(1) };
+        let walls = walls.iter().map(|&s| Duration::from_secs_f64(s)).collect();
+        Column { contender, tag: tag.into(), label, cell, walls }
+    }
+
+    fn three(s: f64) -> Vec<Column> {
+        vec![
+            column(Contender::Sandboxed(0), "1", s * 1.2, &[]),
+            column(Contender::Native, "2", s, &[]),
+            column(Contender::Floor, "3", s / 2.0, &[]),
+        ]
+    }
+
     #[test]
     fn svg_has_a_line_per_contender_and_filesystem() {
-        let cell = |s: f64| Cell { wall: Duration::from_secs_f64(s), peak_rss: 1 << 20, runs: 1 };
         let rows: Vec<Row> = [("tmpfs", 1000, 0.1), ("tmpfs", 10000, 1.0), ("ext4", 1000, 0.2), ("ext4", 10000, 2.0)]
             .into_iter()
-            .map(|(fs, n, s)| Row {
-                filesystem: fs.into(),
-                n,
-                cells: [cell(s * 1.2), cell(s), cell(s / 2.0)],
-                walls: Default::default(),
-            })
+            .map(|(fs, n, s)| Row { filesystem: fs.into(), n, columns: three(s) })
             .collect();
         let svg = svg(&rows, "t");
         assert_eq!(svg.matches("<polyline").count(), 6);
-        assert!(table(&rows).contains("| tmpfs | 10000 |"));
+        let table = table(&rows);
+        assert!(table.contains("| tmpfs | 10000 | 1.200 | 1.000 | 0.500 |"), "{table}");
+        assert!(table.contains("| 1/2 | 1/3 | 2/3 | runs |"), "{table}");
         assert!(linearity(&rows).contains("time(10000) / time(1000)"));
         assert_eq!(thousands(100000.0), "100,000");
         assert_eq!(paired_ratios(&rows), "", "no size ran three times");
@@ -263,12 +327,31 @@ mod tests {
 
     #[test]
     fn ratios_are_taken_run_by_run() {
-        let secs = |v: &[f64]| v.iter().map(|&s| Duration::from_secs_f64(s)).collect::<Vec<_>>();
         // The second run is slow for everyone: its ratios are those of the others.
-        let walls = [secs(&[1.5, 3.0, 1.6, 1.4]), secs(&[1.0, 2.0, 1.0, 1.0]), secs(&[0.75, 1.5, 0.8, 0.7])];
-        let cell = Cell { wall: Duration::ZERO, peak_rss: 0, runs: 4 };
-        let row = Row { filesystem: "tmpfs".into(), n: 10, cells: [cell; 3], walls };
-        let table = paired_ratios(&[row]);
+        let columns = vec![
+            column(Contender::Sandboxed(0), "1", 0.0, &[1.5, 3.0, 1.6, 1.4]),
+            column(Contender::Native, "2", 0.0, &[1.0, 2.0, 1.0, 1.0]),
+            column(Contender::Floor, "3", 0.0, &[0.75, 1.5, 0.8, 0.7]),
+        ];
+        let table = paired_ratios(&[Row { filesystem: "tmpfs".into(), n: 10, columns }]);
         assert!(table.contains("| tmpfs | 10 | 1.50x (1.40-1.50x) | 2.00x (2.00-2.00x) | 4 |"), "{table}");
+    }
+
+    #[test]
+    fn builds_side_by_side_are_each_compared_and_the_later_ones_with_the_first() {
+        let columns = vec![
+            column(Contender::Sandboxed(0), "1a", 2.0, &[2.0, 2.0, 2.0]),
+            column(Contender::Sandboxed(1), "1b", 1.8, &[1.8, 1.9, 1.7]),
+            column(Contender::Native, "2", 1.0, &[1.0, 1.0, 1.0]),
+            column(Contender::Floor, "3", 0.5, &[0.5, 0.5, 0.5]),
+        ];
+        let rows = [Row { filesystem: "tmpfs".into(), n: 10, columns }];
+        let table = table(&rows);
+        assert!(table.contains("| 1a/2 | 1a/3 | 1b/2 | 1b/3 | 2/3 | 1b/1a | runs |"), "{table}");
+        assert!(table.contains("| 2.00x | 4.00x | 1.80x | 3.60x | 2.00x | 0.90x | 3 |"), "{table}");
+        let ratios = paired_ratios(&rows);
+        assert!(ratios.contains("| 1b/1a run by run: median (quartiles) | runs |"), "{ratios}");
+        assert!(ratios.contains("| 0.90x (0.85-0.90x) | 3 |"), "{ratios}");
+        assert_eq!(svg(&rows, "t").matches("<polyline").count(), 4);
     }
 }
