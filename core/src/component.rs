@@ -8,7 +8,8 @@
 //! (`cli_run.rs`), which exports the fine-grained `extraction` and
 //! `events` interfaces for `--invoke`. With the feature `fast-fs`, the
 //! plugin is built for `plugin-fast` (`wit/confined-fs`): the same plugin,
-//! reading a storage's files through the Rust host's `storage-files`.
+//! reading a storage's files through the Rust host's `storage-files`, and
+//! not asking for job metrics when its host says it has none to give.
 
 use crate::fs::WasiFs;
 use crate::model::*;
@@ -23,7 +24,7 @@ wit_bindgen::generate!({
 
 // The fast build, which only the Rust host runs: the plugin world plus the
 // host's `storage-files` (`wit/confined-fs`), which takes WASI's own
-// descriptors.
+// descriptors, and `looks-up-job-metrics`.
 #[cfg(all(feature = "fast-fs", not(feature = "command")))]
 wit_bindgen::generate!({
     path: ["../wit/0.4.0", "../wit/confined-fs"],
@@ -152,11 +153,11 @@ mod plugin {
             let mut conduct = pipeline::Honest;
             #[cfg(feature = "hostile")]
             let mut conduct = crate::hostile::Hostile::new(&options.selection);
-            pipeline::collect_with(&fs, &options, pulled.as_ref(), &mut ImportedHost, &mut conduct)
+            pipeline::collect_with(&fs, &options, pulled.as_ref(), &mut ImportedHost::new(), &mut conduct)
         }
 
         fn recover(interrupted: Interrupted) -> Result<(), Failure> {
-            pipeline::recover(&open_root()?, &interrupted, &mut ImportedHost)
+            pipeline::recover(&open_root()?, &interrupted, &mut ImportedHost::new())
         }
 
         fn list_quarantine() -> Result<Vec<QuarantinedStorage>, Failure> {
@@ -165,7 +166,21 @@ mod plugin {
     }
 
     /// The pipeline's host: the component's imports.
-    struct ImportedHost;
+    struct ImportedHost {
+        /// Whether `job-metrics` can answer anything; the fast build asks
+        /// its host once (`wit/confined-fs`), the WASI build always asks.
+        looks_up_job_metrics: bool,
+    }
+
+    impl ImportedHost {
+        fn new() -> Self {
+            #[cfg(feature = "fast-fs")]
+            let looks_up_job_metrics = super::looks_up_job_metrics();
+            #[cfg(not(feature = "fast-fs"))]
+            let looks_up_job_metrics = true;
+            Self { looks_up_job_metrics }
+        }
+    }
 
     impl pipeline::Host for ImportedHost {
         fn begin_storage(&mut self, name: &str) {
@@ -177,6 +192,10 @@ mod plugin {
         }
 
         fn job_metrics(&mut self, metrics: &RunnerMetrics) -> Option<GithubJobMetrics> {
+            // `None` is what a host with nothing to look up would answer.
+            if !self.looks_up_job_metrics {
+                return None;
+            }
             host::job_metrics(metrics)
         }
 

@@ -90,6 +90,16 @@ impl Lent {
 }
 
 impl HostState {
+    /// `looks-up-job-metrics` (`wit/confined-fs`): whether `job-metrics`
+    /// can answer anything in this run. Not a claim: nothing to check.
+    pub(crate) fn looks_up_job_metrics(&mut self) -> wasmtime::Result<bool> {
+        self.pause()?;
+        let answer = !self.run()?.jobs.answers_nothing();
+        let storage = self.storage.take();
+        self.resume(storage);
+        Ok(answer)
+    }
+
     /// The run being served.
     fn run<'r>(&self) -> wasmtime::Result<&'r mut RunState<'static>> {
         let lent = self.lent.as_ref().ok_or_else(|| wasmtime::format_err!("host import called outside collect"))?;
@@ -153,6 +163,8 @@ impl Host for HostState {
     }
 
     fn job_metrics(&mut self, metrics: RunnerMetrics) -> wasmtime::Result<Option<GithubJobMetrics>> {
+        // Only the WASI build asks when there is nothing to look up: the
+        // fast build asked `looks-up-job-metrics` first.
         self.pause()?;
         let run = self.run()?;
         let answer = if run.jobs.answers_nothing() {

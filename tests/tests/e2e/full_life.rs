@@ -151,3 +151,46 @@ fn a_bad_token_file_is_an_error_naming_it_before_anything_is_touched() {
         assert!(exists(&root.join("r-kept")), "{label}: storage kept");
     }
 }
+
+#[test]
+fn the_plugin_asks_for_job_metrics_only_when_a_token_can_answer() {
+    // Three runners that each ran a job, collected without a token and with
+    // one (GitHub knows none of the jobs: 404). The plugin's calls of the
+    // host are counted (`RUNNER_METRICS_COUNT_CALLS`, as the bench does).
+    // On the confined filesystem (the fast build): one `job-metrics` per
+    // runner with a token, none without, where the answer could only be
+    // `none`. On the wasmtime-wasi fallback (the WASI build, every other
+    // host's): asked either way. The logs are the same in all four runs.
+    let server = GithubServer::start();
+    let run = |token: bool, layer: &str| -> (u64, String) {
+        let root = StorageRoot::new();
+        for name in ["asks-a", "asks-b", "asks-c"] {
+            root.valid_runner(name);
+        }
+        let work = tempfile::tempdir().unwrap();
+        let log = work.path().join("metrics.log");
+        let mut command = cli();
+        command.args(["collect", "--flavor", "small", "--storage"]).arg(root.path()).arg("--metrics-log").arg(&log);
+        command.env("RUNNER_METRICS_COUNT_CALLS", "1").env("RUNNER_METRICS_FILESYSTEM", layer);
+        if token {
+            let token_file = work.path().join("token");
+            fs::write(&token_file, TOKEN).unwrap();
+            command.arg("--github-token-file").arg(&token_file).arg("--github-api-url").arg(server.url());
+        }
+        let out = output(without_proxies(&mut command));
+        assert_eq!(out.code, Some(0), "{out:?}");
+        let counts = out.stderr.lines().find(|l| l.starts_with("{\"calls\"")).unwrap_or_else(|| panic!("{out:?}"));
+        let imports = json(counts)["calls"]["host_imports"].as_u64().unwrap();
+        (imports, fs::read_to_string(&log).unwrap())
+    };
+    let (without, log) = run(false, "confined");
+    assert_eq!(log.lines().count(), 9, "{log}");
+    let (with, log_with) = run(true, "confined");
+    assert_eq!(with, without + 3, "confined: one job-metrics call per runner, only with a token");
+    assert_eq!(log_with, log, "GitHub knew none of the jobs");
+    let (without, log_without) = run(false, "wasi");
+    let (with, log_with) = run(true, "wasi");
+    assert_eq!(with, without, "the WASI build asks either way");
+    assert_eq!((&log_without, &log_with), (&log, &log));
+    assert_eq!(server.requests().len(), 6, "each runner looked up once per run with a token");
+}

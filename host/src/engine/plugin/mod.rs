@@ -194,6 +194,14 @@ impl Plugin {
         PluginWorld::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(&mut linker, |state| state)
             .anyhow()
             .context("linking the host interface")?;
+        // The fast build's own import (`wit/confined-fs`, world `plugin-fast`).
+        linker
+            .root()
+            .func_wrap("looks-up-job-metrics", |mut store: wasmtime::StoreContextMut<'_, HostState>, (): ()| {
+                store.data_mut().looks_up_job_metrics().map(|answer| (answer,))
+            })
+            .anyhow()
+            .context("linking looks-up-job-metrics")?;
         let instance_pre = linker
             .instantiate_pre(&component)
             .anyhow()
