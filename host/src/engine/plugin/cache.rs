@@ -15,7 +15,10 @@
 //!   the key nor write an entry, so nothing a confined run could write is
 //!   ever run by a later one.
 //!
-//! An entry is `MAGIC`, the 32-byte tag, then wasmtime's serialized code.
+//! An entry is `MAGIC`, the 32-byte tag, the entry's own file name and a
+//! NUL, then wasmtime's serialized code; the tag is over the name, the NUL
+//! and the code, which lie together in the file, so an entry is checked
+//! where it was read, with no copy (the start of every run reads two).
 
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
@@ -33,9 +36,11 @@ use crate::log::open_regular_file_with;
 /// The key's file name in the cache directory.
 pub const KEY_FILE: &str = "runner-metrics.key";
 const KEY_LEN: usize = 32;
-/// The first bytes of an entry: this format, version 1.
-const MAGIC: &[u8; 8] = b"RMCODE1\n";
+/// The first bytes of an entry: this format, version 2.
+const MAGIC: &[u8; 8] = b"RMCODE2\n";
 const TAG_LEN: usize = 32;
+/// Where the signed part of an entry starts.
+const SIGNED_AT: usize = MAGIC.len() + TAG_LEN;
 
 /// A cache directory and its key.
 pub struct CodeCache {
@@ -43,10 +48,29 @@ pub struct CodeCache {
     key: hmac::Key,
 }
 
+/// Serialized code: the bytes of an entry read whole, from where its code
+/// starts (or freshly compiled code, from 0).
+pub struct Code {
+    bytes: Vec<u8>,
+    start: usize,
+}
+
+impl Code {
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self { bytes, start: 0 }
+    }
+}
+
+impl AsRef<[u8]> for Code {
+    fn as_ref(&self) -> &[u8] {
+        self.bytes.get(self.start..).unwrap_or_default()
+    }
+}
+
 /// What became of one cache entry.
 pub enum Loaded {
     /// Its MAC matched: the serialized code, to deserialize.
-    Verified(Vec<u8>),
+    Verified(Code),
     /// There is none (or it cannot be read).
     Missing,
     /// It is there but its MAC does not match: never to be run.
@@ -77,31 +101,41 @@ impl CodeCache {
     /// Reads `entry` and checks its MAC.
     pub fn load(&self, entry: &Path) -> Loaded {
         let Some(bytes) = read_entry(entry) else { return Loaded::Missing };
-        let (Some(header), Some(code)) = (bytes.get(..MAGIC.len() + TAG_LEN), bytes.get(MAGIC.len() + TAG_LEN..))
+        let refused = |why: &str| Loaded::Refused(format!("{}: {why}", entry.display()));
+        let (Some(magic), Some(tag), Some(signed)) =
+            (bytes.get(..MAGIC.len()), bytes.get(MAGIC.len()..SIGNED_AT), bytes.get(SIGNED_AT..))
         else {
-            return Loaded::Refused(format!("{}: too short to be a cache entry", entry.display()));
+            return refused("too short to be a cache entry");
         };
-        let (magic, tag) = header.split_at(MAGIC.len());
         if magic != MAGIC {
-            return Loaded::Refused(format!("{}: not a cache entry of this format", entry.display()));
+            return refused("not a cache entry of this format");
         }
-        match hmac::verify(&self.key, &signed(entry, code), tag) {
-            Ok(()) => Loaded::Verified(code.to_vec()),
-            Err(_) => Loaded::Refused(format!(
-                "{}: its MAC does not match (changed since this program wrote it, or written by something else)",
-                entry.display()
-            )),
+        let name = file_name(entry);
+        // The name it was written under, then a NUL: another entry's
+        // (renamed, or copied over this one) is refused like a forgery.
+        if signed.get(..name.len()) != Some(name) || signed.get(name.len()) != Some(&0) {
+            return refused("written for another entry (its MAC is not for this name)");
+        }
+        match hmac::verify(&self.key, signed, tag) {
+            Ok(()) => Loaded::Verified(Code { start: SIGNED_AT + name.len() + 1, bytes }),
+            Err(_) => {
+                refused("its MAC does not match (changed since this program wrote it, or written by something else)")
+            }
         }
     }
 
     /// Writes `code` as `entry`, with its MAC, atomically (a temporary
     /// file, then rename).
     pub fn store(&self, entry: &Path, code: &[u8]) -> Result<()> {
-        let tag = hmac::sign(&self.key, &signed(entry, code));
+        let name = file_name(entry);
+        let mut mac = hmac::Context::with_key(&self.key);
+        for part in [name, &[0], code] {
+            mac.update(part);
+        }
         let mut tmp = tempfile::Builder::new().prefix(".tmp").tempfile_in(&self.dir)?;
-        tmp.write_all(MAGIC)?;
-        tmp.write_all(tag.as_ref())?;
-        tmp.write_all(code)?;
+        for part in [MAGIC, mac.sign().as_ref(), name, &[0], code] {
+            tmp.write_all(part)?;
+        }
         tmp.persist(entry)?;
         Ok(())
     }
@@ -119,15 +153,10 @@ pub fn check_dir(dir: &Path) -> Result<()> {
     }
 }
 
-/// What the MAC covers: the entry's file name, a NUL, the code. So an
-/// entry renamed to another's name is refused too.
-fn signed(entry: &Path, code: &[u8]) -> Vec<u8> {
-    let name = entry.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default();
-    let mut data = Vec::with_capacity(name.len() + 1 + code.len());
-    data.extend_from_slice(name);
-    data.push(0);
-    data.extend_from_slice(code);
-    data
+/// An entry's file name, which its MAC covers (with a NUL and the code),
+/// so an entry renamed to another's name is refused too.
+fn file_name(entry: &Path) -> &[u8] {
+    entry.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default()
 }
 
 /// The bytes of an entry, if it is a regular file that can be read
@@ -194,8 +223,8 @@ fn read_key(path: &Path) -> Result<Option<[u8; KEY_LEN]>> {
 /// before the process confines itself; see the module's doc.
 #[derive(Default)]
 pub struct Precompiled {
-    pub(crate) plugin: Option<Vec<u8>>,
-    pub(crate) keeper: Option<Vec<u8>>,
+    pub(crate) plugin: Option<Code>,
+    pub(crate) keeper: Option<Code>,
     /// Whether the plugin's code came from the cache.
     pub(crate) plugin_from_cache: bool,
     /// Entries refused and compiled again, or a cache that could not be
@@ -235,7 +264,7 @@ impl Precompiled {
                     if let Err(e) = cache.store(&entry, &code) {
                         done.notes.push(format!("could not write the cache entry {}: {e:#}", entry.display()));
                     }
-                    Some((code, false))
+                    Some((Code::new(code), false))
                 }
                 // Compiled again where it is used, where the error says more.
                 Err(_) => None,
@@ -258,7 +287,7 @@ mod tests {
         let cache = CodeCache::open(dir.path()).unwrap();
         let (a, b) = (dir.path().join("a.cwasm"), dir.path().join("b.cwasm"));
         cache.store(&a, b"code of a").unwrap();
-        assert!(matches!(cache.load(&a), Loaded::Verified(code) if code == b"code of a"));
+        assert!(matches!(cache.load(&a), Loaded::Verified(code) if code.as_ref() == b"code of a"));
         assert!(matches!(cache.load(&b), Loaded::Missing));
 
         // Renamed to another entry's name: refused.
@@ -276,7 +305,7 @@ mod tests {
         // The key is kept: a second open checks what the first wrote.
         cache.store(&a, b"again").unwrap();
         let reopened = CodeCache::open(dir.path()).unwrap();
-        assert!(matches!(reopened.load(&a), Loaded::Verified(code) if code == b"again"));
+        assert!(matches!(reopened.load(&a), Loaded::Verified(code) if code.as_ref() == b"again"));
         // A new key (another cache, another version's) refuses it.
         std::fs::remove_file(dir.path().join(KEY_FILE)).unwrap();
         let rekeyed = CodeCache::open(dir.path()).unwrap();
@@ -293,7 +322,7 @@ mod tests {
         let cache = CodeCache::open(&link).unwrap();
         let entry = link.join("e.cwasm");
         cache.store(&entry, b"code").unwrap();
-        assert!(matches!(cache.load(&entry), Loaded::Verified(code) if code == b"code"));
+        assert!(matches!(cache.load(&entry), Loaded::Verified(code) if code.as_ref() == b"code"));
         assert!(real.join(KEY_FILE).exists());
         std::fs::write(dir.path().join("file"), "").unwrap();
         assert!(format!("{:#}", CodeCache::open(&dir.path().join("file")).err().unwrap()).contains("not a directory"));

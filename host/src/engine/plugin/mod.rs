@@ -88,7 +88,7 @@ pub struct Plugin {
     keeper: OnceLock<KeeperPre<KeeperState>>,
     /// The keeper's code, checked against the cache's MAC (or compiled)
     /// before the process was confined; `None`: compile it when needed.
-    keeper_code: Option<Vec<u8>>,
+    keeper_code: Option<cache::Code>,
     limits: Limits,
     stall_watch: Arc<StallWatch>,
     compiled_from: CompiledFrom,
