@@ -64,22 +64,14 @@ impl Lineup {
         format!("{} {name}", self.tag(contender))
     }
 
-    /// Where a build keeps its compiled code under `base`: one cache each.
-    pub fn cache(&self, contender: Contender, base: &Path) -> PathBuf {
-        match contender {
-            Contender::Sandboxed(i) => base.join(format!("cache-{i}")),
-            Contender::Native | Contender::Floor => base.join("cache-unused"),
-        }
-    }
-
-    /// The command line of one contender on `root`; a build's cache is
-    /// under `base`.
+    /// The command line of one contender on `root`; a build keeps its
+    /// compiled code in a cache of its own under `base`.
     pub fn command(&self, contender: Contender, root: &Path, log: &Path, base: &Path) -> Result<Command> {
         let mut command = match contender {
             Contender::Sandboxed(i) => {
                 let bin = self.builds.get(i).context("no such build")?;
                 let mut c = Command::new(bin);
-                c.arg("collect").arg("--cache-dir").arg(self.cache(contender, base));
+                c.arg("collect").arg("--cache-dir").arg(base.join(format!("cache-{i}")));
                 c
             }
             Contender::Native => {
