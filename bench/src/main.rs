@@ -1,10 +1,11 @@
 //! `runner-metrics-bench`: how much the sandbox costs.
 //!
 //! Run with `cargo run --release -p runner-metrics-bench -- [OPTIONS]`; see
-//! `docs/benchmarks.md`. Generates identical storage roots for three
-//! contenders (the sandboxed `runner-metrics collect`, the same pipeline with
-//! the guest compiled natively, and a bare filesystem pass), runs each in
-//! its own child process on tmpfs and on disk, and prints markdown tables;
+//! `docs/benchmarks.md`. Generates identical storage roots for the
+//! contenders (the sandboxed `runner-metrics collect`, once per build given,
+//! the same pipeline with the guest compiled natively, and a bare
+//! filesystem pass), runs each in its own child process on tmpfs and on
+//! disk, and prints markdown tables;
 //! it also measures cold starts, the cost of one guest instance and the size
 //! of the component, and writes a throughput plot (SVG).
 
