@@ -95,8 +95,7 @@ impl HostState {
     pub(crate) fn looks_up_job_metrics(&mut self) -> wasmtime::Result<bool> {
         self.pause()?;
         let answer = !self.run()?.jobs.answers_nothing();
-        let storage = self.storage.take();
-        self.resume(storage);
+        self.resume_same();
         Ok(answer)
     }
 
@@ -131,6 +130,13 @@ impl HostState {
         self.deadline = Instant::now() + self.call_timeout;
         self.watch = self.watch(storage.as_deref());
         self.storage = storage;
+    }
+
+    /// [`HostState::resume`] on the storage the guest was on before the
+    /// import (one that neither begins nor ends a storage).
+    fn resume_same(&mut self) {
+        let storage = self.storage.take();
+        self.resume(storage);
     }
 
     /// A watch on the storage `name`, where a host call can block: only
@@ -178,8 +184,7 @@ impl Host for HostState {
             run.checked(verdict)?;
             run.jobs.job_metrics(&metrics)
         };
-        let storage = self.storage.take();
-        self.resume(storage);
+        self.resume_same();
         Ok(answer)
     }
 
@@ -193,8 +198,7 @@ impl Host for HostState {
             run.sink.append(&lines).map_err(|e| (format!("writing events to {}: {e}", run.sink.describe()), e));
         let booked = run.keeper.appended(outcome.as_ref().err().map(|(ours, _)| ours.as_str())).map(Ok);
         run.checked(booked)?;
-        let storage = self.storage.take();
-        self.resume(storage);
+        self.resume_same();
         Ok(outcome.map_err(|(_, e)| e.to_string()))
     }
 

@@ -13,9 +13,11 @@ pub trait JobMetricsSource {
         None
     }
 
-    /// Whether every answer is `None`, whatever is asked: then nothing the
-    /// host does waits on the keeper's verdict on a lookup, which is held
-    /// like `begin-storage` ([`crate::keeper`]).
+    /// Whether every answer is `None`, whatever is asked: then the fast
+    /// build of the plugin is told not to ask (`looks-up-job-metrics`), and
+    /// when the WASI build asks anyway, nothing the host does waits on the
+    /// keeper's verdict on the lookup, which is held like `begin-storage`
+    /// ([`crate::keeper`]).
     fn answers_nothing(&self) -> bool {
         false
     }
